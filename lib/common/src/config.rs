@@ -1,0 +1,213 @@
+//! Typed, layered configuration: built-in defaults, then an optional TOML file named by
+//! `MILLRACE_CONFIG`, then `MILLRACE_*` environment variables. Every value is parsed and
+//! validated before a port is bound, and a bad value names its variable.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+const PREFIX: &str = "MILLRACE_";
+
+/// A configuration value that could not be used; `variable` is the full environment name.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(name: &str, message: impl Into<String>) -> Self {
+        Self { variable: full_name(name), message: message.into() }
+    }
+}
+
+fn full_name(name: &str) -> String {
+    if name.starts_with(PREFIX) { name.to_owned() } else { format!("{PREFIX}{name}") }
+}
+
+/// Raw settings, keyed by full variable name (`MILLRACE_REDIS_URL`).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    values: BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// Reads the optional config file, then the process environment (which wins).
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut settings = Self::default();
+        if let Ok(path) = std::env::var("MILLRACE_CONFIG") {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|err| ConfigError::new("CONFIG", format!("cannot read {path}: {err}")))?;
+            settings.merge_toml(&text).map_err(|msg| ConfigError::new("CONFIG", format!("{path}: {msg}")))?;
+        }
+        settings.merge_pairs(std::env::vars().filter(|(k, _)| k.starts_with(PREFIX)));
+        Ok(settings)
+    }
+
+    /// Settings from explicit pairs (tests, tools).
+    pub fn from_pairs<K: AsRef<str>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
+        let mut settings = Self::default();
+        settings.merge_pairs(pairs);
+        settings
+    }
+
+    fn merge_pairs<K: AsRef<str>, V: Into<String>>(&mut self, pairs: impl IntoIterator<Item = (K, V)>) {
+        for (key, value) in pairs {
+            self.values.insert(full_name(key.as_ref()), value.into());
+        }
+    }
+
+    /// A TOML file maps onto variable names: `redis_url = "…"` is `MILLRACE_REDIS_URL`, and
+    /// `[llm] base_url = "…"` is `MILLRACE_LLM_BASE_URL`.
+    fn merge_toml(&mut self, text: &str) -> Result<(), String> {
+        let table: toml::Table = text.parse().map_err(|err: toml::de::Error| err.to_string())?;
+        let mut flat = Vec::new();
+        flatten("", &toml::Value::Table(table), &mut flat)?;
+        self.merge_pairs(flat);
+        Ok(())
+    }
+
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.values.get(&full_name(name)).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// An optional typed value; an unparsable value is an error naming the variable.
+    pub fn get<T>(&self, name: &str) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        self.raw(name)
+            .map(|raw| {
+                raw.trim().parse::<T>().map_err(|err| ConfigError::new(name, format!("invalid value {raw:?}: {err}")))
+            })
+            .transpose()
+    }
+
+    pub fn get_or<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        Ok(self.get(name)?.unwrap_or(default))
+    }
+
+    /// A required value.
+    pub fn require<T>(&self, name: &str) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        self.get(name)?.ok_or_else(|| ConfigError::new(name, "is required"))
+    }
+
+    /// A duration given in milliseconds.
+    pub fn duration_ms(&self, name: &str, default_ms: u64) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(self.get_or(name, default_ms)?))
+    }
+
+    /// A positive integer (a count or a size that must not be zero).
+    pub fn positive<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Default + Copy,
+        T::Err: Display,
+    {
+        let value = self.get_or(name, default)?;
+        if value <= T::default() {
+            return Err(ConfigError::new(name, "must be greater than zero"));
+        }
+        Ok(value)
+    }
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) -> Result<(), String> {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, value) in table {
+                let name = if prefix.is_empty() { key.to_uppercase() } else { format!("{prefix}_{}", key.to_uppercase()) };
+                flatten(&name, value, out)?;
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_) => {
+            out.push((prefix.to_owned(), value.to_string()))
+        }
+        other => return Err(format!("{prefix}: unsupported value type {}", other.type_str())),
+    }
+    Ok(())
+}
+
+/// What every service needs: where to listen, where Redis is, and how to drain.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub redis_url: String,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// This replica's name in consumer groups; stable across restarts so that a restarted
+    /// replica drains its own pending entries first.
+    pub consumer_name: String,
+    /// How long shutdown waits for in-flight work before releasing it to other replicas.
+    pub shutdown_deadline: Duration,
+}
+
+impl ServiceConfig {
+    pub fn load(settings: &Settings, service: &str, http_port: u16, grpc_port: u16) -> Result<Self, ConfigError> {
+        let default_consumer = format!(
+            "{service}-{}",
+            std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "local".to_owned())
+        );
+        let redis_url: String = settings.get_or("REDIS_URL", "redis://127.0.0.1:6379".to_owned())?;
+        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") && !redis_url.starts_with("unix://") {
+            return Err(ConfigError::new("REDIS_URL", format!("{redis_url:?} is not a redis:// URL")));
+        }
+        Ok(Self {
+            http_addr: settings.get_or("HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], http_port)))?,
+            grpc_addr: settings.get_or("GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], grpc_port)))?,
+            redis_url,
+            key_prefix: settings.get_or("KEY_PREFIX", "millrace".to_owned())?,
+            consumer_name: settings.get_or("CONSUMER_NAME", default_consumer)?,
+            shutdown_deadline: settings.duration_ms("SHUTDOWN_DEADLINE_MS", 20_000)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_value_names_the_variable() {
+        let settings = Settings::from_pairs([("MILLRACE_HTTP_ADDR", "not-an-address")]);
+        let err = ServiceConfig::load(&settings, "x", 1, 2).unwrap_err();
+        assert_eq!(err.variable, "MILLRACE_HTTP_ADDR");
+        assert!(err.to_string().starts_with("MILLRACE_HTTP_ADDR: invalid value"));
+    }
+
+    #[test]
+    fn toml_tables_flatten_to_variable_names() {
+        let mut settings = Settings::default();
+        settings.merge_toml("redis_url = 'redis://h:1'\n[llm]\nbase_url = 'http://u'\nrpm = 60\n").unwrap();
+        assert_eq!(settings.raw("REDIS_URL"), Some("redis://h:1"));
+        assert_eq!(settings.raw("LLM_BASE_URL"), Some("http://u"));
+        assert_eq!(settings.get::<u32>("LLM_RPM").unwrap(), Some(60));
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let mut settings = Settings::default();
+        settings.merge_toml("max_deliveries = 3").unwrap();
+        settings.merge_pairs([("MILLRACE_MAX_DELIVERIES", "7")]);
+        assert_eq!(settings.get::<u32>("MAX_DELIVERIES").unwrap(), Some(7));
+    }
+
+    #[test]
+    fn zero_is_rejected_where_positive_is_required() {
+        let settings = Settings::from_pairs([("CONCURRENCY", "0")]);
+        assert_eq!(settings.positive::<usize>("CONCURRENCY", 4).unwrap_err().variable, "MILLRACE_CONCURRENCY");
+    }
+}

@@ -1,0 +1,13 @@
+//! Shared foundations of the millrace services, so that each service's `main.rs` stays short
+//! and every service answers health, readiness, metrics and shutdown the same way.
+
+pub mod config;
+pub mod error;
+pub mod redis_conn;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
+
+pub use config::{ConfigError, ServiceConfig, Settings};
+pub use error::{ApiError, ErrorCode};

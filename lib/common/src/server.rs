@@ -1,0 +1,190 @@
+//! The ports every service opens: HTTP (`/healthz`, `/readyz`, `/metrics` and the service's own
+//! routes) and gRPC (the service's own services plus `grpc.health.v1`, reflection and Admin).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::future::BoxFuture;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use millrace_proto::v1::admin_server::{Admin, AdminServer};
+use millrace_proto::v1::{StatsRequest, StatsResponse};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::ServiceConfig;
+use crate::error::ApiError;
+
+type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// The dependencies a service needs before it can take traffic, checked on `/readyz`.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, CheckFn)>,
+}
+
+impl Readiness {
+    pub fn with<F, Fut>(mut self, name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push((name, Arc::new(move || Box::pin(check()))));
+        self
+    }
+
+    /// Runs every check; ready only if all pass.
+    pub async fn check(&self) -> (bool, serde_json::Value) {
+        let results = futures::future::join_all(self.checks.iter().map(|(name, check)| {
+            let check = check.clone();
+            async move {
+                let outcome =
+                    tokio::time::timeout(std::time::Duration::from_secs(2), check()).await.unwrap_or_else(|_| Err("timed out".into()));
+                (*name, outcome)
+            }
+        }))
+        .await;
+        let ready = results.iter().all(|(_, r)| r.is_ok());
+        let details: serde_json::Map<String, serde_json::Value> = results
+            .into_iter()
+            .map(|(name, r)| (name.to_owned(), r.map_or_else(|e| json!({"ok": false, "error": e}), |()| json!({"ok": true}))))
+            .collect();
+        (ready, serde_json::Value::Object(details))
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by in-process tests).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed, in which case ours simply stays empty.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// `/healthz` (the process is alive), `/readyz` (its dependencies answer) and `/metrics`.
+pub fn ops_router(service: &'static str, readiness: Readiness) -> Router {
+    let metrics = metrics_handle();
+    Router::new()
+        .route("/healthz", get(move || async move { axum::Json(json!({"status": "ok", "service": service})) }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move {
+                    let (ready, checks) = readiness.check().await;
+                    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    let body = json!({"status": if ready {"ready"} else {"not_ready"}, "service": service, "checks": checks});
+                    (status, axum::Json(body)).into_response()
+                }
+            }),
+        )
+        .route("/metrics", get(move || std::future::ready(metrics.render())))
+}
+
+type StatsFn = Arc<dyn Fn() -> BoxFuture<'static, Result<StatsResponse, ApiError>> + Send + Sync>;
+
+/// `millrace.v1.Admin`: what this replica is doing right now.
+#[derive(Clone)]
+pub struct AdminService {
+    stats: StatsFn,
+}
+
+impl AdminService {
+    pub fn new<F, Fut>(stats: F) -> AdminServer<Self>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<StatsResponse, ApiError>> + Send + 'static,
+    {
+        AdminServer::new(Self { stats: Arc::new(move || Box::pin(stats())) })
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn stats(&self, _request: tonic::Request<StatsRequest>) -> Result<tonic::Response<StatsResponse>, tonic::Status> {
+        Ok(tonic::Response::new((self.stats)().await?))
+    }
+}
+
+/// Both listeners, bound before anything else starts so that a taken port fails fast and
+/// tests can bind port 0 and read the real port.
+pub struct Listeners {
+    pub http: TcpListener,
+    pub grpc: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &ServiceConfig) -> std::io::Result<Self> {
+        let http = TcpListener::bind(config.http_addr).await?;
+        let grpc = TcpListener::bind(config.grpc_addr).await?;
+        Ok(Self { http, grpc })
+    }
+
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.http.local_addr()
+    }
+
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+}
+
+/// Serves HTTP and gRPC until `stop` is cancelled. gRPC health turns NOT_SERVING as soon as
+/// `draining` is cancelled, so load balancers stop sending work while in-flight work drains.
+pub async fn serve(
+    service: &'static str,
+    listeners: Listeners,
+    router: Router,
+    grpc: Routes,
+    draining: CancellationToken,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(millrace_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(std::io::Error::other)?;
+    let routes = grpc.add_service(health_service).add_service(reflection);
+
+    let http_addr = listeners.http_addr()?;
+    let grpc_addr = listeners.grpc_addr()?;
+    tracing::info!(service, %http_addr, %grpc_addr, "listening");
+
+    tokio::spawn(mark_not_serving_when_draining(health, draining));
+    let http_stop = stop.clone();
+    let http = async move {
+        axum::serve(listeners.http, router).with_graceful_shutdown(http_stop.cancelled_owned()).await
+    };
+    let grpc = async move {
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listeners.grpc),
+                stop.cancelled_owned(),
+            )
+            .await
+            .map_err(std::io::Error::other)
+    };
+    tokio::try_join!(http, grpc).map(|_| ())
+}
+
+async fn mark_not_serving_when_draining(health: HealthReporter, draining: CancellationToken) {
+    draining.cancelled().await;
+    health.set_service_status("", ServingStatus::NotServing).await;
+}

@@ -1,1 +1,20 @@
-//! stub
+//! The job model and the hand-offs between stages, shared by every service so that the
+//! meaning of a key, a stream entry or a job field is written down once.
+//!
+//! A job is one document's trip through the pipeline. Its record is a Redis hash; its payloads
+//! (document bytes, chunk batches, stage results) are Redis keys named after the job and batch,
+//! so a retried step rewrites the same key. Every step that moves a job along is one Lua
+//! script, which makes each hand-off atomic and idempotent under redelivery.
+
+mod job;
+mod keys;
+mod scripts;
+mod stage;
+mod store;
+
+pub use job::{ChunkCounts, Job, JobError, JobStatus};
+pub use keys::Keys;
+pub use stage::Stage;
+pub use store::{
+    BatchRef, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredOutcome, payload_ttl_default,
+};

@@ -1,1 +1,21 @@
-//! stub
+//! The stream worker that every pipeline stage runs, so that a stage is only a handler.
+//!
+//! Redis Streams with consumer groups give at-least-once delivery; this crate adds the rules
+//! that make it safe (see ARCHITECTURE.md, "Delivery invariants"):
+//! - an entry is acknowledged only after its handler returned, i.e. after its effects are durable;
+//! - a starting consumer first finishes its own pending entries;
+//! - entries idle past the visibility timeout are reclaimed by live consumers, while entries
+//!   still being worked on are kept fresh by a heartbeat so they are not taken from a live worker;
+//! - after `max_deliveries` an entry is copied to the dead-letter stream and acknowledged;
+//! - reads ask only for as many entries as there are free concurrency permits (backpressure);
+//! - trimming never removes an entry that is still pending.
+
+mod config;
+mod message;
+mod stats;
+mod worker;
+
+pub use config::WorkerConfig;
+pub use message::{HandlerError, Message};
+pub use stats::{QueueStats, queue_stats};
+pub use worker::{Handler, StreamError, StreamWorker, WorkerHandle, ensure_group};

@@ -1,0 +1,68 @@
+//! Every Redis key and stream name, in one place. Job-scoped keys carry the job id as a hash
+//! tag (`{…}`) so that a Redis Cluster keeps one job's keys on one shard.
+
+use crate::Stage;
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    pub fn stream(&self, stage: Stage) -> String {
+        format!("{}:stream:{}", self.prefix, stage.name())
+    }
+
+    pub fn dead_letters(&self, stage: Stage) -> String {
+        format!("{}:dlq:{}", self.prefix, stage.name())
+    }
+
+    pub fn job(&self, job_id: &str) -> String {
+        format!("{}:job:{{{job_id}}}", self.prefix)
+    }
+
+    pub fn content(&self, job_id: &str) -> String {
+        format!("{}:content", self.job(job_id))
+    }
+
+    /// Which halves of each batch are done and which batches are enqueued/stored.
+    pub fn join(&self, job_id: &str) -> String {
+        format!("{}:join", self.job(job_id))
+    }
+
+    pub fn batch(&self, job_id: &str, batch: u32) -> String {
+        format!("{}:batch:{batch}", self.job(job_id))
+    }
+
+    pub fn metadata_result(&self, job_id: &str, batch: u32) -> String {
+        format!("{}:metadata:{batch}", self.job(job_id))
+    }
+
+    pub fn embeddings_result(&self, job_id: &str, batch: u32) -> String {
+        format!("{}:embeddings:{batch}", self.job(job_id))
+    }
+
+    /// Every job, scored by creation time (ms).
+    pub fn jobs_index(&self) -> String {
+        format!("{}:jobs", self.prefix)
+    }
+
+    /// Jobs not yet finished, for admission control.
+    pub fn active_jobs(&self) -> String {
+        format!("{}:jobs:active", self.prefix)
+    }
+
+    /// Recently finished jobs, scored by finish time (ms), for throughput estimates.
+    pub fn finished_jobs(&self) -> String {
+        format!("{}:jobs:finished", self.prefix)
+    }
+
+    /// Version counter of a document.
+    pub fn document_version(&self, tenant_id: &str, document_id: &str) -> String {
+        format!("{}:docver:{tenant_id}:{document_id}", self.prefix)
+    }
+}

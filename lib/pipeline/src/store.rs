@@ -1,0 +1,389 @@
+//! Job records and payloads in Redis, and the atomic steps that move a job along.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use millrace_common::time::now_millis;
+use millrace_proto::{ChunkBatch, EmbeddingBatch, MetadataBatch};
+use prost::Message as _;
+use redis::AsyncCommands;
+
+use crate::scripts::{COMMIT_CHUNKS, COMPLETE_HALF, FINISH, RECORD_STORED};
+use crate::{Job, JobStatus, Keys, Stage};
+
+/// How long payloads and finished job records are kept, unless configured.
+pub fn payload_ttl_default() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobStoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("corrupt payload {key}: {source}")]
+    Decode { key: String, source: prost::DecodeError },
+}
+
+impl JobStoreError {
+    /// Redis being away is worth a retry; a corrupt payload is not.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Decode { .. })
+    }
+}
+
+/// A document as submitted.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub tenant_id: String,
+    pub document_id: String,
+    pub content_type: String,
+    pub source: String,
+    pub metadata: serde_json::Value,
+    pub content: Vec<u8>,
+    /// Hex SHA-256 of `content`.
+    pub content_hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkingOutcome {
+    /// The batches were stored and enqueued now.
+    Enqueued(u32),
+    /// A previous delivery already did it.
+    AlreadyDone,
+    /// The job is finished (cancelled or failed) or gone: nothing to do.
+    JobFinished,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HalfOutcome {
+    /// Recorded; the other half is still running.
+    Recorded,
+    /// Recorded, and this call enqueued the batch for storage.
+    EnqueuedStorage,
+    JobFinished,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOutcome {
+    pub batches_stored: u32,
+    pub batches_total: u32,
+    pub status: Option<JobStatus>,
+}
+
+impl StoredOutcome {
+    pub fn all_stored(&self) -> bool {
+        self.batches_total > 0 && self.batches_stored >= self.batches_total
+    }
+}
+
+/// Identifies one batch of one job, as carried in a stream entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRef {
+    pub job_id: String,
+    pub batch: u32,
+}
+
+#[derive(Clone)]
+pub struct JobStore {
+    pool: deadpool_redis::Pool,
+    keys: Keys,
+    retention: Duration,
+}
+
+impl JobStore {
+    pub fn new(pool: deadpool_redis::Pool, keys: Keys, retention: Duration) -> Self {
+        Self { pool, keys, retention }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn pool(&self) -> &deadpool_redis::Pool {
+        &self.pool
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, JobStoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// Records a new job, stores its content and enqueues it for chunking, in one transaction.
+    /// Each submission of a document gets the next version number of that document.
+    pub async fn create(&self, new: NewJob) -> Result<Job, JobStoreError> {
+        let mut conn = self.conn().await?;
+        let job_id = uuid::Uuid::now_v7().to_string();
+        let version: u64 = conn.incr(self.keys.document_version(&new.tenant_id, &new.document_id), 1).await?;
+        let now = now_millis();
+        let ttl = self.retention.as_secs().max(1);
+        let job_key = self.keys.job(&job_id);
+        let fields: Vec<(&str, String)> = vec![
+            ("job_id", job_id.clone()),
+            ("tenant_id", new.tenant_id.clone()),
+            ("document_id", new.document_id.clone()),
+            ("version", version.to_string()),
+            ("status", JobStatus::Queued.as_str().to_owned()),
+            ("content_type", new.content_type.clone()),
+            ("content_hash", new.content_hash.clone()),
+            ("content_bytes", new.content.len().to_string()),
+            ("source", new.source.clone()),
+            ("metadata", new.metadata.to_string()),
+            ("created_ms", now.to_string()),
+            ("chunks_total", "0".into()),
+            ("metadata_done", "0".into()),
+            ("embedded", "0".into()),
+            ("stored", "0".into()),
+            ("batches_total", "0".into()),
+            ("batches_stored", "0".into()),
+        ];
+        let retention_ms = self.retention.as_millis() as i64;
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.keys.content(&job_id))
+            .arg(&new.content)
+            .arg("EX")
+            .arg(ttl)
+            .ignore()
+            .hset_multiple(&job_key, &fields)
+            .ignore()
+            .expire(&job_key, ttl as i64)
+            .ignore()
+            .zadd(self.keys.jobs_index(), &job_id, now)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.jobs_index())
+            .arg("-inf")
+            .arg(now - retention_ms)
+            .ignore()
+            .sadd(self.keys.active_jobs(), &job_id)
+            .ignore()
+            .cmd("XADD")
+            .arg(self.keys.stream(Stage::Chunking))
+            .arg("*")
+            .arg("job_id")
+            .arg(&job_id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        self.get(&job_id).await?.ok_or_else(|| {
+            JobStoreError::Redis(redis::RedisError::from((redis::ErrorKind::Client, "job vanished after creation")))
+        })
+    }
+
+    pub async fn get(&self, job_id: &str) -> Result<Option<Job>, JobStoreError> {
+        let mut conn = self.conn().await?;
+        let fields: HashMap<String, String> = conn.hgetall(self.keys.job(job_id)).await?;
+        Ok(Job::from_hash(&fields))
+    }
+
+    /// Newest first, optionally only one status. Scans at most a few thousand recent jobs.
+    pub async fn list(&self, status: Option<JobStatus>, limit: usize) -> Result<Vec<Job>, JobStoreError> {
+        const PAGE: isize = 200;
+        const MAX_SCANNED: isize = 5_000;
+        let mut conn = self.conn().await?;
+        let mut jobs = Vec::new();
+        let mut start = 0;
+        while jobs.len() < limit && start < MAX_SCANNED {
+            let ids: Vec<String> = conn.zrevrange(self.keys.jobs_index(), start, start + PAGE - 1).await?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hgetall(self.keys.job(id));
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            for hash in hashes {
+                if let Some(job) = Job::from_hash(&hash)
+                    && status.is_none_or(|s| s == job.status)
+                    && jobs.len() < limit
+                {
+                    jobs.push(job);
+                }
+            }
+            start += PAGE;
+        }
+        Ok(jobs)
+    }
+
+    /// Jobs accepted and not yet finished.
+    pub async fn active_count(&self) -> Result<u64, JobStoreError> {
+        let mut conn = self.conn().await?;
+        Ok(conn.scard(self.keys.active_jobs()).await?)
+    }
+
+    /// Jobs finished within the last `window` (for throughput estimates).
+    pub async fn finished_within(&self, window: Duration) -> Result<u64, JobStoreError> {
+        let mut conn = self.conn().await?;
+        let since = now_millis() - window.as_millis() as i64;
+        Ok(conn.zcount(self.keys.finished_jobs(), since, "+inf").await?)
+    }
+
+    pub async fn content(&self, job_id: &str) -> Result<Option<Vec<u8>>, JobStoreError> {
+        let mut conn = self.conn().await?;
+        Ok(conn.get(self.keys.content(job_id)).await?)
+    }
+
+    /// Stores the batches of a chunked document and enqueues each on both the metadata and
+    /// the embeddings stream, at once, so the two stages work on a batch in parallel.
+    pub async fn commit_chunks(&self, job_id: &str, batches: &[ChunkBatch]) -> Result<ChunkingOutcome, JobStoreError> {
+        let chunks_total: usize = batches.iter().map(|b| b.chunks.len()).sum();
+        let mut invocation = COMMIT_CHUNKS.prepare_invoke();
+        invocation
+            .key(self.keys.job(job_id))
+            .key(self.keys.stream(Stage::Metadata))
+            .key(self.keys.stream(Stage::Embeddings))
+            .arg(job_id)
+            .arg(chunks_total)
+            .arg(self.retention.as_secs().max(1))
+            .arg(now_millis());
+        for batch in batches {
+            invocation.key(self.keys.batch(job_id, batch.batch_index)).arg(batch.encode_to_vec());
+        }
+        let mut conn = self.conn().await?;
+        let result: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(match result {
+            n if n > 0 => ChunkingOutcome::Enqueued(n as u32),
+            0 => ChunkingOutcome::AlreadyDone,
+            _ => ChunkingOutcome::JobFinished,
+        })
+    }
+
+    pub async fn load_batch(&self, job_id: &str, batch: u32) -> Result<Option<ChunkBatch>, JobStoreError> {
+        self.load(&self.keys.batch(job_id, batch)).await
+    }
+
+    pub async fn load_metadata(&self, job_id: &str, batch: u32) -> Result<Option<MetadataBatch>, JobStoreError> {
+        self.load(&self.keys.metadata_result(job_id, batch)).await
+    }
+
+    pub async fn load_embeddings(&self, job_id: &str, batch: u32) -> Result<Option<EmbeddingBatch>, JobStoreError> {
+        self.load(&self.keys.embeddings_result(job_id, batch)).await
+    }
+
+    async fn load<M: prost::Message + Default>(&self, key: &str) -> Result<Option<M>, JobStoreError> {
+        let mut conn = self.conn().await?;
+        let bytes: Option<Vec<u8>> = conn.get(key).await?;
+        bytes
+            .map(|b| M::decode(b.as_slice()).map_err(|source| JobStoreError::Decode { key: key.to_owned(), source }))
+            .transpose()
+    }
+
+    pub async fn complete_metadata(
+        &self,
+        job_id: &str,
+        batch: u32,
+        chunk_count: usize,
+        result: &MetadataBatch,
+    ) -> Result<HalfOutcome, JobStoreError> {
+        self.complete_half(job_id, batch, chunk_count, "m", "metadata_done", &self.keys.metadata_result(job_id, batch), result.encode_to_vec())
+            .await
+    }
+
+    pub async fn complete_embeddings(
+        &self,
+        job_id: &str,
+        batch: u32,
+        chunk_count: usize,
+        result: &EmbeddingBatch,
+    ) -> Result<HalfOutcome, JobStoreError> {
+        self.complete_half(job_id, batch, chunk_count, "e", "embedded", &self.keys.embeddings_result(job_id, batch), result.encode_to_vec())
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn complete_half(
+        &self,
+        job_id: &str,
+        batch: u32,
+        chunk_count: usize,
+        half: &str,
+        counter: &str,
+        result_key: &str,
+        payload: Vec<u8>,
+    ) -> Result<HalfOutcome, JobStoreError> {
+        let mut conn = self.conn().await?;
+        let result: i64 = COMPLETE_HALF
+            .key(self.keys.job(job_id))
+            .key(self.keys.join(job_id))
+            .key(result_key)
+            .key(self.keys.stream(Stage::Storage))
+            .arg(half)
+            .arg(batch)
+            .arg(chunk_count)
+            .arg(payload)
+            .arg(self.retention.as_secs().max(1))
+            .arg(job_id)
+            .arg(counter)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(match result {
+            2 => HalfOutcome::EnqueuedStorage,
+            1 => HalfOutcome::Recorded,
+            _ => HalfOutcome::JobFinished,
+        })
+    }
+
+    /// Counts a stored batch (once) and tells whether every batch of the job is stored.
+    pub async fn record_stored(&self, job_id: &str, batch: u32, chunk_count: usize) -> Result<StoredOutcome, JobStoreError> {
+        let mut conn = self.conn().await?;
+        let (batches_stored, batches_total, status): (u32, u32, String) = RECORD_STORED
+            .key(self.keys.job(job_id))
+            .key(self.keys.join(job_id))
+            .arg(batch)
+            .arg(chunk_count)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(StoredOutcome { batches_stored, batches_total, status: JobStatus::parse(&status) })
+    }
+
+    /// Moves the job to a final status; returns false if it had already finished.
+    pub async fn finish(
+        &self,
+        job_id: &str,
+        status: JobStatus,
+        error: Option<(&str, &str)>,
+    ) -> Result<bool, JobStoreError> {
+        let (stage, message) = error.unwrap_or(("", ""));
+        let mut conn = self.conn().await?;
+        let result: i64 = FINISH
+            .key(self.keys.job(job_id))
+            .key(self.keys.active_jobs())
+            .key(self.keys.finished_jobs())
+            .arg(status.as_str())
+            .arg(now_millis())
+            .arg(self.retention.as_secs().max(1))
+            .arg(job_id)
+            .arg(stage)
+            .arg(message)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(result == 1)
+    }
+
+    /// Drops a finished job's payloads; its record stays until the retention period ends.
+    pub async fn delete_payloads(&self, job_id: &str, batches_total: u32) -> Result<(), JobStoreError> {
+        let mut keys = vec![self.keys.content(job_id), self.keys.join(job_id)];
+        for batch in 0..batches_total {
+            keys.push(self.keys.batch(job_id, batch));
+            keys.push(self.keys.metadata_result(job_id, batch));
+            keys.push(self.keys.embeddings_result(job_id, batch));
+        }
+        let mut conn = self.conn().await?;
+        for chunk in keys.chunks(256) {
+            let _: () = conn.unlink(chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+impl BatchRef {
+    /// Reads `job_id` and `batch` from a stream entry's fields.
+    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
+        let job_id = fields.get("job_id").ok_or("entry has no job_id")?.clone();
+        let batch = fields.get("batch").ok_or("entry has no batch")?.parse().map_err(|_| "entry has a bad batch number")?;
+        Ok(Self { job_id, batch })
+    }
+}

@@ -1,0 +1,60 @@
+//! Knobs of a stream worker, all configurable so tests can run with short timeouts.
+
+use std::time::Duration;
+
+use millrace_common::{ConfigError, Settings};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub stream: String,
+    pub group: String,
+    pub consumer: String,
+    pub dead_letter_stream: String,
+    /// Entries processed at once by this replica.
+    pub concurrency: usize,
+    /// How long one `XREADGROUP` blocks waiting for new entries.
+    pub block: Duration,
+    /// An entry pending this long without a heartbeat is presumed lost and reclaimed.
+    pub visibility_timeout: Duration,
+    pub reclaim_interval: Duration,
+    /// Deliveries after which an entry is dead-lettered instead of handled again.
+    pub max_deliveries: u64,
+    pub trim_interval: Duration,
+    /// How long shutdown waits for in-flight entries before leaving them to be reclaimed.
+    pub drain_deadline: Duration,
+}
+
+impl WorkerConfig {
+    /// Reads `MILLRACE_CONCURRENCY`, `MILLRACE_BLOCK_MS`, `MILLRACE_VISIBILITY_TIMEOUT_MS`,
+    /// `MILLRACE_RECLAIM_INTERVAL_MS`, `MILLRACE_MAX_DELIVERIES`, `MILLRACE_TRIM_INTERVAL_MS`.
+    pub fn from_settings(
+        settings: &Settings,
+        stream: String,
+        group: String,
+        dead_letter_stream: String,
+        consumer: String,
+        drain_deadline: Duration,
+        default_concurrency: usize,
+    ) -> Result<Self, ConfigError> {
+        let config = Self {
+            stream,
+            group,
+            consumer,
+            dead_letter_stream,
+            concurrency: settings.positive("CONCURRENCY", default_concurrency)?,
+            block: settings.duration_ms("BLOCK_MS", 2_000)?,
+            visibility_timeout: settings.duration_ms("VISIBILITY_TIMEOUT_MS", 60_000)?,
+            reclaim_interval: settings.duration_ms("RECLAIM_INTERVAL_MS", 5_000)?,
+            max_deliveries: settings.positive("MAX_DELIVERIES", 5)?,
+            trim_interval: settings.duration_ms("TRIM_INTERVAL_MS", 30_000)?,
+            drain_deadline,
+        };
+        if config.visibility_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::new("VISIBILITY_TIMEOUT_MS", "must be at least 100"));
+        }
+        if config.reclaim_interval.is_zero() {
+            return Err(ConfigError::new("RECLAIM_INTERVAL_MS", "must be greater than zero"));
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,529 @@
+//! The consumer loop: read with backpressure, handle, acknowledge, reclaim, dead-letter, trim.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{
+    StreamAutoClaimReply, StreamClaimReply, StreamInfoGroupsReply, StreamPendingCountReply, StreamPendingReply,
+    StreamReadReply,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{HandlerError, Message, WorkerConfig};
+
+/// Entries asked for in one read, at most (and never more than free permits).
+const MAX_READ: usize = 64;
+
+/// What a stage does with one entry. Handlers must be idempotent: an entry can be delivered
+/// more than once (a worker killed after its effects but before its acknowledgement).
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, message: &Message) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Called when the entry is given up on (fatal error or too many deliveries), before it
+    /// moves to the dead-letter stream: the place to mark its job failed. May run more than once.
+    fn give_up(&self, message: &Message, reason: &str) -> impl Future<Output = ()> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+}
+
+/// Creates the consumer group (from the start of the stream, creating the stream if needed).
+pub async fn ensure_group<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    stream: &str,
+    group: &str,
+) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<()> =
+        redis::cmd("XGROUP").arg("CREATE").arg(stream).arg(group).arg("0").arg("MKSTREAM").query_async(conn).await;
+    match created {
+        Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// A cheap view of a running worker, for stats.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl WorkerHandle {
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+    pub fn in_use(&self) -> usize {
+        self.limit.saturating_sub(self.permits.available_permits())
+    }
+}
+
+pub struct StreamWorker<H> {
+    inner: Arc<Inner<H>>,
+}
+
+struct Inner<H> {
+    config: WorkerConfig,
+    client: redis::Client,
+    pool: deadpool_redis::Pool,
+    handler: H,
+    permits: Arc<Semaphore>,
+    errors_key: String,
+}
+
+impl<H: Handler> StreamWorker<H> {
+    pub fn new(config: WorkerConfig, client: redis::Client, pool: deadpool_redis::Pool, handler: H) -> Self {
+        let permits = Arc::new(Semaphore::new(config.concurrency));
+        let errors_key = format!("{}:errors", config.stream);
+        Self { inner: Arc::new(Inner { config, client, pool, handler, permits, errors_key }) }
+    }
+
+    pub fn handle(&self) -> WorkerHandle {
+        WorkerHandle { permits: self.inner.permits.clone(), limit: self.inner.config.concurrency }
+    }
+
+    /// Runs until `shutdown`, then waits (up to the drain deadline) for in-flight entries.
+    /// Entries still in flight after that stay pending and are reclaimed by other replicas.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StreamError> {
+        let inner = self.inner;
+        {
+            let mut conn = inner.pool.get().await?;
+            ensure_group(&mut conn, &inner.config.stream, &inner.config.group).await?;
+        }
+        info!(stream = %inner.config.stream, consumer = %inner.config.consumer, "stream worker started");
+        let background = shutdown.child_token();
+        tokio::spawn(inner.clone().reclaim_loop(background.clone()));
+        tokio::spawn(inner.clone().trim_loop(background.clone()));
+
+        inner.drain_own_pending(&shutdown).await;
+        inner.read_loop(&shutdown).await;
+        background.cancel();
+
+        let limit = inner.config.concurrency as u32;
+        match tokio::time::timeout(inner.config.drain_deadline, inner.permits.acquire_many(limit)).await {
+            Ok(_) => info!(stream = %inner.config.stream, "stream worker drained"),
+            Err(_) => warn!(
+                stream = %inner.config.stream,
+                in_flight = inner.config.concurrency - inner.permits.available_permits(),
+                "drain deadline passed; leaving in-flight entries to be reclaimed"
+            ),
+        }
+        Ok(())
+    }
+}
+
+impl<H: Handler> Inner<H> {
+    /// Waits for one free permit, then takes as many more as are free (up to `max`).
+    async fn take_permits(&self, shutdown: &CancellationToken, max: usize) -> Option<Vec<OwnedSemaphorePermit>> {
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            permit = self.permits.clone().acquire_owned() => permit.ok()?,
+        };
+        let mut permits = vec![first];
+        while permits.len() < max {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        Some(permits)
+    }
+
+    /// A restarted consumer first finishes what it had claimed before it stopped.
+    async fn drain_own_pending(self: &Arc<Self>, shutdown: &CancellationToken) {
+        let mut after = "-".to_owned();
+        loop {
+            let Some(mut permits) = self.take_permits(shutdown, MAX_READ).await else { return };
+            match self.claim_own_pending(&after, permits.len()).await {
+                Ok(messages) if messages.is_empty() => return,
+                Ok(messages) => {
+                    info!(stream = %self.config.stream, count = messages.len(), "resuming own pending entries");
+                    for message in messages {
+                        after = format!("({}", message.id);
+                        if let Some(permit) = permits.pop() {
+                            tokio::spawn(self.clone().process(message, permit));
+                        }
+                    }
+                }
+                Err(err) => {
+                    warn!(stream = %self.config.stream, error = %err, "cannot list own pending entries; skipping to new ones");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn claim_own_pending(&self, after: &str, count: usize) -> Result<Vec<Message>, StreamError> {
+        let mut conn = self.pool.get().await?;
+        let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&self.config.stream)
+            .arg(&self.config.group)
+            .arg(after)
+            .arg("+")
+            .arg(count)
+            .arg(&self.config.consumer)
+            .query_async(&mut conn)
+            .await?;
+        if pending.ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claimed: StreamClaimReply = redis::cmd("XCLAIM")
+            .arg(&self.config.stream)
+            .arg(&self.config.group)
+            .arg(&self.config.consumer)
+            .arg(0)
+            .arg(pending.ids.iter().map(|p| p.id.as_str()).collect::<Vec<_>>())
+            .query_async(&mut conn)
+            .await?;
+        Ok(claimed
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let delivered = pending.ids.iter().find(|p| p.id == entry.id).map_or(0, |p| p.times_delivered as u64);
+                Message::from_redis(entry.id, entry.map, delivered + 1)
+            })
+            .collect())
+    }
+
+    /// Reads new entries, asking only for as many as there are free permits.
+    async fn read_loop(self: &Arc<Self>, shutdown: &CancellationToken) {
+        let mut conn: Option<MultiplexedConnection> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(mut permits) = self.take_permits(shutdown, MAX_READ).await else { return };
+            let connection = match conn.as_mut() {
+                Some(connection) => connection,
+                None => match millrace_common::redis_conn::blocking_connection(&self.client).await {
+                    Ok(connection) => conn.insert(connection),
+                    Err(err) => {
+                        warn!(stream = %self.config.stream, error = %err, "cannot connect to redis; retrying");
+                        drop(permits);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                },
+            };
+            let mut command = redis::cmd("XREADGROUP");
+            command
+                .arg("GROUP")
+                .arg(&self.config.group)
+                .arg(&self.config.consumer)
+                .arg("COUNT")
+                .arg(permits.len())
+                .arg("BLOCK")
+                .arg(self.config.block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&self.config.stream)
+                .arg(">");
+            let read = command.query_async::<Option<StreamReadReply>>(connection);
+            let reply = tokio::select! {
+                // A read cut off mid-way leaves the connection in an unknown state: drop it.
+                _ = shutdown.cancelled() => return,
+                reply = read => reply,
+            };
+            match reply {
+                Ok(reply) => {
+                    backoff = Duration::from_millis(100);
+                    for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                        let Some(permit) = permits.pop() else { break };
+                        let message = Message::from_redis(entry.id, entry.map, 1);
+                        tokio::spawn(self.clone().process(message, permit));
+                    }
+                }
+                Err(err) => {
+                    warn!(stream = %self.config.stream, error = %err, "stream read failed; reconnecting");
+                    conn = None;
+                    drop(permits);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn process(self: Arc<Self>, message: Message, _permit: OwnedSemaphorePermit) {
+        let stage = self.config.group.clone();
+        let max = self.config.max_deliveries;
+        if message.delivery > max {
+            let last = self.last_error(&message.id).await.unwrap_or_else(|| "its worker stopped while handling it".into());
+            self.dead_letter(&message, &format!("gave up after {max} deliveries: {last}")).await;
+            return;
+        }
+        let heartbeat = tokio::spawn(self.clone().heartbeat(message.id.clone()));
+        let started = Instant::now();
+        let outcome = AssertUnwindSafe(self.handler.handle(&message)).catch_unwind().await.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(HandlerError::Fatal(format!("handler panicked: {what}")))
+        });
+        heartbeat.abort();
+        metrics::histogram!("millrace_stage_handler_duration_seconds", "stage" => stage.clone())
+            .record(started.elapsed().as_secs_f64());
+        let outcome_label = match &outcome {
+            Ok(()) => "ok",
+            Err(HandlerError::Retry(_)) if message.delivery < max => "retry",
+            Err(_) => "dead_letter",
+        };
+        metrics::counter!("millrace_stage_messages_total", "stage" => stage, "outcome" => outcome_label).increment(1);
+        match outcome {
+            Ok(()) => self.ack(&message.id).await,
+            Err(HandlerError::Fatal(reason)) => self.dead_letter(&message, &reason).await,
+            Err(HandlerError::Retry(reason)) if message.delivery >= max => {
+                self.dead_letter(&message, &format!("failed {max} deliveries; last error: {reason}")).await;
+            }
+            Err(HandlerError::Retry(reason)) => {
+                warn!(stream = %self.config.stream, id = %message.id, delivery = message.delivery, error = %reason, "handler failed; will retry after the visibility timeout");
+                self.remember_error(&message.id, &reason).await;
+            }
+        }
+    }
+
+    /// Keeps an entry that is still being worked on from looking idle, so it is not reclaimed
+    /// from a live worker. JUSTID does not count as a delivery.
+    async fn heartbeat(self: Arc<Self>, id: String) {
+        let period = self.config.visibility_timeout / 3;
+        loop {
+            tokio::time::sleep(period).await;
+            let Ok(mut conn) = self.pool.get().await else { continue };
+            let refreshed: redis::RedisResult<Vec<String>> = redis::cmd("XCLAIM")
+                .arg(&self.config.stream)
+                .arg(&self.config.group)
+                .arg(&self.config.consumer)
+                .arg(0)
+                .arg(&id)
+                .arg("JUSTID")
+                .query_async(&mut conn)
+                .await;
+            if let Err(err) = refreshed {
+                debug!(id = %id, error = %err, "heartbeat failed");
+            }
+        }
+    }
+
+    async fn ack(&self, id: &str) {
+        let result: Result<(), StreamError> = async {
+            let mut conn = self.pool.get().await?;
+            redis::pipe()
+                .cmd("XACK")
+                .arg(&self.config.stream)
+                .arg(&self.config.group)
+                .arg(id)
+                .ignore()
+                .cmd("HDEL")
+                .arg(&self.errors_key)
+                .arg(id)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await?;
+            Ok(())
+        }
+        .await;
+        if let Err(err) = result {
+            // The effects are durable; the entry will be redelivered and handled idempotently.
+            warn!(stream = %self.config.stream, id, error = %err, "acknowledge failed");
+        }
+    }
+
+    async fn remember_error(&self, id: &str, reason: &str) {
+        if let Ok(mut conn) = self.pool.get().await {
+            let _: redis::RedisResult<()> =
+                redis::cmd("HSET").arg(&self.errors_key).arg(id).arg(reason).query_async(&mut conn).await;
+        }
+    }
+
+    async fn last_error(&self, id: &str) -> Option<String> {
+        let mut conn = self.pool.get().await.ok()?;
+        redis::cmd("HGET").arg(&self.errors_key).arg(id).query_async::<Option<String>>(&mut conn).await.ok().flatten()
+    }
+
+    /// Marks the job failed, then copies the entry to the dead-letter stream and acknowledges
+    /// it in one transaction.
+    async fn dead_letter(&self, message: &Message, reason: &str) {
+        warn!(stream = %self.config.stream, id = %message.id, delivery = message.delivery, reason, "dead-lettering entry");
+        self.handler.give_up(message, reason).await;
+        let result: Result<(), StreamError> = async {
+            let mut conn = self.pool.get().await?;
+            let mut add = redis::cmd("XADD");
+            add.arg(&self.config.dead_letter_stream)
+                .arg("*")
+                .arg("source_stream")
+                .arg(&self.config.stream)
+                .arg("source_id")
+                .arg(&message.id)
+                .arg("deliveries")
+                .arg(message.delivery)
+                .arg("error")
+                .arg(reason);
+            for (key, value) in &message.fields {
+                add.arg(key).arg(value);
+            }
+            redis::pipe()
+                .atomic()
+                .add_command(add)
+                .ignore()
+                .cmd("XACK")
+                .arg(&self.config.stream)
+                .arg(&self.config.group)
+                .arg(&message.id)
+                .ignore()
+                .cmd("HDEL")
+                .arg(&self.errors_key)
+                .arg(&message.id)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await?;
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => metrics::counter!("millrace_stage_dead_letters_total", "stage" => self.config.group.clone())
+                .increment(1),
+            Err(err) => warn!(stream = %self.config.stream, id = %message.id, error = %err, "dead-lettering failed; will retry"),
+        }
+    }
+
+    async fn reclaim_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.reclaim_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(err) = self.reclaim_once().await {
+                warn!(stream = %self.config.stream, error = %err, "reclaim failed");
+            }
+        }
+    }
+
+    /// Takes over entries idle past the visibility timeout (their worker died), as many as
+    /// there are free permits. Without JUSTID, so each reclaim counts as a delivery.
+    async fn reclaim_once(self: &Arc<Self>) -> Result<(), StreamError> {
+        let mut cursor = "0-0".to_owned();
+        loop {
+            let mut permits = Vec::new();
+            while permits.len() < MAX_READ {
+                match self.permits.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            if permits.is_empty() {
+                return Ok(());
+            }
+            let mut conn = self.pool.get().await?;
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&self.config.stream)
+                .arg(&self.config.group)
+                .arg(&self.config.consumer)
+                .arg(self.config.visibility_timeout.as_millis() as u64)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(permits.len())
+                .query_async(&mut conn)
+                .await?;
+            for entry in reply.claimed {
+                let delivery = self.delivery_count(&mut conn, &entry.id).await?;
+                let Some(permit) = permits.pop() else { break };
+                metrics::counter!("millrace_stage_reclaimed_total", "stage" => self.config.group.clone()).increment(1);
+                info!(stream = %self.config.stream, id = %entry.id, delivery, "reclaimed an idle entry");
+                tokio::spawn(self.clone().process(Message::from_redis(entry.id, entry.map, delivery), permit));
+            }
+            cursor = reply.next_stream_id;
+            if cursor == "0-0" {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn delivery_count(&self, conn: &mut deadpool_redis::Connection, id: &str) -> Result<u64, StreamError> {
+        let reply: StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&self.config.stream)
+            .arg(&self.config.group)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        Ok(reply.ids.first().map_or(1, |p| p.times_delivered as u64))
+    }
+
+    async fn trim_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.config.trim_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(err) = trim_below_pending(&self.pool, &self.config.stream).await {
+                warn!(stream = %self.config.stream, error = %err, "trim failed");
+            }
+        }
+    }
+}
+
+/// Trims a stream below the oldest entry any group still needs: its oldest pending entry, or
+/// (with none pending) its last delivered one. Entries not yet delivered are above that floor.
+pub(crate) async fn trim_below_pending(pool: &deadpool_redis::Pool, stream: &str) -> Result<u64, StreamError> {
+    let mut conn = pool.get().await?;
+    let groups: StreamInfoGroupsReply = match redis::cmd("XINFO").arg("GROUPS").arg(stream).query_async(&mut conn).await
+    {
+        Ok(groups) => groups,
+        Err(_) => return Ok(0), // no stream yet
+    };
+    let mut floor: Option<(u64, u64)> = None;
+    for group in &groups.groups {
+        let needed = if group.pending > 0 {
+            let summary: StreamPendingReply =
+                redis::cmd("XPENDING").arg(stream).arg(&group.name).query_async(&mut conn).await?;
+            match summary {
+                StreamPendingReply::Data(data) => data.start_id,
+                _ => group.last_delivered_id.clone(),
+            }
+        } else {
+            group.last_delivered_id.clone()
+        };
+        let Some(id) = parse_id(&needed) else { return Ok(0) };
+        floor = Some(floor.map_or(id, |f| f.min(id)));
+    }
+    let Some((ms, seq)) = floor else { return Ok(0) };
+    let trimmed: u64 =
+        redis::cmd("XTRIM").arg(stream).arg("MINID").arg(format!("{ms}-{seq}")).query_async(&mut conn).await?;
+    if trimmed > 0 {
+        debug!(stream, trimmed, "trimmed acknowledged entries");
+    }
+    Ok(trimmed)
+}
+
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_id;
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        assert!(parse_id("10-0") > parse_id("9-5"));
+        assert!(parse_id("9-10") > parse_id("9-9"));
+        assert_eq!(parse_id("garbage"), None);
+    }
+}

@@ -1,0 +1,33 @@
+//! Channels to other millrace services: connected lazily, so a service starts before the
+//! ones it calls, and checked through their `grpc.health.v1` endpoint for readiness.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::ConfigError;
+
+/// A lazily connected channel to `url`; `variable` names the setting in errors.
+pub fn lazy_channel(variable: &str, url: &str) -> Result<Channel, ConfigError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|err| ConfigError::new(variable, format!("invalid URL {url:?}: {err}")))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// Ready when the service answers SERVING.
+pub async fn check_health(channel: Channel) -> Result<(), String> {
+    let mut client = HealthClient::new(channel);
+    let response = client
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .map_err(|status| format!("unreachable: {}", status.message()))?;
+    match response.into_inner().status() {
+        ServingStatus::Serving => Ok(()),
+        other => Err(format!("status {}", other.as_str_name())),
+    }
+}

@@ -1,0 +1,71 @@
+//! The embedding backends: one file per backend, chosen by configuration.
+
+mod gateway;
+pub mod hashing;
+
+use tonic::transport::Channel;
+
+use crate::Provider;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// The backend may answer later (rate limited, unavailable).
+    #[error("{0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+pub enum Embedder {
+    Hashing(hashing::HashingEmbedder),
+    Gateway(gateway::GatewayEmbedder),
+}
+
+impl Embedder {
+    pub fn new(provider: &Provider, dimensions: usize) -> anyhow::Result<Self> {
+        Ok(match provider {
+            Provider::Hashing => Self::Hashing(hashing::HashingEmbedder::new(dimensions)),
+            Provider::Gateway { gateway_url, model } => {
+                let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url)?;
+                Self::Gateway(gateway::GatewayEmbedder::new(channel, model.clone(), dimensions))
+            }
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Hashing(_) => "hashing",
+            Self::Gateway(_) => "gateway",
+        }
+    }
+
+    /// The model name recorded with every vector.
+    pub fn model(&self) -> String {
+        match self {
+            Self::Hashing(h) => h.model(),
+            Self::Gateway(g) => g.model(),
+        }
+    }
+
+    pub fn dimensions(&self) -> usize {
+        match self {
+            Self::Hashing(h) => h.dimensions(),
+            Self::Gateway(g) => g.dimensions(),
+        }
+    }
+
+    pub fn gateway_channel(&self) -> Option<Channel> {
+        match self {
+            Self::Hashing(_) => None,
+            Self::Gateway(g) => Some(g.channel()),
+        }
+    }
+
+    /// One unit vector per text, in order.
+    pub async fn embed(&self, texts: &[String], job_id: &str) -> Result<Vec<Vec<f32>>, EmbedError> {
+        match self {
+            Self::Hashing(h) => Ok(texts.iter().map(|t| h.embed(t)).collect()),
+            Self::Gateway(g) => g.embed(texts, job_id).await,
+        }
+    }
+}

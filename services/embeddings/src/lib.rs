@@ -1,0 +1,117 @@
+//! The embeddings stage: vectors for each batch of chunks, from a local embedder or from an
+//! upstream model through the llm-gateway; and `Embeddings.Embed` for query vectors, so a
+//! query is embedded exactly like the chunks it is compared with.
+
+mod embedders;
+mod grpc;
+mod handler;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use millrace_common::server::{Listeners, Readiness};
+use millrace_common::{ConfigError, ServiceConfig, Settings, redis_conn};
+use millrace_pipeline::runtime::{StageService, worker_config};
+use millrace_pipeline::{JobStore, Keys, Stage, payload_ttl_default};
+use millrace_proto::embeddings_server::EmbeddingsServer;
+use millrace_streams::WorkerConfig;
+use tokio_util::sync::CancellationToken;
+
+pub use embedders::{EmbedError, Embedder, hashing::HashingEmbedder};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    /// Feature hashing of words and word pairs: deterministic, no model, for tests and benchmarks.
+    Hashing,
+    /// An upstream embedding model through the llm-gateway's Embed.
+    Gateway { gateway_url: String, model: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    pub worker: WorkerConfig,
+    pub provider: Provider,
+    /// Dimension of every vector; must match the storage table.
+    pub dimensions: usize,
+    pub retention: Duration,
+}
+
+impl Config {
+    /// `MILLRACE_EMBEDDINGS_PROVIDER` is `gateway` or `hashing`; by default `gateway` when an
+    /// upstream is configured (`MILLRACE_LLM_BASE_URL`), else `hashing`.
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        let service = ServiceConfig::load(settings, "embeddings", 8063, 9063)?;
+        let worker = worker_config(settings, &service, Stage::Embeddings, 4)?;
+        let default_provider = if settings.raw("LLM_BASE_URL").is_some() { "gateway" } else { "hashing" };
+        let provider = match settings.get_or("EMBEDDINGS_PROVIDER", default_provider.to_owned())?.as_str() {
+            "hashing" => Provider::Hashing,
+            "gateway" => Provider::Gateway {
+                gateway_url: settings.get_or("LLM_GATEWAY_URL", "http://127.0.0.1:9065".to_owned())?,
+                model: settings.get_or("LLM_EMBED_MODEL", String::new())?,
+            },
+            other => {
+                return Err(ConfigError::new("EMBEDDINGS_PROVIDER", format!("{other:?} is not one of: gateway, hashing")));
+            }
+        };
+        Ok(Self {
+            service,
+            worker,
+            provider,
+            dimensions: settings.positive("EMBEDDING_DIM", 384)?,
+            retention: Duration::from_secs(settings.get_or("JOB_RETENTION_SECS", payload_ttl_default().as_secs())?),
+        })
+    }
+}
+
+pub struct Application {
+    service: StageService<handler::EmbeddingsHandler>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listeners = Listeners::bind(&config.service).await?;
+        let client = redis_conn::client(&config.service.redis_url)?;
+        let pool = redis_conn::pool(&config.service.redis_url, 16).map_err(anyhow::Error::msg)?;
+        let store = JobStore::new(pool.clone(), Keys::new(config.service.key_prefix.clone()), config.retention);
+        let embedder = Arc::new(Embedder::new(&config.provider, config.dimensions)?);
+        tracing::info!(embedder = embedder.name(), dimensions = config.dimensions, "embedder chosen");
+        let readiness_pool = pool.clone();
+        let mut readiness = Readiness::default().with("redis", move || {
+            let pool = readiness_pool.clone();
+            async move { redis_conn::ping(&pool).await }
+        });
+        if let Some(channel) = embedder.gateway_channel() {
+            readiness = readiness
+                .with("llm-gateway", move || millrace_common::grpc_client::check_health(channel.clone()));
+        }
+        let grpc = tonic::service::Routes::new(EmbeddingsServer::new(grpc::EmbeddingsService::new(embedder.clone())));
+        Ok(Self {
+            service: StageService {
+                stage: Stage::Embeddings,
+                config: config.service,
+                worker: config.worker,
+                listeners,
+                client,
+                pool,
+                handler: handler::EmbeddingsHandler::new(store, embedder),
+                router: axum::Router::new(),
+                grpc,
+                readiness,
+            },
+        })
+    }
+
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.service.listeners.http_addr()
+    }
+
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.service.listeners.grpc_addr()
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        self.service.run(shutdown).await
+    }
+}

@@ -8,6 +8,7 @@
 
 mod job;
 mod keys;
+pub mod runtime;
 mod scripts;
 mod stage;
 mod store;

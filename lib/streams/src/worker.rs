@@ -96,9 +96,20 @@ impl<H: Handler> StreamWorker<H> {
     /// Entries still in flight after that stay pending and are reclaimed by other replicas.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StreamError> {
         let inner = self.inner;
-        {
-            let mut conn = inner.pool.get().await?;
-            ensure_group(&mut conn, &inner.config.stream, &inner.config.group).await?;
+        // Redis may come up after this service: wait for it rather than exit.
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match inner.create_group().await {
+                Ok(()) => break,
+                Err(err) => {
+                    warn!(stream = %inner.config.stream, error = %err, "cannot create consumer group yet; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
         }
         info!(stream = %inner.config.stream, consumer = %inner.config.consumer, "stream worker started");
         let background = shutdown.child_token();
@@ -123,6 +134,11 @@ impl<H: Handler> StreamWorker<H> {
 }
 
 impl<H: Handler> Inner<H> {
+    async fn create_group(&self) -> Result<(), StreamError> {
+        let mut conn = self.pool.get().await?;
+        Ok(ensure_group(&mut conn, &self.config.stream, &self.config.group).await?)
+    }
+
     /// Waits for one free permit, then takes as many more as are free (up to `max`).
     async fn take_permits(&self, shutdown: &CancellationToken, max: usize) -> Option<Vec<OwnedSemaphorePermit>> {
         let first = tokio::select! {

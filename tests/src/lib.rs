@@ -1,1 +1,291 @@
-//! Harness for the end-to-end tests.
+//! The end-to-end harness: a whole millrace stack as real processes — its own redis-server and
+//! PostgreSQL on free ports, the six service binaries, and optionally the fake upstream — with
+//! short timeouts so that reclaims and dead letters happen within a test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use millrace_testkit::{ChildProcess, Postgres, RedisServer, cargo_bin, free_port, wait_for_http};
+use serde_json::{Value, json};
+
+pub const SERVICES: [&str; 6] = ["llm-gateway", "storage", "embeddings", "metadata", "chunking", "ingestion"];
+
+/// How to start a stack.
+#[derive(Debug, Clone, Default)]
+pub struct StackOptions {
+    /// Run the fake upstream with these flags and point the gateway (and so metadata and
+    /// embeddings) at it.
+    pub upstream: Option<Vec<String>>,
+    /// Extra environment for every service.
+    pub env: Vec<(String, String)>,
+    /// Extra environment for one service.
+    pub service_env: Vec<(&'static str, String, String)>,
+    /// Services not to start.
+    pub skip: Vec<&'static str>,
+}
+
+impl StackOptions {
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    pub fn service_env(mut self, service: &'static str, key: &str, value: impl ToString) -> Self {
+        self.service_env.push((service, key.to_owned(), value.to_string()));
+        self
+    }
+
+    pub fn upstream(mut self, flags: &[&str]) -> Self {
+        self.upstream = Some(flags.iter().map(|f| (*f).to_owned()).collect());
+        self
+    }
+
+    pub fn skip(mut self, service: &'static str) -> Self {
+        self.skip.push(service);
+        self
+    }
+}
+
+pub struct Service {
+    pub process: ChildProcess,
+    pub http_port: u16,
+    pub grpc_port: u16,
+}
+
+pub struct Stack {
+    pub redis: RedisServer,
+    pub postgres: Postgres,
+    pub database_url: String,
+    pub fake: Option<(ChildProcess, u16)>,
+    pub services: BTreeMap<&'static str, Service>,
+    pub http: reqwest::Client,
+    pub key_prefix: String,
+}
+
+impl Stack {
+    pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let redis = RedisServer::start()?;
+        let postgres = Postgres::start()?;
+        let database_url = postgres.create_database("millrace")?;
+        let key_prefix = "e2e".to_owned();
+
+        let fake = match &options.upstream {
+            Some(flags) => {
+                let port = free_port();
+                let process = ChildProcess::builder(cargo_bin("millrace-fake-openai")?)
+                    .name("fake-openai")
+                    .arg("--addr")
+                    .arg(format!("127.0.0.1:{port}"))
+                    .args(flags)
+                    .spawn()?;
+                wait_for_http(&format!("http://127.0.0.1:{port}/v1/models"), Duration::from_secs(20)).await?;
+                Some((process, port))
+            }
+            None => None,
+        };
+
+        let ports: BTreeMap<&str, (u16, u16)> = SERVICES.iter().map(|s| (*s, (free_port(), free_port()))).collect();
+        let grpc_url = |name: &str| format!("http://127.0.0.1:{}", ports[name].1);
+        let mut common: Vec<(String, String)> = vec![
+            ("MILLRACE_REDIS_URL".into(), redis.url.clone()),
+            ("MILLRACE_DATABASE_URL".into(), database_url.clone()),
+            ("MILLRACE_KEY_PREFIX".into(), key_prefix.clone()),
+            ("MILLRACE_STORAGE_URL".into(), grpc_url("storage")),
+            ("MILLRACE_EMBEDDINGS_URL".into(), grpc_url("embeddings")),
+            ("MILLRACE_LLM_GATEWAY_URL".into(), grpc_url("llm-gateway")),
+            ("MILLRACE_BLOCK_MS".into(), "500".into()),
+            ("MILLRACE_VISIBILITY_TIMEOUT_MS".into(), "2000".into()),
+            ("MILLRACE_RECLAIM_INTERVAL_MS".into(), "300".into()),
+            ("MILLRACE_MAX_DELIVERIES".into(), "3".into()),
+            ("MILLRACE_TRIM_INTERVAL_MS".into(), "1000".into()),
+            ("MILLRACE_SHUTDOWN_DEADLINE_MS".into(), "3000".into()),
+            ("MILLRACE_LLM_MAX_RETRIES".into(), "0".into()),
+            ("RUST_LOG".into(), "info".into()),
+        ];
+        if let Some((_, port)) = &fake {
+            common.push(("MILLRACE_LLM_BASE_URL".into(), format!("http://127.0.0.1:{port}/v1")));
+            common.push(("MILLRACE_LLM_CHAT_MODEL".into(), "fake-chat".into()));
+            common.push(("MILLRACE_LLM_EMBED_MODEL".into(), "fake-embed".into()));
+        }
+        common.extend(options.env.iter().cloned());
+
+        let mut services = BTreeMap::new();
+        for name in SERVICES {
+            if options.skip.contains(&name) {
+                continue;
+            }
+            let (http_port, grpc_port) = ports[name];
+            let mut builder = ChildProcess::builder(cargo_bin(&format!("millrace-{name}"))?)
+                .name(name)
+                .envs(common.iter().cloned())
+                .env("MILLRACE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+                .env("MILLRACE_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+                .env("MILLRACE_CONSUMER_NAME", format!("{name}-e2e"));
+            for (service, key, value) in &options.service_env {
+                if *service == name {
+                    builder = builder.env(key, value);
+                }
+            }
+            services.insert(name, Service { process: builder.spawn()?, http_port, grpc_port });
+        }
+        let stack = Self {
+            redis,
+            postgres,
+            database_url,
+            fake,
+            services,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            key_prefix,
+        };
+        for (name, service) in &stack.services {
+            wait_for_http(&format!("http://127.0.0.1:{}/healthz", service.http_port), Duration::from_secs(30))
+                .await
+                .with_context(|| format!("{name} did not start:\n{}", service.process.log_tail(40)))?;
+        }
+        Ok(stack)
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.services["ingestion"].http_port)
+    }
+
+    pub fn service(&mut self, name: &str) -> &mut Service {
+        self.services.get_mut(name).unwrap_or_else(|| panic!("service {name} is not running"))
+    }
+
+    /// Waits until a restarted service answers again.
+    pub async fn wait_healthy(&self, name: &str) -> anyhow::Result<()> {
+        let port = self.services[name].http_port;
+        wait_for_http(&format!("http://127.0.0.1:{port}/healthz"), Duration::from_secs(30)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value, reqwest::header::HeaderMap) {
+        let response = self.http.post(format!("{}{path}", self.api())).json(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)), headers)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(format!("{}{path}", self.api())).send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self.http.delete(format!("{}{path}", self.api())).send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Submits a text document and returns its job id.
+    pub async fn ingest(&self, document_id: &str, content: &str) -> String {
+        let (status, body, _) = self
+            .post("/v1/ingest", &json!({"document_id": document_id, "content": content, "content_type": "text/plain"}))
+            .await;
+        assert_eq!(status, 202, "ingest refused: {body}");
+        body["job_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn job(&self, job_id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/jobs/{job_id}")).await;
+        assert_eq!(status, 200, "job {job_id}: {body}");
+        body
+    }
+
+    /// Waits until the job is completed, failed or cancelled, and returns it.
+    pub async fn wait_for_job(&self, job_id: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.job(job_id).await;
+            if matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+                return Ok(job);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("job {job_id} still {} after {timeout:?}: {job}\n{}", job["status"], self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn search(&self, query: &str, top_k: u32) -> Vec<Value> {
+        let (status, body, _) = self.post("/v1/search", &json!({"query": query, "top_k": top_k})).await;
+        assert_eq!(status, 200, "search failed: {body}");
+        body["results"].as_array().unwrap().clone()
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
+    pub async fn postgres(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Rows of a document in the chunks table, every version included.
+    pub async fn stored_chunks(&self, document_id: &str) -> Vec<(i64, i32)> {
+        let client = self.postgres().await;
+        client
+            .query("SELECT version, chunk_index FROM chunks WHERE document_id = $1 ORDER BY 1, 2", &[&document_id])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    }
+
+    pub async fn fake_stats(&self) -> Value {
+        let (_, port) = self.fake.as_ref().expect("no fake upstream in this stack");
+        self.http.get(format!("http://127.0.0.1:{port}/stats")).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// The fake upstream's log of requests: endpoint, started_ms, finished_ms.
+    pub async fn fake_requests(&self) -> Vec<Value> {
+        let (_, port) = self.fake.as_ref().expect("no fake upstream in this stack");
+        let log: Value =
+            self.http.get(format!("http://127.0.0.1:{port}/requests")).send().await.unwrap().json().await.unwrap();
+        log["requests"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until at least `chunks` chunks of the job are stored.
+    pub async fn wait_until_progress(&self, job_id: &str, chunks: u64) {
+        for _ in 0..600 {
+            if self.job(job_id).await["chunks"]["stored"].as_u64().unwrap_or(0) >= chunks {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("job {job_id} stored fewer than {chunks} chunks in time\n{}", self.logs());
+    }
+
+    /// The last lines of every service's log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.services
+            .iter()
+            .map(|(name, service)| format!("--- {name} ---\n{}", service.process.log_tail(15)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A text of `paragraphs` distinct paragraphs, each about 400 characters.
+pub fn long_text(topic: &str, paragraphs: usize) -> String {
+    (0..paragraphs)
+        .map(|i| {
+            format!(
+                "Paragraph {i} about {topic}. The {topic} keeps record number {i} of many facts. \
+                 Each sentence in paragraph {i} mentions the {topic} and the marker word item{i}. \
+                 This text exists to be chunked, enriched, embedded and stored by millrace, \
+                 and then found again through search with the marker item{i} and the {topic}."
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}

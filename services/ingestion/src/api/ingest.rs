@@ -1,0 +1,101 @@
+//! `POST /v1/ingest` and `POST /v1/ingest/batch`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use millrace_common::ApiError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::JsonBody;
+use crate::core::{self, Core};
+use crate::validate::Submission;
+
+/// Most documents in one batch request.
+pub const MAX_BATCH_ITEMS: usize = 1000;
+
+/// The JSON form of one document.
+#[derive(Debug, Deserialize)]
+pub(crate) struct IngestRequest {
+    document_id: Option<String>,
+    content: Option<String>,
+    content_base64: Option<String>,
+    content_type: Option<String>,
+    source: Option<String>,
+    metadata: Option<Value>,
+}
+
+impl IngestRequest {
+    fn into_submission(self) -> Result<Submission, ApiError> {
+        Ok(Submission {
+            payload: Submission::payload_from_fields(self.content, self.content_base64)?,
+            document_id: self.document_id,
+            content_type: self.content_type,
+            source: self.source,
+            metadata: self.metadata,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BatchRequest {
+    documents: Option<Vec<Value>>,
+}
+
+pub(crate) async fn ingest(
+    State(core): State<Arc<Core>>,
+    body: Result<JsonBody<IngestRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let submission = body.and_then(|JsonBody(request)| request.into_submission()).inspect_err(core::count_rejection)?;
+    let accepted = core.submit(submission).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+}
+
+pub(crate) async fn batch(
+    State(core): State<Arc<Core>>,
+    body: Result<JsonBody<BatchRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    let documents = body
+        .and_then(|JsonBody(request)| {
+            let documents = request.documents.ok_or_else(|| ApiError::invalid("`documents` is required"))?;
+            if documents.is_empty() {
+                return Err(ApiError::invalid("`documents` must not be empty"));
+            }
+            if documents.len() > MAX_BATCH_ITEMS {
+                return Err(ApiError::invalid(format!(
+                    "`documents` has {} items; at most {MAX_BATCH_ITEMS} are accepted per request",
+                    documents.len()
+                )));
+            }
+            Ok(documents)
+        })
+        .inspect_err(core::count_rejection)?;
+    let items = documents
+        .into_iter()
+        .enumerate()
+        .map(|(index, value)| {
+            serde_json::from_value::<IngestRequest>(value)
+                .map_err(|err| ApiError::bad_request(format!("documents[{index}] has the wrong shape: {err}")))
+                .and_then(IngestRequest::into_submission)
+        })
+        .collect();
+    let results = core.submit_batch(items).await?;
+    let jobs: Vec<Value> = results
+        .into_iter()
+        .enumerate()
+        .map(|(index, result)| match result {
+            Ok(accepted) => json!({
+                "index": index,
+                "job_id": accepted.job_id,
+                "document_id": accepted.document_id,
+                "status": accepted.status,
+                "status_url": accepted.status_url,
+            }),
+            Err(err) => json!({"index": index, "error": {"code": err.code, "message": err.message}}),
+        })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "jobs": jobs }))).into_response())
+}

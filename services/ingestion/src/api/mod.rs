@@ -1,0 +1,92 @@
+//! The JSON job API over HTTP. Handlers only translate between HTTP and [`Core`]; every rule
+//! lives in `validate` and every operation in `core`, shared with the gRPC service.
+
+mod documents;
+mod ingest;
+mod jobs;
+mod search;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use millrace_common::{ApiError, ErrorCode};
+use serde::de::DeserializeOwned;
+
+use crate::core::Core;
+
+/// The hand-written OpenAPI 3.1 document of this API.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
+/// Body limit of requests that carry no document (search).
+const SMALL_BODY_BYTES: usize = 1024 * 1024;
+
+/// The service's own routes (health, readiness and metrics are merged in by the caller).
+pub fn router(core: Arc<Core>) -> Router {
+    let document_body = DefaultBodyLimit::max(core.config().max_body_bytes());
+    Router::new()
+        .route("/v1/ingest", post(ingest::ingest).layer(document_body))
+        // A batch is bounded like one document's body: large documents go one by one.
+        .route("/v1/ingest/batch", post(ingest::batch).layer(document_body))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/v1/search", post(search::search).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
+        .route("/v1/documents/{id}", get(documents::get).delete(documents::delete))
+        .route("/openapi.json", get(openapi))
+        .with_state(core)
+}
+
+/// JSON errors for paths and methods no route matches, so that every answer has one shape.
+pub fn with_json_fallbacks(router: Router) -> Router {
+    router.fallback(no_route).method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> impl IntoResponse {
+    let err = ApiError::new(ErrorCode::BadRequest, format!("method {method} is not allowed on {}", uri.path()));
+    let mut response = err.into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// A JSON body read under the route's size limit, whose failures are our JSON errors:
+/// 413 past the limit, 400 when it is not JSON or has the wrong shape.
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| {
+            ApiError::bad_request(format!("request body is not valid JSON of the expected shape: {err}"))
+        })
+    }
+}
+
+fn body_error(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(ErrorCode::PayloadTooLarge, "request body is larger than this endpoint accepts")
+    } else {
+        ApiError::bad_request(format!("cannot read the request body: {}", rejection.body_text()))
+    }
+}
+
+/// A path parameter; a malformed one (bad percent-encoding) is a JSON 400.
+pub(crate) fn path_param(
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, ApiError> {
+    path.map(|p| p.0).map_err(|err| ApiError::bad_request(err.body_text()))
+}

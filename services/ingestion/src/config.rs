@@ -1,0 +1,146 @@
+//! The ingestion service's settings, read from `MILLRACE_*` variables and checked before any
+//! port is bound.
+
+use std::time::Duration;
+
+use millrace_common::{ConfigError, ServiceConfig, Settings};
+
+/// Largest accepted `MILLRACE_MAX_DOCUMENT_BYTES`: a document is one Redis string, and Redis
+/// refuses strings over 512 MiB.
+const MAX_DOCUMENT_BYTES_CEILING: usize = 512 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceConfig,
+    /// gRPC address of the storage service (`MILLRACE_STORAGE_URL`).
+    pub storage_url: String,
+    /// gRPC address of the embeddings service (`MILLRACE_EMBEDDINGS_URL`).
+    pub embeddings_url: String,
+    /// Largest document, after base64 decoding (`MILLRACE_MAX_DOCUMENT_BYTES`).
+    pub max_document_bytes: usize,
+    /// Admission bound: jobs accepted and not yet finished (`MILLRACE_MAX_QUEUED_JOBS`).
+    pub max_queued_jobs: u64,
+    /// How long job records and payloads are kept (`MILLRACE_JOB_RETENTION_SECS`).
+    pub job_retention: Duration,
+    /// Tenant of every document for now (`MILLRACE_TENANT_ID`).
+    pub tenant_id: String,
+    /// Base of `status_url` (`MILLRACE_PUBLIC_URL`); relative URLs without it.
+    pub public_url: Option<String>,
+    /// Deadline of one call to storage or embeddings (`MILLRACE_DOWNSTREAM_TIMEOUT_MS`).
+    pub downstream_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
+        let service = ServiceConfig::load(settings, "ingestion", 8060, 9060)?;
+        let storage_url = grpc_url(settings, "STORAGE_URL", "http://127.0.0.1:9064")?;
+        let embeddings_url = grpc_url(settings, "EMBEDDINGS_URL", "http://127.0.0.1:9063")?;
+        let max_document_bytes: usize = settings.positive("MAX_DOCUMENT_BYTES", 10 * 1024 * 1024)?;
+        if max_document_bytes > MAX_DOCUMENT_BYTES_CEILING {
+            return Err(ConfigError::new(
+                "MAX_DOCUMENT_BYTES",
+                format!("must be at most {MAX_DOCUMENT_BYTES_CEILING} (the largest Redis string)"),
+            ));
+        }
+        let max_queued_jobs: u64 = settings.positive("MAX_QUEUED_JOBS", 100_000)?;
+        let job_retention = Duration::from_secs(settings.positive("JOB_RETENTION_SECS", 7 * 24 * 3600u64)?);
+        let tenant_id: String = settings.get_or("TENANT_ID", "default".to_owned())?;
+        if tenant_id.is_empty()
+            || tenant_id.len() > 64
+            || !tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(ConfigError::new("TENANT_ID", "must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"));
+        }
+        let public_url = match settings.raw("PUBLIC_URL") {
+            None => None,
+            Some(url) => {
+                let url = url.trim().trim_end_matches('/');
+                if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() <= "https://".len() {
+                    return Err(ConfigError::new("PUBLIC_URL", format!("{url:?} is not an http(s) URL")));
+                }
+                Some(url.to_owned())
+            }
+        };
+        let downstream_timeout = settings.duration_ms("DOWNSTREAM_TIMEOUT_MS", 10_000)?;
+        if downstream_timeout.is_zero() {
+            return Err(ConfigError::new("DOWNSTREAM_TIMEOUT_MS", "must be greater than zero"));
+        }
+        Ok(Self {
+            service,
+            storage_url,
+            embeddings_url,
+            max_document_bytes,
+            max_queued_jobs,
+            job_retention,
+            tenant_id,
+            public_url,
+            downstream_timeout,
+        })
+    }
+
+    /// Largest HTTP body of an ingest request: the document base64-encoded (4/3 of its size)
+    /// plus room for the other fields.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_document_bytes.saturating_mul(4) / 3 + 4 + 64 * 1024
+    }
+
+    /// Where a caller polls a job.
+    pub fn status_url(&self, job_id: &str) -> String {
+        format!("{}/v1/jobs/{job_id}", self.public_url.as_deref().unwrap_or(""))
+    }
+}
+
+fn grpc_url(settings: &Settings, name: &str, default: &str) -> Result<String, ConfigError> {
+    let url: String = settings.get_or(name, default.to_owned())?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ConfigError::new(name, format!("{url:?} is not an http:// or https:// URL")));
+    }
+    tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|err| ConfigError::new(name, format!("{url:?} is not a valid URL: {err}")))?;
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let config = Config::from_settings(&Settings::default()).unwrap();
+        assert_eq!(config.service.http_addr.port(), 8060);
+        assert_eq!(config.service.grpc_addr.port(), 9060);
+        assert_eq!(config.storage_url, "http://127.0.0.1:9064");
+        assert_eq!(config.embeddings_url, "http://127.0.0.1:9063");
+        assert_eq!(config.max_document_bytes, 10_485_760);
+        assert_eq!(config.max_queued_jobs, 100_000);
+        assert_eq!(config.job_retention, Duration::from_secs(604_800));
+        assert_eq!(config.tenant_id, "default");
+        assert_eq!(config.status_url("j1"), "/v1/jobs/j1");
+    }
+
+    #[test]
+    fn public_url_prefixes_status_urls() {
+        let config =
+            Config::from_settings(&Settings::from_pairs([("PUBLIC_URL", "https://api.example.com/")])).unwrap();
+        assert_eq!(config.status_url("j1"), "https://api.example.com/v1/jobs/j1");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("MILLRACE_STORAGE_URL", "127.0.0.1:9064"),
+            ("MILLRACE_EMBEDDINGS_URL", "http://bad host"),
+            ("MILLRACE_MAX_DOCUMENT_BYTES", "0"),
+            ("MILLRACE_MAX_DOCUMENT_BYTES", "ten"),
+            ("MILLRACE_MAX_DOCUMENT_BYTES", "1000000000"),
+            ("MILLRACE_MAX_QUEUED_JOBS", "-1"),
+            ("MILLRACE_JOB_RETENTION_SECS", "0"),
+            ("MILLRACE_TENANT_ID", "a:b"),
+            ("MILLRACE_PUBLIC_URL", "ftp://x"),
+            ("MILLRACE_DOWNSTREAM_TIMEOUT_MS", "0"),
+        ] {
+            let err = Config::from_settings(&Settings::from_pairs([(name, value)])).unwrap_err();
+            assert_eq!(err.variable, name, "{value}");
+        }
+    }
+}

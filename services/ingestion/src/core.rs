@@ -1,0 +1,360 @@
+//! The operations of the job API, written once and called by both the HTTP handlers and the
+//! gRPC service: submit (with admission control), get, list and cancel jobs, search, and
+//! read or delete documents through the storage service.
+
+use std::time::Duration;
+
+use millrace_common::{ApiError, ErrorCode};
+use millrace_pipeline::{Job, JobStatus, JobStore, JobStoreError, NewJob};
+use millrace_proto::v1::embeddings_client::EmbeddingsClient;
+use millrace_proto::v1::storage_client::StorageClient;
+use millrace_proto::v1::{
+    DeleteDocumentRequest, DiscardVersionRequest, EmbedRequest, GetDocumentRequest, SearchFilter, VectorSearchRequest,
+};
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::config::Config;
+use crate::validate::{self, Submission, ValidDocument, ValidSearch};
+
+/// Window over which finished jobs are counted to estimate throughput for `Retry-After`.
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(60);
+
+/// A job accepted for processing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    pub job_id: String,
+    pub document_id: String,
+    pub status: JobStatus,
+    pub status_url: String,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub document_id: String,
+    pub chunk_index: u32,
+    pub text: String,
+    pub score: f32,
+    pub metadata: serde_json::Value,
+}
+
+/// A stored document, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocumentInfo {
+    pub document_id: String,
+    pub version: u64,
+    pub chunk_count: u32,
+    pub content_hash: String,
+    pub metadata: serde_json::Value,
+    pub source: String,
+    pub content_type: String,
+    pub updated_at: String,
+}
+
+/// How many more jobs may be admitted now.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    pub free: u64,
+    pub retry_after_secs: u64,
+}
+
+/// Everything the operations need; cheap to clone.
+#[derive(Clone)]
+pub struct Core {
+    config: Config,
+    jobs: JobStore,
+    storage: StorageClient<Channel>,
+    embeddings: EmbeddingsClient<Channel>,
+}
+
+impl Core {
+    pub fn new(config: Config, jobs: JobStore, storage: Channel, embeddings: Channel) -> Self {
+        Self { config, jobs, storage: StorageClient::new(storage), embeddings: EmbeddingsClient::new(embeddings) }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn jobs(&self) -> &JobStore {
+        &self.jobs
+    }
+
+    /// Checks one submission and, if there is room, creates its job.
+    pub async fn submit(&self, submission: Submission) -> Result<Accepted, ApiError> {
+        let result = async {
+            let document = validate::validate_submission(submission, self.config.max_document_bytes)?;
+            let capacity = self.capacity().await?;
+            if capacity.free == 0 {
+                return Err(queue_full(capacity));
+            }
+            self.create(document).await
+        }
+        .await;
+        if let Err(err) = &result {
+            count_rejection(err);
+        }
+        result
+    }
+
+    /// Checks a batch of submissions (already read, each `Ok` or its own error) and creates a
+    /// job for each valid one while there is room; the others get their own error.
+    pub async fn submit_batch(
+        &self,
+        items: Vec<Result<Submission, ApiError>>,
+    ) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
+        let capacity = self.capacity().await?;
+        if capacity.free == 0 {
+            let err = queue_full(capacity);
+            count_rejection(&err);
+            return Err(err);
+        }
+        let mut free = capacity.free;
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let result = match item.and_then(|s| validate::validate_submission(s, self.config.max_document_bytes)) {
+                Err(err) => Err(err),
+                Ok(_) if free == 0 => Err(queue_full(capacity)),
+                Ok(document) => {
+                    free -= 1;
+                    self.create(document).await
+                }
+            };
+            if let Err(err) = &result {
+                count_rejection(err);
+            }
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    async fn create(&self, document: ValidDocument) -> Result<Accepted, ApiError> {
+        let job = self
+            .jobs
+            .create(NewJob {
+                tenant_id: self.config.tenant_id.clone(),
+                document_id: document.document_id,
+                content_type: document.content_type,
+                source: document.source,
+                metadata: document.metadata,
+                content_hash: document.content_hash,
+                content: document.content,
+            })
+            .await
+            .map_err(store_error)?;
+        metrics::counter!("millrace_ingestion_jobs_submitted_total").increment(1);
+        tracing::info!(job_id = %job.job_id, document_id = %job.document_id, version = job.version, bytes = job.content_bytes, "job queued");
+        Ok(Accepted {
+            status_url: self.config.status_url(&job.job_id),
+            job_id: job.job_id,
+            document_id: job.document_id,
+            status: job.status,
+        })
+    }
+
+    /// Room left under `MAX_QUEUED_JOBS`, and how long to wait when there is none.
+    pub async fn capacity(&self) -> Result<Capacity, ApiError> {
+        let active = self.jobs.active_count().await.map_err(store_error)?;
+        let max = self.config.max_queued_jobs;
+        if active < max {
+            return Ok(Capacity { free: max - active, retry_after_secs: 0 });
+        }
+        let finished = self.jobs.finished_within(THROUGHPUT_WINDOW).await.map_err(store_error)?;
+        Ok(Capacity { free: 0, retry_after_secs: validate::retry_after_secs(active, max, finished) })
+    }
+
+    pub async fn get_job(&self, job_id: &str) -> Result<Job, ApiError> {
+        if job_id.is_empty() || job_id.len() > 128 {
+            return Err(unknown_job(job_id));
+        }
+        self.jobs.get(job_id).await.map_err(store_error)?.ok_or_else(|| unknown_job(job_id))
+    }
+
+    pub async fn list_jobs(&self, status: Option<JobStatus>, limit: usize) -> Result<Vec<Job>, ApiError> {
+        self.jobs.list(status, limit).await.map_err(store_error)
+    }
+
+    /// Cancels a job; a job already finished is returned as it is. The chunks of a cancelled
+    /// version that storage may already hold are discarded in the background, best-effort.
+    pub async fn cancel_job(&self, job_id: &str) -> Result<Job, ApiError> {
+        let job = self.get_job(job_id).await?;
+        let cancelled = self.jobs.finish(job_id, JobStatus::Cancelled, None).await.map_err(store_error)?;
+        if cancelled {
+            tracing::info!(job_id, document_id = %job.document_id, version = job.version, "job cancelled");
+            let mut storage = self.storage.clone();
+            let request = DiscardVersionRequest {
+                tenant_id: job.tenant_id.clone(),
+                document_id: job.document_id.clone(),
+                version: job.version,
+            };
+            let job_id = job_id.to_owned();
+            tokio::spawn(async move {
+                match storage.discard_version(request).await {
+                    Ok(response) => {
+                        tracing::info!(
+                            job_id,
+                            chunks_deleted = response.get_ref().chunks_deleted,
+                            "discarded cancelled version"
+                        )
+                    }
+                    Err(status) => {
+                        tracing::warn!(job_id, error = %status, "could not discard the cancelled version's chunks")
+                    }
+                }
+            });
+        }
+        self.get_job(job_id).await
+    }
+
+    /// Embeds the query through the embeddings service and searches through the storage service.
+    pub async fn search(&self, search: ValidSearch) -> Result<Vec<Hit>, ApiError> {
+        let embedded = self
+            .embeddings
+            .clone()
+            .embed(EmbedRequest { texts: vec![search.query], job_id: String::new() })
+            .await
+            .map_err(|status| downstream("embeddings", status))?
+            .into_inner();
+        let vector = embedded
+            .vectors
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::internal("the embeddings service returned no vector for the query"))?;
+        let metadata_json = match &search.metadata {
+            serde_json::Value::Object(map) if map.is_empty() => String::new(),
+            other => other.to_string(),
+        };
+        let response = self
+            .storage
+            .clone()
+            .search(VectorSearchRequest {
+                tenant_id: self.config.tenant_id.clone(),
+                vector: vector.values,
+                top_k: search.top_k,
+                filter: Some(SearchFilter { document_id: search.document_id, metadata_json }),
+            })
+            .await
+            .map_err(|status| downstream("storage", status))?
+            .into_inner();
+        Ok(response
+            .results
+            .into_iter()
+            .map(|hit| Hit {
+                document_id: hit.document_id,
+                chunk_index: hit.chunk_index,
+                text: hit.text,
+                score: hit.score,
+                metadata: json_object(&hit.metadata_json),
+            })
+            .collect())
+    }
+
+    pub async fn get_document(&self, document_id: &str) -> Result<DocumentInfo, ApiError> {
+        validate::validate_document_id(document_id).map_err(|_| unknown_document(document_id))?;
+        let document = self
+            .storage
+            .clone()
+            .get_document(GetDocumentRequest {
+                tenant_id: self.config.tenant_id.clone(),
+                document_id: document_id.to_owned(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::NotFound => unknown_document(document_id),
+                _ => downstream("storage", status),
+            })?
+            .into_inner();
+        Ok(DocumentInfo {
+            metadata: json_object(&document.metadata_json),
+            document_id: document.document_id,
+            version: document.version,
+            chunk_count: document.chunk_count,
+            content_hash: document.content_hash,
+            source: document.source,
+            content_type: document.content_type,
+            updated_at: document.updated_at,
+        })
+    }
+
+    /// Deletes a document and its chunks; returns how many chunks went.
+    pub async fn delete_document(&self, document_id: &str) -> Result<u32, ApiError> {
+        validate::validate_document_id(document_id).map_err(|_| unknown_document(document_id))?;
+        let response = self
+            .storage
+            .clone()
+            .delete_document(DeleteDocumentRequest {
+                tenant_id: self.config.tenant_id.clone(),
+                document_id: document_id.to_owned(),
+            })
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::NotFound => unknown_document(document_id),
+                _ => downstream("storage", status),
+            })?
+            .into_inner();
+        if !response.deleted {
+            return Err(unknown_document(document_id));
+        }
+        tracing::info!(document_id, chunks_deleted = response.chunks_deleted, "document deleted");
+        Ok(response.chunks_deleted)
+    }
+}
+
+fn queue_full(capacity: Capacity) -> ApiError {
+    ApiError::unavailable("too many jobs are queued; retry later").with_retry_after(capacity.retry_after_secs)
+}
+
+fn unknown_job(job_id: &str) -> ApiError {
+    ApiError::not_found(format!("no job {job_id:?}"))
+}
+
+fn unknown_document(document_id: &str) -> ApiError {
+    ApiError::not_found(format!("no document {document_id:?}"))
+}
+
+/// Redis being away is a 503 (retry later); a corrupt record is ours to fix.
+pub fn store_error(err: JobStoreError) -> ApiError {
+    if err.is_retryable() {
+        tracing::warn!(error = %err, "job store unavailable");
+        ApiError::unavailable(format!("job store unavailable: {err}"))
+    } else {
+        tracing::error!(error = %err, "job store error");
+        ApiError::internal(err.to_string())
+    }
+}
+
+/// A failed call to another service keeps its code and says which service failed.
+fn downstream(service: &str, status: tonic::Status) -> ApiError {
+    let mut err = ApiError::from(status);
+    if err.code == ErrorCode::Unavailable || err.code == ErrorCode::Internal || err.code == ErrorCode::DeadlineExceeded
+    {
+        tracing::warn!(service, code = ?err.code, error = %err.message, "downstream call failed");
+    }
+    err.message = format!("{service} service: {}", err.message);
+    err
+}
+
+fn json_object(text: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}))
+}
+
+/// Counts a rejected submission by the reason a client sees.
+pub fn count_rejection(err: &ApiError) {
+    let reason = match err.code {
+        ErrorCode::BadRequest => "bad_request",
+        ErrorCode::InvalidArgument => "invalid_argument",
+        ErrorCode::PayloadTooLarge => "payload_too_large",
+        ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+        ErrorCode::Unavailable if err.retry_after_secs.is_some() => "queue_full",
+        ErrorCode::Unavailable => "unavailable",
+        ErrorCode::NotFound => "not_found",
+        ErrorCode::RateLimited => "rate_limited",
+        ErrorCode::DeadlineExceeded => "deadline_exceeded",
+        ErrorCode::Internal => "internal",
+    };
+    metrics::counter!("millrace_ingestion_requests_rejected_total", "reason" => reason).increment(1);
+}

@@ -1,0 +1,108 @@
+//! `millrace.v1.Ingestion` over gRPC: the same operations and rules as the HTTP API, through
+//! the same [`Core`]. Proto3 zero values mean "not set" (`top_k: 0` is the default, `limit: 0`
+//! is 50, an empty `metadata_json` is no metadata).
+
+use std::sync::Arc;
+
+use millrace_common::ApiError;
+use millrace_pipeline::JobStatus;
+use millrace_proto::v1::ingestion_server::{Ingestion, IngestionServer};
+use millrace_proto::v1::{
+    CancelJobRequest, DeleteDocumentRequest, DeleteDocumentResponse, GetJobRequest, Job, ListJobsRequest,
+    ListJobsResponse, SearchHit, SearchRequest, SearchResponse, SubmitRequest, SubmitResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::core::{self, Core};
+use crate::validate::{self, Payload, SearchQuery, Submission};
+
+pub struct IngestionGrpc {
+    core: Arc<Core>,
+}
+
+impl IngestionGrpc {
+    /// The gRPC service, accepting messages as large as the largest document allows.
+    pub fn server(core: Arc<Core>) -> IngestionServer<Self> {
+        let max_message = core.config().max_document_bytes.saturating_add(64 * 1024);
+        IngestionServer::new(Self { core }).max_decoding_message_size(max_message)
+    }
+}
+
+#[tonic::async_trait]
+impl Ingestion for IngestionGrpc {
+    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
+        let request = request.into_inner();
+        let metadata =
+            validate::metadata_from_json(&request.metadata_json, "metadata_json").inspect_err(core::count_rejection)?;
+        let accepted = self
+            .core
+            .submit(Submission {
+                document_id: request.document_id,
+                payload: Payload::Bytes(request.content),
+                content_type: Some(request.content_type),
+                source: Some(request.source),
+                metadata: Some(metadata),
+            })
+            .await?;
+        Ok(Response::new(SubmitResponse {
+            job_id: accepted.job_id,
+            document_id: accepted.document_id,
+            status: accepted.status.to_proto() as i32,
+        }))
+    }
+
+    async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
+        let job = self.core.get_job(&request.into_inner().job_id).await?;
+        Ok(Response::new(job.to_proto()))
+    }
+
+    async fn list_jobs(&self, request: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
+        let request = request.into_inner();
+        let status = match millrace_proto::v1::JobStatus::try_from(request.status) {
+            Ok(status) => JobStatus::from_proto(status),
+            Err(_) => return Err(ApiError::invalid(format!("unknown job status {}", request.status)).into()),
+        };
+        let limit = validate::list_limit((request.limit != 0).then_some(i64::from(request.limit)))?;
+        let jobs = self.core.list_jobs(status, limit).await?;
+        Ok(Response::new(ListJobsResponse { jobs: jobs.iter().map(|job| job.to_proto()).collect() }))
+    }
+
+    async fn cancel_job(&self, request: Request<CancelJobRequest>) -> Result<Response<Job>, Status> {
+        let job = self.core.cancel_job(&request.into_inner().job_id).await?;
+        Ok(Response::new(job.to_proto()))
+    }
+
+    async fn search(&self, request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
+        let request = request.into_inner();
+        let filter = request.filter.unwrap_or_default();
+        let metadata = validate::metadata_from_json(&filter.metadata_json, "filter.metadata_json")?;
+        let search = validate::validate_search(SearchQuery {
+            query: request.query,
+            top_k: (request.top_k != 0).then_some(i64::from(request.top_k)),
+            document_id: filter.document_id,
+            metadata: Some(metadata),
+        })?;
+        let hits = self.core.search(search).await?;
+        Ok(Response::new(SearchResponse {
+            results: hits
+                .into_iter()
+                .map(|hit| SearchHit {
+                    document_id: hit.document_id,
+                    chunk_index: hit.chunk_index,
+                    text: hit.text,
+                    score: hit.score,
+                    metadata_json: hit.metadata.to_string(),
+                })
+                .collect(),
+        }))
+    }
+
+    /// Deletes in this service's tenant; the request's `tenant_id` is not trusted.
+    async fn delete_document(
+        &self,
+        request: Request<DeleteDocumentRequest>,
+    ) -> Result<Response<DeleteDocumentResponse>, Status> {
+        let chunks_deleted = self.core.delete_document(&request.into_inner().document_id).await?;
+        Ok(Response::new(DeleteDocumentResponse { deleted: true, chunks_deleted }))
+    }
+}

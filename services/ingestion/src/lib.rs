@@ -1,0 +1,184 @@
+//! The ingestion service: the job API of millrace over HTTP (JSON) and gRPC. It validates
+//! documents, applies admission control, records jobs and enqueues them for chunking, reports
+//! job progress, and answers search and document queries through the embeddings and storage
+//! services.
+
+pub mod api;
+pub mod config;
+pub mod core;
+pub mod grpc;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use millrace_common::server::{AdminService, Listeners, Readiness, ops_router, serve};
+use millrace_common::{ApiError, redis_conn};
+use millrace_pipeline::{JobStore, Keys, Stage};
+use millrace_proto::v1::{QueueStats, StatsResponse};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+pub use crate::config::Config;
+pub use crate::core::Core;
+
+const SERVICE: &str = "ingestion";
+
+/// Pooled Redis connections; every request needs one or two short commands.
+const REDIS_POOL_SIZE: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("redis pool: {0}")]
+    Redis(String),
+    #[error("{service} URL {url:?}: {message}")]
+    Endpoint { service: &'static str, url: String, message: String },
+    #[error("cannot bind: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// The service, with its ports bound and not yet serving.
+pub struct Application {
+    listeners: Listeners,
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    router: Router,
+    grpc: Routes,
+    shutdown_deadline: Duration,
+}
+
+impl Application {
+    /// Connects nothing eagerly (Redis, storage and embeddings may start later; `/readyz`
+    /// tells when they answer) and binds both ports.
+    pub async fn build(config: Config) -> Result<Self, BuildError> {
+        let pool = redis_conn::pool(&config.service.redis_url, REDIS_POOL_SIZE).map_err(BuildError::Redis)?;
+        let keys = Keys::new(config.service.key_prefix.clone());
+        let jobs = JobStore::new(pool.clone(), keys.clone(), config.job_retention);
+        let storage = lazy_channel("storage", &config.storage_url, config.downstream_timeout)?;
+        let embeddings = lazy_channel("embeddings", &config.embeddings_url, config.downstream_timeout)?;
+
+        let readiness = Readiness::default()
+            .with("redis", {
+                let pool = pool.clone();
+                move || {
+                    let pool = pool.clone();
+                    async move { redis_conn::ping(&pool).await }
+                }
+            })
+            .with("storage", {
+                let channel = storage.clone();
+                move || serving(channel.clone())
+            })
+            .with("embeddings", {
+                let channel = embeddings.clone();
+                move || serving(channel.clone())
+            });
+
+        let shutdown_deadline = config.service.shutdown_deadline;
+        let listeners = Listeners::bind(&config.service).await?;
+        let http_addr = listeners.http_addr()?;
+        let grpc_addr = listeners.grpc_addr()?;
+
+        let core = Arc::new(Core::new(config, jobs, storage, embeddings));
+        let router = api::with_json_fallbacks(api::router(core.clone()).merge(ops_router(SERVICE, readiness)));
+        let grpc = Routes::new(grpc::IngestionGrpc::server(core)).add_service(admin_service(pool, keys));
+        Ok(Self { listeners, http_addr, grpc_addr, router, grpc, shutdown_deadline })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Serves until `shutdown` is cancelled: gRPC health turns NOT_SERVING, then both servers
+    /// stop accepting and finish the requests in flight, within the shutdown deadline.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let draining = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let mut server =
+            tokio::spawn(serve(SERVICE, self.listeners, self.router, self.grpc, draining.clone(), stop.clone()));
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            result = &mut server => return result.map_err(std::io::Error::other)?,
+        }
+        draining.cancel();
+        stop.cancel();
+        let result = match tokio::time::timeout(self.shutdown_deadline, server).await {
+            Ok(result) => result.map_err(std::io::Error::other)?,
+            Err(_) => {
+                tracing::warn!(deadline = ?self.shutdown_deadline, "requests still in flight at the shutdown deadline");
+                Ok(())
+            }
+        };
+        tracing::info!(service = SERVICE, "stopped");
+        result
+    }
+}
+
+/// A channel that connects on first use, so this service starts before the ones it calls.
+fn lazy_channel(service: &'static str, url: &str, timeout: Duration) -> Result<Channel, BuildError> {
+    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|err| BuildError::Endpoint {
+        service,
+        url: url.to_owned(),
+        message: err.to_string(),
+    })?;
+    Ok(endpoint.connect_timeout(Duration::from_secs(2)).timeout(timeout).connect_lazy())
+}
+
+/// Readiness of a downstream service: its `grpc.health.v1` answers SERVING.
+async fn serving(channel: Channel) -> Result<(), String> {
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+    match response.into_inner().status() {
+        ServingStatus::Serving => Ok(()),
+        other => Err(format!("health is {}", other.as_str_name())),
+    }
+}
+
+/// `millrace.v1.Admin` for this service: it runs no worker, and reports the chunking queue it
+/// feeds.
+fn admin_service(
+    pool: deadpool_redis::Pool,
+    keys: Keys,
+) -> millrace_proto::v1::admin_server::AdminServer<AdminService> {
+    AdminService::new(move || {
+        let pool = pool.clone();
+        let keys = keys.clone();
+        async move {
+            let mut conn = pool.get().await?;
+            let queue = millrace_streams::queue_stats(
+                &mut conn,
+                &keys.stream(Stage::Chunking),
+                Stage::Chunking.name(),
+                &keys.dead_letters(Stage::Chunking),
+            )
+            .await
+            .map_err(ApiError::from)?;
+            Ok(StatsResponse {
+                service: SERVICE.to_owned(),
+                concurrency_limit: 0,
+                concurrency_in_use: 0,
+                queues: vec![QueueStats {
+                    stream: queue.stream,
+                    group: queue.group,
+                    length: queue.length,
+                    lag: queue.lag,
+                    pending: queue.pending,
+                    dead_letters: queue.dead_letters,
+                }],
+                breakers: Vec::new(),
+            })
+        }
+    })
+}

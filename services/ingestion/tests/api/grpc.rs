@@ -1,0 +1,112 @@
+//! `millrace.v1.Ingestion` and `millrace.v1.Admin` over gRPC: the same rules as HTTP.
+
+use millrace_proto::v1::admin_client::AdminClient;
+use millrace_proto::v1::ingestion_client::IngestionClient;
+use millrace_proto::v1::{
+    CancelJobRequest, DeleteDocumentRequest, GetJobRequest, JobStatus, ListJobsRequest, SearchRequest, StatsRequest,
+    SubmitRequest,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+
+async fn client(app: &TestApp) -> IngestionClient<Channel> {
+    IngestionClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap()
+}
+
+fn submit(content: &[u8]) -> SubmitRequest {
+    SubmitRequest {
+        document_id: Some("grpc-doc".into()),
+        content: content.to_vec(),
+        content_type: "text/plain".into(),
+        source: "grpc".into(),
+        metadata_json: r#"{"via":"grpc"}"#.into(),
+    }
+}
+
+#[tokio::test]
+async fn submit_get_list_and_cancel() {
+    let app = spawn_app().await;
+    let mut client = client(&app).await;
+    let accepted = client.submit(submit(b"hello over grpc")).await.unwrap().into_inner();
+    assert_eq!(accepted.document_id, "grpc-doc");
+    assert_eq!(accepted.status(), JobStatus::Queued);
+    assert_eq!(app.chunking_entries().await, vec![accepted.job_id.clone()]);
+
+    let job = client.get_job(GetJobRequest { job_id: accepted.job_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(job.status(), JobStatus::Queued);
+    assert_eq!(job.source, "grpc");
+
+    let listed = client.list_jobs(ListJobsRequest { status: JobStatus::Queued as i32, limit: 0 }).await.unwrap();
+    assert_eq!(listed.into_inner().jobs.len(), 1);
+
+    let cancelled = client.cancel_job(CancelJobRequest { job_id: accepted.job_id.clone() }).await.unwrap();
+    assert_eq!(cancelled.into_inner().status(), JobStatus::Cancelled);
+    let listed = client.list_jobs(ListJobsRequest { status: JobStatus::Queued as i32, limit: 10 }).await.unwrap();
+    assert!(listed.into_inner().jobs.is_empty());
+}
+
+fn code<T: std::fmt::Debug>(result: Result<tonic::Response<T>, tonic::Status>) -> Code {
+    result.unwrap_err().code()
+}
+
+#[tokio::test]
+async fn bad_input_maps_to_grpc_codes() {
+    let app = spawn_app_with(&[("MAX_DOCUMENT_BYTES", "100")]).await;
+    let mut client = client(&app).await;
+
+    assert_eq!(code(client.submit(submit(b"")).await), Code::InvalidArgument);
+    assert_eq!(code(client.submit(submit(&[0xff, 0xfe])).await), Code::InvalidArgument);
+    assert_eq!(
+        code(client.submit(SubmitRequest { content_type: "image/png".into(), ..submit(b"x") }).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(client.submit(SubmitRequest { metadata_json: "[1]".into(), ..submit(b"x") }).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(client.submit(SubmitRequest { document_id: Some(String::new()), ..submit(b"x") }).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(code(client.submit(submit(&[b'a'; 101])).await), Code::OutOfRange);
+    assert_eq!(code(client.get_job(GetJobRequest { job_id: "missing".into() }).await), Code::NotFound);
+    assert_eq!(code(client.cancel_job(CancelJobRequest { job_id: "missing".into() }).await), Code::NotFound);
+    assert_eq!(code(client.list_jobs(ListJobsRequest { status: 99, limit: 0 }).await), Code::InvalidArgument);
+    assert_eq!(code(client.list_jobs(ListJobsRequest { status: 0, limit: 1001 }).await), Code::InvalidArgument);
+    let search = |query: &str, top_k| SearchRequest { query: query.into(), top_k, filter: None };
+    assert_eq!(code(client.search(search("", 0)).await), Code::InvalidArgument);
+    assert_eq!(code(client.search(search("q", 101)).await), Code::InvalidArgument);
+    // Valid, but embeddings and storage are not running.
+    assert_eq!(code(client.search(search("q", 0)).await), Code::Unavailable);
+    let delete = DeleteDocumentRequest { tenant_id: "default".into(), document_id: "d".into() };
+    assert_eq!(code(client.delete_document(delete).await), Code::Unavailable);
+    assert!(app.chunking_entries().await.is_empty());
+}
+
+#[tokio::test]
+async fn admin_stats_report_the_chunking_queue() {
+    let app = spawn_app().await;
+    app.ingest("one").await;
+    app.ingest("two").await;
+    let mut admin = AdminClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let stats = admin.stats(StatsRequest {}).await.unwrap().into_inner();
+    assert_eq!(stats.service, "ingestion");
+    assert_eq!((stats.concurrency_limit, stats.concurrency_in_use), (0, 0));
+    assert_eq!(stats.queues.len(), 1);
+    let queue = &stats.queues[0];
+    assert_eq!(queue.stream, "itest:stream:chunking");
+    assert_eq!(queue.group, "chunking");
+    assert_eq!((queue.length, queue.lag, queue.pending, queue.dead_letters), (2, 2, 0, 0));
+}
+
+#[tokio::test]
+async fn grpc_health_is_serving() {
+    let app = spawn_app().await;
+    let channel = Channel::from_shared(format!("http://{}", app.grpc_addr)).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let response =
+        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(response.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+}

@@ -1,0 +1,10 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The ingestion service's API, over HTTP and gRPC, against a real redis-server.
+
+mod batch;
+mod grpc;
+mod helpers;
+mod ingest;
+mod jobs;
+mod ops;
+mod search;

@@ -1,0 +1,145 @@
+//! What can go wrong between a caller and the upstream, classified once: which shared
+//! [`ErrorCode`] each failure becomes, and which failures are worth another attempt.
+
+use std::time::Duration;
+
+use millrace_common::{ApiError, ErrorCode};
+use tonic::metadata::MetadataValue;
+
+/// The metadata key that carries `Retry-After` (whole seconds) on gRPC errors.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no upstream configured (set MILLRACE_LLM_BASE_URL)")]
+    NotConfigured,
+    /// The caller's request is wrong before it reaches the upstream.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 429. `retryable` is false for a spent budget (`insufficient_quota`), which waiting won't fix.
+    #[error("upstream rate limit: {message}")]
+    RateLimited { message: String, retry_after: Option<Duration>, retryable: bool },
+    /// 5xx, 408 and 409.
+    #[error("upstream answered {status}: {message}")]
+    Server { status: u16, message: String },
+    /// Other 4xx: the upstream refused this request and will refuse it again.
+    #[error("upstream refused the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("upstream unreachable: {0}")]
+    Connect(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    /// A success status with a body that is not what the API promises.
+    #[error("upstream answered an unreadable body: {0}")]
+    InvalidResponse(String),
+}
+
+impl UpstreamError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotConfigured | Self::InvalidRequest(_) | Self::Rejected { .. } => ErrorCode::InvalidArgument,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Server { .. } | Self::Connect(_) | Self::InvalidResponse(_) => ErrorCode::Unavailable,
+            Self::Timeout(_) => ErrorCode::DeadlineExceeded,
+        }
+    }
+
+    /// Whether the gateway itself should try again (callers may still retry what it gives up on,
+    /// according to [`ErrorCode::is_retryable`]).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::RateLimited { retryable, .. } => *retryable,
+            Self::Server { .. } | Self::Connect(_) | Self::Timeout(_) => true,
+            Self::NotConfigured | Self::InvalidRequest(_) | Self::Rejected { .. } | Self::InvalidResponse(_) => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotConfigured => "not_configured",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Server { .. } => "server_error",
+            Self::Rejected { .. } => "rejected",
+            Self::Connect(_) => "connect",
+            Self::Timeout(_) => "timeout",
+            Self::InvalidResponse(_) => "invalid_response",
+        }
+    }
+}
+
+impl From<UpstreamError> for ApiError {
+    fn from(err: UpstreamError) -> Self {
+        let retry_after = err.retry_after();
+        let api = ApiError::new(err.code(), err.to_string());
+        match retry_after {
+            Some(wait) => api.with_retry_after(whole_seconds(wait)),
+            None => api,
+        }
+    }
+}
+
+/// The shared status, plus `retry-after` metadata, which `From<ApiError>` does not carry.
+impl From<UpstreamError> for tonic::Status {
+    fn from(err: UpstreamError) -> Self {
+        let api = ApiError::from(err);
+        let retry_after = api.retry_after_secs;
+        let mut status = tonic::Status::from(api);
+        if let Some(secs) = retry_after {
+            status.metadata_mut().insert(RETRY_AFTER_METADATA, MetadataValue::from(secs));
+        }
+        status
+    }
+}
+
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// What can stop the gateway from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind listeners: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error("cannot build the upstream HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_keep_retry_after_on_grpc() {
+        let err = UpstreamError::RateLimited {
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_millis(1500)),
+            retryable: true,
+        };
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(status.metadata().get(RETRY_AFTER_METADATA).unwrap(), "2");
+    }
+
+    #[test]
+    fn classification() {
+        let rejected = UpstreamError::Rejected { status: 400, message: "bad".into() };
+        assert_eq!(rejected.code(), ErrorCode::InvalidArgument);
+        assert!(!rejected.is_retryable());
+        let server = UpstreamError::Server { status: 503, message: "busy".into() };
+        assert_eq!(server.code(), ErrorCode::Unavailable);
+        assert!(server.is_retryable());
+        assert_eq!(UpstreamError::Timeout(Duration::from_secs(1)).code(), ErrorCode::DeadlineExceeded);
+        let status = tonic::Status::from(UpstreamError::NotConfigured);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(status.message(), "no upstream configured (set MILLRACE_LLM_BASE_URL)");
+    }
+}

@@ -1,0 +1,36 @@
+//! The gateway's metrics, named once here so dashboards and code agree.
+
+use std::time::Duration;
+
+/// Every HTTP attempt to the upstream, by endpoint (`chat`, `embeddings`, `models`) and status
+/// (the HTTP status code, or `timeout` / `connect_error` when none came back).
+pub const UPSTREAM_REQUESTS: &str = "millrace_llm_gateway_upstream_requests_total";
+pub const UPSTREAM_DURATION: &str = "millrace_llm_gateway_upstream_request_duration_seconds";
+/// Attempts after the first, by endpoint and the kind of error that caused them.
+pub const RETRIES: &str = "millrace_llm_gateway_retries_total";
+/// Tokens the upstream reported, by model and kind (`prompt`, `completion`).
+pub const TOKENS: &str = "millrace_llm_gateway_tokens_total";
+/// gRPC calls answered, by method (`chat`, `embed`) and outcome (`ok` or an error kind).
+pub const CALLS: &str = "millrace_llm_gateway_calls_total";
+
+pub fn upstream_request(endpoint: &'static str, status: String, elapsed: Duration) {
+    metrics::counter!(UPSTREAM_REQUESTS, "endpoint" => endpoint, "status" => status).increment(1);
+    metrics::histogram!(UPSTREAM_DURATION, "endpoint" => endpoint).record(elapsed.as_secs_f64());
+}
+
+pub fn retry(endpoint: &'static str, cause: &'static str) {
+    metrics::counter!(RETRIES, "endpoint" => endpoint, "cause" => cause).increment(1);
+}
+
+pub fn tokens(model: &str, prompt: u32, completion: u32) {
+    if prompt > 0 {
+        metrics::counter!(TOKENS, "model" => model.to_owned(), "kind" => "prompt").increment(u64::from(prompt));
+    }
+    if completion > 0 {
+        metrics::counter!(TOKENS, "model" => model.to_owned(), "kind" => "completion").increment(u64::from(completion));
+    }
+}
+
+pub fn call(method: &'static str, outcome: &'static str) {
+    metrics::counter!(CALLS, "method" => method, "outcome" => outcome).increment(1);
+}

@@ -1,0 +1,71 @@
+use std::net::SocketAddr;
+
+use millrace_common::Settings;
+use millrace_fake_openai::FakeOpenAi;
+use millrace_llm_gateway::{Application, Config};
+use millrace_proto::v1::llm_gateway_client::LlmGatewayClient;
+use millrace_proto::v1::{ChatMessage, ChatRequest};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub struct TestGateway {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub client: LlmGatewayClient<Channel>,
+    pub shutdown: CancellationToken,
+    pub task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl TestGateway {
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(format!("http://{}{path}", self.http_addr)).await.unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+}
+
+/// A gateway on free ports with these settings (names with or without `MILLRACE_`).
+pub async fn spawn_gateway(pairs: &[(&str, &str)]) -> TestGateway {
+    let mut all = vec![("HTTP_ADDR", "127.0.0.1:0"), ("GRPC_ADDR", "127.0.0.1:0"), ("SHUTDOWN_DEADLINE_MS", "2000")];
+    all.extend_from_slice(pairs);
+    let config = Config::from_settings(&Settings::from_pairs(all)).unwrap();
+    let app = Application::build(config).await.unwrap();
+    let (http_addr, grpc_addr) = (app.http_addr(), app.grpc_addr());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let client = LlmGatewayClient::connect(format!("http://{grpc_addr}")).await.unwrap();
+    TestGateway { http_addr, grpc_addr, client, shutdown, task: Some(task) }
+}
+
+/// A fake upstream on a free port.
+pub async fn spawn_fake(config: millrace_fake_openai::Config) -> FakeOpenAi {
+    let config = millrace_fake_openai::Config { addr: "127.0.0.1:0".parse().unwrap(), ..config };
+    millrace_fake_openai::spawn(config).await.unwrap()
+}
+
+/// A gateway in front of `fake`, with quick retries.
+pub async fn gateway_for(fake: &FakeOpenAi, extra: &[(&str, &str)]) -> TestGateway {
+    let base_url = fake.base_url();
+    let mut pairs = vec![("LLM_BASE_URL", base_url.as_str()), ("LLM_RETRY_BASE_MS", "10")];
+    pairs.extend_from_slice(extra);
+    spawn_gateway(&pairs).await
+}
+
+pub fn chat_request(text: &str) -> ChatRequest {
+    ChatRequest {
+        messages: vec![
+            ChatMessage { role: "system".into(), content: "Extract metadata.".into() },
+            ChatMessage { role: "user".into(), content: text.into() },
+        ],
+        ..Default::default()
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the whole pipeline, each on its own stack of real processes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bad_input;
+mod crash;
+mod dead_letters;
+mod flow;

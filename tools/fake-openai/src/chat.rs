@@ -1,0 +1,278 @@
+//! `POST /v1/chat/completions`: deterministic answers in OpenAI's response shape — plain text,
+//! a small JSON object, or (with a `json_schema` response format) a JSON document built to
+//! validate against the caller's schema from the words of the last user message.
+//!
+//! Prompt tokens are approximated per message as ceil(chars / 4) of its text plus 4 for the role
+//! and framing, plus 3 priming the reply (the shape of OpenAI's own counting recipe);
+//! completion tokens as ceil(chars / 4) of the answer.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::OpenAiError;
+use crate::{Answer, Usage, approx_tokens, schema, words};
+
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const TOKENS_PER_MESSAGE: u64 = 4;
+const TOKENS_PRIMING_REPLY: u64 = 3;
+const MAX_CHOICES: u64 = 8;
+
+#[derive(Deserialize)]
+struct Request {
+    model: Option<String>,
+    messages: Option<Vec<Value>>,
+    temperature: Option<f64>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    response_format: Option<Value>,
+    stream: Option<bool>,
+    n: Option<u64>,
+}
+
+enum Format {
+    Text,
+    JsonObject,
+    JsonSchema(Value),
+}
+
+struct Message {
+    role: String,
+    text: String,
+}
+
+#[derive(Serialize)]
+struct Response<'a> {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<Choice<'a>>,
+    usage: ChatUsage,
+    system_fingerprint: &'static str,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u64,
+    message: AssistantMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct AssistantMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+    refusal: Option<()>,
+}
+
+#[derive(Serialize)]
+struct ChatUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+/// The whole answer to one request body; `request_number` makes the completion id unique.
+pub(crate) fn answer(body: &[u8], request_number: u64) -> Result<Answer, OpenAiError> {
+    let value: Value = serde_json::from_slice(body).map_err(OpenAiError::unparsable_body)?;
+    let request: Request = serde_json::from_value(value)
+        .map_err(|err| OpenAiError::invalid("", "invalid_type", format!("Invalid request body: {err}")))?;
+    let model = request.model.filter(|m| !m.is_empty()).ok_or_else(|| OpenAiError::missing("model"))?;
+    let messages = messages(request.messages)?;
+    if request.stream == Some(true) {
+        return Err(OpenAiError::invalid(
+            "stream",
+            "unsupported_value",
+            "Streaming is not supported by millrace-fake-openai; send \"stream\": false.",
+        ));
+    }
+    if let Some(t) = request.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(OpenAiError::invalid(
+            "temperature",
+            "invalid_value",
+            format!("Invalid 'temperature': {t}. Expected a value between 0 and 2."),
+        ));
+    }
+    let limit = match (request.max_completion_tokens, request.max_tokens) {
+        (Some(0), _) => return Err(below_one("max_completion_tokens")),
+        (None, Some(0)) => return Err(below_one("max_tokens")),
+        (limit, other) => limit.or(other),
+    };
+    let choices = match request.n {
+        None => 1,
+        Some(n) if (1..=MAX_CHOICES).contains(&n) => n,
+        Some(n) => {
+            return Err(OpenAiError::invalid(
+                "n",
+                "invalid_value",
+                format!("Invalid 'n': {n}. Expected a value between 1 and {MAX_CHOICES}."),
+            ));
+        }
+    };
+    let format = format(request.response_format)?;
+    if matches!(format, Format::JsonObject) && !messages.iter().any(|m| m.text.to_lowercase().contains("json")) {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "invalid_value",
+            "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
+        ));
+    }
+
+    let prompt_words = prompt_words(&messages);
+    let mut content = match &format {
+        Format::Text => {
+            let start: Vec<&str> = prompt_words.iter().take(12).map(String::as_str).collect();
+            format!("This is a fake answer from millrace-fake-openai about \"{}\".", start.join(" "))
+        }
+        Format::JsonObject => {
+            let shape = json!({"type": "object", "properties": {
+                "title": {"type": "string"}, "summary": {"type": "string"}, "word_count": {"type": "integer"}
+            }});
+            schema::generate(&shape, &prompt_words).to_string()
+        }
+        Format::JsonSchema(shape) => schema::generate(shape, &prompt_words).to_string(),
+    };
+    let mut finish_reason = "stop";
+    if let Some(limit) = limit
+        && approx_tokens(&content) > limit
+    {
+        // What a real model does at the limit: stop mid-answer, even mid-JSON.
+        content = content.chars().take((limit * 4) as usize).collect();
+        finish_reason = "length";
+    }
+
+    let prompt_tokens =
+        messages.iter().map(|m| approx_tokens(&m.text) + TOKENS_PER_MESSAGE).sum::<u64>() + TOKENS_PRIMING_REPLY;
+    let completion_tokens = approx_tokens(&content) * choices;
+    let response = Response {
+        id: format!("chatcmpl-fake{request_number:012x}"),
+        object: "chat.completion",
+        created: unix_now(),
+        model: &model,
+        choices: (0..choices)
+            .map(|index| Choice {
+                index,
+                message: AssistantMessage { role: "assistant", content: &content, refusal: None },
+                logprobs: None,
+                finish_reason,
+            })
+            .collect(),
+        usage: ChatUsage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens },
+        system_fingerprint: "fp_millrace_fake",
+    };
+    let body = serde_json::to_vec(&response).map_err(|err| OpenAiError::invalid("", "internal", err.to_string()))?;
+    Ok(Answer { body, model, usage: Usage { prompt_tokens, completion_tokens } })
+}
+
+fn below_one(param: &str) -> OpenAiError {
+    OpenAiError::invalid(
+        param,
+        "integer_below_min_value",
+        format!("Invalid '{param}': integer below minimum value. Expected a value >= 1, but got 0 instead."),
+    )
+}
+
+fn messages(raw: Option<Vec<Value>>) -> Result<Vec<Message>, OpenAiError> {
+    let raw = raw.ok_or_else(|| OpenAiError::missing("messages"))?;
+    if raw.is_empty() {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "empty_array",
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+        ));
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let param = format!("messages[{i}]");
+            let Some(message) = message.as_object() else {
+                return Err(OpenAiError::invalid(
+                    &param,
+                    "invalid_type",
+                    format!("Invalid type for '{param}': expected an object."),
+                ));
+            };
+            let role = match message.get("role") {
+                None | Some(Value::Null) => return Err(OpenAiError::missing(&format!("{param}.role"))),
+                Some(Value::String(role)) if ROLES.contains(&role.as_str()) => role.clone(),
+                Some(other) => {
+                    return Err(OpenAiError::invalid(
+                        format!("{param}.role"),
+                        "invalid_value",
+                        format!("Invalid value: {other}. Supported values are: {}.", ROLES.join(", ")),
+                    ));
+                }
+            };
+            let text = match message.get("content") {
+                // An assistant turn that only called tools has no content.
+                None | Some(Value::Null) if role == "assistant" => String::new(),
+                None | Some(Value::Null) => return Err(OpenAiError::missing(&format!("{param}.content"))),
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .filter_map(|part| part.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                Some(_) => {
+                    return Err(OpenAiError::invalid(
+                        format!("{param}.content"),
+                        "invalid_type",
+                        format!("Invalid type for '{param}.content': expected a string or an array of content parts."),
+                    ));
+                }
+            };
+            Ok(Message { role, text })
+        })
+        .collect()
+}
+
+fn format(raw: Option<Value>) -> Result<Format, OpenAiError> {
+    let raw = match raw {
+        None | Some(Value::Null) => return Ok(Format::Text),
+        Some(Value::Object(raw)) => raw,
+        Some(_) => {
+            return Err(OpenAiError::invalid(
+                "response_format",
+                "invalid_type",
+                "Invalid type for 'response_format': expected an object.",
+            ));
+        }
+    };
+    match raw.get("type").and_then(Value::as_str) {
+        None => Err(OpenAiError::missing("response_format.type")),
+        Some("text") => Ok(Format::Text),
+        Some("json_object") => Ok(Format::JsonObject),
+        Some("json_schema") => {
+            let spec = raw
+                .get("json_schema")
+                .and_then(Value::as_object)
+                .ok_or_else(|| OpenAiError::missing("response_format.json_schema"))?;
+            if spec.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+                return Err(OpenAiError::missing("response_format.json_schema.name"));
+            }
+            Ok(Format::JsonSchema(spec.get("schema").cloned().unwrap_or_else(|| json!({"type": "object"}))))
+        }
+        Some(other) => Err(OpenAiError::invalid(
+            "response_format.type",
+            "invalid_value",
+            format!("Invalid value: '{other}'. Supported values are: 'json_object', 'json_schema', and 'text'."),
+        )),
+    }
+}
+
+/// The words the answer is about: the last user message's, else every message's.
+fn prompt_words(messages: &[Message]) -> Vec<String> {
+    let last_user = messages.iter().rev().find(|m| m.role == "user").map(|m| words(&m.text).collect::<Vec<_>>());
+    let chosen = match last_user {
+        Some(found) if !found.is_empty() => found,
+        _ => messages.iter().flat_map(|m| words(&m.text)).collect(),
+    };
+    chosen.into_iter().map(str::to_owned).collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,55 @@
+use std::time::{Duration, Instant};
+
+use millrace_fake_openai::Config;
+use serde_json::json;
+
+use crate::helpers::{chat_body, error_body, spawn};
+
+#[tokio::test]
+async fn error_rate_one_answers_500() {
+    let fake = spawn(Config { error_rate: 1.0, ..Config::default() }).await;
+    for _ in 0..3 {
+        let error = error_body(fake.post("/v1/chat/completions", &chat_body("hello")).await, 500).await;
+        assert_eq!(error["type"], "server_error");
+    }
+    let error = error_body(fake.post("/v1/embeddings", &json!({"model": "m", "input": "x"})).await, 500).await;
+    assert_eq!(error["type"], "server_error");
+    let stats = fake.stats().await;
+    assert_eq!((stats.requests, stats.errors, stats.served), (4, 4, 0));
+    assert_eq!(stats.by_endpoint["chat_completions"].errors, 3);
+}
+
+#[tokio::test]
+async fn timeout_rate_one_hangs_then_answers_504() {
+    let fake = spawn(Config { timeout_rate: 1.0, hang_ms: 300, ..Config::default() }).await;
+    let started = Instant::now();
+    let error = error_body(fake.post("/v1/chat/completions", &chat_body("hello")).await, 504).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(error["code"], "timeout");
+    assert_eq!(fake.stats().await.timeouts, 1);
+}
+
+#[tokio::test]
+async fn latency_is_added_to_each_request() {
+    let fake = spawn(Config { latency_ms: 150, jitter_ms: 50, ..Config::default() }).await;
+    let started = Instant::now();
+    assert_eq!(fake.post("/v1/chat/completions", &chat_body("hello")).await.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+}
+
+#[tokio::test]
+async fn a_seeded_error_rate_fails_about_its_share() {
+    let fake = spawn(Config { error_rate: 0.3, seed: Some(1), ..Config::default() }).await;
+    for _ in 0..200 {
+        fake.post("/v1/embeddings", &json!({"model": "m", "input": "x"})).await;
+    }
+    let stats = fake.stats().await;
+    assert_eq!(stats.errors + stats.served, 200);
+    assert!((30..=90).contains(&stats.errors), "{}", stats.errors);
+}
+
+#[tokio::test]
+async fn invalid_configs_are_refused_before_binding() {
+    let err = millrace_fake_openai::spawn(Config { timeout_rate: 1.5, ..Config::default() }).await.err().unwrap();
+    assert!(err.to_string().contains("--timeout-rate must be between 0 and 1"), "{err}");
+}

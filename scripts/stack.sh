@@ -8,8 +8,9 @@
 #
 # The caller's environment is passed through to the services, so MILLRACE_LLM_BASE_URL and
 # friends configure an upstream. Ports: MILLRACE_REDIS_PORT (6390), MILLRACE_PG_PORT (5490),
-# services on 8060-8065 (HTTP) and 9060-9065 (gRPC). MILLRACE_DATABASE_URL uses an existing
-# PostgreSQL (with pgvector) instead of starting one.
+# services from MILLRACE_HTTP_PORT_BASE (8060) and MILLRACE_GRPC_PORT_BASE (9060) up, in the
+# order ingestion, chunking, metadata, embeddings, storage, llm-gateway. MILLRACE_DATABASE_URL
+# uses an existing PostgreSQL (with pgvector) instead of starting one.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,8 +22,13 @@ BIN_DIR="${MILLRACE_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE}"
 REDIS_PORT="${MILLRACE_REDIS_PORT:-6390}"
 PG_PORT="${MILLRACE_PG_PORT:-5490}"
 
+HTTP_BASE="${MILLRACE_HTTP_PORT_BASE:-8060}"
+GRPC_BASE="${MILLRACE_GRPC_PORT_BASE:-9060}"
 # name:http:grpc, in start order (callees before callers).
-SERVICES=(llm-gateway:8065:9065 storage:8064:9064 embeddings:8063:9063 metadata:8062:9062 chunking:8061:9061 ingestion:8060:9060)
+SERVICES=()
+for entry in llm-gateway:5 storage:4 embeddings:3 metadata:2 chunking:1 ingestion:0; do
+    SERVICES+=("${entry%%:*}:$((HTTP_BASE + ${entry##*:})):$((GRPC_BASE + ${entry##*:}))")
+done
 
 log() { echo "stack: $*"; }
 die() {
@@ -88,6 +94,9 @@ start_service() {
     MILLRACE_HTTP_ADDR="127.0.0.1:$http" MILLRACE_GRPC_ADDR="127.0.0.1:$grpc" \
         MILLRACE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" MILLRACE_DATABASE_URL="$(database_url)" \
         MILLRACE_CONSUMER_NAME="$name-local" \
+        MILLRACE_STORAGE_URL="http://127.0.0.1:$((GRPC_BASE + 4))" \
+        MILLRACE_EMBEDDINGS_URL="http://127.0.0.1:$((GRPC_BASE + 3))" \
+        MILLRACE_LLM_GATEWAY_URL="http://127.0.0.1:$((GRPC_BASE + 5))" \
         nohup "$bin" >>"$LOG_DIR/$name.log" 2>&1 &
     echo $! >"$pidfile"
 }
@@ -105,7 +114,7 @@ up() {
         IFS=: read -r name http _ <<<"$entry"
         wait_ready "$name" "http://127.0.0.1:$http/readyz"
     done
-    log "up. API: http://127.0.0.1:8060 (OpenAPI at /openapi.json); logs in $LOG_DIR"
+    log "up. API: http://127.0.0.1:$HTTP_BASE (OpenAPI at /openapi.json); logs in $LOG_DIR"
     for entry in "${SERVICES[@]}"; do
         IFS=: read -r name http grpc <<<"$entry"
         printf 'stack:   %-12s http://127.0.0.1:%s  grpc 127.0.0.1:%s\n' "$name" "$http" "$grpc"

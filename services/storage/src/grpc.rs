@@ -1,0 +1,140 @@
+//! `millrace.v1.Storage`: search, documents and chunk hashes over gRPC.
+
+use std::sync::Arc;
+
+use millrace_common::ApiError;
+use millrace_proto::storage_server::Storage;
+use millrace_proto::{
+    DeleteDocumentRequest, DeleteDocumentResponse, DiscardVersionRequest, DiscardVersionResponse, Document,
+    ExistingChunkHashesRequest, ExistingChunkHashesResponse, GetDocumentRequest, SearchHit, SearchResponse,
+    VectorSearchRequest,
+};
+use tonic::{Request, Response, Status};
+
+use crate::store::{PgStore, SearchFilter, StoreError};
+
+pub struct StorageService {
+    store: Arc<PgStore>,
+    default_tenant: String,
+}
+
+impl StorageService {
+    pub fn new(store: Arc<PgStore>, default_tenant: String) -> Self {
+        Self { store, default_tenant }
+    }
+
+    fn tenant<'a>(&'a self, requested: &'a str) -> &'a str {
+        if requested.is_empty() { &self.default_tenant } else { requested }
+    }
+}
+
+fn status(err: StoreError) -> Status {
+    if err.is_retryable() { ApiError::unavailable(err.to_string()).into() } else { ApiError::invalid(err.to_string()).into() }
+}
+
+fn require_id(document_id: &str) -> Result<(), Status> {
+    if document_id.is_empty() { Err(ApiError::invalid("document_id is required").into()) } else { Ok(()) }
+}
+
+#[tonic::async_trait]
+impl Storage for StorageService {
+    async fn search(&self, request: Request<VectorSearchRequest>) -> Result<Response<SearchResponse>, Status> {
+        let request = request.into_inner();
+        if request.vector.is_empty() {
+            return Err(ApiError::invalid("vector is required").into());
+        }
+        let top_k = if request.top_k == 0 { 10 } else { request.top_k.min(100) } as usize;
+        let filter = request.filter.unwrap_or_default();
+        let metadata = if filter.metadata_json.trim().is_empty() {
+            None
+        } else {
+            match serde_json::from_str::<serde_json::Value>(&filter.metadata_json) {
+                Ok(value @ serde_json::Value::Object(_)) => Some(value),
+                _ => return Err(ApiError::invalid("filter.metadata must be a JSON object").into()),
+            }
+        };
+        let hits = self
+            .store
+            .search(self.tenant(&request.tenant_id), &request.vector, top_k, &SearchFilter { document_id: filter.document_id, metadata })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(SearchResponse {
+            results: hits
+                .into_iter()
+                .map(|hit| SearchHit {
+                    document_id: hit.document_id,
+                    chunk_index: hit.chunk_index as u32,
+                    text: hit.text,
+                    score: hit.score,
+                    metadata_json: hit.metadata.to_string(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_document(&self, request: Request<GetDocumentRequest>) -> Result<Response<Document>, Status> {
+        let request = request.into_inner();
+        require_id(&request.document_id)?;
+        let document = self
+            .store
+            .get_document(self.tenant(&request.tenant_id), &request.document_id)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| ApiError::not_found(format!("document {:?} not found", request.document_id)))?;
+        Ok(Response::new(Document {
+            tenant_id: document.tenant_id,
+            document_id: document.document_id,
+            version: document.version as u64,
+            content_hash: document.content_hash,
+            chunk_count: document.chunk_count as u32,
+            metadata_json: document.metadata.to_string(),
+            source: document.source,
+            content_type: document.content_type,
+            updated_at: millrace_common::time::rfc3339_from_millis(document.updated_at_unix_ms),
+        }))
+    }
+
+    async fn delete_document(
+        &self,
+        request: Request<DeleteDocumentRequest>,
+    ) -> Result<Response<DeleteDocumentResponse>, Status> {
+        let request = request.into_inner();
+        require_id(&request.document_id)?;
+        let deleted = self
+            .store
+            .delete_document(self.tenant(&request.tenant_id), &request.document_id)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| ApiError::not_found(format!("document {:?} not found", request.document_id)))?;
+        Ok(Response::new(DeleteDocumentResponse { deleted: true, chunks_deleted: deleted as u32 }))
+    }
+
+    async fn existing_chunk_hashes(
+        &self,
+        request: Request<ExistingChunkHashesRequest>,
+    ) -> Result<Response<ExistingChunkHashesResponse>, Status> {
+        let request = request.into_inner();
+        require_id(&request.document_id)?;
+        let existing = self
+            .store
+            .existing_chunk_hashes(self.tenant(&request.tenant_id), &request.document_id)
+            .await
+            .map_err(status)?;
+        let (version, content_hashes) = existing.unwrap_or((0, Vec::new()));
+        Ok(Response::new(ExistingChunkHashesResponse { version: version as u64, content_hashes }))
+    }
+
+    async fn discard_version(
+        &self,
+        request: Request<DiscardVersionRequest>,
+    ) -> Result<Response<DiscardVersionResponse>, Status> {
+        let request = request.into_inner();
+        require_id(&request.document_id)?;
+        let deleted = self
+            .store
+            .discard_version(self.tenant(&request.tenant_id), &request.document_id, request.version as i64)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(DiscardVersionResponse { chunks_deleted: deleted }))
+    }
+}

@@ -1,0 +1,141 @@
+//! What the storage stage does with one stream entry (one batch whose metadata and
+//! embeddings are both done): upsert it, count it, and finish the job with its last batch.
+
+use std::sync::Arc;
+
+use millrace_pipeline::{BatchRef, Job, JobStatus, JobStore, Stage};
+use millrace_streams::{Handler, HandlerError, Message};
+use serde_json::{Map, Value, json};
+use tracing::{info, warn};
+
+use crate::store::{ChunkRow, DocumentVersion, PgStore, StoreError};
+
+pub struct StorageHandler {
+    jobs: JobStore,
+    store: Arc<PgStore>,
+}
+
+impl StorageHandler {
+    pub fn new(jobs: JobStore, store: Arc<PgStore>) -> Self {
+        Self { jobs, store }
+    }
+
+    /// Makes the new version visible (one transaction in PostgreSQL), then completes the job.
+    /// Safe to repeat: the version switch is guarded and finishing a finished job is a no-op.
+    async fn finish_job(&self, job_id: &str) -> Result<(), HandlerError> {
+        let Some(job) = self.jobs.get(job_id).await.map_err(retry)? else { return Ok(()) };
+        if matches!(job.status, JobStatus::Cancelled | JobStatus::Failed) {
+            self.discard(&job).await?;
+            return Ok(());
+        }
+        let outcome = self
+            .store
+            .commit_version(&DocumentVersion {
+                tenant_id: job.tenant_id.clone(),
+                document_id: job.document_id.clone(),
+                version: job.version as i64,
+                content_hash: job.content_hash.clone(),
+                chunk_count: job.chunks.total as i32,
+                metadata: job.metadata.clone(),
+                source: job.source.clone(),
+                content_type: job.content_type.clone(),
+            })
+            .await
+            .map_err(store_error)?;
+        if self.jobs.finish(job_id, JobStatus::Completed, None).await.map_err(retry)? {
+            metrics::counter!("millrace_storage_documents_committed_total").increment(1);
+            info!(job_id, document_id = %job.document_id, version = job.version, switched = outcome.switched, chunks = job.chunks.total, "job completed");
+        }
+        if let Err(err) = self.jobs.delete_payloads(job_id, job.batches_total).await {
+            warn!(job_id, error = %err, "could not delete job payloads; they expire with the retention period");
+        }
+        Ok(())
+    }
+
+    async fn discard(&self, job: &Job) -> Result<(), HandlerError> {
+        self.store
+            .discard_version(&job.tenant_id, &job.document_id, job.version as i64)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+}
+
+fn retry(err: impl std::fmt::Display) -> HandlerError {
+    HandlerError::Retry(err.to_string())
+}
+
+fn store_error(err: StoreError) -> HandlerError {
+    if err.is_retryable() { HandlerError::Retry(err.to_string()) } else { HandlerError::Fatal(err.to_string()) }
+}
+
+impl Handler for StorageHandler {
+    async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
+        let BatchRef { job_id, batch } = BatchRef::from_fields(&message.fields).map_err(HandlerError::Fatal)?;
+        let Some(job) = self.jobs.get(&job_id).await.map_err(retry)? else { return Ok(()) };
+        match job.status {
+            JobStatus::Cancelled | JobStatus::Failed => return self.discard(&job).await,
+            JobStatus::Completed => return Ok(()),
+            JobStatus::Queued | JobStatus::Running => {}
+        }
+        let missing = |what: &str| HandlerError::Fatal(format!("batch {batch} {what} is missing"));
+        let chunks = self.jobs.load_batch(&job_id, batch).await.map_err(retry)?.ok_or_else(|| missing("payload"))?;
+        let metadata = self.jobs.load_metadata(&job_id, batch).await.map_err(retry)?.ok_or_else(|| missing("metadata"))?;
+        let embeddings =
+            self.jobs.load_embeddings(&job_id, batch).await.map_err(retry)?.ok_or_else(|| missing("embeddings"))?;
+        let count = chunks.chunks.len();
+        if metadata.chunk_metadata_json.len() != count || embeddings.vectors.len() != count {
+            return Err(HandlerError::Fatal(format!(
+                "batch {batch}: {count} chunks but {} metadata and {} vectors",
+                metadata.chunk_metadata_json.len(),
+                embeddings.vectors.len()
+            )));
+        }
+        let document_metadata: Map<String, Value> = serde_json::from_str(&chunks.document_metadata_json).unwrap_or_default();
+        let rows: Vec<ChunkRow> = chunks
+            .chunks
+            .into_iter()
+            .zip(metadata.chunk_metadata_json)
+            .zip(embeddings.vectors)
+            .map(|((chunk, chunk_metadata), vector)| {
+                // The caller's document metadata, then what the stages found, then positions.
+                let mut merged = document_metadata.clone();
+                if let Ok(Value::Object(extracted)) = serde_json::from_str::<Value>(&chunk_metadata) {
+                    merged.extend(extracted);
+                }
+                merged.insert("char_start".into(), json!(chunk.char_start));
+                merged.insert("char_end".into(), json!(chunk.char_end));
+                merged.insert("embedding_model".into(), json!(embeddings.model));
+                ChunkRow {
+                    tenant_id: chunks.tenant_id.clone(),
+                    document_id: chunks.document_id.clone(),
+                    version: chunks.version as i64,
+                    chunk_index: chunk.index as i32,
+                    text: chunk.text,
+                    content_hash: chunk.content_hash,
+                    metadata: Value::Object(merged),
+                    embedding: vector.values,
+                }
+            })
+            .collect();
+        self.store.upsert_chunks(&rows).await.map_err(store_error)?;
+        metrics::counter!("millrace_storage_chunks_written_total").increment(count as u64);
+        let stored = self.jobs.record_stored(&job_id, batch, count).await.map_err(retry)?;
+        if stored.all_stored() {
+            self.finish_job(&job_id).await?;
+        }
+        Ok(())
+    }
+
+    async fn give_up(&self, message: &Message, reason: &str) {
+        let Ok(BatchRef { job_id, .. }) = BatchRef::from_fields(&message.fields) else { return };
+        if let Err(err) = self.jobs.finish(&job_id, JobStatus::Failed, Some((Stage::Storage.name(), reason))).await {
+            warn!(job_id, error = %err, "could not mark job failed");
+        }
+        if let Ok(Some(job)) = self.jobs.get(&job_id).await
+            && let Err(err) = self.discard(&job).await
+        {
+            warn!(job_id, error = %err, "could not discard the failed version's chunks");
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! Chunks and their embeddings in PostgreSQL with pgvector, written so that at-least-once
+//! delivery has exactly-once effects.
+//!
+//! - Chunk rows are keyed by (tenant, document, version, chunk index) and inserted with
+//!   `ON CONFLICT DO NOTHING`: a redelivered batch changes nothing.
+//! - A document's visible version is its row in `documents`. Search joins chunks on it, so a new
+//!   version's chunks can be written while the old version is still being searched.
+//! - [`PgStore::commit_version`] switches versions in one transaction, serialised per document by
+//!   a transaction-level advisory lock: the newest version wins whatever order commits arrive in,
+//!   and the chunks of older versions are deleted (never those of a newer version in flight).
+//! - Batches go in with binary COPY into a temporary table and one `INSERT ... SELECT`, a handful
+//!   of round trips per batch; the HNSW index insert is the real cost (see DESIGN.md, Storage).
+
+mod config;
+mod error;
+mod migrate;
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use pgvector::Vector;
+use serde_json::Value;
+use tokio_postgres::NoTls;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+pub use config::StoreConfig;
+pub use error::StoreError;
+
+/// Largest `top_k` a search accepts (pgvector's largest `ef_search`).
+pub const MAX_TOP_K: usize = 1000;
+
+/// One chunk of one version of a document, with its embedding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkRow {
+    pub tenant_id: String,
+    pub document_id: String,
+    pub version: i64,
+    pub chunk_index: i32,
+    pub text: String,
+    pub content_hash: String,
+    /// A JSON object (null is stored as `{}`).
+    pub metadata: Value,
+    pub embedding: Vec<f32>,
+}
+
+/// A version of a document whose chunks are all stored, to be made visible.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentVersion {
+    pub tenant_id: String,
+    pub document_id: String,
+    pub version: i64,
+    pub content_hash: String,
+    pub chunk_count: i32,
+    /// A JSON object (null is stored as `{}`).
+    pub metadata: Value,
+    pub source: String,
+    pub content_type: String,
+}
+
+/// What [`PgStore::commit_version`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// The committed version is the visible one after the call (also when it already was, so a
+    /// repeated commit answers the same). False when a newer version was already visible; this
+    /// version's chunks were then deleted.
+    pub switched: bool,
+    /// The version visible before the call, if the document existed.
+    pub previous_version: Option<i64>,
+    /// The version visible after the call.
+    pub current_version: i64,
+    /// Chunk rows deleted (of versions older than the current one).
+    pub deleted_chunks: u64,
+}
+
+/// Restricts a search.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchFilter {
+    /// Only this document.
+    pub document_id: Option<String>,
+    /// A JSON object of equalities that the hit's metadata must contain (`@>`).
+    pub metadata: Option<Value>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    pub document_id: String,
+    pub version: i64,
+    pub chunk_index: i32,
+    pub text: String,
+    /// Cosine similarity: 1 - cosine distance (1 is identical direction).
+    pub score: f32,
+    /// The document's metadata merged with the chunk's (the chunk's keys win).
+    pub metadata: Value,
+}
+
+/// A document's visible version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentRecord {
+    pub tenant_id: String,
+    pub document_id: String,
+    pub version: i64,
+    pub content_hash: String,
+    pub chunk_count: i32,
+    pub metadata: Value,
+    pub source: String,
+    pub content_type: String,
+    /// Milliseconds since the Unix epoch of the last commit.
+    pub updated_at_unix_ms: i64,
+}
+
+/// The pgvector store. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    config: Arc<StoreConfig>,
+    /// Whether pgvector supports `hnsw.iterative_scan` (learnt while migrating).
+    iterative_scan: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("config", &self.config).field("pool", &self.pool.status()).finish()
+    }
+}
+
+/// Columns copied into the staging table, in order (see `upsert_chunks`).
+const COPY_COLUMNS: &str = "tenant_id, document_id, version, chunk_index, text, content_hash, metadata, embedding";
+
+impl PgStore {
+    /// Validates the config, builds the pool and applies the migrations (idempotent, safe to run
+    /// from several replicas at once). Fails if the schema holds another embedding dimension.
+    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        config.validate()?;
+        let pg_config: tokio_postgres::Config = config.database_url.parse()?;
+        let manager = Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.pool_timeout))
+            .create_timeout(Some(config.pool_timeout))
+            .recycle_timeout(Some(config.pool_timeout))
+            .build()
+            .map_err(|e| StoreError::Config(format!("building the connection pool: {e}")))?;
+        let store = Self { pool, config: Arc::new(config.clone()), iterative_scan: Arc::new(AtomicBool::new(false)) };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations and checks the schema against the configuration (done by
+    /// `connect`; idempotent).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let info = migrate::migrate(&self.config).await?;
+        self.iterative_scan.store(info.iterative_scan, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The embedding dimension this store holds.
+    pub fn dimensions(&self) -> usize {
+        self.config.dimensions
+    }
+
+    /// Readiness: a pooled connection answers a query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// Stores chunk rows; rows whose key exists are left as they are, so a redelivered batch
+    /// changes nothing. Rows of a version older than the document's visible one are skipped
+    /// (a late redelivery after a newer version was committed). Returns the rows inserted.
+    pub async fn upsert_chunks(&self, rows: &[ChunkRow]) -> Result<u64, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        for row in rows {
+            check_ids(&row.tenant_id, &row.document_id)?;
+            self.check_vector(&row.embedding)?;
+            check_object(&row.metadata, "chunk metadata")?;
+        }
+        let mut client = self.pool.get().await?;
+        // The vector type's OID differs per database; the cached statement learns it once per connection.
+        let vector_type = client
+            .prepare_cached("SELECT NULL::vector")
+            .await?
+            .columns()
+            .first()
+            .map(|c| c.type_().clone())
+            .ok_or_else(|| StoreError::Schema("cannot resolve the vector type".to_owned()))?;
+        let tx = client.transaction().await?;
+        tx.batch_execute("CREATE TEMP TABLE millrace_chunks_in (LIKE chunks) ON COMMIT DROP").await?;
+        let sink = tx.copy_in(&format!("COPY millrace_chunks_in ({COPY_COLUMNS}) FROM STDIN (FORMAT binary)")).await?;
+        let types = [Type::TEXT, Type::TEXT, Type::INT8, Type::INT4, Type::TEXT, Type::TEXT, Type::JSONB, vector_type];
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+        for row in rows {
+            let embedding = Vector::from(row.embedding.clone());
+            let metadata = object_or_empty(&row.metadata);
+            let values: [&(dyn ToSql + Sync); 8] = [
+                &row.tenant_id,
+                &row.document_id,
+                &row.version,
+                &row.chunk_index,
+                &row.text,
+                &row.content_hash,
+                &metadata,
+                &embedding,
+            ];
+            writer.as_mut().write(&values).await?;
+        }
+        writer.finish().await?;
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO chunks ({COPY_COLUMNS})
+                     SELECT {COPY_COLUMNS} FROM millrace_chunks_in t
+                     WHERE NOT EXISTS (
+                         SELECT 1 FROM documents d
+                         WHERE d.tenant_id = t.tenant_id AND d.document_id = t.document_id AND d.version > t.version)
+                     ORDER BY tenant_id, document_id, version, chunk_index
+                     ON CONFLICT DO NOTHING"
+                ),
+                &[],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Makes `doc.version` the visible version if it is newer than the visible one, and deletes
+    /// the chunks of every older version; if a newer version is visible, this version's chunks are
+    /// deleted instead. Chunks of newer versions still being written are left alone (deleting
+    /// them would make that version visible without chunks when it commits). One transaction;
+    /// repeating it changes nothing.
+    pub async fn commit_version(&self, doc: &DocumentVersion) -> Result<CommitOutcome, StoreError> {
+        check_ids(&doc.tenant_id, &doc.document_id)?;
+        check_object(&doc.metadata, "document metadata")?;
+        let metadata = object_or_empty(&doc.metadata);
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        lock_document(&tx, &doc.tenant_id, &doc.document_id).await?;
+        let previous_version: Option<i64> = tx
+            .query_opt(
+                "SELECT version FROM documents WHERE tenant_id = $1 AND document_id = $2",
+                &[&doc.tenant_id, &doc.document_id],
+            )
+            .await?
+            .map(|r| r.get(0));
+        let current_version = match previous_version {
+            Some(previous) if previous >= doc.version => previous,
+            _ => {
+                tx.execute(
+                    "INSERT INTO documents
+                         (tenant_id, document_id, version, content_hash, chunk_count, metadata, source, content_type, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+                     ON CONFLICT (tenant_id, document_id) DO UPDATE SET
+                         version = EXCLUDED.version, content_hash = EXCLUDED.content_hash,
+                         chunk_count = EXCLUDED.chunk_count, metadata = EXCLUDED.metadata,
+                         source = EXCLUDED.source, content_type = EXCLUDED.content_type, updated_at = now()
+                     WHERE documents.version < EXCLUDED.version",
+                    &[
+                        &doc.tenant_id,
+                        &doc.document_id,
+                        &doc.version,
+                        &doc.content_hash,
+                        &doc.chunk_count,
+                        &metadata,
+                        &doc.source,
+                        &doc.content_type,
+                    ],
+                )
+                .await?;
+                doc.version
+            }
+        };
+        let deleted_chunks = tx
+            .execute(
+                "DELETE FROM chunks WHERE tenant_id = $1 AND document_id = $2 AND version < $3",
+                &[&doc.tenant_id, &doc.document_id, &current_version],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(CommitOutcome {
+            switched: current_version == doc.version,
+            previous_version,
+            current_version,
+            deleted_chunks,
+        })
+    }
+
+    /// Deletes the chunks of `version` unless it is the visible version (for cancelled or failed
+    /// jobs). Returns the rows deleted.
+    pub async fn discard_version(&self, tenant_id: &str, document_id: &str, version: i64) -> Result<u64, StoreError> {
+        check_ids(tenant_id, document_id)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        lock_document(&tx, tenant_id, document_id).await?;
+        let deleted = tx
+            .execute(
+                "DELETE FROM chunks c WHERE c.tenant_id = $1 AND c.document_id = $2 AND c.version = $3
+                 AND NOT EXISTS (SELECT 1 FROM documents d
+                                 WHERE d.tenant_id = $1 AND d.document_id = $2 AND d.version = $3)",
+                &[&tenant_id, &document_id, &version],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// The `top_k` chunks nearest to `query` (cosine) among the visible versions of the tenant's
+    /// documents, nearest first.
+    pub async fn search(
+        &self,
+        tenant_id: &str,
+        query: &[f32],
+        top_k: usize,
+        filter: &SearchFilter,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        if tenant_id.is_empty() {
+            return Err(StoreError::InvalidInput("tenant_id is empty".to_owned()));
+        }
+        self.check_vector(query)?;
+        if top_k > MAX_TOP_K {
+            return Err(StoreError::InvalidInput(format!("top_k must be at most {MAX_TOP_K}, got {top_k}")));
+        }
+        if top_k == 0 {
+            return Ok(Vec::new());
+        }
+        if let Some(metadata) = &filter.metadata
+            && !metadata.is_object()
+        {
+            return Err(StoreError::InvalidInput("the metadata filter must be a JSON object".to_owned()));
+        }
+
+        let embedding = Vector::from(query.to_vec());
+        let limit = i64::try_from(top_k).unwrap_or(i64::MAX);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&embedding, &tenant_id, &limit];
+        // One statement per filter combination rather than `$n IS NULL OR ...`, so that each gets
+        // its own plan (the HNSW index scan for unfiltered queries).
+        let mut conditions = String::new();
+        if let Some(document_id) = &filter.document_id {
+            params.push(document_id);
+            conditions.push_str(&format!(" AND c.document_id = ${}", params.len()));
+        }
+        if let Some(metadata) = &filter.metadata {
+            params.push(metadata);
+            conditions.push_str(&format!(" AND (d.metadata || c.metadata) @> ${}", params.len()));
+        }
+        let sql = format!(
+            "SELECT c.document_id, c.version, c.chunk_index, c.text, d.metadata || c.metadata,
+                    1 - (c.embedding <=> $1)
+             FROM chunks c
+             JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
+             WHERE c.tenant_id = $2{conditions}
+             ORDER BY c.embedding <=> $1
+             LIMIT $3"
+        );
+
+        let mut client = self.pool.get().await?;
+        let statement = client.prepare_cached(&sql).await?;
+        let tx = client.transaction().await?;
+        // HNSW returns at most ef_search candidates; iterative scans (pgvector 0.8) keep going
+        // when filters reject some of them.
+        let ef_search = self.config.hnsw_ef_search.max(u32::try_from(top_k).unwrap_or(u32::MAX)).min(1000);
+        let mut settings = format!("SET LOCAL hnsw.ef_search = {ef_search};");
+        if self.iterative_scan.load(Ordering::Relaxed) {
+            settings.push_str(" SET LOCAL hnsw.iterative_scan = strict_order;");
+        }
+        tx.batch_execute(&settings).await?;
+        let rows = tx.query(&statement, &params).await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                let score: Option<f64> = row.try_get(5)?;
+                Ok(SearchHit {
+                    document_id: row.try_get(0)?,
+                    version: row.try_get(1)?,
+                    chunk_index: row.try_get(2)?,
+                    text: row.try_get(3)?,
+                    metadata: row.try_get(4)?,
+                    // NaN only for a zero vector, whose cosine distance is undefined.
+                    score: score.unwrap_or(0.0) as f32,
+                })
+            })
+            .collect()
+    }
+
+    /// The visible version of a document.
+    pub async fn get_document(&self, tenant_id: &str, document_id: &str) -> Result<Option<DocumentRecord>, StoreError> {
+        check_ids(tenant_id, document_id)?;
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT tenant_id, document_id, version, content_hash, chunk_count, metadata, source, content_type,
+                        (extract(epoch FROM updated_at) * 1000)::bigint
+                 FROM documents WHERE tenant_id = $1 AND document_id = $2",
+            )
+            .await?;
+        let Some(row) = client.query_opt(&statement, &[&tenant_id, &document_id]).await? else { return Ok(None) };
+        Ok(Some(DocumentRecord {
+            tenant_id: row.try_get(0)?,
+            document_id: row.try_get(1)?,
+            version: row.try_get(2)?,
+            content_hash: row.try_get(3)?,
+            chunk_count: row.try_get(4)?,
+            metadata: row.try_get(5)?,
+            source: row.try_get(6)?,
+            content_type: row.try_get(7)?,
+            updated_at_unix_ms: row.try_get(8)?,
+        }))
+    }
+
+    /// Deletes a document and the chunks of all its versions in one transaction. `None` if the
+    /// document had no visible version (chunks of unfinished versions are deleted all the same).
+    pub async fn delete_document(&self, tenant_id: &str, document_id: &str) -> Result<Option<u64>, StoreError> {
+        check_ids(tenant_id, document_id)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        lock_document(&tx, tenant_id, document_id).await?;
+        let existed = tx
+            .execute("DELETE FROM documents WHERE tenant_id = $1 AND document_id = $2", &[&tenant_id, &document_id])
+            .await?
+            > 0;
+        let chunks = tx
+            .execute("DELETE FROM chunks WHERE tenant_id = $1 AND document_id = $2", &[&tenant_id, &document_id])
+            .await?;
+        tx.commit().await?;
+        Ok(existed.then_some(chunks))
+    }
+
+    /// The visible version of a document and its chunks' content hashes in chunk order, for
+    /// incremental re-ingestion. `None` if the document has no visible version.
+    pub async fn existing_chunk_hashes(
+        &self,
+        tenant_id: &str,
+        document_id: &str,
+    ) -> Result<Option<(i64, Vec<String>)>, StoreError> {
+        check_ids(tenant_id, document_id)?;
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT d.version, c.content_hash
+                 FROM documents d
+                 LEFT JOIN chunks c ON c.tenant_id = d.tenant_id AND c.document_id = d.document_id AND c.version = d.version
+                 WHERE d.tenant_id = $1 AND d.document_id = $2
+                 ORDER BY c.chunk_index",
+            )
+            .await?;
+        let rows = client.query(&statement, &[&tenant_id, &document_id]).await?;
+        let Some(first) = rows.first() else { return Ok(None) };
+        let version: i64 = first.try_get(0)?;
+        let mut hashes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(hash) = row.try_get::<_, Option<String>>(1)? {
+                hashes.push(hash);
+            }
+        }
+        Ok(Some((version, hashes)))
+    }
+
+    fn check_vector(&self, v: &[f32]) -> Result<(), StoreError> {
+        if v.len() != self.config.dimensions {
+            return Err(StoreError::DimensionMismatch { expected: self.config.dimensions, got: v.len() });
+        }
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(StoreError::InvalidInput("embedding contains NaN or infinity".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// Serialises commits, discards and deletes of one document (also its first insert, which a row
+/// lock could not cover). Released at the end of the transaction.
+async fn lock_document(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant_id: &str,
+    document_id: &str,
+) -> Result<(), StoreError> {
+    let statement = tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))").await?;
+    tx.execute(&statement, &[&tenant_id, &document_id]).await?;
+    Ok(())
+}
+
+fn check_ids(tenant_id: &str, document_id: &str) -> Result<(), StoreError> {
+    if tenant_id.is_empty() || document_id.is_empty() {
+        return Err(StoreError::InvalidInput("tenant_id and document_id must not be empty".to_owned()));
+    }
+    Ok(())
+}
+
+fn check_object(value: &Value, what: &str) -> Result<(), StoreError> {
+    if value.is_object() || value.is_null() {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidInput(format!("{what} must be a JSON object")))
+    }
+}
+
+fn object_or_empty(value: &Value) -> Value {
+    if value.is_null() { Value::Object(serde_json::Map::new()) } else { value.clone() }
+}

@@ -127,7 +127,8 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) -
     match value {
         toml::Value::Table(table) => {
             for (key, value) in table {
-                let name = if prefix.is_empty() { key.to_uppercase() } else { format!("{prefix}_{}", key.to_uppercase()) };
+                let name =
+                    if prefix.is_empty() { key.to_uppercase() } else { format!("{prefix}_{}", key.to_uppercase()) };
                 flatten(&name, value, out)?;
             }
         }
@@ -162,7 +163,10 @@ impl ServiceConfig {
             std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "local".to_owned())
         );
         let redis_url: String = settings.get_or("REDIS_URL", "redis://127.0.0.1:6379".to_owned())?;
-        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") && !redis_url.starts_with("unix://") {
+        if !redis_url.starts_with("redis://")
+            && !redis_url.starts_with("rediss://")
+            && !redis_url.starts_with("unix://")
+        {
             return Err(ConfigError::new("REDIS_URL", format!("{redis_url:?} is not a redis:// URL")));
         }
         Ok(Self {

@@ -19,9 +19,8 @@ pub fn pool(url: &str, max_size: usize) -> Result<deadpool_redis::Pool, String> 
 
 /// A dedicated connection for blocking commands.
 pub async fn blocking_connection(client: &Client) -> redis::RedisResult<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(None);
+    let config =
+        AsyncConnectionConfig::new().set_connection_timeout(Some(Duration::from_secs(5))).set_response_timeout(None);
     client.get_multiplexed_async_connection_with_config(&config).await
 }
 

@@ -46,8 +46,9 @@ impl Readiness {
         let results = futures::future::join_all(self.checks.iter().map(|(name, check)| {
             let check = check.clone();
             async move {
-                let outcome =
-                    tokio::time::timeout(std::time::Duration::from_secs(2), check()).await.unwrap_or_else(|_| Err("timed out".into()));
+                let outcome = tokio::time::timeout(std::time::Duration::from_secs(2), check())
+                    .await
+                    .unwrap_or_else(|_| Err("timed out".into()));
                 (*name, outcome)
             }
         }))
@@ -55,7 +56,9 @@ impl Readiness {
         let ready = results.iter().all(|(_, r)| r.is_ok());
         let details: serde_json::Map<String, serde_json::Value> = results
             .into_iter()
-            .map(|(name, r)| (name.to_owned(), r.map_or_else(|e| json!({"ok": false, "error": e}), |()| json!({"ok": true}))))
+            .map(|(name, r)| {
+                (name.to_owned(), r.map_or_else(|e| json!({"ok": false, "error": e}), |()| json!({"ok": true})))
+            })
             .collect();
         (ready, serde_json::Value::Object(details))
     }
@@ -87,7 +90,8 @@ pub fn ops_router(service: &'static str, readiness: Readiness) -> Router {
                 async move {
                     let (ready, checks) = readiness.check().await;
                     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                    let body = json!({"status": if ready {"ready"} else {"not_ready"}, "service": service, "checks": checks});
+                    let body =
+                        json!({"status": if ready {"ready"} else {"not_ready"}, "service": service, "checks": checks});
                     (status, axum::Json(body)).into_response()
                 }
             }),
@@ -115,7 +119,10 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn stats(&self, _request: tonic::Request<StatsRequest>) -> Result<tonic::Response<StatsResponse>, tonic::Status> {
+    async fn stats(
+        &self,
+        _request: tonic::Request<StatsRequest>,
+    ) -> Result<tonic::Response<StatsResponse>, tonic::Status> {
         Ok(tonic::Response::new((self.stats)().await?))
     }
 }
@@ -168,9 +175,8 @@ pub async fn serve(
 
     tokio::spawn(mark_not_serving_when_draining(health, draining));
     let http_stop = stop.clone();
-    let http = async move {
-        axum::serve(listeners.http, router).with_graceful_shutdown(http_stop.cancelled_owned()).await
-    };
+    let http =
+        async move { axum::serve(listeners.http, router).with_graceful_shutdown(http_stop.cancelled_owned()).await };
     let grpc = async move {
         tonic::transport::Server::builder()
             .add_routes(routes)

@@ -118,9 +118,8 @@ impl Job {
             embedded: number("embedded"),
             stored: number("stored"),
         };
-        let error = fields
-            .get("error_stage")
-            .map(|stage| JobError { stage: stage.clone(), message: text("error_message") });
+        let error =
+            fields.get("error_stage").map(|stage| JobError { stage: stage.clone(), message: text("error_message") });
         let mut job = Job {
             job_id,
             tenant_id: text("tenant_id"),
@@ -160,10 +159,8 @@ impl Job {
             return 0;
         }
         let share = |done: u64, weight: u64| weight * done.min(total) / total;
-        let progress = 10
-            + share(self.chunks.metadata_done, 25)
-            + share(self.chunks.embedded, 25)
-            + share(self.chunks.stored, 40);
+        let progress =
+            10 + share(self.chunks.metadata_done, 25) + share(self.chunks.embedded, 25) + share(self.chunks.stored, 40);
         progress.min(99) as u32
     }
 
@@ -226,7 +223,8 @@ mod tests {
 
     #[test]
     fn error_is_read_with_its_stage() {
-        let fields = hash(&[("job_id", "j"), ("status", "failed"), ("error_stage", "metadata"), ("error_message", "boom")]);
+        let fields =
+            hash(&[("job_id", "j"), ("status", "failed"), ("error_stage", "metadata"), ("error_message", "boom")]);
         let job = Job::from_hash(&fields).unwrap();
         let error = job.error.unwrap();
         assert_eq!((error.stage.as_str(), error.message.as_str()), ("metadata", "boom"));

@@ -62,9 +62,14 @@ impl<H: Handler> StageService<H> {
             let worker_config = worker_config.clone();
             async move {
                 let mut conn = pool.get().await?;
-                let queue = queue_stats(&mut conn, &worker_config.stream, &worker_config.group, &worker_config.dead_letter_stream)
-                    .await
-                    .map_err(ApiError::from)?;
+                let queue = queue_stats(
+                    &mut conn,
+                    &worker_config.stream,
+                    &worker_config.group,
+                    &worker_config.dead_letter_stream,
+                )
+                .await
+                .map_err(ApiError::from)?;
                 Ok(StatsResponse {
                     service: service.to_owned(),
                     concurrency_limit: handle.limit() as u32,

@@ -278,8 +278,16 @@ impl JobStore {
         chunk_count: usize,
         result: &MetadataBatch,
     ) -> Result<HalfOutcome, JobStoreError> {
-        self.complete_half(job_id, batch, chunk_count, "m", "metadata_done", &self.keys.metadata_result(job_id, batch), result.encode_to_vec())
-            .await
+        self.complete_half(
+            job_id,
+            batch,
+            chunk_count,
+            "m",
+            "metadata_done",
+            &self.keys.metadata_result(job_id, batch),
+            result.encode_to_vec(),
+        )
+        .await
     }
 
     pub async fn complete_embeddings(
@@ -289,8 +297,16 @@ impl JobStore {
         chunk_count: usize,
         result: &EmbeddingBatch,
     ) -> Result<HalfOutcome, JobStoreError> {
-        self.complete_half(job_id, batch, chunk_count, "e", "embedded", &self.keys.embeddings_result(job_id, batch), result.encode_to_vec())
-            .await
+        self.complete_half(
+            job_id,
+            batch,
+            chunk_count,
+            "e",
+            "embedded",
+            &self.keys.embeddings_result(job_id, batch),
+            result.encode_to_vec(),
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -327,7 +343,12 @@ impl JobStore {
     }
 
     /// Counts a stored batch (once) and tells whether every batch of the job is stored.
-    pub async fn record_stored(&self, job_id: &str, batch: u32, chunk_count: usize) -> Result<StoredOutcome, JobStoreError> {
+    pub async fn record_stored(
+        &self,
+        job_id: &str,
+        batch: u32,
+        chunk_count: usize,
+    ) -> Result<StoredOutcome, JobStoreError> {
         let mut conn = self.conn().await?;
         let (batches_stored, batches_total, status): (u32, u32, String) = RECORD_STORED
             .key(self.keys.job(job_id))
@@ -383,7 +404,8 @@ impl BatchRef {
     /// Reads `job_id` and `batch` from a stream entry's fields.
     pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
         let job_id = fields.get("job_id").ok_or("entry has no job_id")?.clone();
-        let batch = fields.get("batch").ok_or("entry has no batch")?.parse().map_err(|_| "entry has a bad batch number")?;
+        let batch =
+            fields.get("batch").ok_or("entry has no batch")?.parse().map_err(|_| "entry has a bad batch number")?;
         Ok(Self { job_id, batch })
     }
 }

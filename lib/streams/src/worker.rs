@@ -228,7 +228,11 @@ impl<H: Handler> Inner<H> {
                     continue;
                 }
             }
-            let block = self.config.block.min(next_reclaim.saturating_duration_since(Instant::now())).max(Duration::from_millis(1));
+            let block = self
+                .config
+                .block
+                .min(next_reclaim.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1));
             let connection = match conn.as_mut() {
                 Some(connection) => connection,
                 None => match millrace_common::redis_conn::blocking_connection(&self.client).await {
@@ -284,7 +288,8 @@ impl<H: Handler> Inner<H> {
         let stage = self.config.group.clone();
         let max = self.config.max_deliveries;
         if message.delivery > max {
-            let last = self.last_error(&message.id).await.unwrap_or_else(|| "its worker stopped while handling it".into());
+            let last =
+                self.last_error(&message.id).await.unwrap_or_else(|| "its worker stopped while handling it".into());
             self.dead_letter(&message, &format!("gave up after {max} deliveries: {last}")).await;
             return;
         }
@@ -420,7 +425,9 @@ impl<H: Handler> Inner<H> {
         match result {
             Ok(()) => metrics::counter!("millrace_stage_dead_letters_total", "stage" => self.config.group.clone())
                 .increment(1),
-            Err(err) => warn!(stream = %self.config.stream, id = %message.id, error = %err, "dead-lettering failed; will retry"),
+            Err(err) => {
+                warn!(stream = %self.config.stream, id = %message.id, error = %err, "dead-lettering failed; will retry")
+            }
         }
     }
 

@@ -59,7 +59,8 @@ impl Application {
         let client = redis_conn::client(&config.service.redis_url)?;
         let pool = redis_conn::pool(&config.service.redis_url, 16).map_err(anyhow::Error::msg)?;
         let store = JobStore::new(pool.clone(), Keys::new(config.service.key_prefix.clone()), config.retention);
-        let handler = handler::ChunkingHandler::new(store, config.split.clone(), config.batch_size, config.parse_timeout);
+        let handler =
+            handler::ChunkingHandler::new(store, config.split.clone(), config.batch_size, config.parse_timeout);
         let readiness_pool = pool.clone();
         let readiness = Readiness::default().with("redis", move || {
             let pool = readiness_pool.clone();

@@ -57,7 +57,8 @@ impl Handler for EmbeddingsHandler {
 
     async fn give_up(&self, message: &Message, reason: &str) {
         let Ok(BatchRef { job_id, .. }) = BatchRef::from_fields(&message.fields) else { return };
-        if let Err(err) = self.store.finish(&job_id, JobStatus::Failed, Some((Stage::Embeddings.name(), reason))).await {
+        if let Err(err) = self.store.finish(&job_id, JobStatus::Failed, Some((Stage::Embeddings.name(), reason))).await
+        {
             warn!(job_id, error = %err, "could not mark job failed");
         }
     }

@@ -52,7 +52,10 @@ impl Config {
                 model: settings.get_or("LLM_EMBED_MODEL", String::new())?,
             },
             other => {
-                return Err(ConfigError::new("EMBEDDINGS_PROVIDER", format!("{other:?} is not one of: gateway, hashing")));
+                return Err(ConfigError::new(
+                    "EMBEDDINGS_PROVIDER",
+                    format!("{other:?} is not one of: gateway, hashing"),
+                ));
             }
         };
         Ok(Self {
@@ -83,8 +86,8 @@ impl Application {
             async move { redis_conn::ping(&pool).await }
         });
         if let Some(channel) = embedder.gateway_channel() {
-            readiness = readiness
-                .with("llm-gateway", move || millrace_common::grpc_client::check_health(channel.clone()));
+            readiness =
+                readiness.with("llm-gateway", move || millrace_common::grpc_client::check_health(channel.clone()));
         }
         let grpc = tonic::service::Routes::new(EmbeddingsServer::new(grpc::EmbeddingsService::new(embedder.clone())));
         Ok(Self {

@@ -1,5 +1,5 @@
-use millrace_embeddings::{Application, Config};
 use millrace_common::{Settings, shutdown, telemetry};
+use millrace_embeddings::{Application, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

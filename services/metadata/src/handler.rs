@@ -41,7 +41,8 @@ impl Handler for MetadataHandler {
             ExtractError::Fatal(reason) => HandlerError::Fatal(reason),
         })?;
         let result = MetadataBatch { chunk_metadata_json: metadata.iter().map(ToString::to_string).collect() };
-        let outcome = self.store.complete_metadata(&job_id, batch, chunks.chunks.len(), &result).await.map_err(retry)?;
+        let outcome =
+            self.store.complete_metadata(&job_id, batch, chunks.chunks.len(), &result).await.map_err(retry)?;
         metrics::counter!("millrace_metadata_chunks_total", "extractor" => self.extractor.name())
             .increment(chunks.chunks.len() as u64);
         debug!(job_id, batch, enqueued_storage = outcome == HalfOutcome::EnqueuedStorage, "metadata done");

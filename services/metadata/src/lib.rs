@@ -21,7 +21,10 @@ pub use extractors::{Extractor, extractive::extract as extract_locally};
 pub enum Provider {
     Extractive,
     /// Through the llm-gateway's Chat at this gRPC URL.
-    Llm { gateway_url: String, model: String },
+    Llm {
+        gateway_url: String,
+        model: String,
+    },
 }
 
 #[derive(Debug, Clone)]

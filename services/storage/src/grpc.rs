@@ -29,7 +29,11 @@ impl StorageService {
 }
 
 fn status(err: StoreError) -> Status {
-    if err.is_retryable() { ApiError::unavailable(err.to_string()).into() } else { ApiError::invalid(err.to_string()).into() }
+    if err.is_retryable() {
+        ApiError::unavailable(err.to_string()).into()
+    } else {
+        ApiError::invalid(err.to_string()).into()
+    }
 }
 
 fn require_id(document_id: &str) -> Result<(), Status> {
@@ -55,7 +59,12 @@ impl Storage for StorageService {
         };
         let hits = self
             .store
-            .search(self.tenant(&request.tenant_id), &request.vector, top_k, &SearchFilter { document_id: filter.document_id, metadata })
+            .search(
+                self.tenant(&request.tenant_id),
+                &request.vector,
+                top_k,
+                &SearchFilter { document_id: filter.document_id, metadata },
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(SearchResponse {

@@ -53,10 +53,7 @@ impl StorageHandler {
     }
 
     async fn discard(&self, job: &Job) -> Result<(), HandlerError> {
-        self.store
-            .discard_version(&job.tenant_id, &job.document_id, job.version as i64)
-            .await
-            .map_err(store_error)?;
+        self.store.discard_version(&job.tenant_id, &job.document_id, job.version as i64).await.map_err(store_error)?;
         Ok(())
     }
 }
@@ -80,7 +77,8 @@ impl Handler for StorageHandler {
         }
         let missing = |what: &str| HandlerError::Fatal(format!("batch {batch} {what} is missing"));
         let chunks = self.jobs.load_batch(&job_id, batch).await.map_err(retry)?.ok_or_else(|| missing("payload"))?;
-        let metadata = self.jobs.load_metadata(&job_id, batch).await.map_err(retry)?.ok_or_else(|| missing("metadata"))?;
+        let metadata =
+            self.jobs.load_metadata(&job_id, batch).await.map_err(retry)?.ok_or_else(|| missing("metadata"))?;
         let embeddings =
             self.jobs.load_embeddings(&job_id, batch).await.map_err(retry)?.ok_or_else(|| missing("embeddings"))?;
         let count = chunks.chunks.len();
@@ -91,7 +89,8 @@ impl Handler for StorageHandler {
                 embeddings.vectors.len()
             )));
         }
-        let document_metadata: Map<String, Value> = serde_json::from_str(&chunks.document_metadata_json).unwrap_or_default();
+        let document_metadata: Map<String, Value> =
+            serde_json::from_str(&chunks.document_metadata_json).unwrap_or_default();
         let rows: Vec<ChunkRow> = chunks
             .chunks
             .into_iter()

@@ -80,7 +80,8 @@ impl Application {
                 let store = readiness_store.clone();
                 async move { store.ping().await.map_err(|err| err.to_string()) }
             });
-        let grpc = tonic::service::Routes::new(StorageServer::new(grpc::StorageService::new(store.clone(), config.tenant_id)));
+        let grpc =
+            tonic::service::Routes::new(StorageServer::new(grpc::StorageService::new(store.clone(), config.tenant_id)));
         Ok(Self {
             service: StageService {
                 stage: Stage::Storage,

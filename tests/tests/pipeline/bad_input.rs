@@ -10,10 +10,11 @@ fn error_code(body: &Value) -> &str {
 #[tokio::test]
 async fn bad_inputs_get_their_status_codes() {
     let stack = Stack::start(
-        StackOptions::default()
-            .skip("chunking")
-            .service_env("ingestion", "MILLRACE_MAX_QUEUED_JOBS", 2)
-            .service_env("ingestion", "MILLRACE_MAX_DOCUMENT_BYTES", 1000),
+        StackOptions::default().skip("chunking").service_env("ingestion", "MILLRACE_MAX_QUEUED_JOBS", 2).service_env(
+            "ingestion",
+            "MILLRACE_MAX_DOCUMENT_BYTES",
+            1000,
+        ),
     )
     .await
     .unwrap();

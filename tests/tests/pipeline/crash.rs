@@ -66,6 +66,9 @@ async fn every_service_killed_and_restarted_mid_job_still_completes_the_job() {
     for name in millrace_e2e::SERVICES {
         stack.service(name).process.restart().unwrap();
     }
+    for name in millrace_e2e::SERVICES {
+        stack.wait_healthy(name).await.unwrap();
+    }
     let job = stack.wait_for_job(&job_id, Duration::from_secs(120)).await.unwrap();
     assert_eq!(job["status"], "completed", "{job}");
     let total = job["chunks"]["total"].as_u64().unwrap();

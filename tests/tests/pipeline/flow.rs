@@ -4,7 +4,8 @@ use millrace_e2e::{Stack, StackOptions, long_text};
 
 #[tokio::test]
 async fn a_document_is_stored_whole_and_found_by_a_sentence_from_it() {
-    let stack = Stack::start(StackOptions::default().service_env("chunking", "MILLRACE_CHUNK_SIZE", 300)).await.unwrap();
+    let stack =
+        Stack::start(StackOptions::default().service_env("chunking", "MILLRACE_CHUNK_SIZE", 300)).await.unwrap();
     let text = long_text("lighthouse", 12);
     let decoy = long_text("volcano", 6);
     let job_id = stack.ingest("lighthouse-doc", &text).await;
@@ -34,7 +35,8 @@ async fn a_document_is_stored_whole_and_found_by_a_sentence_from_it() {
 
 #[tokio::test]
 async fn reingesting_replaces_chunks_and_deleting_removes_them_from_search() {
-    let stack = Stack::start(StackOptions::default().service_env("chunking", "MILLRACE_CHUNK_SIZE", 300)).await.unwrap();
+    let stack =
+        Stack::start(StackOptions::default().service_env("chunking", "MILLRACE_CHUNK_SIZE", 300)).await.unwrap();
     let first = stack.ingest("doc", &long_text("glacier", 6)).await;
     stack.wait_for_job(&first, Duration::from_secs(60)).await.unwrap();
     assert_eq!(stack.search("glacier marker item3", 3).await[0]["document_id"], "doc");
@@ -62,25 +64,30 @@ async fn reingesting_replaces_chunks_and_deleting_removes_them_from_search() {
 async fn metadata_and_embeddings_of_a_batch_run_at_the_same_time() {
     // With 400 ms upstream latency, a batch whose halves ran one after the other would show
     // no overlap between its chat call and its embeddings call.
-    let stack = Stack::start(
-        StackOptions::default()
-            .upstream(&["--latency-ms", "400", "--embedding-dim", "384"])
-            .service_env("chunking", "MILLRACE_BATCH_SIZE", 100),
-    )
-    .await
-    .unwrap();
+    let stack =
+        Stack::start(StackOptions::default().upstream(&["--latency-ms", "400", "--embedding-dim", "384"]).service_env(
+            "chunking",
+            "MILLRACE_BATCH_SIZE",
+            100,
+        ))
+        .await
+        .unwrap();
     let job_id = stack.ingest("overlap-doc", "A single short paragraph about river mills and water wheels.").await;
     let job = stack.wait_for_job(&job_id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(job["status"], "completed", "{job}");
 
     let log = stack.fake_requests().await;
     let window = |endpoint: &str| {
-        let request = log.iter().find(|r| r["endpoint"] == endpoint).unwrap_or_else(|| panic!("no {endpoint} call: {log:?}"));
+        let request =
+            log.iter().find(|r| r["endpoint"] == endpoint).unwrap_or_else(|| panic!("no {endpoint} call: {log:?}"));
         (request["started_ms"].as_u64().unwrap(), request["finished_ms"].as_u64().unwrap())
     };
     let (chat_start, chat_end) = window("chat_completions");
     let (embed_start, embed_end) = window("embeddings");
-    assert!(chat_start < embed_end && embed_start < chat_end, "no overlap: chat {chat_start}..{chat_end}, embeddings {embed_start}..{embed_end}");
+    assert!(
+        chat_start < embed_end && embed_start < chat_end,
+        "no overlap: chat {chat_start}..{chat_end}, embeddings {embed_start}..{embed_end}"
+    );
     let results = stack.search("river mills", 1).await;
     assert_eq!(results[0]["metadata"]["extractor"], "llm", "{results:?}");
 }

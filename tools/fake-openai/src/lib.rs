@@ -295,7 +295,12 @@ async fn respond(
 ) -> Response {
     let started_ms = unix_ms();
     let response = answer(state, endpoint, headers, compute).await;
-    state.log(LoggedRequest { endpoint: endpoint.key(), status: response.status().as_u16(), started_ms, finished_ms: unix_ms() });
+    state.log(LoggedRequest {
+        endpoint: endpoint.key(),
+        status: response.status().as_u16(),
+        started_ms,
+        finished_ms: unix_ms(),
+    });
     response
 }
 

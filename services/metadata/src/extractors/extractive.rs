@@ -23,15 +23,24 @@ const STOP_WORDS: &[(&str, &[&str])] = &[
     ),
     (
         "de",
-        &["der", "die", "und", "das", "ist", "nicht", "ein", "eine", "zu", "den", "mit", "sich", "auf", "für", "von", "dem", "des", "im", "auch", "wird"],
+        &[
+            "der", "die", "und", "das", "ist", "nicht", "ein", "eine", "zu", "den", "mit", "sich", "auf", "für", "von",
+            "dem", "des", "im", "auch", "wird",
+        ],
     ),
     (
         "fr",
-        &["le", "la", "les", "et", "des", "est", "une", "un", "du", "en", "que", "qui", "dans", "pour", "pas", "sur", "au", "avec", "sont", "par"],
+        &[
+            "le", "la", "les", "et", "des", "est", "une", "un", "du", "en", "que", "qui", "dans", "pour", "pas", "sur",
+            "au", "avec", "sont", "par",
+        ],
     ),
     (
         "es",
-        &["el", "la", "los", "las", "y", "de", "que", "en", "un", "una", "es", "por", "con", "para", "del", "se", "no", "al", "lo", "como"],
+        &[
+            "el", "la", "los", "las", "y", "de", "que", "en", "un", "una", "es", "por", "con", "para", "del", "se",
+            "no", "al", "lo", "como",
+        ],
     ),
 ];
 
@@ -69,12 +78,8 @@ fn title(text: &str) -> String {
 }
 
 fn lead_sentence(text: &str) -> String {
-    let body: String = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let body: String =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect::<Vec<_>>().join(" ");
     let body = if body.is_empty() { text.trim().to_owned() } else { body };
     let end = body
         .char_indices()

@@ -46,7 +46,8 @@ impl LlmExtractor {
             messages: vec![
                 ChatMessage {
                     role: "system".into(),
-                    content: "You write metadata for search indexing. Answer only with JSON that fits the schema.".into(),
+                    content: "You write metadata for search indexing. Answer only with JSON that fits the schema."
+                        .into(),
                 },
                 ChatMessage { role: "user".into(), content: prompt },
             ],

@@ -20,7 +20,7 @@ pub enum ExtractError {
 
 pub enum Extractor {
     Extractive,
-    Llm(llm::LlmExtractor),
+    Llm(Box<llm::LlmExtractor>),
 }
 
 impl Extractor {
@@ -29,7 +29,7 @@ impl Extractor {
             Provider::Extractive => Self::Extractive,
             Provider::Llm { gateway_url, model } => {
                 let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url)?;
-                Self::Llm(llm::LlmExtractor::new(channel, model.clone()))
+                Self::Llm(Box::new(llm::LlmExtractor::new(channel, model.clone())))
             }
         })
     }

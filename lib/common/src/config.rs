@@ -141,6 +141,18 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) -
     Ok(())
 }
 
+/// Loads settings and builds a service's config from them; on any error prints it (it names
+/// the variable) and exits with status 2, before a port is bound.
+pub fn load_or_exit<C>(from_settings: impl FnOnce(&Settings) -> Result<C, ConfigError>) -> C {
+    match Settings::load().and_then(|settings| from_settings(&settings)) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("configuration error: {err}");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// What every service needs: where to listen, where Redis is, and how to drain.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {

@@ -3,30 +3,63 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use millrace_common::server::{AdminService, Listeners, Readiness, ops_router, serve};
-use millrace_common::{ApiError, ServiceConfig, Settings};
+use millrace_common::{ApiError, ServiceConfig, Settings, redis_conn};
 use millrace_proto::{QueueStats, StatsResponse};
 use millrace_streams::{Handler, StreamWorker, WorkerConfig, queue_stats};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::{Keys, Stage};
+use crate::{JobStore, Keys, Stage};
 
-/// Everything a stage service is made of.
-pub struct StageService<H> {
-    pub stage: Stage,
-    pub config: ServiceConfig,
-    pub worker: WorkerConfig,
+/// What every stage opens before its handler exists: its ports, Redis and the job store.
+pub struct StageBase {
     pub listeners: Listeners,
     pub client: redis::Client,
     pub pool: deadpool_redis::Pool,
-    pub handler: H,
-    /// The service's own HTTP routes (merged with health, readiness and metrics).
-    pub router: Router,
-    /// The service's own gRPC services (Admin, health and reflection are added).
-    pub grpc: Routes,
-    pub readiness: Readiness,
+    pub jobs: JobStore,
+}
+
+impl StageBase {
+    /// Binds both ports first, so a taken port fails before anything else starts.
+    pub async fn open(config: &ServiceConfig, retention: Duration) -> std::io::Result<Self> {
+        let listeners = Listeners::bind(config).await?;
+        let client = redis_conn::client(&config.redis_url).map_err(std::io::Error::other)?;
+        let pool = redis_conn::pool(&config.redis_url, 16).map_err(std::io::Error::other)?;
+        let jobs = JobStore::new(pool.clone(), Keys::new(config.key_prefix.clone()), retention);
+        Ok(Self { listeners, client, pool, jobs })
+    }
+
+    /// The service around `handler`, ready when Redis answers (add more checks with `with_check`).
+    pub fn into_service<H: Handler>(self, stage: Stage, worker: WorkerConfig, handler: H) -> StageService<H> {
+        let pool = self.pool.clone();
+        let readiness = Readiness::default().with("redis", move || {
+            let pool = pool.clone();
+            async move { redis_conn::ping(&pool).await }
+        });
+        StageService {
+            stage,
+            worker,
+            listeners: self.listeners,
+            client: self.client,
+            pool: self.pool,
+            handler,
+            grpc: Routes::builder().routes(),
+            readiness,
+        }
+    }
+}
+
+/// A stage service: its stream worker, its ports and its readiness checks.
+pub struct StageService<H> {
+    stage: Stage,
+    worker: WorkerConfig,
+    listeners: Listeners,
+    client: redis::Client,
+    pool: deadpool_redis::Pool,
+    handler: H,
+    grpc: Routes,
+    readiness: Readiness,
 }
 
 /// The stream-worker settings of a stage, read from `MILLRACE_*` variables.
@@ -49,6 +82,30 @@ pub fn worker_config(
 }
 
 impl<H: Handler> StageService<H> {
+    /// Serves these gRPC services besides Admin, health and reflection.
+    pub fn with_grpc(mut self, grpc: Routes) -> Self {
+        self.grpc = grpc;
+        self
+    }
+
+    /// Adds a readiness check (a dependency that must answer before the stage takes traffic).
+    pub fn with_check<F, Fut>(mut self, name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.readiness = self.readiness.with(name, check);
+        self
+    }
+
+    pub fn http_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listeners.http_addr()
+    }
+
+    pub fn grpc_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listeners.grpc_addr()
+    }
+
     /// Runs until `shutdown` is cancelled and in-flight work has drained.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let service: &'static str = self.stage.name();
@@ -86,7 +143,7 @@ impl<H: Handler> StageService<H> {
                 })
             }
         });
-        let router = self.router.merge(ops_router(service, self.readiness));
+        let router = ops_router(service, self.readiness);
         let grpc = self.grpc.add_service(admin);
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(service, self.listeners, router, grpc, shutdown.clone(), stop.clone()));

@@ -8,10 +8,9 @@ mod split;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use millrace_common::server::{Listeners, Readiness};
-use millrace_common::{ConfigError, ServiceConfig, Settings, redis_conn};
-use millrace_pipeline::runtime::{StageService, worker_config};
-use millrace_pipeline::{JobStore, Keys, Stage, payload_ttl_default};
+use millrace_common::{ConfigError, ServiceConfig, Settings};
+use millrace_pipeline::runtime::{StageBase, StageService, worker_config};
+use millrace_pipeline::{Stage, payload_ttl_default};
 use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -54,40 +53,23 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listeners = Listeners::bind(&config.service).await?;
-        let client = redis_conn::client(&config.service.redis_url)?;
-        let pool = redis_conn::pool(&config.service.redis_url, 16).map_err(anyhow::Error::msg)?;
-        let store = JobStore::new(pool.clone(), Keys::new(config.service.key_prefix.clone()), config.retention);
-        let handler =
-            handler::ChunkingHandler::new(store, config.split.clone(), config.batch_size, config.parse_timeout);
-        let readiness_pool = pool.clone();
-        let readiness = Readiness::default().with("redis", move || {
-            let pool = readiness_pool.clone();
-            async move { redis_conn::ping(&pool).await }
-        });
-        Ok(Self {
-            service: StageService {
-                stage: Stage::Chunking,
-                config: config.service,
-                worker: config.worker,
-                listeners,
-                client,
-                pool,
-                handler,
-                router: axum::Router::new(),
-                grpc: tonic::service::Routes::builder().routes(),
-                readiness,
-            },
-        })
+    pub async fn build(config: Config) -> std::io::Result<Self> {
+        let base = StageBase::open(&config.service, config.retention).await?;
+        let handler = handler::ChunkingHandler::new(
+            base.jobs.clone(),
+            config.split.clone(),
+            config.batch_size,
+            config.parse_timeout,
+        );
+        Ok(Self { service: base.into_service(Stage::Chunking, config.worker, handler) })
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
-        self.service.listeners.http_addr()
+        self.service.http_addr()
     }
 
     pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
-        self.service.listeners.grpc_addr()
+        self.service.grpc_addr()
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {

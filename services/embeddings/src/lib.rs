@@ -10,10 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millrace_common::server::{Listeners, Readiness};
-use millrace_common::{ConfigError, ServiceConfig, Settings, redis_conn};
-use millrace_pipeline::runtime::{StageService, worker_config};
-use millrace_pipeline::{JobStore, Keys, Stage, payload_ttl_default};
+use millrace_common::{ConfigError, ServiceConfig, Settings};
+use millrace_pipeline::runtime::{StageBase, StageService, worker_config};
+use millrace_pipeline::{Stage, payload_ttl_default};
 use millrace_proto::embeddings_server::EmbeddingsServer;
 use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
@@ -74,44 +73,26 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listeners = Listeners::bind(&config.service).await?;
-        let client = redis_conn::client(&config.service.redis_url)?;
-        let pool = redis_conn::pool(&config.service.redis_url, 16).map_err(anyhow::Error::msg)?;
-        let store = JobStore::new(pool.clone(), Keys::new(config.service.key_prefix.clone()), config.retention);
+        let base = StageBase::open(&config.service, config.retention).await?;
         let embedder = Arc::new(Embedder::new(&config.provider, config.dimensions)?);
         tracing::info!(embedder = embedder.name(), dimensions = config.dimensions, "embedder chosen");
-        let readiness_pool = pool.clone();
-        let mut readiness = Readiness::default().with("redis", move || {
-            let pool = readiness_pool.clone();
-            async move { redis_conn::ping(&pool).await }
-        });
-        if let Some(channel) = embedder.gateway_channel() {
-            readiness =
-                readiness.with("llm-gateway", move || millrace_common::grpc_client::check_health(channel.clone()));
-        }
         let grpc = tonic::service::Routes::new(EmbeddingsServer::new(grpc::EmbeddingsService::new(embedder.clone())));
-        Ok(Self {
-            service: StageService {
-                stage: Stage::Embeddings,
-                config: config.service,
-                worker: config.worker,
-                listeners,
-                client,
-                pool,
-                handler: handler::EmbeddingsHandler::new(store, embedder),
-                router: axum::Router::new(),
-                grpc,
-                readiness,
-            },
-        })
+        let gateway = embedder.gateway_channel();
+        let handler = handler::EmbeddingsHandler::new(base.jobs.clone(), embedder);
+        let mut service = base.into_service(Stage::Embeddings, config.worker, handler).with_grpc(grpc);
+        if let Some(channel) = gateway {
+            service =
+                service.with_check("llm-gateway", move || millrace_common::grpc_client::check_health(channel.clone()));
+        }
+        Ok(Self { service })
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
-        self.service.listeners.http_addr()
+        self.service.http_addr()
     }
 
     pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
-        self.service.listeners.grpc_addr()
+        self.service.grpc_addr()
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {

@@ -10,10 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millrace_common::server::{Listeners, Readiness};
-use millrace_common::{ConfigError, ServiceConfig, Settings, redis_conn};
-use millrace_pipeline::runtime::{StageService, worker_config};
-use millrace_pipeline::{JobStore, Keys, Stage, payload_ttl_default};
+use millrace_common::{ConfigError, ServiceConfig, Settings};
+use millrace_pipeline::runtime::{StageBase, StageService, worker_config};
+use millrace_pipeline::{Stage, payload_ttl_default};
 use millrace_proto::storage_server::StorageServer;
 use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
@@ -64,46 +63,28 @@ pub struct Application {
 impl Application {
     /// Connects to PostgreSQL and applies migrations before taking work.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let listeners = Listeners::bind(&config.service).await?;
+        let base = StageBase::open(&config.service, config.retention).await?;
         let store = Arc::new(connect_with_retry(&config.store).await?);
-        let client = redis_conn::client(&config.service.redis_url)?;
-        let pool = redis_conn::pool(&config.service.redis_url, 16).map_err(anyhow::Error::msg)?;
-        let jobs = JobStore::new(pool.clone(), Keys::new(config.service.key_prefix.clone()), config.retention);
-        let readiness_pool = pool.clone();
-        let readiness_store = store.clone();
-        let readiness = Readiness::default()
-            .with("redis", move || {
-                let pool = readiness_pool.clone();
-                async move { redis_conn::ping(&pool).await }
-            })
-            .with("postgres", move || {
-                let store = readiness_store.clone();
-                async move { store.ping().await.map_err(|err| err.to_string()) }
-            });
         let grpc =
             tonic::service::Routes::new(StorageServer::new(grpc::StorageService::new(store.clone(), config.tenant_id)));
-        Ok(Self {
-            service: StageService {
-                stage: Stage::Storage,
-                config: config.service,
-                worker: config.worker,
-                listeners,
-                client,
-                pool,
-                handler: handler::StorageHandler::new(jobs, store),
-                router: axum::Router::new(),
-                grpc,
-                readiness,
+        let readiness_store = store.clone();
+        let handler = handler::StorageHandler::new(base.jobs.clone(), store);
+        let service = base.into_service(Stage::Storage, config.worker, handler).with_grpc(grpc).with_check(
+            "postgres",
+            move || {
+                let store = readiness_store.clone();
+                async move { store.ping().await.map_err(|err| err.to_string()) }
             },
-        })
+        );
+        Ok(Self { service })
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
-        self.service.listeners.http_addr()
+        self.service.http_addr()
     }
 
     pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
-        self.service.listeners.grpc_addr()
+        self.service.grpc_addr()
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {

@@ -117,7 +117,7 @@ def machine():
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--docs", type=int, default=60)
+    parser.add_argument("--docs", type=int, default=200)
     parser.add_argument("--paragraphs", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backlog", type=int, default=10_000)

@@ -114,6 +114,23 @@ ensure_postgres() {
     log "installed PostgreSQL: $pg_home ($("$pg_home/bin/postgres" --version), pgvector $(sed -n "s/^default_version = '\(.*\)'/\1/p" "$pg_home/share/postgresql/extension/vector.control" 2>/dev/null || echo '?'))"
 }
 
+# The build needs a Rust toolchain (not installed here: use rustup), and the scripts need curl
+# and python3.
+ensure_tools() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "setup: cargo not found; install Rust first (https://rustup.rs), then run this again" >&2
+        exit 1
+    fi
+    local missing=()
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+}
+
+ensure_tools
 ensure_redis
 ensure_postgres
 log "done"

@@ -77,10 +77,17 @@ fn title(text: &str) -> String {
     truncate(first, MAX_TITLE_CHARS)
 }
 
+/// A line that reads like a heading: Markdown `#`, or short and without closing punctuation
+/// (HTML and plain-text headings arrive as such lines).
+fn is_heading(line: &str) -> bool {
+    line.starts_with('#')
+        || (line.chars().count() <= MAX_TITLE_CHARS && !line.ends_with(['.', '!', '?', ':', ';', ',']))
+}
+
 fn lead_sentence(text: &str) -> String {
-    let body: String =
-        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect::<Vec<_>>().join(" ");
-    let body = if body.is_empty() { text.trim().to_owned() } else { body };
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let body_lines: Vec<&str> = lines.iter().copied().filter(|l| !is_heading(l)).collect();
+    let body = if body_lines.is_empty() { lines.join(" ") } else { body_lines.join(" ") };
     let end = body
         .char_indices()
         .find(|&(i, c)| matches!(c, '.' | '!' | '?') && body[i + c.len_utf8()..].starts_with(' '))
@@ -126,6 +133,13 @@ mod tests {
         let meta = extract("Intro line\n## Ownership rules\nEach value has an owner. It is dropped later.");
         assert_eq!(meta["title"], "Ownership rules");
         assert_eq!(meta["extractor"], "extractive");
+    }
+
+    #[test]
+    fn headings_without_markup_are_not_the_summary() {
+        let meta = extract("How a Grist Mill Grinds Grain\n\nA grist mill grinds grain into flour. It uses stones.");
+        assert_eq!(meta["title"], "How a Grist Mill Grinds Grain");
+        assert_eq!(meta["summary"], "A grist mill grinds grain into flour.");
     }
 
     #[test]

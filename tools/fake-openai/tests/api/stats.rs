@@ -36,3 +36,18 @@ async fn stats_count_requests_outcomes_and_tokens_and_reset() {
     assert_eq!(fake.client.post(fake.url("/stats/reset")).send().await.unwrap().status(), 204);
     assert_eq!(fake.stats().await, millrace_fake_openai::Stats::default());
 }
+
+#[tokio::test]
+async fn the_request_log_records_each_answer_with_its_time_span() {
+    let fake = crate::helpers::spawn(millrace_fake_openai::Config { latency_ms: 50, ..Default::default() }).await;
+    fake.post("/v1/chat/completions", &chat_body("log me")).await;
+    fake.post("/v1/embeddings", &json!({"model": "m"})).await;
+    let log: serde_json::Value = fake.get("/requests").await.json().await.unwrap();
+    let requests = log["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 2, "{log}");
+    assert_eq!(requests[0]["endpoint"], "chat_completions");
+    assert_eq!(requests[0]["status"], 200);
+    let span = requests[0]["finished_ms"].as_u64().unwrap() - requests[0]["started_ms"].as_u64().unwrap();
+    assert!(span >= 50, "the latency is inside the logged span: {span} ms");
+    assert_eq!(requests[1]["status"], 400);
+}

@@ -12,6 +12,7 @@ usage: scripts/bench.py [--docs N] [--paragraphs P] [--rounds R] [--backlog B]
 Standard library only; runs its own stack on offset ports in a temporary data folder.
 """
 import argparse
+import datetime
 import json
 import os
 import pathlib
@@ -81,8 +82,11 @@ def submit(documents):
 
 
 def wait_all(job_ids, timeout=1800):
+    """Waits for every job; returns (chunks stored, seconds from the first job's creation to the
+    last job's finish, both as the server recorded them, so polling adds nothing)."""
     pending = set(job_ids)
     chunks = 0
+    created, finished = [], []
     deadline = time.monotonic() + timeout
     while pending:
         for job_id in list(pending)[:200]:
@@ -92,10 +96,12 @@ def wait_all(job_ids, timeout=1800):
                     sys.exit(f"bench: job {job_id} {job['status']}: {job.get('error')}")
                 pending.discard(job_id)
                 chunks += job["chunks"]["stored"]
+                created.append(datetime.datetime.fromisoformat(job["created_at"]))
+                finished.append(datetime.datetime.fromisoformat(job["finished_at"]))
         if time.monotonic() > deadline:
             sys.exit(f"bench: {len(pending)} jobs unfinished after {timeout} s")
         time.sleep(0.2)
-    return chunks
+    return chunks, (max(finished) - min(created)).total_seconds()
 
 
 def rss_mb(pid):
@@ -120,7 +126,7 @@ def main():
     parser.add_argument("--docs", type=int, default=200)
     parser.add_argument("--paragraphs", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--backlog", type=int, default=10_000)
+    parser.add_argument("--backlog", type=int, default=10_000, help="0 skips the memory measurement")
     args = parser.parse_args()
 
     data_dir = pathlib.Path(tempfile.mkdtemp(prefix="millrace-bench-"))
@@ -129,13 +135,13 @@ def main():
         "MILLRACE_DATA_DIR": str(data_dir), "MILLRACE_HTTP_PORT_BASE": str(HTTP_BASE),
         "MILLRACE_GRPC_PORT_BASE": str(GRPC_BASE), "MILLRACE_REDIS_PORT": str(REDIS_PORT),
         "MILLRACE_PG_PORT": str(PG_PORT), "MILLRACE_PROFILE": "release", "RUST_LOG": "warn",
-        "MILLRACE_MAX_QUEUED_JOBS": str(args.backlog * 2),
+        "MILLRACE_MAX_QUEUED_JOBS": str(max(args.backlog * 2, 100_000)),
     })
     for key in ("MILLRACE_LLM_BASE_URL", "MILLRACE_DATABASE_URL"):
         env.pop(key, None)
     stack = str(ROOT / "scripts/stack.sh")
-    subprocess.run([stack, "up"], check=True, env=env, stdout=subprocess.DEVNULL)
     try:
+        subprocess.run([stack, "up"], check=True, env=env, stdout=subprocess.DEVNULL)
         time.sleep(2)
         procs = pids(data_dir)
         idle = {s: rss_mb(p) for s, p in procs.items()}
@@ -144,9 +150,7 @@ def main():
         for round_no in range(args.rounds):
             psql("TRUNCATE chunks, documents", env)
             documents = corpus(args.docs, args.paragraphs, round_no)
-            started = time.monotonic()
-            chunks = wait_all(submit(documents))
-            elapsed = time.monotonic() - started
+            chunks, elapsed = wait_all(submit(documents))
             pipeline_rates.append(chunks / elapsed)
             chunk_counts.append(chunks)
 
@@ -162,6 +166,8 @@ def main():
                   f"copy {rows} rows in {copy_elapsed:.1f} s = {copy_rates[-1]:.0f}/s", file=sys.stderr)
         psql("DROP TABLE IF EXISTS bench_copy; TRUNCATE chunks, documents", env)
 
+        if args.backlog == 0:
+            return report(args, pipeline_rates, copy_rates, chunk_counts, idle, None, None, None, 0)
         # Memory under a backlog: pause chunking so queued jobs stay queued.
         os.kill(procs["chunking"], signal.SIGSTOP)
         backlog = {}
@@ -190,6 +196,10 @@ def main():
         subprocess.run([stack, "down"], env=env, stdout=subprocess.DEVNULL)
         shutil.rmtree(data_dir, ignore_errors=True)
 
+    return report(args, pipeline_rates, copy_rates, chunk_counts, idle, backlog, half, peak, drain)
+
+
+def report(args, pipeline_rates, copy_rates, chunk_counts, idle, backlog, half, peak, drain):
     p_med, c_med = statistics.median(pipeline_rates), statistics.median(copy_rates)
     print(f"Machine: {machine()}\n")
     print(f"### Pipeline vs bulk COPY ({args.rounds} rounds, {args.docs} documents, median {int(statistics.median(chunk_counts))} chunks per round)\n")
@@ -197,6 +207,8 @@ def main():
     print(f"| pipeline (job API → stored) | {', '.join(f'{r:.0f}' for r in pipeline_rates)} | {p_med:.0f} |")
     print(f"| bulk COPY into same table + HNSW | {', '.join(f'{r:.0f}' for r in copy_rates)} | {c_med:.0f} |")
     print(f"| **ratio** | {', '.join(f'{p / c:.2f}' for p, c in zip(pipeline_rates, copy_rates))} | **{p_med / c_med:.2f}** |\n")
+    if backlog is None:
+        return
     print(f"### Resident memory (MB); backlog of {args.backlog} jobs drained in {drain:.0f} s\n")
     print(f"| service | idle | {half} queued | {args.backlog} queued | peak while draining |\n|---|---|---|---|---|")
     for s in SERVICES:

@@ -78,6 +78,9 @@ start_postgres() {
         log "using MILLRACE_DATABASE_URL"
         return
     fi
+    if [ ! -f "$DATA_DIR/pg/data/postmaster.pid" ] && port_busy "$PG_PORT"; then
+        die "port $PG_PORT is taken; set MILLRACE_PG_PORT"
+    fi
     "$ROOT/scripts/pg.sh" start "$DATA_DIR/pg/data" "$PG_PORT" | sed 's/^/stack: /'
 }
 

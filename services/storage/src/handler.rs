@@ -120,6 +120,10 @@ impl Handler for StorageHandler {
         self.store.upsert_chunks(&rows).await.map_err(store_error)?;
         metrics::counter!("millrace_storage_chunks_written_total").increment(count as u64);
         let stored = self.jobs.record_stored(&job_id, batch, count).await.map_err(retry)?;
+        if matches!(stored.status, Some(JobStatus::Cancelled | JobStatus::Failed)) {
+            // Cancelled while this batch was being written: take it out again.
+            return self.discard(&job).await;
+        }
         if stored.all_stored() {
             self.finish_job(&job_id).await?;
         }

@@ -31,7 +31,7 @@ pub struct Config {
 impl Config {
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let service = ServiceConfig::load(settings, "storage", 8064, 9064)?;
-        let worker = worker_config(settings, &service, Stage::Storage, 2)?;
+        let worker = worker_config(settings, &service, Stage::Storage, 4)?;
         let database_url: String = settings.require("DATABASE_URL")?;
         if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
             return Err(ConfigError::new("DATABASE_URL", "must be a postgres:// URL"));

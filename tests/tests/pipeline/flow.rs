@@ -91,3 +91,31 @@ async fn metadata_and_embeddings_of_a_batch_run_at_the_same_time() {
     let results = stack.search("river mills", 1).await;
     assert_eq!(results[0]["metadata"]["extractor"], "llm", "{results:?}");
 }
+
+#[tokio::test]
+async fn a_cancelled_job_stops_and_leaves_nothing_visible() {
+    // A slow upstream keeps the job running long enough to cancel it part-way.
+    let stack = Stack::start(
+        StackOptions::default()
+            .upstream(&["--latency-ms", "300", "--embedding-dim", "384"])
+            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 200)
+            .service_env("chunking", "MILLRACE_BATCH_SIZE", 2)
+            .service_env("metadata", "MILLRACE_CONCURRENCY", 1),
+    )
+    .await
+    .unwrap();
+    let job_id = stack.ingest("cancelled-doc", &long_text("canal", 30)).await;
+    stack.wait_until_progress(&job_id, 1).await;
+    let (status, job) = stack.delete(&format!("/v1/jobs/{job_id}")).await;
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["status"], "cancelled");
+
+    // The stages skip the rest, the job stays cancelled, and its stored chunks are discarded.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let job = stack.job(&job_id).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert!(job["chunks"]["stored"].as_u64().unwrap() < job["chunks"]["total"].as_u64().unwrap(), "{job}");
+    assert!(stack.stored_chunks("cancelled-doc").await.is_empty());
+    assert_eq!(stack.get("/v1/documents/cancelled-doc").await.0, 404);
+    assert!(stack.search("canal marker item1", 5).await.is_empty());
+}

@@ -27,10 +27,8 @@ status:
 	@scripts/stack.sh status
 
 ## Bring the stack up, ingest examples/, print a search hit, keep running until Ctrl-C.
-run: up
-	@python3 scripts/demo.py
-	@echo "millrace is running: http://127.0.0.1:8060 (Ctrl-C stops it)"
-	@trap 'scripts/stack.sh down; exit 0' INT TERM; while true; do sleep 1; done
+run: setup build-release
+	@scripts/run.sh
 
 lint:
 	cargo fmt --all --check

@@ -81,7 +81,8 @@ start() {
             die "$data_dir is neither empty nor a PostgreSQL data directory"
         fi
         # TCP only on 127.0.0.1: no Unix socket, so a long DATA_DIR path cannot exceed the socket path limit.
-        "${AS_PG_USER[@]}" "$PG_BIN/postgres" -D "$data_dir" -p "$port" -c listen_addresses=127.0.0.1 \
+        # Own session (setsid): a Ctrl-C meant for `make run` must not kill the server directly.
+        setsid "${AS_PG_USER[@]}" "$PG_BIN/postgres" -D "$data_dir" -p "$port" -c listen_addresses=127.0.0.1 \
             -c unix_socket_directories= -c fsync=off >>"$logfile" 2>&1 </dev/null &
         pid=$!
         log "started postgres (pid $pid, port $port, log $logfile)"

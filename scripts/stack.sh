@@ -36,7 +36,13 @@ die() {
     exit 1
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid file whose process runs (an exited process not yet reaped, state Z, counts as gone).
+alive() {
+    [ -f "$1" ] || return 1
+    local pid
+    pid="$(cat "$1")"
+    kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ]
+}
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -62,7 +68,9 @@ start_redis() {
     port_busy "$REDIS_PORT" && die "port $REDIS_PORT is taken; set MILLRACE_REDIS_PORT"
     mkdir -p "$DATA_DIR/redis"
     # AOF on: job state and queued work survive a Redis restart.
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA_DIR/redis" --appendonly yes \
+    # Each server gets its own session (setsid), so a Ctrl-C in the terminal reaches only the
+    # script that started them, which then stops them in order with `down`.
+    setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA_DIR/redis" --appendonly yes \
         --save "" --maxmemory-policy noeviction >"$LOG_DIR/redis.log" 2>&1 &
     echo $! >"$pidfile"
     for _ in $(seq 1 50); do
@@ -100,7 +108,7 @@ start_service() {
         MILLRACE_STORAGE_URL="http://127.0.0.1:$((GRPC_BASE + 4))" \
         MILLRACE_EMBEDDINGS_URL="http://127.0.0.1:$((GRPC_BASE + 3))" \
         MILLRACE_LLM_GATEWAY_URL="http://127.0.0.1:$((GRPC_BASE + 5))" \
-        nohup "$bin" >>"$LOG_DIR/$name.log" 2>&1 &
+        setsid "$bin" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
 }
 
@@ -131,7 +139,7 @@ stop_pid() {
         pid="$(cat "$pidfile")"
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
+            alive "$pidfile" || break
             sleep 0.2
         done
         kill -KILL "$pid" 2>/dev/null || true

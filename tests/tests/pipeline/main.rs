@@ -5,3 +5,4 @@ mod bad_input;
 mod crash;
 mod dead_letters;
 mod flow;
+mod ops;

@@ -1,0 +1,91 @@
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use millrace_e2e::{SERVICES, Stack, StackOptions, long_text};
+use millrace_testkit::cargo_bin;
+
+/// Runs a service binary with extra variables until it exits (or 20 s pass); returns its exit
+/// code and standard error.
+fn run_to_exit(service: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut child = Command::new(cargo_bin(&format!("millrace-{service}")).unwrap())
+        .envs(env.iter().copied())
+        .env("MILLRACE_DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .env("MILLRACE_REDIS_URL", "redis://127.0.0.1:1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{service} did not exit on a bad configuration");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (status.code(), stderr)
+}
+
+/// A bad value stops every service before it binds a port (the port is held here, so binding
+/// would fail differently), with status 2 and a message naming the variable.
+#[test]
+fn a_bad_setting_stops_each_service_before_it_binds_and_names_the_variable() {
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = held.local_addr().unwrap().to_string();
+    for service in SERVICES {
+        let (code, stderr) = run_to_exit(
+            service,
+            &[("MILLRACE_HTTP_ADDR", address.as_str()), ("MILLRACE_SHUTDOWN_DEADLINE_MS", "soon")],
+        );
+        assert_eq!(code, Some(2), "{service}: {stderr}");
+        assert!(stderr.contains("MILLRACE_SHUTDOWN_DEADLINE_MS"), "{service}: {stderr}");
+    }
+    for service in ["chunking", "metadata", "embeddings", "storage"] {
+        let (code, stderr) = run_to_exit(service, &[("MILLRACE_MAX_DELIVERIES", "0")]);
+        assert_eq!(code, Some(2), "{service}: {stderr}");
+        assert!(stderr.contains("MILLRACE_MAX_DELIVERIES: must be greater than zero"), "{service}: {stderr}");
+    }
+}
+
+/// Every service reports ready once its dependencies answer, and SIGTERM in the middle of a
+/// job drains: the stage exits cleanly, and the job completes once it is back.
+#[tokio::test]
+async fn services_are_ready_and_a_sigterm_mid_job_drains_cleanly() {
+    let mut stack = Stack::start(
+        StackOptions::default()
+            .upstream(&["--latency-ms", "150", "--embedding-dim", "384"])
+            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 200)
+            .service_env("chunking", "MILLRACE_BATCH_SIZE", 2),
+    )
+    .await
+    .unwrap();
+    for name in SERVICES {
+        let port = stack.services[name].http_port;
+        millrace_testkit::wait_for_http(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|err| panic!("{name} not ready: {err}\n{}", stack.logs()));
+        let metrics = stack.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+        assert_eq!(metrics.status(), 200, "{name} /metrics");
+    }
+
+    let job_id = stack.ingest("drain-doc", &long_text("millpond", 20)).await;
+    stack.wait_until_progress(&job_id, 1).await;
+    let status = stack.service("metadata").process.terminate(Duration::from_secs(10)).unwrap();
+    let status = status.expect("metadata did not exit within 10 s of SIGTERM");
+    assert!(status.success(), "metadata exited with {status}: {}", stack.logs());
+    assert!(stack.service("metadata").process.logs().contains("shutdown signal received"));
+
+    stack.service("metadata").process.restart().unwrap();
+    let job = stack.wait_for_job(&job_id, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(job["status"], "completed", "{job}");
+    let total = job["chunks"]["total"].as_u64().unwrap();
+    let indexes: Vec<i32> = stack.stored_chunks("drain-doc").await.iter().map(|(_, i)| *i).collect();
+    assert_eq!(indexes, (0..total as i32).collect::<Vec<_>>());
+}

@@ -108,6 +108,8 @@ start_service() {
         MILLRACE_STORAGE_URL="http://127.0.0.1:$((GRPC_BASE + 4))" \
         MILLRACE_EMBEDDINGS_URL="http://127.0.0.1:$((GRPC_BASE + 3))" \
         MILLRACE_LLM_GATEWAY_URL="http://127.0.0.1:$((GRPC_BASE + 5))" \
+        MILLRACE_CHUNKING_URL="http://127.0.0.1:$((GRPC_BASE + 1))" \
+        MILLRACE_METADATA_URL="http://127.0.0.1:$((GRPC_BASE + 2))" \
         setsid "$bin" >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
     echo $! >"$pidfile"
 }

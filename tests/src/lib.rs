@@ -95,6 +95,8 @@ impl Stack {
             ("MILLRACE_STORAGE_URL".into(), grpc_url("storage")),
             ("MILLRACE_EMBEDDINGS_URL".into(), grpc_url("embeddings")),
             ("MILLRACE_LLM_GATEWAY_URL".into(), grpc_url("llm-gateway")),
+            ("MILLRACE_CHUNKING_URL".into(), grpc_url("chunking")),
+            ("MILLRACE_METADATA_URL".into(), grpc_url("metadata")),
             ("MILLRACE_BLOCK_MS".into(), "500".into()),
             ("MILLRACE_VISIBILITY_TIMEOUT_MS".into(), "2000".into()),
             ("MILLRACE_RECLAIM_INTERVAL_MS".into(), "300".into()),

@@ -16,6 +16,12 @@ pub struct Config {
     pub storage_url: String,
     /// gRPC address of the embeddings service (`MILLRACE_EMBEDDINGS_URL`).
     pub embeddings_url: String,
+    /// gRPC address of the chunking service, asked for its stats (`MILLRACE_CHUNKING_URL`).
+    pub chunking_url: String,
+    /// gRPC address of the metadata service, asked for its stats (`MILLRACE_METADATA_URL`).
+    pub metadata_url: String,
+    /// gRPC address of the LLM gateway, asked for its stats (`MILLRACE_LLM_GATEWAY_URL`).
+    pub llm_gateway_url: String,
     /// Largest document, after base64 decoding (`MILLRACE_MAX_DOCUMENT_BYTES`).
     pub max_document_bytes: usize,
     /// Admission bound: jobs accepted and not yet finished (`MILLRACE_MAX_QUEUED_JOBS`).
@@ -35,6 +41,9 @@ impl Config {
         let service = ServiceConfig::load(settings, "ingestion", 8060, 9060)?;
         let storage_url = grpc_url(settings, "STORAGE_URL", "http://127.0.0.1:9064")?;
         let embeddings_url = grpc_url(settings, "EMBEDDINGS_URL", "http://127.0.0.1:9063")?;
+        let chunking_url = grpc_url(settings, "CHUNKING_URL", "http://127.0.0.1:9061")?;
+        let metadata_url = grpc_url(settings, "METADATA_URL", "http://127.0.0.1:9062")?;
+        let llm_gateway_url = grpc_url(settings, "LLM_GATEWAY_URL", "http://127.0.0.1:9065")?;
         let max_document_bytes: usize = settings.positive("MAX_DOCUMENT_BYTES", 10 * 1024 * 1024)?;
         if max_document_bytes > MAX_DOCUMENT_BYTES_CEILING {
             return Err(ConfigError::new(
@@ -69,6 +78,9 @@ impl Config {
             service,
             storage_url,
             embeddings_url,
+            chunking_url,
+            metadata_url,
+            llm_gateway_url,
             max_document_bytes,
             max_queued_jobs,
             job_retention,
@@ -111,6 +123,9 @@ mod tests {
         assert_eq!(config.service.grpc_addr.port(), 9060);
         assert_eq!(config.storage_url, "http://127.0.0.1:9064");
         assert_eq!(config.embeddings_url, "http://127.0.0.1:9063");
+        assert_eq!(config.chunking_url, "http://127.0.0.1:9061");
+        assert_eq!(config.metadata_url, "http://127.0.0.1:9062");
+        assert_eq!(config.llm_gateway_url, "http://127.0.0.1:9065");
         assert_eq!(config.max_document_bytes, 10_485_760);
         assert_eq!(config.max_queued_jobs, 100_000);
         assert_eq!(config.job_retention, Duration::from_secs(604_800));
@@ -130,6 +145,9 @@ mod tests {
         for (name, value) in [
             ("MILLRACE_STORAGE_URL", "127.0.0.1:9064"),
             ("MILLRACE_EMBEDDINGS_URL", "http://bad host"),
+            ("MILLRACE_CHUNKING_URL", "127.0.0.1:9061"),
+            ("MILLRACE_METADATA_URL", "grpc://127.0.0.1:9062"),
+            ("MILLRACE_LLM_GATEWAY_URL", "http://bad host"),
             ("MILLRACE_MAX_DOCUMENT_BYTES", "0"),
             ("MILLRACE_MAX_DOCUMENT_BYTES", "ten"),
             ("MILLRACE_MAX_DOCUMENT_BYTES", "1000000000"),

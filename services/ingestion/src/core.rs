@@ -1,6 +1,7 @@
 //! The operations of the job API, written once and called by both the HTTP handlers and the
 //! gRPC service: submit (with admission control), get, list and cancel jobs, search, and
-//! read or delete documents through the storage service.
+//! read or delete documents through the storage service; and, for HTTP only, gather the stats
+//! of every service of the pipeline.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::config::Config;
+use crate::stats::{Pipeline, PipelineStats};
 use crate::validate::{self, Submission, ValidDocument, ValidSearch};
 
 /// Window over which finished jobs are counted to estimate throughput for `Retry-After`.
@@ -66,11 +68,18 @@ pub struct Core {
     jobs: JobStore,
     storage: StorageClient<Channel>,
     embeddings: EmbeddingsClient<Channel>,
+    pipeline: Pipeline,
 }
 
 impl Core {
-    pub fn new(config: Config, jobs: JobStore, storage: Channel, embeddings: Channel) -> Self {
-        Self { config, jobs, storage: StorageClient::new(storage), embeddings: EmbeddingsClient::new(embeddings) }
+    pub fn new(config: Config, jobs: JobStore, storage: Channel, embeddings: Channel, pipeline: Pipeline) -> Self {
+        Self {
+            config,
+            jobs,
+            storage: StorageClient::new(storage),
+            embeddings: EmbeddingsClient::new(embeddings),
+            pipeline,
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -298,6 +307,12 @@ impl Core {
         }
         tracing::info!(document_id, chunks_deleted = response.chunks_deleted, "document deleted");
         Ok(response.chunks_deleted)
+    }
+
+    /// The stats of every service of the pipeline; one that does not answer is shown
+    /// unreachable, so this never fails.
+    pub async fn pipeline_stats(&self) -> PipelineStats {
+        self.pipeline.collect().await
     }
 }
 

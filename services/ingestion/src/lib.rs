@@ -7,6 +7,7 @@ pub mod api;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod stats;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -15,9 +16,8 @@ use std::time::Duration;
 
 use axum::Router;
 use millrace_common::server::{AdminService, Listeners, Readiness, ops_router, serve};
-use millrace_common::{ApiError, redis_conn};
-use millrace_pipeline::{JobStore, Keys, Stage};
-use millrace_proto::v1::{QueueStats, StatsResponse};
+use millrace_common::{ConfigError, grpc_client, redis_conn};
+use millrace_pipeline::{JobStore, Keys};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::transport::{Channel, Endpoint};
@@ -39,6 +39,8 @@ pub enum BuildError {
     Redis(String),
     #[error("{service} URL {url:?}: {message}")]
     Endpoint { service: &'static str, url: String, message: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot bind: {0}")]
     Bind(#[from] std::io::Error),
 }
@@ -62,6 +64,17 @@ impl Application {
         let jobs = JobStore::new(pool.clone(), keys.clone(), config.job_retention);
         let storage = lazy_channel("storage", &config.storage_url, config.downstream_timeout)?;
         let embeddings = lazy_channel("embeddings", &config.embeddings_url, config.downstream_timeout)?;
+        let pipeline = stats::Pipeline::new(
+            pool.clone(),
+            keys.clone(),
+            stats::Peers {
+                chunking: grpc_client::lazy_channel("CHUNKING_URL", &config.chunking_url)?,
+                metadata: grpc_client::lazy_channel("METADATA_URL", &config.metadata_url)?,
+                embeddings: embeddings.clone(),
+                storage: storage.clone(),
+                llm_gateway: grpc_client::lazy_channel("LLM_GATEWAY_URL", &config.llm_gateway_url)?,
+            },
+        );
 
         let readiness = Readiness::default()
             .with("redis", {
@@ -85,7 +98,7 @@ impl Application {
         let http_addr = listeners.http_addr()?;
         let grpc_addr = listeners.grpc_addr()?;
 
-        let core = Arc::new(Core::new(config, jobs, storage, embeddings));
+        let core = Arc::new(Core::new(config, jobs, storage, embeddings, pipeline));
         let router = api::with_json_fallbacks(api::router(core.clone()).merge(ops_router(SERVICE, readiness)));
         let grpc = Routes::new(grpc::IngestionGrpc::server(core)).add_service(admin_service(pool, keys));
         Ok(Self { listeners, http_addr, grpc_addr, router, grpc, shutdown_deadline })
@@ -146,8 +159,7 @@ async fn serving(channel: Channel) -> Result<(), String> {
     }
 }
 
-/// `millrace.v1.Admin` for this service: it runs no worker, and reports the chunking queue it
-/// feeds.
+/// `millrace.v1.Admin` for this service: the same stats `GET /v1/stats` shows for it.
 fn admin_service(
     pool: deadpool_redis::Pool,
     keys: Keys,
@@ -155,30 +167,6 @@ fn admin_service(
     AdminService::new(move || {
         let pool = pool.clone();
         let keys = keys.clone();
-        async move {
-            let mut conn = pool.get().await?;
-            let queue = millrace_streams::queue_stats(
-                &mut conn,
-                &keys.stream(Stage::Chunking),
-                Stage::Chunking.name(),
-                &keys.dead_letters(Stage::Chunking),
-            )
-            .await
-            .map_err(ApiError::from)?;
-            Ok(StatsResponse {
-                service: SERVICE.to_owned(),
-                concurrency_limit: 0,
-                concurrency_in_use: 0,
-                queues: vec![QueueStats {
-                    stream: queue.stream,
-                    group: queue.group,
-                    length: queue.length,
-                    lag: queue.lag,
-                    pending: queue.pending,
-                    dead_letters: queue.dead_letters,
-                }],
-                breakers: Vec::new(),
-            })
-        }
+        async move { stats::own_stats(&pool, &keys).await }
     })
 }

@@ -75,6 +75,20 @@ async fn services_are_ready_and_a_sigterm_mid_job_drains_cleanly() {
         assert_eq!(metrics.status(), 200, "{name} /metrics");
     }
 
+    // The operator's view: every service answers its Admin stats, each stage with its queue.
+    let (status, stats) = stack.get("/v1/stats").await;
+    assert_eq!(status, 200, "{stats}");
+    let services = stats["services"].as_array().unwrap();
+    assert_eq!(services.len(), SERVICES.len(), "{stats}");
+    for entry in services {
+        assert_eq!(entry["reachable"], true, "{entry}");
+    }
+    for stage in ["chunking", "metadata", "embeddings", "storage"] {
+        let entry = services.iter().find(|s| s["service"] == stage).unwrap();
+        assert_eq!(entry["queues"][0]["group"], stage, "{entry}");
+        assert!(entry["concurrency"]["limit"].as_u64().unwrap() > 0, "{entry}");
+    }
+
     let job_id = stack.ingest("drain-doc", &long_text("millpond", 20)).await;
     stack.wait_until_progress(&job_id, 1).await;
     let status = stack.service("metadata").process.terminate(Duration::from_secs(10)).unwrap();

@@ -5,6 +5,7 @@ mod documents;
 mod ingest;
 mod jobs;
 mod search;
+mod stats;
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
         .route("/v1/search", post(search::search).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
         .route("/v1/documents/{id}", get(documents::get).delete(documents::delete))
+        .route("/v1/stats", get(stats::stats))
         .route("/openapi.json", get(openapi))
         .with_state(core)
 }

@@ -1,5 +1,5 @@
 //! Spawns the ingestion service in-process on port 0 against a private redis-server; the
-//! storage and embeddings services point at closed ports (they are not part of these tests).
+//! other services point at closed ports (they are not part of these tests).
 
 use std::net::SocketAddr;
 
@@ -40,7 +40,10 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("REDIS_URL".into(), redis.url.clone()),
         ("KEY_PREFIX".into(), PREFIX.into()),
         ("STORAGE_URL".into(), closed.clone()),
-        ("EMBEDDINGS_URL".into(), closed),
+        ("EMBEDDINGS_URL".into(), closed.clone()),
+        ("CHUNKING_URL".into(), closed.clone()),
+        ("METADATA_URL".into(), closed.clone()),
+        ("LLM_GATEWAY_URL".into(), closed),
         ("DOWNSTREAM_TIMEOUT_MS".into(), "2000".into()),
         ("SHUTDOWN_DEADLINE_MS".into(), "1000".into()),
     ];

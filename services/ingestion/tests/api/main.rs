@@ -8,3 +8,4 @@ mod ingest;
 mod jobs;
 mod ops;
 mod search;
+mod stats;

@@ -13,6 +13,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/search"),
     ("get", "/v1/documents/{id}"),
     ("delete", "/v1/documents/{id}"),
+    ("get", "/v1/stats"),
     ("get", "/openapi.json"),
     ("get", "/healthz"),
     ("get", "/readyz"),

@@ -127,15 +127,27 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// gRPC metadata key carrying `Retry-After` seconds between services.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";
+
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
-        tonic::Status::new(err.code.grpc_code(), err.message)
+        let mut status = tonic::Status::new(err.code.grpc_code(), err.message);
+        if let Some(secs) = err.retry_after_secs {
+            status.metadata_mut().insert(RETRY_AFTER_METADATA, tonic::metadata::MetadataValue::from(secs));
+        }
+        status
     }
 }
 
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> Self {
-        Self::new(ErrorCode::from_grpc(status.code()), status.message().to_owned())
+        let retry_after_secs = status
+            .metadata()
+            .get(RETRY_AFTER_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok());
+        Self { code: ErrorCode::from_grpc(status.code()), message: status.message().to_owned(), retry_after_secs }
     }
 }
 
@@ -160,6 +172,13 @@ mod tests {
         for code in [ErrorCode::NotFound, ErrorCode::RateLimited, ErrorCode::Unavailable, ErrorCode::Internal] {
             assert_eq!(ErrorCode::from_grpc(code.grpc_code()), code);
         }
+    }
+
+    #[test]
+    fn retry_after_travels_through_grpc() {
+        let status = tonic::Status::from(ApiError::new(ErrorCode::RateLimited, "slow down").with_retry_after(7));
+        let back = ApiError::from(status);
+        assert_eq!((back.code, back.retry_after_secs), (ErrorCode::RateLimited, Some(7)));
     }
 
     #[test]

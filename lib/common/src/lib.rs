@@ -11,4 +11,4 @@ pub mod telemetry;
 pub mod time;
 
 pub use config::{ConfigError, ServiceConfig, Settings};
-pub use error::{ApiError, ErrorCode};
+pub use error::{ApiError, ErrorCode, RETRY_AFTER_METADATA};

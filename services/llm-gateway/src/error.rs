@@ -4,10 +4,9 @@
 use std::time::Duration;
 
 use millrace_common::{ApiError, ErrorCode};
-use tonic::metadata::MetadataValue;
 
 /// The metadata key that carries `Retry-After` (whole seconds) on gRPC errors.
-pub const RETRY_AFTER_METADATA: &str = "retry-after";
+pub use millrace_common::RETRY_AFTER_METADATA;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
@@ -87,16 +86,10 @@ impl From<UpstreamError> for ApiError {
     }
 }
 
-/// The shared status, plus `retry-after` metadata, which `From<ApiError>` does not carry.
+/// The shared status; `retry-after` travels as metadata (see `millrace_common::error`).
 impl From<UpstreamError> for tonic::Status {
     fn from(err: UpstreamError) -> Self {
-        let api = ApiError::from(err);
-        let retry_after = api.retry_after_secs;
-        let mut status = tonic::Status::from(api);
-        if let Some(secs) = retry_after {
-            status.metadata_mut().insert(RETRY_AFTER_METADATA, MetadataValue::from(secs));
-        }
-        status
+        tonic::Status::from(ApiError::from(err))
     }
 }
 

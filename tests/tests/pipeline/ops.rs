@@ -102,4 +102,11 @@ async fn services_are_ready_and_a_sigterm_mid_job_drains_cleanly() {
     let total = job["chunks"]["total"].as_u64().unwrap();
     let indexes: Vec<i32> = stack.stored_chunks("drain-doc").await.iter().map(|(_, i)| *i).collect();
     assert_eq!(indexes, (0..total as i32).collect::<Vec<_>>());
+
+    // The stages' work shows in their metrics, durations as histograms.
+    let port = stack.services["storage"].http_port;
+    let metrics =
+        stack.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"millrace_stage_messages_total{stage="storage",outcome="ok"}"#), "{metrics}");
+    assert!(metrics.contains(r#"millrace_stage_handler_duration_seconds_bucket{stage="storage""#), "{metrics}");
 }

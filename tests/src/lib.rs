@@ -24,6 +24,8 @@ pub struct StackOptions {
     pub service_env: Vec<(&'static str, String, String)>,
     /// Services not to start.
     pub skip: Vec<&'static str>,
+    /// Redis with AOF persistence (every write fsynced), as production runs it.
+    pub durable_redis: bool,
 }
 
 impl StackOptions {
@@ -39,6 +41,11 @@ impl StackOptions {
 
     pub fn upstream(mut self, flags: &[&str]) -> Self {
         self.upstream = Some(flags.iter().map(|f| (*f).to_owned()).collect());
+        self
+    }
+
+    pub fn durable_redis(mut self) -> Self {
+        self.durable_redis = true;
         self
     }
 
@@ -66,7 +73,11 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
-        let redis = RedisServer::start()?;
+        let redis = if options.durable_redis {
+            RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"])?
+        } else {
+            RedisServer::start()?
+        };
         let postgres = Postgres::start()?;
         let database_url = postgres.create_database("millrace")?;
         let key_prefix = "e2e".to_owned();

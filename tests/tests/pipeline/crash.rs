@@ -75,3 +75,31 @@ async fn every_service_killed_and_restarted_mid_job_still_completes_the_job() {
     let indexes: Vec<i32> = stack.stored_chunks("restart-doc").await.iter().map(|(_, i)| *i).collect();
     assert_eq!(indexes, (0..total as i32).collect::<Vec<_>>());
 }
+
+/// Redis itself (AOF on, as in production) is killed with SIGKILL mid-job and restarted: job
+/// state and queued work come back from the append-only file, the services reconnect, and the
+/// job completes whole.
+#[tokio::test]
+async fn a_redis_restart_mid_job_loses_nothing() {
+    let mut stack = Stack::start(
+        StackOptions::default()
+            .durable_redis()
+            .upstream(&["--latency-ms", "100", "--embedding-dim", "384"])
+            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 200)
+            .service_env("chunking", "MILLRACE_BATCH_SIZE", 2),
+    )
+    .await
+    .unwrap();
+    let job_id = stack.ingest("redis-restart-doc", &long_text("weir", 24)).await;
+    stack.wait_until_progress(&job_id, 1).await;
+    stack.redis.kill().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stack.redis.restart().unwrap();
+
+    let job = stack.wait_for_job(&job_id, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(job["status"], "completed", "{job}");
+    let total = job["chunks"]["total"].as_u64().unwrap();
+    assert_eq!(job["chunks"]["stored"].as_u64().unwrap(), total, "{job}");
+    let indexes: Vec<i32> = stack.stored_chunks("redis-restart-doc").await.iter().map(|(_, i)| *i).collect();
+    assert_eq!(indexes, (0..total as i32).collect::<Vec<_>>());
+}

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use millrace_common::server::{AdminService, Listeners, Readiness, ops_router, serve};
 use millrace_common::{ApiError, ServiceConfig, Settings, redis_conn};
-use millrace_proto::{QueueStats, StatsResponse};
-use millrace_streams::{Handler, StreamWorker, WorkerConfig, queue_stats};
+use millrace_proto::ChunkBatch;
+use millrace_proto::StatsResponse;
+use millrace_streams::{Handler, HandlerError, Message, StreamWorker, WorkerConfig, queue_stats};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::{JobStore, Keys, Stage};
+use crate::{BatchRef, Job, JobStatus, JobStore, JobStoreError, Keys, Stage};
 
 /// What every stage opens before its handler exists: its ports, Redis and the job store.
 pub struct StageBase {
@@ -131,14 +132,7 @@ impl<H: Handler> StageService<H> {
                     service: service.to_owned(),
                     concurrency_limit: handle.limit() as u32,
                     concurrency_in_use: handle.in_use() as u32,
-                    queues: vec![QueueStats {
-                        stream: queue.stream,
-                        group: queue.group,
-                        length: queue.length,
-                        lag: queue.lag,
-                        pending: queue.pending,
-                        dead_letters: queue.dead_letters,
-                    }],
+                    queues: vec![queue],
                     breakers: Vec::new(),
                 })
             }
@@ -158,5 +152,31 @@ impl<H: Handler> StageService<H> {
             Ok(Err(join)) => Err(std::io::Error::other(join)),
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// The batch a stream entry points at, with its job, if the job is still running. `None`
+/// means there is nothing to do (the job finished or its record expired): acknowledge.
+pub async fn running_batch(jobs: &JobStore, message: &Message) -> Result<Option<(Job, ChunkBatch)>, HandlerError> {
+    let BatchRef { job_id, batch } = BatchRef::from_fields(&message.fields).map_err(HandlerError::Fatal)?;
+    let retry = |err: JobStoreError| HandlerError::Retry(err.to_string());
+    let Some(job) = jobs.get(&job_id).await.map_err(retry)? else { return Ok(None) };
+    if job.status.is_terminal() {
+        tracing::debug!(job_id, batch, status = job.status.as_str(), "job finished; skipping batch");
+        return Ok(None);
+    }
+    let chunks = jobs
+        .load_batch(&job_id, batch)
+        .await
+        .map_err(retry)?
+        .ok_or_else(|| HandlerError::Fatal(format!("batch {batch} payload is missing")))?;
+    Ok(Some((job, chunks)))
+}
+
+/// Marks the job of a stream entry failed at `stage`, when the entry is given up on.
+pub async fn fail_job(jobs: &JobStore, message: &Message, stage: Stage, reason: &str) {
+    let Some(job_id) = message.fields.get("job_id") else { return };
+    if let Err(err) = jobs.finish(job_id, JobStatus::Failed, Some((stage.name(), reason))).await {
+        tracing::warn!(job_id, error = %err, "could not mark job failed");
     }
 }

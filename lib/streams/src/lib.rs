@@ -17,5 +17,5 @@ mod worker;
 
 pub use config::WorkerConfig;
 pub use message::{HandlerError, Message};
-pub use stats::{QueueStats, queue_stats};
+pub use stats::queue_stats;
 pub use worker::{Handler, StreamError, StreamWorker, WorkerHandle, ensure_group};

@@ -1,17 +1,8 @@
 //! Queue length, lag and pending counts, for the Admin API and autoscaling signals.
 
+use millrace_proto::QueueStats;
 use redis::AsyncCommands;
 use redis::streams::StreamInfoGroupsReply;
-
-#[derive(Debug, Clone, Default)]
-pub struct QueueStats {
-    pub stream: String,
-    pub group: String,
-    pub length: u64,
-    pub lag: u64,
-    pub pending: u64,
-    pub dead_letters: u64,
-}
 
 pub async fn queue_stats(
     conn: &mut deadpool_redis::Connection,

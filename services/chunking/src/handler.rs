@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use millrace_pipeline::{ChunkingOutcome, JobStatus, JobStore, Stage};
+use millrace_pipeline::runtime::fail_job;
+use millrace_pipeline::{ChunkingOutcome, JobStore, Stage};
 use millrace_proto::{Chunk, ChunkBatch};
 use millrace_streams::{Handler, HandlerError, Message};
 use sha2::{Digest, Sha256};
@@ -103,9 +104,6 @@ impl Handler for ChunkingHandler {
     }
 
     async fn give_up(&self, message: &Message, reason: &str) {
-        let Ok(job_id) = message.field("job_id") else { return };
-        if let Err(err) = self.store.finish(job_id, JobStatus::Failed, Some((Stage::Chunking.name(), reason))).await {
-            warn!(job_id, error = %err, "could not mark job failed");
-        }
+        fail_job(&self.store, message, Stage::Chunking, reason).await;
     }
 }

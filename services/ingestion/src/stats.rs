@@ -8,7 +8,7 @@ use std::time::Duration;
 use millrace_common::ApiError;
 use millrace_pipeline::{Keys, Stage};
 use millrace_proto::v1::admin_client::AdminClient;
-use millrace_proto::v1::{QueueStats, StatsRequest, StatsResponse};
+use millrace_proto::v1::{StatsRequest, StatsResponse};
 use serde::Serialize;
 use tonic::transport::Channel;
 
@@ -33,14 +33,7 @@ pub async fn own_stats(pool: &deadpool_redis::Pool, keys: &Keys) -> Result<Stats
         service: SERVICE.to_owned(),
         concurrency_limit: 0,
         concurrency_in_use: 0,
-        queues: vec![QueueStats {
-            stream: queue.stream,
-            group: queue.group,
-            length: queue.length,
-            lag: queue.lag,
-            pending: queue.pending,
-            dead_letters: queue.dead_letters,
-        }],
+        queues: vec![queue],
         breakers: Vec::new(),
     })
 }

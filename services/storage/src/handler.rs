@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use millrace_pipeline::runtime::fail_job;
 use millrace_pipeline::{BatchRef, Job, JobStatus, JobStore, Stage};
 use millrace_streams::{Handler, HandlerError, Message};
 use serde_json::{Map, Value, json};
@@ -131,11 +132,9 @@ impl Handler for StorageHandler {
     }
 
     async fn give_up(&self, message: &Message, reason: &str) {
-        let Ok(BatchRef { job_id, .. }) = BatchRef::from_fields(&message.fields) else { return };
-        if let Err(err) = self.jobs.finish(&job_id, JobStatus::Failed, Some((Stage::Storage.name(), reason))).await {
-            warn!(job_id, error = %err, "could not mark job failed");
-        }
-        if let Ok(Some(job)) = self.jobs.get(&job_id).await
+        fail_job(&self.jobs, message, Stage::Storage, reason).await;
+        let Some(job_id) = message.fields.get("job_id") else { return };
+        if let Ok(Some(job)) = self.jobs.get(job_id).await
             && let Err(err) = self.discard(&job).await
         {
             warn!(job_id, error = %err, "could not discard the failed version's chunks");

@@ -143,8 +143,13 @@ impl Peer {
         let mut request = tonic::Request::new(StatsRequest {});
         request.set_timeout(timeout);
         let mut client = self.client.clone();
+        let no_answer = || format!("no answer within {} ms", timeout.as_millis());
+        // Our timer and the gRPC deadline expire together; whichever fires first, it is the same "no answer".
         let result = match tokio::time::timeout(timeout, client.stats(request)).await {
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            Err(_) => Err(no_answer()),
+            Ok(Err(status)) if matches!(status.code(), tonic::Code::Cancelled | tonic::Code::DeadlineExceeded) => {
+                Err(no_answer())
+            }
             Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
             Ok(Ok(response)) => {
                 let stats = response.into_inner();

@@ -109,6 +109,17 @@ impl Settings {
         Ok(Duration::from_millis(self.get_or(name, default_ms)?))
     }
 
+    /// The gRPC address of another service: an `http://` or `https://` URL that tonic accepts.
+    pub fn grpc_url(&self, name: &str, default: &str) -> Result<String, ConfigError> {
+        let url: String = self.get_or(name, default.to_owned())?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::new(name, format!("{url:?} is not an http:// or https:// URL")));
+        }
+        tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|err| ConfigError::new(name, format!("{url:?} is not a valid URL: {err}")))?;
+        Ok(url)
+    }
+
     /// A positive integer (a count or a size that must not be zero).
     pub fn positive<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
     where

@@ -10,12 +10,16 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::ConfigError;
 
-/// A lazily connected channel to `url`; `variable` names the setting in errors.
-pub fn lazy_channel(variable: &str, url: &str) -> Result<Channel, ConfigError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
+/// A lazily connected channel to `url`; `variable` names the setting in errors. With
+/// `request_timeout`, every call on the channel is cut off after it.
+pub fn lazy_channel(variable: &str, url: &str, request_timeout: Option<Duration>) -> Result<Channel, ConfigError> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|err| ConfigError::new(variable, format!("invalid URL {url:?}: {err}")))?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true);
+    if let Some(timeout) = request_timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
     Ok(endpoint.connect_lazy())
 }
 

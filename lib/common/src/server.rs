@@ -41,6 +41,14 @@ impl Readiness {
         self
     }
 
+    /// Ready when Redis answers a PING through `pool`.
+    pub fn with_redis(self, pool: deadpool_redis::Pool) -> Self {
+        self.with("redis", move || {
+            let pool = pool.clone();
+            async move { crate::redis_conn::ping(&pool).await }
+        })
+    }
+
     /// Runs every check; ready only if all pass.
     pub async fn check(&self) -> (bool, serde_json::Value) {
         let results = futures::future::join_all(self.checks.iter().map(|(name, check)| {

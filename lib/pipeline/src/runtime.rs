@@ -33,11 +33,7 @@ impl StageBase {
 
     /// The service around `handler`, ready when Redis answers (add more checks with `with_check`).
     pub fn into_service<H: Handler>(self, stage: Stage, worker: WorkerConfig, handler: H) -> StageService<H> {
-        let pool = self.pool.clone();
-        let readiness = Readiness::default().with("redis", move || {
-            let pool = pool.clone();
-            async move { redis_conn::ping(&pool).await }
-        });
+        let readiness = Readiness::default().with_redis(self.pool.clone());
         StageService {
             stage,
             worker,

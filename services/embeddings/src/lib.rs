@@ -47,7 +47,7 @@ impl Config {
         let provider = match settings.get_or("EMBEDDINGS_PROVIDER", default_provider.to_owned())?.as_str() {
             "hashing" => Provider::Hashing,
             "gateway" => Provider::Gateway {
-                gateway_url: settings.get_or("LLM_GATEWAY_URL", "http://127.0.0.1:9065".to_owned())?,
+                gateway_url: settings.grpc_url("LLM_GATEWAY_URL", "http://127.0.0.1:9065")?,
                 model: settings.get_or("LLM_EMBED_MODEL", String::new())?,
             },
             other => {

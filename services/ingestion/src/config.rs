@@ -39,11 +39,11 @@ pub struct Config {
 impl Config {
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let service = ServiceConfig::load(settings, "ingestion", 8060, 9060)?;
-        let storage_url = grpc_url(settings, "STORAGE_URL", "http://127.0.0.1:9064")?;
-        let embeddings_url = grpc_url(settings, "EMBEDDINGS_URL", "http://127.0.0.1:9063")?;
-        let chunking_url = grpc_url(settings, "CHUNKING_URL", "http://127.0.0.1:9061")?;
-        let metadata_url = grpc_url(settings, "METADATA_URL", "http://127.0.0.1:9062")?;
-        let llm_gateway_url = grpc_url(settings, "LLM_GATEWAY_URL", "http://127.0.0.1:9065")?;
+        let storage_url = settings.grpc_url("STORAGE_URL", "http://127.0.0.1:9064")?;
+        let embeddings_url = settings.grpc_url("EMBEDDINGS_URL", "http://127.0.0.1:9063")?;
+        let chunking_url = settings.grpc_url("CHUNKING_URL", "http://127.0.0.1:9061")?;
+        let metadata_url = settings.grpc_url("METADATA_URL", "http://127.0.0.1:9062")?;
+        let llm_gateway_url = settings.grpc_url("LLM_GATEWAY_URL", "http://127.0.0.1:9065")?;
         let max_document_bytes: usize = settings.positive("MAX_DOCUMENT_BYTES", 10 * 1024 * 1024)?;
         if max_document_bytes > MAX_DOCUMENT_BYTES_CEILING {
             return Err(ConfigError::new(
@@ -100,16 +100,6 @@ impl Config {
     pub fn status_url(&self, job_id: &str) -> String {
         format!("{}/v1/jobs/{job_id}", self.public_url.as_deref().unwrap_or(""))
     }
-}
-
-fn grpc_url(settings: &Settings, name: &str, default: &str) -> Result<String, ConfigError> {
-    let url: String = settings.get_or(name, default.to_owned())?;
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ConfigError::new(name, format!("{url:?} is not an http:// or https:// URL")));
-    }
-    tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|err| ConfigError::new(name, format!("{url:?} is not a valid URL: {err}")))?;
-    Ok(url)
 }
 
 #[cfg(test)]

@@ -20,10 +20,6 @@ use millrace_common::{ConfigError, grpc_client, redis_conn};
 use millrace_pipeline::{JobStore, Keys};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
-use tonic::transport::{Channel, Endpoint};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 pub use crate::config::Config;
 pub use crate::core::Core;
@@ -37,8 +33,6 @@ const REDIS_POOL_SIZE: usize = 32;
 pub enum BuildError {
     #[error("redis pool: {0}")]
     Redis(String),
-    #[error("{service} URL {url:?}: {message}")]
-    Endpoint { service: &'static str, url: String, message: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot bind: {0}")]
@@ -62,35 +56,30 @@ impl Application {
         let pool = redis_conn::pool(&config.service.redis_url, REDIS_POOL_SIZE).map_err(BuildError::Redis)?;
         let keys = Keys::new(config.service.key_prefix.clone());
         let jobs = JobStore::new(pool.clone(), keys.clone(), config.job_retention);
-        let storage = lazy_channel("storage", &config.storage_url, config.downstream_timeout)?;
-        let embeddings = lazy_channel("embeddings", &config.embeddings_url, config.downstream_timeout)?;
+        let storage = grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, Some(config.downstream_timeout))?;
+        let embeddings =
+            grpc_client::lazy_channel("EMBEDDINGS_URL", &config.embeddings_url, Some(config.downstream_timeout))?;
         let pipeline = stats::Pipeline::new(
             pool.clone(),
             keys.clone(),
             stats::Peers {
-                chunking: grpc_client::lazy_channel("CHUNKING_URL", &config.chunking_url)?,
-                metadata: grpc_client::lazy_channel("METADATA_URL", &config.metadata_url)?,
+                chunking: grpc_client::lazy_channel("CHUNKING_URL", &config.chunking_url, None)?,
+                metadata: grpc_client::lazy_channel("METADATA_URL", &config.metadata_url, None)?,
                 embeddings: embeddings.clone(),
                 storage: storage.clone(),
-                llm_gateway: grpc_client::lazy_channel("LLM_GATEWAY_URL", &config.llm_gateway_url)?,
+                llm_gateway: grpc_client::lazy_channel("LLM_GATEWAY_URL", &config.llm_gateway_url, None)?,
             },
         );
 
         let readiness = Readiness::default()
-            .with("redis", {
-                let pool = pool.clone();
-                move || {
-                    let pool = pool.clone();
-                    async move { redis_conn::ping(&pool).await }
-                }
-            })
+            .with_redis(pool.clone())
             .with("storage", {
                 let channel = storage.clone();
-                move || serving(channel.clone())
+                move || grpc_client::check_health(channel.clone())
             })
             .with("embeddings", {
                 let channel = embeddings.clone();
-                move || serving(channel.clone())
+                move || grpc_client::check_health(channel.clone())
             });
 
         let shutdown_deadline = config.service.shutdown_deadline;
@@ -134,28 +123,6 @@ impl Application {
         };
         tracing::info!(service = SERVICE, "stopped");
         result
-    }
-}
-
-/// A channel that connects on first use, so this service starts before the ones it calls.
-fn lazy_channel(service: &'static str, url: &str, timeout: Duration) -> Result<Channel, BuildError> {
-    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|err| BuildError::Endpoint {
-        service,
-        url: url.to_owned(),
-        message: err.to_string(),
-    })?;
-    Ok(endpoint.connect_timeout(Duration::from_secs(2)).timeout(timeout).connect_lazy())
-}
-
-/// Readiness of a downstream service: its `grpc.health.v1` answers SERVING.
-async fn serving(channel: Channel) -> Result<(), String> {
-    let response = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: String::new() })
-        .await
-        .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
-    match response.into_inner().status() {
-        ServingStatus::Serving => Ok(()),
-        other => Err(format!("health is {}", other.as_str_name())),
     }
 }
 

@@ -26,7 +26,7 @@ impl Embedder {
         Ok(match provider {
             Provider::Hashing => Self::Hashing(hashing::HashingEmbedder::new(dimensions)),
             Provider::Gateway { gateway_url, model } => {
-                let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url)?;
+                let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url, None)?;
                 Self::Gateway(gateway::GatewayEmbedder::new(channel, model.clone(), dimensions))
             }
         })

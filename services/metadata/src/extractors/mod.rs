@@ -28,7 +28,7 @@ impl Extractor {
         Ok(match provider {
             Provider::Extractive => Self::Extractive,
             Provider::Llm { gateway_url, model } => {
-                let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url)?;
+                let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url, None)?;
                 Self::Llm(Box::new(llm::LlmExtractor::new(channel, model.clone())))
             }
         })

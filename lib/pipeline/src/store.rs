@@ -167,8 +167,10 @@ impl JobStore {
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;
-        self.get(&job_id).await?.ok_or_else(|| {
-            JobStoreError::Redis(redis::RedisError::from((redis::ErrorKind::Client, "job vanished after creation")))
+        // The record is exactly what was just written: no need to read it back.
+        let written: HashMap<String, String> = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        Job::from_hash(&written).ok_or_else(|| {
+            JobStoreError::Redis(redis::RedisError::from((redis::ErrorKind::Client, "malformed new job record")))
         })
     }
 

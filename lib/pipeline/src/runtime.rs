@@ -11,7 +11,7 @@ use millrace_streams::{Handler, HandlerError, Message, StreamWorker, WorkerConfi
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::{BatchRef, Job, JobStatus, JobStore, JobStoreError, Keys, Stage};
+use crate::{BatchRef, Job, JobStatus, JobStore, Keys, Stage};
 
 /// What every stage opens before its handler exists: its ports, Redis and the job store.
 pub struct StageBase {
@@ -155,16 +155,14 @@ impl<H: Handler> StageService<H> {
 /// means there is nothing to do (the job finished or its record expired): acknowledge.
 pub async fn running_batch(jobs: &JobStore, message: &Message) -> Result<Option<(Job, ChunkBatch)>, HandlerError> {
     let BatchRef { job_id, batch } = BatchRef::from_fields(&message.fields).map_err(HandlerError::Fatal)?;
-    let retry = |err: JobStoreError| HandlerError::Retry(err.to_string());
-    let Some(job) = jobs.get(&job_id).await.map_err(retry)? else { return Ok(None) };
+    let Some(job) = jobs.get(&job_id).await? else { return Ok(None) };
     if job.status.is_terminal() {
         tracing::debug!(job_id, batch, status = job.status.as_str(), "job finished; skipping batch");
         return Ok(None);
     }
     let chunks = jobs
         .load_batch(&job_id, batch)
-        .await
-        .map_err(retry)?
+        .await?
         .ok_or_else(|| HandlerError::Fatal(format!("batch {batch} payload is missing")))?;
     Ok(Some((job, chunks)))
 }

@@ -33,6 +33,14 @@ impl JobStoreError {
     }
 }
 
+/// A stage handler that cannot reach the job store tries the entry again later. (Every job
+/// store error is retried this way, a corrupt payload included, until `max_deliveries`.)
+impl From<JobStoreError> for millrace_streams::HandlerError {
+    fn from(err: JobStoreError) -> Self {
+        Self::Retry(err.to_string())
+    }
+}
+
 /// A document as submitted.
 #[derive(Debug, Clone)]
 pub struct NewJob {

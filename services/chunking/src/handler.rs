@@ -25,14 +25,10 @@ impl ChunkingHandler {
     }
 }
 
-fn retry(err: impl std::fmt::Display) -> HandlerError {
-    HandlerError::Retry(err.to_string())
-}
-
 impl Handler for ChunkingHandler {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
         let job_id = message.field("job_id")?;
-        let Some(job) = self.store.get(job_id).await.map_err(retry)? else {
+        let Some(job) = self.store.get(job_id).await? else {
             warn!(job_id, "job record is gone (expired?); skipping");
             return Ok(());
         };
@@ -43,8 +39,7 @@ impl Handler for ChunkingHandler {
         let content = self
             .store
             .content(job_id)
-            .await
-            .map_err(retry)?
+            .await?
             .ok_or_else(|| HandlerError::Fatal("document content is missing (expired?)".into()))?;
 
         // Parsing and splitting are CPU work on untrusted input: off the async runtime, under
@@ -90,7 +85,7 @@ impl Handler for ChunkingHandler {
                 document_metadata_json: document_metadata.clone(),
             })
             .collect();
-        let outcome = self.store.commit_chunks(job_id, &batches).await.map_err(retry)?;
+        let outcome = self.store.commit_chunks(job_id, &batches).await?;
         match outcome {
             ChunkingOutcome::Enqueued(count) => {
                 metrics::counter!("millrace_chunking_chunks_total").increment(chunks.len() as u64);

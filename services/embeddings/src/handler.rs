@@ -35,11 +35,7 @@ impl Handler for EmbeddingsHandler {
             vectors: vectors.into_iter().map(|values| Vector { values }).collect(),
         };
         let batch = chunks.batch_index;
-        let outcome = self
-            .store
-            .complete_embeddings(&job.job_id, batch, texts.len(), &result)
-            .await
-            .map_err(|err| HandlerError::Retry(err.to_string()))?;
+        let outcome = self.store.complete_embeddings(&job.job_id, batch, texts.len(), &result).await?;
         metrics::counter!("millrace_embeddings_chunks_total", "embedder" => self.embedder.name())
             .increment(texts.len() as u64);
         debug!(job_id = %job.job_id, batch, enqueued_storage = outcome == HalfOutcome::EnqueuedStorage, "embeddings done");

@@ -28,11 +28,7 @@ impl Handler for MetadataHandler {
         })?;
         let result = MetadataBatch { chunk_metadata_json: metadata.iter().map(ToString::to_string).collect() };
         let batch = chunks.batch_index;
-        let outcome = self
-            .store
-            .complete_metadata(&job.job_id, batch, chunks.chunks.len(), &result)
-            .await
-            .map_err(|err| HandlerError::Retry(err.to_string()))?;
+        let outcome = self.store.complete_metadata(&job.job_id, batch, chunks.chunks.len(), &result).await?;
         metrics::counter!("millrace_metadata_chunks_total", "extractor" => self.extractor.name())
             .increment(chunks.chunks.len() as u64);
         debug!(job_id = %job.job_id, batch, enqueued_storage = outcome == HalfOutcome::EnqueuedStorage, "metadata done");

@@ -24,7 +24,7 @@ impl StorageHandler {
     /// Makes the new version visible (one transaction in PostgreSQL), then completes the job.
     /// Safe to repeat: the version switch is guarded and finishing a finished job is a no-op.
     async fn finish_job(&self, job_id: &str) -> Result<(), HandlerError> {
-        let Some(job) = self.jobs.get(job_id).await.map_err(retry)? else { return Ok(()) };
+        let Some(job) = self.jobs.get(job_id).await? else { return Ok(()) };
         if matches!(job.status, JobStatus::Cancelled | JobStatus::Failed) {
             self.discard(&job).await?;
             return Ok(());
@@ -43,7 +43,7 @@ impl StorageHandler {
             })
             .await
             .map_err(store_error)?;
-        if self.jobs.finish(job_id, JobStatus::Completed, None).await.map_err(retry)? {
+        if self.jobs.finish(job_id, JobStatus::Completed, None).await? {
             metrics::counter!("millrace_storage_documents_committed_total").increment(1);
             info!(job_id, document_id = %job.document_id, version = job.version, switched = outcome.switched, chunks = job.chunks.total, "job completed");
         }
@@ -59,10 +59,6 @@ impl StorageHandler {
     }
 }
 
-fn retry(err: impl std::fmt::Display) -> HandlerError {
-    HandlerError::Retry(err.to_string())
-}
-
 fn store_error(err: StoreError) -> HandlerError {
     if err.is_retryable() { HandlerError::Retry(err.to_string()) } else { HandlerError::Fatal(err.to_string()) }
 }
@@ -70,18 +66,16 @@ fn store_error(err: StoreError) -> HandlerError {
 impl Handler for StorageHandler {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
         let BatchRef { job_id, batch } = BatchRef::from_fields(&message.fields).map_err(HandlerError::Fatal)?;
-        let Some(job) = self.jobs.get(&job_id).await.map_err(retry)? else { return Ok(()) };
+        let Some(job) = self.jobs.get(&job_id).await? else { return Ok(()) };
         match job.status {
             JobStatus::Cancelled | JobStatus::Failed => return self.discard(&job).await,
             JobStatus::Completed => return Ok(()),
             JobStatus::Queued | JobStatus::Running => {}
         }
         let missing = |what: &str| HandlerError::Fatal(format!("batch {batch} {what} is missing"));
-        let chunks = self.jobs.load_batch(&job_id, batch).await.map_err(retry)?.ok_or_else(|| missing("payload"))?;
-        let metadata =
-            self.jobs.load_metadata(&job_id, batch).await.map_err(retry)?.ok_or_else(|| missing("metadata"))?;
-        let embeddings =
-            self.jobs.load_embeddings(&job_id, batch).await.map_err(retry)?.ok_or_else(|| missing("embeddings"))?;
+        let chunks = self.jobs.load_batch(&job_id, batch).await?.ok_or_else(|| missing("payload"))?;
+        let metadata = self.jobs.load_metadata(&job_id, batch).await?.ok_or_else(|| missing("metadata"))?;
+        let embeddings = self.jobs.load_embeddings(&job_id, batch).await?.ok_or_else(|| missing("embeddings"))?;
         let count = chunks.chunks.len();
         if metadata.chunk_metadata_json.len() != count || embeddings.vectors.len() != count {
             return Err(HandlerError::Fatal(format!(
@@ -120,7 +114,7 @@ impl Handler for StorageHandler {
             .collect();
         self.store.upsert_chunks(&rows).await.map_err(store_error)?;
         metrics::counter!("millrace_storage_chunks_written_total").increment(count as u64);
-        let stored = self.jobs.record_stored(&job_id, batch, count).await.map_err(retry)?;
+        let stored = self.jobs.record_stored(&job_id, batch, count).await?;
         if matches!(stored.status, Some(JobStatus::Cancelled | JobStatus::Failed)) {
             // Cancelled while this batch was being written: take it out again.
             return self.discard(&job).await;

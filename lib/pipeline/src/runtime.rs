@@ -36,6 +36,7 @@ impl StageBase {
         let readiness = Readiness::default().with_redis(self.pool.clone());
         StageService {
             stage,
+            keys: self.jobs.keys().clone(),
             worker,
             listeners: self.listeners,
             client: self.client,
@@ -50,6 +51,7 @@ impl StageBase {
 /// A stage service: its stream worker, its ports and its readiness checks.
 pub struct StageService<H> {
     stage: Stage,
+    keys: Keys,
     worker: WorkerConfig,
     listeners: Listeners,
     client: redis::Client,
@@ -109,29 +111,13 @@ impl<H: Handler> StageService<H> {
         let worker = StreamWorker::new(self.worker.clone(), self.client, self.pool.clone(), self.handler);
         let handle = worker.handle();
         let pool = self.pool.clone();
-        let worker_config = self.worker.clone();
+        let keys = self.keys.clone();
+        let stage = self.stage;
         let admin = AdminService::new(move || {
             let pool = pool.clone();
-            let handle = handle.clone();
-            let worker_config = worker_config.clone();
-            async move {
-                let mut conn = pool.get().await?;
-                let queue = queue_stats(
-                    &mut conn,
-                    &worker_config.stream,
-                    &worker_config.group,
-                    &worker_config.dead_letter_stream,
-                )
-                .await
-                .map_err(ApiError::from)?;
-                Ok(StatsResponse {
-                    service: service.to_owned(),
-                    concurrency_limit: handle.limit() as u32,
-                    concurrency_in_use: handle.in_use() as u32,
-                    queues: vec![queue],
-                    breakers: Vec::new(),
-                })
-            }
+            let keys = keys.clone();
+            let (limit, in_use) = (handle.limit(), handle.in_use());
+            async move { stage_stats(&pool, &keys, service, stage, limit, in_use).await }
         });
         let router = ops_router(service, self.readiness);
         let grpc = self.grpc.add_service(admin);
@@ -149,6 +135,28 @@ impl<H: Handler> StageService<H> {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// `millrace.v1.Admin/Stats` of a service whose queue is `stage`'s stream.
+pub async fn stage_stats(
+    pool: &deadpool_redis::Pool,
+    keys: &Keys,
+    service: &str,
+    stage: Stage,
+    concurrency_limit: usize,
+    concurrency_in_use: usize,
+) -> Result<StatsResponse, ApiError> {
+    let mut conn = pool.get().await?;
+    let queue = queue_stats(&mut conn, &keys.stream(stage), stage.name(), &keys.dead_letters(stage))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(StatsResponse {
+        service: service.to_owned(),
+        concurrency_limit: concurrency_limit as u32,
+        concurrency_in_use: concurrency_in_use as u32,
+        queues: vec![queue],
+        breakers: Vec::new(),
+    })
 }
 
 /// The batch a stream entry points at, with its job, if the job is still running. `None`

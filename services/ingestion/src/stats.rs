@@ -20,22 +20,7 @@ pub const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 /// This service's `millrace.v1.Admin/Stats`: it runs no worker, and reports the chunking queue
 /// it feeds.
 pub async fn own_stats(pool: &deadpool_redis::Pool, keys: &Keys) -> Result<StatsResponse, ApiError> {
-    let mut conn = pool.get().await?;
-    let queue = millrace_streams::queue_stats(
-        &mut conn,
-        &keys.stream(Stage::Chunking),
-        Stage::Chunking.name(),
-        &keys.dead_letters(Stage::Chunking),
-    )
-    .await
-    .map_err(ApiError::from)?;
-    Ok(StatsResponse {
-        service: SERVICE.to_owned(),
-        concurrency_limit: 0,
-        concurrency_in_use: 0,
-        queues: vec![queue],
-        breakers: Vec::new(),
-    })
+    millrace_pipeline::runtime::stage_stats(pool, keys, SERVICE, Stage::Chunking, 0, 0).await
 }
 
 /// The whole pipeline, in the order ingestion, chunking, metadata, embeddings, storage,

@@ -64,6 +64,21 @@ impl ErrorCode {
         }
     }
 
+    /// The code as clients see it in `{"error":{"code"}}` (and as a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::InvalidArgument => "invalid_argument",
+            Self::NotFound => "not_found",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::Internal => "internal",
+        }
+    }
+
     /// Whether the same request may succeed later.
     pub fn is_retryable(self) -> bool {
         matches!(self, Self::RateLimited | Self::Unavailable | Self::DeadlineExceeded | Self::Internal)
@@ -179,6 +194,13 @@ mod tests {
         let status = tonic::Status::from(ApiError::new(ErrorCode::RateLimited, "slow down").with_retry_after(7));
         let back = ApiError::from(status);
         assert_eq!((back.code, back.retry_after_secs), (ErrorCode::RateLimited, Some(7)));
+    }
+
+    #[test]
+    fn the_text_of_a_code_is_its_json_form() {
+        for code in [ErrorCode::BadRequest, ErrorCode::UnsupportedMediaType, ErrorCode::DeadlineExceeded] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 
     #[test]

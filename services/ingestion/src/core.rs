@@ -360,16 +360,8 @@ fn json_object(text: &str) -> serde_json::Value {
 /// Counts a rejected submission by the reason a client sees.
 pub fn count_rejection(err: &ApiError) {
     let reason = match err.code {
-        ErrorCode::BadRequest => "bad_request",
-        ErrorCode::InvalidArgument => "invalid_argument",
-        ErrorCode::PayloadTooLarge => "payload_too_large",
-        ErrorCode::UnsupportedMediaType => "unsupported_media_type",
         ErrorCode::Unavailable if err.retry_after_secs.is_some() => "queue_full",
-        ErrorCode::Unavailable => "unavailable",
-        ErrorCode::NotFound => "not_found",
-        ErrorCode::RateLimited => "rate_limited",
-        ErrorCode::DeadlineExceeded => "deadline_exceeded",
-        ErrorCode::Internal => "internal",
+        code => code.as_str(),
     };
     metrics::counter!("millrace_ingestion_requests_rejected_total", "reason" => reason).increment(1);
 }

@@ -177,6 +177,8 @@ pub struct ServiceConfig {
     pub consumer_name: String,
     /// How long shutdown waits for in-flight work before releasing it to other replicas.
     pub shutdown_deadline: Duration,
+    /// How long job records and their payloads are kept (`MILLRACE_JOB_RETENTION_SECS`).
+    pub job_retention: Duration,
 }
 
 impl ServiceConfig {
@@ -199,6 +201,7 @@ impl ServiceConfig {
             key_prefix: settings.get_or("KEY_PREFIX", "millrace".to_owned())?,
             consumer_name: settings.get_or("CONSUMER_NAME", default_consumer)?,
             shutdown_deadline: settings.duration_ms("SHUTDOWN_DEADLINE_MS", 20_000)?,
+            job_retention: Duration::from_secs(settings.positive("JOB_RETENTION_SECS", 7 * 24 * 3600u64)?),
         })
     }
 }

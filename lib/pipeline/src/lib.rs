@@ -16,6 +16,4 @@ mod store;
 pub use job::{ChunkCounts, Job, JobError, JobStatus};
 pub use keys::Keys;
 pub use stage::Stage;
-pub use store::{
-    BatchRef, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredOutcome, payload_ttl_default,
-};
+pub use store::{BatchRef, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredOutcome};

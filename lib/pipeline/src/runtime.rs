@@ -23,11 +23,11 @@ pub struct StageBase {
 
 impl StageBase {
     /// Binds both ports first, so a taken port fails before anything else starts.
-    pub async fn open(config: &ServiceConfig, retention: Duration) -> std::io::Result<Self> {
+    pub async fn open(config: &ServiceConfig) -> std::io::Result<Self> {
         let listeners = Listeners::bind(config).await?;
         let client = redis_conn::client(&config.redis_url).map_err(std::io::Error::other)?;
         let pool = redis_conn::pool(&config.redis_url, 16).map_err(std::io::Error::other)?;
-        let jobs = JobStore::new(pool.clone(), Keys::new(config.key_prefix.clone()), retention);
+        let jobs = JobStore::new(pool.clone(), Keys::new(config.key_prefix.clone()), config.job_retention);
         Ok(Self { listeners, client, pool, jobs })
     }
 

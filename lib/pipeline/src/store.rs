@@ -11,11 +11,6 @@ use redis::AsyncCommands;
 use crate::scripts::{COMMIT_CHUNKS, COMPLETE_HALF, FINISH, RECORD_STORED};
 use crate::{Job, JobStatus, Keys, Stage};
 
-/// How long payloads and finished job records are kept, unless configured.
-pub fn payload_ttl_default() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum JobStoreError {
     #[error("redis: {0}")]

@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use millrace_common::{ConfigError, ServiceConfig, Settings};
+use millrace_pipeline::Stage;
 use millrace_pipeline::runtime::{StageBase, StageService, worker_config};
-use millrace_pipeline::{Stage, payload_ttl_default};
 use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,6 @@ pub struct Config {
     /// Chunks per batch handed to metadata and embeddings.
     pub batch_size: usize,
     pub parse_timeout: Duration,
-    pub retention: Duration,
 }
 
 impl Config {
@@ -43,7 +42,6 @@ impl Config {
             split: SplitConfig { chunk_size, chunk_overlap },
             batch_size: settings.positive("BATCH_SIZE", 32)?,
             parse_timeout: settings.duration_ms("PARSE_TIMEOUT_MS", 30_000)?,
-            retention: Duration::from_secs(settings.get_or("JOB_RETENTION_SECS", payload_ttl_default().as_secs())?),
         })
     }
 }
@@ -54,7 +52,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> std::io::Result<Self> {
-        let base = StageBase::open(&config.service, config.retention).await?;
+        let base = StageBase::open(&config.service).await?;
         let handler = handler::ChunkingHandler::new(
             base.jobs.clone(),
             config.split.clone(),

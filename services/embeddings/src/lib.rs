@@ -8,11 +8,10 @@ mod handler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use millrace_common::{ConfigError, ServiceConfig, Settings};
+use millrace_pipeline::Stage;
 use millrace_pipeline::runtime::{StageBase, StageService, worker_config};
-use millrace_pipeline::{Stage, payload_ttl_default};
 use millrace_proto::embeddings_server::EmbeddingsServer;
 use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +33,6 @@ pub struct Config {
     pub provider: Provider,
     /// Dimension of every vector; must match the storage table.
     pub dimensions: usize,
-    pub retention: Duration,
 }
 
 impl Config {
@@ -57,13 +55,7 @@ impl Config {
                 ));
             }
         };
-        Ok(Self {
-            service,
-            worker,
-            provider,
-            dimensions: settings.positive("EMBEDDING_DIM", 384)?,
-            retention: Duration::from_secs(settings.get_or("JOB_RETENTION_SECS", payload_ttl_default().as_secs())?),
-        })
+        Ok(Self { service, worker, provider, dimensions: settings.positive("EMBEDDING_DIM", 384)? })
     }
 }
 
@@ -73,7 +65,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let base = StageBase::open(&config.service, config.retention).await?;
+        let base = StageBase::open(&config.service).await?;
         let embedder = Arc::new(Embedder::new(&config.provider, config.dimensions)?);
         tracing::info!(embedder = embedder.name(), dimensions = config.dimensions, "embedder chosen");
         let grpc = tonic::service::Routes::new(EmbeddingsServer::new(grpc::EmbeddingsService::new(embedder.clone())));

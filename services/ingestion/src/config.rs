@@ -26,8 +26,6 @@ pub struct Config {
     pub max_document_bytes: usize,
     /// Admission bound: jobs accepted and not yet finished (`MILLRACE_MAX_QUEUED_JOBS`).
     pub max_queued_jobs: u64,
-    /// How long job records and payloads are kept (`MILLRACE_JOB_RETENTION_SECS`).
-    pub job_retention: Duration,
     /// Tenant of every document for now (`MILLRACE_TENANT_ID`).
     pub tenant_id: String,
     /// Base of `status_url` (`MILLRACE_PUBLIC_URL`); relative URLs without it.
@@ -52,7 +50,6 @@ impl Config {
             ));
         }
         let max_queued_jobs: u64 = settings.positive("MAX_QUEUED_JOBS", 100_000)?;
-        let job_retention = Duration::from_secs(settings.positive("JOB_RETENTION_SECS", 7 * 24 * 3600u64)?);
         let tenant_id: String = settings.get_or("TENANT_ID", "default".to_owned())?;
         if tenant_id.is_empty()
             || tenant_id.len() > 64
@@ -83,7 +80,6 @@ impl Config {
             llm_gateway_url,
             max_document_bytes,
             max_queued_jobs,
-            job_retention,
             tenant_id,
             public_url,
             downstream_timeout,
@@ -118,7 +114,7 @@ mod tests {
         assert_eq!(config.llm_gateway_url, "http://127.0.0.1:9065");
         assert_eq!(config.max_document_bytes, 10_485_760);
         assert_eq!(config.max_queued_jobs, 100_000);
-        assert_eq!(config.job_retention, Duration::from_secs(604_800));
+        assert_eq!(config.service.job_retention, Duration::from_secs(604_800));
         assert_eq!(config.tenant_id, "default");
         assert_eq!(config.status_url("j1"), "/v1/jobs/j1");
     }

@@ -55,7 +55,7 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, BuildError> {
         let pool = redis_conn::pool(&config.service.redis_url, REDIS_POOL_SIZE).map_err(BuildError::Redis)?;
         let keys = Keys::new(config.service.key_prefix.clone());
-        let jobs = JobStore::new(pool.clone(), keys.clone(), config.job_retention);
+        let jobs = JobStore::new(pool.clone(), keys.clone(), config.service.job_retention);
         let storage = grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, Some(config.downstream_timeout))?;
         let embeddings =
             grpc_client::lazy_channel("EMBEDDINGS_URL", &config.embeddings_url, Some(config.downstream_timeout))?;

@@ -5,11 +5,10 @@ mod extractors;
 mod handler;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use millrace_common::{ConfigError, ServiceConfig, Settings};
+use millrace_pipeline::Stage;
 use millrace_pipeline::runtime::{StageBase, StageService, worker_config};
-use millrace_pipeline::{Stage, payload_ttl_default};
 use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +30,6 @@ pub struct Config {
     pub service: ServiceConfig,
     pub worker: WorkerConfig,
     pub provider: Provider,
-    pub retention: Duration,
 }
 
 impl Config {
@@ -51,12 +49,7 @@ impl Config {
                 return Err(ConfigError::new("METADATA_PROVIDER", format!("{other:?} is not one of: llm, extractive")));
             }
         };
-        Ok(Self {
-            service,
-            worker,
-            provider,
-            retention: Duration::from_secs(settings.get_or("JOB_RETENTION_SECS", payload_ttl_default().as_secs())?),
-        })
+        Ok(Self { service, worker, provider })
     }
 }
 
@@ -66,7 +59,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let base = StageBase::open(&config.service, config.retention).await?;
+        let base = StageBase::open(&config.service).await?;
         let extractor = Extractor::new(&config.provider)?;
         tracing::info!(extractor = extractor.name(), "metadata extractor chosen");
         let gateway = extractor.readiness();

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use millrace_common::{ConfigError, ServiceConfig, Settings};
+use millrace_pipeline::Stage;
 use millrace_pipeline::runtime::{StageBase, StageService, worker_config};
-use millrace_pipeline::{Stage, payload_ttl_default};
 use millrace_proto::storage_server::StorageServer;
 use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,6 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub store: StoreConfig,
     pub tenant_id: String,
-    pub retention: Duration,
 }
 
 impl Config {
@@ -46,13 +45,7 @@ impl Config {
             ..StoreConfig::default()
         };
         store.validate().map_err(|err| ConfigError::new("EMBEDDING_DIM", err.to_string()))?;
-        Ok(Self {
-            service,
-            worker,
-            store,
-            tenant_id: settings.get_or("TENANT_ID", "default".to_owned())?,
-            retention: Duration::from_secs(settings.get_or("JOB_RETENTION_SECS", payload_ttl_default().as_secs())?),
-        })
+        Ok(Self { service, worker, store, tenant_id: settings.get_or("TENANT_ID", "default".to_owned())? })
     }
 }
 
@@ -63,7 +56,7 @@ pub struct Application {
 impl Application {
     /// Connects to PostgreSQL and applies migrations before taking work.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let base = StageBase::open(&config.service, config.retention).await?;
+        let base = StageBase::open(&config.service).await?;
         let store = Arc::new(connect_with_retry(&config.store).await?);
         let grpc =
             tonic::service::Routes::new(StorageServer::new(grpc::StorageService::new(store.clone(), config.tenant_id)));

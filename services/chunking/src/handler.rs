@@ -61,7 +61,6 @@ impl Handler for ChunkingHandler {
             return Err(HandlerError::Fatal("document has no text to index".into()));
         }
 
-        let document_metadata = job.metadata.to_string();
         let batches: Vec<ChunkBatch> = chunks
             .chunks(self.batch_size)
             .enumerate()
@@ -82,7 +81,6 @@ impl Handler for ChunkingHandler {
                         char_end: chunk.char_end as u32,
                     })
                     .collect(),
-                document_metadata_json: document_metadata.clone(),
             })
             .collect();
         let outcome = self.store.commit_chunks(job_id, &batches).await?;

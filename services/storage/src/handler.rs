@@ -84,19 +84,18 @@ impl Handler for StorageHandler {
                 embeddings.vectors.len()
             )));
         }
-        let document_metadata: Map<String, Value> =
-            serde_json::from_str(&chunks.document_metadata_json).unwrap_or_default();
         let rows: Vec<ChunkRow> = chunks
             .chunks
             .into_iter()
             .zip(metadata.chunk_metadata_json)
             .zip(embeddings.vectors)
             .map(|((chunk, chunk_metadata), vector)| {
-                // The caller's document metadata, then what the stages found, then positions.
-                let mut merged = document_metadata.clone();
-                if let Ok(Value::Object(extracted)) = serde_json::from_str::<Value>(&chunk_metadata) {
-                    merged.extend(extracted);
-                }
+                // What the stages found, then positions. The caller's document metadata is kept
+                // once, in the documents table, and merged under these keys by search.
+                let mut merged = match serde_json::from_str::<Value>(&chunk_metadata) {
+                    Ok(Value::Object(extracted)) => extracted,
+                    _ => Map::new(),
+                };
                 merged.insert("char_start".into(), json!(chunk.char_start));
                 merged.insert("char_end".into(), json!(chunk.char_end));
                 merged.insert("embedding_model".into(), json!(embeddings.model));

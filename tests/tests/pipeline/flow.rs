@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use millrace_e2e::{Stack, StackOptions, long_text};
+use serde_json::json;
 
 #[tokio::test]
 async fn a_document_is_stored_whole_and_found_by_a_sentence_from_it() {
@@ -31,6 +32,25 @@ async fn a_document_is_stored_whole_and_found_by_a_sentence_from_it() {
     let (status, document) = stack.get("/v1/documents/lighthouse-doc").await;
     assert_eq!(status, 200);
     assert_eq!(document["chunk_count"].as_u64().unwrap(), total);
+
+    // The caller's document metadata shows on every hit and can be filtered on.
+    let (status, body, _) = stack
+        .post(
+            "/v1/ingest",
+            &json!({"document_id": "tagged", "content": "Tagged lighthouse notes.", "metadata": {"team": "harbour"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    stack.wait_for_job(body["job_id"].as_str().unwrap(), Duration::from_secs(60)).await.unwrap();
+    let (status, body, _) = stack
+        .post("/v1/search", &json!({"query": "lighthouse", "top_k": 5, "filter": {"metadata": {"team": "harbour"}}}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let hits = body["results"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{body}");
+    assert_eq!(hits[0]["document_id"], "tagged");
+    assert_eq!(hits[0]["metadata"]["team"], "harbour");
+    assert_eq!(hits[0]["metadata"]["extractor"], "extractive");
 }
 
 #[tokio::test]

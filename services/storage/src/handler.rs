@@ -23,12 +23,9 @@ impl StorageHandler {
 
     /// Makes the new version visible (one transaction in PostgreSQL), then completes the job.
     /// Safe to repeat: the version switch is guarded and finishing a finished job is a no-op.
-    async fn finish_job(&self, job_id: &str) -> Result<(), HandlerError> {
-        let Some(job) = self.jobs.get(job_id).await? else { return Ok(()) };
-        if matches!(job.status, JobStatus::Cancelled | JobStatus::Failed) {
-            self.discard(&job).await?;
-            return Ok(());
-        }
+    /// The caller has just seen (from `record_stored`) that the job is not cancelled or failed.
+    async fn finish_job(&self, job: &Job) -> Result<(), HandlerError> {
+        let job_id = job.job_id.as_str();
         let outcome = self
             .store
             .commit_version(&DocumentVersion {
@@ -119,7 +116,7 @@ impl Handler for StorageHandler {
             return self.discard(&job).await;
         }
         if stored.all_stored() {
-            self.finish_job(&job_id).await?;
+            self.finish_job(&job).await?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! so a retried step rewrites the same key. Every step that moves a job along is one Lua
 //! script, which makes each hand-off atomic and idempotent under redelivery.
 
+pub mod content;
 mod job;
 mod keys;
 pub mod runtime;

@@ -9,7 +9,9 @@ use millrace_streams::{Handler, HandlerError, Message};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::parse::{media_type, parse_document};
+use millrace_pipeline::content::media_type;
+
+use crate::parse::parse_document;
 use crate::split::{SplitConfig, split_text};
 
 pub struct ChunkingHandler {

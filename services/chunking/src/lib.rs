@@ -14,7 +14,7 @@ use millrace_pipeline::runtime::{StageBase, StageService, worker_config};
 use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
-pub use parse::{ParseError, SUPPORTED_CONTENT_TYPES, parse_document};
+pub use parse::{ParseError, parse_document};
 pub use split::{SplitConfig, TextChunk, split_text};
 
 #[derive(Debug, Clone)]

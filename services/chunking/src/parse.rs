@@ -2,8 +2,7 @@
 //! HTML keeps its readable text and drops scripts, styles and navigation.
 //! (Richer parsers — PDF, DOCX, structure-aware HTML — come with the content issue.)
 
-/// Content types the pipeline accepts; the ingestion API refuses others with 415.
-pub const SUPPORTED_CONTENT_TYPES: &[&str] = &["text/plain", "text/markdown", "text/html"];
+use millrace_pipeline::content::media_type;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ParseError {
@@ -11,11 +10,6 @@ pub enum ParseError {
     Unsupported(String),
     #[error("document is not valid UTF-8: {0}")]
     InvalidUtf8(String),
-}
-
-/// The media type without parameters, lower-cased (`Text/HTML; charset=utf-8` → `text/html`).
-pub fn media_type(content_type: &str) -> String {
-    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
 }
 
 pub fn parse_document(content_type: &str, bytes: &[u8]) -> Result<String, ParseError> {

@@ -6,9 +6,9 @@ use base64::Engine as _;
 use millrace_common::{ApiError, ErrorCode};
 use sha2::{Digest, Sha256};
 
-/// Content types the pipeline can parse. The one list to extend when a parser is added
-/// (PDF and DOCX come with the content issue).
-pub const SUPPORTED_CONTENT_TYPES: &[&str] = &["text/plain", "text/markdown", "text/html"];
+/// Content types the pipeline can parse: the one list, in `millrace_pipeline::content`, to
+/// extend when a parser is added (PDF and DOCX come with the content issue).
+pub use millrace_pipeline::content::SUPPORTED_CONTENT_TYPES;
 
 pub const DEFAULT_CONTENT_TYPE: &str = "text/plain";
 
@@ -144,7 +144,7 @@ pub fn derived_document_id(content_hash: &str) -> String {
 /// `text/Markdown; charset=utf-8` → `text/markdown`; 415 if not supported.
 pub fn normalise_content_type(declared: Option<&str>) -> Result<String, ApiError> {
     let declared = declared.map(str::trim).filter(|d| !d.is_empty()).unwrap_or(DEFAULT_CONTENT_TYPE);
-    let essence = declared.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = millrace_pipeline::content::media_type(declared);
     if SUPPORTED_CONTENT_TYPES.contains(&essence.as_str()) {
         Ok(essence)
     } else {

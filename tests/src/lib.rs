@@ -121,6 +121,10 @@ impl Stack {
             common.push(("MILLRACE_LLM_BASE_URL".into(), format!("http://127.0.0.1:{port}/v1")));
             common.push(("MILLRACE_LLM_CHAT_MODEL".into(), "fake-chat".into()));
             common.push(("MILLRACE_LLM_EMBED_MODEL".into(), "fake-embed".into()));
+        } else {
+            // Most tests are about delivery, not vectors: the hashing embedder keeps them fast.
+            // A test that wants the local model sets MILLRACE_EMBEDDINGS_PROVIDER=local.
+            common.push(("MILLRACE_EMBEDDINGS_PROVIDER".into(), "hashing".into()));
         }
         common.extend(options.env.iter().cloned());
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -150,6 +151,32 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) -
         other => return Err(format!("{prefix}: unsupported value type {}", other.type_str())),
     }
     Ok(())
+}
+
+/// The embedding model `make setup` installs; its folder name is recorded with its vectors.
+pub const DEFAULT_EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2";
+
+/// Where the embedding model lives unless `MILLRACE_EMBEDDING_MODEL_DIR` says otherwise:
+/// `$MILLRACE_HOME/models/all-MiniLM-L6-v2`, with `MILLRACE_HOME` defaulting to
+/// `$HOME/.cache/millrace` (where `make setup` puts it). The embeddings service reads the model
+/// there and the chunking service its tokenizer, so chunk sizes are counted in the model's tokens.
+pub fn default_model_dir() -> PathBuf {
+    let home = std::env::var_os("MILLRACE_HOME").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cache/millrace")
+    });
+    home.join("models").join(DEFAULT_EMBEDDING_MODEL)
+}
+
+/// `MILLRACE_EMBEDDING_MODEL_DIR`, else the model under `MILLRACE_HOME` (from the environment
+/// or the config file), else [`default_model_dir`].
+pub fn embedding_model_dir(settings: &Settings) -> Result<PathBuf, ConfigError> {
+    if let Some(dir) = settings.get::<PathBuf>("EMBEDDING_MODEL_DIR")? {
+        return Ok(dir);
+    }
+    Ok(match settings.raw("HOME").filter(|home| !home.is_empty()) {
+        Some(home) => PathBuf::from(home).join("models").join(DEFAULT_EMBEDDING_MODEL),
+        None => default_model_dir(),
+    })
 }
 
 /// Loads settings and builds a service's config from them; on any error prints it (it names

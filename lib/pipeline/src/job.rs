@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use millrace_common::time::rfc3339_from_millis;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,6 +71,67 @@ pub struct ChunkCounts {
     pub metadata_done: u64,
     pub embedded: u64,
     pub stored: u64,
+    /// Chunks identical to one of the document's visible version, whose stored metadata and
+    /// embedding were reused (no model call).
+    pub reused: u64,
+    /// Chunks whose LLM metadata failed (invalid answer after a repair attempt); they carry
+    /// extractive metadata instead.
+    pub metadata_failed: u64,
+}
+
+/// Per-request settings of a job, overriding the services' configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOptions {
+    /// Largest chunk, in the chunking stage's size unit (tokens by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<u32>,
+    /// Size shared by consecutive chunks, in the same unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_overlap: Option<u32>,
+}
+
+impl JobOptions {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// The fingerprint of a submission: hex SHA-256 over everything that decides what is stored for
+/// it (content hash, content type, caller metadata, source, options). Two submissions of a
+/// document with the same fingerprint store the same thing, so the second completes at once.
+pub fn fingerprint(
+    content_hash: &str,
+    content_type: &str,
+    metadata: &serde_json::Value,
+    source: &str,
+    options: &JobOptions,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let options = serde_json::to_string(options).unwrap_or_default();
+    for part in [content_hash, content_type, &canonical_json(metadata), source, &options] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// JSON with object keys sorted at every level, so equal objects hash equally whatever order
+/// their keys came in (serde_json keeps insertion order when a dependency enables `preserve_order`).
+fn canonical_json(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,8 +156,19 @@ pub struct Job {
     pub error: Option<JobError>,
     pub content_type: String,
     pub content_hash: String,
+    /// Hash of everything that decides the stored result (see `fingerprint`).
+    #[serde(skip)]
+    pub fingerprint: String,
     pub content_bytes: u64,
     pub source: String,
+    /// The address the document is fetched from (by the chunking stage), if it was submitted
+    /// by URL; empty otherwise.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    pub options: JobOptions,
+    /// The submission was identical to the document's visible version and completed at once.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -117,6 +189,8 @@ impl Job {
             metadata_done: number("metadata_done"),
             embedded: number("embedded"),
             stored: number("stored"),
+            reused: number("reused"),
+            metadata_failed: number("metadata_failed"),
         };
         let error =
             fields.get("error_stage").map(|stage| JobError { stage: stage.clone(), message: text("error_message") });
@@ -133,8 +207,12 @@ impl Job {
             error,
             content_type: text("content_type"),
             content_hash: text("content_hash"),
+            fingerprint: text("fingerprint"),
             content_bytes: number("content_bytes"),
             source: text("source"),
+            url: text("url"),
+            options: fields.get("options").and_then(|o| serde_json::from_str(o).ok()).unwrap_or_default(),
+            unchanged: fields.contains_key("unchanged"),
             created_at: millis("created_ms").unwrap_or_default(),
             started_at: millis("started_ms"),
             finished_at: millis("finished_ms"),
@@ -176,6 +254,8 @@ impl Job {
                 metadata_done: self.chunks.metadata_done,
                 embedded: self.chunks.embedded,
                 stored: self.chunks.stored,
+                reused: self.chunks.reused,
+                metadata_failed: self.chunks.metadata_failed,
             }),
             error: self
                 .error
@@ -214,6 +294,22 @@ mod tests {
         assert_eq!(Job::from_hash(&fields).unwrap().progress, 80);
         fields.insert("status".into(), "completed".into());
         assert_eq!(Job::from_hash(&fields).unwrap().progress, 100);
+    }
+
+    #[test]
+    fn fingerprint_changes_with_anything_that_changes_the_result() {
+        let meta = serde_json::json!({"a": 1, "b": 2});
+        let base = fingerprint("h", "text/plain", &meta, "s", &JobOptions::default());
+        assert_eq!(
+            base,
+            fingerprint("h", "text/plain", &serde_json::json!({"b": 2, "a": 1}), "s", &JobOptions::default())
+        );
+        assert_ne!(base, fingerprint("h2", "text/plain", &meta, "s", &JobOptions::default()));
+        assert_ne!(base, fingerprint("h", "text/markdown", &meta, "s", &JobOptions::default()));
+        assert_ne!(base, fingerprint("h", "text/plain", &serde_json::json!({}), "s", &JobOptions::default()));
+        assert_ne!(base, fingerprint("h", "text/plain", &meta, "s2", &JobOptions::default()));
+        let options = JobOptions { chunk_size: Some(100), chunk_overlap: None };
+        assert_ne!(base, fingerprint("h", "text/plain", &meta, "s", &options));
     }
 
     #[test]

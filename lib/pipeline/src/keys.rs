@@ -61,6 +61,11 @@ impl Keys {
         format!("{}:jobs:finished", self.prefix)
     }
 
+    /// The cached embedding of a text (by its content hash) under a model, shared by all jobs.
+    pub fn embedding_cache(&self, model: &str, content_hash: &str) -> String {
+        format!("{}:embcache:{model}:{content_hash}", self.prefix)
+    }
+
     /// Version counter of a document.
     pub fn document_version(&self, tenant_id: &str, document_id: &str) -> String {
         format!("{}:docver:{tenant_id}:{document_id}", self.prefix)

@@ -14,7 +14,7 @@ mod scripts;
 mod stage;
 mod store;
 
-pub use job::{ChunkCounts, Job, JobError, JobStatus};
+pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, fingerprint};
 pub use keys::Keys;
 pub use stage::Stage;
-pub use store::{BatchRef, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredOutcome};
+pub use store::{BatchRef, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredCounts, StoredOutcome};

@@ -61,9 +61,9 @@ return 1
     )
 });
 
-/// Counts a stored batch once.
+/// Counts a stored batch once, with its reused chunks and failed metadata.
 /// KEYS: job, join hash
-/// ARGV: batch, chunk count
+/// ARGV: batch, chunk count, reused chunks, chunks whose metadata failed
 /// Returns {batches stored, batches total, status}; status is '' for an unknown job.
 pub(crate) static RECORD_STORED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -72,6 +72,8 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, 0, ''} end
 if redis.call('HSETNX', KEYS[2], 's:' .. ARGV[1], '1') == 1 then
   redis.call('HINCRBY', KEYS[1], 'stored', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'reused', ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'metadata_failed', ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'batches_stored', 1)
 end
 local stored = tonumber(redis.call('HGET', KEYS[1], 'batches_stored') or '0')

@@ -9,7 +9,7 @@ use prost::Message as _;
 use redis::AsyncCommands;
 
 use crate::scripts::{COMMIT_CHUNKS, COMPLETE_HALF, FINISH, RECORD_STORED};
-use crate::{Job, JobStatus, Keys, Stage};
+use crate::{Job, JobOptions, JobStatus, Keys, Stage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobStoreError {
@@ -44,9 +44,15 @@ pub struct NewJob {
     pub content_type: String,
     pub source: String,
     pub metadata: serde_json::Value,
+    /// The document's bytes; empty when it is fetched from `url` by the chunking stage.
     pub content: Vec<u8>,
-    /// Hex SHA-256 of `content`.
+    /// Hex SHA-256 of `content` (empty for a URL, whose content is not known yet).
     pub content_hash: String,
+    /// Where to fetch the document, for a submission by URL.
+    pub url: Option<String>,
+    pub options: JobOptions,
+    /// See [`crate::fingerprint`]; empty for a URL (its content is not known yet).
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +85,15 @@ impl StoredOutcome {
     pub fn all_stored(&self) -> bool {
         self.batches_total > 0 && self.batches_stored >= self.batches_total
     }
+}
+
+/// What a stored batch adds to its job's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredCounts {
+    pub chunks: usize,
+    /// Chunks whose stored metadata and embedding were both reused.
+    pub reused: usize,
+    pub metadata_failed: usize,
 }
 
 /// Identifies one batch of one job, as carried in a stream entry.
@@ -120,40 +135,14 @@ impl JobStore {
         let version: u64 = conn.incr(self.keys.document_version(&new.tenant_id, &new.document_id), 1).await?;
         let now = now_millis();
         let ttl = self.retention.as_secs().max(1);
-        let job_key = self.keys.job(&job_id);
-        let fields: Vec<(&str, String)> = vec![
-            ("job_id", job_id.clone()),
-            ("tenant_id", new.tenant_id.clone()),
-            ("document_id", new.document_id.clone()),
-            ("version", version.to_string()),
-            ("status", JobStatus::Queued.as_str().to_owned()),
-            ("content_type", new.content_type.clone()),
-            ("content_hash", new.content_hash.clone()),
-            ("content_bytes", new.content.len().to_string()),
-            ("source", new.source.clone()),
-            ("metadata", new.metadata.to_string()),
-            ("created_ms", now.to_string()),
-            ("chunks_total", "0".into()),
-            ("metadata_done", "0".into()),
-            ("embedded", "0".into()),
-            ("stored", "0".into()),
-            ("batches_total", "0".into()),
-            ("batches_stored", "0".into()),
-        ];
+        let fields = job_fields(&job_id, &new, version, JobStatus::Queued, now);
         let retention_ms = self.retention.as_millis() as i64;
-        redis::pipe()
-            .atomic()
+        self.record_pipe(&job_id, &fields, now)
             .cmd("SET")
             .arg(self.keys.content(&job_id))
             .arg(&new.content)
             .arg("EX")
             .arg(ttl)
-            .ignore()
-            .hset_multiple(&job_key, &fields)
-            .ignore()
-            .expire(&job_key, ttl as i64)
-            .ignore()
-            .zadd(self.keys.jobs_index(), &job_id, now)
             .ignore()
             .cmd("ZREMRANGEBYSCORE")
             .arg(self.keys.jobs_index())
@@ -170,11 +159,45 @@ impl JobStore {
             .ignore()
             .query_async::<()>(&mut conn)
             .await?;
-        // The record is exactly what was just written: no need to read it back.
-        let written: HashMap<String, String> = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        Job::from_hash(&written).ok_or_else(|| {
-            JobStoreError::Redis(redis::RedisError::from((redis::ErrorKind::Client, "malformed new job record")))
-        })
+        job_from_fields(fields)
+    }
+
+    /// A transaction that writes a new job's record (expiring with the retention period) and
+    /// indexes it by creation time; callers add what their kind of job needs.
+    fn record_pipe(&self, job_id: &str, fields: &[(&str, String)], now: i64) -> redis::Pipeline {
+        let job_key = self.keys.job(job_id);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(&job_key, fields)
+            .ignore()
+            .expire(&job_key, self.retention.as_secs().max(1) as i64)
+            .ignore()
+            .zadd(self.keys.jobs_index(), job_id, now)
+            .ignore();
+        pipe
+    }
+
+    /// Records a submission identical to the document's visible version (same fingerprint) as
+    /// a job completed at once: no new version, no payload, no stream entry; every chunk of
+    /// `version` counts as reused.
+    pub async fn create_unchanged(&self, new: NewJob, version: u64, chunks: u64) -> Result<Job, JobStoreError> {
+        let mut conn = self.conn().await?;
+        let job_id = uuid::Uuid::now_v7().to_string();
+        let now = now_millis();
+        let mut fields = job_fields(&job_id, &new, version, JobStatus::Completed, now);
+        let count = chunks.to_string();
+        for (name, value) in &mut fields {
+            if ["chunks_total", "metadata_done", "embedded", "stored", "reused"].contains(name) {
+                *value = count.clone();
+            }
+        }
+        fields.extend([("started_ms", now.to_string()), ("finished_ms", now.to_string()), ("unchanged", "1".into())]);
+        self.record_pipe(&job_id, &fields, now)
+            .zadd(self.keys.finished_jobs(), &job_id, now)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        job_from_fields(fields)
     }
 
     pub async fn get(&self, job_id: &str) -> Result<Option<Job>, JobStoreError> {
@@ -347,19 +370,22 @@ impl JobStore {
         })
     }
 
-    /// Counts a stored batch (once) and tells whether every batch of the job is stored.
+    /// Counts a stored batch (once), with its reused chunks and failed metadata, and tells
+    /// whether every batch of the job is stored.
     pub async fn record_stored(
         &self,
         job_id: &str,
         batch: u32,
-        chunk_count: usize,
+        counts: StoredCounts,
     ) -> Result<StoredOutcome, JobStoreError> {
         let mut conn = self.conn().await?;
         let (batches_stored, batches_total, status): (u32, u32, String) = RECORD_STORED
             .key(self.keys.job(job_id))
             .key(self.keys.join(job_id))
             .arg(batch)
-            .arg(chunk_count)
+            .arg(counts.chunks)
+            .arg(counts.reused)
+            .arg(counts.metadata_failed)
             .invoke_async(&mut conn)
             .await?;
         Ok(StoredOutcome { batches_stored, batches_total, status: JobStatus::parse(&status) })
@@ -403,6 +429,42 @@ impl JobStore {
         }
         Ok(())
     }
+}
+
+/// The job a new record describes: exactly what was just written, so it need not be read back.
+fn job_from_fields(fields: Vec<(&str, String)>) -> Result<Job, JobStoreError> {
+    let written: HashMap<String, String> = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    Job::from_hash(&written).ok_or_else(|| {
+        JobStoreError::Redis(redis::RedisError::from((redis::ErrorKind::Client, "malformed new job record")))
+    })
+}
+
+/// The fields of a new job's record.
+fn job_fields(job_id: &str, new: &NewJob, version: u64, status: JobStatus, now: i64) -> Vec<(&'static str, String)> {
+    vec![
+        ("job_id", job_id.to_owned()),
+        ("tenant_id", new.tenant_id.clone()),
+        ("document_id", new.document_id.clone()),
+        ("version", version.to_string()),
+        ("status", status.as_str().to_owned()),
+        ("content_type", new.content_type.clone()),
+        ("content_hash", new.content_hash.clone()),
+        ("fingerprint", new.fingerprint.clone()),
+        ("content_bytes", new.content.len().to_string()),
+        ("source", new.source.clone()),
+        ("url", new.url.clone().unwrap_or_default()),
+        ("options", serde_json::to_string(&new.options).unwrap_or_else(|_| "{}".to_owned())),
+        ("metadata", new.metadata.to_string()),
+        ("created_ms", now.to_string()),
+        ("chunks_total", "0".into()),
+        ("metadata_done", "0".into()),
+        ("embedded", "0".into()),
+        ("stored", "0".into()),
+        ("reused", "0".into()),
+        ("metadata_failed", "0".into()),
+        ("batches_total", "0".into()),
+        ("batches_stored", "0".into()),
+    ]
 }
 
 impl BatchRef {

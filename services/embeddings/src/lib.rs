@@ -2,12 +2,15 @@
 //! upstream model through the llm-gateway; and `Embeddings.Embed` for query vectors, so a
 //! query is embedded exactly like the chunks it is compared with.
 
+mod cache;
 mod embedders;
 mod grpc;
 mod handler;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_pipeline::Stage;
@@ -16,14 +19,31 @@ use millrace_proto::embeddings_server::EmbeddingsServer;
 use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
+pub use embedders::batcher::{BatchConfig, BatchModel, Batcher};
+pub use embedders::local::{LocalEmbedder, LocalModel, MODEL_DIR_VARIABLE, ModelError};
 pub use embedders::{EmbedError, Embedder, hashing::HashingEmbedder};
+
+/// The model `make setup` installs, and the folder name recorded with its vectors.
+pub use millrace_common::config::DEFAULT_EMBEDDING_MODEL as DEFAULT_MODEL;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Provider {
+    /// A sentence-embedding model run on the CPU in this process (all-MiniLM-L6-v2 by default).
+    Local(LocalConfig),
     /// Feature hashing of words and word pairs: deterministic, no model, for tests and benchmarks.
     Hashing,
     /// An upstream embedding model through the llm-gateway's Embed.
     Gateway { gateway_url: String, model: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalConfig {
+    /// A model folder in Hugging Face layout (`MILLRACE_EMBEDDING_MODEL_DIR`).
+    pub model_dir: PathBuf,
+    /// Texts per forward pass, at most (`MILLRACE_EMBED_MAX_BATCH`).
+    pub max_batch: usize,
+    /// How long a text waits for others to share its pass (`MILLRACE_EMBED_MAX_WAIT_MS`).
+    pub max_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -33,16 +53,23 @@ pub struct Config {
     pub provider: Provider,
     /// Dimension of every vector; must match the storage table.
     pub dimensions: usize,
+    /// How long a vector stays in the shared embedding cache (zero: no cache).
+    pub cache_ttl: Duration,
 }
 
 impl Config {
-    /// `MILLRACE_EMBEDDINGS_PROVIDER` is `gateway` or `hashing`; by default `gateway` when an
-    /// upstream is configured (`MILLRACE_LLM_BASE_URL`), else `hashing`.
+    /// `MILLRACE_EMBEDDINGS_PROVIDER` is `local`, `hashing` or `gateway`; by default `gateway`
+    /// when an upstream is configured (`MILLRACE_LLM_BASE_URL`), else `local`.
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let service = ServiceConfig::load(settings, "embeddings", 8063, 9063)?;
         let worker = worker_config(settings, &service, Stage::Embeddings, 4)?;
-        let default_provider = if settings.raw("LLM_BASE_URL").is_some() { "gateway" } else { "hashing" };
+        let default_provider = if settings.raw("LLM_BASE_URL").is_some() { "gateway" } else { "local" };
         let provider = match settings.get_or("EMBEDDINGS_PROVIDER", default_provider.to_owned())?.as_str() {
+            "local" => Provider::Local(LocalConfig {
+                model_dir: millrace_common::config::embedding_model_dir(settings)?,
+                max_batch: settings.positive("EMBED_MAX_BATCH", 32)?,
+                max_wait: settings.duration_ms("EMBED_MAX_WAIT_MS", 5)?,
+            }),
             "hashing" => Provider::Hashing,
             "gateway" => Provider::Gateway {
                 gateway_url: settings.grpc_url("LLM_GATEWAY_URL", "http://127.0.0.1:9065")?,
@@ -51,11 +78,17 @@ impl Config {
             other => {
                 return Err(ConfigError::new(
                     "EMBEDDINGS_PROVIDER",
-                    format!("{other:?} is not one of: gateway, hashing"),
+                    format!("{other:?} is not one of: local, hashing, gateway"),
                 ));
             }
         };
-        Ok(Self { service, worker, provider, dimensions: settings.positive("EMBEDDING_DIM", 384)? })
+        Ok(Self {
+            service,
+            worker,
+            provider,
+            dimensions: settings.positive("EMBEDDING_DIM", 384)?,
+            cache_ttl: cache::EmbeddingCache::ttl_from_settings(settings)?,
+        })
     }
 }
 
@@ -65,12 +98,14 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let base = StageBase::open(&config.service).await?;
+        // The model loads first: a missing model stops the service before it touches Redis.
         let embedder = Arc::new(Embedder::new(&config.provider, config.dimensions)?);
-        tracing::info!(embedder = embedder.name(), dimensions = config.dimensions, "embedder chosen");
+        let base = StageBase::open(&config.service).await?;
+        tracing::info!(embedder = embedder.name(), model = %embedder.model(), dimensions = config.dimensions, "embedder chosen");
         let grpc = tonic::service::Routes::new(EmbeddingsServer::new(grpc::EmbeddingsService::new(embedder.clone())));
         let gateway = embedder.gateway_channel();
-        let handler = handler::EmbeddingsHandler::new(base.jobs.clone(), embedder);
+        let cache = cache::EmbeddingCache::new(base.pool.clone(), base.jobs.keys().clone(), config.cache_ttl);
+        let handler = handler::EmbeddingsHandler::new(base.jobs.clone(), embedder, cache);
         let mut service = base.into_service(Stage::Embeddings, config.worker, handler).with_grpc(grpc);
         if let Some(channel) = gateway {
             service =
@@ -89,5 +124,80 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         self.service.run(shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_settings(&Settings::from_pairs(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn local_is_the_default_without_an_upstream() {
+        let config = config(&[("MILLRACE_HOME", "/srv/millrace")]).unwrap();
+        assert_eq!(
+            config.provider,
+            Provider::Local(LocalConfig {
+                model_dir: PathBuf::from("/srv/millrace/models/all-MiniLM-L6-v2"),
+                max_batch: 32,
+                max_wait: Duration::from_millis(5),
+            })
+        );
+        assert_eq!(config.dimensions, 384);
+    }
+
+    #[test]
+    fn the_model_folder_defaults_under_home() {
+        let Provider::Local(local) = config(&[]).unwrap().provider else { panic!("not local") };
+        if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            assert_eq!(local.model_dir, PathBuf::from(home).join(".cache/millrace/models/all-MiniLM-L6-v2"));
+        }
+    }
+
+    #[test]
+    fn gateway_is_the_default_with_an_upstream() {
+        let config = config(&[("LLM_BASE_URL", "http://upstream:8080/v1")]).unwrap();
+        assert!(matches!(config.provider, Provider::Gateway { .. }), "{:?}", config.provider);
+    }
+
+    #[test]
+    fn an_explicit_provider_wins() {
+        let hashing = config(&[("EMBEDDINGS_PROVIDER", "hashing"), ("LLM_BASE_URL", "http://u/v1")]).unwrap();
+        assert_eq!(hashing.provider, Provider::Hashing);
+        let local = config(&[
+            ("EMBEDDINGS_PROVIDER", "local"),
+            ("LLM_BASE_URL", "http://u/v1"),
+            ("EMBEDDING_MODEL_DIR", "/models/bge-small-en"),
+            ("EMBED_MAX_BATCH", "8"),
+            ("EMBED_MAX_WAIT_MS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            local.provider,
+            Provider::Local(LocalConfig {
+                model_dir: PathBuf::from("/models/bge-small-en"),
+                max_batch: 8,
+                max_wait: Duration::ZERO,
+            })
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("MILLRACE_EMBEDDINGS_PROVIDER", "openai"),
+            ("MILLRACE_EMBED_MAX_BATCH", "0"),
+            ("MILLRACE_EMBED_MAX_BATCH", "many"),
+            ("MILLRACE_EMBED_MAX_WAIT_MS", "-1"),
+            ("MILLRACE_EMBEDDING_DIM", "0"),
+        ] {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert_eq!(err.variable, name, "{name}={value}: {err}");
+        }
+        let err = config(&[("EMBEDDINGS_PROVIDER", "openai")]).unwrap_err();
+        assert!(err.message.contains("local, hashing, gateway"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use millrace_common::{ConfigError, ServiceConfig, Settings};
+use millrace_fetch::FetchConfig;
 
 /// Largest accepted `MILLRACE_MAX_DOCUMENT_BYTES`: a document is one Redis string, and Redis
 /// refuses strings over 512 MiB.
@@ -32,6 +33,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Deadline of one call to storage or embeddings (`MILLRACE_DOWNSTREAM_TIMEOUT_MS`).
     pub downstream_timeout: Duration,
+    /// The rules for documents submitted by URL (`MILLRACE_FETCH_*`): this service checks a URL
+    /// at submit with the same rules the chunking stage fetches it under.
+    pub fetch: FetchConfig,
 }
 
 impl Config {
@@ -71,6 +75,7 @@ impl Config {
         if downstream_timeout.is_zero() {
             return Err(ConfigError::new("DOWNSTREAM_TIMEOUT_MS", "must be greater than zero"));
         }
+        let fetch = FetchConfig::from_settings(settings)?;
         Ok(Self {
             service,
             storage_url,
@@ -83,6 +88,7 @@ impl Config {
             tenant_id,
             public_url,
             downstream_timeout,
+            fetch,
         })
     }
 
@@ -117,6 +123,7 @@ mod tests {
         assert_eq!(config.service.job_retention, Duration::from_secs(604_800));
         assert_eq!(config.tenant_id, "default");
         assert_eq!(config.status_url("j1"), "/v1/jobs/j1");
+        assert!(!config.fetch.allow_private);
     }
 
     #[test]
@@ -142,6 +149,8 @@ mod tests {
             ("MILLRACE_TENANT_ID", "a:b"),
             ("MILLRACE_PUBLIC_URL", "ftp://x"),
             ("MILLRACE_DOWNSTREAM_TIMEOUT_MS", "0"),
+            ("MILLRACE_FETCH_ALLOW_PRIVATE", "maybe"),
+            ("MILLRACE_FETCH_TIMEOUT_MS", "0"),
         ] {
             let err = Config::from_settings(&Settings::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{value}");

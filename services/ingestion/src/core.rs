@@ -1,11 +1,13 @@
 //! The operations of the job API, written once and called by both the HTTP handlers and the
-//! gRPC service: submit (with admission control), get, list and cancel jobs, search, and
-//! read or delete documents through the storage service; and, for HTTP only, gather the stats
-//! of every service of the pipeline.
+//! gRPC service: submit (with admission control and, for a URL, the address rules), get, list
+//! and cancel jobs, search, and read or delete documents through the storage service; and, for
+//! HTTP only, gather the stats of every service of the pipeline.
 
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use millrace_common::{ApiError, ErrorCode};
+use millrace_fetch::{FetchError, UrlGuard};
 use millrace_pipeline::{Job, JobStatus, JobStore, JobStoreError, NewJob};
 use millrace_proto::v1::embeddings_client::EmbeddingsClient;
 use millrace_proto::v1::storage_client::StorageClient;
@@ -21,6 +23,9 @@ use crate::validate::{self, Submission, ValidDocument, ValidSearch};
 
 /// Window over which finished jobs are counted to estimate throughput for `Retry-After`.
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Items of a batch validated at once (their URL checks wait on DNS lookups).
+const BATCH_VALIDATION_CONCURRENCY: usize = 16;
 
 /// A job accepted for processing.
 #[derive(Debug, Clone, Serialize)]
@@ -69,16 +74,25 @@ pub struct Core {
     storage: StorageClient<Channel>,
     embeddings: EmbeddingsClient<Channel>,
     pipeline: Pipeline,
+    urls: UrlGuard,
 }
 
 impl Core {
-    pub fn new(config: Config, jobs: JobStore, storage: Channel, embeddings: Channel, pipeline: Pipeline) -> Self {
+    pub fn new(
+        config: Config,
+        jobs: JobStore,
+        storage: Channel,
+        embeddings: Channel,
+        pipeline: Pipeline,
+        urls: UrlGuard,
+    ) -> Self {
         Self {
             config,
             jobs,
             storage: StorageClient::new(storage),
             embeddings: EmbeddingsClient::new(embeddings),
             pipeline,
+            urls,
         }
     }
 
@@ -93,7 +107,7 @@ impl Core {
     /// Checks one submission and, if there is room, creates its job.
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, ApiError> {
         let result = async {
-            let document = validate::validate_submission(submission, self.config.max_document_bytes)?;
+            let document = self.validate(submission).await?;
             let capacity = self.capacity().await?;
             if capacity.free == 0 {
                 return Err(queue_full(capacity));
@@ -119,10 +133,21 @@ impl Core {
             count_rejection(&err);
             return Err(err);
         }
+        // URL checks wait on DNS: run a few at once (in order) rather than one after another.
+        let documents: Vec<Result<ValidDocument, ApiError>> = futures::stream::iter(items)
+            .map(|item| async move {
+                match item {
+                    Ok(submission) => self.validate(submission).await,
+                    Err(err) => Err(err),
+                }
+            })
+            .buffered(BATCH_VALIDATION_CONCURRENCY)
+            .collect()
+            .await;
         let mut free = capacity.free;
-        let mut results = Vec::with_capacity(items.len());
-        for item in items {
-            let result = match item.and_then(|s| validate::validate_submission(s, self.config.max_document_bytes)) {
+        let mut results = Vec::with_capacity(documents.len());
+        for document in documents {
+            let result = match document {
                 Err(err) => Err(err),
                 Ok(_) if free == 0 => Err(queue_full(capacity)),
                 Ok(document) => {
@@ -138,28 +163,97 @@ impl Core {
         Ok(results)
     }
 
+    /// The pure checks, then, for a URL, the address rules on what its name resolves to now
+    /// (a name that does not resolve is accepted: the job fails when the chunking stage fetches
+    /// it, and the chunking stage applies the same rules again when it connects).
+    async fn validate(&self, submission: Submission) -> Result<ValidDocument, ApiError> {
+        let document = validate::validate_submission(submission, self.config.max_document_bytes)?;
+        if let Some(url) = &document.url {
+            self.urls.check(url).await.map_err(|err| {
+                let reason = match err {
+                    FetchError::Refused { reason } | FetchError::InvalidUrl { reason } => reason,
+                    other => other.to_string(),
+                };
+                tracing::info!(url = %millrace_fetch::loggable(url), reason = %reason, "url refused");
+                metrics::counter!("millrace_ingestion_urls_refused_total").increment(1);
+                ApiError::invalid(format!("`url` is refused: {reason}"))
+            })?;
+        }
+        Ok(document)
+    }
+
     async fn create(&self, document: ValidDocument) -> Result<Accepted, ApiError> {
-        let job = self
-            .jobs
-            .create(NewJob {
-                tenant_id: self.config.tenant_id.clone(),
-                document_id: document.document_id,
-                content_type: document.content_type,
-                source: document.source,
-                metadata: document.metadata,
-                content_hash: document.content_hash,
-                content: document.content,
-            })
-            .await
-            .map_err(store_error)?;
+        // A URL's content is not known yet: no fingerprint, so it is always processed.
+        let fingerprint = if document.url.is_some() {
+            String::new()
+        } else {
+            millrace_pipeline::fingerprint(
+                &document.content_hash,
+                &document.content_type,
+                &document.metadata,
+                &document.source,
+                &document.options,
+            )
+        };
+        let new = NewJob {
+            tenant_id: self.config.tenant_id.clone(),
+            document_id: document.document_id,
+            content_type: document.content_type,
+            source: document.source,
+            metadata: document.metadata,
+            content_hash: document.content_hash,
+            content: document.content,
+            url: document.url,
+            options: document.options,
+            fingerprint,
+        };
+        if let Some((version, chunks)) = self.unchanged_version(&new).await {
+            let job = self.jobs.create_unchanged(new, version, chunks).await.map_err(store_error)?;
+            metrics::counter!("millrace_ingestion_jobs_unchanged_total").increment(1);
+            tracing::info!(job_id = %job.job_id, document_id = %job.document_id, version, "identical to the stored version; completed at once");
+            return Ok(self.accepted(job));
+        }
+        let job = self.jobs.create(new).await.map_err(store_error)?;
         metrics::counter!("millrace_ingestion_jobs_submitted_total").increment(1);
-        tracing::info!(job_id = %job.job_id, document_id = %job.document_id, version = job.version, bytes = job.content_bytes, "job queued");
-        Ok(Accepted {
+        tracing::info!(
+            job_id = %job.job_id,
+            document_id = %job.document_id,
+            version = job.version,
+            bytes = job.content_bytes,
+            url = %millrace_fetch::loggable(&job.url),
+            "job queued"
+        );
+        Ok(self.accepted(job))
+    }
+
+    fn accepted(&self, job: Job) -> Accepted {
+        Accepted {
             status_url: self.config.status_url(&job.job_id),
             job_id: job.job_id,
             document_id: job.document_id,
             status: job.status,
-        })
+        }
+    }
+
+    /// The visible version and chunk count of the document if it was stored from a submission
+    /// with the same fingerprint (so this one would store the same thing). A storage service
+    /// that does not answer means "not known": the submission is processed as usual.
+    async fn unchanged_version(&self, new: &NewJob) -> Option<(u64, u64)> {
+        if new.fingerprint.is_empty() {
+            return None;
+        }
+        let request = GetDocumentRequest { tenant_id: new.tenant_id.clone(), document_id: new.document_id.clone() };
+        match self.storage.clone().get_document(request).await {
+            Ok(found) => {
+                let document = found.into_inner();
+                (document.fingerprint == new.fingerprint).then_some((document.version, u64::from(document.chunk_count)))
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => None,
+            Err(status) => {
+                tracing::warn!(document_id = %new.document_id, error = %status.message(), "storage did not answer; cannot tell an identical resubmission");
+                None
+            }
+        }
     }
 
     /// Room left under `MAX_QUEUED_JOBS`, and how long to wait when there is none.

@@ -14,7 +14,7 @@ use millrace_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::core::{self, Core};
-use crate::validate::{self, Payload, SearchQuery, Submission};
+use crate::validate::{self, Payload, RawOptions, SearchQuery, Submission};
 
 pub struct IngestionGrpc {
     core: Arc<Core>,
@@ -34,14 +34,31 @@ impl Ingestion for IngestionGrpc {
         let request = request.into_inner();
         let metadata =
             validate::metadata_from_json(&request.metadata_json, "metadata_json").inspect_err(core::count_rejection)?;
+        // Proto3 cannot tell an empty `bytes` from an absent one: a URL with no content is a
+        // submission by URL, a URL with content is ambiguous.
+        let payload = match (request.content.is_empty(), request.url.is_empty()) {
+            (_, true) => Payload::Bytes(request.content),
+            (true, false) => Payload::Url(request.url),
+            (false, false) => {
+                let err = ApiError::invalid("`content` and `url` are mutually exclusive: send only one");
+                core::count_rejection(&err);
+                return Err(err.into());
+            }
+        };
         let accepted = self
             .core
             .submit(Submission {
                 document_id: request.document_id,
-                payload: Payload::Bytes(request.content),
+                payload,
                 content_type: Some(request.content_type),
+                file_name: None,
                 source: Some(request.source),
                 metadata: Some(metadata),
+                options: RawOptions {
+                    chunk_size: request.chunk_size.map(i64::from),
+                    chunk_overlap: request.chunk_overlap.map(i64::from),
+                    prefix: "",
+                },
             })
             .await?;
         Ok(Response::new(SubmitResponse {

@@ -1,7 +1,7 @@
-//! The ingestion service: the job API of millrace over HTTP (JSON) and gRPC. It validates
-//! documents, applies admission control, records jobs and enqueues them for chunking, reports
-//! job progress, and answers search and document queries through the embeddings and storage
-//! services.
+//! The ingestion service: the job API of millrace over HTTP (JSON and multipart) and gRPC. It
+//! validates documents (or the URLs to fetch them from), applies admission control, records jobs
+//! and enqueues them for chunking, reports job progress, and answers search and document queries
+//! through the embeddings and storage services.
 
 pub mod api;
 pub mod config;
@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use millrace_common::server::{AdminService, Listeners, Readiness, ops_router, serve};
 use millrace_common::{ConfigError, grpc_client, redis_conn};
+use millrace_fetch::{AddressPolicy, Resolver, SystemResolver, UrlGuard};
 use millrace_pipeline::{JobStore, Keys};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -53,6 +54,12 @@ impl Application {
     /// Connects nothing eagerly (Redis, storage and embeddings may start later; `/readyz`
     /// tells when they answer) and binds both ports.
     pub async fn build(config: Config) -> Result<Self, BuildError> {
+        Self::build_with_resolver(config, Arc::new(SystemResolver)).await
+    }
+
+    /// [`Application::build`] with the resolver that submitted URLs are checked with (tests
+    /// map names to addresses without DNS).
+    pub async fn build_with_resolver(config: Config, resolver: Arc<dyn Resolver>) -> Result<Self, BuildError> {
         let pool = redis_conn::pool(&config.service.redis_url, REDIS_POOL_SIZE).map_err(BuildError::Redis)?;
         let keys = Keys::new(config.service.key_prefix.clone());
         let jobs = JobStore::new(pool.clone(), keys.clone(), config.service.job_retention);
@@ -87,7 +94,8 @@ impl Application {
         let http_addr = listeners.http_addr()?;
         let grpc_addr = listeners.grpc_addr()?;
 
-        let core = Arc::new(Core::new(config, jobs, storage, embeddings, pipeline));
+        let urls = UrlGuard::new(AddressPolicy::new(config.fetch.allow_private), resolver);
+        let core = Arc::new(Core::new(config, jobs, storage, embeddings, pipeline, urls));
         let router = api::with_json_fallbacks(api::router(core.clone()).merge(ops_router(SERVICE, readiness)));
         let grpc = Routes::new(grpc::IngestionGrpc::server(core)).add_service(admin_service(pool, keys));
         Ok(Self { listeners, http_addr, grpc_addr, router, grpc, shutdown_deadline })

@@ -4,10 +4,13 @@
 
 use base64::Engine as _;
 use millrace_common::{ApiError, ErrorCode};
+use millrace_fetch::FetchError;
+use millrace_pipeline::JobOptions;
+use millrace_pipeline::content::{self, media_type};
 use sha2::{Digest, Sha256};
 
 /// Content types the pipeline can parse: the one list, in `millrace_pipeline::content`, to
-/// extend when a parser is added (PDF and DOCX come with the content issue).
+/// extend when a parser is added.
 pub use millrace_pipeline::content::SUPPORTED_CONTENT_TYPES;
 
 pub const DEFAULT_CONTENT_TYPE: &str = "text/plain";
@@ -17,6 +20,13 @@ pub const MAX_DOCUMENT_ID_CHARS: usize = 256;
 
 /// Longest accepted `source`, in characters.
 pub const MAX_SOURCE_CHARS: usize = 2048;
+
+/// Longest accepted `url`, in characters (what browsers and servers commonly accept).
+pub const MAX_URL_CHARS: usize = 2048;
+
+/// Largest accepted `chunk_size` option, in the chunking stage's unit: beyond it a chunk is
+/// larger than what embedding models take in one piece.
+pub const MAX_CHUNK_SIZE: u32 = 8192;
 
 /// Largest accepted caller metadata, serialised; it is copied into every chunk.
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
@@ -30,15 +40,26 @@ pub const MAX_TOP_K: u32 = 100;
 pub const DEFAULT_LIST_LIMIT: usize = 50;
 pub const MAX_LIST_LIMIT: usize = 1000;
 
-/// How the document's bytes arrived.
+/// How the document arrives.
 #[derive(Debug, Clone)]
 pub enum Payload {
     /// `content`: text, already UTF-8.
     Text(String),
     /// `content_base64`: bytes, encoded.
     Base64(String),
-    /// Raw bytes (gRPC).
+    /// Raw bytes (gRPC, a multipart file).
     Bytes(Vec<u8>),
+    /// `url`: fetched later by the chunking stage.
+    Url(String),
+}
+
+/// Chunking options as received, before validation. `prefix` is how the caller names them
+/// (`options.` in JSON, nothing for gRPC fields), so that an error names the field it sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawOptions {
+    pub chunk_size: Option<i64>,
+    pub chunk_overlap: Option<i64>,
+    pub prefix: &'static str,
 }
 
 /// A submission as received, before validation.
@@ -46,66 +67,125 @@ pub enum Payload {
 pub struct Submission {
     pub document_id: Option<String>,
     pub payload: Payload,
+    /// As declared; missing or generic (`application/octet-stream`) means "find out".
     pub content_type: Option<String>,
+    /// The uploaded file's name (multipart), a hint for the content type.
+    pub file_name: Option<String>,
     pub source: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    pub options: RawOptions,
 }
 
 impl Submission {
-    /// Picks the payload from the two JSON fields, of which exactly one must be present.
-    pub fn payload_from_fields(content: Option<String>, content_base64: Option<String>) -> Result<Payload, ApiError> {
-        match (content, content_base64) {
-            (Some(text), None) => Ok(Payload::Text(text)),
-            (None, Some(encoded)) => Ok(Payload::Base64(encoded)),
-            (None, None) => Err(ApiError::invalid("one of `content` or `content_base64` is required")),
-            (Some(_), Some(_)) => {
-                Err(ApiError::invalid("`content` and `content_base64` are mutually exclusive: send only one"))
-            }
+    /// Picks the payload from the three JSON fields, of which exactly one must be present.
+    pub fn payload_from_fields(
+        content: Option<String>,
+        content_base64: Option<String>,
+        url: Option<String>,
+    ) -> Result<Payload, ApiError> {
+        match (content, content_base64, url) {
+            (Some(text), None, None) => Ok(Payload::Text(text)),
+            (None, Some(encoded), None) => Ok(Payload::Base64(encoded)),
+            (None, None, Some(url)) => Ok(Payload::Url(url)),
+            (None, None, None) => Err(ApiError::invalid("one of `content`, `content_base64` or `url` is required")),
+            _ => Err(ApiError::invalid(
+                "`content`, `content_base64` and `url` are mutually exclusive: send only one of them",
+            )),
         }
     }
 }
 
-/// A submission that passed every check.
+/// A submission that passed every check (but the URL's address check, which needs a lookup
+/// and is done by the caller).
 #[derive(Debug, Clone)]
 pub struct ValidDocument {
     pub document_id: String,
+    /// Empty for a URL submission.
     pub content: Vec<u8>,
-    /// Normalised: lower case, without parameters.
+    /// Normalised: lower case, without parameters. For a URL submission, as declared (possibly
+    /// empty or generic): the chunking stage resolves it from the response.
     pub content_type: String,
     pub source: String,
     /// Always a JSON object.
     pub metadata: serde_json::Value,
-    /// Hex SHA-256 of `content`.
+    /// Hex SHA-256 of `content`; empty for a URL submission.
     pub content_hash: String,
+    /// Normalised (as the URL parser writes it).
+    pub url: Option<String>,
+    pub options: JobOptions,
 }
 
 /// Checks a submission. `max_bytes` bounds the decoded content.
 pub fn validate_submission(submission: Submission, max_bytes: usize) -> Result<ValidDocument, ApiError> {
-    let content_type = normalise_content_type(submission.content_type.as_deref())?;
-    let content = match submission.payload {
-        Payload::Text(text) => text.into_bytes(),
-        Payload::Base64(encoded) => {
-            // Line-wrapped (MIME-style) base64 is common: whitespace is not data.
-            let compact: String = if encoded.bytes().any(|b| b.is_ascii_whitespace()) {
-                encoded.chars().filter(|c| !c.is_ascii_whitespace()).collect()
-            } else {
-                encoded
-            };
-            // Decoded size is at most 3/4 of the encoded size: refuse before decoding a huge value.
-            if compact.len() / 4 * 3 > max_bytes.saturating_add(3) {
-                return Err(too_large(max_bytes));
-            }
-            base64::engine::general_purpose::STANDARD
-                .decode(compact)
-                .map_err(|err| ApiError::invalid(format!("`content_base64` is not valid base64: {err}")))?
+    let declared = declared_content_type(submission.content_type.as_deref())?;
+    let (content, content_type, url) = match submission.payload {
+        Payload::Url(text) => {
+            let url = validate_url(&text)?;
+            // Not checked against what the server sends: the response decides when the
+            // declaration is missing or generic.
+            let content_type = submission.content_type.as_deref().map(media_type).unwrap_or_default();
+            (Vec::new(), declared.unwrap_or(content_type), Some(url))
         }
-        Payload::Bytes(bytes) => bytes,
+        Payload::Text(text) => (text.into_bytes(), declared.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()), None),
+        Payload::Base64(encoded) => {
+            let content = decode_base64(encoded, max_bytes)?;
+            let content_type = resolve_content_type(declared, submission.file_name.as_deref(), &content)?;
+            (content, content_type, None)
+        }
+        Payload::Bytes(content) => {
+            let content_type = resolve_content_type(declared, submission.file_name.as_deref(), &content)?;
+            (content, content_type, None)
+        }
     };
     if content.len() > max_bytes {
         return Err(too_large(max_bytes));
     }
-    if is_text(&content_type) {
-        let text = std::str::from_utf8(&content).map_err(|err| {
+    if url.is_none() {
+        check_content(&content, &content_type)?;
+    }
+    let content_hash = if url.is_some() { String::new() } else { hex::encode(Sha256::digest(&content)) };
+    let document_id = match (submission.document_id, &url) {
+        (Some(id), _) => {
+            validate_document_id(&id)?;
+            id
+        }
+        (None, Some(url)) => derived_document_id_of_url(url)?,
+        (None, None) => derived_document_id(&content_hash),
+    };
+    // A URL is where the document came from unless the caller says otherwise.
+    let source = match (submission.source.filter(|s| !s.is_empty()), &url) {
+        (Some(source), _) => source,
+        (None, Some(url)) => url.clone(),
+        (None, None) => String::new(),
+    };
+    if source.chars().count() > MAX_SOURCE_CHARS {
+        return Err(ApiError::invalid(format!("`source` is longer than {MAX_SOURCE_CHARS} characters")));
+    }
+    let metadata = validate_metadata(submission.metadata, "metadata")?;
+    let options = validate_options(&submission.options)?;
+    Ok(ValidDocument { document_id, content, content_type, source, metadata, content_hash, url, options })
+}
+
+fn decode_base64(encoded: String, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
+    // Line-wrapped (MIME-style) base64 is common: whitespace is not data.
+    let compact: String = if encoded.bytes().any(|b| b.is_ascii_whitespace()) {
+        encoded.chars().filter(|c| !c.is_ascii_whitespace()).collect()
+    } else {
+        encoded
+    };
+    // Decoded size is at most 3/4 of the encoded size: refuse before decoding a huge value.
+    if compact.len() / 4 * 3 > max_bytes.saturating_add(3) {
+        return Err(too_large(max_bytes));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|err| ApiError::invalid(format!("`content_base64` is not valid base64: {err}")))
+}
+
+/// Text must be UTF-8 and not blank; other types must not be empty.
+fn check_content(content: &[u8], content_type: &str) -> Result<(), ApiError> {
+    if is_text(content_type) {
+        let text = std::str::from_utf8(content).map_err(|err| {
             ApiError::invalid(format!("content declared as {content_type} is not valid UTF-8: {err}"))
         })?;
         if text.trim().is_empty() {
@@ -114,20 +194,7 @@ pub fn validate_submission(submission: Submission, max_bytes: usize) -> Result<V
     } else if content.is_empty() {
         return Err(ApiError::invalid("content is empty"));
     }
-    let content_hash = hex::encode(Sha256::digest(&content));
-    let document_id = match submission.document_id {
-        Some(id) => {
-            validate_document_id(&id)?;
-            id
-        }
-        None => derived_document_id(&content_hash),
-    };
-    let source = submission.source.unwrap_or_default();
-    if source.chars().count() > MAX_SOURCE_CHARS {
-        return Err(ApiError::invalid(format!("`source` is longer than {MAX_SOURCE_CHARS} characters")));
-    }
-    let metadata = validate_metadata(submission.metadata, "metadata")?;
-    Ok(ValidDocument { document_id, content, content_type, source, metadata, content_hash })
+    Ok(())
 }
 
 fn too_large(max_bytes: usize) -> ApiError {
@@ -141,10 +208,155 @@ pub fn derived_document_id(content_hash: &str) -> String {
     format!("sha256:{content_hash}")
 }
 
+/// The id of a document submitted by URL without one: the URL itself, so fetching the same URL
+/// again makes a new version of the same document. Its content is not known at submit time,
+/// so there is no hash to derive from.
+pub fn derived_document_id_of_url(url: &str) -> Result<String, ApiError> {
+    if url.chars().count() > MAX_DOCUMENT_ID_CHARS {
+        return Err(ApiError::invalid(format!(
+            "`url` is longer than {MAX_DOCUMENT_ID_CHARS} characters, too long to be the document's id: give a `document_id`"
+        )));
+    }
+    Ok(url.to_owned())
+}
+
+/// Parses a submitted URL (http or https, no credentials, bounded length) and returns it
+/// normalised. Whether its host may be fetched needs a lookup: the caller checks that.
+pub fn validate_url(text: &str) -> Result<String, ApiError> {
+    if text.chars().count() > MAX_URL_CHARS {
+        return Err(ApiError::invalid(format!("`url` is longer than {MAX_URL_CHARS} characters")));
+    }
+    match millrace_fetch::parse_url(text) {
+        Ok(url) => Ok(url.to_string()),
+        Err(FetchError::Refused { reason }) => Err(ApiError::invalid(format!("`url` is refused: {reason}"))),
+        Err(err) => Err(ApiError::invalid(format!("`url` is {err}"))),
+    }
+}
+
+/// The declared content type: `None` when it is missing or generic (the bytes decide),
+/// normalised when supported, 415 otherwise.
+pub fn declared_content_type(declared: Option<&str>) -> Result<Option<String>, ApiError> {
+    if content::is_generic(declared) {
+        return Ok(None);
+    }
+    normalise_content_type(declared).map(Some)
+}
+
+/// The type of a document whose declared type is `declared` (already checked): that, else the
+/// file name's, else the bytes' signature, else plain text for UTF-8; 415 when nothing fits.
+pub fn resolve_content_type(
+    declared: Option<String>,
+    file_name: Option<&str>,
+    bytes: &[u8],
+) -> Result<String, ApiError> {
+    if let Some(declared) = declared {
+        return Ok(declared);
+    }
+    let resolved = content::resolve(None, file_name, bytes).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!(
+                "cannot tell the content type: declare `content_type` as one of {}",
+                SUPPORTED_CONTENT_TYPES.join(", ")
+            ),
+        )
+    })?;
+    normalise_content_type(Some(&resolved))
+}
+
+/// The content type of a multipart file: the form's `content_type` field when given, else the
+/// part's own type when it is a supported one. Clients set the part's type by guesswork
+/// (often `application/octet-stream`), so an unsupported one is a hint to ignore, not an error.
+pub fn multipart_content_type(field: Option<String>, part: Option<&str>) -> Option<String> {
+    field.or_else(|| {
+        part.filter(|part| !content::is_generic(Some(part))).and_then(|part| normalise_content_type(Some(part)).ok())
+    })
+}
+
+/// Chunking options from a JSON value (`options`): an object with integer `chunk_size` and
+/// `chunk_overlap`; absent or null is none.
+pub fn options_from_value(value: Option<serde_json::Value>) -> Result<RawOptions, ApiError> {
+    let prefix = "options.";
+    let mut options = RawOptions { prefix, ..RawOptions::default() };
+    let map = match value {
+        None | Some(serde_json::Value::Null) => return Ok(options),
+        Some(serde_json::Value::Object(map)) => map,
+        Some(_) => return Err(ApiError::invalid("`options` must be a JSON object")),
+    };
+    for (key, value) in map {
+        let slot = match key.as_str() {
+            "chunk_size" => &mut options.chunk_size,
+            "chunk_overlap" => &mut options.chunk_overlap,
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "`{prefix}{key}` is not a known option; the options are chunk_size and chunk_overlap"
+                )));
+            }
+        };
+        *slot = match value {
+            serde_json::Value::Null => None,
+            value => Some(
+                value
+                    .as_i64()
+                    .ok_or_else(|| ApiError::invalid(format!("`{prefix}{key}` must be an integer, not {value}")))?,
+            ),
+        };
+    }
+    Ok(options)
+}
+
+/// Chunking options from the text of a JSON object (a multipart `options` field).
+pub fn options_from_json(text: &str) -> Result<RawOptions, ApiError> {
+    if text.trim().is_empty() {
+        return Ok(RawOptions { prefix: "options.", ..RawOptions::default() });
+    }
+    let value = serde_json::from_str(text).map_err(|err| ApiError::invalid(format!("`options` is not JSON: {err}")))?;
+    options_from_value(Some(value))
+}
+
+/// An integer sent as text (a multipart field).
+pub fn integer_field(text: &str, field: &str) -> Result<i64, ApiError> {
+    text.trim().parse().map_err(|_| ApiError::invalid(format!("`{field}` must be an integer, not {text:?}")))
+}
+
+/// Sizes are positive and at most [`MAX_CHUNK_SIZE`]; the overlap is smaller than the size.
+/// An overlap given alone is checked against the bound only: the size it applies to is the
+/// chunking stage's configured one.
+pub fn validate_options(raw: &RawOptions) -> Result<JobOptions, ApiError> {
+    let prefix = raw.prefix;
+    let chunk_size = raw
+        .chunk_size
+        .map(|size| match u32::try_from(size) {
+            Ok(size @ 1..=MAX_CHUNK_SIZE) => Ok(size),
+            _ => Err(ApiError::invalid(format!(
+                "`{prefix}chunk_size` must be between 1 and {MAX_CHUNK_SIZE}, not {size}"
+            ))),
+        })
+        .transpose()?;
+    let chunk_overlap = raw
+        .chunk_overlap
+        .map(|overlap| match u32::try_from(overlap) {
+            Ok(overlap) if overlap < MAX_CHUNK_SIZE => Ok(overlap),
+            _ => Err(ApiError::invalid(format!(
+                "`{prefix}chunk_overlap` must be between 0 and {}, not {overlap}",
+                MAX_CHUNK_SIZE - 1
+            ))),
+        })
+        .transpose()?;
+    if let (Some(size), Some(overlap)) = (chunk_size, chunk_overlap)
+        && overlap >= size
+    {
+        return Err(ApiError::invalid(format!(
+            "`{prefix}chunk_overlap` ({overlap}) must be smaller than `{prefix}chunk_size` ({size})"
+        )));
+    }
+    Ok(JobOptions { chunk_size, chunk_overlap })
+}
+
 /// `text/Markdown; charset=utf-8` → `text/markdown`; 415 if not supported.
 pub fn normalise_content_type(declared: Option<&str>) -> Result<String, ApiError> {
     let declared = declared.map(str::trim).filter(|d| !d.is_empty()).unwrap_or(DEFAULT_CONTENT_TYPE);
-    let essence = millrace_pipeline::content::media_type(declared);
+    let essence = media_type(declared);
     if SUPPORTED_CONTENT_TYPES.contains(&essence.as_str()) {
         Ok(essence)
     } else {
@@ -264,9 +476,24 @@ mod tests {
             document_id: None,
             payload: Payload::Text(content.to_owned()),
             content_type: None,
+            file_name: None,
             source: None,
             metadata: None,
+            options: RawOptions::default(),
         }
+    }
+
+    fn bytes(content: &[u8], content_type: Option<&str>, file_name: Option<&str>) -> Submission {
+        Submission {
+            payload: Payload::Bytes(content.to_vec()),
+            content_type: content_type.map(str::to_owned),
+            file_name: file_name.map(str::to_owned),
+            ..text("")
+        }
+    }
+
+    fn url(url: &str) -> Submission {
+        Submission { payload: Payload::Url(url.to_owned()), ..text("") }
     }
 
     fn code(result: Result<ValidDocument, ApiError>) -> ErrorCode {
@@ -286,15 +513,160 @@ mod tests {
     fn content_type_ignores_case_and_parameters() {
         assert_eq!(normalise_content_type(Some("Text/Markdown; charset=UTF-8")).unwrap(), "text/markdown");
         assert_eq!(normalise_content_type(Some("")).unwrap(), "text/plain");
-        assert_eq!(normalise_content_type(Some("application/pdf")).unwrap_err().code, ErrorCode::UnsupportedMediaType);
+        assert_eq!(normalise_content_type(Some("application/pdf")).unwrap(), "application/pdf");
+        assert_eq!(normalise_content_type(Some("image/png")).unwrap_err().code, ErrorCode::UnsupportedMediaType);
     }
 
     #[test]
     fn payload_needs_exactly_one_field() {
-        let neither = Submission::payload_from_fields(None, None).unwrap_err();
-        assert!(neither.message.contains("content") && neither.message.contains("content_base64"));
-        let both = Submission::payload_from_fields(Some("a".into()), Some("YQ==".into())).unwrap_err();
+        let neither = Submission::payload_from_fields(None, None, None).unwrap_err();
+        assert!(neither.message.contains("`content`") && neither.message.contains("`content_base64`"));
+        assert!(neither.message.contains("`url`"));
+        let both = Submission::payload_from_fields(Some("a".into()), Some("YQ==".into()), None).unwrap_err();
         assert_eq!(both.code, ErrorCode::InvalidArgument);
+        let both = Submission::payload_from_fields(Some("a".into()), None, Some("https://x.test/".into())).unwrap_err();
+        assert!(both.message.contains("mutually exclusive"));
+        let both = Submission::payload_from_fields(None, Some("YQ==".into()), Some("https://x.test/".into()));
+        assert!(both.is_err());
+        assert!(matches!(
+            Submission::payload_from_fields(None, None, Some("https://x.test/".into())),
+            Ok(Payload::Url(_))
+        ));
+    }
+
+    #[test]
+    fn generic_or_missing_types_are_resolved_from_name_and_bytes() {
+        let resolved = |content: &[u8], declared: Option<&str>, name: Option<&str>| {
+            validate_submission(bytes(content, declared, name), 1000).map(|doc| doc.content_type)
+        };
+        assert_eq!(resolved(b"%PDF-1.7 ...", Some("application/octet-stream"), None).unwrap(), "application/pdf");
+        assert_eq!(resolved(b"%PDF-1.7 ...", None, None).unwrap(), "application/pdf");
+        assert_eq!(resolved(b"# Title", Some(""), Some("guide.md")).unwrap(), "text/markdown");
+        assert_eq!(resolved(b"<!doctype html><p>x", None, None).unwrap(), "text/html");
+        assert_eq!(resolved(b"just words", None, None).unwrap(), "text/plain");
+        // A declared type wins over the name and the bytes.
+        assert_eq!(resolved(b"%PDF-1.7", Some("text/plain"), Some("a.pdf")).unwrap(), "text/plain");
+        let err = resolved(&[0x00, 0xff, 0x13, 0x37], Some("application/octet-stream"), Some("blob.bin")).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnsupportedMediaType);
+        assert!(err.message.contains("content_type"), "{}", err.message);
+        assert_eq!(resolved(b"x", Some("image/png"), None).unwrap_err().code, ErrorCode::UnsupportedMediaType);
+        // base64 declared as generic is sniffed too.
+        let mut sub = text("");
+        sub.payload = Payload::Base64(base64::engine::general_purpose::STANDARD.encode("%PDF-1.4 body"));
+        sub.content_type = Some("application/octet-stream".into());
+        assert_eq!(validate_submission(sub, 1000).unwrap().content_type, "application/pdf");
+    }
+
+    #[test]
+    fn multipart_part_types_are_hints() {
+        assert_eq!(multipart_content_type(Some("text/html".into()), Some("text/plain")), Some("text/html".into()));
+        assert_eq!(multipart_content_type(None, Some("Text/Markdown; charset=utf-8")), Some("text/markdown".into()));
+        assert_eq!(multipart_content_type(None, Some("application/octet-stream")), None);
+        assert_eq!(multipart_content_type(None, Some("text/csv")), None);
+        assert_eq!(multipart_content_type(None, None), None);
+    }
+
+    #[test]
+    fn url_submissions_carry_the_url_and_no_content() {
+        let doc = validate_submission(url(" https://Docs.Example.com/a/guide.pdf "), 100).unwrap();
+        assert_eq!(doc.url.as_deref(), Some("https://docs.example.com/a/guide.pdf"));
+        assert_eq!(doc.document_id, "https://docs.example.com/a/guide.pdf");
+        assert_eq!(doc.source, "https://docs.example.com/a/guide.pdf");
+        assert!(doc.content.is_empty());
+        assert_eq!(doc.content_hash, "");
+        assert_eq!(doc.content_type, "");
+
+        let mut sub = url("https://docs.example.com/x");
+        sub.content_type = Some("Application/Octet-Stream".into());
+        sub.document_id = Some("doc-1".into());
+        sub.source = Some("crawler".into());
+        let doc = validate_submission(sub.clone(), 100).unwrap();
+        assert_eq!(
+            (doc.content_type.as_str(), doc.document_id.as_str(), doc.source.as_str()),
+            ("application/octet-stream", "doc-1", "crawler")
+        );
+        sub.content_type = Some("text/markdown; charset=utf-8".into());
+        assert_eq!(validate_submission(sub.clone(), 100).unwrap().content_type, "text/markdown");
+        sub.content_type = Some("image/png".into());
+        assert_eq!(code(validate_submission(sub, 100)), ErrorCode::UnsupportedMediaType);
+    }
+
+    #[test]
+    fn bad_urls_are_422_with_the_reason() {
+        for (text, expected) in [
+            ("not a url", "not a valid URL"),
+            ("ftp://example.com/a", "\"ftp\" is not allowed"),
+            ("https://user:pw@example.com/a", "credentials"),
+            ("file:///etc/passwd", "\"file\" is not allowed"),
+        ] {
+            let err = validate_submission(url(text), 100).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{text}");
+            assert!(err.message.starts_with("`url` is") && err.message.contains(expected), "{text}: {}", err.message);
+        }
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_CHARS));
+        assert!(validate_submission(url(&long), 100).unwrap_err().message.contains("longer than 2048"));
+        let id_sized = format!("https://example.com/{}", "a".repeat(300));
+        let err = validate_submission(url(&id_sized), 100).unwrap_err();
+        assert!(err.message.contains("document_id"), "{}", err.message);
+        let mut sub = url(&id_sized);
+        sub.document_id = Some("long-url".into());
+        assert!(validate_submission(sub, 100).is_ok());
+    }
+
+    fn options(chunk_size: Option<i64>, chunk_overlap: Option<i64>) -> Result<JobOptions, ApiError> {
+        validate_options(&RawOptions { chunk_size, chunk_overlap, prefix: "options." })
+    }
+
+    #[test]
+    fn options_are_bounded_and_name_their_field() {
+        assert_eq!(options(None, None).unwrap(), JobOptions::default());
+        assert_eq!(
+            options(Some(500), Some(50)).unwrap(),
+            JobOptions { chunk_size: Some(500), chunk_overlap: Some(50) }
+        );
+        assert_eq!(options(Some(8192), Some(0)).unwrap().chunk_size, Some(8192));
+        assert_eq!(options(None, Some(100)).unwrap().chunk_overlap, Some(100));
+        for (size, overlap, field) in [
+            (Some(0), None, "`options.chunk_size`"),
+            (Some(-5), None, "`options.chunk_size`"),
+            (Some(8193), None, "`options.chunk_size`"),
+            (Some(i64::MAX), None, "`options.chunk_size`"),
+            (None, Some(-1), "`options.chunk_overlap`"),
+            (None, Some(8192), "`options.chunk_overlap`"),
+            (Some(100), Some(100), "`options.chunk_overlap` (100) must be smaller than `options.chunk_size` (100)"),
+            (Some(100), Some(200), "must be smaller than"),
+        ] {
+            let err = options(size, overlap).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument);
+            assert!(err.message.contains(field), "{size:?} {overlap:?}: {}", err.message);
+        }
+        let err = validate_options(&RawOptions { chunk_size: Some(0), chunk_overlap: None, prefix: "" }).unwrap_err();
+        assert!(err.message.starts_with("`chunk_size`"), "{}", err.message);
+    }
+
+    #[test]
+    fn options_are_read_from_json() {
+        let raw = options_from_value(Some(serde_json::json!({"chunk_size": 300, "chunk_overlap": null}))).unwrap();
+        assert_eq!((raw.chunk_size, raw.chunk_overlap, raw.prefix), (Some(300), None, "options."));
+        assert_eq!(options_from_value(None).unwrap().chunk_size, None);
+        let message = |value| options_from_value(Some(value)).unwrap_err().message;
+        assert!(message(serde_json::json!([1])).contains("`options` must be a JSON object"));
+        assert!(message(serde_json::json!({"chunk_sise": 3})).contains("`options.chunk_sise`"));
+        assert!(message(serde_json::json!({"chunk_size": "300"})).contains("`options.chunk_size` must be an integer"));
+        assert!(message(serde_json::json!({"chunk_size": 1.5})).contains("`options.chunk_size`"));
+        assert_eq!(options_from_json("{\"chunk_overlap\": 7}").unwrap().chunk_overlap, Some(7));
+        assert!(options_from_json("{").unwrap_err().message.contains("`options` is not JSON"));
+        assert_eq!(integer_field(" 42 ", "chunk_size").unwrap(), 42);
+        assert!(integer_field("4x", "chunk_size").unwrap_err().message.contains("`chunk_size`"));
+    }
+
+    #[test]
+    fn options_travel_with_the_document() {
+        let mut sub = text("hello");
+        sub.options = RawOptions { chunk_size: Some(200), chunk_overlap: Some(20), prefix: "" };
+        assert_eq!(validate_submission(sub.clone(), 100).unwrap().options.chunk_size, Some(200));
+        sub.options.chunk_overlap = Some(300);
+        assert_eq!(code(validate_submission(sub, 100)), ErrorCode::InvalidArgument);
     }
 
     #[test]
@@ -307,6 +679,9 @@ mod tests {
         sub.payload = Payload::Base64("not base64!".into());
         assert_eq!(code(validate_submission(sub.clone(), 100)), ErrorCode::InvalidArgument);
         sub.payload = Payload::Base64(base64::engine::general_purpose::STANDARD.encode([0xff, 0xfe, 0x00]));
+        // Undeclared, the bytes are not text: their type cannot be told.
+        assert_eq!(code(validate_submission(sub.clone(), 100)), ErrorCode::UnsupportedMediaType);
+        sub.content_type = Some("text/plain".into());
         let err = validate_submission(sub, 100).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidArgument);
         assert!(err.message.contains("UTF-8"));

@@ -22,15 +22,21 @@ impl MetadataHandler {
 impl Handler for MetadataHandler {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
         let Some((job, chunks)) = running_batch(&self.store, message).await? else { return Ok(()) };
-        let metadata = self.extractor.extract(&chunks).await.map_err(|err| match err {
+        let extraction = self.extractor.extract(&chunks).await.map_err(|err| match err {
             ExtractError::Retryable(reason) => HandlerError::Retry(reason),
             ExtractError::Fatal(reason) => HandlerError::Fatal(reason),
         })?;
-        let result = MetadataBatch { chunk_metadata_json: metadata.iter().map(ToString::to_string).collect() };
+        let reused = extraction.reused.iter().filter(|r| **r).count();
+        let result = MetadataBatch {
+            chunk_metadata_json: extraction.metadata.iter().map(ToString::to_string).collect(),
+            reused: extraction.reused,
+            failed: extraction.failed,
+        };
         let batch = chunks.batch_index;
         let outcome = self.store.complete_metadata(&job.job_id, batch, chunks.chunks.len(), &result).await?;
         metrics::counter!("millrace_metadata_chunks_total", "extractor" => self.extractor.name())
-            .increment(chunks.chunks.len() as u64);
+            .increment((chunks.chunks.len() - reused) as u64);
+        metrics::counter!("millrace_metadata_chunks_reused_total").increment(reused as u64);
         debug!(job_id = %job.job_id, batch, enqueued_storage = outcome == HalfOutcome::EnqueuedStorage, "metadata done");
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! The metadata stage: for each batch of chunks, a title, summary, keywords and language per
-//! chunk, from an LLM through the gateway when an upstream is configured, else extracted locally.
+//! The metadata stage: for each batch of chunks, a title, summary, keywords, entities, questions
+//! and language per chunk, from an LLM through the gateway when an upstream is configured, else
+//! extracted locally; unchanged chunks of a re-ingested document keep their stored metadata.
 
 mod extractors;
 mod handler;
@@ -22,6 +23,8 @@ pub enum Provider {
     Llm {
         gateway_url: String,
         model: String,
+        /// Chunks sent in one Chat request.
+        chunks_per_request: usize,
     },
 }
 
@@ -44,6 +47,7 @@ impl Config {
             "llm" => Provider::Llm {
                 gateway_url: settings.grpc_url("LLM_GATEWAY_URL", "http://127.0.0.1:9065")?,
                 model: settings.get_or("LLM_CHAT_MODEL", String::new())?,
+                chunks_per_request: settings.positive("METADATA_CHUNKS_PER_REQUEST", 8)?,
             },
             other => {
                 return Err(ConfigError::new("METADATA_PROVIDER", format!("{other:?} is not one of: llm, extractive")));

@@ -6,12 +6,16 @@ use millrace_common::ApiError;
 use millrace_proto::storage_server::Storage;
 use millrace_proto::{
     DeleteDocumentRequest, DeleteDocumentResponse, DiscardVersionRequest, DiscardVersionResponse, Document,
-    ExistingChunkHashesRequest, ExistingChunkHashesResponse, GetDocumentRequest, SearchHit, SearchResponse,
-    VectorSearchRequest,
+    GetDocumentRequest, SearchHit, SearchResponse, StoredChunk, StoredChunkEntry, StoredChunksRequest,
+    StoredChunksResponse, Vector, VectorSearchRequest,
 };
 use tonic::{Request, Response, Status};
 
 use crate::store::{PgStore, SearchFilter, StoreError};
+
+/// Content hashes per `StoredChunks` request: keeps an answer (vectors included) well under
+/// gRPC's 4 MiB message limit.
+pub const MAX_STORED_CHUNKS: usize = 512;
 
 pub struct StorageService {
     store: Arc<PgStore>,
@@ -99,6 +103,7 @@ impl Storage for StorageService {
             metadata_json: document.metadata.to_string(),
             source: document.source,
             content_type: document.content_type,
+            fingerprint: document.fingerprint,
             updated_at: millrace_common::time::rfc3339_from_millis(document.updated_at_unix_ms),
         }))
     }
@@ -118,19 +123,34 @@ impl Storage for StorageService {
         Ok(Response::new(DeleteDocumentResponse { deleted: true, chunks_deleted: deleted as u32 }))
     }
 
-    async fn existing_chunk_hashes(
+    async fn stored_chunks(
         &self,
-        request: Request<ExistingChunkHashesRequest>,
-    ) -> Result<Response<ExistingChunkHashesResponse>, Status> {
+        request: Request<StoredChunksRequest>,
+    ) -> Result<Response<StoredChunksResponse>, Status> {
         let request = request.into_inner();
         require_id(&request.document_id)?;
-        let existing = self
+        if request.content_hashes.len() > MAX_STORED_CHUNKS {
+            return Err(ApiError::invalid(format!("at most {MAX_STORED_CHUNKS} content hashes per request")).into());
+        }
+        let (version, chunks) = self
             .store
-            .existing_chunk_hashes(self.tenant(&request.tenant_id), &request.document_id)
+            .stored_chunks(self.tenant(&request.tenant_id), &request.document_id, &request.content_hashes)
             .await
             .map_err(status)?;
-        let (version, content_hashes) = existing.unwrap_or((0, Vec::new()));
-        Ok(Response::new(ExistingChunkHashesResponse { version: version as u64, content_hashes }))
+        Ok(Response::new(StoredChunksResponse {
+            version: version as u64,
+            chunks: chunks
+                .into_iter()
+                .map(|chunk| StoredChunkEntry {
+                    stored: Some(StoredChunk {
+                        embedding_model: chunk.metadata["embedding_model"].as_str().unwrap_or_default().to_owned(),
+                        metadata_json: chunk.metadata.to_string(),
+                        embedding: Some(Vector { values: chunk.embedding }),
+                    }),
+                    content_hash: chunk.content_hash,
+                })
+                .collect(),
+        }))
     }
 
     async fn discard_version(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use millrace_pipeline::runtime::fail_job;
-use millrace_pipeline::{BatchRef, Job, JobStatus, JobStore, Stage};
+use millrace_pipeline::{BatchRef, Job, JobStatus, JobStore, Stage, StoredCounts};
 use millrace_streams::{Handler, HandlerError, Message};
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
@@ -37,6 +37,7 @@ impl StorageHandler {
                 metadata: job.metadata.clone(),
                 source: job.source.clone(),
                 content_type: job.content_type.clone(),
+                fingerprint: job.fingerprint.clone(),
             })
             .await
             .map_err(store_error)?;
@@ -81,20 +82,35 @@ impl Handler for StorageHandler {
                 embeddings.vectors.len()
             )));
         }
+        let reused = (0..count)
+            .filter(|&i| {
+                metadata.reused.get(i).copied().unwrap_or(false) && embeddings.reused.get(i).copied().unwrap_or(false)
+            })
+            .count();
+        let counts = StoredCounts { chunks: count, reused, metadata_failed: metadata.failed as usize };
         let rows: Vec<ChunkRow> = chunks
             .chunks
             .into_iter()
             .zip(metadata.chunk_metadata_json)
             .zip(embeddings.vectors)
             .map(|((chunk, chunk_metadata), vector)| {
-                // What the stages found, then positions. The caller's document metadata is kept
-                // once, in the documents table, and merged under these keys by search.
+                // What the stages found, then where the chunk sits (always this version's, also
+                // for metadata reused from an older version). The caller's document metadata is
+                // kept once, in the documents table, and merged under these keys by search.
                 let mut merged = match serde_json::from_str::<Value>(&chunk_metadata) {
                     Ok(Value::Object(extracted)) => extracted,
                     _ => Map::new(),
                 };
                 merged.insert("char_start".into(), json!(chunk.char_start));
                 merged.insert("char_end".into(), json!(chunk.char_end));
+                merged.insert("heading_path".into(), json!(chunk.heading_path));
+                if chunk.page_start > 0 {
+                    merged.insert("page_start".into(), json!(chunk.page_start));
+                    merged.insert("page_end".into(), json!(chunk.page_end));
+                } else {
+                    merged.remove("page_start");
+                    merged.remove("page_end");
+                }
                 merged.insert("embedding_model".into(), json!(embeddings.model));
                 ChunkRow {
                     tenant_id: chunks.tenant_id.clone(),
@@ -110,7 +126,7 @@ impl Handler for StorageHandler {
             .collect();
         self.store.upsert_chunks(&rows).await.map_err(store_error)?;
         metrics::counter!("millrace_storage_chunks_written_total").increment(count as u64);
-        let stored = self.jobs.record_stored(&job_id, batch, count).await?;
+        let stored = self.jobs.record_stored(&job_id, batch, counts).await?;
         if matches!(stored.status, Some(JobStatus::Cancelled | JobStatus::Failed)) {
             // Cancelled while this batch was being written: take it out again.
             return self.discard(&job).await;

@@ -58,6 +58,8 @@ pub struct DocumentVersion {
     pub metadata: Value,
     pub source: String,
     pub content_type: String,
+    /// What produced this version (see the `documents.fingerprint` column).
+    pub fingerprint: String,
 }
 
 /// What [`PgStore::commit_version`] did.
@@ -108,8 +110,18 @@ pub struct DocumentRecord {
     pub metadata: Value,
     pub source: String,
     pub content_type: String,
+    pub fingerprint: String,
     /// Milliseconds since the Unix epoch of the last commit.
     pub updated_at_unix_ms: i64,
+}
+
+/// What the visible version holds for a chunk, found by its content hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredChunk {
+    pub content_hash: String,
+    /// The chunk's stored metadata (extracted fields and positions).
+    pub metadata: Value,
+    pub embedding: Vec<f32>,
 }
 
 /// The pgvector store. Cheap to clone (the pool is shared).
@@ -254,12 +266,14 @@ impl PgStore {
             _ => {
                 tx.execute(
                     "INSERT INTO documents
-                         (tenant_id, document_id, version, content_hash, chunk_count, metadata, source, content_type, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
+                         (tenant_id, document_id, version, content_hash, chunk_count, metadata, source, content_type,
+                          fingerprint, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
                      ON CONFLICT (tenant_id, document_id) DO UPDATE SET
                          version = EXCLUDED.version, content_hash = EXCLUDED.content_hash,
                          chunk_count = EXCLUDED.chunk_count, metadata = EXCLUDED.metadata,
-                         source = EXCLUDED.source, content_type = EXCLUDED.content_type, updated_at = now()
+                         source = EXCLUDED.source, content_type = EXCLUDED.content_type,
+                         fingerprint = EXCLUDED.fingerprint, updated_at = now()
                      WHERE documents.version < EXCLUDED.version",
                     &[
                         &doc.tenant_id,
@@ -270,6 +284,7 @@ impl PgStore {
                         &metadata,
                         &doc.source,
                         &doc.content_type,
+                        &doc.fingerprint,
                     ],
                 )
                 .await?;
@@ -395,7 +410,7 @@ impl PgStore {
         let statement = client
             .prepare_cached(
                 "SELECT tenant_id, document_id, version, content_hash, chunk_count, metadata, source, content_type,
-                        (extract(epoch FROM updated_at) * 1000)::bigint
+                        fingerprint, (extract(epoch FROM updated_at) * 1000)::bigint
                  FROM documents WHERE tenant_id = $1 AND document_id = $2",
             )
             .await?;
@@ -409,7 +424,8 @@ impl PgStore {
             metadata: row.try_get(5)?,
             source: row.try_get(6)?,
             content_type: row.try_get(7)?,
-            updated_at_unix_ms: row.try_get(8)?,
+            fingerprint: row.try_get(8)?,
+            updated_at_unix_ms: row.try_get(9)?,
         }))
     }
 
@@ -431,34 +447,52 @@ impl PgStore {
         Ok(existed.then_some(chunks))
     }
 
-    /// The visible version of a document and its chunks' content hashes in chunk order, for
-    /// incremental re-ingestion. `None` if the document has no visible version.
-    pub async fn existing_chunk_hashes(
+    /// What the visible version of a document holds for the chunks with these content hashes
+    /// (the first chunk of each hash), for incremental re-ingestion: the visible version (0 if
+    /// none) and the matches, in no particular order.
+    pub async fn stored_chunks(
         &self,
         tenant_id: &str,
         document_id: &str,
-    ) -> Result<Option<(i64, Vec<String>)>, StoreError> {
+        content_hashes: &[String],
+    ) -> Result<(i64, Vec<StoredChunk>), StoreError> {
         check_ids(tenant_id, document_id)?;
         let client = self.pool.get().await?;
+        let version: Option<i64> = client
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT version FROM documents WHERE tenant_id = $1 AND document_id = $2")
+                    .await?,
+                &[&tenant_id, &document_id],
+            )
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+        let Some(version) = version else { return Ok((0, Vec::new())) };
+        if content_hashes.is_empty() {
+            return Ok((version, Vec::new()));
+        }
         let statement = client
             .prepare_cached(
-                "SELECT d.version, c.content_hash
-                 FROM documents d
-                 LEFT JOIN chunks c ON c.tenant_id = d.tenant_id AND c.document_id = d.document_id AND c.version = d.version
-                 WHERE d.tenant_id = $1 AND d.document_id = $2
-                 ORDER BY c.chunk_index",
+                "SELECT DISTINCT ON (content_hash) content_hash, metadata, embedding
+                 FROM chunks
+                 WHERE tenant_id = $1 AND document_id = $2 AND version = $3 AND content_hash = ANY($4)
+                 ORDER BY content_hash, chunk_index",
             )
             .await?;
-        let rows = client.query(&statement, &[&tenant_id, &document_id]).await?;
-        let Some(first) = rows.first() else { return Ok(None) };
-        let version: i64 = first.try_get(0)?;
-        let mut hashes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if let Some(hash) = row.try_get::<_, Option<String>>(1)? {
-                hashes.push(hash);
-            }
-        }
-        Ok(Some((version, hashes)))
+        let rows = client.query(&statement, &[&tenant_id, &document_id, &version, &content_hashes]).await?;
+        let chunks = rows
+            .iter()
+            .map(|row| {
+                let embedding: Vector = row.try_get(2)?;
+                Ok(StoredChunk {
+                    content_hash: row.try_get(0)?,
+                    metadata: row.try_get(1)?,
+                    embedding: embedding.to_vec(),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((version, chunks))
     }
 
     fn check_vector(&self, v: &[f32]) -> Result<(), StoreError> {

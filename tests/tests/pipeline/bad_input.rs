@@ -35,7 +35,8 @@ async fn bad_inputs_get_their_status_codes() {
         (json!({}), 422),
         (json!({"content": "a", "content_base64": "YQ=="}), 422),
         (json!({"content_base64": "!!!"}), 422),
-        (json!({"content_base64": "//79"}), 422), // 0xff 0xfe 0xfd declared as text/plain
+        (json!({"content_base64": "//79", "content_type": "text/plain"}), 422), // 0xff 0xfe 0xfd is not UTF-8
+        (json!({"content_base64": "//79"}), 415),                               // undeclared, and no known signature
         (json!({"content": "x".repeat(2000)}), 413),
         (json!({"content": "a", "content_type": "application/x-msdownload"}), 415),
     ];

@@ -10,7 +10,7 @@ async fn a_killed_metadata_service_loses_nothing_and_stores_nothing_twice() {
     let mut stack = Stack::start(
         StackOptions::default()
             .upstream(&["--latency-ms", "150", "--embedding-dim", "384"])
-            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 200)
+            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 45)
             .service_env("chunking", "MILLRACE_BATCH_SIZE", 2)
             .service_env("metadata", "MILLRACE_CONCURRENCY", 2),
     )
@@ -52,7 +52,7 @@ async fn every_service_killed_and_restarted_mid_job_still_completes_the_job() {
     let mut stack = Stack::start(
         StackOptions::default()
             .upstream(&["--latency-ms", "100", "--embedding-dim", "384"])
-            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 200)
+            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 45)
             .service_env("chunking", "MILLRACE_BATCH_SIZE", 2),
     )
     .await
@@ -85,7 +85,7 @@ async fn a_redis_restart_mid_job_loses_nothing() {
         StackOptions::default()
             .durable_redis()
             .upstream(&["--latency-ms", "100", "--embedding-dim", "384"])
-            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 200)
+            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 45)
             .service_env("chunking", "MILLRACE_BATCH_SIZE", 2),
     )
     .await

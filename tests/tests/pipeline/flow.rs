@@ -5,8 +5,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn a_document_is_stored_whole_and_found_by_a_sentence_from_it() {
-    let stack =
-        Stack::start(StackOptions::default().service_env("chunking", "MILLRACE_CHUNK_SIZE", 300)).await.unwrap();
+    let stack = Stack::start(StackOptions::default().service_env("chunking", "MILLRACE_CHUNK_SIZE", 65)).await.unwrap();
     let text = long_text("lighthouse", 12);
     let decoy = long_text("volcano", 6);
     let job_id = stack.ingest("lighthouse-doc", &text).await;
@@ -55,8 +54,7 @@ async fn a_document_is_stored_whole_and_found_by_a_sentence_from_it() {
 
 #[tokio::test]
 async fn reingesting_replaces_chunks_and_deleting_removes_them_from_search() {
-    let stack =
-        Stack::start(StackOptions::default().service_env("chunking", "MILLRACE_CHUNK_SIZE", 300)).await.unwrap();
+    let stack = Stack::start(StackOptions::default().service_env("chunking", "MILLRACE_CHUNK_SIZE", 65)).await.unwrap();
     let first = stack.ingest("doc", &long_text("glacier", 6)).await;
     stack.wait_for_job(&first, Duration::from_secs(60)).await.unwrap();
     assert_eq!(stack.search("glacier marker item3", 3).await[0]["document_id"], "doc");
@@ -118,7 +116,7 @@ async fn a_cancelled_job_stops_and_leaves_nothing_visible() {
     let stack = Stack::start(
         StackOptions::default()
             .upstream(&["--latency-ms", "300", "--embedding-dim", "384"])
-            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 200)
+            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 45)
             .service_env("chunking", "MILLRACE_BATCH_SIZE", 2)
             .service_env("metadata", "MILLRACE_CONCURRENCY", 1),
     )

@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bad_input;
+mod content;
 mod crash;
 mod dead_letters;
 mod flow;
+mod formats;
 mod ops;

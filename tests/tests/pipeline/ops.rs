@@ -1,36 +1,22 @@
-use std::io::Read;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use millrace_e2e::{SERVICES, Stack, StackOptions, long_text};
-use millrace_testkit::cargo_bin;
+use millrace_testkit::{ChildProcess, cargo_bin};
 
 /// Runs a service binary with extra variables until it exits (or 20 s pass); returns its exit
-/// code and standard error.
+/// code and what it printed.
 fn run_to_exit(service: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut child = Command::new(cargo_bin(&format!("millrace-{service}")).unwrap())
+    let mut child = ChildProcess::builder(cargo_bin(&format!("millrace-{service}")).unwrap())
+        .name(service)
         .envs(env.iter().copied())
         .env("MILLRACE_DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
         .env("MILLRACE_REDIS_URL", "redis://127.0.0.1:1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("{service} did not exit on a bad configuration");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    (status.code(), stderr)
+    let status = child.wait_timeout(Duration::from_secs(20)).unwrap();
+    let status = status.unwrap_or_else(|| panic!("{service} did not exit on a bad configuration"));
+    (status.code(), child.logs())
 }
 
 /// A bad value stops every service before it binds a port (the port is held here, so binding
@@ -61,7 +47,7 @@ async fn services_are_ready_and_a_sigterm_mid_job_drains_cleanly() {
     let mut stack = Stack::start(
         StackOptions::default()
             .upstream(&["--latency-ms", "150", "--embedding-dim", "384"])
-            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 200)
+            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 45)
             .service_env("chunking", "MILLRACE_BATCH_SIZE", 2),
     )
     .await

@@ -73,8 +73,9 @@ struct ChatUsage {
     total_tokens: u64,
 }
 
-/// The whole answer to one request body; `request_number` makes the completion id unique.
-pub(crate) fn answer(body: &[u8], request_number: u64) -> Result<Answer, OpenAiError> {
+/// The whole answer to one request body; `request_number` makes the completion id unique, and
+/// `malformed` cuts a JSON answer off half-way (a fault injected by `--malformed-json-rate`).
+pub(crate) fn answer(body: &[u8], request_number: u64, malformed: bool) -> Result<Answer, OpenAiError> {
     let value: Value = serde_json::from_slice(body).map_err(OpenAiError::unparsable_body)?;
     let request: Request = serde_json::from_value(value)
         .map_err(|err| OpenAiError::invalid("", "invalid_type", format!("Invalid request body: {err}")))?;
@@ -135,6 +136,10 @@ pub(crate) fn answer(body: &[u8], request_number: u64) -> Result<Answer, OpenAiE
         }
         Format::JsonSchema(shape) => schema::generate(shape, &prompt_words).to_string(),
     };
+    if malformed && !matches!(format, Format::Text) {
+        let half = content.chars().count() / 2;
+        content = content.chars().take(half.max(1)).collect();
+    }
     let mut finish_reason = "stop";
     if let Some(limit) = limit
         && approx_tokens(&content) > limit
@@ -164,7 +169,7 @@ pub(crate) fn answer(body: &[u8], request_number: u64) -> Result<Answer, OpenAiE
         system_fingerprint: "fp_millrace_fake",
     };
     let body = serde_json::to_vec(&response).map_err(|err| OpenAiError::invalid("", "internal", err.to_string()))?;
-    Ok(Answer { body, model, usage: Usage { prompt_tokens, completion_tokens } })
+    Ok(Answer { body, model, usage: Usage { prompt_tokens, completion_tokens }, inputs: 1 })
 }
 
 fn below_one(param: &str) -> OpenAiError {

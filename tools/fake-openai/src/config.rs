@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(long, env = "FAKE_OPENAI_TIMEOUT_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub timeout_rate: f64,
 
+    /// Share (0..=1) of JSON answers (`json_object`/`json_schema`) cut off mid-document, as a
+    /// model that loses its way does: status 200, `finish_reason` "stop", content not JSON.
+    #[arg(long, env = "FAKE_OPENAI_MALFORMED_JSON_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub malformed_json_rate: f64,
+
     /// How long a "timed out" request hangs before its 504, in milliseconds.
     #[arg(long, env = "FAKE_OPENAI_HANG_MS", default_value_t = 30_000)]
     pub hang_ms: u64,
@@ -72,6 +77,7 @@ impl Default for Config {
             tpm: 0,
             error_rate: 0.0,
             timeout_rate: 0.0,
+            malformed_json_rate: 0.0,
             hang_ms: 30_000,
             embedding_dim: 384,
             seed: None,
@@ -90,6 +96,7 @@ impl std::fmt::Debug for Config {
             .field("tpm", &self.tpm)
             .field("error_rate", &self.error_rate)
             .field("timeout_rate", &self.timeout_rate)
+            .field("malformed_json_rate", &self.malformed_json_rate)
             .field("hang_ms", &self.hang_ms)
             .field("embedding_dim", &self.embedding_dim)
             .field("seed", &self.seed)
@@ -103,6 +110,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), Error> {
         check_rate("--error-rate", self.error_rate)?;
         check_rate("--timeout-rate", self.timeout_rate)?;
+        check_rate("--malformed-json-rate", self.malformed_json_rate)?;
         if self.error_rate + self.timeout_rate > 1.0 {
             return Err(Error::Config(format!(
                 "--error-rate ({}) plus --timeout-rate ({}) must not exceed 1",

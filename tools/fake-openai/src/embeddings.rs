@@ -152,7 +152,8 @@ pub(crate) fn answer(config: &Config, body: &[u8]) -> Result<Answer, OpenAiError
         usage: EmbeddingUsage { prompt_tokens, total_tokens: prompt_tokens },
     };
     let body = serde_json::to_vec(&response).map_err(|err| OpenAiError::invalid("", "internal", err.to_string()))?;
-    Ok(Answer { body, model, usage: Usage { prompt_tokens, completion_tokens: 0 } })
+    let count = inputs.len() as u64;
+    Ok(Answer { body, model, usage: Usage { prompt_tokens, completion_tokens: 0 }, inputs: count })
 }
 
 fn inputs(input: Option<Value>) -> Result<Vec<Input>, OpenAiError> {

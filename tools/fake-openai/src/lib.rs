@@ -79,6 +79,8 @@ pub(crate) struct Answer {
     body: Vec<u8>,
     model: String,
     usage: Usage,
+    /// Items answered: texts embedded, or 1 for a chat completion.
+    inputs: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -196,6 +198,12 @@ impl AppState {
         };
         (Duration::from_millis(config.latency_ms + jitter), fault)
     }
+
+    /// Whether this request's JSON answer is to be malformed.
+    fn draw_malformed(&self) -> bool {
+        let rate = self.0.config.malformed_json_rate;
+        rate > 0.0 && lock(&self.0.rng).random::<f64>() < rate
+    }
 }
 
 /// The fake's routes: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models[/{id}]`,
@@ -279,7 +287,8 @@ impl Drop for FakeOpenAi {
 
 async fn chat_completions(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let number = state.0.next_id.fetch_add(1, Ordering::Relaxed);
-    respond(&state, Endpoint::ChatCompletions, &headers, || chat::answer(&body, number)).await
+    let malformed = state.draw_malformed();
+    respond(&state, Endpoint::ChatCompletions, &headers, || chat::answer(&body, number, malformed)).await
 }
 
 async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -353,6 +362,7 @@ async fn answer(
                 let mut stats = lock(&state.0.stats);
                 stats.finished(endpoint, Outcome::Served);
                 stats.tokens(usage.prompt_tokens, usage.completion_tokens);
+                stats.inputs(endpoint, answer.inputs);
             }
             let mut response =
                 ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], answer.body).into_response();

@@ -43,6 +43,9 @@ pub struct EndpointStats {
     pub errors: u64,
     pub timeouts: u64,
     pub invalid: u64,
+    /// Items of served requests: texts embedded, or one per chat completion.
+    #[serde(default)]
+    pub inputs: u64,
 }
 
 impl EndpointStats {
@@ -94,6 +97,10 @@ impl Stats {
         self.timeouts += total.timeouts;
         self.invalid += total.invalid;
         self.by_endpoint.entry(endpoint.key().to_owned()).or_default().count(outcome);
+    }
+
+    pub(crate) fn inputs(&mut self, endpoint: Endpoint, inputs: u64) {
+        self.by_endpoint.entry(endpoint.key().to_owned()).or_default().inputs += inputs;
     }
 
     pub(crate) fn tokens(&mut self, prompt: u64, completion: u64) {

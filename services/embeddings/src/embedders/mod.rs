@@ -1,7 +1,9 @@
 //! The embedding backends: one file per backend, chosen by configuration.
 
+pub mod batcher;
 mod gateway;
 pub mod hashing;
+pub mod local;
 
 use tonic::transport::Channel;
 
@@ -17,13 +19,21 @@ pub enum EmbedError {
 }
 
 pub enum Embedder {
+    Local(local::LocalEmbedder),
     Hashing(hashing::HashingEmbedder),
     Gateway(gateway::GatewayEmbedder),
 }
 
 impl Embedder {
+    /// Builds the configured backend; the local one loads its model here, so a missing or
+    /// broken model folder stops the service at start.
     pub fn new(provider: &Provider, dimensions: usize) -> anyhow::Result<Self> {
         Ok(match provider {
+            Provider::Local(local) => Self::Local(local::LocalEmbedder::start(
+                &local.model_dir,
+                dimensions,
+                batcher::BatchConfig { max_batch: local.max_batch, max_wait: local.max_wait },
+            )?),
             Provider::Hashing => Self::Hashing(hashing::HashingEmbedder::new(dimensions)),
             Provider::Gateway { gateway_url, model } => {
                 let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url, None)?;
@@ -34,6 +44,7 @@ impl Embedder {
 
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Local(_) => "local",
             Self::Hashing(_) => "hashing",
             Self::Gateway(_) => "gateway",
         }
@@ -42,6 +53,7 @@ impl Embedder {
     /// The model name recorded with every vector.
     pub fn model(&self) -> String {
         match self {
+            Self::Local(l) => l.model(),
             Self::Hashing(h) => h.model(),
             Self::Gateway(g) => g.model(),
         }
@@ -49,6 +61,7 @@ impl Embedder {
 
     pub fn dimensions(&self) -> usize {
         match self {
+            Self::Local(l) => l.dimensions(),
             Self::Hashing(h) => h.dimensions(),
             Self::Gateway(g) => g.dimensions(),
         }
@@ -56,7 +69,7 @@ impl Embedder {
 
     pub fn gateway_channel(&self) -> Option<Channel> {
         match self {
-            Self::Hashing(_) => None,
+            Self::Local(_) | Self::Hashing(_) => None,
             Self::Gateway(g) => Some(g.channel()),
         }
     }
@@ -64,6 +77,7 @@ impl Embedder {
     /// One unit vector per text, in order.
     pub async fn embed(&self, texts: &[String], job_id: &str) -> Result<Vec<Vec<f32>>, EmbedError> {
         match self {
+            Self::Local(l) => l.embed(texts).await,
             Self::Hashing(h) => Ok(texts.iter().map(|t| h.embed(t)).collect()),
             Self::Gateway(g) => g.embed(texts, job_id).await,
         }

@@ -1,18 +1,18 @@
-//! `POST /v1/ingest` and `POST /v1/ingest/batch`.
+//! `POST /v1/ingest` (a JSON document or a multipart upload) and `POST /v1/ingest/batch`.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use millrace_common::ApiError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::JsonBody;
+use super::{JsonBody, multipart};
 use crate::core::{self, Core};
-use crate::validate::Submission;
+use crate::validate::{self, Submission};
 
 /// Most documents in one batch request.
 pub const MAX_BATCH_ITEMS: usize = 1000;
@@ -23,19 +23,23 @@ pub(crate) struct IngestRequest {
     document_id: Option<String>,
     content: Option<String>,
     content_base64: Option<String>,
+    url: Option<String>,
     content_type: Option<String>,
     source: Option<String>,
     metadata: Option<Value>,
+    options: Option<Value>,
 }
 
 impl IngestRequest {
     fn into_submission(self) -> Result<Submission, ApiError> {
         Ok(Submission {
-            payload: Submission::payload_from_fields(self.content, self.content_base64)?,
+            payload: Submission::payload_from_fields(self.content, self.content_base64, self.url)?,
             document_id: self.document_id,
             content_type: self.content_type,
+            file_name: None,
             source: self.source,
             metadata: self.metadata,
+            options: validate::options_from_value(self.options)?,
         })
     }
 }
@@ -45,13 +49,33 @@ pub(crate) struct BatchRequest {
     documents: Option<Vec<Value>>,
 }
 
-pub(crate) async fn ingest(
-    State(core): State<Arc<Core>>,
-    body: Result<JsonBody<IngestRequest>, ApiError>,
-) -> Result<Response, ApiError> {
-    let submission = body.and_then(|JsonBody(request)| request.into_submission()).inspect_err(core::count_rejection)?;
+pub(crate) async fn ingest(State(core): State<Arc<Core>>, request: Request) -> Result<Response, ApiError> {
+    let submission = read_submission(&core, request).await.inspect_err(core::count_rejection)?;
     let accepted = core.submit(submission).await?;
-    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
+    // 200 when the document was already stored exactly so and the job completed at once.
+    let status = if accepted.status.is_terminal() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(accepted)).into_response())
+}
+
+/// A multipart upload when the body says so, else the JSON form (whatever the content type, as
+/// before multipart was accepted).
+async fn read_submission(core: &Core, request: Request) -> Result<Submission, ApiError> {
+    if is_multipart(request.headers()) {
+        let form = Multipart::from_request(request, &())
+            .await
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+        multipart::read_form(form, core.config().max_document_bytes).await
+    } else {
+        let JsonBody(request) = JsonBody::<IngestRequest>::from_request(request, &()).await?;
+        request.into_submission()
+    }
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| millrace_pipeline::content::media_type(value) == "multipart/form-data")
 }
 
 pub(crate) async fn batch(

@@ -4,6 +4,7 @@
 mod documents;
 mod ingest;
 mod jobs;
+mod multipart;
 mod search;
 mod stats;
 

@@ -22,6 +22,7 @@ fn submit(content: &[u8]) -> SubmitRequest {
         content_type: "text/plain".into(),
         source: "grpc".into(),
         metadata_json: r#"{"via":"grpc"}"#.into(),
+        ..SubmitRequest::default()
     }
 }
 
@@ -109,4 +110,35 @@ async fn grpc_health_is_serving() {
     let response =
         health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(response.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn urls_and_options_follow_the_http_rules() {
+    let app = spawn_app().await;
+    let mut client = client(&app).await;
+    let by_url = |url: &str| SubmitRequest { content: Vec::new(), url: url.into(), ..submit(b"") };
+
+    let status = client.submit(by_url("http://169.254.169.254/latest/meta-data/")).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("169.254.169.254 is a cloud metadata address"), "{}", status.message());
+    let status = client.submit(by_url("https://intranet.example.com/a.pdf")).await.unwrap_err();
+    assert!(status.message().contains("resolves to 10.0.0.5, a private address"), "{}", status.message());
+    let both = SubmitRequest { url: "https://docs.example.com/a.md".into(), ..submit(b"inline") };
+    assert_eq!(code(client.submit(both).await), Code::InvalidArgument);
+    for (size, overlap) in [(Some(0), None), (Some(9000), None), (Some(100), Some(100)), (None, Some(8192))] {
+        let request = SubmitRequest { chunk_size: size, chunk_overlap: overlap, ..submit(b"text") };
+        let status = client.submit(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{size:?} {overlap:?}");
+        assert!(status.message().contains("chunk_"), "{}", status.message());
+    }
+    assert!(app.chunking_entries().await.is_empty());
+
+    let request =
+        SubmitRequest { chunk_size: Some(256), chunk_overlap: Some(32), ..by_url("https://docs.example.com/a.md") };
+    let accepted = client.submit(request).await.unwrap().into_inner();
+    let job = app.job(&accepted.job_id).await;
+    assert_eq!(job["url"], "https://docs.example.com/a.md");
+    assert_eq!(job["document_id"], "grpc-doc");
+    assert_eq!(job["options"], serde_json::json!({"chunk_size": 256, "chunk_overlap": 32}));
+    assert_eq!(job["content_bytes"], 0);
 }

@@ -1,9 +1,12 @@
 //! Spawns the ingestion service in-process on port 0 against a private redis-server; the
-//! other services point at closed ports (they are not part of these tests).
+//! other services point at closed ports (they are not part of these tests). Submitted URLs are
+//! checked with a table resolver ([`resolver`]): no DNS query leaves the process.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use millrace_common::Settings;
+use millrace_fetch::StaticResolver;
 use millrace_ingestion::{Application, Config};
 use millrace_testkit::RedisServer;
 use reqwest::{Response, StatusCode};
@@ -24,6 +27,14 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Names the URL checks resolve: a public one, and public-looking ones that point inside.
+pub fn resolver() -> StaticResolver {
+    StaticResolver::new()
+        .with("docs.example.com", [IpAddr::from([93, 184, 216, 34])])
+        .with("intranet.example.com", [IpAddr::from([10, 0, 0, 5])])
+        .with("sneaky.example.com", ["::ffff:169.254.169.254".parse().expect("an address")])
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -49,7 +60,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     ];
     pairs.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let config = Config::from_settings(&Settings::from_pairs(pairs)).expect("valid config");
-    let app = Application::build(config).await.expect("app builds");
+    let app = Application::build_with_resolver(config, Arc::new(resolver())).await.expect("app builds");
     let address = format!("http://{}", app.http_addr());
     let grpc_addr = app.grpc_addr();
     let shutdown = CancellationToken::new();
@@ -82,6 +93,25 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// Posts a `multipart/form-data` body built from `parts`.
+    pub async fn post_multipart(&self, path: &str, parts: &[Part<'_>]) -> Response {
+        let (content_type, body) = multipart_body(parts);
+        self.client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The job's record as the API shows it.
+    pub async fn job(&self, job_id: &str) -> Value {
+        let response = self.get(&format!("/v1/jobs/{job_id}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json body")
     }
 
     /// Submits a valid document and returns the 202 body.
@@ -130,4 +160,48 @@ pub async fn assert_error(response: Response, status: StatusCode) -> (String, St
 /// The value of one series in a Prometheus text exposition (0 if absent).
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines().find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+}
+
+/// One part of a multipart form.
+pub enum Part<'a> {
+    Text(&'a str, &'a str),
+    File { name: &'a str, file_name: Option<&'a str>, content_type: Option<&'a str>, bytes: &'a [u8] },
+}
+
+impl<'a> Part<'a> {
+    /// A `file` part with a name and a type.
+    pub fn file(file_name: &'a str, content_type: &'a str, bytes: &'a [u8]) -> Self {
+        Part::File { name: "file", file_name: Some(file_name), content_type: Some(content_type), bytes }
+    }
+}
+
+/// The content type (with its boundary) and body of a form, written by hand so that tests can
+/// send what a client library would refuse to build.
+pub fn multipart_body(parts: &[Part<'_>]) -> (String, Vec<u8>) {
+    let boundary = "millrace-test-boundary-b0a7c1";
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match part {
+            Part::Text(name, value) => {
+                body.extend_from_slice(format!("content-disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes());
+                body.extend_from_slice(value.as_bytes());
+            }
+            Part::File { name, file_name, content_type, bytes } => {
+                let mut disposition = format!("content-disposition: form-data; name=\"{name}\"");
+                if let Some(file_name) = file_name {
+                    disposition.push_str(&format!("; filename=\"{file_name}\""));
+                }
+                body.extend_from_slice(format!("{disposition}\r\n").as_bytes());
+                if let Some(content_type) = content_type {
+                    body.extend_from_slice(format!("content-type: {content_type}\r\n").as_bytes());
+                }
+                body.extend_from_slice(b"\r\n");
+                body.extend_from_slice(bytes);
+            }
+        }
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }

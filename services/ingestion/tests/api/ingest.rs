@@ -38,7 +38,12 @@ async fn valid_ingest_is_queued_and_enqueued_for_chunking() {
     assert_eq!(job["document_id"], "docs/guide.md");
     assert_eq!(job["status"], "queued");
     assert_eq!(job["progress"], 0);
-    assert_eq!(job["chunks"], json!({"total": 0, "metadata_done": 0, "embedded": 0, "stored": 0}));
+    assert_eq!(
+        job["chunks"],
+        json!({"total": 0, "metadata_done": 0, "embedded": 0, "stored": 0, "reused": 0, "metadata_failed": 0})
+    );
+    assert_eq!(job["options"], json!({}));
+    assert!(job.get("url").is_none(), "no url for a document sent inline");
     assert_eq!(job["error"], Value::Null);
     assert_eq!(job["finished_at"], Value::Null);
     assert_eq!(job["content_type"], "text/markdown");
@@ -220,4 +225,21 @@ async fn a_full_queue_answers_503_with_retry_after_from_throughput() {
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metric(&metrics, "millrace_ingestion_requests_rejected_total{reason=\"queue_full\"}") >= 2.0, "{metrics}");
     assert!(metric(&metrics, "millrace_ingestion_jobs_submitted_total") >= 2.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn generic_base64_content_is_typed_by_its_bytes() {
+    let app = spawn_app().await;
+    let body = json!({"content_base64": b64("%PDF-1.7\n1 0 obj"), "content_type": "application/octet-stream"});
+    let response = app.post_json("/v1/ingest", &body).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.unwrap();
+    let job = app.job(accepted["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["content_type"], "application/pdf");
+
+    let body = json!({"content_base64": b64([0x00, 0x9f, 0x92, 0x96]), "content_type": "application/octet-stream"});
+    let (code, message) =
+        assert_error(app.post_json("/v1/ingest", &body).await, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_eq!(code, "unsupported_media_type");
+    assert!(message.contains("content_type"), "{message}");
 }

@@ -17,8 +17,10 @@ struct Migration {
 }
 
 /// Append only: a released migration is never edited, a change is a new file.
-const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../../migrations/0001_init.sql") }];
+const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../../migrations/0001_init.sql") },
+    Migration { version: 2, name: "fingerprint", sql: include_str!("../../migrations/0002_fingerprint.sql") },
+];
 
 /// What migrating learned about the database.
 pub(crate) struct SchemaInfo {

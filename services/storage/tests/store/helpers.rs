@@ -80,5 +80,6 @@ pub fn version(tenant: &str, doc: &str, version: i64, chunk_count: i32, metadata
         metadata,
         source: format!("upload://{doc}"),
         content_type: "text/plain".to_owned(),
+        fingerprint: format!("fp-{doc}-{version}"),
     }
 }

@@ -219,22 +219,32 @@ async fn delete_removes_the_document_from_search() {
     let hits = t.store.search("t1", &axis(0, 0.0), 10, &SearchFilter::default()).await.unwrap();
     assert!(hits.iter().all(|h| h.document_id == "kept") && hits.len() == 2);
     assert_eq!(t.store.get_document("t1", "gone").await.unwrap(), None);
-    assert_eq!(t.store.existing_chunk_hashes("t1", "gone").await.unwrap(), None);
+    assert_eq!(t.store.stored_chunks("t1", "gone", &["hash-gone-1-0".to_owned()]).await.unwrap(), (0, vec![]));
     assert_eq!(t.store.delete_document("t1", "gone").await.unwrap(), None);
 }
 
 #[tokio::test]
-async fn existing_chunk_hashes_are_those_of_the_visible_version_in_order() {
+async fn stored_chunks_are_those_of_the_visible_version_with_the_asked_hashes() {
     let t = TestStore::new().await;
-    assert_eq!(t.store.existing_chunk_hashes("t1", "doc").await.unwrap(), None);
-    let mut batch = chunks("t1", "doc", 3, 3);
-    batch.reverse();
-    t.store.upsert_chunks(&batch).await.unwrap();
+    let wanted = |hashes: &[&str]| hashes.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>();
+    assert_eq!(t.store.stored_chunks("t1", "doc", &wanted(&["hash-doc-3-0"])).await.unwrap(), (0, vec![]));
+    t.store.upsert_chunks(&chunks("t1", "doc", 3, 3)).await.unwrap();
     t.store.commit_version(&version("t1", "doc", 3, 3, json!({}))).await.unwrap();
+    // A newer version being written is not what re-ingest compares against.
     t.store.upsert_chunks(&chunks("t1", "doc", 4, 1)).await.unwrap();
-    let (version, hashes) = t.store.existing_chunk_hashes("t1", "doc").await.unwrap().unwrap();
-    assert_eq!(version, 3);
-    assert_eq!(hashes, ["hash-doc-3-0", "hash-doc-3-1", "hash-doc-3-2"]);
+
+    let (visible, mut found) = t
+        .store
+        .stored_chunks("t1", "doc", &wanted(&["hash-doc-3-2", "hash-doc-3-0", "hash-doc-4-0", "nope"]))
+        .await
+        .unwrap();
+    assert_eq!(visible, 3);
+    found.sort_by(|a, b| a.content_hash.cmp(&b.content_hash));
+    let hashes: Vec<&str> = found.iter().map(|c| c.content_hash.as_str()).collect();
+    assert_eq!(hashes, ["hash-doc-3-0", "hash-doc-3-2"]);
+    let expected = &chunks("t1", "doc", 3, 3)[2];
+    assert_eq!(found[1].embedding, expected.embedding);
+    assert_eq!(found[1].metadata, expected.metadata);
 }
 
 #[tokio::test]
@@ -269,7 +279,7 @@ async fn migrations_are_idempotent_and_safe_from_concurrent_replicas() {
     c.unwrap();
     t.store.migrate().await.unwrap();
     t.store.ping().await.unwrap();
-    assert_eq!(t.scalar("SELECT count(*) FROM millrace_migrations").await, 1);
+    assert_eq!(t.scalar("SELECT count(*) FROM millrace_migrations").await, 2, "each migration recorded once");
     // The HNSW index exists with the configured parameters.
     let options = t.scalar("SELECT count(*) FROM pg_class WHERE relname = 'chunks_embedding_hnsw' AND reloptions @> ARRAY['m=16', 'ef_construction=64']").await;
     assert_eq!(options, 1);

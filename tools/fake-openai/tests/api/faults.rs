@@ -53,3 +53,19 @@ async fn invalid_configs_are_refused_before_binding() {
     let err = millrace_fake_openai::spawn(Config { timeout_rate: 1.5, ..Config::default() }).await.err().unwrap();
     assert!(err.to_string().contains("--timeout-rate must be between 0 and 1"), "{err}");
 }
+
+#[tokio::test]
+async fn malformed_json_rate_one_cuts_json_answers_but_not_text() {
+    let fake = spawn(Config { malformed_json_rate: 1.0, ..Config::default() }).await;
+    let mut body = chat_body("Water turns the wheel of the mill");
+    body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "m", "schema": {
+        "type": "object", "required": ["title"], "properties": {"title": {"type": "string"}}
+    }}});
+    let answer: serde_json::Value = fake.post("/v1/chat/completions", &body).await.json().await.unwrap();
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(content).is_err(), "still JSON: {content}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+
+    let plain: serde_json::Value = fake.post("/v1/chat/completions", &chat_body("hello")).await.json().await.unwrap();
+    assert!(plain["choices"][0]["message"]["content"].as_str().unwrap().starts_with("This is a fake answer"));
+}

@@ -17,6 +17,8 @@ async fn stats_count_requests_outcomes_and_tokens_and_reset() {
     assert_eq!(stats.by_endpoint["embeddings"].requests, 2);
     assert_eq!(stats.by_endpoint["embeddings"].invalid, 1);
     assert_eq!(stats.by_endpoint["chat_completions"].served, 1);
+    assert_eq!(stats.by_endpoint["embeddings"].inputs, 2, "texts embedded, not requests");
+    assert_eq!(stats.by_endpoint["chat_completions"].inputs, 1);
     assert_eq!(fake.fake.stats(), stats);
 
     let raw: serde_json::Value = fake.get("/stats").await.json().await.unwrap();

@@ -1,0 +1,61 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Chunking throughput, single-threaded: parse + split of a Markdown and an HTML document
+//! (about 1 MB each, built from the test fixtures), sized in the embedding model's tokens with
+//! the default sizes. Reported in bytes of input per second.
+//!
+//! `cargo bench -p millrace-chunking --bench chunking` (needs the model: `make setup`, or
+//! MILLRACE_EMBEDDING_MODEL_DIR).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use millrace_chunking::{ChunkSizes, ParseLimits, SizeUnit, Sizer, default_model_dir, parse_document, split_document};
+use millrace_pipeline::content::{HTML, MARKDOWN};
+
+const TARGET_BYTES: usize = 1 << 20;
+
+fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+fn markdown_input() -> String {
+    let guide = fixture("guide.md");
+    guide.repeat(TARGET_BYTES / guide.len() + 1)
+}
+
+/// The article page with its article body repeated, navigation and scripts around it once.
+fn html_input() -> String {
+    let page = fixture("article.html");
+    let (start, end) = (page.find("<article>").unwrap() + "<article>".len(), page.find("</article>").unwrap());
+    let body = &page[start..end];
+    format!("{}{}{}", &page[..start], body.repeat(TARGET_BYTES / body.len() + 1), &page[end..])
+}
+
+fn sizer() -> Sizer {
+    let dir = std::env::var_os("MILLRACE_EMBEDDING_MODEL_DIR").map(PathBuf::from).unwrap_or_else(default_model_dir);
+    Sizer::load(SizeUnit::Model, &dir).unwrap_or_else(|err| panic!("{err}: run `make setup` first"))
+}
+
+fn chunking(c: &mut Criterion) {
+    let sizer = sizer();
+    let max = SizeUnit::Model.default_size();
+    let sizes = ChunkSizes { min: ChunkSizes::default_min(max), max, overlap: ChunkSizes::default_overlap(max) };
+    let limits = ParseLimits::default();
+    let mut group = c.benchmark_group("parse_and_split_model_tokens");
+    group.sample_size(10).measurement_time(Duration::from_secs(30)).warm_up_time(Duration::from_secs(3));
+    for (name, content_type, input) in [("markdown", MARKDOWN, markdown_input()), ("html", HTML, html_input())] {
+        group.throughput(Throughput::Bytes(input.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let doc = parse_document(content_type, input.as_bytes(), &limits).unwrap();
+                split_document(&doc, &sizer, sizes).unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, chunking);
+criterion_main!(benches);

@@ -26,6 +26,9 @@ pub struct StackOptions {
     pub skip: Vec<&'static str>,
     /// Redis with AOF persistence (every write fsynced), as production runs it.
     pub durable_redis: bool,
+    /// Replicas of a service beyond the first, as more processes of it. Extra metadata and
+    /// embeddings replicas are spread over the gateway replicas.
+    pub replicas: Vec<(&'static str, usize)>,
 }
 
 impl StackOptions {
@@ -49,6 +52,12 @@ impl StackOptions {
         self
     }
 
+    /// Runs `count` processes of `service` in all (at least 1).
+    pub fn replicas(mut self, service: &'static str, count: usize) -> Self {
+        self.replicas.push((service, count));
+        self
+    }
+
     pub fn skip(mut self, service: &'static str) -> Self {
         self.skip.push(service);
         self
@@ -67,6 +76,8 @@ pub struct Stack {
     pub database_url: String,
     pub fake: Option<(ChildProcess, u16)>,
     pub services: BTreeMap<&'static str, Service>,
+    /// Replicas beyond the first (`StackOptions::replicas`), named `metadata-2`, `metadata-3`, …
+    pub replicas: Vec<(String, Service)>,
     pub http: reqwest::Client,
     pub key_prefix: String,
 }
@@ -128,24 +139,47 @@ impl Stack {
         }
         common.extend(options.env.iter().cloned());
 
-        let mut services = BTreeMap::new();
-        for name in SERVICES {
-            if options.skip.contains(&name) {
-                continue;
-            }
-            let (http_port, grpc_port) = ports[name];
+        let spawn = |name: &str, replica: usize, ports: (u16, u16), gateway_grpc: Option<u16>| {
+            let consumer = if replica == 1 { format!("{name}-e2e") } else { format!("{name}-e2e-{replica}") };
+            let label = if replica == 1 { name.to_owned() } else { format!("{name}-{replica}") };
             let mut builder = ChildProcess::builder(cargo_bin(&format!("millrace-{name}"))?)
-                .name(name)
+                .name(&label)
                 .envs(common.iter().cloned())
-                .env("MILLRACE_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-                .env("MILLRACE_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-                .env("MILLRACE_CONSUMER_NAME", format!("{name}-e2e"));
+                .env("MILLRACE_HTTP_ADDR", format!("127.0.0.1:{}", ports.0))
+                .env("MILLRACE_GRPC_ADDR", format!("127.0.0.1:{}", ports.1))
+                .env("MILLRACE_CONSUMER_NAME", consumer);
+            if let Some(port) = gateway_grpc {
+                builder = builder.env("MILLRACE_LLM_GATEWAY_URL", format!("http://127.0.0.1:{port}"));
+            }
             for (service, key, value) in &options.service_env {
                 if *service == name {
                     builder = builder.env(key, value);
                 }
             }
-            services.insert(name, Service { process: builder.spawn()?, http_port, grpc_port });
+            anyhow::Ok((label, Service { process: builder.spawn()?, http_port: ports.0, grpc_port: ports.1 }))
+        };
+        let count = |name: &str| options.replicas.iter().find(|(s, _)| *s == name).map_or(1, |(_, n)| (*n).max(1));
+        let mut services = BTreeMap::new();
+        let mut replicas = Vec::new();
+        // Gateway replicas first, so the stages' replicas can be spread over them.
+        let mut gateway_ports = vec![ports["llm-gateway"].1];
+        for name in SERVICES {
+            if options.skip.contains(&name) {
+                continue;
+            }
+            let (_, service) = spawn(name, 1, ports[name], None)?;
+            services.insert(name, service);
+            for replica in 2..=count(name) {
+                let extra_ports = (free_port(), free_port());
+                let gateway = match name {
+                    "metadata" | "embeddings" => Some(gateway_ports[(replica - 1) % gateway_ports.len()]),
+                    _ => None,
+                };
+                if name == "llm-gateway" {
+                    gateway_ports.push(extra_ports.1);
+                }
+                replicas.push(spawn(name, replica, extra_ports, gateway)?);
+            }
         }
         let stack = Self {
             redis,
@@ -153,10 +187,12 @@ impl Stack {
             database_url,
             fake,
             services,
+            replicas,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
             key_prefix,
         };
-        for (name, service) in &stack.services {
+        let all = stack.services.iter().map(|(name, service)| ((*name).to_owned(), service));
+        for (name, service) in all.chain(stack.replicas.iter().map(|(name, service)| (name.clone(), service))) {
             wait_for_http(&format!("http://127.0.0.1:{}/healthz", service.http_port), Duration::from_secs(30))
                 .await
                 .with_context(|| format!("{name} did not start:\n{}", service.process.log_tail(40)))?;
@@ -286,6 +322,8 @@ impl Stack {
     pub fn logs(&self) -> String {
         self.services
             .iter()
+            .map(|(name, service)| ((*name).to_owned(), service))
+            .chain(self.replicas.iter().map(|(name, service)| (name.clone(), service)))
             .map(|(name, service)| format!("--- {name} ---\n{}", service.process.log_tail(15)))
             .collect::<Vec<_>>()
             .join("\n")

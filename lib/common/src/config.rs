@@ -153,6 +153,12 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) -
     Ok(())
 }
 
+/// Whether an LLM upstream is configured for the gateway (`MILLRACE_LLM_BASE_URL` or
+/// `MILLRACE_LLM_UPSTREAMS_FILE`): the stages then default to calling it.
+pub fn llm_configured(settings: &Settings) -> bool {
+    settings.raw("LLM_BASE_URL").is_some() || settings.raw("LLM_UPSTREAMS_FILE").is_some()
+}
+
 /// The embedding model `make setup` installs; its folder name is recorded with its vectors.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2";
 

@@ -10,5 +10,5 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod time;
 
-pub use config::{ConfigError, ServiceConfig, Settings};
+pub use config::{ConfigError, ServiceConfig, Settings, llm_configured};
 pub use error::{ApiError, ErrorCode, RETRY_AFTER_METADATA};

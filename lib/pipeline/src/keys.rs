@@ -67,6 +67,17 @@ impl Keys {
     }
 
     /// Version counter of a document.
+    /// LLM spend of one UTC day (`YYYY-MM-DD`), across every gateway replica: a hash of
+    /// `usd`, and `usd:{model}`, `prompt_tokens:{model}`, `completion_tokens:{model}`.
+    pub fn llm_spend(&self, day: &str) -> String {
+        format!("{}:llm:spend:{day}", self.prefix)
+    }
+
+    /// The shared rate limiter of one gateway upstream.
+    pub fn llm_limiter(&self, upstream: &str) -> String {
+        format!("{}:llm:limit:{upstream}", self.prefix)
+    }
+
     pub fn document_version(&self, tenant_id: &str, document_id: &str) -> String {
         format!("{}:docver:{tenant_id}:{document_id}", self.prefix)
     }

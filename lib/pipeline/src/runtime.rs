@@ -1,12 +1,14 @@
 //! How a stage service runs: its stream worker, its HTTP and gRPC ports, and an orderly
 //! shutdown (stop pulling, drain in-flight work under a deadline, then close the ports).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use millrace_common::server::{AdminService, Listeners, Readiness, ops_router, serve};
 use millrace_common::{ApiError, ServiceConfig, Settings, redis_conn};
 use millrace_proto::ChunkBatch;
-use millrace_proto::StatsResponse;
+use millrace_proto::{BreakerStats, StatsResponse};
+use millrace_resilience::CircuitBreaker;
 use millrace_streams::{Handler, HandlerError, Message, StreamWorker, WorkerConfig, queue_stats};
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -44,6 +46,7 @@ impl StageBase {
             handler,
             grpc: Routes::builder().routes(),
             readiness,
+            breaker: None,
         }
     }
 }
@@ -59,6 +62,8 @@ pub struct StageService<H> {
     handler: H,
     grpc: Routes,
     readiness: Readiness,
+    /// The stage's breaker toward its downstream: while open, the worker stops pulling.
+    breaker: Option<CircuitBreaker>,
 }
 
 /// The stream-worker settings of a stage, read from `MILLRACE_*` variables.
@@ -88,6 +93,13 @@ impl<H: Handler> StageService<H> {
     }
 
     /// Adds a readiness check (a dependency that must answer before the stage takes traffic).
+    /// Gates the stage's reads on `breaker` (toward the downstream its handler calls) and
+    /// reports it in `Admin.Stats`.
+    pub fn with_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
     pub fn with_check<F, Fut>(mut self, name: &'static str, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -108,16 +120,27 @@ impl<H: Handler> StageService<H> {
     /// Runs until `shutdown` is cancelled and in-flight work has drained.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let service: &'static str = self.stage.name();
-        let worker = StreamWorker::new(self.worker.clone(), self.client, self.pool.clone(), self.handler);
+        let mut worker = StreamWorker::new(self.worker.clone(), self.client, self.pool.clone(), self.handler);
+        if let Some(breaker) = &self.breaker {
+            worker = worker.with_gate(Arc::new(breaker.clone()));
+        }
         let handle = worker.handle();
         let pool = self.pool.clone();
         let keys = self.keys.clone();
         let stage = self.stage;
+        let breaker = self.breaker.clone();
         let admin = AdminService::new(move || {
             let pool = pool.clone();
             let keys = keys.clone();
+            let breaker = breaker.clone();
             let (limit, in_use) = (handle.limit(), handle.in_use());
-            async move { stage_stats(&pool, &keys, service, stage, limit, in_use).await }
+            async move {
+                let mut stats = stage_stats(&pool, &keys, service, stage, limit, in_use).await?;
+                if let Some(breaker) = breaker {
+                    add_breaker(&mut stats, &breaker);
+                }
+                Ok(stats)
+            }
         });
         let router = ops_router(service, self.readiness);
         let grpc = self.grpc.add_service(admin);
@@ -135,6 +158,15 @@ impl<H: Handler> StageService<H> {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// Shows a stage's breaker in its stats, as a state and as `limits_json` (its full snapshot).
+fn add_breaker(stats: &mut StatsResponse, breaker: &CircuitBreaker) {
+    let snapshot = breaker.snapshot();
+    let state =
+        serde_json::to_value(snapshot.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    stats.breakers.push(BreakerStats { name: snapshot.name.clone(), state });
+    stats.limits_json = serde_json::json!({ "breakers": [snapshot] }).to_string();
 }
 
 /// `millrace.v1.Admin/Stats` of a service whose queue is `stage`'s stream.
@@ -155,7 +187,7 @@ pub async fn stage_stats(
         concurrency_limit: concurrency_limit as u32,
         concurrency_in_use: concurrency_in_use as u32,
         queues: vec![queue],
-        breakers: Vec::new(),
+        ..StatsResponse::default()
     })
 }
 

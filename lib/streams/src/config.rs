@@ -20,13 +20,18 @@ pub struct WorkerConfig {
     /// Deliveries after which an entry is dead-lettered instead of handled again.
     pub max_deliveries: u64,
     pub trim_interval: Duration,
+    /// How long a deferred entry ([`HandlerError::Deferred`](crate::HandlerError::Deferred)) is
+    /// held before it goes back to the end of the stream, so that a stage whose downstream is
+    /// down does not spin re-reading it (a gate stops the reads themselves).
+    pub defer_delay: Duration,
     /// How long shutdown waits for in-flight entries before leaving them to be reclaimed.
     pub drain_deadline: Duration,
 }
 
 impl WorkerConfig {
     /// Reads `MILLRACE_CONCURRENCY`, `MILLRACE_BLOCK_MS`, `MILLRACE_VISIBILITY_TIMEOUT_MS`,
-    /// `MILLRACE_RECLAIM_INTERVAL_MS`, `MILLRACE_MAX_DELIVERIES`, `MILLRACE_TRIM_INTERVAL_MS`.
+    /// `MILLRACE_RECLAIM_INTERVAL_MS`, `MILLRACE_MAX_DELIVERIES`, `MILLRACE_TRIM_INTERVAL_MS`,
+    /// `MILLRACE_DEFER_DELAY_MS` (all optional).
     pub fn from_settings(
         settings: &Settings,
         stream: String,
@@ -47,6 +52,7 @@ impl WorkerConfig {
             reclaim_interval: settings.duration_ms("RECLAIM_INTERVAL_MS", 5_000)?,
             max_deliveries: settings.positive("MAX_DELIVERIES", 5)?,
             trim_interval: settings.duration_ms("TRIM_INTERVAL_MS", 30_000)?,
+            defer_delay: settings.duration_ms("DEFER_DELAY_MS", 1_000)?,
             drain_deadline,
         };
         if config.visibility_timeout < Duration::from_millis(100) {

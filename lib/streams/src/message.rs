@@ -13,12 +13,16 @@ pub struct Message {
 }
 
 impl Message {
-    pub(crate) fn from_redis(id: String, map: HashMap<String, Value>, delivery: u64) -> Self {
-        let fields = map
+    /// The entry as a handler sees it, and whether `fields` holds all of it: a value that is not
+    /// text is left out, so such an entry cannot be copied back faithfully from `fields`.
+    pub(crate) fn from_redis(id: String, map: HashMap<String, Value>, delivery: u64) -> (Self, bool) {
+        let entries = map.len();
+        let fields: HashMap<String, String> = map
             .into_iter()
             .filter_map(|(key, value)| redis::from_redis_value::<String>(value).ok().map(|v| (key, v)))
             .collect();
-        Self { id, fields, delivery }
+        let complete = fields.len() == entries;
+        (Self { id, fields, delivery }, complete)
     }
 
     /// A required field; its absence makes the entry unprocessable.
@@ -40,4 +44,15 @@ pub enum HandlerError {
     /// Trying again cannot help (bad input): the entry is dead-lettered at once.
     #[error("{0}")]
     Fatal(String),
+    /// The entry did not get a fair try because a downstream is unavailable (its circuit breaker
+    /// is open, or it answered that it is unavailable). The entry goes back to the end of the
+    /// stream without using up a delivery, after a short pause (`MILLRACE_DEFER_DELAY_MS`).
+    ///
+    /// Use it only for the downstream's availability, never for a failure of this entry (that
+    /// is `Retry`): a downstream that stays down makes its entries wait, and their jobs stay
+    /// running, until it comes back or the jobs are cancelled. That is the intent: waiting work
+    /// is not poisoned work. A stage that defers should also give its worker a
+    /// [`Gate`](crate::Gate), so that it stops reading while the downstream is down.
+    #[error("{0}")]
+    Deferred(String),
 }

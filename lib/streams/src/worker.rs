@@ -1,8 +1,10 @@
-//! The consumer loop: read with backpressure, handle, acknowledge, reclaim, dead-letter, trim.
+//! The consumer loop: read with backpressure (and behind an optional gate), handle, acknowledge,
+//! defer, reclaim, dead-letter, trim.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -11,14 +13,18 @@ use redis::streams::{
     StreamAutoClaimReply, StreamClaimReply, StreamInfoGroupsReply, StreamPendingCountReply, StreamPendingReply,
     StreamReadReply,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::{HandlerError, Message, WorkerConfig};
+use crate::{Gate, HandlerError, Message, WorkerConfig};
 
 /// Entries asked for in one read, at most (and never more than free permits).
 const MAX_READ: usize = 64;
+
+/// How often a gated worker with no room asks its gate again even if no entry finished, in case
+/// the gate let more in on its own (e.g. a breaker that closed).
+const GATE_RECHECK: Duration = Duration::from_millis(100);
 
 /// What a stage does with one entry. Handlers must be idempotent: an entry can be delivered
 /// more than once (a worker killed after its effects but before its acknowledgement).
@@ -69,7 +75,7 @@ impl WorkerHandle {
 }
 
 pub struct StreamWorker<H> {
-    inner: Arc<Inner<H>>,
+    inner: Inner<H>,
 }
 
 struct Inner<H> {
@@ -79,13 +85,37 @@ struct Inner<H> {
     handler: H,
     permits: Arc<Semaphore>,
     errors_key: String,
+    gate: Option<Arc<dyn Gate>>,
+    /// Whether reads are paused by the gate, so that a pause is logged once, not per attempt.
+    paused: AtomicBool,
+    /// Woken when an entry finishes, for a gated read loop waiting for room.
+    finished: Notify,
 }
 
 impl<H: Handler> StreamWorker<H> {
     pub fn new(config: WorkerConfig, client: redis::Client, pool: deadpool_redis::Pool, handler: H) -> Self {
         let permits = Arc::new(Semaphore::new(config.concurrency));
         let errors_key = format!("{}:errors", config.stream);
-        Self { inner: Arc::new(Inner { config, client, pool, handler, permits, errors_key }) }
+        Self {
+            inner: Inner {
+                config,
+                client,
+                pool,
+                handler,
+                permits,
+                errors_key,
+                gate: None,
+                paused: AtomicBool::new(false),
+                finished: Notify::new(),
+            },
+        }
+    }
+
+    /// Pulls entries only when `gate` allows it, and only as many as it allows (see [`Gate`]).
+    /// Without a gate the concurrency permits alone decide.
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.inner.gate = Some(gate);
+        self
     }
 
     pub fn handle(&self) -> WorkerHandle {
@@ -95,7 +125,7 @@ impl<H: Handler> StreamWorker<H> {
     /// Runs until `shutdown`, then waits (up to the drain deadline) for in-flight entries.
     /// Entries still in flight after that stay pending and are reclaimed by other replicas.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StreamError> {
-        let inner = self.inner;
+        let inner = Arc::new(self.inner);
         // Redis may come up after this service: wait for it rather than exit.
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -112,6 +142,9 @@ impl<H: Handler> StreamWorker<H> {
             }
         }
         info!(stream = %inner.config.stream, consumer = %inner.config.consumer, "stream worker started");
+        if inner.gate.is_some() {
+            metrics::gauge!("millrace_stage_paused", "stage" => inner.config.group.clone()).set(0.0);
+        }
         let background = shutdown.child_token();
         tokio::spawn(inner.clone().trim_loop(background.clone()));
 
@@ -138,6 +171,56 @@ impl<H: Handler> Inner<H> {
         Ok(ensure_group(&mut conn, &self.config.stream, &self.config.group).await?)
     }
 
+    /// Waits until the gate lets entries in and its answer leaves room beside the entries in
+    /// flight; returns how many may be read now, or `None` on shutdown. Without a gate, the
+    /// permits alone decide (`take_permits` waits for them).
+    async fn room(&self, shutdown: &CancellationToken) -> Option<usize> {
+        let Some(gate) = &self.gate else { return Some(MAX_READ) };
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let mut ready = gate.ready();
+            let allowed = match (&mut ready).now_or_never() {
+                Some(allowed) => allowed,
+                None => {
+                    self.set_paused(true);
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => return None,
+                        allowed = ready => allowed,
+                    }
+                }
+            };
+            self.set_paused(allowed == 0);
+            let free = self.permits.available_permits();
+            let in_flight = self.config.concurrency.saturating_sub(free);
+            let room = allowed.saturating_sub(in_flight).min(free).min(MAX_READ);
+            if room > 0 {
+                return Some(room);
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return None,
+                _ = self.finished.notified() => {}
+                _ = tokio::time::sleep(GATE_RECHECK) => {}
+            }
+        }
+    }
+
+    fn set_paused(&self, paused: bool) {
+        if self.paused.swap(paused, Ordering::Relaxed) == paused {
+            return;
+        }
+        let value = if paused { 1.0 } else { 0.0 };
+        metrics::gauge!("millrace_stage_paused", "stage" => self.config.group.clone()).set(value);
+        if paused {
+            info!(stream = %self.config.stream, "pausing reads: downstream unavailable");
+        } else {
+            info!(stream = %self.config.stream, "resuming reads: downstream available");
+        }
+    }
+
     /// Waits for one free permit, then takes as many more as are free (up to `max`).
     async fn take_permits(&self, shutdown: &CancellationToken, max: usize) -> Option<Vec<OwnedSemaphorePermit>> {
         let first = tokio::select! {
@@ -159,15 +242,16 @@ impl<H: Handler> Inner<H> {
     async fn drain_own_pending(self: &Arc<Self>, shutdown: &CancellationToken) {
         let mut after = "-".to_owned();
         loop {
-            let Some(mut permits) = self.take_permits(shutdown, MAX_READ).await else { return };
+            let Some(room) = self.room(shutdown).await else { return };
+            let Some(mut permits) = self.take_permits(shutdown, room).await else { return };
             match self.claim_own_pending(&after, permits.len()).await {
                 Ok(messages) if messages.is_empty() => return,
                 Ok(messages) => {
                     info!(stream = %self.config.stream, count = messages.len(), "resuming own pending entries");
-                    for message in messages {
+                    for (message, complete) in messages {
                         after = format!("({}", message.id);
                         if let Some(permit) = permits.pop() {
-                            tokio::spawn(self.clone().process(message, permit));
+                            tokio::spawn(self.clone().process(message, complete, permit, shutdown.clone()));
                         }
                     }
                 }
@@ -179,7 +263,7 @@ impl<H: Handler> Inner<H> {
         }
     }
 
-    async fn claim_own_pending(&self, after: &str, count: usize) -> Result<Vec<Message>, StreamError> {
+    async fn claim_own_pending(&self, after: &str, count: usize) -> Result<Vec<(Message, bool)>, StreamError> {
         let mut conn = self.pool.get().await?;
         let pending: StreamPendingCountReply = redis::cmd("XPENDING")
             .arg(&self.config.stream)
@@ -217,10 +301,11 @@ impl<H: Handler> Inner<H> {
         let mut backoff = Duration::from_millis(100);
         let mut next_reclaim = Instant::now();
         loop {
-            let Some(mut permits) = self.take_permits(shutdown, MAX_READ).await else { return };
+            let Some(room) = self.room(shutdown).await else { return };
+            let Some(mut permits) = self.take_permits(shutdown, room).await else { return };
             // Reclaiming shares this loop (and its permits) with reading, so neither starves the other.
             if Instant::now() >= next_reclaim {
-                if let Err(err) = self.reclaim(&mut permits).await {
+                if let Err(err) = self.reclaim(&mut permits, shutdown).await {
                     warn!(stream = %self.config.stream, error = %err, "reclaim failed");
                 }
                 next_reclaim = Instant::now() + self.config.reclaim_interval;
@@ -269,8 +354,8 @@ impl<H: Handler> Inner<H> {
                     backoff = Duration::from_millis(100);
                     for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
                         let Some(permit) = permits.pop() else { break };
-                        let message = Message::from_redis(entry.id, entry.map, 1);
-                        tokio::spawn(self.clone().process(message, permit));
+                        let (message, complete) = Message::from_redis(entry.id, entry.map, 1);
+                        tokio::spawn(self.clone().process(message, complete, permit, shutdown.clone()));
                     }
                 }
                 Err(err) => {
@@ -284,18 +369,31 @@ impl<H: Handler> Inner<H> {
         }
     }
 
-    async fn process(self: Arc<Self>, message: Message, _permit: OwnedSemaphorePermit) {
+    async fn process(
+        self: Arc<Self>,
+        message: Message,
+        complete: bool,
+        permit: OwnedSemaphorePermit,
+        shutdown: CancellationToken,
+    ) {
+        self.handle_entry(&message, complete, &shutdown).await;
+        drop(permit);
+        self.finished.notify_one();
+    }
+
+    /// `complete`: whether `message.fields` holds the whole entry (see `Message::from_redis`).
+    async fn handle_entry(self: &Arc<Self>, message: &Message, complete: bool, shutdown: &CancellationToken) {
         let stage = self.config.group.clone();
         let max = self.config.max_deliveries;
         if message.delivery > max {
             let last =
                 self.last_error(&message.id).await.unwrap_or_else(|| "its worker stopped while handling it".into());
-            self.dead_letter(&message, &format!("gave up after {max} deliveries: {last}")).await;
+            self.dead_letter(message, &format!("gave up after {max} deliveries: {last}")).await;
             return;
         }
         let heartbeat = tokio::spawn(self.clone().heartbeat(message.id.clone()));
         let started = Instant::now();
-        let outcome = AssertUnwindSafe(self.handler.handle(&message)).catch_unwind().await.unwrap_or_else(|panic| {
+        let outcome = AssertUnwindSafe(self.handler.handle(message)).catch_unwind().await.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
@@ -303,20 +401,30 @@ impl<H: Handler> Inner<H> {
                 .unwrap_or_else(|| "unknown panic".into());
             Err(HandlerError::Fatal(format!("handler panicked: {what}")))
         });
-        heartbeat.abort();
         metrics::histogram!("millrace_stage_handler_duration_seconds", "stage" => stage.clone())
             .record(started.elapsed().as_secs_f64());
+        if let Err(HandlerError::Deferred(_)) = &outcome {
+            // Held a moment (its heartbeat still running) so that a stage without a gate does not
+            // spin on an unavailable downstream; at shutdown it goes back at once.
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(self.config.defer_delay) => {}
+            }
+        }
+        heartbeat.abort();
         let outcome_label = match &outcome {
             Ok(()) => "ok",
+            Err(HandlerError::Deferred(_)) => "deferred",
             Err(HandlerError::Retry(_)) if message.delivery < max => "retry",
             Err(_) => "dead_letter",
         };
         metrics::counter!("millrace_stage_messages_total", "stage" => stage, "outcome" => outcome_label).increment(1);
         match outcome {
             Ok(()) => self.ack(&message.id).await,
-            Err(HandlerError::Fatal(reason)) => self.dead_letter(&message, &reason).await,
+            Err(HandlerError::Deferred(reason)) => self.defer(message, complete, &reason).await,
+            Err(HandlerError::Fatal(reason)) => self.dead_letter(message, &reason).await,
             Err(HandlerError::Retry(reason)) if message.delivery >= max => {
-                self.dead_letter(&message, &format!("failed {max} deliveries; last error: {reason}")).await;
+                self.dead_letter(message, &format!("failed {max} deliveries; last error: {reason}")).await;
             }
             Err(HandlerError::Retry(reason)) => {
                 warn!(stream = %self.config.stream, id = %message.id, delivery = message.delivery, error = %reason, "handler failed; will retry after the visibility timeout");
@@ -368,6 +476,53 @@ impl<H: Handler> Inner<H> {
         if let Err(err) = result {
             // The effects are durable; the entry will be redelivered and handled idempotently.
             warn!(stream = %self.config.stream, id, error = %err, "acknowledge failed");
+        }
+    }
+
+    /// Puts a deferred entry back at the end of the stream as a new entry, so the delivery it
+    /// had does not count: one transaction adds a copy of its fields and acknowledges the old
+    /// one (nothing keys on entry ids: handlers key on job and batch ids, and the errors hash
+    /// entry goes with the old id). If that fails, the entry stays pending and is reclaimed
+    /// after the visibility timeout, as a retried one would be. The copy reaches every group
+    /// reading the stream, which is right because each stage has its own stream and group.
+    async fn defer(&self, message: &Message, complete: bool, reason: &str) {
+        if !complete {
+            warn!(stream = %self.config.stream, id = %message.id, reason, "cannot re-queue an entry with non-text fields; it will be retried after the visibility timeout");
+            self.remember_error(&message.id, reason).await;
+            return;
+        }
+        let result: Result<String, StreamError> = async {
+            let mut conn = self.pool.get().await?;
+            let mut add = redis::cmd("XADD");
+            add.arg(&self.config.stream).arg("*");
+            for (key, value) in &message.fields {
+                add.arg(key).arg(value);
+            }
+            let (requeued,): (String,) = redis::pipe()
+                .atomic()
+                .add_command(add)
+                .cmd("XACK")
+                .arg(&self.config.stream)
+                .arg(&self.config.group)
+                .arg(&message.id)
+                .ignore()
+                .cmd("HDEL")
+                .arg(&self.errors_key)
+                .arg(&message.id)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
+            Ok(requeued)
+        }
+        .await;
+        match result {
+            Ok(requeued) => {
+                debug!(stream = %self.config.stream, id = %message.id, requeued, reason, "deferred entry: downstream unavailable; re-queued at the end of the stream");
+            }
+            Err(err) => {
+                warn!(stream = %self.config.stream, id = %message.id, error = %err, "re-queueing a deferred entry failed; it will be retried after the visibility timeout");
+                self.remember_error(&message.id, reason).await;
+            }
         }
     }
 
@@ -433,7 +588,11 @@ impl<H: Handler> Inner<H> {
 
     /// Takes over entries idle past the visibility timeout (their worker died), as many as
     /// there are permits in hand. Without JUSTID, so each reclaim counts as a delivery.
-    async fn reclaim(self: &Arc<Self>, permits: &mut Vec<OwnedSemaphorePermit>) -> Result<(), StreamError> {
+    async fn reclaim(
+        self: &Arc<Self>,
+        permits: &mut Vec<OwnedSemaphorePermit>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StreamError> {
         let mut cursor = "0-0".to_owned();
         let mut conn = self.pool.get().await?;
         while !permits.is_empty() {
@@ -452,7 +611,8 @@ impl<H: Handler> Inner<H> {
                 let Some(permit) = permits.pop() else { break };
                 metrics::counter!("millrace_stage_reclaimed_total", "stage" => self.config.group.clone()).increment(1);
                 info!(stream = %self.config.stream, id = %entry.id, delivery, "reclaimed an idle entry");
-                tokio::spawn(self.clone().process(Message::from_redis(entry.id, entry.map, delivery), permit));
+                let (message, complete) = Message::from_redis(entry.id, entry.map, delivery);
+                tokio::spawn(self.clone().process(message, complete, permit, shutdown.clone()));
             }
             cursor = reply.next_stream_id;
             if cursor == "0-0" {

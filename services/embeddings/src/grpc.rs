@@ -30,7 +30,7 @@ impl Embeddings for EmbeddingsService {
             return Err(ApiError::invalid(format!("texts must hold 1 to {MAX_TEXTS} items")).into());
         }
         let vectors = self.embedder.embed(&request.texts, &request.job_id).await.map_err(|err| match err {
-            EmbedError::Retryable(message) => ApiError::unavailable(message),
+            EmbedError::Retryable(message) | EmbedError::Unavailable(message) => ApiError::unavailable(message),
             EmbedError::Fatal(message) => ApiError::internal(message),
         })?;
         Ok(Response::new(EmbedResponse {

@@ -61,6 +61,7 @@ impl Handler for EmbeddingsHandler {
             let texts: Vec<String> = todo.iter().map(|&i| chunks.chunks[i].text.clone()).collect();
             let fresh = self.embedder.embed(&texts, &job.job_id).await.map_err(|err| match err {
                 EmbedError::Retryable(reason) => HandlerError::Retry(reason),
+                EmbedError::Unavailable(reason) => HandlerError::Deferred(reason),
                 EmbedError::Fatal(reason) => HandlerError::Fatal(reason),
             })?;
             let entries: Vec<(&str, &[f32])> =

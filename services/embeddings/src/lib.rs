@@ -16,6 +16,7 @@ use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_pipeline::Stage;
 use millrace_pipeline::runtime::{StageBase, StageService, worker_config};
 use millrace_proto::embeddings_server::EmbeddingsServer;
+use millrace_resilience::BreakerConfig;
 use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -55,15 +56,18 @@ pub struct Config {
     pub dimensions: usize,
     /// How long a vector stays in the shared embedding cache (zero: no cache).
     pub cache_ttl: Duration,
+    /// The breaker toward the gateway (`MILLRACE_GATEWAY_BREAKER_*`).
+    pub gateway_breaker: BreakerConfig,
 }
 
 impl Config {
     /// `MILLRACE_EMBEDDINGS_PROVIDER` is `local`, `hashing` or `gateway`; by default `gateway`
-    /// when an upstream is configured (`MILLRACE_LLM_BASE_URL`), else `local`.
+    /// when an upstream is configured (`MILLRACE_LLM_BASE_URL` or `MILLRACE_LLM_UPSTREAMS_FILE`),
+    /// else `local`.
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let service = ServiceConfig::load(settings, "embeddings", 8063, 9063)?;
         let worker = worker_config(settings, &service, Stage::Embeddings, 4)?;
-        let default_provider = if settings.raw("LLM_BASE_URL").is_some() { "gateway" } else { "local" };
+        let default_provider = if millrace_common::llm_configured(settings) { "gateway" } else { "local" };
         let provider = match settings.get_or("EMBEDDINGS_PROVIDER", default_provider.to_owned())?.as_str() {
             "local" => Provider::Local(LocalConfig {
                 model_dir: millrace_common::config::embedding_model_dir(settings)?,
@@ -88,6 +92,7 @@ impl Config {
             provider,
             dimensions: settings.positive("EMBEDDING_DIM", 384)?,
             cache_ttl: cache::EmbeddingCache::ttl_from_settings(settings)?,
+            gateway_breaker: BreakerConfig::from_settings(settings, "GATEWAY_")?,
         })
     }
 }
@@ -99,14 +104,18 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // The model loads first: a missing model stops the service before it touches Redis.
-        let embedder = Arc::new(Embedder::new(&config.provider, config.dimensions)?);
+        let embedder = Arc::new(Embedder::new(&config.provider, config.dimensions, &config.gateway_breaker)?);
         let base = StageBase::open(&config.service).await?;
         tracing::info!(embedder = embedder.name(), model = %embedder.model(), dimensions = config.dimensions, "embedder chosen");
         let grpc = tonic::service::Routes::new(EmbeddingsServer::new(grpc::EmbeddingsService::new(embedder.clone())));
         let gateway = embedder.gateway_channel();
         let cache = cache::EmbeddingCache::new(base.pool.clone(), base.jobs.keys().clone(), config.cache_ttl);
+        let breaker = embedder.breaker();
         let handler = handler::EmbeddingsHandler::new(base.jobs.clone(), embedder, cache);
         let mut service = base.into_service(Stage::Embeddings, config.worker, handler).with_grpc(grpc);
+        if let Some(breaker) = breaker {
+            service = service.with_breaker(breaker);
+        }
         if let Some(channel) = gateway {
             service =
                 service.with_check("llm-gateway", move || millrace_common::grpc_client::check_health(channel.clone()));

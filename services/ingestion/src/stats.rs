@@ -46,6 +46,9 @@ pub struct Snapshot {
     pub concurrency: Concurrency,
     pub queues: Vec<Queue>,
     pub breakers: Vec<Breaker>,
+    /// The service's own limits document (the gateway's `/v1/limits`, a stage's breaker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -92,6 +95,7 @@ impl ServiceStats {
                         })
                         .collect(),
                     breakers: stats.breakers.into_iter().map(|b| Breaker { name: b.name, state: b.state }).collect(),
+                    limits: serde_json::from_str(&stats.limits_json).ok(),
                 }),
             },
             Err(error) => Self { service: service.to_owned(), reachable: false, error: Some(error), stats: None },
@@ -220,6 +224,7 @@ mod tests {
                 concurrency_in_use: 3,
                 queues: Vec::new(),
                 breakers: vec![BreakerStats { name: "chat".into(), state: "open".into() }],
+                limits_json: String::new(),
             }),
         );
         assert_eq!(

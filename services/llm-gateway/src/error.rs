@@ -31,14 +31,33 @@ pub enum UpstreamError {
     /// A success status with a body that is not what the API promises.
     #[error("upstream answered an unreadable body: {0}")]
     InvalidResponse(String),
+    /// No upstream serves this model.
+    #[error("model {0:?} is not served by any upstream of this gateway")]
+    UnknownModel(String),
+    /// Every upstream of the model has its circuit breaker open.
+    #[error("every upstream of model {model:?} is failing (circuit open); retry in {retry_in:?}")]
+    AllOpen { model: String, retry_in: Duration },
+    /// Every concurrency slot of the upstream stayed taken until the call's deadline.
+    #[error("upstream {upstream} had no free concurrency slot before the call's deadline")]
+    Busy { upstream: String },
+    /// Today's spend reached `MILLRACE_MAX_DAILY_COST_USD`.
+    #[error(
+        "the daily LLM budget is spent: ${spent_usd:.4} of ${budget_usd:.2} (MILLRACE_MAX_DAILY_COST_USD); it resets at 00:00 UTC"
+    )]
+    BudgetExceeded { spent_usd: f64, budget_usd: f64, resets_in: Duration },
 }
 
 impl UpstreamError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::NotConfigured | Self::InvalidRequest(_) | Self::Rejected { .. } => ErrorCode::InvalidArgument,
-            Self::RateLimited { .. } => ErrorCode::RateLimited,
-            Self::Server { .. } | Self::Connect(_) | Self::InvalidResponse(_) => ErrorCode::Unavailable,
+            Self::UnknownModel(_) => ErrorCode::NotFound,
+            Self::RateLimited { .. } | Self::BudgetExceeded { .. } => ErrorCode::RateLimited,
+            Self::Server { .. }
+            | Self::Connect(_)
+            | Self::InvalidResponse(_)
+            | Self::AllOpen { .. }
+            | Self::Busy { .. } => ErrorCode::Unavailable,
             Self::Timeout(_) => ErrorCode::DeadlineExceeded,
         }
     }
@@ -49,15 +68,41 @@ impl UpstreamError {
         match self {
             Self::RateLimited { retryable, .. } => *retryable,
             Self::Server { .. } | Self::Connect(_) | Self::Timeout(_) => true,
-            Self::NotConfigured | Self::InvalidRequest(_) | Self::Rejected { .. } | Self::InvalidResponse(_) => false,
+            // An unreadable answer is worth another attempt (a truncated body, a proxy's page),
+            // and counts against the upstream's breaker.
+            Self::InvalidResponse(_) => true,
+            Self::NotConfigured
+            | Self::InvalidRequest(_)
+            | Self::Rejected { .. }
+            | Self::UnknownModel(_)
+            | Self::AllOpen { .. }
+            | Self::Busy { .. }
+            | Self::BudgetExceeded { .. } => false,
         }
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::AllOpen { retry_in, .. } => Some(*retry_in),
+            Self::BudgetExceeded { resets_in, .. } => Some(*resets_in),
             _ => None,
         }
+    }
+
+    /// Whether the caller's request (or the gateway's configuration) is at fault, rather than
+    /// the upstream: such failures are not logged as upstream trouble.
+    pub fn is_callers_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::NotConfigured | Self::InvalidRequest(_) | Self::UnknownModel(_) | Self::BudgetExceeded { .. }
+        )
+    }
+
+    /// Whether the failure says the upstream is unhealthy, which counts against its breaker.
+    /// A 429 does not: it is the quota talking, and the limiter answers it.
+    pub fn counts_against_upstream(&self) -> bool {
+        matches!(self, Self::Server { .. } | Self::Connect(_) | Self::Timeout(_) | Self::InvalidResponse(_))
     }
 
     /// A short label for metrics and logs.
@@ -71,6 +116,10 @@ impl UpstreamError {
             Self::Connect(_) => "connect",
             Self::Timeout(_) => "timeout",
             Self::InvalidResponse(_) => "invalid_response",
+            Self::UnknownModel(_) => "unknown_model",
+            Self::AllOpen { .. } => "circuit_open",
+            Self::Busy { .. } => "busy",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
         }
     }
 }
@@ -104,6 +153,8 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
     #[error("cannot build the upstream HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error("cannot set up redis (MILLRACE_REDIS_URL): {0}")]
+    Redis(String),
 }
 
 #[cfg(test)]

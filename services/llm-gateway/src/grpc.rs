@@ -1,64 +1,38 @@
-//! `millrace.v1.LlmGateway`: checks a call, fills in the default model, sends it upstream with
-//! retries inside the call's time budget, and accounts for the tokens the upstream reports.
+//! `millrace.v1.LlmGateway`: the other services' door to [`Gateway`], with the same checks,
+//! limits and accounting as the HTTP API.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use millrace_proto::v1::llm_gateway_server::LlmGateway;
 use millrace_proto::v1::{ChatRequest, ChatResponse, LlmEmbedRequest, LlmEmbedResponse, Vector};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::config::Config;
+use crate::core::Gateway;
 use crate::drain::InFlight;
 use crate::error::UpstreamError;
-use crate::retry::{self, RetryPolicy};
 use crate::telemetry;
-use crate::upstream::{ChatCompletion, Message, Upstream, Usage};
-
-/// OpenAI's limit of inputs per embeddings request; longer calls are sent in several requests.
-const MAX_INPUTS_PER_REQUEST: usize = 2048;
+use crate::upstream::{ChatCompletion, Message, Usage};
 
 pub struct LlmGatewayService {
-    upstream: Option<Arc<dyn Upstream>>,
-    chat_model: String,
-    embed_model: String,
-    timeout: Duration,
-    retry: RetryPolicy,
+    gateway: Arc<Gateway>,
     in_flight: InFlight,
 }
 
 impl LlmGatewayService {
-    pub fn new(config: &Config, upstream: Option<Arc<dyn Upstream>>, in_flight: InFlight) -> Self {
-        Self {
-            upstream,
-            chat_model: config.chat_model.clone(),
-            embed_model: config.embed_model.clone(),
-            timeout: config.timeout,
-            retry: config.retry.clone(),
-            in_flight,
-        }
-    }
-
-    fn upstream(&self) -> Result<&Arc<dyn Upstream>, UpstreamError> {
-        self.upstream.as_ref().ok_or(UpstreamError::NotConfigured)
+    pub fn new(gateway: Arc<Gateway>, in_flight: InFlight) -> Self {
+        Self { gateway, in_flight }
     }
 
     async fn chat_once(&self, request: ChatRequest) -> Result<ChatResponse, UpstreamError> {
-        let upstream = self.upstream()?;
-        if request.messages.is_empty() {
-            return Err(UpstreamError::InvalidRequest("messages must not be empty".to_owned()));
-        }
         let completion = ChatCompletion {
-            model: or_default(request.model, &self.chat_model),
+            model: request.model,
             messages: request.messages.into_iter().map(|m| Message { role: m.role, content: m.content }).collect(),
             response_format: response_format(&request.response_format_json)?,
             temperature: request.temperature,
             max_tokens: request.max_tokens,
         };
-        let deadline = Instant::now() + self.timeout;
-        let answer = retry::run(&self.retry, "chat", deadline, |left| upstream.chat(&completion, left)).await?;
-        telemetry::tokens(&answer.model, answer.usage.prompt_tokens, answer.usage.completion_tokens);
+        let answer = self.gateway.chat(completion, &request.job_id).await?;
         Ok(ChatResponse {
             model: answer.model,
             content: answer.content,
@@ -68,32 +42,13 @@ impl LlmGatewayService {
     }
 
     async fn embed_once(&self, request: LlmEmbedRequest) -> Result<LlmEmbedResponse, UpstreamError> {
-        let upstream = self.upstream()?;
-        let model = or_default(request.model, &self.embed_model);
-        if let Some(i) = request.inputs.iter().position(|input| input.is_empty()) {
-            return Err(UpstreamError::InvalidRequest(format!(
-                "inputs[{i}] is empty; embedding APIs refuse empty strings"
-            )));
-        }
-        let deadline = Instant::now() + self.timeout;
-        let mut vectors = Vec::with_capacity(request.inputs.len());
-        let mut usage = Usage::default();
-        let mut answered_by = model.clone();
-        for batch in request.inputs.chunks(MAX_INPUTS_PER_REQUEST) {
-            let answer =
-                retry::run(&self.retry, "embeddings", deadline, |left| upstream.embed(&model, batch, left)).await?;
-            vectors.extend(answer.vectors.into_iter().map(|values| Vector { values }));
-            usage.prompt_tokens = usage.prompt_tokens.saturating_add(answer.usage.prompt_tokens);
-            usage.total_tokens = usage.total_tokens.saturating_add(answer.usage.total_tokens);
-            answered_by = answer.model;
-        }
-        telemetry::tokens(&answered_by, usage.prompt_tokens, 0);
-        Ok(LlmEmbedResponse { model: answered_by, vectors, usage: Some(proto_usage(usage)) })
+        let answer = self.gateway.embed(request.model, request.inputs, &request.job_id).await?;
+        Ok(LlmEmbedResponse {
+            model: answer.model,
+            vectors: answer.vectors.into_iter().map(|values| Vector { values }).collect(),
+            usage: Some(proto_usage(answer.usage)),
+        })
     }
-}
-
-fn or_default(model: String, default: &str) -> String {
-    if model.trim().is_empty() { default.to_owned() } else { model }
 }
 
 fn response_format(json: &str) -> Result<Option<serde_json::Value>, UpstreamError> {
@@ -131,13 +86,10 @@ fn finish<T>(
         }
         Err(err) => {
             telemetry::call(method, err.kind());
-            match err {
-                UpstreamError::NotConfigured | UpstreamError::InvalidRequest(_) => {
-                    tracing::debug!(method, job_id, error = %err, "refused");
-                }
-                _ => {
-                    tracing::warn!(method, job_id, elapsed_ms, kind = err.kind(), error = %err, "upstream call failed")
-                }
+            if err.is_callers_fault() {
+                tracing::debug!(method, job_id, error = %err, "refused");
+            } else {
+                tracing::warn!(method, job_id, elapsed_ms, kind = err.kind(), error = %err, "upstream call failed");
             }
             Err(Status::from(err))
         }

@@ -2,13 +2,17 @@
 //! OpenAI-compatible APIs, so that keys, retries, limits and token accounting live in one place.
 //!
 //! gRPC `millrace.v1.LlmGateway` (Chat, Embed) and `millrace.v1.Admin`; HTTP `/healthz`,
-//! `/readyz` (the upstream answers `GET {base}/models`) and `/metrics`.
+//! `/readyz` (an upstream answers `GET {base}/models`), `/metrics` and `/v1/limits`.
 
+mod accounting;
 mod config;
+pub mod core;
 mod drain;
 mod error;
 mod grpc;
-pub mod retry;
+mod http;
+mod limits;
+mod pool;
 pub mod telemetry;
 pub mod upstream;
 
@@ -17,14 +21,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use millrace_common::server::{self, AdminService, Listeners, Readiness};
-use millrace_proto::v1::StatsResponse;
 use millrace_proto::v1::llm_gateway_server::LlmGatewayServer;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ApiKey, Config, DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL, SERVICE, UpstreamConfig};
+pub use config::{
+    ApiKey, Config, DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL, Price, SERVICE, TIERS, Tier, UpstreamConfig,
+};
 pub use error::{RETRY_AFTER_METADATA, StartError, UpstreamError};
-pub use retry::RetryPolicy;
-use upstream::{OpenAiUpstream, Upstream};
+pub use millrace_resilience::RetryPolicy;
+
+use crate::core::Gateway;
 
 /// Embed calls carry many texts in; answers carry many vectors out (callers must raise their
 /// own decoding limit likewise for large batches).
@@ -44,52 +50,60 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds the upstream client, then binds both listeners (port 0 picks a free port).
+    /// Builds the upstreams' clients, limiters and breakers, then binds both listeners (port 0
+    /// picks a free port).
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let upstream: Option<Arc<dyn Upstream>> = match &config.upstream {
-            Some(upstream) => {
-                if reqwest::Url::parse(&upstream.base_url).is_ok_and(|url| url.path() == "/") {
-                    tracing::warn!(
-                        base_url = %upstream.base_url,
-                        "MILLRACE_LLM_BASE_URL has no path; OpenAI-compatible APIs usually live under /v1"
-                    );
-                }
-                tracing::info!(base_url = %upstream.base_url, chat_model = %config.chat_model, embed_model = %config.embed_model, "upstream configured");
-                Some(Arc::new(OpenAiUpstream::new(upstream)?))
+        for upstream in &config.upstreams {
+            if reqwest::Url::parse(&upstream.base_url).is_ok_and(|url| url.path() == "/") {
+                tracing::warn!(
+                    upstream = %upstream.name,
+                    base_url = %upstream.base_url,
+                    "the base URL has no path; OpenAI-compatible APIs usually live under /v1"
+                );
             }
-            None => {
-                tracing::warn!("no upstream configured (set MILLRACE_LLM_BASE_URL); Chat and Embed will be refused");
-                None
-            }
-        };
-
-        let readiness = match upstream.clone() {
-            Some(upstream) => Readiness::default().with("upstream", move || {
-                let upstream = upstream.clone();
-                async move { upstream.health().await }
-            }),
+            tracing::info!(
+                upstream = %upstream.name,
+                base_url = %upstream.base_url,
+                models = ?upstream.models,
+                rpm = ?upstream.quota.rpm,
+                tpm = ?upstream.quota.tpm,
+                max_concurrency = upstream.max_concurrency,
+                priority = upstream.priority,
+                weight = upstream.weight,
+                "upstream configured"
+            );
+        }
+        if config.upstreams.is_empty() {
+            tracing::warn!(
+                "no upstream configured (set MILLRACE_LLM_BASE_URL or MILLRACE_LLM_UPSTREAMS_FILE); calls will be refused"
+            );
+        }
+        let gateway = Arc::new(Gateway::build(&config)?);
+        let readiness = if gateway.is_configured() {
+            let gateway = gateway.clone();
+            Readiness::default().with("upstream", move || {
+                let gateway = gateway.clone();
+                async move { gateway.health().await }
+            })
+        } else {
             // Ready: the gateway does what it is configured to do, which is to refuse clearly.
-            None => Readiness::default().with("upstream: not configured", || async { Ok(()) }),
+            Readiness::default().with("upstream: not configured", || async { Ok(()) })
         };
-        let router = server::ops_router(SERVICE, readiness);
+        let router = server::ops_router(SERVICE, readiness)
+            .merge(limits::routes(gateway.clone()))
+            .merge(http::routes(gateway.clone()));
 
         let in_flight = drain::InFlight::default();
-        let gateway = grpc::LlmGatewayService::new(&config, upstream, in_flight.clone());
+        let grpc_gateway = grpc::LlmGatewayService::new(gateway.clone(), in_flight.clone());
         let admin_in_flight = in_flight.clone();
+        let admin_gateway = gateway.clone();
         let admin = AdminService::new(move || {
             let in_use = u32::try_from(admin_in_flight.count()).unwrap_or(u32::MAX);
-            async move {
-                Ok(StatsResponse {
-                    service: SERVICE.to_owned(),
-                    concurrency_limit: 0,
-                    concurrency_in_use: in_use,
-                    queues: Vec::new(),
-                    breakers: Vec::new(),
-                })
-            }
+            let gateway = admin_gateway.clone();
+            async move { Ok(limits::stats(&gateway, in_use).await) }
         });
         let grpc = tonic::service::Routes::new(
-            LlmGatewayServer::new(gateway)
+            LlmGatewayServer::new(grpc_gateway)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

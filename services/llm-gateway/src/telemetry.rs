@@ -10,6 +10,12 @@ pub const UPSTREAM_DURATION: &str = "millrace_llm_gateway_upstream_request_durat
 pub const RETRIES: &str = "millrace_llm_gateway_retries_total";
 /// Tokens the upstream reported, by model and kind (`prompt`, `completion`).
 pub const TOKENS: &str = "millrace_llm_gateway_tokens_total";
+/// Dollars spent, by model (a gauge that only grows: counters hold whole numbers).
+pub const COST: &str = "millrace_llm_gateway_cost_usd_total";
+/// Calls refused because the daily budget is spent.
+pub const BUDGET_REFUSALS: &str = "millrace_llm_gateway_budget_refusals_total";
+/// Usage that could not be written to Redis (job or daily spend).
+pub const ACCOUNTING_ERRORS: &str = "millrace_llm_gateway_accounting_errors_total";
 /// gRPC calls answered, by method (`chat`, `embed`) and outcome (`ok` or an error kind).
 pub const CALLS: &str = "millrace_llm_gateway_calls_total";
 
@@ -33,4 +39,18 @@ pub fn tokens(model: &str, prompt: u32, completion: u32) {
 
 pub fn call(method: &'static str, outcome: &'static str) {
     metrics::counter!(CALLS, "method" => method, "outcome" => outcome).increment(1);
+}
+
+pub fn cost(model: &str, usd: f64) {
+    if usd > 0.0 {
+        metrics::gauge!(COST, "model" => model.to_owned()).increment(usd);
+    }
+}
+
+pub fn budget_refusal() {
+    metrics::counter!(BUDGET_REFUSALS).increment(1);
+}
+
+pub fn accounting_error() {
+    metrics::counter!(ACCOUNTING_ERRORS).increment(1);
 }

@@ -24,6 +24,7 @@ impl Handler for MetadataHandler {
         let Some((job, chunks)) = running_batch(&self.store, message).await? else { return Ok(()) };
         let extraction = self.extractor.extract(&chunks).await.map_err(|err| match err {
             ExtractError::Retryable(reason) => HandlerError::Retry(reason),
+            ExtractError::Unavailable(reason) => HandlerError::Deferred(reason),
             ExtractError::Fatal(reason) => HandlerError::Fatal(reason),
         })?;
         let reused = extraction.reused.iter().filter(|r| **r).count();

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_pipeline::Stage;
 use millrace_pipeline::runtime::{StageBase, StageService, worker_config};
+use millrace_resilience::BreakerConfig;
 use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -33,15 +34,17 @@ pub struct Config {
     pub service: ServiceConfig,
     pub worker: WorkerConfig,
     pub provider: Provider,
+    /// The breaker toward the gateway (`MILLRACE_GATEWAY_BREAKER_*`).
+    pub gateway_breaker: BreakerConfig,
 }
 
 impl Config {
     /// `MILLRACE_METADATA_PROVIDER` is `llm` or `extractive`; by default `llm` when an upstream
-    /// is configured (`MILLRACE_LLM_BASE_URL`), else `extractive`.
+    /// is configured (`MILLRACE_LLM_BASE_URL` or `MILLRACE_LLM_UPSTREAMS_FILE`), else `extractive`.
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let service = ServiceConfig::load(settings, "metadata", 8062, 9062)?;
         let worker = worker_config(settings, &service, Stage::Metadata, 8)?;
-        let default_provider = if settings.raw("LLM_BASE_URL").is_some() { "llm" } else { "extractive" };
+        let default_provider = if millrace_common::llm_configured(settings) { "llm" } else { "extractive" };
         let provider = match settings.get_or("METADATA_PROVIDER", default_provider.to_owned())?.as_str() {
             "extractive" => Provider::Extractive,
             "llm" => Provider::Llm {
@@ -53,7 +56,8 @@ impl Config {
                 return Err(ConfigError::new("METADATA_PROVIDER", format!("{other:?} is not one of: llm, extractive")));
             }
         };
-        Ok(Self { service, worker, provider })
+        let gateway_breaker = BreakerConfig::from_settings(settings, "GATEWAY_")?;
+        Ok(Self { service, worker, provider, gateway_breaker })
     }
 }
 
@@ -64,11 +68,15 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let base = StageBase::open(&config.service).await?;
-        let extractor = Extractor::new(&config.provider)?;
+        let extractor = Extractor::new(&config.provider, &config.gateway_breaker)?;
         tracing::info!(extractor = extractor.name(), "metadata extractor chosen");
         let gateway = extractor.readiness();
+        let breaker = extractor.breaker();
         let handler = handler::MetadataHandler::new(base.jobs.clone(), extractor);
         let mut service = base.into_service(Stage::Metadata, config.worker, handler);
+        if let Some(breaker) = breaker {
+            service = service.with_breaker(breaker);
+        }
         if let Some(check) = gateway {
             service = service.with_check("llm-gateway", move || check.clone().check());
         }

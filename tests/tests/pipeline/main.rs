@@ -7,4 +7,5 @@ mod crash;
 mod dead_letters;
 mod flow;
 mod formats;
+mod limits;
 mod ops;

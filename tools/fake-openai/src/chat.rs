@@ -2,6 +2,12 @@
 //! a small JSON object, or (with a `json_schema` response format) a JSON document built to
 //! validate against the caller's schema from the words of the last user message.
 //!
+//! With `"stream": true` the same answer goes out as server-sent events, as OpenAI sends them:
+//! a first chunk with the assistant role, the content a few words per chunk, a chunk with the
+//! finish reason, a usage chunk (`"choices": []`) if `stream_options.include_usage` asked for
+//! it, then `data: [DONE]`. Its tokens are counted before the first byte, so quotas charge a
+//! streamed answer exactly as the same answer unstreamed.
+//!
 //! Prompt tokens are approximated per message as ceil(chars / 4) of its text plus 4 for the role
 //! and framing, plus 3 priming the reply (the shape of OpenAI's own counting recipe);
 //! completion tokens as ceil(chars / 4) of the answer.
@@ -10,12 +16,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::OpenAiError;
-use crate::{Answer, Usage, approx_tokens, schema, unix_ms, words};
+use crate::{Answer, Body, Usage, approx_tokens, schema, unix_ms, words};
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 const TOKENS_PER_MESSAGE: u64 = 4;
 const TOKENS_PRIMING_REPLY: u64 = 3;
 const MAX_CHOICES: u64 = 8;
+/// Words per streamed content chunk, and the longest chunk in bytes (JSON has few spaces).
+const WORDS_PER_CHUNK: usize = 3;
+const MAX_CHUNK_BYTES: usize = 24;
 
 #[derive(Deserialize)]
 struct Request {
@@ -26,7 +35,13 @@ struct Request {
     max_completion_tokens: Option<u64>,
     response_format: Option<Value>,
     stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
     n: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
 }
 
 enum Format {
@@ -81,13 +96,15 @@ pub(crate) fn answer(body: &[u8], request_number: u64, malformed: bool) -> Resul
         .map_err(|err| OpenAiError::invalid("", "invalid_type", format!("Invalid request body: {err}")))?;
     let model = request.model.filter(|m| !m.is_empty()).ok_or_else(|| OpenAiError::missing("model"))?;
     let messages = messages(request.messages)?;
-    if request.stream == Some(true) {
+    let stream = request.stream == Some(true);
+    if request.stream_options.is_some() && !stream {
         return Err(OpenAiError::invalid(
-            "stream",
-            "unsupported_value",
-            "Streaming is not supported by millrace-fake-openai; send \"stream\": false.",
+            "stream_options",
+            "invalid_value",
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
         ));
     }
+    let include_usage = request.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
     if let Some(t) = request.temperature
         && !(0.0..=2.0).contains(&t)
     {
@@ -152,24 +169,121 @@ pub(crate) fn answer(body: &[u8], request_number: u64, malformed: bool) -> Resul
     let prompt_tokens =
         messages.iter().map(|m| approx_tokens(&m.text) + TOKENS_PER_MESSAGE).sum::<u64>() + TOKENS_PRIMING_REPLY;
     let completion_tokens = approx_tokens(&content) * choices;
-    let response = Response {
-        id: format!("chatcmpl-fake{request_number:012x}"),
-        object: "chat.completion",
-        created: unix_ms() / 1000,
-        model: &model,
-        choices: (0..choices)
-            .map(|index| Choice {
-                index,
-                message: AssistantMessage { role: "assistant", content: &content, refusal: None },
-                logprobs: None,
-                finish_reason,
-            })
-            .collect(),
-        usage: ChatUsage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens },
-        system_fingerprint: "fp_millrace_fake",
+    let usage = ChatUsage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
+    let id = format!("chatcmpl-fake{request_number:012x}");
+    let created = unix_ms() / 1000;
+    let body = if stream {
+        let reply = Reply { id: &id, created, model: &model, choices, content: &content, finish_reason };
+        events(&reply, usage, include_usage)?
+    } else {
+        let response = Response {
+            id,
+            object: "chat.completion",
+            created,
+            model: &model,
+            choices: (0..choices)
+                .map(|index| Choice {
+                    index,
+                    message: AssistantMessage { role: "assistant", content: &content, refusal: None },
+                    logprobs: None,
+                    finish_reason,
+                })
+                .collect(),
+            usage,
+            system_fingerprint: SYSTEM_FINGERPRINT,
+        };
+        Body::Json(serde_json::to_vec(&response).map_err(internal)?)
     };
-    let body = serde_json::to_vec(&response).map_err(|err| OpenAiError::invalid("", "internal", err.to_string()))?;
     Ok(Answer { body, model, usage: Usage { prompt_tokens, completion_tokens }, inputs: 1 })
+}
+
+const SYSTEM_FINGERPRINT: &str = "fp_millrace_fake";
+
+fn internal(err: serde_json::Error) -> OpenAiError {
+    OpenAiError::invalid("", "internal", err.to_string())
+}
+
+/// What every chunk of one streamed answer shares.
+struct Reply<'a> {
+    id: &'a str,
+    created: u64,
+    model: &'a str,
+    choices: u64,
+    content: &'a str,
+    finish_reason: &'static str,
+}
+
+/// The streamed answer as the `data:` payloads of its events, `[DONE]` last. A truncated stream
+/// keeps the role chunks and half of the content chunks.
+fn events(reply: &Reply<'_>, usage: ChatUsage, include_usage: bool) -> Result<Body, OpenAiError> {
+    let chunk = |choices: Value| {
+        let mut chunk = json!({
+            "id": reply.id,
+            "object": "chat.completion.chunk",
+            "created": reply.created,
+            "model": reply.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": choices,
+        });
+        // OpenAI sends `"usage": null` on every chunk but the last when usage was asked for.
+        if include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk.to_string()
+    };
+    let choice = |index: u64, delta: Value, finish_reason: Option<&str>| json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]);
+    let pieces = pieces(reply.content);
+    let mut events = Vec::with_capacity((pieces.len() + 2) * reply.choices as usize + 2);
+    for index in 0..reply.choices {
+        events.push(chunk(choice(index, json!({"role": "assistant", "content": "", "refusal": null}), None)));
+    }
+    for piece in &pieces {
+        for index in 0..reply.choices {
+            events.push(chunk(choice(index, json!({"content": piece}), None)));
+        }
+    }
+    let cut = reply.choices as usize * (1 + pieces.len() / 2);
+    for index in 0..reply.choices {
+        events.push(chunk(choice(index, json!({}), Some(reply.finish_reason))));
+    }
+    if include_usage {
+        let mut last = json!({
+            "id": reply.id,
+            "object": "chat.completion.chunk",
+            "created": reply.created,
+            "model": reply.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": [],
+        });
+        last["usage"] = serde_json::to_value(&usage).map_err(internal)?;
+        events.push(last.to_string());
+    }
+    events.push("[DONE]".to_owned());
+    Ok(Body::Events { events, cut })
+}
+
+/// The content in pieces of a few words (at most [`MAX_CHUNK_BYTES`] each) that concatenate back
+/// to it exactly, whitespace included.
+fn pieces(content: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let (mut start, mut words, mut in_space) = (0, 0, false);
+    for (i, c) in content.char_indices() {
+        let space = c.is_whitespace();
+        if space && !in_space && i > start {
+            words += 1;
+        }
+        let word_starts = !space && in_space;
+        if i > start && ((word_starts && words >= WORDS_PER_CHUNK) || i - start >= MAX_CHUNK_BYTES) {
+            pieces.push(&content[start..i]);
+            start = i;
+            words = 0;
+        }
+        in_space = space;
+    }
+    if start < content.len() {
+        pieces.push(&content[start..]);
+    }
+    pieces
 }
 
 fn below_one(param: &str) -> OpenAiError {
@@ -276,4 +390,26 @@ fn prompt_words(messages: &[Message]) -> Vec<String> {
         _ => messages.iter().flat_map(|m| words(&m.text)).collect(),
     };
     chosen.into_iter().map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_are_a_few_words_and_concatenate_back_exactly() {
+        let text = "This is a fake answer from  millrace-fake-openai about \"rivers\".\nNew line ✓ ünï";
+        let pieces = pieces(text);
+        assert_eq!(pieces.concat(), text);
+        assert!(pieces.len() > 3, "{pieces:?}");
+        assert!(pieces.iter().all(|p| p.len() <= MAX_CHUNK_BYTES + 4), "{pieces:?}");
+        assert_eq!(pieces[0], "This is a ");
+
+        let json = r#"{"title":"Consumer Groups Share A Stream","keywords":["consumer","groups"]}"#;
+        let pieces = super::pieces(json);
+        assert_eq!(pieces.concat(), json);
+        assert!(pieces.len() > 2);
+        assert!(super::pieces("").is_empty());
+        assert_eq!(super::pieces("   "), vec!["   "]);
+    }
 }

@@ -49,6 +49,12 @@ pub struct Config {
     #[arg(long, env = "FAKE_OPENAI_MALFORMED_JSON_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub malformed_json_rate: f64,
 
+    /// Share (0..=1) of streamed answers (`"stream": true`) cut off part-way: status 200 and
+    /// some content, then the body ends with no finish chunk and no `data: [DONE]`, as when a
+    /// connection to a real upstream drops mid-answer.
+    #[arg(long, env = "FAKE_OPENAI_TRUNCATE_STREAM_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub truncate_stream_rate: f64,
+
     /// How long a "timed out" request hangs before its 504, in milliseconds.
     #[arg(long, env = "FAKE_OPENAI_HANG_MS", default_value_t = 30_000)]
     pub hang_ms: u64,
@@ -78,6 +84,7 @@ impl Default for Config {
             error_rate: 0.0,
             timeout_rate: 0.0,
             malformed_json_rate: 0.0,
+            truncate_stream_rate: 0.0,
             hang_ms: 30_000,
             embedding_dim: 384,
             seed: None,
@@ -97,6 +104,7 @@ impl std::fmt::Debug for Config {
             .field("error_rate", &self.error_rate)
             .field("timeout_rate", &self.timeout_rate)
             .field("malformed_json_rate", &self.malformed_json_rate)
+            .field("truncate_stream_rate", &self.truncate_stream_rate)
             .field("hang_ms", &self.hang_ms)
             .field("embedding_dim", &self.embedding_dim)
             .field("seed", &self.seed)
@@ -111,6 +119,7 @@ impl Config {
         check_rate("--error-rate", self.error_rate)?;
         check_rate("--timeout-rate", self.timeout_rate)?;
         check_rate("--malformed-json-rate", self.malformed_json_rate)?;
+        check_rate("--truncate-stream-rate", self.truncate_stream_rate)?;
         if self.error_rate + self.timeout_rate > 1.0 {
             return Err(Error::Config(format!(
                 "--error-rate ({}) plus --timeout-rate ({}) must not exceed 1",

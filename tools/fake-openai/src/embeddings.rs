@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::config::MAX_EMBEDDING_DIM;
 use crate::error::OpenAiError;
-use crate::{Answer, Config, Usage, approx_tokens, hash64, words};
+use crate::{Answer, Body, Config, Usage, approx_tokens, hash64, words};
 
 /// OpenAI's limits on one embeddings request.
 const MAX_INPUTS: usize = 2048;
@@ -153,7 +153,7 @@ pub(crate) fn answer(config: &Config, body: &[u8]) -> Result<Answer, OpenAiError
     };
     let body = serde_json::to_vec(&response).map_err(|err| OpenAiError::invalid("", "internal", err.to_string()))?;
     let count = inputs.len() as u64;
-    Ok(Answer { body, model, usage: Usage { prompt_tokens, completion_tokens: 0 }, inputs: count })
+    Ok(Answer { body: Body::Json(body), model, usage: Usage { prompt_tokens, completion_tokens: 0 }, inputs: count })
 }
 
 fn inputs(input: Option<Value>) -> Result<Vec<Input>, OpenAiError> {

@@ -6,7 +6,9 @@
 //! Every `/v1` request goes through the same steps, in the order a real upstream takes them:
 //! authentication (401), validation (400; the answer is computed here, so its tokens are known),
 //! the quota (429, answered at once), then the configured latency and the injected faults
-//! (500, or a hang followed by 504), then the answer. `GET /v1/models` skips quota, latency and
+//! (500, or a hang followed by 504), then the answer. A streamed chat answer (`"stream": true`)
+//! takes the same steps with the same token count; only then may `--truncate-stream-rate` cut
+//! it off part-way. `GET /v1/models` skips quota, latency and
 //! faults so that readiness probes keep working while a test makes the API misbehave.
 //!
 //! Tokens are approximated as ceil(chars / 4) of each text (see [`approx_tokens`]).
@@ -75,12 +77,20 @@ pub(crate) fn hash64(parts: &[&str]) -> u64 {
 
 /// What a handler computed for a valid request, before quota and faults decide its fate.
 pub(crate) struct Answer {
-    /// The JSON body of the 200 answer.
-    body: Vec<u8>,
+    /// The body of the 200 answer.
+    body: Body,
     model: String,
     usage: Usage,
     /// Items answered: texts embedded, or 1 for a chat completion.
     inputs: u64,
+}
+
+pub(crate) enum Body {
+    /// `application/json`.
+    Json(Vec<u8>),
+    /// `text/event-stream`: the `data:` payload of each event, `[DONE]` last. A truncated
+    /// stream sends only the first `cut` events.
+    Events { events: Vec<String>, cut: usize },
 }
 
 #[derive(Clone, Copy)]
@@ -197,6 +207,12 @@ impl AppState {
             Fault::None
         };
         (Duration::from_millis(config.latency_ms + jitter), fault)
+    }
+
+    /// Whether this streamed answer is to be cut off part-way.
+    fn draw_truncated(&self) -> bool {
+        let rate = self.0.config.truncate_stream_rate;
+        rate > 0.0 && lock(&self.0.rng).random::<f64>() < rate
     }
 
     /// Whether this request's JSON answer is to be malformed.
@@ -358,18 +374,45 @@ async fn answer(
             OpenAiError::timeout().into_response()
         }
         Fault::None => {
-            {
-                let mut stats = lock(&state.0.stats);
-                stats.finished(endpoint, Outcome::Served);
-                stats.tokens(usage.prompt_tokens, usage.completion_tokens);
-                stats.inputs(endpoint, answer.inputs);
-            }
-            let mut response =
-                ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], answer.body).into_response();
+            let mut response = match answer.body {
+                Body::Json(json) => {
+                    served(state, endpoint, usage, answer.inputs);
+                    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()
+                }
+                Body::Events { mut events, cut } => {
+                    if state.draw_truncated() {
+                        events.truncate(cut);
+                        state.finish(endpoint, Outcome::Truncated);
+                        tracing::debug!(endpoint = endpoint.key(), events = cut, "stream truncated");
+                    } else {
+                        served(state, endpoint, usage, answer.inputs);
+                    }
+                    let headers = [
+                        (header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+                        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                    ];
+                    (headers, sse_body(events)).into_response()
+                }
+            };
             rate_limit_headers(state, &mut response, remaining_requests, remaining_tokens);
             response
         }
     }
+}
+
+fn served(state: &AppState, endpoint: Endpoint, usage: Usage, inputs: u64) {
+    let mut stats = lock(&state.0.stats);
+    stats.finished(endpoint, Outcome::Served);
+    stats.tokens(usage.prompt_tokens, usage.completion_tokens);
+    stats.inputs(endpoint, inputs);
+}
+
+/// One `data:` event per payload, each its own body frame, so clients see the answer arrive
+/// in pieces as from a real upstream.
+fn sse_body(events: Vec<String>) -> axum::body::Body {
+    let frames =
+        events.into_iter().map(|data| Ok::<_, std::convert::Infallible>(Bytes::from(format!("data: {data}\n\n"))));
+    axum::body::Body::from_stream(futures::stream::iter(frames))
 }
 
 /// OpenAI's `x-ratelimit-*` headers, for the limits that are set.

@@ -30,6 +30,8 @@ pub enum Outcome {
     RateLimited,
     Error,
     Timeout,
+    /// A streamed answer cut off part-way (`--truncate-stream-rate`).
+    Truncated,
     /// 400 or 401: the request was refused before any quota or fault applied.
     Invalid,
 }
@@ -43,6 +45,9 @@ pub struct EndpointStats {
     pub errors: u64,
     pub timeouts: u64,
     pub invalid: u64,
+    /// Streamed answers cut off part-way.
+    #[serde(default)]
+    pub truncated: u64,
     /// Items of served requests: texts embedded, or one per chat completion.
     #[serde(default)]
     pub inputs: u64,
@@ -56,6 +61,7 @@ impl EndpointStats {
             Outcome::Error => &mut self.errors,
             Outcome::Timeout => &mut self.timeouts,
             Outcome::Invalid => &mut self.invalid,
+            Outcome::Truncated => &mut self.truncated,
         };
         *counter += 1;
     }
@@ -76,6 +82,10 @@ pub struct Stats {
     pub timeouts: u64,
     /// 400 and 401 answers.
     pub invalid: u64,
+    /// Streamed answers cut off part-way by `--truncate-stream-rate` (status 200, not counted
+    /// as served, their tokens not counted).
+    #[serde(default)]
+    pub truncated: u64,
     /// Tokens of served requests only.
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -96,6 +106,7 @@ impl Stats {
         self.errors += total.errors;
         self.timeouts += total.timeouts;
         self.invalid += total.invalid;
+        self.truncated += total.truncated;
         self.by_endpoint.entry(endpoint.key().to_owned()).or_default().count(outcome);
     }
 

@@ -1,12 +1,16 @@
 //! The stream worker against a real redis-server: acknowledgement, dead letters after exactly
-//! N deliveries, reclaim of a dead consumer's entries, backpressure and safe trimming.
+//! N deliveries, reclaim of a dead consumer's entries, backpressure and safe trimming; deferral
+//! (`defer`) and gated reads (`gate`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod defer;
+mod gate;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use millrace_streams::{Handler, HandlerError, Message, StreamWorker, WorkerConfig, ensure_group};
+use millrace_streams::{Gate, Handler, HandlerError, Message, StreamWorker, WorkerConfig, ensure_group};
 use millrace_testkit::RedisServer;
 use redis::AsyncCommands;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +22,12 @@ enum Behaviour {
     Fatal,
     /// Never returns (a worker that dies mid-entry).
     Hang,
+    /// Defers the first `n` calls (a downstream that is down for a while), then succeeds.
+    DeferFirst(usize),
 }
+
+/// What one call saw: the delivery count and the entry's field `n`.
+type Seen = (u64, Option<String>);
 
 #[derive(Clone)]
 struct Recorder {
@@ -27,6 +36,7 @@ struct Recorder {
     in_flight: Arc<AtomicUsize>,
     max_in_flight: Arc<AtomicUsize>,
     given_up: Arc<std::sync::Mutex<Vec<String>>>,
+    seen: Arc<std::sync::Mutex<Vec<Seen>>>,
     delay: Duration,
 }
 
@@ -38,14 +48,16 @@ impl Recorder {
             in_flight: Arc::default(),
             max_in_flight: Arc::default(),
             given_up: Arc::default(),
+            seen: Arc::default(),
             delay: Duration::ZERO,
         }
     }
 }
 
 impl Handler for Recorder {
-    async fn handle(&self, _message: &Message) -> Result<(), HandlerError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+    async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push((message.delivery, message.fields.get("n").cloned()));
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
@@ -55,6 +67,8 @@ impl Handler for Recorder {
             Behaviour::AlwaysRetry => Err(HandlerError::Retry("upstream unavailable".into())),
             Behaviour::Fatal => Err(HandlerError::Fatal("bad document".into())),
             Behaviour::Hang => std::future::pending().await,
+            Behaviour::DeferFirst(n) if call < n => Err(HandlerError::Deferred("downstream unavailable".into())),
+            Behaviour::DeferFirst(_) => Ok(()),
         }
     }
 
@@ -75,6 +89,7 @@ fn config(consumer: &str, concurrency: usize) -> WorkerConfig {
         reclaim_interval: Duration::from_millis(100),
         max_deliveries: 3,
         trim_interval: Duration::from_millis(200),
+        defer_delay: Duration::from_millis(10),
         drain_deadline: Duration::from_secs(2),
     }
 }
@@ -85,9 +100,16 @@ struct Running {
 }
 
 fn start(redis: &RedisServer, config: WorkerConfig, handler: Recorder) -> Running {
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let pool = millrace_common::redis_conn::pool(&redis.url, 4).unwrap();
-    let worker = StreamWorker::new(config, client, pool, handler);
+    start_with(&redis.url, config, handler, None)
+}
+
+fn start_with(url: &str, config: WorkerConfig, handler: Recorder, gate: Option<Arc<dyn Gate>>) -> Running {
+    let client = redis::Client::open(url).unwrap();
+    let pool = millrace_common::redis_conn::pool(url, 4).unwrap();
+    let mut worker = StreamWorker::new(config, client, pool, handler);
+    if let Some(gate) = gate {
+        worker = worker.with_gate(gate);
+    }
     let stop = CancellationToken::new();
     let token = stop.clone();
     let task = tokio::spawn(async move { worker.run(token).await.unwrap() });

@@ -1,8 +1,9 @@
 //! Vectors from an upstream embedding model through the llm-gateway.
 
-use millrace_common::ErrorCode;
+use millrace_common::grpc_client::Failure;
 use millrace_proto::LlmEmbedRequest;
 use millrace_proto::llm_gateway_client::LlmGatewayClient;
+use millrace_resilience::CircuitBreaker;
 use tonic::transport::Channel;
 
 use super::EmbedError;
@@ -11,11 +12,16 @@ pub struct GatewayEmbedder {
     channel: Channel,
     model: String,
     dimensions: usize,
+    breaker: CircuitBreaker,
 }
 
 impl GatewayEmbedder {
-    pub fn new(channel: Channel, model: String, dimensions: usize) -> Self {
-        Self { channel, model, dimensions }
+    pub fn new(channel: Channel, model: String, dimensions: usize, breaker: CircuitBreaker) -> Self {
+        Self { channel, model, dimensions, breaker }
+    }
+
+    pub fn breaker(&self) -> CircuitBreaker {
+        self.breaker.clone()
     }
 
     pub fn channel(&self) -> Channel {
@@ -32,14 +38,24 @@ impl GatewayEmbedder {
 
     pub async fn embed(&self, texts: &[String], job_id: &str) -> Result<Vec<Vec<f32>>, EmbedError> {
         let request = LlmEmbedRequest { model: self.model.clone(), inputs: texts.to_vec(), job_id: job_id.to_owned() };
-        let response = LlmGatewayClient::new(self.channel.clone()).embed(request).await.map_err(|status| {
-            let message = format!("llm-gateway: {}", status.message());
-            if ErrorCode::from_grpc(status.code()).is_retryable() {
-                EmbedError::Retryable(message)
-            } else {
-                EmbedError::Fatal(message)
+        let permit = self.breaker.try_call().map_err(|open| EmbedError::Unavailable(format!("llm-gateway: {open}")))?;
+        let response = match LlmGatewayClient::new(self.channel.clone()).embed(request).await {
+            Ok(response) => {
+                permit.success();
+                response
             }
-        })?;
+            Err(status) => {
+                let message = format!("llm-gateway: {}", status.message());
+                return Err(match Failure::of(&status) {
+                    Failure::Unavailable => {
+                        permit.failure();
+                        EmbedError::Unavailable(message)
+                    }
+                    Failure::Retryable => EmbedError::Retryable(message),
+                    Failure::Fatal => EmbedError::Fatal(message),
+                });
+            }
+        };
         let vectors: Vec<Vec<f32>> = response.into_inner().vectors.into_iter().map(|v| v.values).collect();
         if vectors.len() != texts.len() {
             return Err(EmbedError::Retryable(format!("{} vectors for {} texts", vectors.len(), texts.len())));

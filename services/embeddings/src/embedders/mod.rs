@@ -5,15 +5,20 @@ mod gateway;
 pub mod hashing;
 pub mod local;
 
+use millrace_resilience::{BreakerConfig, CircuitBreaker};
 use tonic::transport::Channel;
 
 use crate::Provider;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
-    /// The backend may answer later (rate limited, unavailable).
+    /// The backend may answer later (rate limited).
     #[error("{0}")]
     Retryable(String),
+    /// The backend is down or its breaker is open: the batch waits for it without using up
+    /// a delivery.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Fatal(String),
 }
@@ -27,7 +32,8 @@ pub enum Embedder {
 impl Embedder {
     /// Builds the configured backend; the local one loads its model here, so a missing or
     /// broken model folder stops the service at start.
-    pub fn new(provider: &Provider, dimensions: usize) -> anyhow::Result<Self> {
+    /// `breaker` guards the calls to the gateway, if the backend makes any.
+    pub fn new(provider: &Provider, dimensions: usize, breaker: &BreakerConfig) -> anyhow::Result<Self> {
         Ok(match provider {
             Provider::Local(local) => Self::Local(local::LocalEmbedder::start(
                 &local.model_dir,
@@ -37,7 +43,8 @@ impl Embedder {
             Provider::Hashing => Self::Hashing(hashing::HashingEmbedder::new(dimensions)),
             Provider::Gateway { gateway_url, model } => {
                 let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url, None)?;
-                Self::Gateway(gateway::GatewayEmbedder::new(channel, model.clone(), dimensions))
+                let breaker = CircuitBreaker::new("llm-gateway", breaker.clone());
+                Self::Gateway(gateway::GatewayEmbedder::new(channel, model.clone(), dimensions, breaker))
             }
         })
     }
@@ -64,6 +71,15 @@ impl Embedder {
             Self::Local(l) => l.dimensions(),
             Self::Hashing(h) => h.dimensions(),
             Self::Gateway(g) => g.dimensions(),
+        }
+    }
+
+    /// The breaker toward the gateway, if this backend calls it: the stage stops pulling while
+    /// it is open.
+    pub fn breaker(&self) -> Option<CircuitBreaker> {
+        match self {
+            Self::Local(_) | Self::Hashing(_) => None,
+            Self::Gateway(g) => Some(g.breaker()),
         }
     }
 

@@ -40,6 +40,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/search", post(search::search).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
         .route("/v1/documents/{id}", get(documents::get).delete(documents::delete))
         .route("/v1/stats", get(stats::stats))
+        .route("/v1/limits", get(stats::limits))
         .route("/openapi.json", get(openapi))
         .with_state(core)
 }

@@ -86,6 +86,7 @@ async fn stats_show_answering_services_and_time_out_silent_ones() {
             dead_letters: 1,
         }],
         breakers: vec![BreakerStats { name: "llm".into(), state: "half_open".into() }],
+        limits_json: String::new(),
     })
     .await;
     // Accepts connections (the kernel does) but never answers.

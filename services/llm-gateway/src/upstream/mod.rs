@@ -41,6 +41,19 @@ pub struct ChatAnswer {
     pub usage: Usage,
 }
 
+/// One piece of a streamed chat answer. The last one carries the finish reason, and usage when
+/// the upstream reports it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChatDelta {
+    pub model: String,
+    pub content: String,
+    pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
+}
+
+/// A streamed chat answer; an error item ends it.
+pub type ChatStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<ChatDelta, UpstreamError>> + Send>>;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddingAnswer {
     pub model: String,
@@ -54,6 +67,12 @@ pub struct EmbeddingAnswer {
 pub trait Upstream: Send + Sync {
     /// Answers within `timeout` or fails with [`UpstreamError::Timeout`].
     async fn chat(&self, request: &ChatCompletion, timeout: Duration) -> Result<ChatAnswer, UpstreamError>;
+
+    /// The same answer as [`Upstream::chat`], in pieces as the upstream produces them. A failure
+    /// before the first byte of the answer is the `Err`; once the stream has begun, a failure
+    /// (the body cut off, an unreadable chunk, `timeout` reached) is its last item. The whole
+    /// stream, not only its start, must end within `timeout`.
+    async fn chat_stream(&self, request: &ChatCompletion, timeout: Duration) -> Result<ChatStream, UpstreamError>;
 
     async fn embed(&self, model: &str, inputs: &[String], timeout: Duration) -> Result<EmbeddingAnswer, UpstreamError>;
 

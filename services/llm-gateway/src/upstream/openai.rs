@@ -1,18 +1,24 @@
 //! An OpenAI-compatible HTTP API (OpenAI itself, vLLM, Ollama, LiteLLM, the project's fake):
 //! `POST {base}/chat/completions`, `POST {base}/embeddings`, `GET {base}/models`, where the
 //! base URL includes the version path (`…/v1`), as the OpenAI SDKs take it.
+//!
+//! Streamed chat answers arrive as server-sent events (`data: {chunk}` … `data: [DONE]`). The
+//! SSE framing is decoded here by hand ([`SseDecoder`]): it is a few lines of the WHATWG
+//! format, and owning it lets a cut-off or garbled stream end in one clear error item instead
+//! of a library's generic one.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-use reqwest::{RequestBuilder, StatusCode};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 use tokio::time::Instant;
 
-use super::{ChatAnswer, ChatCompletion, EmbeddingAnswer, Upstream, Usage};
+use super::{ChatAnswer, ChatCompletion, ChatDelta, ChatStream, EmbeddingAnswer, Upstream, Usage};
 use crate::config::{ApiKey, UpstreamConfig};
 use crate::error::UpstreamError;
 use crate::telemetry;
@@ -21,6 +27,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How much of an unreadable error body to quote.
 const MAX_QUOTED_BODY: usize = 300;
+/// The longest SSE line accepted; a longer one means the body is not the event stream it claims.
+const MAX_SSE_LINE_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct OpenAiUpstream {
     client: reqwest::Client,
@@ -51,6 +59,21 @@ impl OpenAiUpstream {
         body: &B,
         timeout: Duration,
     ) -> Result<R, UpstreamError> {
+        let (response, started) = self.send(endpoint, body, timeout).await?;
+        let status = response.status();
+        let body = response.json::<R>().await;
+        telemetry::upstream_request(endpoint, status.as_u16().to_string(), started.elapsed());
+        body.map_err(|err| read_error(&err, timeout))
+    }
+
+    /// Sends one request and returns a success response with its body unread (and when the
+    /// request started); failures are counted in the metrics here.
+    async fn send<B: Serialize + Sync>(
+        &self,
+        endpoint: &'static str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<(Response, Instant), UpstreamError> {
         let url = format!("{}/{}", self.base_url, path(endpoint));
         let request = self.authorized(self.client.post(url).timeout(timeout).json(body));
         let started = Instant::now();
@@ -65,15 +88,7 @@ impl OpenAiUpstream {
         };
         let status = response.status();
         if status.is_success() {
-            let body = response.json::<R>().await;
-            telemetry::upstream_request(endpoint, status.as_u16().to_string(), started.elapsed());
-            return body.map_err(|err| {
-                if err.is_decode() {
-                    UpstreamError::InvalidResponse(err.to_string())
-                } else {
-                    transport_error(&err, timeout)
-                }
-            });
+            return Ok((response, started));
         }
         let retry_after = retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
@@ -84,24 +99,29 @@ impl OpenAiUpstream {
 
 fn path(endpoint: &str) -> &str {
     match endpoint {
-        "chat" => "chat/completions",
+        "chat" | "chat_stream" => "chat/completions",
         other => other,
     }
 }
 
 fn transport_error(err: &reqwest::Error, timeout: Duration) -> UpstreamError {
-    if err.is_timeout() {
-        UpstreamError::Timeout(timeout)
-    } else {
-        // reqwest's own message is generic ("error sending request"); the causes say what failed.
-        let mut message = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(cause) = source {
-            message = format!("{message}: {cause}");
-            source = cause.source();
-        }
-        UpstreamError::Connect(message)
+    if err.is_timeout() { UpstreamError::Timeout(timeout) } else { UpstreamError::Connect(with_causes(err)) }
+}
+
+/// reqwest's own message is generic ("error sending request"); the causes say what failed.
+fn with_causes(err: &reqwest::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
     }
+    message
+}
+
+/// A failure while reading a success answer's body.
+fn read_error(err: &reqwest::Error, timeout: Duration) -> UpstreamError {
+    if err.is_decode() { UpstreamError::InvalidResponse(err.to_string()) } else { transport_error(err, timeout) }
 }
 
 /// The error for a non-success answer, with the upstream's own message when it sent one.
@@ -171,6 +191,30 @@ struct ChatBody<'a> {
     max_tokens: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    /// Asked for whenever streaming, so the gateway can account for the tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+impl<'a> ChatBody<'a> {
+    fn new(request: &'a ChatCompletion, stream: bool) -> Self {
+        Self {
+            model: &request.model,
+            messages: request.messages.iter().map(|m| MessageBody { role: &m.role, content: &m.content }).collect(),
+            temperature: request.temperature,
+            max_tokens: request.max_tokens,
+            response_format: request.response_format.as_ref(),
+            stream,
+            stream_options: stream.then_some(StreamOptions { include_usage: true }),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -247,30 +291,310 @@ struct EmbeddingReply {
     embedding: Vec<f32>,
 }
 
+fn chat_answer(reply: ChatReply, requested_model: &str) -> Result<ChatAnswer, UpstreamError> {
+    let choice = reply
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| UpstreamError::InvalidResponse("no choices in the answer".to_owned()))?;
+    let (content, finish_reason) = match (choice.message.content, choice.message.refusal) {
+        (Some(content), _) => (content, choice.finish_reason.unwrap_or_else(|| "stop".to_owned())),
+        // A refusal has no content; say so where callers look.
+        (None, Some(refusal)) => (refusal, "refusal".to_owned()),
+        (None, None) => (String::new(), choice.finish_reason.unwrap_or_else(|| "stop".to_owned())),
+    };
+    let model = if reply.model.is_empty() { requested_model.to_owned() } else { reply.model };
+    Ok(ChatAnswer { model, content, finish_reason, usage: reply.usage.unwrap_or_default().into() })
+}
+
+/// Reads `response`'s event stream into deltas until `[DONE]`, the end of the body, a failure or
+/// `deadline`.
+fn sse_stream(response: Response, events: ChatEvents, deadline: Instant, timeout: Duration) -> ChatStream {
+    struct Reading {
+        response: Response,
+        events: ChatEvents,
+        ready: VecDeque<Result<ChatDelta, UpstreamError>>,
+    }
+    let reading = Reading { response, events, ready: VecDeque::new() };
+    Box::pin(futures::stream::unfold(reading, move |mut reading| async move {
+        loop {
+            if let Some(item) = reading.ready.pop_front() {
+                return Some((item, reading));
+            }
+            if !reading.events.is_open() {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, reading.response.chunk()).await {
+                Ok(Ok(Some(bytes))) => reading.ready.extend(reading.events.feed(&bytes)),
+                Ok(Ok(None)) => reading.ready.extend(reading.events.end()),
+                Ok(Err(err)) => {
+                    let error =
+                        if err.is_timeout() { UpstreamError::Timeout(timeout) } else { truncated(&with_causes(&err)) };
+                    reading.ready.extend(reading.events.fail(error));
+                }
+                Err(_) => reading.ready.extend(reading.events.fail(UpstreamError::Timeout(timeout))),
+            }
+        }
+    }))
+}
+
+/// The server-sent events framing (WHATWG HTML, "Parsing an event stream"), reduced to what
+/// OpenAI-compatible APIs use: `data:` lines joined into one payload per event, ended by a blank
+/// line; comments (`: keep-alive`) and other fields ignored; lines ended by LF, CRLF or CR, which
+/// may fall anywhere across the chunks the network delivers.
+#[derive(Default)]
+struct SseDecoder {
+    line: Vec<u8>,
+    data: Option<String>,
+    /// The last chunk ended in CR: a LF starting the next one belongs to the same line end.
+    after_cr: bool,
+}
+
+impl SseDecoder {
+    /// The payloads of the events `bytes` completes.
+    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<String>, String> {
+        let mut events = Vec::new();
+        for &byte in bytes {
+            let after_cr = std::mem::take(&mut self.after_cr);
+            match byte {
+                b'\n' if after_cr => {}
+                b'\n' => self.end_line(&mut events)?,
+                b'\r' => {
+                    self.end_line(&mut events)?;
+                    self.after_cr = true;
+                }
+                _ if self.line.len() >= MAX_SSE_LINE_BYTES => {
+                    return Err(format!("an event stream line longer than {MAX_SSE_LINE_BYTES} bytes"));
+                }
+                _ => self.line.push(byte),
+            }
+        }
+        Ok(events)
+    }
+
+    /// At the end of the body: the payload of an event left without its blank line, if any
+    /// (the format says to drop it; servers that end on `data: [DONE]` alone are common enough
+    /// to be taken at their word).
+    fn finish(&mut self) -> Result<Option<String>, String> {
+        let mut events = Vec::new();
+        if !self.line.is_empty() {
+            self.end_line(&mut events)?;
+        }
+        self.end_line(&mut events)?;
+        Ok(events.pop())
+    }
+
+    fn end_line(&mut self, events: &mut Vec<String>) -> Result<(), String> {
+        let line = std::mem::take(&mut self.line);
+        if line.is_empty() {
+            events.extend(self.data.take());
+            return Ok(());
+        }
+        let line = String::from_utf8(line).map_err(|_| "an event stream line that is not UTF-8".to_owned())?;
+        if line.starts_with(':') {
+            return Ok(());
+        }
+        let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+        if field == "data" {
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match &mut self.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
+                }
+                None => self.data = Some(value.to_owned()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The chat completion chunks of an event stream, as deltas: stops at `[DONE]`, and turns a body
+/// that ends early or carries something unreadable into one final error.
+struct ChatEvents {
+    decoder: SseDecoder,
+    requested_model: String,
+    /// The answer so far is a refusal (streamed in `delta.refusal`).
+    refusing: bool,
+    state: EventsState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventsState {
+    Open,
+    Done,
+    Failed,
+}
+
+impl ChatEvents {
+    fn new(requested_model: &str) -> Self {
+        Self {
+            decoder: SseDecoder::default(),
+            requested_model: requested_model.to_owned(),
+            refusing: false,
+            state: EventsState::Open,
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.state == EventsState::Open
+    }
+
+    /// The deltas (and at most one error, last) that `bytes` completes.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<Result<ChatDelta, UpstreamError>> {
+        if !self.is_open() {
+            return Vec::new();
+        }
+        match self.decoder.feed(bytes) {
+            Ok(payloads) => self.payloads(payloads),
+            Err(reason) => self.fail(truncated(&reason)),
+        }
+    }
+
+    /// The end of the body: fine after `[DONE]`, else the stream was cut off.
+    fn end(&mut self) -> Vec<Result<ChatDelta, UpstreamError>> {
+        if !self.is_open() {
+            return Vec::new();
+        }
+        let mut items = match self.decoder.finish() {
+            Ok(last) => self.payloads(last.into_iter().collect()),
+            Err(reason) => return self.fail(truncated(&reason)),
+        };
+        if self.is_open() {
+            items.extend(self.fail(truncated("the body ended without `data: [DONE]`")));
+        }
+        items
+    }
+
+    /// Ends the stream with `error`.
+    fn fail(&mut self, error: UpstreamError) -> Vec<Result<ChatDelta, UpstreamError>> {
+        if !self.is_open() {
+            return Vec::new();
+        }
+        self.state = EventsState::Failed;
+        vec![Err(error)]
+    }
+
+    fn payloads(&mut self, payloads: Vec<String>) -> Vec<Result<ChatDelta, UpstreamError>> {
+        let mut items = Vec::new();
+        for payload in payloads {
+            if payload.trim() == "[DONE]" {
+                self.state = EventsState::Done;
+                break;
+            }
+            match self.delta(&payload) {
+                Ok(Some(delta)) => items.push(Ok(delta)),
+                Ok(None) => {}
+                Err(error) => {
+                    items.extend(self.fail(error));
+                    break;
+                }
+            }
+        }
+        items
+    }
+
+    /// One chunk's delta; None for a chunk that carries nothing (the role-only first chunk).
+    fn delta(&mut self, payload: &str) -> Result<Option<ChatDelta>, UpstreamError> {
+        let chunk: ChunkReply = serde_json::from_str(payload).map_err(|err| {
+            let start: String = payload.chars().take(MAX_QUOTED_BODY).collect();
+            truncated(&format!("an unreadable chunk ({err}): {start}"))
+        })?;
+        if let Some(error) = chunk.error {
+            // OpenAI reports a failure after the stream began as an `error` event.
+            let message = if error.message.is_empty() { "error event in the stream".to_owned() } else { error.message };
+            return Err(UpstreamError::Server { status: 500, message });
+        }
+        let mut content = String::new();
+        let mut finish_reason = None;
+        for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+            let delta = choice.delta.unwrap_or_default();
+            if let Some(refusal) = delta.refusal.filter(|r| !r.is_empty()) {
+                self.refusing = true;
+                content.push_str(&refusal);
+            }
+            content.push_str(delta.content.as_deref().unwrap_or_default());
+            finish_reason = choice.finish_reason.or(finish_reason);
+        }
+        if self.refusing && finish_reason.is_some() {
+            finish_reason = Some("refusal".to_owned());
+        }
+        let usage = chunk.usage.map(Usage::from);
+        if content.is_empty() && finish_reason.is_none() && usage.is_none() {
+            return Ok(None);
+        }
+        let model = if chunk.model.is_empty() { self.requested_model.clone() } else { chunk.model };
+        Ok(Some(ChatDelta { model, content, finish_reason, usage }))
+    }
+}
+
+fn truncated(reason: &str) -> UpstreamError {
+    UpstreamError::InvalidResponse(format!("stream truncated: {reason}"))
+}
+
+#[derive(Deserialize)]
+struct ChunkReply {
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    usage: Option<UsageReply>,
+    #[serde(default)]
+    error: Option<ErrorDetail>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    delta: Option<DeltaReply>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct DeltaReply {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
 #[tonic::async_trait]
 impl Upstream for OpenAiUpstream {
     async fn chat(&self, request: &ChatCompletion, timeout: Duration) -> Result<ChatAnswer, UpstreamError> {
-        let body = ChatBody {
-            model: &request.model,
-            messages: request.messages.iter().map(|m| MessageBody { role: &m.role, content: &m.content }).collect(),
-            temperature: request.temperature,
-            max_tokens: request.max_tokens,
-            response_format: request.response_format.as_ref(),
-        };
-        let reply: ChatReply = self.post("chat", &body, timeout).await?;
-        let choice = reply
-            .choices
-            .into_iter()
-            .next()
-            .ok_or_else(|| UpstreamError::InvalidResponse("no choices in the answer".to_owned()))?;
-        let (content, finish_reason) = match (choice.message.content, choice.message.refusal) {
-            (Some(content), _) => (content, choice.finish_reason.unwrap_or_else(|| "stop".to_owned())),
-            // A refusal has no content; say so where callers look.
-            (None, Some(refusal)) => (refusal, "refusal".to_owned()),
-            (None, None) => (String::new(), choice.finish_reason.unwrap_or_else(|| "stop".to_owned())),
-        };
-        let model = if reply.model.is_empty() { request.model.clone() } else { reply.model };
-        Ok(ChatAnswer { model, content, finish_reason, usage: reply.usage.unwrap_or_default().into() })
+        let reply: ChatReply = self.post("chat", &ChatBody::new(request, false), timeout).await?;
+        chat_answer(reply, &request.model)
+    }
+
+    async fn chat_stream(&self, request: &ChatCompletion, timeout: Duration) -> Result<ChatStream, UpstreamError> {
+        let deadline = Instant::now() + timeout;
+        let (response, started) = self.send("chat_stream", &ChatBody::new(request, true), timeout).await?;
+        // The time to the first byte: how long callers waited before anything moved.
+        telemetry::upstream_request("chat_stream", response.status().as_u16().to_string(), started.elapsed());
+        let is_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_start().starts_with("application/json"));
+        if is_json {
+            // Some OpenAI-compatible servers ignore `stream` and answer whole: one delta, then.
+            let reply = tokio::time::timeout_at(deadline, response.json::<ChatReply>())
+                .await
+                .map_err(|_| UpstreamError::Timeout(timeout))?
+                .map_err(|err| read_error(&err, timeout))?;
+            let answer = chat_answer(reply, &request.model)?;
+            let delta = ChatDelta {
+                model: answer.model,
+                content: answer.content,
+                finish_reason: Some(answer.finish_reason),
+                usage: Some(answer.usage),
+            };
+            return Ok(Box::pin(futures::stream::iter([Ok(delta)])));
+        }
+        Ok(sse_stream(response, ChatEvents::new(&request.model), deadline, timeout))
     }
 
     async fn embed(&self, model: &str, inputs: &[String], timeout: Duration) -> Result<EmbeddingAnswer, UpstreamError> {
@@ -347,5 +671,180 @@ mod tests {
         assert!(
             matches!(&err, UpstreamError::Server { status: 502, message } if message == "<html>bad gateway</html>")
         );
+    }
+
+    /// Everything a stream yields when its body arrives in these pieces and then ends.
+    fn run(pieces: &[&[u8]]) -> Vec<Result<ChatDelta, UpstreamError>> {
+        let mut events = ChatEvents::new("asked-for");
+        let mut items = Vec::new();
+        for piece in pieces {
+            items.extend(events.feed(piece));
+        }
+        items.extend(events.end());
+        assert!(!events.is_open());
+        items
+    }
+
+    /// Comparable: errors by their message.
+    fn key(items: &[Result<ChatDelta, UpstreamError>]) -> Vec<Result<ChatDelta, String>> {
+        items.iter().map(|item| item.clone().map_err(|err| err.to_string())).collect()
+    }
+
+    fn content(items: &[Result<ChatDelta, UpstreamError>]) -> String {
+        items.iter().filter_map(|item| item.as_ref().ok()).map(|d| d.content.as_str()).collect()
+    }
+
+    fn chunk(content: &str) -> String {
+        serde_json::json!({"model": "m-1", "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]})
+            .to_string()
+    }
+
+    fn body() -> String {
+        let role = r#"{"model":"m-1","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
+        let finish = r#"{"model":"m-1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#;
+        let usage =
+            r#"{"model":"m-1","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}"#;
+        format!(
+            "data: {role}\n\ndata: {}\n\n: keep-alive\n\ndata: {}\n\ndata: {finish}\n\ndata: {usage}\n\ndata: [DONE]\n\n",
+            chunk("Grüße, "),
+            chunk("wörld ✓")
+        )
+    }
+
+    #[test]
+    fn a_whole_stream_gives_its_deltas_then_ends_at_done() {
+        let items = run(&[body().as_bytes()]);
+        assert_eq!(items.len(), 4, "{items:?}");
+        assert_eq!(content(&items), "Grüße, wörld ✓");
+        let deltas: Vec<ChatDelta> = items.into_iter().map(Result::unwrap).collect();
+        assert_eq!(deltas[0], ChatDelta { model: "m-1".into(), content: "Grüße, ".into(), ..Default::default() });
+        assert_eq!(deltas[2].finish_reason.as_deref(), Some("stop"));
+        assert_eq!(deltas[3].usage, Some(Usage { prompt_tokens: 5, completion_tokens: 3, total_tokens: 8 }));
+        assert!(deltas[..3].iter().all(|d| d.usage.is_none()));
+    }
+
+    #[test]
+    fn any_split_of_the_bytes_gives_the_same_deltas() {
+        let body = body();
+        let bytes = body.as_bytes();
+        let whole = key(&run(&[bytes]));
+        // Every cut point, including inside multi-byte characters, `data:` and `\n\n`.
+        for cut in 0..=bytes.len() {
+            assert_eq!(key(&run(&[&bytes[..cut], &bytes[cut..]])), whole, "cut at {cut}");
+        }
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(key(&run(&singles)), whole);
+        let sevens: Vec<&[u8]> = bytes.chunks(7).collect();
+        assert_eq!(key(&run(&sevens)), whole);
+    }
+
+    #[test]
+    fn crlf_and_cr_line_ends_and_comments_are_understood() {
+        let body = body();
+        let crlf = body.replace('\n', "\r\n");
+        let cr = body.replace('\n', "\r");
+        let whole = key(&run(&[body.as_bytes()]));
+        for variant in [crlf, cr] {
+            let bytes = variant.as_bytes();
+            assert_eq!(key(&run(&[bytes])), whole);
+            // A CRLF split between two chunks is still one line end.
+            for cut in 0..=bytes.len() {
+                assert_eq!(key(&run(&[&bytes[..cut], &bytes[cut..]])), whole, "cut at {cut}");
+            }
+        }
+        let noisy = format!(": comment\n:\nevent: message\nid: 7\nretry: 100\n{}", body.replace("data: ", "data:"));
+        assert_eq!(key(&run(&[noisy.as_bytes()])), whole);
+    }
+
+    #[test]
+    fn data_split_over_several_lines_is_one_payload() {
+        let body = "data: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+        let items = run(&[body.as_bytes()]);
+        assert_eq!(content(&items), "hi");
+        assert_eq!(items[0].as_ref().unwrap().model, "asked-for", "a chunk without a model names the one asked for");
+    }
+
+    fn assert_truncated(items: &[Result<ChatDelta, UpstreamError>]) {
+        let (last, before) = items.split_last().unwrap();
+        assert!(
+            matches!(last, Err(UpstreamError::InvalidResponse(message)) if message.contains("truncated")),
+            "{last:?}"
+        );
+        assert!(before.iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn a_body_that_ends_before_done_ends_in_one_truncation_error() {
+        let body = body();
+        let cut = body.find("data: [DONE]").unwrap();
+        let items = run(&[&body.as_bytes()[..cut]]);
+        assert_eq!(items.len(), 5);
+        assert_truncated(&items);
+        assert_eq!(content(&items), "Grüße, wörld ✓");
+
+        // Cut anywhere before [DONE]: whatever came whole, then exactly one error.
+        for at in 0..cut {
+            let items = run(&[&body.as_bytes()[..at]]);
+            assert_truncated(&items);
+        }
+        assert_truncated(&run(&[]));
+    }
+
+    #[test]
+    fn done_without_its_blank_line_still_ends_the_stream_cleanly() {
+        let body = body();
+        let body = body.trim_end();
+        assert!(run(&[body.as_bytes()]).iter().all(Result::is_ok));
+    }
+
+    #[test]
+    fn an_unreadable_chunk_or_an_error_event_ends_the_stream() {
+        let body = format!("data: {}\n\ndata: {{not json\n\ndata: {}\n\ndata: [DONE]\n\n", chunk("a"), chunk("b"));
+        let items = run(&[body.as_bytes()]);
+        assert_eq!(items.len(), 2);
+        assert_truncated(&items);
+
+        let body = format!(
+            "data: {}\n\ndata: {{\"error\":{{\"message\":\"The server had an error\",\"type\":\"server_error\"}}}}\n\n",
+            chunk("a")
+        );
+        let items = run(&[body.as_bytes()]);
+        assert!(
+            matches!(&items[1], Err(UpstreamError::Server { message, .. }) if message == "The server had an error"),
+            "{items:?}"
+        );
+
+        let invalid_utf8: &[u8] = b"data: \xff\xfe\n\n";
+        assert_truncated(&run(&[invalid_utf8]));
+    }
+
+    #[test]
+    fn a_streamed_refusal_reads_as_one() {
+        let body = r#"data: {"choices":[{"index":0,"delta":{"refusal":"I can't help"}}]}
+
+data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}
+
+data: [DONE]
+
+"#;
+        let items = run(&[body.as_bytes()]);
+        assert_eq!(content(&items), "I can't help");
+        assert_eq!(items[1].as_ref().unwrap().finish_reason.as_deref(), Some("refusal"));
+    }
+
+    #[test]
+    fn streaming_requests_ask_for_usage() {
+        let request = ChatCompletion {
+            model: "m".into(),
+            messages: vec![super::super::Message { role: "user".into(), content: "hi".into() }],
+            response_format: None,
+            temperature: None,
+            max_tokens: None,
+        };
+        let streamed = serde_json::to_value(ChatBody::new(&request, true)).unwrap();
+        assert_eq!(streamed["stream"], true);
+        assert_eq!(streamed["stream_options"], serde_json::json!({"include_usage": true}));
+        let whole = serde_json::to_value(ChatBody::new(&request, false)).unwrap();
+        assert!(whole.get("stream").is_none() && whole.get("stream_options").is_none(), "{whole}");
     }
 }

@@ -15,6 +15,8 @@ pub struct TestGateway {
     pub client: LlmGatewayClient<Channel>,
     pub shutdown: CancellationToken,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
+    pub redis_url: String,
+    pub key_prefix: String,
 }
 
 impl Drop for TestGateway {
@@ -28,6 +30,10 @@ impl TestGateway {
         reqwest::get(format!("http://{}{path}", self.http_addr)).await.unwrap()
     }
 
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
     pub async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()
     }
@@ -35,7 +41,17 @@ impl TestGateway {
 
 /// A gateway on free ports with these settings (names with or without `MILLRACE_`).
 pub async fn spawn_gateway(pairs: &[(&str, &str)]) -> TestGateway {
-    let mut all = vec![("HTTP_ADDR", "127.0.0.1:0"), ("GRPC_ADDR", "127.0.0.1:0"), ("SHUTDOWN_DEADLINE_MS", "2000")];
+    // Limits and spend live in Redis: each gateway gets the test process's own server and a
+    // prefix of its own, never the machine's.
+    let redis = millrace_testkit::RedisServer::shared().unwrap();
+    let prefix = format!("gwtest-{}", uuid::Uuid::now_v7());
+    let mut all = vec![
+        ("HTTP_ADDR", "127.0.0.1:0"),
+        ("GRPC_ADDR", "127.0.0.1:0"),
+        ("SHUTDOWN_DEADLINE_MS", "2000"),
+        ("REDIS_URL", redis.url.as_str()),
+        ("KEY_PREFIX", prefix.as_str()),
+    ];
     all.extend_from_slice(pairs);
     let config = Config::from_settings(&Settings::from_pairs(all)).unwrap();
     let app = Application::build(config).await.unwrap();
@@ -43,7 +59,15 @@ pub async fn spawn_gateway(pairs: &[(&str, &str)]) -> TestGateway {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let client = LlmGatewayClient::connect(format!("http://{grpc_addr}")).await.unwrap();
-    TestGateway { http_addr, grpc_addr, client, shutdown, task: Some(task) }
+    TestGateway {
+        http_addr,
+        grpc_addr,
+        client,
+        shutdown,
+        task: Some(task),
+        redis_url: redis.url.clone(),
+        key_prefix: prefix,
+    }
 }
 
 /// A fake upstream on a free port.

@@ -7,4 +7,6 @@ mod config;
 mod embed;
 mod errors;
 mod helpers;
+mod limits;
+mod openai_http;
 mod ops;

@@ -8,9 +8,10 @@
 //! those chunks keep extractive metadata, carry `llm_error`, and are counted as failed on the
 //! job: never a silent gap.
 
-use millrace_common::ErrorCode;
+use millrace_common::grpc_client::Failure;
 use millrace_proto::llm_gateway_client::LlmGatewayClient;
 use millrace_proto::{ChatMessage, ChatRequest, ChatResponse, Chunk};
+use millrace_resilience::{CallPermit, CircuitBreaker};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -48,6 +49,7 @@ pub struct LlmExtractor {
     channel: Channel,
     client: LlmGatewayClient<Channel>,
     model: String,
+    breaker: CircuitBreaker,
 }
 
 /// One chunk's answer: exactly the schema's fields (unknown fields make the answer invalid).
@@ -68,8 +70,12 @@ struct Answer {
 }
 
 impl LlmExtractor {
-    pub fn new(channel: Channel, model: String) -> Self {
-        Self { client: LlmGatewayClient::new(channel.clone()), channel, model }
+    pub fn new(channel: Channel, model: String, breaker: CircuitBreaker) -> Self {
+        Self { client: LlmGatewayClient::new(channel.clone()), channel, model, breaker }
+    }
+
+    pub fn breaker(&self) -> CircuitBreaker {
+        self.breaker.clone()
     }
 
     pub fn channel(&self) -> Channel {
@@ -142,15 +148,15 @@ impl LlmExtractor {
             max_tokens: None,
             job_id: job_id.to_owned(),
         };
-        let response = self.client.clone().chat(request).await.map_err(|status| {
-            let message = format!("llm-gateway: {}", status.message());
-            if ErrorCode::from_grpc(status.code()).is_retryable() {
-                ExtractError::Retryable(message)
-            } else {
-                ExtractError::Fatal(message)
+        let permit =
+            self.breaker.try_call().map_err(|open| ExtractError::Unavailable(format!("llm-gateway: {open}")))?;
+        match self.client.clone().chat(request).await {
+            Ok(response) => {
+                permit.success();
+                Ok(response.into_inner())
             }
-        })?;
-        Ok(response.into_inner())
+            Err(status) => Err(gateway_error(&status, permit)),
+        }
     }
 
     fn to_metadata(&self, items: Vec<ChunkAnswer>, response: &ChatResponse, group: &Group<'_>) -> Vec<Value> {
@@ -261,6 +267,21 @@ fn parse_answer(response: &ChatResponse, count: usize) -> Result<Vec<ChunkAnswer
     Ok(answer.chunks)
 }
 
+/// What a failed gateway call means for the batch, and for the breaker: the gateway (or every
+/// upstream behind it) being down or too slow counts against it and makes the batch wait;
+/// a quota or a bad request says nothing about the gateway's health.
+fn gateway_error(status: &tonic::Status, permit: CallPermit) -> ExtractError {
+    let message = format!("llm-gateway: {}", status.message());
+    match Failure::of(status) {
+        Failure::Unavailable => {
+            permit.failure();
+            ExtractError::Unavailable(message)
+        }
+        Failure::Retryable => ExtractError::Retryable(message),
+        Failure::Fatal => ExtractError::Fatal(message),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,7 +331,8 @@ mod tests {
     #[tokio::test]
     async fn stored_metadata_is_reused_only_from_the_same_kind_of_extractor() {
         let channel = Channel::from_static("http://127.0.0.1:1").connect_lazy();
-        let extractor = LlmExtractor::new(channel, "gpt-4o-mini".into());
+        let extractor =
+            LlmExtractor::new(channel, "gpt-4o-mini".into(), CircuitBreaker::new("test", Default::default()));
         assert!(extractor.accepts(&json!({"extractor": "llm", "model": "gpt-4o-mini-2024-07-18"})));
         assert!(!extractor.accepts(&json!({"extractor": "llm", "model": "other"})));
         assert!(!extractor.accepts(&json!({"extractor": "extractive"})));

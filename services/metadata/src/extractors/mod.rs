@@ -6,6 +6,7 @@ pub mod extractive;
 mod llm;
 
 use millrace_proto::{Chunk, ChunkBatch};
+use millrace_resilience::{BreakerConfig, CircuitBreaker};
 use serde_json::Value;
 use tonic::transport::Channel;
 
@@ -13,9 +14,13 @@ use crate::Provider;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
-    /// The backend may answer later (rate limited, unavailable).
+    /// The backend may answer later (rate limited).
     #[error("{0}")]
     Retryable(String),
+    /// The backend is down or its breaker is open: the batch waits for it without using up
+    /// a delivery.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Fatal(String),
 }
@@ -37,13 +42,15 @@ pub enum Extractor {
 }
 
 impl Extractor {
-    pub fn new(provider: &Provider) -> anyhow::Result<Self> {
+    /// `breaker` guards the calls to the gateway, if the extractor makes any.
+    pub fn new(provider: &Provider, breaker: &BreakerConfig) -> anyhow::Result<Self> {
         Ok(match provider {
             Provider::Extractive => Self::Extractive,
             Provider::Llm { gateway_url, model, chunks_per_request } => {
                 let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url, None)?;
+                let breaker = CircuitBreaker::new("llm-gateway", breaker.clone());
                 Self::Llm {
-                    llm: Box::new(llm::LlmExtractor::new(channel, model.clone())),
+                    llm: Box::new(llm::LlmExtractor::new(channel, model.clone(), breaker)),
                     chunks_per_request: *chunks_per_request,
                 }
             }
@@ -62,6 +69,15 @@ impl Extractor {
         match self {
             Self::Extractive => None,
             Self::Llm { llm, .. } => Some(GatewayCheck(llm.channel())),
+        }
+    }
+
+    /// The breaker toward the gateway, if this extractor calls it: the stage stops pulling
+    /// while it is open.
+    pub fn breaker(&self) -> Option<CircuitBreaker> {
+        match self {
+            Self::Extractive => None,
+            Self::Llm { llm, .. } => Some(llm.breaker()),
         }
     }
 

@@ -118,9 +118,9 @@ async fn missing_or_invalid_fields_get_openai_style_400s() {
             "invalid_value",
         ),
         (
-            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true}),
-            "stream",
-            "unsupported_value",
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": true}}),
+            "stream_options",
+            "invalid_value",
         ),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}),

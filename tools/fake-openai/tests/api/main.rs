@@ -8,3 +8,4 @@ mod faults;
 mod helpers;
 mod quota;
 mod stats;
+mod stream;

@@ -1,0 +1,433 @@
+//! The gateway's one code path for every call, whatever door it came in by (gRPC from the other
+//! services, the OpenAI-compatible HTTP API from anyone): check the request, fill in the
+//! default model, refuse it if the day's budget is spent, then make attempts on the upstreams
+//! of the model ([`Pool`]) within the call's time budget, and account for what each answer
+//! cost.
+//!
+//! Each attempt leases an upstream (breaker permit, concurrency slot, quota reserved from an
+//! estimate of the tokens), and its outcome settles all three: the estimate is corrected from
+//! the answer's `usage`, health failures count against the breaker, a 429's `Retry-After`
+//! pauses that upstream for every call. A retryable failure moves the next attempt to another
+//! upstream of the model if there is one (at once), else waits the backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use millrace_pipeline::Keys;
+use millrace_resilience::{BreakerState, CircuitBreaker, RateLimiter, RetryPolicy};
+use tokio::time::Instant;
+
+use crate::accounting::{Accounting, BudgetSnapshot};
+use crate::config::Config;
+use crate::error::{StartError, UpstreamError};
+use crate::pool::{Lease, Member, Pool};
+use crate::telemetry;
+use crate::upstream::{ChatAnswer, ChatCompletion, ChatStream, EmbeddingAnswer, OpenAiUpstream, Upstream, Usage};
+
+/// OpenAI's limit of inputs per embeddings request; longer calls are sent in several requests.
+const MAX_INPUTS_PER_REQUEST: usize = 2048;
+/// Tokens OpenAI adds per chat message and per answer (role markers), for the estimate.
+const TOKENS_PER_MESSAGE: u64 = 4;
+const TOKENS_PER_ANSWER: u64 = 3;
+
+pub struct Gateway {
+    pool: Pool,
+    accounting: Arc<Accounting>,
+    chat_model: String,
+    embed_model: String,
+    timeout: Duration,
+    retry: RetryPolicy,
+    completion_estimate: u64,
+}
+
+/// What `GET /v1/limits` shows: every upstream's limits and live use, and the budget.
+#[derive(Debug, serde::Serialize)]
+pub struct Limits {
+    pub upstreams: Vec<UpstreamLimits>,
+    pub budget: BudgetSnapshot,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct UpstreamLimits {
+    pub name: String,
+    pub base_url: String,
+    /// Empty: every model.
+    pub models: Vec<String>,
+    pub priority: u32,
+    pub weight: u32,
+    pub max_concurrency: usize,
+    pub in_flight: usize,
+    /// How long the upstream's last `Retry-After` still holds calls back.
+    pub cooling_ms: Option<u64>,
+    pub rate_limiter: Option<millrace_resilience::LimiterSnapshot>,
+    pub breaker: millrace_resilience::BreakerSnapshot,
+}
+
+impl Gateway {
+    /// Builds every upstream's client, limiter and breaker. Nothing connects yet.
+    pub fn build(config: &Config) -> Result<Self, StartError> {
+        let keys = Keys::new(config.service.key_prefix.clone());
+        let redis = millrace_common::redis_conn::pool(&config.service.redis_url, 16).map_err(StartError::Redis)?;
+        let mut members = Vec::with_capacity(config.upstreams.len());
+        for upstream in &config.upstreams {
+            let client: Arc<dyn Upstream> = Arc::new(OpenAiUpstream::new(upstream)?);
+            let limiter = (upstream.quota.rpm.is_some() || upstream.quota.tpm.is_some()).then(|| {
+                if config.shared_limits {
+                    RateLimiter::shared(
+                        upstream.name.clone(),
+                        upstream.quota,
+                        config.limiter.clone(),
+                        redis.clone(),
+                        keys.llm_limiter(&upstream.name),
+                    )
+                } else {
+                    RateLimiter::local(upstream.name.clone(), upstream.quota, config.limiter.clone())
+                }
+            });
+            let breaker = CircuitBreaker::new(format!("upstream:{}", upstream.name), config.breaker.clone());
+            members.push(Member::new(upstream.clone(), client, limiter, breaker));
+        }
+        let accounting = Accounting::new(redis, keys, config.prices.clone(), config.max_daily_cost_usd);
+        Ok(Self {
+            pool: Pool::new(members),
+            accounting: Arc::new(accounting),
+            chat_model: config.chat_model.clone(),
+            embed_model: config.embed_model.clone(),
+            timeout: config.timeout,
+            retry: config.retry.clone(),
+            completion_estimate: u64::from(config.completion_estimate),
+        })
+    }
+
+    pub fn default_chat_model(&self) -> &str {
+        &self.chat_model
+    }
+
+    pub fn default_embed_model(&self) -> &str {
+        &self.embed_model
+    }
+
+    pub fn is_configured(&self) -> bool {
+        !self.pool.is_empty()
+    }
+
+    /// Every model some upstream names, plus the defaults when an upstream serves any model.
+    pub fn models(&self) -> Vec<String> {
+        let mut models: Vec<String> = Vec::new();
+        for member in self.pool.members() {
+            let named = if member.config.models.is_empty() {
+                vec![self.chat_model.clone(), self.embed_model.clone()]
+            } else {
+                member.config.models.clone()
+            };
+            for model in named {
+                if !models.contains(&model) {
+                    models.push(model);
+                }
+            }
+        }
+        models
+    }
+
+    /// `request.model` empty means the default chat model.
+    pub async fn chat(&self, mut request: ChatCompletion, job_id: &str) -> Result<ChatAnswer, UpstreamError> {
+        request.model = self.model_for(std::mem::take(&mut request.model), &self.chat_model)?;
+        check_chat(&request)?;
+        self.accounting.check_budget().await?;
+        let tokens = self.chat_tokens(&request);
+        let deadline = Instant::now() + self.timeout;
+        let answer = self
+            .attempts("chat", &request.model, tokens, deadline, |client, left| {
+                let request = &request;
+                async move {
+                    let answer = client.chat(request, left).await?;
+                    let usage = answer.usage;
+                    Ok((answer, usage))
+                }
+            })
+            .await?;
+        self.accounting.record(&answer.model, answer.usage, job_id).await;
+        Ok(answer)
+    }
+
+    /// A streamed answer: deltas of content, the last one with the finish reason and usage.
+    /// Failures before the stream starts are retried like [`Gateway::chat`]; a stream cut off
+    /// part-way ends with an error item (it cannot be replayed) and counts against the upstream.
+    pub async fn chat_stream(&self, mut request: ChatCompletion, job_id: &str) -> Result<ChatStream, UpstreamError> {
+        request.model = self.model_for(std::mem::take(&mut request.model), &self.chat_model)?;
+        check_chat(&request)?;
+        self.accounting.check_budget().await?;
+        let tokens = self.chat_tokens(&request);
+        let deadline = Instant::now() + self.timeout;
+        let (stream, lease) = self
+            .attempt_leased("chat_stream", &request.model, tokens, deadline, |client, left| {
+                let request = &request;
+                async move { client.chat_stream(request, left).await }
+            })
+            .await?;
+        Ok(settle_stream(stream, lease, self.accounting.clone(), request.model, job_id.to_owned()))
+    }
+
+    /// `model` empty means the default embedding model. Vectors come back in input order.
+    pub async fn embed(
+        &self,
+        model: String,
+        inputs: Vec<String>,
+        job_id: &str,
+    ) -> Result<EmbeddingAnswer, UpstreamError> {
+        let model = self.model_for(model, &self.embed_model)?;
+        check_inputs(&inputs)?;
+        if inputs.is_empty() {
+            return Ok(EmbeddingAnswer { model, vectors: Vec::new(), usage: Usage::default() });
+        }
+        self.accounting.check_budget().await?;
+        let deadline = Instant::now() + self.timeout;
+        let mut vectors = Vec::with_capacity(inputs.len());
+        let mut usage = Usage::default();
+        let mut answered_by = model.clone();
+        for batch in inputs.chunks(MAX_INPUTS_PER_REQUEST) {
+            let tokens = batch.iter().map(|input| estimate_text(input)).sum();
+            let answer = self
+                .attempts("embeddings", &model, tokens, deadline, |client, left| {
+                    let model = &model;
+                    async move {
+                        let answer = client.embed(model, batch, left).await?;
+                        let usage = answer.usage;
+                        Ok((answer, usage))
+                    }
+                })
+                .await?;
+            vectors.extend(answer.vectors);
+            usage.prompt_tokens = usage.prompt_tokens.saturating_add(answer.usage.prompt_tokens);
+            usage.total_tokens = usage.total_tokens.saturating_add(answer.usage.total_tokens);
+            answered_by = answer.model;
+        }
+        self.accounting.record(&answered_by, usage, job_id).await;
+        Ok(EmbeddingAnswer { model: answered_by, vectors, usage })
+    }
+
+    /// Ready when at least one upstream answers (the others are what fallback is for).
+    pub async fn health(&self) -> Result<(), String> {
+        let mut failures = Vec::new();
+        for member in self.pool.members() {
+            match member.client.health().await {
+                Ok(()) => return Ok(()),
+                Err(err) => failures.push(format!("{}: {err}", member.config.name)),
+            }
+        }
+        if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+    }
+
+    pub async fn limits(&self) -> Limits {
+        let upstreams = self
+            .pool
+            .members()
+            .iter()
+            .map(|member| UpstreamLimits {
+                name: member.config.name.clone(),
+                base_url: member.config.base_url.clone(),
+                models: member.config.models.clone(),
+                priority: member.config.priority,
+                weight: member.config.weight,
+                max_concurrency: member.config.max_concurrency,
+                in_flight: member.in_flight(),
+                cooling_ms: member.cooling_for().map(|left| left.as_millis() as u64),
+                rate_limiter: member.limiter.as_ref().map(RateLimiter::snapshot),
+                breaker: member.breaker.snapshot(),
+            })
+            .collect();
+        Limits { upstreams, budget: self.accounting.snapshot().await }
+    }
+
+    /// The model asked for, or the default; refused if no upstream serves it.
+    fn model_for(&self, model: String, default: &str) -> Result<String, UpstreamError> {
+        if self.pool.is_empty() {
+            return Err(UpstreamError::NotConfigured);
+        }
+        let model = if model.trim().is_empty() { default.to_owned() } else { model };
+        if self.pool.serves(&model) { Ok(model) } else { Err(UpstreamError::UnknownModel(model)) }
+    }
+
+    /// Tokens to reserve for a chat call: the prompt estimated from its length, plus
+    /// `max_tokens` (or the configured estimate) for the answer.
+    fn chat_tokens(&self, request: &ChatCompletion) -> u64 {
+        let prompt: u64 = request.messages.iter().map(|m| estimate_text(&m.content) + TOKENS_PER_MESSAGE).sum::<u64>()
+            + TOKENS_PER_ANSWER;
+        prompt + request.max_tokens.map_or(self.completion_estimate, u64::from)
+    }
+
+    /// Attempts until one answers, settling each attempt's lease; see the module doc.
+    async fn attempts<T, F, Fut>(
+        &self,
+        endpoint: &'static str,
+        model: &str,
+        tokens: u64,
+        deadline: Instant,
+        call: F,
+    ) -> Result<T, UpstreamError>
+    where
+        F: FnMut(Arc<dyn Upstream>, Duration) -> Fut,
+        Fut: Future<Output = Result<(T, Usage), UpstreamError>>,
+    {
+        let ((answer, usage), lease) = self.attempt_leased(endpoint, model, tokens, deadline, call).await?;
+        settle(lease, Outcome::Answered(Some(usage))).await;
+        Ok(answer)
+    }
+
+    /// Like [`Gateway::attempts`], but hands back the lease of the attempt that succeeded,
+    /// unsettled (a stream settles it when it ends).
+    async fn attempt_leased<T, F, Fut>(
+        &self,
+        endpoint: &'static str,
+        model: &str,
+        tokens: u64,
+        deadline: Instant,
+        mut call: F,
+    ) -> Result<(T, Lease), UpstreamError>
+    where
+        F: FnMut(Arc<dyn Upstream>, Duration) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let mut failed: Vec<String> = Vec::new();
+        let mut retries = 0;
+        loop {
+            let lease = self.pool.lease(model, tokens, deadline, &failed).await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(UpstreamError::Timeout(self.timeout));
+            }
+            let member = lease.member.clone();
+            let result = call(member.client.clone(), member.config.timeout.min(left)).await;
+            let err = match result {
+                Ok(answer) => return Ok((answer, lease)),
+                Err(err) => err,
+            };
+            if let Some(wait) = err.retry_after().filter(|_| matches!(err, UpstreamError::RateLimited { .. })) {
+                member.cool_down(wait);
+            }
+            settle(lease, Outcome::failed(&err)).await;
+            if !err.is_retryable() || retries >= self.retry.max_retries {
+                return Err(err);
+            }
+            retries += 1;
+            if !failed.contains(&member.config.name) {
+                failed.push(member.config.name.clone());
+            }
+            // Another upstream of the model takes the next attempt at once; only a lone
+            // upstream is waited for.
+            let alternative = self.pool.members().iter().any(|m| {
+                m.config.serves(model) && !failed.contains(&m.config.name) && m.breaker.state() != BreakerState::Open
+            });
+            if !alternative {
+                let Some(pause) = self.retry.pause(retries - 1, err.retry_after()) else { return Err(err) };
+                if Instant::now() + pause >= deadline {
+                    return Err(err);
+                }
+                tokio::time::sleep(pause).await;
+            }
+            telemetry::retry(endpoint, err.kind());
+            tracing::debug!(endpoint, upstream = %member.config.name, retry = retries, error = %err, "retrying");
+        }
+    }
+}
+
+/// How an attempt ended, as its lease needs to know.
+enum Outcome {
+    /// The upstream answered, with the usage it reported (if it did).
+    Answered(Option<Usage>),
+    /// The upstream looked unhealthy: counts against its breaker.
+    Unhealthy,
+    /// Neither (the caller's bad request, a quota answer): counts for nothing.
+    Neutral,
+}
+
+impl Outcome {
+    fn failed(err: &UpstreamError) -> Self {
+        if err.counts_against_upstream() { Self::Unhealthy } else { Self::Neutral }
+    }
+}
+
+/// Ends an attempt: the breaker hears how it went, and the quota reservation is corrected to
+/// the tokens really used (kept at the estimate when the upstream did not say).
+async fn settle(lease: Lease, outcome: Outcome) {
+    let Lease { breaker, reservation, .. } = lease;
+    match outcome {
+        Outcome::Answered(usage) => {
+            breaker.success();
+            if let (Some(reservation), Some(usage)) = (reservation, usage) {
+                let used = usage.total_tokens.max(usage.prompt_tokens.saturating_add(usage.completion_tokens));
+                reservation.settle(u64::from(used)).await;
+            }
+        }
+        Outcome::Unhealthy => breaker.failure(),
+        Outcome::Neutral => drop(breaker),
+    }
+}
+
+/// Passes a stream through, and when it ends settles its lease and records its usage.
+fn settle_stream(
+    stream: ChatStream,
+    lease: Lease,
+    accounting: Arc<Accounting>,
+    model: String,
+    job_id: String,
+) -> ChatStream {
+    struct State {
+        stream: ChatStream,
+        lease: Option<Lease>,
+        usage: Option<Usage>,
+        answered_by: String,
+        accounting: Arc<Accounting>,
+        job_id: String,
+    }
+    let state = State { stream, lease: Some(lease), usage: None, answered_by: model, accounting, job_id };
+    futures::stream::unfold(state, |mut state| async move {
+        let item = state.stream.next().await;
+        match &item {
+            Some(Ok(delta)) => {
+                if delta.usage.is_some() {
+                    state.usage = delta.usage;
+                }
+                if !delta.model.is_empty() {
+                    state.answered_by.clone_from(&delta.model);
+                }
+            }
+            Some(Err(err)) => {
+                if let Some(lease) = state.lease.take() {
+                    settle(lease, Outcome::failed(err)).await;
+                }
+            }
+            None => {
+                if let Some(lease) = state.lease.take() {
+                    settle(lease, Outcome::Answered(state.usage)).await;
+                    state.accounting.record(&state.answered_by, state.usage.unwrap_or_default(), &state.job_id).await;
+                }
+            }
+        }
+        item.map(|item| (item, state))
+    })
+    .boxed()
+}
+
+/// Tokens of a text, estimated from above (about 3 bytes a token; English runs nearer 4) so
+/// that a reservation rarely falls short of what the upstream counts.
+fn estimate_text(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(3)
+}
+
+fn check_chat(request: &ChatCompletion) -> Result<(), UpstreamError> {
+    if request.messages.is_empty() {
+        return Err(UpstreamError::InvalidRequest("messages must not be empty".to_owned()));
+    }
+    Ok(())
+}
+
+fn check_inputs(inputs: &[String]) -> Result<(), UpstreamError> {
+    if let Some(i) = inputs.iter().position(String::is_empty) {
+        return Err(UpstreamError::InvalidRequest(format!(
+            "inputs[{i}] is empty; embedding APIs refuse empty strings"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! The OpenAI-compatible HTTP API (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`), so
+//! that any OpenAI SDK or tool pointed at the gateway gets the same limits, retries, budget and
+//! accounting as the other services' gRPC calls: both doors lead to [`Gateway`].
+//!
+//! Request bodies are read as JSON objects and checked field by field, as OpenAI does, so that
+//! every 400 names the field at fault (`param`); unknown fields are ignored, as OpenAI ignores
+//! them. Every failure answers in OpenAI's error shape (`{"error":{"message","type","param",
+//! "code"}}`), which the SDKs parse into their exceptions, rather than the shared
+//! `millrace_common::ApiError` shape the other services' routes use.
+
+mod chat;
+mod embeddings;
+mod error;
+mod models;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::routing::{any, get, post};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::core::Gateway;
+use crate::error::UpstreamError;
+use crate::telemetry;
+pub use error::OpenAiError;
+
+/// The largest request body: an embeddings call of 2048 inputs of up to 8192 tokens each.
+const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// The header that ties a call to a millrace job, for accounting and logs.
+const JOB_ID_HEADER: &str = "x-millrace-job-id";
+
+/// The `/v1` routes, to merge into the service's HTTP router. Any other `/v1/…` path answers
+/// OpenAI's 404, so SDK users see a clear error rather than an empty body.
+pub fn routes(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::completions).fallback(method_not_allowed))
+        .route("/v1/embeddings", post(embeddings::create).fallback(method_not_allowed))
+        .route("/v1/models", get(models::list).fallback(method_not_allowed))
+        // Model ids may hold slashes (`meta-llama/Llama-3.1-8B`).
+        .route("/v1/models/{*id}", get(models::retrieve).fallback(method_not_allowed))
+        .route("/v1/{*rest}", any(not_found))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(gateway)
+}
+
+async fn not_found(method: Method, uri: Uri) -> OpenAiError {
+    OpenAiError::not_found(format!("Invalid URL ({method} {})", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> OpenAiError {
+    OpenAiError::method_not_allowed(format!("Method {method} is not allowed on {}", uri.path()))
+}
+
+fn job_id(headers: &HeaderMap) -> String {
+    headers.get(JOB_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default().to_owned()
+}
+
+/// The request body as a JSON object, or the 400 (or 413) OpenAI answers for anything else.
+fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, OpenAiError> {
+    let body = body.map_err(OpenAiError::unreadable_body)?;
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(other) => Err(OpenAiError::invalid(
+            "",
+            "invalid_type",
+            format!("The request body must be a JSON object, but got {} instead.", kind(&other)),
+        )),
+        Err(err) => Err(OpenAiError::unparsable_json(&err)),
+    }
+}
+
+/// Takes the field `name` out of `object`: absent or null is None, the wrong type a 400 naming it.
+fn field<T: DeserializeOwned>(
+    object: &mut Map<String, Value>,
+    name: &str,
+    expected: &'static str,
+) -> Result<Option<T>, OpenAiError> {
+    field_at(object, name, name, expected)
+}
+
+/// [`field`] of a nested object, whose field is `param` in messages (`messages[2].role`).
+fn field_at<T: DeserializeOwned>(
+    object: &mut Map<String, Value>,
+    name: &str,
+    param: &str,
+    expected: &'static str,
+) -> Result<Option<T>, OpenAiError> {
+    match object.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => {
+            let got = kind(&value);
+            serde_json::from_value(value).map(Some).map_err(|_| OpenAiError::invalid_type(param, expected, got))
+        }
+    }
+}
+
+/// How OpenAI names a JSON value's type in its messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a decimal",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Counts and logs a call's outcome, as the gRPC door does for its calls.
+fn finish<T>(method: &'static str, job_id: &str, result: Result<T, UpstreamError>) -> Result<T, OpenAiError> {
+    match result {
+        Ok(value) => {
+            telemetry::call(method, "ok");
+            Ok(value)
+        }
+        Err(err) => Err(failed(method, job_id, err)),
+    }
+}
+
+/// Counts and logs a failed call, and says it OpenAI's way.
+fn failed(method: &'static str, job_id: &str, err: UpstreamError) -> OpenAiError {
+    telemetry::call(method, err.kind());
+    if err.is_callers_fault() {
+        tracing::debug!(method, job_id, error = %err, "refused");
+    } else {
+        tracing::warn!(method, job_id, kind = err.kind(), error = %err, "upstream call failed");
+    }
+    err.into()
+}
+
+/// Seconds since the Unix epoch, for the `created` fields.
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_of_the_wrong_type_are_named() {
+        let mut object = serde_json::json!({"temperature": "hot", "stream": null}).as_object().cloned().unwrap();
+        let err = field::<f32>(&mut object, "temperature", "a decimal").unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("temperature"));
+        assert_eq!(err.message, "Invalid type for 'temperature': expected a decimal, but got a string instead.");
+        assert_eq!(field::<bool>(&mut object, "stream", "a boolean").unwrap(), None);
+        assert_eq!(field::<bool>(&mut object, "absent", "a boolean").unwrap(), None);
+    }
+
+    #[test]
+    fn a_body_must_be_a_json_object() {
+        let err = json_object(Ok(Bytes::from_static(b"[1, 2]"))).unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(err.message.contains("JSON object"), "{}", err.message);
+        let err = json_object(Ok(Bytes::from_static(b"{\"model\": "))).unwrap_err();
+        assert_eq!(err.code, Some("invalid_json"));
+    }
+}

@@ -195,8 +195,27 @@ ensure_tools() {
     fi
 }
 
+OPENAI_SDK_VERSION="3.54.0"
+# The official openai Python SDK, for the llm-gateway's compatibility test
+# (services/llm-gateway/tests/api/openai_http.rs runs scripts/openai_sdk_check.py with it).
+ensure_openai_sdk() {
+    local venv="$MILLRACE_HOME/venv-openai"
+    if "$venv/bin/python" -c 'import openai' >/dev/null 2>&1; then
+        log "found openai SDK: $venv ($("$venv/bin/python" -c 'import openai; print(openai.__version__)'))"
+        return
+    fi
+    if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_SDK_VERSION"
+    log "installed openai SDK: $venv"
+}
+
 ensure_tools
 ensure_redis
 ensure_postgres
 ensure_model
+ensure_openai_sdk
 log "done"

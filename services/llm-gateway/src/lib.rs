@@ -1,8 +1,10 @@
 //! The LLM gateway: the single door through which the other services reach upstream
 //! OpenAI-compatible APIs, so that keys, retries, limits and token accounting live in one place.
 //!
-//! gRPC `millrace.v1.LlmGateway` (Chat, Embed) and `millrace.v1.Admin`; HTTP `/healthz`,
-//! `/readyz` (an upstream answers `GET {base}/models`), `/metrics` and `/v1/limits`.
+//! gRPC `millrace.v1.LlmGateway` (Chat, Embed) and `millrace.v1.Admin`; HTTP: the
+//! OpenAI-compatible `/v1/chat/completions` (streaming too), `/v1/embeddings` and `/v1/models`,
+//! `/v1/limits` (every upstream's quota, use and breaker, and the budget), `/healthz`, `/readyz`
+//! (an upstream answers `GET {base}/models`) and `/metrics`.
 
 mod accounting;
 mod config;

@@ -16,7 +16,8 @@ pub const COST: &str = "millrace_llm_gateway_cost_usd_total";
 pub const BUDGET_REFUSALS: &str = "millrace_llm_gateway_budget_refusals_total";
 /// Usage that could not be written to Redis (job or daily spend).
 pub const ACCOUNTING_ERRORS: &str = "millrace_llm_gateway_accounting_errors_total";
-/// gRPC calls answered, by method (`chat`, `embed`) and outcome (`ok` or an error kind).
+/// Calls answered, by method (gRPC `chat`, `embed`; HTTP `openai_chat`, `openai_chat_stream`,
+/// `openai_embeddings`) and outcome (`ok` or an error kind).
 pub const CALLS: &str = "millrace_llm_gateway_calls_total";
 
 pub fn upstream_request(endpoint: &'static str, status: String, elapsed: Duration) {

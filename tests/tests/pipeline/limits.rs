@@ -74,7 +74,7 @@ async fn replicas_share_one_quota_to_the_last_request_without_a_429() {
         assert_eq!(job["status"], "completed", "{job}\n{}", stack.logs());
     }
 
-    let chats = upstream_log(&stack, "chat").await;
+    let chats = upstream_log(&stack, "chat_completions").await;
     let limited = chats.iter().filter(|(_, status)| *status == 429).count();
     assert_eq!(limited, 0, "the upstream answered 429 {limited} times: {chats:?}");
     assert!(chats.len() as u64 > RPM, "too little work to fill a minute: {} calls", chats.len());
@@ -111,8 +111,11 @@ async fn an_upstream_outage_is_ridden_out_by_the_breakers() {
     let outage_started = now_ms();
     let jobs = submit_all(&stack, 3, 6).await;
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let during: Vec<(u64, u64)> =
-        upstream_log(&stack, "chat").await.into_iter().chain(upstream_log(&stack, "embeddings").await).collect();
+    let during: Vec<(u64, u64)> = upstream_log(&stack, "chat_completions")
+        .await
+        .into_iter()
+        .chain(upstream_log(&stack, "embeddings").await)
+        .collect();
     assert!(during.iter().all(|(_, status)| *status == 500), "{during:?}");
 
     let fake = &mut stack.fake.as_mut().unwrap().0;

@@ -14,6 +14,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/documents/{id}"),
     ("delete", "/v1/documents/{id}"),
     ("get", "/v1/stats"),
+    ("get", "/v1/limits"),
     ("get", "/openapi.json"),
     ("get", "/healthz"),
     ("get", "/readyz"),

@@ -59,7 +59,10 @@ async fn server_errors_are_retried_then_reported_unavailable() {
     assert_eq!(fake.stats().errors, 3, "one attempt and two retries");
 
     let metrics = gateway.metrics().await;
-    let retries = metrics.lines().find(|l| l.starts_with("millrace_llm_gateway_retries_total{")).unwrap();
+    let retries = metrics
+        .lines()
+        .find(|l| l.starts_with("millrace_llm_gateway_retries_total{") && l.contains(r#"cause="server_error""#))
+        .unwrap();
     assert!(retries.contains(r#"endpoint="chat""#) && retries.ends_with(" 2"), "{retries}");
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestGateway, gateway_for, spawn_fake, spawn_gateway};
@@ -283,7 +284,8 @@ async fn a_spent_quota_is_429_with_retry_after() {
 #[tokio::test]
 async fn upstream_failures_become_502_504_and_503() {
     let fake = spawn_fake(millrace_fake_openai::Config { error_rate: 1.0, ..Default::default() }).await;
-    let gateway = gateway_for(&fake, &[("LLM_MAX_RETRIES", "1")]).await;
+    // No retries: the retry counter is process-wide, and errors.rs counts its own.
+    let gateway = gateway_for(&fake, &[("LLM_MAX_RETRIES", "0")]).await;
     let error = openai_error(post(&gateway, "/v1/chat/completions", &chat_body("hello")).await, 502).await;
     assert_eq!(error["type"], "server_error");
     assert!(error["message"].as_str().unwrap().contains("500"), "{error}");
@@ -353,6 +355,59 @@ async fn a_stream_cut_off_upstream_ends_with_an_error_event_and_no_done() {
     assert_eq!(fake.stats().truncated, 1, "a stream that has begun is not retried");
 }
 
+/// An upstream the fake cannot play: it answers every chat request with a whole JSON
+/// completion or an event stream that stalls after its first chunk.
+async fn scripted_upstream(whole_json: bool) -> String {
+    use axum::response::IntoResponse;
+
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || async move {
+            if whole_json {
+                let answer = json!({"model": "m-json", "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole answer"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}});
+                return axum::Json(answer).into_response();
+            }
+            let first = r#"data: {"model":"m-sse","choices":[{"index":0,"delta":{"content":"Hel"}}]}"#;
+            let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(format!("{first}\n\n"))])
+                .chain(futures::stream::pending());
+            ([("content-type", "text/event-stream")], axum::body::Body::from_stream(frames)).into_response()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base_url
+}
+
+#[tokio::test]
+async fn an_upstream_that_ignores_stream_is_still_relayed_as_a_stream() {
+    let base_url = scripted_upstream(true).await;
+    let gateway = spawn_gateway(&[("LLM_BASE_URL", base_url.as_str())]).await;
+    let mut body = chat_body("hi");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let payloads = stream(&gateway, &body).await;
+    assert_eq!(payloads.last().unwrap(), "[DONE]");
+    let chunks = chunks(&payloads);
+    assert_eq!(streamed_content(&chunks), "whole answer");
+    assert_eq!(chunks.last().unwrap()["usage"]["total_tokens"], 5);
+}
+
+#[tokio::test]
+async fn a_stream_that_stalls_ends_with_a_timeout_event_within_the_budget() {
+    let base_url = scripted_upstream(false).await;
+    let gateway = spawn_gateway(&[("LLM_BASE_URL", base_url.as_str()), ("LLM_TIMEOUT_MS", "500")]).await;
+    let mut body = chat_body("hi");
+    body["stream"] = json!(true);
+    let started = Instant::now();
+    let payloads = stream(&gateway, &body).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    let (last, before) = payloads.split_last().unwrap();
+    assert_eq!(streamed_content(&chunks(before)), "Hel");
+    let error: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(error["error"]["code"], "timeout", "{error}");
+}
+
 /// `${MILLRACE_HOME:-$HOME/.cache/millrace}/venv-openai`, where `make setup` installs the SDK.
 fn openai_venv() -> PathBuf {
     let home = std::env::var_os("MILLRACE_HOME")
@@ -395,6 +450,7 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "openai_sdk_check.py failed ({}):\n{stdout}\n{stderr}", output.status);
+    println!("{stdout}");
     let summary: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(summary["ok"], true, "{summary}");
     assert_eq!(summary["stream_matches_chat"], true, "the fake is deterministic: {summary}");

@@ -5,6 +5,8 @@
 pub mod extractive;
 mod llm;
 
+use llm::GroupResult;
+
 use millrace_proto::{Chunk, ChunkBatch};
 use millrace_resilience::{BreakerConfig, CircuitBreaker};
 use serde_json::Value;
@@ -115,7 +117,11 @@ impl Extractor {
                     };
                     async move { llm.extract(&group).await }
                 });
-                let results = futures::future::try_join_all(requests).await?;
+                // Every request runs to its end even when another fails: cancelling one would
+                // waste its answer, and while the gateway's breaker is half-open it would
+                // cancel the very probe that could close it.
+                let results: Vec<GroupResult> =
+                    futures::future::join_all(requests).await.into_iter().collect::<Result<_, _>>()?;
                 for (indices, result) in groups.iter().zip(results) {
                     if result.failed {
                         failed += indices.len() as u32;

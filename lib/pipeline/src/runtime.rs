@@ -163,9 +163,7 @@ impl<H: Handler> StageService<H> {
 /// Shows a stage's breaker in its stats, as a state and as `limits_json` (its full snapshot).
 fn add_breaker(stats: &mut StatsResponse, breaker: &CircuitBreaker) {
     let snapshot = breaker.snapshot();
-    let state =
-        serde_json::to_value(snapshot.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    stats.breakers.push(BreakerStats { name: snapshot.name.clone(), state });
+    stats.breakers.push(BreakerStats { name: snapshot.name.clone(), state: snapshot.state.label().to_owned() });
     stats.limits_json = serde_json::json!({ "breakers": [snapshot] }).to_string();
 }
 

@@ -455,21 +455,23 @@ impl<H: Handler> Inner<H> {
         }
     }
 
+    /// Adds to `pipe` what finishes an entry: its acknowledgement and its remembered error.
+    fn acknowledge<'p>(&self, pipe: &'p mut redis::Pipeline, id: &str) -> &'p mut redis::Pipeline {
+        pipe.cmd("XACK")
+            .arg(&self.config.stream)
+            .arg(&self.config.group)
+            .arg(id)
+            .ignore()
+            .cmd("HDEL")
+            .arg(&self.errors_key)
+            .arg(id)
+            .ignore()
+    }
+
     async fn ack(&self, id: &str) {
         let result: Result<(), StreamError> = async {
             let mut conn = self.pool.get().await?;
-            redis::pipe()
-                .cmd("XACK")
-                .arg(&self.config.stream)
-                .arg(&self.config.group)
-                .arg(id)
-                .ignore()
-                .cmd("HDEL")
-                .arg(&self.errors_key)
-                .arg(id)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await?;
+            self.acknowledge(&mut redis::pipe(), id).query_async::<()>(&mut conn).await?;
             Ok(())
         }
         .await;
@@ -498,20 +500,9 @@ impl<H: Handler> Inner<H> {
             for (key, value) in &message.fields {
                 add.arg(key).arg(value);
             }
-            let (requeued,): (String,) = redis::pipe()
-                .atomic()
-                .add_command(add)
-                .cmd("XACK")
-                .arg(&self.config.stream)
-                .arg(&self.config.group)
-                .arg(&message.id)
-                .ignore()
-                .cmd("HDEL")
-                .arg(&self.errors_key)
-                .arg(&message.id)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
+            let mut pipe = redis::pipe();
+            pipe.atomic().add_command(add);
+            let (requeued,): (String,) = self.acknowledge(&mut pipe, &message.id).query_async(&mut conn).await?;
             Ok(requeued)
         }
         .await;
@@ -559,21 +550,9 @@ impl<H: Handler> Inner<H> {
             for (key, value) in &message.fields {
                 add.arg(key).arg(value);
             }
-            redis::pipe()
-                .atomic()
-                .add_command(add)
-                .ignore()
-                .cmd("XACK")
-                .arg(&self.config.stream)
-                .arg(&self.config.group)
-                .arg(&message.id)
-                .ignore()
-                .cmd("HDEL")
-                .arg(&self.errors_key)
-                .arg(&message.id)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await?;
+            let mut pipe = redis::pipe();
+            pipe.atomic().add_command(add).ignore();
+            self.acknowledge(&mut pipe, &message.id).query_async::<()>(&mut conn).await?;
             Ok(())
         }
         .await;

@@ -133,7 +133,8 @@ impl Config {
     /// | `MILLRACE_LLM_BREAKER_*` | see `millrace_resilience::BreakerConfig` |
     /// | `MILLRACE_LLM_SHARED_LIMITS` | true: limits shared by all replicas through Redis |
     /// | `MILLRACE_LLM_REPLICAS` | 1: each replica's share of a limit while Redis is unreachable |
-    /// | `MILLRACE_LLM_QUOTA_MARGIN_MS` | 500: how much longer than a minute an admission counts |
+    /// | `MILLRACE_LLM_LIMIT_MARGIN_MS` | 500: how much longer than the window an admission counts |
+    /// | `MILLRACE_LLM_LIMIT_WINDOW_MS` | 60000: the upstream's quota window |
     /// | `MILLRACE_LLM_COMPLETION_ESTIMATE` | 256 completion tokens reserved without `max_tokens` |
     /// | `MILLRACE_MAX_DAILY_COST_USD` | unset: no budget |
     ///
@@ -166,11 +167,6 @@ impl Config {
             }
             other => other,
         };
-        let limiter = LimiterConfig {
-            margin: settings.duration_ms("LLM_QUOTA_MARGIN_MS", 500)?,
-            replicas: settings.positive("LLM_REPLICAS", 1u32)?,
-            ..LimiterConfig::default()
-        };
         Ok(Self {
             service,
             upstreams,
@@ -179,7 +175,7 @@ impl Config {
             timeout,
             retry: RetryPolicy::from_settings(settings, "LLM_")?,
             breaker: BreakerConfig::from_settings(settings, "LLM_")?,
-            limiter,
+            limiter: LimiterConfig::from_settings(settings, "LLM_")?,
             shared_limits: settings.get_or("LLM_SHARED_LIMITS", true)?,
             prices,
             max_daily_cost_usd,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use millrace_pipeline::Keys;
-use millrace_resilience::{BreakerState, CircuitBreaker, RateLimiter, RetryPolicy};
+use millrace_resilience::{CircuitBreaker, RateLimiter, RetryPolicy};
 use tokio::time::Instant;
 
 use crate::accounting::{Accounting, BudgetSnapshot};
@@ -100,14 +100,6 @@ impl Gateway {
         })
     }
 
-    pub fn default_chat_model(&self) -> &str {
-        &self.chat_model
-    }
-
-    pub fn default_embed_model(&self) -> &str {
-        &self.embed_model
-    }
-
     pub fn is_configured(&self) -> bool {
         !self.pool.is_empty()
     }
@@ -132,11 +124,7 @@ impl Gateway {
 
     /// `request.model` empty means the default chat model.
     pub async fn chat(&self, mut request: ChatCompletion, job_id: &str) -> Result<ChatAnswer, UpstreamError> {
-        request.model = self.model_for(std::mem::take(&mut request.model), &self.chat_model)?;
-        check_chat(&request)?;
-        self.accounting.check_budget().await?;
-        let tokens = self.chat_tokens(&request);
-        let deadline = Instant::now() + self.timeout;
+        let (tokens, deadline) = self.admit_chat(&mut request).await?;
         let answer = self
             .attempts("chat", &request.model, tokens, deadline, |client, left| {
                 let request = &request;
@@ -155,11 +143,7 @@ impl Gateway {
     /// Failures before the stream starts are retried like [`Gateway::chat`]; a stream cut off
     /// part-way ends with an error item (it cannot be replayed) and counts against the upstream.
     pub async fn chat_stream(&self, mut request: ChatCompletion, job_id: &str) -> Result<ChatStream, UpstreamError> {
-        request.model = self.model_for(std::mem::take(&mut request.model), &self.chat_model)?;
-        check_chat(&request)?;
-        self.accounting.check_budget().await?;
-        let tokens = self.chat_tokens(&request);
-        let deadline = Instant::now() + self.timeout;
+        let (tokens, deadline) = self.admit_chat(&mut request).await?;
         let (stream, lease) = self
             .attempt_leased("chat_stream", &request.model, tokens, deadline, |client, left| {
                 let request = &request;
@@ -249,6 +233,16 @@ impl Gateway {
         if self.pool.serves(&model) { Ok(model) } else { Err(UpstreamError::UnknownModel(model)) }
     }
 
+    /// What every chat call goes through before its attempts: the model filled in and known,
+    /// the request checked, the budget not spent. Returns the tokens to reserve and the call's
+    /// deadline.
+    async fn admit_chat(&self, request: &mut ChatCompletion) -> Result<(u64, Instant), UpstreamError> {
+        request.model = self.model_for(std::mem::take(&mut request.model), &self.chat_model)?;
+        check_chat(request)?;
+        self.accounting.check_budget().await?;
+        Ok((self.chat_tokens(request), Instant::now() + self.timeout))
+    }
+
     /// Tokens to reserve for a chat call: the prompt estimated from its length, plus
     /// `max_tokens` (or the configured estimate) for the answer.
     fn chat_tokens(&self, request: &ChatCompletion) -> u64 {
@@ -316,10 +310,7 @@ impl Gateway {
             }
             // Another upstream of the model takes the next attempt at once; only a lone
             // upstream is waited for.
-            let alternative = self.pool.members().iter().any(|m| {
-                m.config.serves(model) && !failed.contains(&m.config.name) && m.breaker.state() != BreakerState::Open
-            });
-            if !alternative {
+            if !self.pool.has_alternative(model, &failed) {
                 let Some(pause) = self.retry.pause(retries - 1, err.retry_after()) else { return Err(err) };
                 if Instant::now() + pause >= deadline {
                     return Err(err);

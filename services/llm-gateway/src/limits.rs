@@ -26,7 +26,10 @@ pub async fn stats(gateway: &Gateway, in_flight: u32) -> StatsResponse {
     let breakers = limits
         .upstreams
         .iter()
-        .map(|upstream| BreakerStats { name: upstream.breaker.name.clone(), state: state_name(&upstream.breaker) })
+        .map(|upstream| BreakerStats {
+            name: upstream.breaker.name.clone(),
+            state: upstream.breaker.state.label().to_owned(),
+        })
         .collect();
     StatsResponse {
         service: SERVICE.to_owned(),
@@ -36,8 +39,4 @@ pub async fn stats(gateway: &Gateway, in_flight: u32) -> StatsResponse {
         breakers,
         limits_json: serde_json::to_string(&limits).unwrap_or_default(),
     }
-}
-
-fn state_name(breaker: &millrace_resilience::BreakerSnapshot) -> String {
-    serde_json::to_value(breaker.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }

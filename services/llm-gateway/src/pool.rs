@@ -10,7 +10,7 @@
 //! upstream hands its share to the next priority, and waits happen only when every
 //! upstream is busy.
 
-use millrace_resilience::{BreakerOpen, CallPermit, CircuitBreaker, RateLimiter, Reservation};
+use millrace_resilience::{BreakerOpen, BreakerState, CallPermit, CircuitBreaker, RateLimiter, Reservation};
 use rand::Rng as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -78,8 +78,8 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Member names are unique: the config refuses duplicates.
     pub fn new(members: Vec<Member>) -> Self {
-        assert_unique(&members);
         Self { members: members.into_iter().map(Arc::new).collect() }
     }
 
@@ -93,6 +93,14 @@ impl Pool {
 
     pub fn serves(&self, model: &str) -> bool {
         self.members.iter().any(|m| m.config.serves(model))
+    }
+
+    /// Whether an upstream of `model` that has not failed this call (`failed`) and is not open
+    /// could take the next attempt.
+    pub fn has_alternative(&self, model: &str, failed: &[String]) -> bool {
+        self.members.iter().any(|m| {
+            m.config.serves(model) && !failed.contains(&m.config.name) && m.breaker.state() != BreakerState::Open
+        })
     }
 
     /// The upstreams serving `model` in the order they should be tried (see the module doc).
@@ -201,17 +209,6 @@ impl Pool {
             .try_call()
             .map_err(|open| UpstreamError::AllOpen { model: model.to_owned(), retry_in: open.retry_in })?;
         Ok(Lease { member, breaker: permit, reservation, _slot: slot })
-    }
-}
-
-/// Names key metrics, limiter keys and `/v1/limits`; the config refuses duplicates already.
-fn assert_unique(members: &[Member]) {
-    for (i, member) in members.iter().enumerate() {
-        debug_assert!(
-            members[..i].iter().all(|other| other.config.name != member.config.name),
-            "duplicate upstream name {}",
-            member.config.name
-        );
     }
 }
 

@@ -129,7 +129,8 @@ impl BreakerState {
         }
     }
 
-    fn label(self) -> &'static str {
+    /// The state's name as status pages and metrics show it (the same as its serde form).
+    pub fn label(self) -> &'static str {
         match self {
             Self::Closed => "closed",
             Self::HalfOpen => "half_open",

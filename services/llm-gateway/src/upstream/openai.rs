@@ -8,14 +8,13 @@
 //! of a library's generic one.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use millrace_resilience::retry::parse_retry_after;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc2822;
 use tokio::time::Instant;
 
 use super::{ChatAnswer, ChatCompletion, ChatDelta, ChatStream, EmbeddingAnswer, Upstream, Usage};
@@ -172,13 +171,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
-    let value = text(RETRY_AFTER.as_str())?;
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let at = OffsetDateTime::parse(value, &Rfc2822).ok()?;
-    let wait = at - OffsetDateTime::now_utc();
-    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+    parse_retry_after(text(RETRY_AFTER.as_str())?, SystemTime::now())
 }
 
 #[derive(Serialize)]

@@ -33,15 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from reference_embeddings import default_model_dir  # scripts/ is on the path when run as a script
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def default_model_dir() -> Path:
-    explicit = os.environ.get("MILLRACE_EMBEDDING_MODEL_DIR")
-    if explicit:
-        return Path(explicit)
-    home = os.environ.get("MILLRACE_HOME") or os.path.join(os.environ["HOME"], ".cache/millrace")
-    return Path(home) / "models" / "all-MiniLM-L6-v2"
 
 
 def corpus(count: int, seed: int = 7) -> list[str]:

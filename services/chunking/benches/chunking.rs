@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Chunking throughput, single-threaded: parse + split of a Markdown and an HTML document
 //! (about 1 MB each, built from the test fixtures), sized in the embedding model's tokens with
-//! the default sizes. Reported in bytes of input per second.
+//! the default sizes. Reported in bytes of input per second; the chunks each input makes are
+//! printed first, to turn that into chunks per second.
 //!
 //! `cargo bench -p millrace-chunking --bench chunking` (needs the model: `make setup`, or
 //! MILLRACE_EMBEDDING_MODEL_DIR).
@@ -46,6 +47,11 @@ fn chunking(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse_and_split_model_tokens");
     group.sample_size(10).measurement_time(Duration::from_secs(30)).warm_up_time(Duration::from_secs(3));
     for (name, content_type, input) in [("markdown", MARKDOWN, markdown_input()), ("html", HTML, html_input())] {
+        // Chunks per input, to turn bytes/s into chunks/s (HTML markup makes no chunks).
+        let chunks = split_document(&parse_document(content_type, input.as_bytes(), &limits).unwrap(), &sizer, sizes)
+            .unwrap()
+            .len();
+        eprintln!("{name}: {} bytes of input make {chunks} chunks", input.len());
         group.throughput(Throughput::Bytes(input.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| {

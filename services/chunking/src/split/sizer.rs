@@ -223,6 +223,14 @@ fn read_max_seq_length(model_dir: &Path) -> Option<usize> {
     value.get("max_seq_length")?.as_u64().map(|n| n as usize)
 }
 
+/// Whitespace that ends a word for a word-local tokenizer. BERT's normalizer deletes control
+/// characters before splitting, so a vertical tab, form feed or U+0085 between two letters
+/// joins them into one word; splitting there would count two. Splitting on fewer characters
+/// than the tokenizer does is always exact, so these are simply not separators.
+fn is_word_separator(c: char) -> bool {
+    c.is_whitespace() && (!c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+}
+
 /// Words longer than this are tokenized each time rather than cached: they are rare, and
 /// caching every prefix of a long run would hold a lot of memory.
 const MAX_CACHED_WORD_BYTES: usize = 64;
@@ -241,7 +249,7 @@ impl CappedSizer<'_> {
         };
         let mut words = self.words.borrow_mut();
         let mut total = 0;
-        for word in text.split_whitespace() {
+        for word in text.split(is_word_separator).filter(|word| !word.is_empty()) {
             total += match words.get(word) {
                 Some(count) => *count,
                 None => {

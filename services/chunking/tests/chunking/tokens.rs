@@ -88,6 +88,17 @@ fn a_huge_line_without_spaces_is_cut_by_characters_quickly() {
     assert!(elapsed < Duration::from_secs(90), "{elapsed:?} for 256 KB");
 }
 
+#[test]
+fn control_characters_the_tokenizer_deletes_join_words_in_the_word_sums() {
+    // BERT's normalizer deletes U+000B, U+000C and U+0085 before splitting on whitespace, so
+    // "aaa\u{b}AA" is one word to the tokenizer although Rust calls U+000B whitespace.
+    let sizer = model_sizer();
+    for text in ["aaaaaaaaaaaa\u{b}AA", "form\u{c}feed", "next\u{85}line", "tab\tand\nnewline\r"] {
+        let summed = sizer.chunk_sizer(usize::MAX / 2).try_size(text).unwrap();
+        assert_eq!(summed, sizer.measure(text).unwrap(), "{text:?}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 

@@ -30,6 +30,24 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SERVICES = ["ingestion", "chunking", "metadata", "embeddings", "storage", "llm-gateway"]
 HTTP_BASE, GRPC_BASE, REDIS_PORT, PG_PORT = 18060, 19060, 16390, 15490
 API = f"http://127.0.0.1:{HTTP_BASE}"
+# The release binaries: the stack's, the fake upstream's and the load generator's.
+TARGET_DIR = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/millrace/target"))
+RELEASE = TARGET_DIR / "release"
+
+
+def stack_env(data_dir, settings, drop=()):
+    """The environment for scripts/stack.sh: its own data folder, the offset ports, the release
+    binaries, quiet logs and `settings`; the caller's database and the keys in `drop` unset."""
+    env = dict(os.environ)
+    env.update({
+        "MILLRACE_DATA_DIR": str(data_dir), "MILLRACE_HTTP_PORT_BASE": str(HTTP_BASE),
+        "MILLRACE_GRPC_PORT_BASE": str(GRPC_BASE), "MILLRACE_REDIS_PORT": str(REDIS_PORT),
+        "MILLRACE_PG_PORT": str(PG_PORT), "MILLRACE_PROFILE": "release", "RUST_LOG": "warn",
+        "CARGO_TARGET_DIR": str(TARGET_DIR), **settings,
+    })
+    for key in ("MILLRACE_DATABASE_URL", *drop):
+        env.pop(key, None)
+    return env
 
 
 def call(method, path, body=None):
@@ -130,17 +148,11 @@ def main():
     args = parser.parse_args()
 
     data_dir = pathlib.Path(tempfile.mkdtemp(prefix="millrace-bench-"))
-    env = dict(os.environ)
-    env.update({
-        "MILLRACE_DATA_DIR": str(data_dir), "MILLRACE_HTTP_PORT_BASE": str(HTTP_BASE),
-        "MILLRACE_GRPC_PORT_BASE": str(GRPC_BASE), "MILLRACE_REDIS_PORT": str(REDIS_PORT),
-        "MILLRACE_PG_PORT": str(PG_PORT), "MILLRACE_PROFILE": "release", "RUST_LOG": "warn",
+    env = stack_env(data_dir, {
         "MILLRACE_MAX_QUEUED_JOBS": str(max(args.backlog * 2, 100_000)),
         # The storage stage is what this measures: vectors from the hashing embedder cost nothing.
         "MILLRACE_EMBEDDINGS_PROVIDER": "hashing",
-    })
-    for key in ("MILLRACE_LLM_BASE_URL", "MILLRACE_DATABASE_URL"):
-        env.pop(key, None)
+    }, drop=("MILLRACE_LLM_BASE_URL",))
     stack = str(ROOT / "scripts/stack.sh")
     try:
         subprocess.run([stack, "up"], check=True, env=env, stdout=subprocess.DEVNULL)

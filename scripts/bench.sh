@@ -1,5 +1,25 @@
 #!/usr/bin/env bash
-# `make bench`: the end-to-end benchmark (see scripts/bench.py); append its Markdown to docs/benchmarks.md by hand.
+# `make bench [BENCH="part ..."]`: the benchmarks whose figures are in docs/benchmarks.md, each
+# printing Markdown to paste there. Parts (default: pipeline gateway quota):
+#   pipeline  scripts/bench.py: pipeline vs bulk COPY, and memory under a backlog (~10 min)
+#   gateway   scripts/bench_gateway.py: gateway overhead at 500 and 2,000 req/s, memory (~6 min)
+#   quota     scripts/bench_quota.py: RPM saturation with 1 and 3 metadata replicas (~12 min)
+#   reingest  scripts/bench_reingest.py: incremental re-ingest against a first ingest
+#   chunking  cargo bench -p millrace-chunking --bench chunking (criterion)
+# The local embedding model against PyTorch needs the pyref venv; see scripts/bench_embeddings.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec python3 scripts/bench.py "$@"
+for part in ${BENCH:-pipeline gateway quota}; do
+    echo "## bench: $part" >&2
+    case "$part" in
+    pipeline) python3 scripts/bench.py ;;
+    gateway) python3 scripts/bench_gateway.py ;;
+    quota) python3 scripts/bench_quota.py ;;
+    reingest) python3 scripts/bench_reingest.py ;;
+    chunking) cargo bench -p millrace-chunking --bench chunking ;;
+    *)
+        echo "bench: unknown part $part (pipeline, gateway, quota, reingest, chunking)" >&2
+        exit 2
+        ;;
+    esac
+done

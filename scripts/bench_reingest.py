@@ -13,7 +13,6 @@ Standard library only; needs the release binaries (make build-release) and runs 
 on the offset ports of scripts/bench.py.
 """
 import argparse
-import os
 import pathlib
 import shutil
 import subprocess
@@ -57,18 +56,12 @@ def main():
     args = parser.parse_args()
 
     data_dir = pathlib.Path(tempfile.mkdtemp(prefix="millrace-bench-reingest-"))
-    env = dict(os.environ)
-    env.update({
-        "MILLRACE_DATA_DIR": str(data_dir), "MILLRACE_HTTP_PORT_BASE": str(bench.HTTP_BASE),
-        "MILLRACE_GRPC_PORT_BASE": str(bench.GRPC_BASE), "MILLRACE_REDIS_PORT": str(bench.REDIS_PORT),
-        "MILLRACE_PG_PORT": str(bench.PG_PORT), "MILLRACE_PROFILE": "release", "RUST_LOG": "warn",
+    env = bench.stack_env(data_dir, {
         "MILLRACE_LLM_BASE_URL": f"http://127.0.0.1:{FAKE_PORT}/v1",
         "MILLRACE_LLM_CHAT_MODEL": "fake-chat", "MILLRACE_LLM_EMBED_MODEL": "fake-embed",
     })
-    env.pop("MILLRACE_DATABASE_URL", None)
-    target = pathlib.Path(env.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/millrace/target"))
     fake = subprocess.Popen(
-        [str(target / "release/millrace-fake-openai"), "--addr", f"127.0.0.1:{FAKE_PORT}", "--latency-ms", "20"],
+        [str(bench.RELEASE / "millrace-fake-openai"), "--addr", f"127.0.0.1:{FAKE_PORT}", "--latency-ms", "20"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     stack = str(bench.ROOT / "scripts/stack.sh")

@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# `make run`: bring the stack up, ingest examples/ with a sample search, and keep it up until
-# Ctrl-C (or SIGTERM), then stop everything in order.
+# `make run`: bring the stack up, ingest examples/ with the `millrace` command line (progress
+# bars, then a summary) and run a sample search, and keep the stack up until Ctrl-C (or
+# SIGTERM), then stop everything in order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trap 'echo; scripts/stack.sh down; exit 0' INT TERM
 scripts/stack.sh up
-python3 scripts/demo.py
-echo "millrace is running: http://127.0.0.1:${MILLRACE_HTTP_PORT_BASE:-8060} (Ctrl-C stops it)"
+export MILLRACE_URL="http://127.0.0.1:${MILLRACE_HTTP_PORT_BASE:-8060}"
+millrace="${CARGO_TARGET_DIR:-target}/${MILLRACE_PROFILE:-release}/millrace"
+# examples/README.md describes the examples; it is not one of them.
+mapfile -t examples < <(find examples -type f ! -name README.md | sort)
+"$millrace" ingest "${examples[@]}" --wait || echo "some examples failed (see above); the stack stays up"
+echo
+echo 'search: "how did a mill use the rise and fall of the sea"'
+"$millrace" search "how did a mill use the rise and fall of the sea" --top-k 3
+echo "millrace is running: $MILLRACE_URL (Ctrl-C stops it; try: $millrace --help)"
 while true; do sleep 1; done

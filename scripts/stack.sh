@@ -11,6 +11,11 @@
 # services from MILLRACE_HTTP_PORT_BASE (8060) and MILLRACE_GRPC_PORT_BASE (9060) up, in the
 # order ingestion, chunking, metadata, embeddings, storage, llm-gateway. MILLRACE_DATABASE_URL
 # uses an existing PostgreSQL (with pgvector) instead of starting one.
+#
+# MILLRACE_SCALE runs more replicas of the stream stages, e.g. "metadata=3 embeddings=2" (at
+# most 9 each): replica N of a service listens 10 × (N - 1) ports above the first one
+# (metadata-2 on 8072/9072) and joins the same consumer group. Ingestion and the gateway are
+# called directly, so more of them need a load balancer in front (Kubernetes does that).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,10 +29,27 @@ PG_PORT="${MILLRACE_PG_PORT:-5490}"
 
 HTTP_BASE="${MILLRACE_HTTP_PORT_BASE:-8060}"
 GRPC_BASE="${MILLRACE_GRPC_PORT_BASE:-9060}"
-# name:http:grpc, in start order (callees before callers).
+# instance:binary:http:grpc, in start order (callees before callers).
 SERVICES=()
 for entry in llm-gateway:5 storage:4 embeddings:3 metadata:2 chunking:1 ingestion:0; do
-    SERVICES+=("${entry%%:*}:$((HTTP_BASE + ${entry##*:})):$((GRPC_BASE + ${entry##*:}))")
+    name="${entry%%:*}" offset="${entry##*:}"
+    SERVICES+=("$name:$name:$((HTTP_BASE + offset)):$((GRPC_BASE + offset))")
+    replicas=1
+    for scale in ${MILLRACE_SCALE:-}; do
+        [ "${scale%%=*}" = "$name" ] && replicas="${scale#*=}"
+    done
+    if [ "$replicas" != 1 ]; then
+        case "$name" in chunking | metadata | embeddings | storage) ;; *)
+            echo "stack: MILLRACE_SCALE: only chunking, metadata, embeddings and storage scale here, not $name" >&2
+            exit 1
+            ;;
+        esac
+        [[ "$replicas" =~ ^[1-9]$ ]] || { echo "stack: MILLRACE_SCALE: $name=$replicas is not 1 to 9" >&2; exit 1; }
+    fi
+    for ((replica = 2; replica <= replicas; replica++)); do
+        shift_by=$((10 * (replica - 1) + offset))
+        SERVICES+=("$name-$replica:$name:$((HTTP_BASE + shift_by)):$((GRPC_BASE + shift_by))")
+    done
 done
 
 log() { echo "stack: $*"; }
@@ -93,12 +115,12 @@ start_postgres() {
 }
 
 start_service() {
-    local name="$1" http="$2" grpc="$3" pidfile="$RUN_DIR/$1.pid"
+    local name="$1" binary="$2" http="$3" grpc="$4" pidfile="$RUN_DIR/$1.pid"
     if alive "$pidfile"; then
         log "$name already running"
         return
     fi
-    local bin="$BIN_DIR/millrace-$name"
+    local bin="$BIN_DIR/millrace-$binary"
     [ -x "$bin" ] || die "no binary $bin (run: cargo build --release --workspace --bins)"
     port_busy "$http" && die "port $http for $name is taken"
     port_busy "$grpc" && die "port $grpc for $name is taken"
@@ -120,16 +142,16 @@ up() {
     start_redis
     start_postgres
     for entry in "${SERVICES[@]}"; do
-        IFS=: read -r name http grpc <<<"$entry"
-        start_service "$name" "$http" "$grpc"
+        IFS=: read -r name binary http grpc <<<"$entry"
+        start_service "$name" "$binary" "$http" "$grpc"
     done
     for entry in "${SERVICES[@]}"; do
-        IFS=: read -r name http _ <<<"$entry"
+        IFS=: read -r name _ http _ <<<"$entry"
         wait_ready "$name" "http://127.0.0.1:$http/readyz"
     done
     log "up. API: http://127.0.0.1:$HTTP_BASE (OpenAPI at /openapi.json); logs in $LOG_DIR"
     for entry in "${SERVICES[@]}"; do
-        IFS=: read -r name http grpc <<<"$entry"
+        IFS=: read -r name _ http grpc <<<"$entry"
         printf 'stack:   %-12s http://127.0.0.1:%s  grpc 127.0.0.1:%s\n' "$name" "$http" "$grpc"
     done
 }
@@ -151,6 +173,11 @@ stop_pid() {
 }
 
 down() {
+    # Every service pid file, replicas included even if MILLRACE_SCALE changed since `up`.
+    local pidfile
+    for pidfile in "$RUN_DIR"/*-[0-9].pid; do
+        [ -e "$pidfile" ] && stop_pid "$(basename "$pidfile" .pid)"
+    done
     for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
         stop_pid "${SERVICES[$i]%%:*}"
     done

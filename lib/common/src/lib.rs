@@ -7,6 +7,7 @@ pub mod grpc_client;
 pub mod redis_conn;
 pub mod server;
 pub mod shutdown;
+pub mod sync;
 pub mod telemetry;
 pub mod time;
 

@@ -140,6 +140,14 @@ pub struct JobError {
     pub message: String,
 }
 
+/// Tokens and dollars of a job's LLM calls (chat and embeddings through the gateway).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LlmUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+}
+
 /// One job, as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Job {
@@ -150,10 +158,16 @@ pub struct Job {
     pub status: JobStatus,
     /// 0–100.
     pub progress: u32,
+    /// Seconds until the job is likely done, from the rates its own metadata, embeddings and
+    /// storage steps have shown since it started (the slowest decides); None while any of them
+    /// has done nothing yet, and for a job that is not running.
+    pub eta_seconds: Option<u64>,
     pub chunks: ChunkCounts,
     pub batches_total: u32,
     pub batches_stored: u32,
     pub error: Option<JobError>,
+    /// Charged by the llm-gateway to the job it was called for.
+    pub llm: LlmUsage,
     pub content_type: String,
     pub content_hash: String,
     /// Hash of everything that decides the stored result (see `fingerprint`).
@@ -201,10 +215,16 @@ impl Job {
             version: number("version"),
             status,
             progress: 0,
+            eta_seconds: None,
             chunks,
             batches_total: number("batches_total") as u32,
             batches_stored: number("batches_stored") as u32,
             error,
+            llm: LlmUsage {
+                prompt_tokens: number("llm_prompt_tokens"),
+                completion_tokens: number("llm_completion_tokens"),
+                cost_usd: fields.get("llm_cost_usd").and_then(|v| v.parse().ok()).unwrap_or(0.0),
+            },
             content_type: text("content_type"),
             content_hash: text("content_hash"),
             fingerprint: text("fingerprint"),
@@ -222,7 +242,21 @@ impl Job {
                 .unwrap_or_else(|| serde_json::json!({})),
         };
         job.progress = job.compute_progress();
+        let started_ms = fields.get("started_ms").and_then(|v| v.parse::<i64>().ok());
+        job.eta_seconds = started_ms.and_then(|started| job.estimate_eta(started, millrace_common::time::now_millis()));
         Some(job)
+    }
+
+    fn estimate_eta(&self, started_ms: i64, now_ms: i64) -> Option<u64> {
+        let elapsed_ms = u64::try_from(now_ms - started_ms).ok().filter(|ms| *ms > 0)?;
+        let total = self.chunks.total;
+        if self.status != JobStatus::Running || total == 0 {
+            return None;
+        }
+        [self.chunks.metadata_done, self.chunks.embedded, self.chunks.stored]
+            .into_iter()
+            .map(|done| (done > 0).then(|| total.saturating_sub(done) * elapsed_ms / done).map(|ms| ms.div_ceil(1000)))
+            .try_fold(0, |slowest, eta| eta.map(|eta| eta.max(slowest)))
     }
 
     /// Chunking counts for 10 %, metadata and embeddings 25 % each, storage 40 %.
@@ -267,6 +301,12 @@ impl Job {
             source: self.source.clone(),
             batches_total: self.batches_total,
             batches_stored: self.batches_stored,
+            eta_seconds: self.eta_seconds,
+            llm: Some(millrace_proto::LlmUsage {
+                prompt_tokens: self.llm.prompt_tokens,
+                completion_tokens: self.llm.completion_tokens,
+                cost_usd: self.llm.cost_usd,
+            }),
         }
     }
 }
@@ -294,6 +334,44 @@ mod tests {
         assert_eq!(Job::from_hash(&fields).unwrap().progress, 80);
         fields.insert("status".into(), "completed".into());
         assert_eq!(Job::from_hash(&fields).unwrap().progress, 100);
+    }
+
+    #[test]
+    fn the_eta_follows_the_slowest_steps_rate_so_far() {
+        let job = |metadata: &str, embedded: &str, stored: &str| {
+            Job::from_hash(&hash(&[
+                ("job_id", "j"),
+                ("status", "running"),
+                ("chunks_total", "100"),
+                ("metadata_done", metadata),
+                ("embedded", embedded),
+                ("stored", stored),
+            ]))
+            .unwrap()
+        };
+        let now = 1_000_000;
+        // 10 s in: metadata 5/s (10 s left), embeddings done, storage 2/s (40 s left).
+        assert_eq!(job("50", "100", "20").estimate_eta(now - 10_000, now), Some(40));
+        assert_eq!(job("50", "100", "0").estimate_eta(now - 10_000, now), None, "storage has shown no rate yet");
+        assert_eq!(job("100", "100", "100").estimate_eta(now - 10_000, now), Some(0));
+        let mut finished = job("100", "100", "100");
+        finished.status = JobStatus::Completed;
+        assert_eq!(finished.estimate_eta(now - 10_000, now), None);
+    }
+
+    #[test]
+    fn the_gateways_charges_show_on_the_job() {
+        let fields = hash(&[
+            ("job_id", "j"),
+            ("status", "running"),
+            ("llm_prompt_tokens", "120"),
+            ("llm_completion_tokens", "30"),
+            ("llm_cost_usd", "0.000036"),
+        ]);
+        let llm = Job::from_hash(&fields).unwrap().llm;
+        assert_eq!((llm.prompt_tokens, llm.completion_tokens, llm.cost_usd), (120, 30, 0.000036));
+        let llm = Job::from_hash(&hash(&[("job_id", "j"), ("status", "queued")])).unwrap().llm;
+        assert_eq!((llm.prompt_tokens, llm.completion_tokens, llm.cost_usd), (0, 0, 0.0));
     }
 
     #[test]

@@ -25,6 +25,11 @@ impl Keys {
         format!("{}:job:{{{job_id}}}", self.prefix)
     }
 
+    /// A job's progress events (a stream, written by the job's scripts; see `events`).
+    pub fn job_events(&self, job_id: &str) -> String {
+        format!("{}:job:{{{job_id}}}:events", self.prefix)
+    }
+
     pub fn content(&self, job_id: &str) -> String {
         format!("{}:content", self.job(job_id))
     }

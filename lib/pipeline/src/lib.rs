@@ -7,6 +7,7 @@
 //! script, which makes each hand-off atomic and idempotent under redelivery.
 
 pub mod content;
+pub mod events;
 mod job;
 mod keys;
 pub mod runtime;
@@ -14,7 +15,7 @@ mod scripts;
 mod stage;
 mod store;
 
-pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, fingerprint};
+pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, LlmUsage, fingerprint};
 pub use keys::Keys;
 pub use stage::Stage;
 pub use store::{BatchRef, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredCounts, StoredOutcome};

@@ -15,6 +15,11 @@ use tonic::service::Routes;
 
 use crate::{BatchRef, Job, JobStatus, JobStore, Keys, Stage};
 
+/// The name of a stage's breaker toward the llm-gateway. A stage whose stats show a breaker of
+/// this name calls the gateway (the LLM extractor, the gateway embedder), so its jobs need the
+/// LLM budget: the ingestion service reads it to know whether a spent budget stops new jobs.
+pub const GATEWAY_BREAKER: &str = "llm-gateway";
+
 /// What every stage opens before its handler exists: its ports, Redis and the job store.
 pub struct StageBase {
     pub listeners: Listeners,

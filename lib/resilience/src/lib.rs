@@ -15,10 +15,14 @@
 //! 4. [`retry`]: retries with full-jitter backoff or the downstream's `Retry-After`, within the
 //!    call's deadline, for errors that say another attempt can succeed.
 //!
+//! After a call, [`coalesce`] lets its bookkeeping in Redis (settling the quota reservation,
+//! adding up cost) share one round trip with that of other calls finishing at the same time.
+//!
 //! Every part reports metrics (`millrace_breaker_*`, `millrace_retries_total`,
 //! `millrace_limiter_*`) and has a serializable snapshot for status pages.
 
 pub mod breaker;
+pub mod coalesce;
 pub mod concurrency;
 pub mod limiter;
 pub mod retry;
@@ -30,6 +34,7 @@ pub use breaker::{
     BreakerConfig, BreakerError, BreakerLayer, BreakerOpen, BreakerService, BreakerSnapshot, BreakerState, CallPermit,
     CircuitBreaker,
 };
+pub use coalesce::Coalescer;
 pub use concurrency::{Concurrency, ConcurrencySnapshot};
 pub use limiter::{LimiterConfig, LimiterSnapshot, Quota, RateLimited, RateLimiter, Reservation};
 pub use retry::{RetryPolicy, Retryable, Verdict};

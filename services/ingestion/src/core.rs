@@ -1,13 +1,16 @@
 //! The operations of the job API, written once and called by both the HTTP handlers and the
-//! gRPC service: submit (with admission control and, for a URL, the address rules), get, list
-//! and cancel jobs, search, and read or delete documents through the storage service; and, for
-//! HTTP only, gather the stats of every service of the pipeline.
+//! gRPC service: submit (with admission control, the daily LLM budget and, for a URL, the
+//! address rules), get, list and cancel jobs, search, and read or delete documents through the
+//! storage service; and, for HTTP only, gather the stats of every service of the pipeline.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use millrace_common::redis_conn;
 use millrace_common::{ApiError, ErrorCode};
 use millrace_fetch::{FetchError, UrlGuard};
+use millrace_pipeline::events::{JobEvent, read_events};
 use millrace_pipeline::{Job, JobStatus, JobStore, JobStoreError, NewJob};
 use millrace_proto::v1::embeddings_client::EmbeddingsClient;
 use millrace_proto::v1::storage_client::StorageClient;
@@ -17,6 +20,7 @@ use millrace_proto::v1::{
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use crate::budget::BudgetGuard;
 use crate::config::Config;
 use crate::stats::{Pipeline, PipelineStats};
 use crate::validate::{self, Submission, ValidDocument, ValidSearch};
@@ -74,7 +78,10 @@ pub struct Core {
     storage: StorageClient<Channel>,
     embeddings: EmbeddingsClient<Channel>,
     pipeline: Pipeline,
+    budget: Arc<BudgetGuard>,
     urls: UrlGuard,
+    /// Opens the dedicated connections that job event readers block on.
+    redis: redis::Client,
 }
 
 impl Core {
@@ -85,14 +92,17 @@ impl Core {
         embeddings: Channel,
         pipeline: Pipeline,
         urls: UrlGuard,
+        redis: redis::Client,
     ) -> Self {
         Self {
             config,
             jobs,
             storage: StorageClient::new(storage),
             embeddings: EmbeddingsClient::new(embeddings),
+            budget: Arc::new(BudgetGuard::new(pipeline.clone())),
             pipeline,
             urls,
+            redis,
         }
     }
 
@@ -213,6 +223,8 @@ impl Core {
             tracing::info!(job_id = %job.job_id, document_id = %job.document_id, version, "identical to the stored version; completed at once");
             return Ok(self.accepted(job));
         }
+        // Only work that reaches the stages needs the LLM: an identical resubmission passes.
+        self.budget.check().await?;
         let job = self.jobs.create(new).await.map_err(store_error)?;
         metrics::counter!("millrace_ingestion_jobs_submitted_total").increment(1);
         tracing::info!(
@@ -403,6 +415,30 @@ impl Core {
         Ok(response.chunks_deleted)
     }
 
+    /// A known job's progress events after stream entry `after` ("0" for all), ending after the
+    /// final one. Each reader holds a Redis connection of its own (a blocking read), dropped
+    /// with the stream when the reader goes away.
+    pub async fn job_events(
+        &self,
+        job_id: &str,
+        after: String,
+    ) -> Result<impl futures::Stream<Item = JobEvent> + use<>, ApiError> {
+        self.get_job(job_id).await?;
+        let conn = redis_conn::blocking_connection(&self.redis)
+            .await
+            .map_err(|err| ApiError::unavailable(format!("job store unavailable: {err}")))?;
+        let state = EventReader {
+            jobs: self.jobs.clone(),
+            conn,
+            key: self.jobs.keys().job_events(job_id),
+            job_id: job_id.to_owned(),
+            after,
+            pending: std::collections::VecDeque::new(),
+            done: false,
+        };
+        Ok(futures::stream::unfold(state, EventReader::next))
+    }
+
     /// The stats of every service of the pipeline; one that does not answer is shown
     /// unreachable, so this never fails.
     pub async fn pipeline_stats(&self) -> PipelineStats {
@@ -455,7 +491,56 @@ fn json_object(text: &str) -> serde_json::Value {
 pub fn count_rejection(err: &ApiError) {
     let reason = match err.code {
         ErrorCode::Unavailable if err.retry_after_secs.is_some() => "queue_full",
+        ErrorCode::RateLimited => "llm_budget_spent",
         code => code.as_str(),
     };
     metrics::counter!("millrace_ingestion_requests_rejected_total", "reason" => reason).increment(1);
+}
+
+/// How long one blocking read of a job's events waits before the job's record is checked.
+const EVENT_POLL: Duration = Duration::from_secs(5);
+
+struct EventReader {
+    jobs: JobStore,
+    conn: redis::aio::MultiplexedConnection,
+    key: String,
+    job_id: String,
+    after: String,
+    pending: std::collections::VecDeque<JobEvent>,
+    done: bool,
+}
+
+impl EventReader {
+    async fn next(mut self) -> Option<(JobEvent, Self)> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                self.done = event.is_final();
+                return Some((event, self));
+            }
+            if self.done {
+                return None;
+            }
+            match read_events(&mut self.conn, &self.key, &self.after, EVENT_POLL).await {
+                Ok(events) if !events.is_empty() => {
+                    self.after = events[events.len() - 1].id.clone();
+                    self.pending.extend(events);
+                }
+                // Nothing new for a while: a job that finished without a final event in its
+                // stream (recorded before events existed) ends with one from its record.
+                Ok(_) => match self.jobs.get(&self.job_id).await {
+                    Ok(Some(job)) if job.status.is_terminal() => self.pending.push_back(JobEvent::finished(&job)),
+                    Ok(Some(_)) => {}
+                    Ok(None) => return None,
+                    Err(err) => {
+                        tracing::warn!(job_id = %self.job_id, error = %err, "job events: cannot read the job");
+                        return None;
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(job_id = %self.job_id, error = %err, "job events: cannot read the stream");
+                    return None;
+                }
+            }
+        }
+    }
 }

@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use millrace_common::ApiError;
 use millrace_pipeline::JobStatus;
 use millrace_proto::v1::ingestion_server::{Ingestion, IngestionServer};
 use millrace_proto::v1::{
-    CancelJobRequest, DeleteDocumentRequest, DeleteDocumentResponse, GetJobRequest, Job, ListJobsRequest,
-    ListJobsResponse, SearchHit, SearchRequest, SearchResponse, SubmitRequest, SubmitResponse,
+    CancelJobRequest, DeleteDocumentRequest, DeleteDocumentResponse, GetJobRequest, Job, JobEvent, ListJobsRequest,
+    ListJobsResponse, SearchHit, SearchRequest, SearchResponse, SubmitRequest, SubmitResponse, WatchJobRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -28,8 +29,26 @@ impl IngestionGrpc {
     }
 }
 
+type EventStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<JobEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Ingestion for IngestionGrpc {
+    type WatchJobStream = EventStream;
+
+    async fn watch_job(&self, request: Request<WatchJobRequest>) -> Result<Response<EventStream>, Status> {
+        let request = request.into_inner();
+        let after = match request.after_event_id {
+            id if id.is_empty() => "0".to_owned(),
+            id if crate::api::is_stream_id(&id) => id,
+            id => {
+                return Err(ApiError::invalid(format!("`after_event_id` {id:?} is not an event id of this job")).into());
+            }
+        };
+        let job_id = request.job_id;
+        let events = self.core.job_events(&job_id, after).await?;
+        Ok(Response::new(Box::pin(events.map(move |event| Ok(event.to_proto(&job_id))))))
+    }
+
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
         let request = request.into_inner();
         let metadata =

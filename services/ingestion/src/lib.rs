@@ -4,6 +4,7 @@
 //! through the embeddings and storage services.
 
 pub mod api;
+pub mod budget;
 pub mod config;
 pub mod core;
 pub mod grpc;
@@ -95,7 +96,8 @@ impl Application {
         let grpc_addr = listeners.grpc_addr()?;
 
         let urls = UrlGuard::new(AddressPolicy::new(config.fetch.allow_private), resolver);
-        let core = Arc::new(Core::new(config, jobs, storage, embeddings, pipeline, urls));
+        let redis = redis_conn::client(&config.service.redis_url).map_err(|err| BuildError::Redis(err.to_string()))?;
+        let core = Arc::new(Core::new(config, jobs, storage, embeddings, pipeline, urls, redis));
         let router = api::with_json_fallbacks(api::router(core.clone()).merge(ops_router(SERVICE, readiness)));
         let grpc = Routes::new(grpc::IngestionGrpc::server(core)).add_service(admin_service(pool, keys));
         Ok(Self { listeners, http_addr, grpc_addr, router, grpc, shutdown_deadline })

@@ -206,6 +206,17 @@ impl Pipeline {
         );
         PipelineStats { services: vec![ingestion, chunking, metadata, embeddings, storage, llm_gateway] }
     }
+
+    /// One other service's stats (`llm-gateway`, `metadata`, ...), with its own timeout.
+    pub async fn service_stats(&self, service: &str, timeout: Duration) -> ServiceStats {
+        let peer = [&self.chunking, &self.metadata, &self.embeddings, &self.storage, &self.llm_gateway]
+            .into_iter()
+            .find(|peer| peer.service == service);
+        match peer {
+            Some(peer) => peer.stats(timeout).await,
+            None => ServiceStats::new(service, Err(format!("{service} is not a service of the pipeline"))),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,11 +6,15 @@
 //! counted, because the tokens are spent either way.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use millrace_common::sync::lock;
+use millrace_common::time::until_utc_midnight;
 use millrace_pipeline::Keys;
+use millrace_resilience::Coalescer;
 use redis::Script;
+use redis::aio::ConnectionManager;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -24,8 +28,12 @@ const SPEND_FRESHNESS: Duration = Duration::from_millis(250);
 /// Spend records outlive their day a little, for `/v1/limits` around midnight.
 const SPEND_TTL_SECS: i64 = 3 * 24 * 3600;
 
+/// Charges written together at most (see `millrace_resilience::coalesce`).
+const MAX_CHARGES_PER_WRITE: usize = 256;
+
 /// Adds usage to a job only if the job exists: a stray id must not create a record.
-const ADD_TO_JOB: &str = r"
+static ADD_TO_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_TO_JOB_LUA));
+const ADD_TO_JOB_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'llm_prompt_tokens', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'llm_completion_tokens', ARGV[2])
@@ -34,14 +42,31 @@ return 1
 ";
 
 pub struct Accounting {
-    pool: deadpool_redis::Pool,
+    conn: ConnectionManager,
     keys: Keys,
     prices: BTreeMap<String, Price>,
     budget_usd: Option<f64>,
-    add_to_job: Script,
-    /// Today's spend as last read or written: (day, usd, when).
-    spent: Mutex<Option<(String, f64, Instant)>>,
+    /// Today's spend as last read or written.
+    spent: Arc<Mutex<Option<SpendSeen>>>,
+    /// Charges of calls answered at about the same time, written to Redis together.
+    charges: Coalescer<Charge>,
     unpriced_warned: Mutex<HashSet<String>>,
+}
+
+#[derive(Debug, Clone)]
+struct SpendSeen {
+    day: String,
+    usd: f64,
+    at: Instant,
+}
+
+/// One answered call's usage and cost, to add to the day's spend and to its job.
+struct Charge {
+    day: String,
+    model: String,
+    usage: Usage,
+    cost: f64,
+    job_id: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -53,21 +78,10 @@ pub struct BudgetSnapshot {
 }
 
 impl Accounting {
-    pub fn new(
-        pool: deadpool_redis::Pool,
-        keys: Keys,
-        prices: BTreeMap<String, Price>,
-        budget_usd: Option<f64>,
-    ) -> Self {
-        Self {
-            pool,
-            keys,
-            prices,
-            budget_usd,
-            add_to_job: Script::new(ADD_TO_JOB),
-            spent: Mutex::new(None),
-            unpriced_warned: Mutex::new(HashSet::new()),
-        }
+    pub fn new(conn: ConnectionManager, keys: Keys, prices: BTreeMap<String, Price>, budget_usd: Option<f64>) -> Self {
+        let spent = Arc::new(Mutex::new(None));
+        let charges = charge_writer(conn.clone(), keys.clone(), spent.clone());
+        Self { conn, keys, prices, budget_usd, spent, charges, unpriced_warned: Mutex::new(HashSet::new()) }
     }
 
     /// Refuses the call when today's spend has reached the budget.
@@ -76,7 +90,7 @@ impl Accounting {
         let spent_usd = self.spent_today().await;
         if spent_usd >= budget_usd {
             telemetry::budget_refusal();
-            return Err(UpstreamError::BudgetExceeded { spent_usd, budget_usd, resets_in: until_midnight() });
+            return Err(UpstreamError::BudgetExceeded { spent_usd, budget_usd, resets_in: until_utc_midnight() });
         }
         Ok(())
     }
@@ -91,8 +105,9 @@ impl Accounting {
         }
     }
 
-    /// Prices `usage` of `model` and records it everywhere it belongs.
-    pub async fn record(&self, model: &str, usage: Usage, job_id: &str) {
+    /// Prices `usage` of `model` and counts it in the metrics at once; the returned write adds
+    /// it to the day's spend and the job in Redis, and can run after the answer has gone back.
+    pub fn record(self: &Arc<Self>, model: &str, usage: Usage, job_id: &str) -> impl Future<Output = ()> + use<> {
         telemetry::tokens(model, usage.prompt_tokens, usage.completion_tokens);
         let cost = match self.price(model) {
             Some(price) => price.cost(usage.prompt_tokens, usage.completion_tokens),
@@ -102,7 +117,13 @@ impl Accounting {
             }
         };
         telemetry::cost(model, cost);
-        if let Err(err) = self.write(model, usage, cost, job_id).await {
+        let (accounting, model, job_id) = (self.clone(), model.to_owned(), job_id.to_owned());
+        async move { accounting.store(&model, usage, cost, &job_id).await }
+    }
+
+    async fn store(&self, model: &str, usage: Usage, cost: f64, job_id: &str) {
+        let charge = Charge { day: today(), model: model.to_owned(), usage, cost, job_id: job_id.to_owned() };
+        if let Err(err) = self.charges.write(charge).await {
             telemetry::accounting_error();
             tracing::warn!(model, job_id, error = %err, "cannot record LLM usage in redis");
         }
@@ -121,7 +142,7 @@ impl Accounting {
     }
 
     fn warn_unpriced(&self, model: &str) {
-        let mut warned = self.unpriced_warned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut warned = lock(&self.unpriced_warned);
         if warned.insert(model.to_owned()) {
             tracing::warn!(
                 model,
@@ -130,104 +151,100 @@ impl Accounting {
         }
     }
 
-    async fn write(&self, model: &str, usage: Usage, cost: f64, job_id: &str) -> Result<(), RedisFailure> {
-        let mut conn = self.pool.get().await?;
-        let day = today();
-        let key = self.keys.llm_spend(&day);
-        let (spent,): (f64,) = redis::pipe()
-            .cmd("HINCRBYFLOAT")
-            .arg(&key)
-            .arg("usd")
-            .arg(cost)
-            .cmd("HINCRBYFLOAT")
-            .arg(&key)
-            .arg(format!("usd:{model}"))
-            .arg(cost)
-            .ignore()
-            .cmd("HINCRBY")
-            .arg(&key)
-            .arg(format!("prompt_tokens:{model}"))
-            .arg(usage.prompt_tokens)
-            .ignore()
-            .cmd("HINCRBY")
-            .arg(&key)
-            .arg(format!("completion_tokens:{model}"))
-            .arg(usage.completion_tokens)
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(SPEND_TTL_SECS)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        self.remember(day, spent);
-        if !job_id.is_empty() {
-            let _: i64 = self
-                .add_to_job
-                .key(self.keys.job(job_id))
-                .arg(usage.prompt_tokens)
-                .arg(usage.completion_tokens)
-                .arg(cost)
-                .invoke_async(&mut conn)
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Today's spend, from memory if fresh, else from Redis; 0 if Redis cannot say (a budget
     /// is a guard against runaway cost, not a reason to stop when Redis blinks).
     async fn spent_today(&self) -> f64 {
         let day = today();
-        let seen = self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        if let Some((seen_day, usd, at)) = seen
-            && seen_day == day
-            && at.elapsed() < SPEND_FRESHNESS
+        let seen = lock(&self.spent).clone();
+        if let Some(seen) = seen
+            && seen.day == day
+            && seen.at.elapsed() < SPEND_FRESHNESS
         {
-            return usd;
+            return seen.usd;
         }
         let read = async {
-            let mut conn = self.pool.get().await?;
+            let mut conn = self.conn.clone();
             let usd = redis::cmd("HGET")
                 .arg(self.keys.llm_spend(&day))
                 .arg("usd")
                 .query_async::<Option<f64>>(&mut conn)
                 .await?;
-            Ok::<_, RedisFailure>(usd)
+            Ok::<_, redis::RedisError>(usd)
         };
         match read.await {
             Ok(usd) => {
                 let usd = usd.unwrap_or(0.0);
-                self.remember(day, usd);
+                remember(&self.spent, day, usd);
                 usd
             }
             Err(err) => {
                 tracing::warn!(error = %err, "cannot read today's LLM spend; the budget check passes");
-                self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map_or(0.0, |s| s.1)
+                lock(&self.spent).as_ref().map_or(0.0, |seen| seen.usd)
             }
         }
     }
-
-    fn remember(&self, day: String, usd: f64) {
-        *self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((day, usd, Instant::now()));
-    }
 }
 
-/// Why Redis could not be used: a pool or a command error, as text for the log.
-#[derive(Debug, thiserror::Error)]
-enum RedisFailure {
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
-    #[error("redis: {0}")]
-    Command(#[from] redis::RedisError),
+fn remember(spent: &Mutex<Option<SpendSeen>>, day: String, usd: f64) {
+    *lock(spent) = Some(SpendSeen { day, usd, at: Instant::now() });
+}
+
+/// Writes a batch of charges in one round trip: summed per day and model into the day's
+/// spend, and per job into the job's record (if it exists).
+fn charge_writer(conn: ConnectionManager, keys: Keys, spent: Arc<Mutex<Option<SpendSeen>>>) -> Coalescer<Charge> {
+    Coalescer::new(MAX_CHARGES_PER_WRITE, move |charges: Vec<Charge>| {
+        let (conn, keys, spent) = (conn.clone(), keys.clone(), spent.clone());
+        async move { write_charges(conn, &keys, &spent, charges).await.map_err(|err| err.to_string()) }
+    })
+}
+
+async fn write_charges(
+    mut conn: ConnectionManager,
+    keys: &Keys,
+    spent: &Mutex<Option<SpendSeen>>,
+    charges: Vec<Charge>,
+) -> redis::RedisResult<()> {
+    let mut by_model: BTreeMap<(&str, &str), (f64, u64, u64)> = BTreeMap::new();
+    let mut by_day: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut by_job: BTreeMap<&str, (u64, u64, f64)> = BTreeMap::new();
+    for charge in &charges {
+        let (prompt, completion) = (u64::from(charge.usage.prompt_tokens), u64::from(charge.usage.completion_tokens));
+        let model = by_model.entry((&charge.day, &charge.model)).or_default();
+        *model = (model.0 + charge.cost, model.1 + prompt, model.2 + completion);
+        *by_day.entry(&charge.day).or_default() += charge.cost;
+        if !charge.job_id.is_empty() {
+            let job = by_job.entry(&charge.job_id).or_default();
+            *job = (job.0 + prompt, job.1 + completion, job.2 + charge.cost);
+        }
+    }
+    let mut pipe = redis::pipe();
+    for ((day, model), (cost, prompt, completion)) in &by_model {
+        let key = keys.llm_spend(day);
+        pipe.cmd("HINCRBYFLOAT").arg(&key).arg(format!("usd:{model}")).arg(cost).ignore();
+        pipe.cmd("HINCRBY").arg(&key).arg(format!("prompt_tokens:{model}")).arg(prompt).ignore();
+        pipe.cmd("HINCRBY").arg(&key).arg(format!("completion_tokens:{model}")).arg(completion).ignore();
+    }
+    // The day's new totals are the only answers kept, in the order of `by_day`.
+    for (day, cost) in &by_day {
+        let key = keys.llm_spend(day);
+        pipe.cmd("HINCRBYFLOAT").arg(&key).arg("usd").arg(cost);
+        pipe.cmd("EXPIRE").arg(&key).arg(SPEND_TTL_SECS).ignore();
+    }
+    if !by_job.is_empty() {
+        // A pipelined script must be loaded first (Redis may have restarted since).
+        pipe.load_script(&ADD_TO_JOB).ignore();
+        for (job_id, (prompt, completion, cost)) in &by_job {
+            pipe.invoke_script(ADD_TO_JOB.key(keys.job(job_id)).arg(prompt).arg(completion).arg(cost)).ignore();
+        }
+    }
+    let totals: Vec<f64> = pipe.query_async(&mut conn).await?;
+    if let Some((day, usd)) = by_day.keys().zip(totals).next_back() {
+        remember(spent, (*day).to_owned(), usd);
+    }
+    Ok(())
 }
 
 fn today() -> String {
     let date = OffsetDateTime::now_utc().date();
     format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day())
-}
-
-fn until_midnight() -> Duration {
-    let now = OffsetDateTime::now_utc();
-    let elapsed = now - now.replace_time(time::Time::MIDNIGHT);
-    Duration::from_secs(86_400).saturating_sub(Duration::try_from(elapsed).unwrap_or_default())
 }

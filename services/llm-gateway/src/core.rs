@@ -9,6 +9,10 @@
 //! the answer's `usage`, health failures count against the breaker, a 429's `Retry-After`
 //! pauses that upstream for every call. A retryable failure moves the next attempt to another
 //! upstream of the model if there is one (at once), else waits the backoff.
+//!
+//! What follows an answer and cannot change it (correcting the quota reservation, recording
+//! the cost) runs as bookkeeping after the answer has gone back: waiting on Redis for it would
+//! add two round trips to every call. Shutdown waits for it (`finish_bookkeeping`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +21,7 @@ use futures::StreamExt as _;
 use millrace_pipeline::Keys;
 use millrace_resilience::{CircuitBreaker, RateLimiter, RetryPolicy};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::accounting::{Accounting, BudgetSnapshot};
 use crate::config::Config;
@@ -39,6 +44,7 @@ pub struct Gateway {
     timeout: Duration,
     retry: RetryPolicy,
     completion_estimate: u64,
+    bookkeeping: TaskTracker,
 }
 
 /// What `GET /v1/limits` shows: every upstream's limits and live use, and the budget.
@@ -68,7 +74,7 @@ impl Gateway {
     /// Builds every upstream's client, limiter and breaker. Nothing connects yet.
     pub fn build(config: &Config) -> Result<Self, StartError> {
         let keys = Keys::new(config.service.key_prefix.clone());
-        let redis = millrace_common::redis_conn::pool(&config.service.redis_url, 16).map_err(StartError::Redis)?;
+        let redis = millrace_common::redis_conn::shared(&config.service.redis_url).map_err(StartError::Redis)?;
         let mut members = Vec::with_capacity(config.upstreams.len());
         for upstream in &config.upstreams {
             let client: Arc<dyn Upstream> = Arc::new(OpenAiUpstream::new(upstream)?);
@@ -97,6 +103,7 @@ impl Gateway {
             timeout: config.timeout,
             retry: config.retry.clone(),
             completion_estimate: u64::from(config.completion_estimate),
+            bookkeeping: TaskTracker::new(),
         })
     }
 
@@ -135,7 +142,7 @@ impl Gateway {
                 }
             })
             .await?;
-        self.accounting.record(&answer.model, answer.usage, job_id).await;
+        self.record(&answer.model, answer.usage, job_id);
         Ok(answer)
     }
 
@@ -150,7 +157,18 @@ impl Gateway {
                 async move { client.chat_stream(request, left).await }
             })
             .await?;
-        Ok(settle_stream(stream, lease, self.accounting.clone(), request.model, job_id.to_owned()))
+        let (accounting, bookkeeping) = (self.accounting.clone(), self.bookkeeping.clone());
+        let job_id = job_id.to_owned();
+        let book = move |lease, outcome, usage: Option<Usage>, model: String| {
+            let store = usage.map(|usage| accounting.record(&model, usage, &job_id));
+            bookkeeping.spawn(async move {
+                settle(lease, outcome).await;
+                if let Some(store) = store {
+                    store.await;
+                }
+            });
+        };
+        Ok(settle_stream(stream, lease, request.model, book))
     }
 
     /// `model` empty means the default embedding model. Vectors come back in input order.
@@ -187,7 +205,7 @@ impl Gateway {
             usage.total_tokens = usage.total_tokens.saturating_add(answer.usage.total_tokens);
             answered_by = answer.model;
         }
-        self.accounting.record(&answered_by, usage, job_id).await;
+        self.record(&answered_by, usage, job_id);
         Ok(EmbeddingAnswer { model: answered_by, vectors, usage })
     }
 
@@ -222,6 +240,19 @@ impl Gateway {
             })
             .collect();
         Limits { upstreams, budget: self.accounting.snapshot().await }
+    }
+
+    /// Waits (up to `deadline`) for the bookkeeping of answered calls to reach Redis.
+    pub async fn finish_bookkeeping(&self, deadline: Duration) {
+        self.bookkeeping.close();
+        if tokio::time::timeout(deadline, self.bookkeeping.wait()).await.is_err() {
+            tracing::warn!(pending = self.bookkeeping.len(), "shutdown deadline passed with usage not yet recorded");
+        }
+    }
+
+    /// Counts an answer's usage and cost, and stores them as bookkeeping.
+    fn record(&self, model: &str, usage: Usage, job_id: &str) {
+        self.bookkeeping.spawn(self.accounting.record(model, usage, job_id));
     }
 
     /// The model asked for, or the default; refused if no upstream serves it.
@@ -265,7 +296,7 @@ impl Gateway {
         Fut: Future<Output = Result<(T, Usage), UpstreamError>>,
     {
         let ((answer, usage), lease) = self.attempt_leased(endpoint, model, tokens, deadline, call).await?;
-        settle(lease, Outcome::Answered(Some(usage))).await;
+        self.bookkeeping.spawn(settle(lease, Outcome::Answered(Some(usage))));
         Ok(answer)
     }
 
@@ -356,23 +387,22 @@ async fn settle(lease: Lease, outcome: Outcome) {
     }
 }
 
-/// Passes a stream through, and when it ends settles its lease and records its usage.
+/// Passes a stream through, and when it ends hands its lease, how it ended and (if it
+/// finished) its usage and answering model to `book`.
 fn settle_stream(
     stream: ChatStream,
     lease: Lease,
-    accounting: Arc<Accounting>,
     model: String,
-    job_id: String,
+    book: impl Fn(Lease, Outcome, Option<Usage>, String) + Send + 'static,
 ) -> ChatStream {
-    struct State {
+    struct State<B> {
         stream: ChatStream,
         lease: Option<Lease>,
         usage: Option<Usage>,
         answered_by: String,
-        accounting: Arc<Accounting>,
-        job_id: String,
+        book: B,
     }
-    let state = State { stream, lease: Some(lease), usage: None, answered_by: model, accounting, job_id };
+    let state = State { stream, lease: Some(lease), usage: None, answered_by: model, book };
     futures::stream::unfold(state, |mut state| async move {
         let item = state.stream.next().await;
         match &item {
@@ -386,13 +416,18 @@ fn settle_stream(
             }
             Some(Err(err)) => {
                 if let Some(lease) = state.lease.take() {
-                    settle(lease, Outcome::failed(err)).await;
+                    (state.book)(lease, Outcome::failed(err), None, String::new());
                 }
             }
             None => {
                 if let Some(lease) = state.lease.take() {
-                    settle(lease, Outcome::Answered(state.usage)).await;
-                    state.accounting.record(&state.answered_by, state.usage.unwrap_or_default(), &state.job_id).await;
+                    let usage = state.usage;
+                    (state.book)(
+                        lease,
+                        Outcome::Answered(usage),
+                        Some(usage.unwrap_or_default()),
+                        state.answered_by.clone(),
+                    );
                 }
             }
         }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use millrace_common::time::retry_after_secs;
 use millrace_common::{ApiError, ErrorCode};
 
 /// The metadata key that carries `Retry-After` (whole seconds) on gRPC errors.
@@ -129,7 +130,7 @@ impl From<UpstreamError> for ApiError {
         let retry_after = err.retry_after();
         let api = ApiError::new(err.code(), err.to_string());
         match retry_after {
-            Some(wait) => api.with_retry_after(whole_seconds(wait)),
+            Some(wait) => api.with_retry_after(retry_after_secs(wait)),
             None => api,
         }
     }
@@ -140,10 +141,6 @@ impl From<UpstreamError> for tonic::Status {
     fn from(err: UpstreamError) -> Self {
         tonic::Status::from(ApiError::from(err))
     }
-}
-
-fn whole_seconds(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// What can stop the gateway from starting.

@@ -48,6 +48,7 @@ pub struct Application {
     router: axum::Router,
     grpc: tonic::service::Routes,
     in_flight: drain::InFlight,
+    gateway: Arc<Gateway>,
     shutdown_deadline: Duration,
 }
 
@@ -121,6 +122,7 @@ impl Application {
             router,
             grpc,
             in_flight,
+            gateway,
             shutdown_deadline: config.service.shutdown_deadline,
         })
     }
@@ -134,7 +136,8 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled, then drains: gRPC health turns NOT_SERVING, calls
-    /// in flight get up to `MILLRACE_SHUTDOWN_DEADLINE_MS` to finish, and the listeners close.
+    /// in flight get up to `MILLRACE_SHUTDOWN_DEADLINE_MS` to finish, their usage is recorded,
+    /// and the listeners close.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let draining = CancellationToken::new();
         let stop = CancellationToken::new();
@@ -155,6 +158,7 @@ impl Application {
                 }
             }
         }
+        self.gateway.finish_bookkeeping(CLOSE_GRACE).await;
 
         stop.cancel();
         match tokio::time::timeout(CLOSE_GRACE, serve).await {

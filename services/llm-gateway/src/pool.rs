@@ -10,6 +10,7 @@
 //! upstream hands its share to the next priority, and waits happen only when every
 //! upstream is busy.
 
+use millrace_common::sync::lock;
 use millrace_resilience::{BreakerOpen, BreakerState, CallPermit, CircuitBreaker, RateLimiter, Reservation};
 use rand::Rng as _;
 use std::sync::{Arc, Mutex};
@@ -47,7 +48,7 @@ impl Member {
     /// the longest one asked for wins.
     pub fn cool_down(&self, wait: Duration) {
         let until = Instant::now() + wait;
-        let mut cooldown = self.cooldown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cooldown = lock(&self.cooldown);
         if cooldown.is_none_or(|current| current < until) {
             *cooldown = Some(until);
         }
@@ -55,7 +56,7 @@ impl Member {
 
     /// How long the upstream still asked not to be called.
     pub fn cooling_for(&self) -> Option<Duration> {
-        let cooldown = *self.cooldown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cooldown = *lock(&self.cooldown);
         cooldown.map(|until| until.saturating_duration_since(Instant::now())).filter(|left| !left.is_zero())
     }
 

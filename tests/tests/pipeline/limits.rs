@@ -151,3 +151,57 @@ async fn wait_for_fake(stack: &Stack, port: u16) {
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
+
+/// Once the day's LLM budget is spent, the ingestion API refuses new jobs that would call the
+/// LLM with 429 naming the budget, instead of queueing work the gateway would refuse; a
+/// resubmission of a stored document needs no LLM call and is still accepted.
+#[tokio::test]
+async fn a_spent_budget_refuses_new_jobs_at_the_front_door() {
+    let stack = Stack::start(
+        StackOptions::default()
+            .upstream(&[])
+            // A model of the built-in price table, and a budget the first job's call overspends.
+            .env("MILLRACE_LLM_CHAT_MODEL", "gpt-4o-mini")
+            .env("MILLRACE_MAX_DAILY_COST_USD", "0.000001")
+            .env("MILLRACE_EMBEDDINGS_PROVIDER", "hashing"),
+    )
+    .await
+    .unwrap();
+    let document = |id: &str| json!({"document_id": id, "content": long_text(id, 2), "content_type": "text/plain"});
+
+    let (status, accepted, _) = stack.post("/v1/ingest", &document("paid")).await;
+    assert_eq!(status, 202, "{accepted}");
+    let job = stack.wait_for_job(accepted["job_id"].as_str().unwrap(), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(job["status"], "completed", "{job}\n{}", stack.logs());
+    assert!(job["llm"]["cost_usd"].as_f64().unwrap() > 0.000001, "{job}");
+    assert!(job["llm"]["prompt_tokens"].as_u64().unwrap() > 0, "{job}");
+
+    // The front door trusts its last look for a second.
+    let mut refused = None;
+    for _ in 0..50 {
+        let (status, body, headers) = stack.post("/v1/ingest", &document("unpaid")).await;
+        if status == 429 {
+            refused = Some((body, headers));
+            break;
+        }
+        assert_eq!(status, 202, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (body, headers) = refused.expect("a new job was still accepted 5 s after the budget was spent");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("MILLRACE_MAX_DAILY_COST_USD") && message.contains("metadata"), "{message}");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+
+    let (status, same, _) = stack.post("/v1/ingest", &document("paid")).await;
+    assert_eq!(status, 200, "an identical resubmission needs no LLM: {same}");
+    let (status, batch, _) =
+        stack.post("/v1/ingest/batch", &json!({"documents": [document("paid"), document("unpaid-2")]})).await;
+    assert_eq!(status, 202, "{batch}");
+    assert!(batch["jobs"][0]["job_id"].is_string(), "{batch}");
+    assert_eq!(batch["jobs"][1]["error"]["code"], "rate_limited", "{batch}");
+
+    let (_, limits) = stack.get("/v1/limits").await;
+    assert_eq!(limits["services"]["llm-gateway"]["budget"]["exhausted"], true, "{limits}");
+}

@@ -2,9 +2,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bad_input;
+mod cli;
 mod content;
 mod crash;
 mod dead_letters;
+mod events;
 mod flow;
 mod formats;
 mod limits;

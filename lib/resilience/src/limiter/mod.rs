@@ -28,9 +28,10 @@ mod redis_log;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use millrace_common::sync::lock;
 use millrace_common::{ConfigError, Settings};
 use rand::Rng as _;
 use serde::Serialize;
@@ -226,11 +227,6 @@ enum Step {
     Never(&'static str),
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every update leaves the state consistent, so a panic elsewhere leaves it usable.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -242,12 +238,12 @@ impl RateLimiter {
         name: impl Into<String>,
         quota: Quota,
         config: LimiterConfig,
-        pool: deadpool_redis::Pool,
+        conn: redis::aio::ConnectionManager,
         key: String,
     ) -> Self {
         let local = Log::new(quota.share(config.replicas), config.span());
         let backend = Backend::Shared(SharedBackend {
-            redis: RedisLog::new(pool, &key, config.span(), REDIS_TIMEOUT),
+            redis: RedisLog::new(conn, &key, config.span(), REDIS_TIMEOUT),
             fallback: Mutex::new(Fallback { active: false, retry_at: Instant::now() }),
             local: Mutex::new(local),
         });

@@ -10,6 +10,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
+use redis::aio::ConnectionManager;
+
+use crate::coalesce::Coalescer;
 
 use super::Quota;
 
@@ -78,27 +81,38 @@ return {1, 0, '', requests + 1, total}
     )
 });
 
-/// KEYS: log, tokens. ARGV: member as admitted, member with the actual tokens, actual minus
-/// estimated tokens, span ms, ttl ms.
-/// Returns 1 when settled, 0 when the entry has already left the window (nothing changes).
+/// KEYS: log, tokens. ARGV: span ms, ttl ms, then for each reservation: the member as
+/// admitted, the member with the actual tokens, actual minus estimated tokens.
+/// Returns how many were settled; one whose entry has already left the window changes nothing.
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.replicate_commands then redis.replicate_commands() end
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score then return 0 end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-if tonumber(score) <= now - tonumber(ARGV[4]) then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[1], score, ARGV[2])
-local total = tonumber(redis.call('GET', KEYS[2]) or '0') + tonumber(ARGV[3])
-if total < 0 then total = 0 end
-redis.call('SET', KEYS[2], total, 'PX', ARGV[5])
-return 1
+local oldest = now - tonumber(ARGV[1])
+local total = tonumber(redis.call('GET', KEYS[2]) or '0')
+local settled = 0
+for i = 3, #ARGV, 3 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) > oldest then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('ZADD', KEYS[1], score, ARGV[i + 1])
+    total = total + tonumber(ARGV[i + 2])
+    settled = settled + 1
+  end
+end
+if settled > 0 then
+  if total < 0 then total = 0 end
+  redis.call('SET', KEYS[2], total, 'PX', ARGV[2])
+end
+return settled
 ",
     )
 });
+
+/// Reservations settled in one script call at most.
+const MAX_SETTLES_PER_CALL: usize = 256;
 
 /// What the admit script said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,16 +124,16 @@ pub(crate) enum RedisAdmission {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RedisError {
-    #[error("redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("{0}")]
+    Batch(String),
 }
 
 pub(crate) struct RedisLog {
-    pool: deadpool_redis::Pool,
+    conn: ConnectionManager,
     log_key: String,
     tokens_key: String,
     span_ms: u64,
@@ -128,13 +142,16 @@ pub(crate) struct RedisLog {
     member_prefix: String,
     sequence: std::sync::atomic::AtomicU64,
     timeout: Duration,
+    /// Settlements of concurrent calls, written together: (member, settled member, delta).
+    settles: Coalescer<(String, String, i128)>,
 }
 
 impl RedisLog {
-    pub(crate) fn new(pool: deadpool_redis::Pool, key: &str, span: Duration, timeout: Duration) -> Self {
+    pub(crate) fn new(conn: ConnectionManager, key: &str, span: Duration, timeout: Duration) -> Self {
         let span_ms = u64::try_from(span.as_millis()).unwrap_or(u64::MAX).max(1);
+        let conn_for_settles = conn.clone();
         Self {
-            pool,
+            conn,
             log_key: format!("{key}:log"),
             tokens_key: format!("{key}:tokens"),
             span_ms,
@@ -142,18 +159,19 @@ impl RedisLog {
             member_prefix: format!("{:016x}", rand::random::<u64>()),
             sequence: std::sync::atomic::AtomicU64::new(0),
             timeout,
+            settles: settle_writer(conn_for_settles, format!("{key}:log"), format!("{key}:tokens"), span_ms, timeout),
         }
     }
 
-    async fn connection(&self) -> Result<deadpool_redis::Connection, RedisError> {
-        Ok(self.pool.get().await?)
+    fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     pub(crate) async fn admit(&self, quota: Quota, tokens: u64) -> Result<RedisAdmission, RedisError> {
         let sequence = self.sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("{}-{sequence}", self.member_prefix);
         let call = async {
-            let mut conn = self.connection().await?;
+            let mut conn = self.connection();
             let reply: (i64, u64, String, u64, u64) = ADMIT
                 .key(&self.log_key)
                 .key(&self.tokens_key)
@@ -177,25 +195,40 @@ impl RedisLog {
         })
     }
 
-    /// Replaces the member's estimate with `actual`; false when it already left the window.
-    pub(crate) async fn settle(&self, member: &str, actual: u64) -> Result<bool, RedisError> {
+    /// Replaces the member's estimate with `actual` (nothing changes if it already left the
+    /// window), together with the settlements of other calls queued meanwhile.
+    pub(crate) async fn settle(&self, member: &str, actual: u64) -> Result<(), RedisError> {
         let (id, estimate) = member.rsplit_once(':').unwrap_or((member, "0"));
         let estimate: u64 = estimate.parse().unwrap_or(0);
         let delta = i128::from(actual) - i128::from(estimate);
-        let call = async {
-            let mut conn = self.connection().await?;
-            let settled: i64 = SETTLE
-                .key(&self.log_key)
-                .key(&self.tokens_key)
-                .arg(member)
-                .arg(format!("{id}:{actual}"))
-                .arg(delta.to_string())
-                .arg(self.span_ms)
-                .arg(self.ttl_ms)
-                .invoke_async(&mut conn)
-                .await?;
-            Ok::<_, RedisError>(settled == 1)
-        };
-        tokio::time::timeout(self.timeout, call).await.map_err(|_| RedisError::Timeout(self.timeout))?
+        self.settles.write((member.to_owned(), format!("{id}:{actual}"), delta)).await.map_err(RedisError::Batch)
     }
+}
+
+fn settle_writer(
+    conn: ConnectionManager,
+    log_key: String,
+    tokens_key: String,
+    span_ms: u64,
+    timeout: Duration,
+) -> Coalescer<(String, String, i128)> {
+    let ttl_ms = span_ms.saturating_mul(2);
+    Coalescer::new(MAX_SETTLES_PER_CALL, move |settles: Vec<(String, String, i128)>| {
+        let (mut conn, log_key, tokens_key) = (conn.clone(), log_key.clone(), tokens_key.clone());
+        async move {
+            let call = async {
+                let mut invocation = SETTLE.key(&log_key);
+                invocation.key(&tokens_key).arg(span_ms).arg(ttl_ms);
+                for (member, settled, delta) in &settles {
+                    invocation.arg(member).arg(settled).arg(delta.to_string());
+                }
+                let _settled: i64 = invocation.invoke_async(&mut conn).await?;
+                Ok::<_, RedisError>(())
+            };
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result.map_err(|err| err.to_string()),
+                Err(_) => Err(RedisError::Timeout(timeout).to_string()),
+            }
+        }
+    })
 }

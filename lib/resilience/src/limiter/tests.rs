@@ -207,10 +207,10 @@ async fn an_unreachable_redis_switches_to_the_local_share_once() {
     let recorder = TestRecorder::default();
     let _guard = recorder.install();
     let url = format!("redis://127.0.0.1:{}", millrace_testkit::free_port());
-    let pool = millrace_common::redis_conn::pool(&url, 2).unwrap();
+    let conn = millrace_common::redis_conn::shared(&url).unwrap();
     let quota = Quota { rpm: Some(7), tpm: Some(90) };
     let config = LimiterConfig { replicas: 3, ..LimiterConfig::default() };
-    let limiter = RateLimiter::shared("up", quota, config, pool, "test:fallback".into());
+    let limiter = RateLimiter::shared("up", quota, config, conn, "test:fallback".into());
     assert_eq!(recorder.get("millrace_limiter_fallback{limiter=up}"), 0.0);
 
     // The share is 7 / 3 = 2 requests and 30 tokens.
@@ -226,7 +226,7 @@ async fn an_unreachable_redis_switches_to_the_local_share_once() {
         "big",
         quota,
         LimiterConfig { replicas: 3, ..LimiterConfig::default() },
-        millrace_common::redis_conn::pool(&url, 2).unwrap(),
+        millrace_common::redis_conn::shared(&url).unwrap(),
         "test:fallback-big".into(),
     );
     let err = limiter.acquire(60, Instant::now()).await.unwrap_err();

@@ -7,8 +7,8 @@ use millrace_resilience::{LimiterConfig, Quota, RateLimiter};
 pub const WINDOW: Duration = Duration::from_millis(1000);
 pub const MARGIN: Duration = Duration::from_millis(100);
 
-pub fn pool(url: &str) -> deadpool_redis::Pool {
-    millrace_common::redis_conn::pool(url, 4).unwrap()
+pub fn connection(url: &str) -> redis::aio::ConnectionManager {
+    millrace_common::redis_conn::shared(url).unwrap()
 }
 
 /// A key prefix of its own for each limiter a test makes (tests share one redis-server).
@@ -21,7 +21,7 @@ pub fn config(replicas: u32) -> LimiterConfig {
     LimiterConfig { window: WINDOW, margin: MARGIN, replicas }
 }
 
-/// One replica's limiter: its own pool, as a separate process would have.
+/// One replica's limiter: its own connection, as a separate process would have.
 pub fn replica(url: &str, key: &str, quota: Quota, replicas: u32) -> RateLimiter {
-    RateLimiter::shared("upstream", quota, config(replicas), pool(url), key.to_owned())
+    RateLimiter::shared("upstream", quota, config(replicas), connection(url), key.to_owned())
 }

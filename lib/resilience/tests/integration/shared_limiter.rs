@@ -4,7 +4,7 @@ use millrace_resilience::{LimiterConfig, Quota, RateLimiter};
 use millrace_testkit::RedisServer;
 use tokio::time::Instant;
 
-use crate::helpers::{MARGIN, WINDOW, config, pool, replica, unique_key};
+use crate::helpers::{MARGIN, WINDOW, config, connection, replica, unique_key};
 
 const SPAN: Duration = WINDOW.saturating_add(MARGIN);
 
@@ -110,7 +110,7 @@ async fn settling_an_entry_that_left_the_window_does_nothing() -> anyhow::Result
     let key = unique_key("late-settle");
     let config = LimiterConfig { window: Duration::from_millis(200), margin: Duration::ZERO, replicas: 1 };
     let quota = Quota { rpm: None, tpm: Some(100) };
-    let limiter = RateLimiter::shared("upstream", quota, config, pool(&redis.url), key);
+    let limiter = RateLimiter::shared("upstream", quota, config, connection(&redis.url), key);
     let reservation = limiter.acquire(10, Instant::now()).await?;
     tokio::time::sleep(Duration::from_millis(250)).await;
     reservation.settle(90).await;
@@ -141,7 +141,7 @@ async fn falls_back_to_a_local_share_when_redis_is_unreachable() -> anyhow::Resu
 #[tokio::test]
 async fn returns_to_redis_when_it_is_back() -> anyhow::Result<()> {
     let mut redis = RedisServer::start()?;
-    let limiter = RateLimiter::shared("upstream", rpm(100), config(2), pool(&redis.url), unique_key("recover"));
+    let limiter = RateLimiter::shared("upstream", rpm(100), config(2), connection(&redis.url), unique_key("recover"));
     limiter.acquire(1, Instant::now()).await?;
     assert_eq!(limiter.snapshot().mode, "shared");
 

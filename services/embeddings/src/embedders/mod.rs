@@ -5,6 +5,7 @@ mod gateway;
 pub mod hashing;
 pub mod local;
 
+use millrace_pipeline::runtime::GATEWAY_BREAKER;
 use millrace_resilience::{BreakerConfig, CircuitBreaker};
 use tonic::transport::Channel;
 
@@ -43,7 +44,7 @@ impl Embedder {
             Provider::Hashing => Self::Hashing(hashing::HashingEmbedder::new(dimensions)),
             Provider::Gateway { gateway_url, model } => {
                 let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url, None)?;
-                let breaker = CircuitBreaker::new("llm-gateway", breaker.clone());
+                let breaker = CircuitBreaker::new(GATEWAY_BREAKER, breaker.clone());
                 Self::Gateway(gateway::GatewayEmbedder::new(channel, model.clone(), dimensions, breaker))
             }
         })

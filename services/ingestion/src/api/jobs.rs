@@ -1,16 +1,20 @@
-//! `GET /v1/jobs`, `GET /v1/jobs/{id}` and `DELETE /v1/jobs/{id}`.
+//! `GET /v1/jobs`, `GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/events` and `DELETE /v1/jobs/{id}`.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt as _};
 use millrace_common::ApiError;
 use millrace_pipeline::{Job, JobStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::convert::Infallible;
 
-use super::path_param;
+use super::{is_stream_id, path_param};
 use crate::core::Core;
 use crate::validate;
 
@@ -50,6 +54,27 @@ pub(crate) async fn get(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(core.get_job(&path_param(id)?).await?))
+}
+
+/// The job's progress as Server-Sent Events (`event:` the type, `data:` JSON, `id:` to resume
+/// with `Last-Event-ID`), from its start or after that id, closing after its final event.
+pub(crate) async fn events(
+    State(core): State<Arc<Core>>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let job_id = path_param(id)?;
+    let after = match headers.get("last-event-id").map(|value| value.to_str().unwrap_or_default()) {
+        None => "0".to_owned(),
+        Some(id) if is_stream_id(id) => id.to_owned(),
+        Some(id) => return Err(ApiError::invalid(format!("`Last-Event-ID` {id:?} is not an event id of this job"))),
+    };
+    let events = core.job_events(&job_id, after).await?;
+    let sse = events.map(move |event| {
+        let data = event.to_json(&job_id).to_string();
+        Ok(Event::default().id(event.id.clone()).event(event.kind.clone()).data(data))
+    });
+    Ok(Sse::new(sse).keep_alive(KeepAlive::default()))
 }
 
 pub(crate) async fn cancel(

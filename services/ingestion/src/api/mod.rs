@@ -37,6 +37,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/ingest/batch", post(ingest::batch).layer(document_body))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/v1/search", post(search::search).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
         .route("/v1/documents/{id}", get(documents::get).delete(documents::delete))
         .route("/v1/stats", get(stats::stats))
@@ -89,6 +90,11 @@ fn body_error(rejection: BytesRejection) -> ApiError {
 }
 
 /// A path parameter; a malformed one (bad percent-encoding) is a JSON 400.
+/// `{ms}-{seq}`, as Redis stream ids (and so job event ids) are.
+pub(crate) fn is_stream_id(text: &str) -> bool {
+    text.split_once('-').is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
+}
+
 pub(crate) fn path_param(
     path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<String, ApiError> {

@@ -10,6 +10,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs"),
     ("get", "/v1/jobs/{id}"),
     ("delete", "/v1/jobs/{id}"),
+    ("get", "/v1/jobs/{id}/events"),
     ("post", "/v1/search"),
     ("get", "/v1/documents/{id}"),
     ("delete", "/v1/documents/{id}"),

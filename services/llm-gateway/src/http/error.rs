@@ -9,6 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use millrace_common::ErrorCode;
+use millrace_common::time::retry_after_secs;
 use serde_json::json;
 
 use crate::error::UpstreamError;
@@ -167,7 +168,7 @@ impl IntoResponse for OpenAiError {
         let mut response = (self.status, axum::Json(self.body())).into_response();
         let headers = response.headers_mut();
         if let Some(wait) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(whole_seconds(wait)));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
             // The OpenAI SDKs read this first, for waits shorter than a second.
             let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
             headers.insert("retry-after-ms", HeaderValue::from(millis));
@@ -177,11 +178,6 @@ impl IntoResponse for OpenAiError {
         }
         response
     }
-}
-
-/// Rounded up and at least 1: a client that waits that long must find capacity.
-fn whole_seconds(wait: Duration) -> u64 {
-    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 #[cfg(test)]

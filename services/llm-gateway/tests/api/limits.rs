@@ -103,8 +103,15 @@ async fn usage_is_charged_to_the_job_and_the_budget_refuses_calls_once_spent() {
     let request = ChatRequest { job_id: "job-1".into(), ..chat_request("a prompt of a few words") };
     let answer = gateway.client.chat(request).await.unwrap().into_inner();
     let usage = answer.usage.unwrap();
-    let job: std::collections::HashMap<String, String> =
-        redis::cmd("HGETALL").arg(&job_key).query_async(&mut redis).await.unwrap();
+    // The charge is bookkeeping done just after the answer.
+    let mut job = std::collections::HashMap::<String, String>::new();
+    for _ in 0..100 {
+        job = redis::cmd("HGETALL").arg(&job_key).query_async(&mut redis).await.unwrap();
+        if job.contains_key("llm_cost_usd") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(job["llm_prompt_tokens"], usage.prompt_tokens.to_string());
     assert_eq!(job["llm_completion_tokens"], usage.completion_tokens.to_string());
     let cost: f64 = job["llm_cost_usd"].parse().unwrap();

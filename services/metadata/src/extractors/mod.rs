@@ -7,6 +7,7 @@ mod llm;
 
 use llm::GroupResult;
 
+use millrace_pipeline::runtime::GATEWAY_BREAKER;
 use millrace_proto::{Chunk, ChunkBatch};
 use millrace_resilience::{BreakerConfig, CircuitBreaker};
 use serde_json::Value;
@@ -50,7 +51,7 @@ impl Extractor {
             Provider::Extractive => Self::Extractive,
             Provider::Llm { gateway_url, model, chunks_per_request } => {
                 let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url, None)?;
-                let breaker = CircuitBreaker::new("llm-gateway", breaker.clone());
+                let breaker = CircuitBreaker::new(GATEWAY_BREAKER, breaker.clone());
                 Self::Llm {
                     llm: Box::new(llm::LlmExtractor::new(channel, model.clone(), breaker)),
                     chunks_per_request: *chunks_per_request,

@@ -1,0 +1,276 @@
+//! `millrace ingest PATH|URL…`: submits every file (directories recursively) and URL, and with
+//! `--wait` follows each job's events with a progress bar, then prints a summary.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use futures::StreamExt as _;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::api::{Api, Failure};
+
+/// One thing to ingest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    File(PathBuf),
+    Url(String),
+}
+
+impl Input {
+    fn name(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Url(url) => url.clone(),
+        }
+    }
+}
+
+/// Files and URLs named on the command line; a directory stands for every file under it (hidden
+/// ones skipped), in name order. A path that does not exist is refused before anything is sent.
+pub fn inputs(args: &[String]) -> Result<Vec<Input>, Failure> {
+    let mut inputs = Vec::new();
+    for arg in args {
+        if arg.starts_with("http://") || arg.starts_with("https://") {
+            inputs.push(Input::Url(arg.clone()));
+            continue;
+        }
+        let path = Path::new(arg);
+        let metadata =
+            std::fs::metadata(path).map_err(|err| Failure::Usage(format!("cannot read {arg}: {}", describe(&err))))?;
+        if metadata.is_dir() {
+            let walk = walkdir::WalkDir::new(path)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_entry(|entry| entry.depth() == 0 || !entry.file_name().to_string_lossy().starts_with('.'));
+            for entry in walk {
+                let entry = entry.map_err(|err| Failure::Usage(format!("cannot read {arg}: {err}")))?;
+                if entry.file_type().is_file() {
+                    inputs.push(Input::File(entry.into_path()));
+                }
+            }
+        } else {
+            inputs.push(Input::File(path.to_path_buf()));
+        }
+    }
+    if inputs.is_empty() {
+        return Err(Failure::Usage("nothing to ingest: the directories given hold no files".into()));
+    }
+    Ok(inputs)
+}
+
+fn describe(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => err.to_string(),
+    }
+}
+
+/// How one input ended.
+struct Outcome {
+    input: String,
+    job: Option<Value>,
+    error: Option<String>,
+}
+
+/// Ingests every input, `concurrency` at a time; returns the report and whether all succeeded.
+pub async fn run(api: &Api, inputs: Vec<Input>, wait: bool, concurrency: usize, quiet: bool) -> (Value, bool) {
+    let started = Instant::now();
+    let bars = MultiProgress::with_draw_target(if quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let overall = bars.add(ProgressBar::new(inputs.len() as u64));
+    overall.set_style(style("{prefix:>12} [{bar:30}] {pos}/{len} documents {elapsed}"));
+    overall.set_prefix("ingest");
+    let outcomes: Vec<Outcome> = futures::stream::iter(inputs)
+        .map(|input| {
+            let (api, bars, overall) = (api.clone(), bars.clone(), overall.clone());
+            async move {
+                let outcome = one(&api, &input, wait, &bars).await;
+                overall.inc(1);
+                outcome
+            }
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    overall.finish_and_clear();
+    report(&outcomes, wait, started.elapsed().as_secs_f64())
+}
+
+async fn one(api: &Api, input: &Input, wait: bool, bars: &MultiProgress) -> Outcome {
+    let name = input.name();
+    let accepted = match input {
+        Input::File(path) => api.upload(path, &document_id(path)).await,
+        Input::Url(url) => api.post("/v1/ingest", &json!({ "url": url })).await,
+    };
+    let job_id = match accepted {
+        Ok(answer) => answer["job_id"].as_str().unwrap_or_default().to_owned(),
+        Err(err) => return Outcome { input: name, job: None, error: Some(err.to_string()) },
+    };
+    if !wait {
+        return Outcome { input: name, job: Some(json!({ "job_id": job_id, "status": "queued" })), error: None };
+    }
+    let bar = bars.add(ProgressBar::new(0));
+    bar.set_style(style("{prefix:>12} [{bar:30}] {pos}/{len} chunks {msg}"));
+    bar.set_prefix(short(&name));
+    let followed = follow(api, &job_id, &bar).await;
+    bar.finish_and_clear();
+    if let Err(err) = followed {
+        return Outcome { input: name, job: None, error: Some(err.to_string()) };
+    }
+    match api.get(&format!("/v1/jobs/{job_id}")).await {
+        Ok(job) => {
+            let error = (job["status"] != "completed").then(|| match &job["error"] {
+                Value::Null => format!("job {}", job["status"].as_str().unwrap_or("?")),
+                error => format!(
+                    "{} stage: {}",
+                    error["stage"].as_str().unwrap_or("?"),
+                    error["message"].as_str().unwrap_or("?")
+                ),
+            });
+            Outcome { input: name, job: Some(job), error }
+        }
+        Err(err) => Outcome { input: name, job: None, error: Some(err.to_string()) },
+    }
+}
+
+/// Moves the bar with the job's events until its last.
+async fn follow(api: &Api, job_id: &str, bar: &ProgressBar) -> Result<(), Failure> {
+    let mut events = api.events(job_id).await?;
+    while let Some((kind, data)) = events.next().await? {
+        match kind.as_str() {
+            "chunked" => bar.set_length(data["chunks"].as_u64().unwrap_or(0)),
+            "batch" if data["stage"] == "storage" => bar.inc(data["chunks"].as_u64().unwrap_or(0)),
+            "batch" => bar.set_message(format!("{} batch {}", data["stage"].as_str().unwrap_or(""), data["batch"])),
+            _ => bar.set_message(kind),
+        }
+    }
+    Ok(())
+}
+
+/// A file's document id: its path as given, with `/` separators, so that ingesting the same
+/// tree again makes new versions of the same documents.
+fn document_id(path: &Path) -> String {
+    path.components()
+        .filter(|part| !matches!(part, std::path::Component::CurDir))
+        .map(|part| part.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn short(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() <= 24 {
+        name.to_owned()
+    } else {
+        format!("…{}", chars[chars.len() - 23..].iter().collect::<String>())
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
+}
+
+fn report(outcomes: &[Outcome], waited: bool, seconds: f64) -> (Value, bool) {
+    let number =
+        |job: &Option<Value>, pointer: &str| job.as_ref().and_then(|j| j.pointer(pointer)).and_then(Value::as_f64);
+    // `+ 0.0`: an empty float sum is -0.0, which would print as "$-0.0000".
+    let sum = |pointer: &str| outcomes.iter().filter_map(|o| number(&o.job, pointer)).sum::<f64>() + 0.0;
+    let documents: Vec<Value> = outcomes
+        .iter()
+        .map(|o| {
+            json!({
+                "input": o.input,
+                "job_id": o.job.as_ref().map(|j| j["job_id"].clone()),
+                "status": o.job.as_ref().map_or(json!("refused"), |j| j["status"].clone()),
+                "chunks": number(&o.job, "/chunks/stored"),
+                "error": o.error,
+            })
+        })
+        .collect();
+    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    let report = json!({
+        "documents": documents,
+        "totals": {
+            "documents": outcomes.len(),
+            "succeeded": outcomes.len() - failed,
+            "failed": failed,
+            "waited": waited,
+            "chunks": sum("/chunks/stored") as u64,
+            "reused": sum("/chunks/reused") as u64,
+            "prompt_tokens": sum("/llm/prompt_tokens") as u64,
+            "completion_tokens": sum("/llm/completion_tokens") as u64,
+            "cost_usd": sum("/llm/cost_usd"),
+            "seconds": (seconds * 10.0).round() / 10.0,
+        },
+    });
+    (report, failed == 0)
+}
+
+/// The report for a person: one line per failure, then the totals.
+pub fn print_human(report: &Value) {
+    for document in report["documents"].as_array().into_iter().flatten() {
+        if let Some(error) = document["error"].as_str() {
+            println!("failed  {}: {error}", document["input"].as_str().unwrap_or("?"));
+        } else if !report["totals"]["waited"].as_bool().unwrap_or(false) {
+            println!(
+                "queued  {}  job {}",
+                document["input"].as_str().unwrap_or("?"),
+                document["job_id"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    let totals = &report["totals"];
+    println!(
+        "{} documents: {} succeeded, {} failed; {} chunks stored ({} reused); {} + {} LLM tokens, ${:.4}; {:.1} s",
+        totals["documents"],
+        totals["succeeded"],
+        totals["failed"],
+        totals["chunks"],
+        totals["reused"],
+        totals["prompt_tokens"],
+        totals["completion_tokens"],
+        totals["cost_usd"].as_f64().unwrap_or(0.0),
+        totals["seconds"].as_f64().unwrap_or(0.0),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_are_walked_in_order_without_hidden_files_and_missing_paths_refused() {
+        let dir = std::env::temp_dir().join(format!("millrace-cli-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::create_dir_all(dir.join(".git")).unwrap();
+        for file in ["b.md", "a.txt", "sub/c.html", ".hidden", ".git/config"] {
+            std::fs::write(dir.join(file), "x").unwrap();
+        }
+        let found = inputs(&[dir.display().to_string(), "https://example.org/x".into()]).unwrap();
+        let names: Vec<String> = found.iter().map(Input::name).collect();
+        let root = dir.display().to_string();
+        assert_eq!(
+            names,
+            vec![
+                format!("{root}/a.txt"),
+                format!("{root}/b.md"),
+                format!("{root}/sub/c.html"),
+                "https://example.org/x".into()
+            ]
+        );
+        let missing = inputs(&[dir.join("nope").display().to_string()]).unwrap_err();
+        assert!(matches!(&missing, Failure::Usage(m) if m.contains("no such file or directory")), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn document_ids_are_the_paths_as_given() {
+        assert_eq!(document_id(Path::new("./examples/guide.md")), "examples/guide.md");
+        assert_eq!(document_id(Path::new("notes.txt")), "notes.txt");
+    }
+}

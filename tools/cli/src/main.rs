@@ -1,0 +1,194 @@
+//! `millrace`: the command line of the ingestion service's API. Every command takes `--url`
+//! (default `MILLRACE_URL`, then http://127.0.0.1:8060) and `--json` (machine-readable output).
+//! A failure prints one line and exits 1 when the server refused, 2 for bad input or an
+//! unreachable server; `ingest` exits 1 when any document failed.
+
+mod api;
+mod ingest;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::api::{Api, Failure};
+
+#[derive(Parser, Debug)]
+#[command(name = "millrace", version, about = "Ingest documents into millrace, follow jobs, search")]
+struct Cli {
+    /// The ingestion service's HTTP address.
+    #[arg(long, global = true, env = "MILLRACE_URL", default_value = "http://127.0.0.1:8060")]
+    url: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Ingest files, directories (recursively) and http(s) URLs.
+    Ingest {
+        #[arg(required = true, value_name = "PATH|URL")]
+        inputs: Vec<String>,
+        /// Wait for every job to end, with progress bars and a summary.
+        #[arg(long)]
+        wait: bool,
+        /// Documents submitted and followed at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// List recent jobs.
+    Jobs {
+        /// queued, running, completed, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one job; with --follow, its events until it ends.
+    Job {
+        id: String,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Search the stored chunks.
+    Search {
+        query: String,
+        #[arg(long, default_value_t = 5)]
+        top_k: u32,
+    },
+    /// Every service's limits: quotas, use, breakers, budget.
+    Limits,
+    /// Delete a document and its chunks.
+    Delete { document_id: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("millrace: {failure}");
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let api = Api::new(&cli.url)?;
+    let json = cli.json;
+    match cli.command {
+        Command::Ingest { inputs, wait, concurrency } => {
+            let inputs = ingest::inputs(&inputs)?;
+            let (report, all_succeeded) = ingest::run(&api, inputs, wait, concurrency, json).await;
+            if json {
+                print_json(&report);
+            } else {
+                ingest::print_human(&report);
+            }
+            return Ok(if all_succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        Command::Jobs { status, limit } => {
+            let status = status.map(|s| format!("&status={s}")).unwrap_or_default();
+            let answer = api.get(&format!("/v1/jobs?limit={limit}{status}")).await?;
+            if json {
+                print_json(&answer);
+            } else {
+                for job in answer["jobs"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<9} {:>3}%  {}",
+                        text(&job["job_id"]),
+                        text(&job["status"]),
+                        job["progress"],
+                        text(&job["document_id"])
+                    );
+                }
+            }
+        }
+        Command::Job { id, follow } => {
+            if follow {
+                let mut events = api.events(&id).await?;
+                while let Some((kind, data)) = events.next().await? {
+                    if json {
+                        print_json(&data);
+                    } else {
+                        println!("{kind:<10} {}", describe_event(&data));
+                    }
+                }
+            }
+            let job = api.get(&format!("/v1/jobs/{id}")).await?;
+            if json {
+                print_json(&job);
+            } else {
+                print_job(&job);
+            }
+        }
+        Command::Search { query, top_k } => {
+            let answer = api.post("/v1/search", &json!({ "query": query, "top_k": top_k })).await?;
+            if json {
+                print_json(&answer);
+            } else {
+                for hit in answer["results"].as_array().into_iter().flatten() {
+                    let snippet: String = text(&hit["text"]).split_whitespace().collect::<Vec<_>>().join(" ");
+                    let snippet: String = snippet.chars().take(160).collect();
+                    println!(
+                        "{:.3}  {}#{}  {snippet}",
+                        hit["score"].as_f64().unwrap_or(0.0),
+                        text(&hit["document_id"]),
+                        hit["chunk_index"]
+                    );
+                }
+            }
+        }
+        Command::Limits => {
+            let answer = api.get("/v1/limits").await?;
+            print_json(&answer);
+        }
+        Command::Delete { document_id } => {
+            api.delete(&format!("/v1/documents/{document_id}")).await?;
+            if json {
+                print_json(&json!({ "document_id": document_id, "deleted": true }));
+            } else {
+                println!("deleted {document_id}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or("")
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn print_job(job: &Value) {
+    println!("job       {}", text(&job["job_id"]));
+    println!("document  {} (version {})", text(&job["document_id"]), job["version"]);
+    println!("status    {} {}%", text(&job["status"]), job["progress"]);
+    let chunks = &job["chunks"];
+    println!(
+        "chunks    {} total, {} stored, {} reused, {} metadata failed",
+        chunks["total"], chunks["stored"], chunks["reused"], chunks["metadata_failed"]
+    );
+    if let Some(eta) = job["eta_seconds"].as_u64() {
+        println!("eta       {eta} s");
+    }
+    if !job["error"].is_null() {
+        println!("error     {} stage: {}", text(&job["error"]["stage"]), text(&job["error"]["message"]));
+    }
+}
+
+fn describe_event(event: &Value) -> String {
+    match text(&event["type"]) {
+        "chunked" => format!("{} chunks in {} batches", event["chunks"], event["batches"]),
+        "batch" => format!("{} batch {}: {} chunks", text(&event["stage"]), event["batch"], event["chunks"]),
+        "failed" => format!("{} stage: {}", text(&event["stage"]), text(&event["error"])),
+        _ => String::new(),
+    }
+}

@@ -190,10 +190,12 @@ pub async fn serve(
 
     tokio::spawn(mark_not_serving_when_draining(health, draining));
     let http_stop = stop.clone();
+    let router = router.layer(axum::middleware::from_fn(crate::telemetry::context::http_server_span));
     let http =
         async move { axum::serve(listeners.http, router).with_graceful_shutdown(http_stop.cancelled_owned()).await };
     let grpc = async move {
         tonic::transport::Server::builder()
+            .trace_fn(crate::telemetry::context::grpc_server_span)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listeners.grpc),

@@ -188,6 +188,10 @@ pub struct Job {
     pub finished_at: Option<String>,
     /// Caller-supplied document metadata.
     pub metadata: serde_json::Value,
+    /// The trace of the job (its submission and every stage's work), to look up in Jaeger or
+    /// Tempo; absent for jobs recorded without tracing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl Job {
@@ -240,6 +244,7 @@ impl Job {
                 .get("metadata")
                 .and_then(|m| serde_json::from_str(m).ok())
                 .unwrap_or_else(|| serde_json::json!({})),
+            trace_id: fields.get("trace_id").filter(|id| !id.is_empty()).cloned(),
         };
         job.progress = job.compute_progress();
         let started_ms = fields.get("started_ms").and_then(|v| v.parse::<i64>().ok());
@@ -302,6 +307,7 @@ impl Job {
             batches_total: self.batches_total,
             batches_stored: self.batches_stored,
             eta_seconds: self.eta_seconds,
+            trace_id: self.trace_id.clone(),
             llm: Some(millrace_proto::LlmUsage {
                 prompt_tokens: self.llm.prompt_tokens,
                 completion_tokens: self.llm.completion_tokens,

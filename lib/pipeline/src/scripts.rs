@@ -11,7 +11,7 @@ use redis::Script;
 /// Stores every batch of a chunked document and enqueues each batch on both the metadata and
 /// embeddings streams, once per job (guarded by the `chunked` flag).
 /// KEYS: job, metadata stream, embeddings stream, events, batch keys…
-/// ARGV: job id, chunks total, ttl, now ms, payloads…
+/// ARGV: job id, chunks total, ttl, now ms, traceparent ('' for none), payloads…
 /// Returns the number of batches, 0 if already chunked, -1 if the job is finished, -2 if unknown.
 pub(crate) static COMMIT_CHUNKS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -22,11 +22,16 @@ if status == 'completed' or status == 'failed' or status == 'cancelled' then ret
 if redis.call('HSETNX', KEYS[1], 'chunked', '1') == 0 then return 0 end
 local batches = #KEYS - 4
 for i = 1, batches do
-  redis.call('SET', KEYS[4 + i], ARGV[4 + i], 'EX', ARGV[3])
+  redis.call('SET', KEYS[4 + i], ARGV[5 + i], 'EX', ARGV[3])
 end
 for i = 1, batches do
-  redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1], 'batch', i - 1)
-  redis.call('XADD', KEYS[3], '*', 'job_id', ARGV[1], 'batch', i - 1)
+  for _, stream in ipairs({KEYS[2], KEYS[3]}) do
+    if ARGV[5] == '' then
+      redis.call('XADD', stream, '*', 'job_id', ARGV[1], 'batch', i - 1)
+    else
+      redis.call('XADD', stream, '*', 'job_id', ARGV[1], 'batch', i - 1, 'traceparent', ARGV[5])
+    end
+  end
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'chunks_total', ARGV[2], 'batches_total', batches)
 redis.call('HSETNX', KEYS[1], 'started_ms', ARGV[4])
@@ -40,7 +45,8 @@ return batches
 /// Records one half (metadata `m` or embeddings `e`) of a batch; the first result of a half
 /// wins. Whichever half completes the pair enqueues the batch for storage, exactly once.
 /// KEYS: job, join hash, result key, storage stream, events
-/// ARGV: half, batch, chunk count, payload, ttl, job id, job counter field, stage name
+/// ARGV: half, batch, chunk count, payload, ttl, job id, job counter field, stage name,
+/// traceparent ('' for none)
 /// Returns 2 if this call enqueued storage, 1 if recorded, -1 if the job is finished, -2 if unknown.
 pub(crate) static COMPLETE_HALF: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -58,7 +64,11 @@ if redis.call('HSETNX', KEYS[2], ARGV[1] .. ':' .. batch, '1') == 1 then
 end
 if redis.call('HEXISTS', KEYS[2], 'm:' .. batch) == 1 and redis.call('HEXISTS', KEYS[2], 'e:' .. batch) == 1 then
   if redis.call('HSETNX', KEYS[2], 'q:' .. batch, '1') == 1 then
-    redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'batch', batch)
+    if ARGV[9] == '' then
+      redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'batch', batch)
+    else
+      redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'batch', batch, 'traceparent', ARGV[9])
+    end
     return 2
   end
 end

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use millrace_common::telemetry::context;
 use millrace_common::time::now_millis;
 use millrace_proto::{ChunkBatch, EmbeddingBatch, MetadataBatch};
 use prost::Message as _;
@@ -137,8 +138,13 @@ impl JobStore {
         let ttl = self.retention.as_secs().max(1);
         let fields = job_fields(&job_id, &new, version, JobStatus::Queued, now);
         let retention_ms = self.retention.as_millis() as i64;
-        self.record_pipe(&job_id, &fields, now)
-            .cmd("SET")
+        let mut enqueue = redis::cmd("XADD");
+        enqueue.arg(self.keys.stream(Stage::Chunking)).arg("*").arg("job_id").arg(&job_id);
+        if let Some(traceparent) = context::traceparent() {
+            enqueue.arg(context::TRACEPARENT_FIELD).arg(traceparent);
+        }
+        let mut pipe = self.record_pipe(&job_id, &fields, now);
+        pipe.cmd("SET")
             .arg(self.keys.content(&job_id))
             .arg(&new.content)
             .arg("EX")
@@ -151,11 +157,7 @@ impl JobStore {
             .ignore()
             .sadd(self.keys.active_jobs(), &job_id)
             .ignore()
-            .cmd("XADD")
-            .arg(self.keys.stream(Stage::Chunking))
-            .arg("*")
-            .arg("job_id")
-            .arg(&job_id)
+            .add_command(enqueue)
             .ignore()
             .cmd("XADD")
             .arg(self.keys.job_events(&job_id))
@@ -285,7 +287,8 @@ impl JobStore {
             .arg(job_id)
             .arg(chunks_total)
             .arg(self.retention.as_secs().max(1))
-            .arg(now_millis());
+            .arg(now_millis())
+            .arg(context::traceparent().unwrap_or_default());
         for batch in batches {
             invocation.key(self.keys.batch(job_id, batch.batch_index)).arg(batch.encode_to_vec());
         }
@@ -382,6 +385,7 @@ impl JobStore {
             .arg(job_id)
             .arg(counter)
             .arg(if half == "m" { "metadata" } else { "embeddings" })
+            .arg(context::traceparent().unwrap_or_default())
             .invoke_async(&mut conn)
             .await?;
         Ok(match result {
@@ -488,6 +492,7 @@ fn job_fields(job_id: &str, new: &NewJob, version: u64, status: JobStatus, now: 
         ("metadata_failed", "0".into()),
         ("batches_total", "0".into()),
         ("batches_stored", "0".into()),
+        ("trace_id", context::trace_id().unwrap_or_default()),
     ]
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use millrace_common::telemetry::context;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{
     StreamAutoClaimReply, StreamClaimReply, StreamInfoGroupsReply, StreamPendingCountReply, StreamPendingReply,
@@ -15,7 +16,7 @@ use redis::streams::{
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, Span, debug, info, warn};
 
 use crate::{Gate, HandlerError, Message, WorkerConfig};
 
@@ -376,9 +377,42 @@ impl<H: Handler> Inner<H> {
         permit: OwnedSemaphorePermit,
         shutdown: CancellationToken,
     ) {
-        self.handle_entry(&message, complete, &shutdown).await;
+        let span = self.process_span(&message);
+        self.handle_entry(&message, complete, &shutdown).instrument(span).await;
         drop(permit);
         self.finished.notify_one();
+    }
+
+    /// The consumer span of one delivery, in the trace of the span that enqueued the entry (its
+    /// `traceparent` field), with the time the entry waited in the stream as a span before it.
+    fn process_span(&self, message: &Message) -> Span {
+        let stream = &self.config.stream;
+        let span = tracing::info_span!(
+            "process",
+            otel.name = format!("process {stream}"),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "redis",
+            messaging.operation.type = "process",
+            messaging.destination.name = stream.as_str(),
+            messaging.consumer.group.name = self.config.group.as_str(),
+            messaging.message.id = message.id.as_str(),
+            millrace.delivery = message.delivery,
+            millrace.job.id = message.fields.get("job_id").map(String::as_str),
+            millrace.batch = message.fields.get("batch").map(String::as_str),
+        );
+        if let Some(traceparent) = message.fields.get(context::TRACEPARENT_FIELD) {
+            let parent = context::remote_context(traceparent);
+            // The wait is recorded once, for the first delivery; a redelivery's wait is the
+            // visibility timeout, not the queue.
+            if message.delivery == 1
+                && let Some(enqueued) = context::stream_entry_time(&message.id)
+            {
+                context::record_queue_wait(&parent, stream, &self.config.group, enqueued);
+            }
+            context::set_parent(&span, parent);
+        }
+        span
     }
 
     /// `complete`: whether `message.fields` holds the whole entry (see `Message::from_redis`).
@@ -419,6 +453,9 @@ impl<H: Handler> Inner<H> {
             Err(_) => "dead_letter",
         };
         metrics::counter!("millrace_stage_messages_total", "stage" => stage, "outcome" => outcome_label).increment(1);
+        if outcome_label == "dead_letter" {
+            Span::current().record("otel.status_code", "ERROR");
+        }
         match outcome {
             Ok(()) => self.ack(&message.id).await,
             Err(HandlerError::Deferred(reason)) => self.defer(message, complete, &reason).await,

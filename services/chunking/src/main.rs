@@ -3,7 +3,7 @@ use millrace_common::{config, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("chunking");
+    let _telemetry = telemetry::init("chunking");
     let config = config::load_or_exit(Config::from_settings);
     let app = Application::build(config).await?;
     app.run_until_stopped(shutdown::on_signal()).await?;

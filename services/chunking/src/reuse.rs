@@ -4,6 +4,7 @@
 //! Whether the stored result fits (same embedding model, same kind of extractor) is for each
 //! stage to judge; this only finds the candidates.
 
+use millrace_common::telemetry::{GrpcChannel, PropagateContext};
 use std::collections::{HashMap, HashSet};
 
 use millrace_common::ErrorCode;
@@ -17,12 +18,12 @@ const HASHES_PER_CALL: usize = 512;
 
 #[derive(Clone)]
 pub struct StoredChunks {
-    client: StorageClient<Channel>,
+    client: StorageClient<GrpcChannel>,
 }
 
 impl StoredChunks {
     pub fn new(channel: Channel) -> Self {
-        Self { client: StorageClient::new(channel) }
+        Self { client: StorageClient::with_interceptor(channel, PropagateContext) }
     }
 
     /// Sets `stored` on every chunk identical to one of the visible version; returns how many.

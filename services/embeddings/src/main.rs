@@ -9,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("embeddings");
+    let _telemetry = telemetry::init("embeddings");
     let config = config::load_or_exit(Config::from_settings);
     let app = Application::build(config).await?;
     app.run_until_stopped(shutdown::on_signal()).await?;

@@ -3,6 +3,7 @@
 //! address rules), get, list and cancel jobs, search, and read or delete documents through the
 //! storage service; and, for HTTP only, gather the stats of every service of the pipeline.
 
+use millrace_common::telemetry::{GrpcChannel, PropagateContext};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,8 +76,8 @@ pub struct Capacity {
 pub struct Core {
     config: Config,
     jobs: JobStore,
-    storage: StorageClient<Channel>,
-    embeddings: EmbeddingsClient<Channel>,
+    storage: StorageClient<GrpcChannel>,
+    embeddings: EmbeddingsClient<GrpcChannel>,
     pipeline: Pipeline,
     budget: Arc<BudgetGuard>,
     urls: UrlGuard,
@@ -97,8 +98,8 @@ impl Core {
         Self {
             config,
             jobs,
-            storage: StorageClient::new(storage),
-            embeddings: EmbeddingsClient::new(embeddings),
+            storage: StorageClient::with_interceptor(storage, PropagateContext),
+            embeddings: EmbeddingsClient::with_interceptor(embeddings, PropagateContext),
             budget: Arc::new(BudgetGuard::new(pipeline.clone())),
             pipeline,
             urls,

@@ -22,6 +22,7 @@ use millrace_pipeline::Keys;
 use millrace_resilience::{CircuitBreaker, RateLimiter, RetryPolicy};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::accounting::{Accounting, BudgetSnapshot};
 use crate::config::Config;
@@ -130,7 +131,14 @@ impl Gateway {
     }
 
     /// `request.model` empty means the default chat model.
-    pub async fn chat(&self, mut request: ChatCompletion, job_id: &str) -> Result<ChatAnswer, UpstreamError> {
+    pub async fn chat(&self, request: ChatCompletion, job_id: &str) -> Result<ChatAnswer, UpstreamError> {
+        let span = telemetry::gen_ai_span("chat", or_default(&request.model, &self.chat_model), job_id);
+        let answer = self.chat_untraced(request, job_id).instrument(span.clone()).await;
+        telemetry::record_gen_ai(&span, answer.as_ref().map(|answer| (answer.model.as_str(), answer.usage)));
+        answer
+    }
+
+    async fn chat_untraced(&self, mut request: ChatCompletion, job_id: &str) -> Result<ChatAnswer, UpstreamError> {
         let (tokens, deadline) = self.admit_chat(&mut request).await?;
         let answer = self
             .attempts("chat", &request.model, tokens, deadline, |client, left| {
@@ -173,6 +181,18 @@ impl Gateway {
 
     /// `model` empty means the default embedding model. Vectors come back in input order.
     pub async fn embed(
+        &self,
+        model: String,
+        inputs: Vec<String>,
+        job_id: &str,
+    ) -> Result<EmbeddingAnswer, UpstreamError> {
+        let span = telemetry::gen_ai_span("embeddings", or_default(&model, &self.embed_model), job_id);
+        let answer = self.embed_untraced(model, inputs, job_id).instrument(span.clone()).await;
+        telemetry::record_gen_ai(&span, answer.as_ref().map(|answer| (answer.model.as_str(), answer.usage)));
+        answer
+    }
+
+    async fn embed_untraced(
         &self,
         model: String,
         inputs: Vec<String>,
@@ -260,7 +280,7 @@ impl Gateway {
         if self.pool.is_empty() {
             return Err(UpstreamError::NotConfigured);
         }
-        let model = if model.trim().is_empty() { default.to_owned() } else { model };
+        let model = or_default(&model, default).to_owned();
         if self.pool.serves(&model) { Ok(model) } else { Err(UpstreamError::UnknownModel(model)) }
     }
 
@@ -368,6 +388,11 @@ impl Outcome {
     fn failed(err: &UpstreamError) -> Self {
         if err.counts_against_upstream() { Self::Unhealthy } else { Self::Neutral }
     }
+}
+
+/// The model asked for, or `default` when none is.
+fn or_default<'a>(model: &'a str, default: &'a str) -> &'a str {
+    if model.trim().is_empty() { default } else { model }
 }
 
 /// Ends an attempt: the breaker hears how it went, and the quota reservation is corrected to

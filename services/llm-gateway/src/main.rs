@@ -3,7 +3,7 @@ use millrace_llm_gateway::{Application, Config, SERVICE};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init(SERVICE);
+    let _telemetry = telemetry::init(SERVICE);
     let config = config::load_or_exit(Config::from_settings);
     let app = Application::build(config).await?;
     app.run_until_stopped(shutdown::on_signal()).await?;

@@ -3,7 +3,7 @@ use millrace_storage::{Application, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init("storage");
+    let _telemetry = telemetry::init("storage");
     let config = config::load_or_exit(Config::from_settings);
     let app = Application::build(config).await?;
     app.run_until_stopped(shutdown::on_signal()).await?;

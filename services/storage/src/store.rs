@@ -185,6 +185,7 @@ impl PgStore {
     /// Stores chunk rows; rows whose key exists are left as they are, so a redelivered batch
     /// changes nothing. Rows of a version older than the document's visible one are skipped
     /// (a late redelivery after a newer version was committed). Returns the rows inserted.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "INSERT chunks", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "chunks", millrace.rows = rows.len()))]
     pub async fn upsert_chunks(&self, rows: &[ChunkRow]) -> Result<u64, StoreError> {
         if rows.is_empty() {
             return Ok(0);
@@ -247,6 +248,7 @@ impl PgStore {
     /// deleted instead. Chunks of newer versions still being written are left alone (deleting
     /// them would make that version visible without chunks when it commits). One transaction;
     /// repeating it changes nothing.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "INSERT documents", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "documents"))]
     pub async fn commit_version(&self, doc: &DocumentVersion) -> Result<CommitOutcome, StoreError> {
         check_ids(&doc.tenant_id, &doc.document_id)?;
         check_object(&doc.metadata, "document metadata")?;
@@ -308,6 +310,7 @@ impl PgStore {
 
     /// Deletes the chunks of `version` unless it is the visible version (for cancelled or failed
     /// jobs). Returns the rows deleted.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "DELETE chunks", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "chunks"))]
     pub async fn discard_version(&self, tenant_id: &str, document_id: &str, version: i64) -> Result<u64, StoreError> {
         check_ids(tenant_id, document_id)?;
         let mut client = self.pool.get().await?;
@@ -327,6 +330,7 @@ impl PgStore {
 
     /// The `top_k` chunks nearest to `query` (cosine) among the visible versions of the tenant's
     /// documents, nearest first.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT chunks", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "chunks"))]
     pub async fn search(
         &self,
         tenant_id: &str,
@@ -404,6 +408,7 @@ impl PgStore {
     }
 
     /// The visible version of a document.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT documents", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "documents"))]
     pub async fn get_document(&self, tenant_id: &str, document_id: &str) -> Result<Option<DocumentRecord>, StoreError> {
         check_ids(tenant_id, document_id)?;
         let client = self.pool.get().await?;
@@ -431,6 +436,7 @@ impl PgStore {
 
     /// Deletes a document and the chunks of all its versions in one transaction. `None` if the
     /// document had no visible version (chunks of unfinished versions are deleted all the same).
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "DELETE documents", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "documents"))]
     pub async fn delete_document(&self, tenant_id: &str, document_id: &str) -> Result<Option<u64>, StoreError> {
         check_ids(tenant_id, document_id)?;
         let mut client = self.pool.get().await?;
@@ -450,6 +456,7 @@ impl PgStore {
     /// What the visible version of a document holds for the chunks with these content hashes
     /// (the first chunk of each hash), for incremental re-ingestion: the visible version (0 if
     /// none) and the matches, in no particular order.
+    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT chunks", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "chunks"))]
     pub async fn stored_chunks(
         &self,
         tenant_id: &str,

@@ -11,3 +11,4 @@ mod flow;
 mod formats;
 mod limits;
 mod ops;
+mod tracing;

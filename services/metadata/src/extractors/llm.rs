@@ -9,6 +9,7 @@
 //! job: never a silent gap.
 
 use millrace_common::grpc_client::Failure;
+use millrace_common::telemetry::{GrpcChannel, PropagateContext};
 use millrace_proto::llm_gateway_client::LlmGatewayClient;
 use millrace_proto::{ChatMessage, ChatRequest, ChatResponse, Chunk};
 use millrace_resilience::{CallPermit, CircuitBreaker};
@@ -47,7 +48,7 @@ pub struct GroupResult {
 
 pub struct LlmExtractor {
     channel: Channel,
-    client: LlmGatewayClient<Channel>,
+    client: LlmGatewayClient<GrpcChannel>,
     model: String,
     breaker: CircuitBreaker,
 }
@@ -71,7 +72,7 @@ struct Answer {
 
 impl LlmExtractor {
     pub fn new(channel: Channel, model: String, breaker: CircuitBreaker) -> Self {
-        Self { client: LlmGatewayClient::new(channel.clone()), channel, model, breaker }
+        Self { client: LlmGatewayClient::with_interceptor(channel.clone(), PropagateContext), channel, model, breaker }
     }
 
     pub fn breaker(&self) -> CircuitBreaker {

@@ -3,8 +3,6 @@
 //! short timeouts so that reclaims and dead letters happen within a test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod otlp;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

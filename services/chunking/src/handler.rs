@@ -83,10 +83,19 @@ impl Handler for ChunkingHandler {
         };
         let (sizer, limits) = (self.sizer.clone(), self.limits);
         let started = Instant::now();
+        let span = tracing::info_span!(
+            "parse",
+            otel.name = format!("parse {content_type}"),
+            millrace.content_type = content_type.as_str(),
+            millrace.bytes = content.len(),
+            millrace.chunks = tracing::field::Empty,
+        );
         let work = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let _span = span.enter();
             let doc = parse_document(&content_type, &content, &limits).map_err(|err| err.to_string())?;
             let chunks = split_document(&doc, &sizer, sizes).map_err(|err| err.to_string())?;
+            span.record("millrace.chunks", chunks.len());
             Ok::<_, String>((doc.title, chunks))
         });
         let (title, chunks) = match tokio::time::timeout(self.parse_timeout, work).await {

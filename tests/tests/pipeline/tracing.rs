@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use millrace_e2e::otlp::{OtlpReceiver, ReceivedSpan};
+use millrace_otlp_sink::{OtlpReceiver, ReceivedSpan};
 use millrace_e2e::{Stack, StackOptions, long_text};
 use millrace_testkit::{free_port, wait_until};
 use serde_json::{Value, json};
@@ -63,6 +63,22 @@ fn orphans(spans: &[ReceivedSpan]) -> Vec<&ReceivedSpan> {
     spans.iter().filter(|s| s.parent_span_id != CLIENT_SPAN && !ids.contains(s.parent_span_id.as_str())).collect()
 }
 
+/// The trace as an indented tree (children by start time), for failure messages and the README.
+fn tree(spans: &[ReceivedSpan]) -> String {
+    fn walk(spans: &[ReceivedSpan], parent: &str, depth: usize, out: &mut String) {
+        let mut children: Vec<_> = spans.iter().filter(|s| s.parent_span_id == parent).collect();
+        children.sort_by_key(|s| s.start_unix_nano);
+        for span in children {
+            let ms = span.end_unix_nano.saturating_sub(span.start_unix_nano) as f64 / 1e6;
+            out.push_str(&format!("{:indent$}{} [{}] {ms:.1} ms\n", "", span.name, span.service, indent = depth * 2));
+            walk(spans, &span.span_id, depth + 1, out);
+        }
+    }
+    let mut out = String::new();
+    walk(spans, CLIENT_SPAN, 0, &mut out);
+    out
+}
+
 fn services(spans: &[ReceivedSpan]) -> HashSet<&str> {
     spans.iter().map(|s| s.service.as_str()).collect()
 }
@@ -84,15 +100,15 @@ async fn one_job_is_one_trace_across_all_six_services_with_its_queue_waits() {
     })
     .await;
     let spans = receiver.trace(CLIENT_TRACE);
-    let summary: Vec<String> =
-        spans.iter().map(|s| format!("{} {} <- {}", s.service, s.name, s.parent_span_id)).collect();
-    assert!(whole.is_ok(), "trace never became whole; orphans {:?}\n{}", orphans(&spans), summary.join("\n"));
-    assert_eq!(services(&spans), SERVICES.into_iter().collect(), "{}", summary.join("\n"));
+    let summary = tree(&spans);
+    eprintln!("{summary}");
+    assert!(whole.is_ok(), "trace never became whole; orphans {:?}\n{}", orphans(&spans), summary);
+    assert_eq!(services(&spans), SERVICES.into_iter().collect(), "{}", summary);
 
     let named = |name: &str| spans.iter().filter(|s| s.name == name).collect::<Vec<_>>();
     // The submission is the root, a child of the caller's span.
     let roots: Vec<_> = spans.iter().filter(|s| s.parent_span_id == CLIENT_SPAN).collect();
-    assert_eq!(roots.len(), 1, "{}", summary.join("\n"));
+    assert_eq!(roots.len(), 1, "{}", summary);
     let root = roots[0];
     assert_eq!(
         (root.service.as_str(), root.name.as_str(), root.kind),
@@ -111,12 +127,12 @@ async fn one_job_is_one_trace_across_all_six_services_with_its_queue_waits() {
     ] {
         let stream = format!("e2e:stream:{stage}");
         let processed = named(&format!("process {stream}"));
-        assert_eq!(processed.len(), entries, "{stage}: {}", summary.join("\n"));
+        assert_eq!(processed.len(), entries, "{stage}: {}", summary);
         assert!(processed.iter().all(|s| s.service == service && s.kind == KIND_CONSUMER));
         assert!(processed.iter().all(|s| s.attributes["messaging.destination.name"] == stream));
         assert!(processed.iter().all(|s| s.attributes["millrace.job.id"] == job["job_id"].as_str().unwrap()));
         let waits = named(&format!("wait {stream}"));
-        assert_eq!(waits.len(), entries, "{stage} waits: {}", summary.join("\n"));
+        assert_eq!(waits.len(), entries, "{stage} waits: {}", summary);
         for wait in waits {
             assert!(wait.end_unix_nano >= wait.start_unix_nano);
             assert!(wait.attributes.contains_key("millrace.queue.wait_ms"));
@@ -126,7 +142,7 @@ async fn one_job_is_one_trace_across_all_six_services_with_its_queue_waits() {
     // GenAI spans on the gateway, with the models and the tokens the upstream reported.
     let chats: Vec<_> =
         spans.iter().filter(|s| s.attributes.get("gen_ai.operation.name").is_some_and(|o| o == "chat")).collect();
-    assert!(!chats.is_empty(), "no chat span: {}", summary.join("\n"));
+    assert!(!chats.is_empty(), "no chat span: {}", summary);
     for chat in &chats {
         assert_eq!(
             (chat.service.as_str(), chat.kind, chat.name.as_str()),
@@ -138,7 +154,7 @@ async fn one_job_is_one_trace_across_all_six_services_with_its_queue_waits() {
     assert!(named("embeddings fake-embed").iter().all(|s| s.attributes["gen_ai.usage.input_tokens"] != "0"));
     assert!(!named("embeddings fake-embed").is_empty());
     // The gateway's gRPC server spans continue the stages' spans.
-    assert!(!named("millrace.v1.LlmGateway/Chat").is_empty(), "{}", summary.join("\n"));
+    assert!(!named("millrace.v1.LlmGateway/Chat").is_empty(), "{}", summary);
     // Database spans on storage.
     let inserts = named("INSERT chunks");
     assert_eq!(inserts.len(), batches);
@@ -159,4 +175,20 @@ async fn a_collector_that_is_down_costs_spans_not_jobs() {
     let job = ingest_traced(&stack, "untraced").await;
     assert_eq!(job["trace_id"], CLIENT_TRACE);
     assert_eq!(job["chunks"]["stored"], job["chunks"]["total"]);
+
+    // Each service says so once, however many batches of spans it failed to send (a batch goes
+    // every 100 ms here).
+    const REPORT: &str = "cannot export spans";
+    let reported = |name: &str| stack.services[name].process.logs().matches(REPORT).count();
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        std::future::ready(["ingestion", "storage"].iter().all(|name| reported(name) > 0))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no export failure reported:\n{}", stack.logs()));
+    for _ in 0..10 {
+        // Each request makes a span, so the ingestion service keeps failing to export.
+        stack.job(job["job_id"].as_str().unwrap()).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!((reported("ingestion"), reported("storage")), (1, 1), "{}", stack.logs());
 }

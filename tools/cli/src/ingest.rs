@@ -189,6 +189,7 @@ fn report(outcomes: &[Outcome], waited: bool, seconds: f64) -> (Value, bool) {
                 "status": o.job.as_ref().map_or(json!("refused"), |j| j["status"].clone()),
                 "chunks": number(&o.job, "/chunks/stored"),
                 "error": o.error,
+                "trace_id": o.job.as_ref().and_then(|j| j.get("trace_id").cloned()),
             })
         })
         .collect();

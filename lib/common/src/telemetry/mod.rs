@@ -14,6 +14,7 @@
 //! parse them), human-readable text when it is.
 
 pub mod context;
+mod export;
 mod json_log;
 
 use std::io::IsTerminal;
@@ -89,10 +90,17 @@ pub fn init(service: &'static str) -> Telemetry {
 
 /// Whether spans are sent to a collector.
 pub fn exporting() -> bool {
-    let endpoint = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+    otlp_endpoint().is_some()
+}
+
+/// Where spans go, if anywhere: the traces endpoint or the general one, unless export is off.
+fn otlp_endpoint() -> Option<String> {
+    if env_is("OTEL_TRACES_EXPORTER", "none") || env_is("OTEL_SDK_DISABLED", "true") {
+        return None;
+    }
+    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
         .iter()
-        .any(|name| std::env::var(name).is_ok_and(|value| !value.trim().is_empty()));
-    endpoint && !env_is("OTEL_TRACES_EXPORTER", "none") && !env_is("OTEL_SDK_DISABLED", "true")
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.trim().is_empty()))
 }
 
 fn env_is(name: &str, value: &str) -> bool {
@@ -110,12 +118,12 @@ fn tracer_provider(service: &str) -> Result<SdkTracerProvider, String> {
     }
     // The sampler comes from OTEL_TRACES_SAMPLER (default: parent-based, always on).
     let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
-    if exporting() {
+    if let Some(endpoint) = otlp_endpoint() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()
             .map_err(|err| format!("OTEL_EXPORTER_OTLP_ENDPOINT: cannot export spans: {err}"))?;
-        builder = builder.with_batch_exporter(exporter);
+        builder = builder.with_batch_exporter(export::ReportOnce::new(exporter, endpoint));
     }
     Ok(builder.build())
 }

@@ -1,8 +1,9 @@
-//! An OTLP/gRPC trace receiver for tests: what a collector would get from the services, kept
-//! in memory as flat spans.
+//! An OTLP/gRPC trace receiver: what a collector would get from the services. The e2e tests
+//! keep every span in memory as a flat [`ReceivedSpan`]; the benchmark only counts them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
@@ -29,7 +30,10 @@ pub struct ReceivedSpan {
 
 #[derive(Clone, Default)]
 struct Collector {
+    /// Whether spans are kept, or only counted.
+    keep: bool,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+    count: Arc<AtomicU64>,
 }
 
 #[tonic::async_trait]
@@ -38,8 +42,14 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let count: usize = request.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        self.count.fetch_add(count as u64, Ordering::Relaxed);
+        if !self.keep {
+            return Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }));
+        }
         let mut received = Vec::new();
-        for resource_spans in request.into_inner().resource_spans {
+        for resource_spans in request.resource_spans {
             let resource = resource_spans.resource.map(|r| attributes(&r.attributes)).unwrap_or_default();
             let service = resource.get("service.name").cloned().unwrap_or_default();
             for scope in resource_spans.scope_spans {
@@ -58,7 +68,7 @@ impl TraceService for Collector {
                 }
             }
         }
-        self.spans.lock().unwrap().extend(received);
+        self.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(received);
         Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
@@ -92,10 +102,16 @@ pub struct OtlpReceiver {
 }
 
 impl OtlpReceiver {
+    /// A receiver on a free port that keeps every span.
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::bind("127.0.0.1:0".parse()?, true).await
+    }
+
+    /// A receiver on `addr`; with `keep` false it only counts spans (for long runs).
+    pub async fn bind(addr: SocketAddr, keep: bool) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let collector = Collector::default();
+        let collector = Collector { keep, ..Collector::default() };
         let service = TraceServiceServer::new(collector.clone());
         let server = tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(listener);
@@ -109,8 +125,13 @@ impl OtlpReceiver {
         format!("http://{}", self.addr)
     }
 
+    /// Spans received so far, kept or not.
+    pub fn count(&self) -> u64 {
+        self.collector.count.load(Ordering::Relaxed)
+    }
+
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.collector.spans.lock().unwrap().clone()
+        self.collector.spans.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The spans of one trace.

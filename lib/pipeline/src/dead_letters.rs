@@ -110,6 +110,72 @@ pub struct RetryReport {
     pub superseded: Vec<Superseded>,
 }
 
+impl DeadLetter {
+    pub fn to_proto(&self) -> millrace_proto::DeadLetter {
+        millrace_proto::DeadLetter {
+            id: self.id.clone(),
+            stage: self.stage.to_owned(),
+            job_id: self.job_id.clone(),
+            batch: self.batch,
+            deliveries: self.deliveries,
+            error: self.error.clone(),
+            dead_lettered_at: self.dead_lettered_at.clone(),
+            source_id: self.source_id.clone(),
+            job_status: self.job_status.map_or(millrace_proto::JobStatus::Unspecified, JobStatus::to_proto) as i32,
+        }
+    }
+}
+
+impl StageDeadLetters {
+    pub fn to_proto(&self) -> millrace_proto::StageDeadLetters {
+        millrace_proto::StageDeadLetters {
+            stage: self.stage.to_owned(),
+            count: self.count,
+            entries: self.entries.iter().map(DeadLetter::to_proto).collect(),
+        }
+    }
+}
+
+impl RetryReport {
+    pub fn to_proto(&self) -> millrace_proto::RetryDeadLettersResponse {
+        millrace_proto::RetryDeadLettersResponse {
+            stage: self.stage.to_owned(),
+            retried: self
+                .retried
+                .iter()
+                .map(|r| millrace_proto::RetriedDeadLetter {
+                    id: r.id.clone(),
+                    stage: r.stage.to_owned(),
+                    job_id: r.job_id.clone(),
+                    batch: r.batch,
+                    job_status: r.job_status.to_proto() as i32,
+                    requeued: r.requeued.iter().map(|(stage, n)| ((*stage).to_owned(), *n)).collect(),
+                })
+                .collect(),
+            refused: self
+                .refused
+                .iter()
+                .map(|r| millrace_proto::RefusedDeadLetter {
+                    id: r.id.clone(),
+                    stage: r.stage.to_owned(),
+                    job_id: r.job_id.clone().unwrap_or_default(),
+                    batch: r.batch,
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+            superseded: self
+                .superseded
+                .iter()
+                .map(|s| millrace_proto::SupersededDeadLetter {
+                    id: s.id.clone(),
+                    stage: s.stage.to_owned(),
+                    job_id: s.job_id.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// What `RETRY_JOB` answered for one entry.
 #[derive(Debug, Clone, PartialEq)]
 enum Outcome {

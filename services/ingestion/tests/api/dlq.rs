@@ -274,3 +274,34 @@ async fn unknown_stages_and_bad_requests_get_the_apis_errors() {
     let list: Value = app.get("/v1/dlq").await.json().await.unwrap();
     assert_eq!(list["total"], 0);
 }
+
+#[tokio::test]
+async fn the_same_over_grpc() {
+    use millrace_proto::v1::ingestion_client::IngestionClient;
+    use millrace_proto::v1::{JobStatus as Proto, ListDeadLettersRequest, RetryDeadLettersRequest};
+
+    let app = spawn_app().await;
+    let mut client = IngestionClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let job_id = app.ingest("over grpc").await["job_id"].as_str().unwrap().to_owned();
+    let id = dead_letter(&app, "chunking", &job_id, None, "parser crashed").await;
+
+    let list = client.list_dead_letters(ListDeadLettersRequest { stage: String::new(), limit: 0 }).await.unwrap();
+    let list = list.into_inner();
+    assert_eq!((list.total, list.stages.len()), (1, 4));
+    let entry = &list.stages[0].entries[0];
+    assert_eq!((entry.id.as_str(), entry.job_id.as_str(), entry.batch), (id.as_str(), job_id.as_str(), None));
+    assert_eq!((entry.error.as_str(), entry.job_status()), ("parser crashed", Proto::Failed));
+
+    let unknown = ListDeadLettersRequest { stage: "parsing".into(), limit: 0 };
+    assert_eq!(client.list_dead_letters(unknown).await.unwrap_err().code(), tonic::Code::NotFound);
+    let bad = RetryDeadLettersRequest { stage: "chunking".into(), ids: vec!["x".into()] };
+    assert_eq!(client.retry_dead_letters(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+
+    let request = RetryDeadLettersRequest { stage: "chunking".into(), ids: vec![id.clone()] };
+    let report = client.retry_dead_letters(request.clone()).await.unwrap().into_inner();
+    assert_eq!(report.retried.len(), 1, "{report:?}");
+    assert_eq!(report.retried[0].job_status(), Proto::Queued);
+    assert_eq!(report.retried[0].requeued.get("chunking"), Some(&1));
+    let again = client.retry_dead_letters(request).await.unwrap().into_inner();
+    assert!(again.retried.is_empty() && again.refused[0].reason.starts_with("no entry"), "{again:?}");
+}

@@ -1,8 +1,11 @@
 //! A job's progress events, as the job's scripts append them to its events stream
 //! (`Keys::job_events`): `queued`; `chunked` (chunks, batches); `batch` (stage metadata,
 //! embeddings or storage, batch, chunks, and for storage reused and metadata_failed); then one
-//! of `completed`, `failed` or `cancelled` (with the failing stage and error). The stream lives
-//! as long as the job record, so a late reader replays the job from the start.
+//! of `completed`, `failed` or `cancelled` (with the failing stage and error). A failed job that
+//! is retried from its dead letters goes on after its `failed` event with `retried` (the stage
+//! retried, and the error it had failed with) and the events of its new attempt, so `failed` is
+//! final only when nothing follows it. The stream lives as long as the job record, so a late
+//! reader replays the job from the start.
 
 use std::time::Duration;
 
@@ -94,24 +97,21 @@ impl JobEvent {
 }
 
 /// The events of a stream after entry `after` ("0" for all), waiting up to `block` for the
-/// first one; empty when none came. `conn` must be a connection of its own: a blocking read
-/// holds it.
+/// first one (not at all for zero); empty when none came. `conn` must be a connection of its
+/// own: a blocking read holds it.
 pub async fn read_events(
     conn: &mut MultiplexedConnection,
     key: &str,
     after: &str,
     block: Duration,
 ) -> Result<Vec<JobEvent>, JobStoreError> {
-    let reply: Option<StreamReadReply> = redis::cmd("XREAD")
-        .arg("COUNT")
-        .arg(500)
-        .arg("BLOCK")
-        .arg(block.as_millis() as u64)
-        .arg("STREAMS")
-        .arg(key)
-        .arg(after)
-        .query_async(conn)
-        .await?;
+    let mut command = redis::cmd("XREAD");
+    command.arg("COUNT").arg(500);
+    // BLOCK 0 would wait for ever.
+    if !block.is_zero() {
+        command.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+    }
+    let reply: Option<StreamReadReply> = command.arg("STREAMS").arg(key).arg(after).query_async(conn).await?;
     let entries = reply.into_iter().flat_map(|reply| reply.keys).flat_map(|stream| stream.ids);
     Ok(entries
         .map(|entry| {

@@ -7,6 +7,7 @@
 //! script, which makes each hand-off atomic and idempotent under redelivery.
 
 pub mod content;
+pub mod dead_letters;
 pub mod events;
 mod job;
 mod keys;

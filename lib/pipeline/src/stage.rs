@@ -21,6 +21,11 @@ impl Stage {
             Stage::Storage => "storage",
         }
     }
+
+    /// The stage of a name as [`Stage::name`] writes it.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|stage| stage.name() == name)
+    }
 }
 
 impl fmt::Display for Stage {

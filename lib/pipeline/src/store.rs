@@ -124,6 +124,11 @@ impl JobStore {
         &self.pool
     }
 
+    /// How long job records and payloads are kept.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
     async fn conn(&self) -> Result<deadpool_redis::Connection, JobStoreError> {
         Ok(self.pool.get().await?)
     }

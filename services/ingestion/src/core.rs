@@ -11,8 +11,9 @@ use futures::StreamExt as _;
 use millrace_common::redis_conn;
 use millrace_common::{ApiError, ErrorCode};
 use millrace_fetch::{FetchError, UrlGuard};
+use millrace_pipeline::dead_letters::{RetryReport, StageDeadLetters};
 use millrace_pipeline::events::{JobEvent, read_events};
-use millrace_pipeline::{Job, JobStatus, JobStore, JobStoreError, NewJob};
+use millrace_pipeline::{Job, JobStatus, JobStore, JobStoreError, NewJob, Stage};
 use millrace_proto::v1::embeddings_client::EmbeddingsClient;
 use millrace_proto::v1::storage_client::StorageClient;
 use millrace_proto::v1::{
@@ -440,6 +441,35 @@ impl Core {
         Ok(futures::stream::unfold(state, EventReader::next))
     }
 
+    /// The newest `limit` dead letters of `stage` (or of every stage, in pipeline order), with
+    /// how many each stage holds.
+    pub async fn dead_letters(&self, stage: Option<Stage>, limit: usize) -> Result<Vec<StageDeadLetters>, ApiError> {
+        let stages = stage.map_or(Stage::ALL.to_vec(), |stage| vec![stage]);
+        let mut found = Vec::with_capacity(stages.len());
+        for stage in stages {
+            found.push(self.jobs.dead_letters(stage, limit).await.map_err(store_error)?);
+        }
+        Ok(found)
+    }
+
+    /// Retries dead letters of `stage` (those named, else all): see
+    /// [`millrace_pipeline::dead_letters`]. What cannot be retried is refused entry by entry.
+    pub async fn retry_dead_letters(&self, stage: Stage, ids: Option<Vec<String>>) -> Result<RetryReport, ApiError> {
+        let report = self.jobs.retry_dead_letters(stage, ids.as_deref()).await.map_err(store_error)?;
+        metrics::counter!("millrace_ingestion_dead_letters_retried_total", "stage" => stage.name())
+            .increment(report.retried.len() as u64);
+        metrics::counter!("millrace_ingestion_dead_letters_refused_total", "stage" => stage.name())
+            .increment(report.refused.len() as u64);
+        tracing::info!(
+            stage = stage.name(),
+            retried = report.retried.len(),
+            refused = report.refused.len(),
+            superseded = report.superseded.len(),
+            "dead letters retried"
+        );
+        Ok(report)
+    }
+
     /// The stats of every service of the pipeline; one that does not answer is shown
     /// unreachable, so this never fails.
     pub async fn pipeline_stats(&self) -> PipelineStats {
@@ -449,6 +479,14 @@ impl Core {
 
 fn queue_full(capacity: Capacity) -> ApiError {
     ApiError::unavailable("too many jobs are queued; retry later").with_retry_after(capacity.retry_after_secs)
+}
+
+/// The stage of a name, or a 404 naming the stages there are.
+pub fn stage(name: &str) -> Result<Stage, ApiError> {
+    Stage::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Stage::ALL.iter().map(|stage| stage.name()).collect();
+        ApiError::not_found(format!("no stage {name:?}; the stages are {}", names.join(", ")))
+    })
 }
 
 fn unknown_job(job_id: &str) -> ApiError {
@@ -515,7 +553,22 @@ impl EventReader {
     async fn next(mut self) -> Option<(JobEvent, Self)> {
         loop {
             if let Some(event) = self.pending.pop_front() {
-                self.done = event.is_final();
+                // A failed job that was retried goes on after its `failed` event: the end is a
+                // final event with nothing after it.
+                if event.is_final() && self.pending.is_empty() {
+                    match read_events(&mut self.conn, &self.key, &self.after, Duration::ZERO).await {
+                        Ok(more) => {
+                            if let Some(last) = more.last() {
+                                self.after = last.id.clone();
+                            }
+                            self.pending.extend(more);
+                        }
+                        Err(err) => {
+                            tracing::warn!(job_id = %self.job_id, error = %err, "job events: cannot read the stream")
+                        }
+                    }
+                }
+                self.done = event.is_final() && self.pending.is_empty();
                 return Some((event, self));
             }
             if self.done {

@@ -1,5 +1,5 @@
-//! `millrace.v1.Ingestion` over gRPC: the same operations and rules as the HTTP API, through
-//! the same [`Core`]. Proto3 zero values mean "not set" (`top_k: 0` is the default, `limit: 0`
+//! `millrace.v1.Ingestion` over gRPC: the same operations and rules as the HTTP API (dead
+//! letters included), through the same [`Core`]. Proto3 zero values mean "not set" (`top_k: 0` is the default, `limit: 0`
 //! is 50, an empty `metadata_json` is no metadata).
 
 use std::sync::Arc;
@@ -9,8 +9,9 @@ use millrace_common::ApiError;
 use millrace_pipeline::JobStatus;
 use millrace_proto::v1::ingestion_server::{Ingestion, IngestionServer};
 use millrace_proto::v1::{
-    CancelJobRequest, DeleteDocumentRequest, DeleteDocumentResponse, GetJobRequest, Job, JobEvent, ListJobsRequest,
-    ListJobsResponse, SearchHit, SearchRequest, SearchResponse, SubmitRequest, SubmitResponse, WatchJobRequest,
+    CancelJobRequest, DeleteDocumentRequest, DeleteDocumentResponse, GetJobRequest, Job, JobEvent,
+    ListDeadLettersRequest, ListDeadLettersResponse, ListJobsRequest, ListJobsResponse, RetryDeadLettersRequest,
+    RetryDeadLettersResponse, SearchHit, SearchRequest, SearchResponse, SubmitRequest, SubmitResponse, WatchJobRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -131,6 +132,34 @@ impl Ingestion for IngestionGrpc {
                 })
                 .collect(),
         }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let stage = (!request.stage.is_empty()).then(|| core::stage(&request.stage)).transpose()?;
+        let limit = validate::list_limit((request.limit != 0).then_some(i64::from(request.limit)))?;
+        let stages = self.core.dead_letters(stage, limit).await?;
+        Ok(Response::new(ListDeadLettersResponse {
+            total: stages.iter().map(|stage| stage.count).sum(),
+            stages: stages.iter().map(|stage| stage.to_proto()).collect(),
+        }))
+    }
+
+    async fn retry_dead_letters(
+        &self,
+        request: Request<RetryDeadLettersRequest>,
+    ) -> Result<Response<RetryDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let stage = core::stage(&request.stage)?;
+        if let Some((i, id)) = request.ids.iter().enumerate().find(|(_, id)| !crate::api::is_stream_id(id)) {
+            return Err(ApiError::invalid(format!("`ids[{i}]` {id:?} is not a dead-letter entry id")).into());
+        }
+        let ids = (!request.ids.is_empty()).then_some(request.ids);
+        let report = self.core.retry_dead_letters(stage, ids).await?;
+        Ok(Response::new(report.to_proto()))
     }
 
     /// Deletes in this service's tenant; the request's `tenant_id` is not trusted.

@@ -6,12 +6,13 @@ use std::process::Output;
 use millrace_e2e::{Stack, StackOptions};
 use serde_json::Value;
 
-async fn millrace(url: &str, args: &[&str]) -> Output {
+/// Runs the `millrace` binary against `url`.
+pub(crate) async fn millrace(url: &str, args: &[&str]) -> Output {
     let binary = millrace_testkit::cargo_bin("millrace").unwrap();
     tokio::process::Command::new(binary).arg("--url").arg(url).args(args).output().await.unwrap()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 

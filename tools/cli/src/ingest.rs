@@ -1,10 +1,12 @@
-//! `millrace ingest PATH|URL…`: submits every file (directories recursively) and URL, and with
-//! `--wait` follows each job's events with a progress bar, then prints a summary.
+//! `millrace ingest PATH|URL…`: submits every file (directories recursively, chosen with
+//! `--include`/`--exclude` globs) and URL, and with `--wait` follows each job's events with a
+//! progress bar, then prints a summary.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use futures::StreamExt as _;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
 
@@ -26,9 +28,57 @@ impl Input {
     }
 }
 
-/// Files and URLs named on the command line; a directory stands for every file under it (hidden
-/// ones skipped), in name order. A path that does not exist is refused before anything is sent.
-pub fn inputs(args: &[String]) -> Result<Vec<Input>, Failure> {
+/// Which files under a directory are taken: `--include` and `--exclude` globs, matched against
+/// the file's path relative to the directory given (`/`-separated). A glob without `/` matches
+/// the name at any depth (`*.md`, `node_modules`), as in `.gitignore` or ripgrep's `-g`; one with
+/// `/` matches the whole relative path (`drafts/**`; `*` stops at `/`, `**` does not). A file
+/// is taken if it matches an include (or none is given) and no exclude; a directory an exclude
+/// matches is not walked. Files named on the command line are always taken.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    include: Option<GlobSet>,
+    exclude: GlobSet,
+}
+
+impl Selection {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, Failure> {
+        let include = if include.is_empty() { None } else { Some(glob_set("--include", include)?) };
+        Ok(Self { include, exclude: glob_set("--exclude", exclude)? })
+    }
+
+    /// Every file, as without globs.
+    #[cfg(test)]
+    fn all() -> Self {
+        Self { include: None, exclude: GlobSet::empty() }
+    }
+
+    fn takes(&self, relative: &Path) -> bool {
+        self.include.as_ref().is_none_or(|include| include.is_match(relative)) && !self.exclude.is_match(relative)
+    }
+
+    fn prunes(&self, relative: &Path) -> bool {
+        self.exclude.is_match(relative)
+    }
+}
+
+fn glob_set(flag: &str, patterns: &[String]) -> Result<GlobSet, Failure> {
+    let mut set = GlobSetBuilder::new();
+    for pattern in patterns {
+        let anchored =
+            if pattern.contains('/') { pattern.trim_start_matches('/').to_owned() } else { format!("**/{pattern}") };
+        let glob = GlobBuilder::new(&anchored)
+            .literal_separator(true)
+            .build()
+            .map_err(|err| Failure::Usage(format!("{flag} {pattern:?} is not a glob: {}", err.kind())))?;
+        set.add(glob);
+    }
+    set.build().map_err(|err| Failure::Usage(format!("{flag}: {err}")))
+}
+
+/// Files and URLs named on the command line; a directory stands for every file under it that
+/// `selection` takes (hidden ones skipped), in name order. A path that does not exist is refused
+/// before anything is sent.
+pub fn inputs(args: &[String], selection: &Selection) -> Result<Vec<Input>, Failure> {
     let mut inputs = Vec::new();
     for arg in args {
         if arg.starts_with("http://") || arg.starts_with("https://") {
@@ -39,13 +89,16 @@ pub fn inputs(args: &[String]) -> Result<Vec<Input>, Failure> {
         let metadata =
             std::fs::metadata(path).map_err(|err| Failure::Usage(format!("cannot read {arg}: {}", describe(&err))))?;
         if metadata.is_dir() {
-            let walk = walkdir::WalkDir::new(path)
-                .sort_by_file_name()
-                .into_iter()
-                .filter_entry(|entry| entry.depth() == 0 || !entry.file_name().to_string_lossy().starts_with('.'));
+            let relative =
+                |entry: &walkdir::DirEntry| entry.path().strip_prefix(path).unwrap_or(entry.path()).to_owned();
+            let walk = walkdir::WalkDir::new(path).sort_by_file_name().into_iter().filter_entry(|entry| {
+                entry.depth() == 0
+                    || !(entry.file_name().to_string_lossy().starts_with('.')
+                        || entry.file_type().is_dir() && selection.prunes(&relative(entry)))
+            });
             for entry in walk {
                 let entry = entry.map_err(|err| Failure::Usage(format!("cannot read {arg}: {err}")))?;
-                if entry.file_type().is_file() {
+                if entry.file_type().is_file() && selection.takes(&relative(&entry)) {
                     inputs.push(Input::File(entry.into_path()));
                 }
             }
@@ -54,7 +107,9 @@ pub fn inputs(args: &[String]) -> Result<Vec<Input>, Failure> {
         }
     }
     if inputs.is_empty() {
-        return Err(Failure::Usage("nothing to ingest: the directories given hold no files".into()));
+        return Err(Failure::Usage(
+            "nothing to ingest: the directories given hold no files (that the globs take)".into(),
+        ));
     }
     Ok(inputs)
 }
@@ -252,7 +307,7 @@ mod tests {
         for file in ["b.md", "a.txt", "sub/c.html", ".hidden", ".git/config"] {
             std::fs::write(dir.join(file), "x").unwrap();
         }
-        let found = inputs(&[dir.display().to_string(), "https://example.org/x".into()]).unwrap();
+        let found = inputs(&[dir.display().to_string(), "https://example.org/x".into()], &Selection::all()).unwrap();
         let names: Vec<String> = found.iter().map(Input::name).collect();
         let root = dir.display().to_string();
         assert_eq!(
@@ -264,8 +319,67 @@ mod tests {
                 "https://example.org/x".into()
             ]
         );
-        let missing = inputs(&[dir.join("nope").display().to_string()]).unwrap_err();
+        let missing = inputs(&[dir.join("nope").display().to_string()], &Selection::all()).unwrap_err();
         assert!(matches!(&missing, Failure::Usage(m) if m.contains("no such file or directory")), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The files under `dir` that `--include`/`--exclude` take, relative to `dir`.
+    fn selected(dir: &Path, extra: &[&str], include: &[&str], exclude: &[&str]) -> Result<Vec<String>, Failure> {
+        let strings = |globs: &[&str]| globs.iter().map(|g| (*g).to_owned()).collect::<Vec<_>>();
+        let selection = Selection::new(&strings(include), &strings(exclude))?;
+        let mut args = vec![dir.display().to_string()];
+        args.extend(extra.iter().map(|file| dir.join(file).display().to_string()));
+        let found = inputs(&args, &selection)?;
+        Ok(found
+            .iter()
+            .map(|input| match input {
+                Input::File(path) => path.strip_prefix(dir).unwrap().display().to_string(),
+                Input::Url(url) => url.clone(),
+            })
+            .collect())
+    }
+
+    #[test]
+    fn globs_select_files_under_directories_by_their_relative_path() {
+        let dir = std::env::temp_dir().join(format!("millrace-cli-globs-{}", std::process::id()));
+        for sub in ["drafts/old", "guide/drafts", "node_modules/pkg", "notes"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let files =
+            ["a.md", "b.txt", "drafts/d.md", "drafts/old/e.md", "guide/drafts/f.md", "guide/g.md", "notes/n.txt"];
+        for file in files.iter().chain(&["node_modules/pkg/readme.md"]) {
+            std::fs::write(dir.join(file), "x").unwrap();
+        }
+        let mut all: Vec<String> = files.iter().map(|f| (*f).to_owned()).collect();
+        all.insert(6, "node_modules/pkg/readme.md".into());
+        assert_eq!(selected(&dir, &[], &[], &[]).unwrap(), all, "no globs: every file");
+
+        // A glob without `/` matches the name at any depth.
+        assert_eq!(
+            selected(&dir, &[], &["*.md"], &["node_modules"]).unwrap(),
+            ["a.md", "drafts/d.md", "drafts/old/e.md", "guide/drafts/f.md", "guide/g.md"]
+        );
+        // One with `/` matches the path from the directory given: only the top `drafts`.
+        assert_eq!(
+            selected(&dir, &[], &["*.md"], &["drafts/**", "node_modules"]).unwrap(),
+            ["a.md", "guide/drafts/f.md", "guide/g.md"]
+        );
+        // `*` stops at `/`; `**` does not.
+        assert_eq!(selected(&dir, &[], &["drafts/*"], &[]).unwrap(), ["drafts/d.md"]);
+        assert_eq!(selected(&dir, &[], &["drafts/**"], &[]).unwrap(), ["drafts/d.md", "drafts/old/e.md"]);
+        // Several includes add up; an exclude of a directory's name skips it wherever it is.
+        assert_eq!(selected(&dir, &[], &["*.txt", "guide/*.md"], &["notes"]).unwrap(), ["b.txt", "guide/g.md"]);
+        // A file named on the command line is taken whatever the globs say.
+        assert_eq!(
+            selected(&dir, &["drafts/d.md", "b.txt"], &["*.md"], &["drafts/**", "node_modules"]).unwrap(),
+            ["a.md", "guide/drafts/f.md", "guide/g.md", "drafts/d.md", "b.txt"]
+        );
+        // Globs that leave nothing, and a pattern that is not a glob, are refused as usage errors.
+        let none = selected(&dir, &[], &["*.pdf"], &[]).unwrap_err();
+        assert!(matches!(&none, Failure::Usage(m) if m.starts_with("nothing to ingest")), "{none}");
+        let bad = selected(&dir, &[], &["a[b"], &[]).unwrap_err();
+        assert!(matches!(&bad, Failure::Usage(m) if m.starts_with("--include \"a[b\" is not a glob")), "{bad}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

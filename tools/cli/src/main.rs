@@ -1,20 +1,27 @@
 //! `millrace`: the command line of the ingestion service's API. Every command takes `--url`
 //! (default `MILLRACE_URL`, then http://127.0.0.1:8060) and `--json` (machine-readable output).
 //! A failure prints one line and exits 1 when the server refused, 2 for bad input or an
-//! unreachable server; `ingest` exits 1 when any document failed.
+//! unreachable server; `ingest` exits 1 when any document failed, `dlq retry` when any entry
+//! was refused.
 
 mod api;
+mod dlq;
 mod ingest;
 
 use std::process::ExitCode;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::api::{Api, Failure};
 
 #[derive(Parser, Debug)]
-#[command(name = "millrace", version, about = "Ingest documents into millrace, follow jobs, search")]
+#[command(
+    name = "millrace",
+    version,
+    about = "Ingest documents into millrace, follow jobs, search, retry dead letters"
+)]
 struct Cli {
     /// The ingestion service's HTTP address.
     #[arg(long, global = true, env = "MILLRACE_URL", default_value = "http://127.0.0.1:8060")]
@@ -32,6 +39,14 @@ enum Command {
     Ingest {
         #[arg(required = true, value_name = "PATH|URL")]
         inputs: Vec<String>,
+        /// Under directories, only files whose path relative to the directory given matches
+        /// (repeatable). A glob without `/` matches the file name at any depth: `*.md`.
+        #[arg(long, value_name = "GLOB")]
+        include: Vec<String>,
+        /// Under directories, skip files (and directories) that match (repeatable):
+        /// `drafts/**`, `node_modules`. Files named on the command line are always taken.
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
         /// Wait for every job to end, with progress bars and a summary.
         #[arg(long)]
         wait: bool,
@@ -63,6 +78,33 @@ enum Command {
     Limits,
     /// Delete a document and its chunks.
     Delete { document_id: String },
+    /// The entries the stages gave up on (dead letters), and retrying them.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqAction {
+    /// Dead letters per stage, newest first, with their error and their job's status now.
+    List {
+        /// Only this stage.
+        #[arg(value_parser = PossibleValuesParser::new(dlq::STAGES))]
+        stage: Option<String>,
+        /// Entries shown per stage.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Retry dead letters once their cause is fixed: their failed jobs are reopened and go on
+    /// where they stopped. Without --id, every entry of the stage (of every stage without STAGE).
+    Retry {
+        #[arg(value_parser = PossibleValuesParser::new(dlq::STAGES))]
+        stage: Option<String>,
+        /// An entry of the stage's dead letters, as `dlq list` shows it (repeatable).
+        #[arg(long = "id", value_name = "ID", requires = "stage")]
+        ids: Vec<String>,
+    },
 }
 
 #[tokio::main]
@@ -81,8 +123,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let api = Api::new(&cli.url)?;
     let json = cli.json;
     match cli.command {
-        Command::Ingest { inputs, wait, concurrency } => {
-            let inputs = ingest::inputs(&inputs)?;
+        Command::Ingest { inputs, include, exclude, wait, concurrency } => {
+            let selection = ingest::Selection::new(&include, &exclude)?;
+            let inputs = ingest::inputs(&inputs, &selection)?;
             let (report, all_succeeded) = ingest::run(&api, inputs, wait, concurrency, json).await;
             if json {
                 print_json(&report);
@@ -147,6 +190,23 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let answer = api.get("/v1/limits").await?;
             print_json(&answer);
         }
+        Command::Dlq { action: DlqAction::List { stage, limit } } => {
+            let answer = dlq::list(&api, stage.as_deref(), limit).await?;
+            if json {
+                print_json(&answer);
+            } else {
+                dlq::print_list(&answer);
+            }
+        }
+        Command::Dlq { action: DlqAction::Retry { stage, ids } } => {
+            let (report, none_refused) = dlq::retry(&api, stage.as_deref(), &ids).await?;
+            if json {
+                print_json(&report);
+            } else {
+                dlq::print_retry(&report);
+            }
+            return Ok(if none_refused { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
         Command::Delete { document_id } => {
             api.delete(&format!("/v1/documents/{document_id}")).await?;
             if json {
@@ -189,6 +249,9 @@ fn describe_event(event: &Value) -> String {
         "chunked" => format!("{} chunks in {} batches", event["chunks"], event["batches"]),
         "batch" => format!("{} batch {}: {} chunks", text(&event["stage"]), event["batch"], event["chunks"]),
         "failed" => format!("{} stage: {}", text(&event["stage"]), text(&event["error"])),
+        "retried" => {
+            format!("from its {} stage dead letter (had failed: {})", text(&event["stage"]), text(&event["error"]))
+        }
         _ => String::new(),
     }
 }

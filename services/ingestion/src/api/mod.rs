@@ -1,6 +1,7 @@
 //! The JSON job API over HTTP. Handlers only translate between HTTP and [`Core`]; every rule
 //! lives in `validate` and every operation in `core`, shared with the gRPC service.
 
+mod dlq;
 mod documents;
 mod ingest;
 mod jobs;
@@ -25,7 +26,7 @@ use crate::core::Core;
 /// The hand-written OpenAPI 3.1 document of this API.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
 
-/// Body limit of requests that carry no document (search).
+/// Body limit of requests that carry no document (search, retries).
 const SMALL_BODY_BYTES: usize = 1024 * 1024;
 
 /// The service's own routes (health, readiness and metrics are merged in by the caller).
@@ -42,6 +43,8 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/documents/{id}", get(documents::get).delete(documents::delete))
         .route("/v1/stats", get(stats::stats))
         .route("/v1/limits", get(stats::limits))
+        .route("/v1/dlq", get(dlq::list))
+        .route("/v1/dlq/{stage}/retry", post(dlq::retry).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
         .route("/openapi.json", get(openapi))
         .with_state(core)
 }
@@ -81,7 +84,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-fn body_error(rejection: BytesRejection) -> ApiError {
+pub(crate) fn body_error(rejection: BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(ErrorCode::PayloadTooLarge, "request body is larger than this endpoint accepts")
     } else {

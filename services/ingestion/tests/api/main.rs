@@ -2,6 +2,7 @@
 //! The ingestion service's API, over HTTP and gRPC, against a real redis-server.
 
 mod batch;
+mod dlq;
 mod grpc;
 mod helpers;
 mod ingest;

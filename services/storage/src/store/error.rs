@@ -30,8 +30,17 @@ pub enum StoreError {
     Pool(#[from] PoolError),
 
     /// The database answered with an error, or the connection failed.
-    #[error("database: {0}")]
+    #[error("database: {}", describe(.0))]
     Database(#[from] tokio_postgres::Error),
+}
+
+/// The server's own message and SQLSTATE when it sent one: tokio-postgres shows only "db error",
+/// which says nothing in a log line or a dead letter.
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => err.to_string(),
+    }
 }
 
 impl StoreError {

@@ -7,6 +7,7 @@
 //! script, which makes each hand-off atomic and idempotent under redelivery.
 
 pub mod content;
+mod counts;
 pub mod events;
 mod job;
 mod keys;
@@ -15,6 +16,7 @@ mod scripts;
 mod stage;
 mod store;
 
+pub use counts::JobStatusCounts;
 pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, LlmUsage, fingerprint};
 pub use keys::Keys;
 pub use stage::Stage;

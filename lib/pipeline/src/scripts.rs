@@ -10,7 +10,7 @@ use redis::Script;
 
 /// Stores every batch of a chunked document and enqueues each batch on both the metadata and
 /// embeddings streams, once per job (guarded by the `chunked` flag).
-/// KEYS: job, metadata stream, embeddings stream, events, batch keys…
+/// KEYS: job, metadata stream, embeddings stream, events, batch keys…, job status counts
 /// ARGV: job id, chunks total, ttl, now ms, payloads…
 /// Returns the number of batches, 0 if already chunked, -1 if the job is finished, -2 if unknown.
 pub(crate) static COMMIT_CHUNKS: LazyLock<Script> = LazyLock::new(|| {
@@ -20,7 +20,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -2 end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then return -1 end
 if redis.call('HSETNX', KEYS[1], 'chunked', '1') == 0 then return 0 end
-local batches = #KEYS - 4
+local batches = #KEYS - 5
 for i = 1, batches do
   redis.call('SET', KEYS[4 + i], ARGV[4 + i], 'EX', ARGV[3])
 end
@@ -29,6 +29,8 @@ for i = 1, batches do
   redis.call('XADD', KEYS[3], '*', 'job_id', ARGV[1], 'batch', i - 1)
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'chunks_total', ARGV[2], 'batches_total', batches)
+redis.call('HINCRBY', KEYS[#KEYS], status, -1)
+redis.call('HINCRBY', KEYS[#KEYS], 'running', 1)
 redis.call('HSETNX', KEYS[1], 'started_ms', ARGV[4])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'type', 'chunked', 'chunks', ARGV[2], 'batches', batches)
 redis.call('EXPIRE', KEYS[4], ARGV[3])
@@ -93,7 +95,7 @@ return {stored, total, status}
 });
 
 /// Moves a job to a final status, once: a finished job never changes status again.
-/// KEYS: job, active set, finished zset, events
+/// KEYS: job, active set, finished zset, events, job status counts
 /// ARGV: status, now ms, retention secs, job id, error stage, error message
 /// Returns 1 if this call finished the job, 0 if it was already finished, -2 if unknown.
 pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
@@ -103,6 +105,8 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -2 end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_ms', ARGV[2])
+redis.call('HINCRBY', KEYS[5], status, -1)
+redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'error_stage', ARGV[5], 'error_message', ARGV[6])
 end

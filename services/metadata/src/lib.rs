@@ -4,6 +4,7 @@
 
 mod extractors;
 mod handler;
+pub mod metrics;
 
 use std::net::SocketAddr;
 
@@ -70,6 +71,7 @@ impl Application {
         let base = StageBase::open(&config.service).await?;
         let extractor = Extractor::new(&config.provider, &config.gateway_breaker)?;
         tracing::info!(extractor = extractor.name(), "metadata extractor chosen");
+        metrics::register(extractor.name());
         let gateway = extractor.readiness();
         let breaker = extractor.breaker();
         let handler = handler::MetadataHandler::new(base.jobs.clone(), extractor);

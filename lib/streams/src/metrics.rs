@@ -8,11 +8,11 @@
 use std::sync::Arc;
 
 use millrace_common::metrics::{Metric, describe, spawn_sampler};
-use tokio::sync::Semaphore;
+use redis::streams::StreamPendingReply;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::WorkerConfig;
+use crate::{StreamError, WorkerConfig};
 
 /// Entries handled, by `outcome`: `ok`, `retry` (failed, will be redelivered), `deferred`
 /// (downstream unavailable, re-queued) or `dead_letter` (given up).
@@ -47,19 +47,21 @@ pub const METRICS: &[Metric] = &[
     Metric::gauge(STREAM_LAG, "Entries of the stage's stream not yet delivered to its consumer group."),
     Metric::gauge(STREAM_PENDING, "Entries delivered to the stage's consumers and not yet acknowledged."),
     Metric::gauge(DEAD_LETTER_STREAM_LENGTH, "Entries in the stage's dead-letter stream."),
-    Metric::gauge(PERMITS_IN_USE, "Concurrency permits of this replica's worker held by entries in flight."),
+    Metric::gauge(
+        PERMITS_IN_USE,
+        "Concurrency permits of this replica's worker held by entries in flight (its pending entries in the group).",
+    ),
     Metric::gauge(PERMITS_AVAILABLE, "Concurrency permits of this replica's worker free for new entries."),
 ];
 
 /// Describes the worker's metrics, registers its counters at zero (so that rates and alerts see
-/// a series before the first event) and samples the stream and the permits every
-/// `config.metrics_interval` until `stop`.
-pub(crate) fn start(
-    config: &WorkerConfig,
-    pool: deadpool_redis::Pool,
-    permits: Arc<Semaphore>,
-    stop: CancellationToken,
-) {
+/// a series before the first event) and samples the stream and this consumer's entries in flight
+/// every `config.metrics_interval` until `stop`.
+///
+/// Entries in flight are read from Redis (this consumer's count in the group's pending entries)
+/// rather than from the semaphore, whose free permits the read loop holds while it blocks
+/// waiting for new entries: an idle worker's semaphore looks full.
+pub(crate) fn start(config: &WorkerConfig, pool: deadpool_redis::Pool, stop: CancellationToken) {
     describe(METRICS);
     let stage = config.group.clone();
     for outcome in OUTCOMES {
@@ -68,31 +70,41 @@ pub(crate) fn start(
     metrics::counter!(DEAD_LETTERS, "stage" => stage.clone()).increment(0);
     metrics::counter!(RECLAIMED, "stage" => stage.clone()).increment(0);
 
-    let (stream, dead_letter_stream, limit) =
-        (config.stream.clone(), config.dead_letter_stream.clone(), config.concurrency);
+    let config = Arc::new(config.clone());
     spawn_sampler(config.metrics_interval, stop, move || {
-        let (pool, permits, stage, stream, dead_letter_stream) =
-            (pool.clone(), permits.clone(), stage.clone(), stream.clone(), dead_letter_stream.clone());
+        let (pool, config) = (pool.clone(), config.clone());
         async move {
-            let available = permits.available_permits();
-            metrics::gauge!(PERMITS_AVAILABLE, "stage" => stage.clone()).set(available as f64);
-            metrics::gauge!(PERMITS_IN_USE, "stage" => stage.clone()).set(limit.saturating_sub(available) as f64);
-            let queue = match pool.get().await {
-                Ok(mut conn) => {
-                    crate::queue_stats(&mut conn, &stream, &stage, &dead_letter_stream).await.map_err(|e| e.to_string())
-                }
-                Err(err) => Err(err.to_string()),
-            };
-            match queue {
-                Ok(queue) => {
-                    metrics::gauge!(STREAM_LENGTH, "stage" => stage.clone()).set(queue.length as f64);
-                    metrics::gauge!(STREAM_LAG, "stage" => stage.clone()).set(queue.lag as f64);
-                    metrics::gauge!(STREAM_PENDING, "stage" => stage.clone()).set(queue.pending as f64);
-                    metrics::gauge!(DEAD_LETTER_STREAM_LENGTH, "stage" => stage).set(queue.dead_letters as f64);
-                }
+            if let Err(error) = sample(&pool, &config).await {
                 // Stale gauges are better than none; the worker itself logs Redis trouble.
-                Err(error) => debug!(stream, error, "cannot sample the stream's state"),
+                debug!(stream = %config.stream, %error, "cannot sample the stream's state");
             }
         }
     });
+}
+
+async fn sample(pool: &deadpool_redis::Pool, config: &WorkerConfig) -> Result<(), StreamError> {
+    let stage = config.group.clone();
+    let mut conn = pool.get().await?;
+    let queue = crate::queue_stats(&mut conn, &config.stream, &config.group, &config.dead_letter_stream).await?;
+    metrics::gauge!(STREAM_LENGTH, "stage" => stage.clone()).set(queue.length as f64);
+    metrics::gauge!(STREAM_LAG, "stage" => stage.clone()).set(queue.lag as f64);
+    metrics::gauge!(STREAM_PENDING, "stage" => stage.clone()).set(queue.pending as f64);
+    metrics::gauge!(DEAD_LETTER_STREAM_LENGTH, "stage" => stage.clone()).set(queue.dead_letters as f64);
+
+    let in_flight = if queue.pending == 0 {
+        0
+    } else {
+        let summary: StreamPendingReply =
+            redis::cmd("XPENDING").arg(&config.stream).arg(&config.group).query_async(&mut conn).await?;
+        match summary {
+            StreamPendingReply::Data(data) => {
+                data.consumers.iter().find(|c| c.name == config.consumer).map_or(0, |c| c.pending)
+            }
+            _ => 0,
+        }
+    };
+    let in_use = in_flight.min(config.concurrency);
+    metrics::gauge!(PERMITS_IN_USE, "stage" => stage.clone()).set(in_use as f64);
+    metrics::gauge!(PERMITS_AVAILABLE, "stage" => stage).set((config.concurrency - in_use) as f64);
+    Ok(())
 }

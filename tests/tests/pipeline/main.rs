@@ -10,4 +10,5 @@ mod events;
 mod flow;
 mod formats;
 mod limits;
+mod observability;
 mod ops;

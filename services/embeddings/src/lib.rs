@@ -105,6 +105,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // The model loads first: a missing model stops the service before it touches Redis.
+        metrics::describe_all();
         let embedder = Arc::new(Embedder::new(&config.provider, config.dimensions, &config.gateway_breaker)?);
         let base = StageBase::open(&config.service).await?;
         tracing::info!(embedder = embedder.name(), model = %embedder.model(), dimensions = config.dimensions, "embedder chosen");

@@ -22,9 +22,15 @@ pub const METRICS: &[Metric] = &[
     Metric::histogram(PASS_TEXTS, "Texts embedded in one forward pass of the local model."),
 ];
 
-/// Describes the embeddings service's metrics and registers its counters at zero.
-pub fn register(embedder: &'static str) {
+/// Describes the embeddings service's metrics (installing the recorder, so call it before anything
+/// records: the embedder's breaker registers its series when it is made).
+pub fn describe_all() {
     describe(METRICS);
+    describe(millrace_resilience::metrics::METRICS);
+}
+
+/// Registers the service's counters at zero, labelled with the embedder chosen.
+pub fn register(embedder: &'static str) {
     for outcome in OUTCOMES {
         metrics::counter!(CHUNKS, "embedder" => embedder, "outcome" => outcome).increment(0);
     }

@@ -69,6 +69,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let base = StageBase::open(&config.service).await?;
+        metrics::describe_all();
         let extractor = Extractor::new(&config.provider, &config.gateway_breaker)?;
         tracing::info!(extractor = extractor.name(), "metadata extractor chosen");
         metrics::register(extractor.name());

@@ -22,9 +22,15 @@ pub const METRICS: &[Metric] = &[
     Metric::counter(REPAIRS, "LLM answers that did not fit the schema and were asked for again."),
 ];
 
-/// Describes the metadata service's metrics and registers its counters at zero.
-pub fn register(extractor: &'static str) {
+/// Describes the metadata service's metrics (installing the recorder, so call it before anything
+/// records: the extractor's breaker registers its series when it is made).
+pub fn describe_all() {
     describe(METRICS);
+    describe(millrace_resilience::metrics::METRICS);
+}
+
+/// Registers the service's counters at zero, labelled with the extractor chosen.
+pub fn register(extractor: &'static str) {
     for outcome in OUTCOMES {
         metrics::counter!(CHUNKS, "extractor" => extractor, "outcome" => outcome).increment(0);
     }

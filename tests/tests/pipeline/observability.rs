@@ -506,6 +506,21 @@ async fn the_dashboard_and_the_alerts_use_only_metrics_a_running_stack_exports()
         assert!(scrape.has(&format!("millrace_{stage}_chunks_total"), &[]), "{stage} has no chunks counter");
     }
 
+    // Breakers report from the moment they exist, not from their first change.
+    for (service, breaker) in
+        [("metadata", "llm-gateway"), ("embeddings", "llm-gateway"), ("llm-gateway", "upstream:default")]
+    {
+        let scrape = &scrapes[service];
+        assert!(
+            scrape.has("millrace_breaker_state", &[("breaker", breaker)]),
+            "{service} does not report breaker {breaker}"
+        );
+        assert!(
+            scrape.has("millrace_breaker_transitions_total", &[("breaker", breaker), ("to", "open")]),
+            "{service} has no transitions counter for breaker {breaker}"
+        );
+    }
+
     let dashboard = dashboard();
     let rules = alert_rules();
     let mut missing = BTreeSet::new();

@@ -3,6 +3,8 @@
 //! short timeouts so that reclaims and dead letters happen within a test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod prometheus;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -316,6 +318,20 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("job {job_id} stored fewer than {chunks} chunks in time\n{}", self.logs());
+    }
+
+    /// A service's `/metrics`, parsed (`name` as in [`SERVICES`], or a replica's label).
+    pub async fn scrape(&self, name: &str) -> prometheus::Scrape {
+        let service = self
+            .services
+            .get(name)
+            .or_else(|| self.replicas.iter().find(|(label, _)| label == name).map(|(_, service)| service))
+            .unwrap_or_else(|| panic!("service {name} is not running"));
+        let url = format!("http://127.0.0.1:{}/metrics", service.http_port);
+        let response = self.http.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "GET {url}");
+        let text = response.text().await.unwrap();
+        prometheus::Scrape::parse(&text).unwrap_or_else(|err| panic!("{name}'s /metrics does not parse: {err}\n{text}"))
     }
 
     /// The last lines of every service's log, for failure messages.

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod error;
 pub mod grpc_client;
+pub mod metrics;
 pub mod redis_conn;
 pub mod server;
 pub mod shutdown;

@@ -83,6 +83,13 @@ pub fn metrics_handle() -> PrometheusHandle {
                     Matcher::Suffix("_seconds".into()),
                     &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
                 )
+                // Sizes counted in texts (e.g. the local model's batches), 1 to 256.
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Suffix("_texts".into()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();

@@ -112,10 +112,11 @@ impl Fetcher {
             Err(_) => Err(FetchError::Timeout { limit }),
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        metrics::histogram!(crate::FETCH_DURATION).record(started.elapsed().as_secs_f64());
         match &result {
             Ok(fetched) => {
-                metrics::counter!("millrace_fetch_requests_total", "outcome" => "ok").increment(1);
-                metrics::counter!("millrace_fetch_bytes_total").increment(fetched.bytes.len() as u64);
+                metrics::counter!(crate::FETCHES, "outcome" => "ok").increment(1);
+                metrics::counter!(crate::FETCHED_BYTES).increment(fetched.bytes.len() as u64);
                 tracing::info!(
                     url = %loggable(fetched.final_url.as_str()),
                     bytes = fetched.bytes.len(),
@@ -126,7 +127,7 @@ impl Fetcher {
                 );
             }
             Err(err) => {
-                metrics::counter!("millrace_fetch_requests_total", "outcome" => err.kind()).increment(1);
+                metrics::counter!(crate::FETCHES, "outcome" => err.kind()).increment(1);
                 tracing::info!(url = %loggable(url), error = %err, kind = err.kind(), elapsed_ms, "fetch failed");
             }
         }

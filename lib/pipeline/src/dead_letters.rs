@@ -375,6 +375,7 @@ impl JobStore {
             for stage in Stage::ALL {
                 invocation.key(keys.dead_letters(stage));
             }
+            invocation.key(keys.job_status_counts());
             for batch in 0..batches {
                 invocation
                     .key(keys.batch(job_id, batch))

@@ -66,6 +66,12 @@ impl Keys {
         format!("{}:jobs:finished", self.prefix)
     }
 
+    /// Jobs by status, kept by the scripts that change a job's status: how many are `queued`
+    /// and `running` now, and how many ever became `completed`, `failed` or `cancelled`.
+    pub fn job_status_counts(&self) -> String {
+        format!("{}:jobs:status", self.prefix)
+    }
+
     /// The cached embedding of a text (by its content hash) under a model, shared by all jobs.
     pub fn embedding_cache(&self, model: &str, content_hash: &str) -> String {
         format!("{}:embcache:{model}:{content_hash}", self.prefix)

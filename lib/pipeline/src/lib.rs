@@ -7,6 +7,7 @@
 //! script, which makes each hand-off atomic and idempotent under redelivery.
 
 pub mod content;
+mod counts;
 pub mod dead_letters;
 pub mod events;
 mod job;
@@ -16,6 +17,7 @@ mod scripts;
 mod stage;
 mod store;
 
+pub use counts::JobStatusCounts;
 pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, LlmUsage, fingerprint};
 pub use keys::Keys;
 pub use stage::Stage;

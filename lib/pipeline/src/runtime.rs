@@ -148,6 +148,7 @@ impl<H: Handler> StageService<H> {
             }
         });
         let router = ops_router(service, self.readiness);
+        millrace_common::metrics::describe(millrace_resilience::metrics::METRICS);
         let grpc = self.grpc.add_service(admin);
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(service, self.listeners, router, grpc, shutdown.clone(), stop.clone()));

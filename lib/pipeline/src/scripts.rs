@@ -10,7 +10,7 @@ use redis::Script;
 
 /// Stores every batch of a chunked document and enqueues each batch on both the metadata and
 /// embeddings streams, once per job (guarded by the `chunked` flag).
-/// KEYS: job, metadata stream, embeddings stream, events, batch keys…
+/// KEYS: job, metadata stream, embeddings stream, events, batch keys…, job status counts
 /// ARGV: job id, chunks total, ttl, now ms, traceparent ('' for none), payloads…
 /// Returns the number of batches, 0 if already chunked, -1 if the job is finished, -2 if unknown.
 pub(crate) static COMMIT_CHUNKS: LazyLock<Script> = LazyLock::new(|| {
@@ -20,7 +20,7 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -2 end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then return -1 end
 if redis.call('HSETNX', KEYS[1], 'chunked', '1') == 0 then return 0 end
-local batches = #KEYS - 4
+local batches = #KEYS - 5
 for i = 1, batches do
   redis.call('SET', KEYS[4 + i], ARGV[5 + i], 'EX', ARGV[3])
 end
@@ -34,6 +34,8 @@ for i = 1, batches do
   end
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'chunks_total', ARGV[2], 'batches_total', batches)
+redis.call('HINCRBY', KEYS[#KEYS], status, -1)
+redis.call('HINCRBY', KEYS[#KEYS], 'running', 1)
 redis.call('HSETNX', KEYS[1], 'started_ms', ARGV[4])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', 100000, '*', 'type', 'chunked', 'chunks', ARGV[2], 'batches', batches)
 redis.call('EXPIRE', KEYS[4], ARGV[3])
@@ -103,7 +105,7 @@ return {stored, total, status}
 });
 
 /// Moves a job to a final status, once: a finished job never changes status again.
-/// KEYS: job, active set, finished zset, events
+/// KEYS: job, active set, finished zset, events, job status counts
 /// ARGV: status, now ms, retention secs, job id, error stage, error message
 /// Returns 1 if this call finished the job, 0 if it was already finished, -2 if unknown.
 pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
@@ -113,6 +115,8 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -2 end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_ms', ARGV[2])
+redis.call('HINCRBY', KEYS[5], status, -1)
+redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'error_stage', ARGV[5], 'error_message', ARGV[6])
 end
@@ -141,8 +145,9 @@ return 1
 /// again. A job still queued or running only gets this entry back on its stream. Nothing is
 /// written unless every payload the retry needs is still there.
 /// KEYS: job, join, events, active set, finished zset, content, the chunking, metadata,
-///   embeddings and storage streams, their four dead-letter streams, then per batch its
-///   payload, metadata result and embeddings result
+///   embeddings and storage streams, their four dead-letter streams, the job status counts,
+///   then per batch its payload, metadata result and embeddings result. The reopened job counts
+///   as queued or running again; its failure stays counted (finishes are a counter).
 /// ARGV: job id, ttl, stage number of the entry (1 chunking … 4 storage), entry id, batches,
 ///   then (stage number, entry id) of each of the job's dead letters
 /// Returns {outcome, …}: {'retried', status, requeued per stage ×4}, {'requeued', status},
@@ -183,7 +188,7 @@ if not chunked and redis.call('EXISTS', KEYS[6]) == 0 then return {'content'} en
 local halves = {}
 if chunked then
   for i = 0, batches - 1 do
-    local k = 15 + 3 * i
+    local k = 16 + 3 * i
     if redis.call('EXISTS', KEYS[k]) == 0 then return {'batch', tostring(i)} end
     local m = redis.call('HEXISTS', KEYS[2], 'm:' .. i) == 1
     local e = redis.call('HEXISTS', KEYS[2], 'e:' .. i) == 1
@@ -195,6 +200,7 @@ end
 local reopened = 'queued'
 if chunked then reopened = 'running' end
 redis.call('HSET', KEYS[1], 'status', reopened)
+redis.call('HINCRBY', KEYS[15], reopened, 1)
 redis.call('HDEL', KEYS[1], 'finished_ms', 'error_stage', 'error_message')
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
@@ -227,7 +233,7 @@ for i = 6, #ARGV - 1, 2 do
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'type', 'retried', 'stage', STAGES[stage], 'error', previous)
 for i = 1, #KEYS do
-  if i <= 3 or i == 6 or i >= 15 then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+  if i <= 3 or i == 6 or i >= 16 then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 end
 return {'retried', reopened, tostring(queued[1]), tostring(queued[2]), tostring(queued[3]), tostring(queued[4])}
 ",

@@ -162,6 +162,8 @@ impl JobStore {
             .ignore()
             .sadd(self.keys.active_jobs(), &job_id)
             .ignore()
+            .hincr(self.keys.job_status_counts(), JobStatus::Queued.as_str(), 1)
+            .ignore()
             .add_command(enqueue)
             .ignore()
             .cmd("XADD")
@@ -209,6 +211,8 @@ impl JobStore {
         fields.extend([("started_ms", now.to_string()), ("finished_ms", now.to_string()), ("unchanged", "1".into())]);
         self.record_pipe(&job_id, &fields, now)
             .zadd(self.keys.finished_jobs(), &job_id, now)
+            .ignore()
+            .hincr(self.keys.job_status_counts(), JobStatus::Completed.as_str(), 1)
             .ignore()
             .cmd("XADD")
             .arg(self.keys.job_events(&job_id))
@@ -297,6 +301,7 @@ impl JobStore {
         for batch in batches {
             invocation.key(self.keys.batch(job_id, batch.batch_index)).arg(batch.encode_to_vec());
         }
+        invocation.key(self.keys.job_status_counts());
         let mut conn = self.conn().await?;
         let result: i64 = invocation.invoke_async(&mut conn).await?;
         Ok(match result {
@@ -437,6 +442,7 @@ impl JobStore {
             .key(self.keys.active_jobs())
             .key(self.keys.finished_jobs())
             .key(self.keys.job_events(job_id))
+            .key(self.keys.job_status_counts())
             .arg(status.as_str())
             .arg(now_millis())
             .arg(self.retention.as_secs().max(1))

@@ -19,12 +19,13 @@
 //! adding up cost) share one round trip with that of other calls finishing at the same time.
 //!
 //! Every part reports metrics (`millrace_breaker_*`, `millrace_retries_total`,
-//! `millrace_limiter_*`) and has a serializable snapshot for status pages.
+//! `millrace_limiter_*`, named in [`metrics`]) and has a serializable snapshot for status pages.
 
 pub mod breaker;
 pub mod coalesce;
 pub mod concurrency;
 pub mod limiter;
+pub mod metrics;
 pub mod retry;
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ where
         }
         retry += 1;
         let reason = error.label();
-        metrics::counter!("millrace_retries_total", "call" => call_name, "reason" => reason).increment(1);
+        metrics::counter!(crate::metrics::RETRIES, "call" => call_name, "reason" => reason).increment(1);
         tracing::debug!(call = call_name, retry, reason, pause_ms = pause.as_millis() as u64, "retrying");
         tokio::time::sleep(pause).await;
     }

@@ -26,12 +26,15 @@ pub struct WorkerConfig {
     pub defer_delay: Duration,
     /// How long shutdown waits for in-flight entries before leaving them to be reclaimed.
     pub drain_deadline: Duration,
+    /// How often the stream's length, lag and pending entries and the permits in use are
+    /// sampled into gauges (`MILLRACE_METRICS_INTERVAL_MS`).
+    pub metrics_interval: Duration,
 }
 
 impl WorkerConfig {
     /// Reads `MILLRACE_CONCURRENCY`, `MILLRACE_BLOCK_MS`, `MILLRACE_VISIBILITY_TIMEOUT_MS`,
     /// `MILLRACE_RECLAIM_INTERVAL_MS`, `MILLRACE_MAX_DELIVERIES`, `MILLRACE_TRIM_INTERVAL_MS`,
-    /// `MILLRACE_DEFER_DELAY_MS` (all optional).
+    /// `MILLRACE_DEFER_DELAY_MS`, `MILLRACE_METRICS_INTERVAL_MS` (all optional).
     pub fn from_settings(
         settings: &Settings,
         stream: String,
@@ -54,6 +57,7 @@ impl WorkerConfig {
             trim_interval: settings.duration_ms("TRIM_INTERVAL_MS", 30_000)?,
             defer_delay: settings.duration_ms("DEFER_DELAY_MS", 1_000)?,
             drain_deadline,
+            metrics_interval: millrace_common::metrics::sample_interval(settings)?,
         };
         if config.visibility_timeout < Duration::from_millis(100) {
             return Err(ConfigError::new("VISIBILITY_TIMEOUT_MS", "must be at least 100"));

@@ -20,6 +20,7 @@
 mod config;
 mod gate;
 mod message;
+pub mod metrics;
 mod stats;
 mod worker;
 

@@ -148,6 +148,7 @@ impl<H: Handler> StreamWorker<H> {
         }
         let background = shutdown.child_token();
         tokio::spawn(inner.clone().trim_loop(background.clone()));
+        crate::metrics::start(&inner.config, inner.pool.clone(), background.clone());
 
         inner.drain_own_pending(&shutdown).await;
         inner.read_loop(&shutdown).await;

@@ -90,8 +90,9 @@ impl Handler for ChunkingHandler {
             millrace.bytes = content.len(),
             millrace.chunks = tracing::field::Empty,
         );
+        let running = crate::metrics::ParseRunning::start();
         let work = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _permit = (permit, running);
             let _span = span.enter();
             let doc = parse_document(&content_type, &content, &limits).map_err(|err| err.to_string())?;
             let chunks = split_document(&doc, &sizer, sizes).map_err(|err| err.to_string())?;
@@ -109,7 +110,7 @@ impl Handler for ChunkingHandler {
             Ok(Ok(Err(reason))) => return Err(HandlerError::Fatal(reason)),
             Ok(Ok(Ok(parsed))) => parsed,
         };
-        metrics::histogram!("millrace_chunking_parse_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::PARSE_DURATION).record(started.elapsed().as_secs_f64());
         if chunks.is_empty() {
             return Err(HandlerError::Fatal("document has no text to index".into()));
         }
@@ -121,9 +122,10 @@ impl Handler for ChunkingHandler {
         let outcome = self.store.commit_chunks(job_id, &batches).await?;
         match outcome {
             ChunkingOutcome::Enqueued(count) => {
-                metrics::counter!("millrace_chunking_chunks_total").increment(chunks.len() as u64);
-                metrics::counter!("millrace_chunking_documents_total").increment(1);
-                metrics::counter!("millrace_chunking_chunks_unchanged_total").increment(reusable as u64);
+                metrics::counter!(crate::metrics::CHUNKS).increment(chunks.len() as u64);
+                metrics::counter!(crate::metrics::DOCUMENTS).increment(1);
+                metrics::counter!(crate::metrics::CHUNKS_UNCHANGED).increment(reusable as u64);
+                metrics::counter!(crate::metrics::BATCHES).increment(u64::from(count));
                 info!(job_id, chunks = chunks.len(), batches = count, unchanged = reusable, "chunked document");
             }
             ChunkingOutcome::AlreadyDone => info!(job_id, "already chunked by an earlier delivery"),

@@ -25,6 +25,7 @@
 //! A job's `options.chunk_size` / `options.chunk_overlap` override the sizes for that job.
 
 mod handler;
+pub mod metrics;
 mod parse;
 mod reuse;
 mod source;
@@ -131,6 +132,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        metrics::register();
         let fetcher = Fetcher::new(config.fetch.clone())?;
         let storage = millrace_common::grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, None)?;
         let base = StageBase::open(&config.service).await?;

@@ -48,7 +48,7 @@ impl Handler for EmbeddingsHandler {
             .get_many(&model, &hashes, self.embedder.dimensions())
             .await
             .map_err(|err| HandlerError::Retry(err.to_string()))?;
-        let mut cache_hits = 0;
+        let mut cache_hits = 0usize;
         for (&i, hit) in missing.iter().zip(cached) {
             if hit.is_some() {
                 cache_hits += 1;
@@ -82,10 +82,10 @@ impl Handler for EmbeddingsHandler {
         };
         let batch = chunks.batch_index;
         let outcome = self.store.complete_embeddings(&job.job_id, batch, count, &result).await?;
-        metrics::counter!("millrace_embeddings_chunks_total", "embedder" => self.embedder.name())
-            .increment(todo.len() as u64);
-        metrics::counter!("millrace_embeddings_chunks_reused_total").increment(reused_count as u64);
-        metrics::counter!("millrace_embeddings_cache_hits_total").increment(cache_hits);
+        // Counted as the job counts them: not for a job that finished meanwhile.
+        if outcome != HalfOutcome::JobFinished {
+            crate::metrics::batch(self.embedder.name(), todo.len(), cache_hits, reused_count);
+        }
         debug!(job_id = %job.job_id, batch, embedded = todo.len(), reused = reused_count, cache_hits, enqueued_storage = outcome == HalfOutcome::EnqueuedStorage, "embeddings done");
         Ok(())
     }

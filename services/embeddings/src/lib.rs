@@ -6,6 +6,7 @@ mod cache;
 mod embedders;
 mod grpc;
 mod handler;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,9 +105,11 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // The model loads first: a missing model stops the service before it touches Redis.
+        metrics::describe_all();
         let embedder = Arc::new(Embedder::new(&config.provider, config.dimensions, &config.gateway_breaker)?);
         let base = StageBase::open(&config.service).await?;
         tracing::info!(embedder = embedder.name(), model = %embedder.model(), dimensions = config.dimensions, "embedder chosen");
+        metrics::register(embedder.name());
         let grpc = tonic::service::Routes::new(EmbeddingsServer::new(grpc::EmbeddingsService::new(embedder.clone())));
         let gateway = embedder.gateway_channel();
         let cache = cache::EmbeddingCache::new(base.pool.clone(), base.jobs.keys().clone(), config.cache_ttl);

@@ -36,6 +36,8 @@ pub struct Config {
     /// The rules for documents submitted by URL (`MILLRACE_FETCH_*`): this service checks a URL
     /// at submit with the same rules the chunking stage fetches it under.
     pub fetch: FetchConfig,
+    /// How often jobs by status are sampled for `/metrics` (`MILLRACE_METRICS_INTERVAL_MS`).
+    pub metrics_interval: Duration,
 }
 
 impl Config {
@@ -76,6 +78,7 @@ impl Config {
             return Err(ConfigError::new("DOWNSTREAM_TIMEOUT_MS", "must be greater than zero"));
         }
         let fetch = FetchConfig::from_settings(settings)?;
+        let metrics_interval = millrace_common::metrics::sample_interval(settings)?;
         Ok(Self {
             service,
             storage_url,
@@ -89,6 +92,7 @@ impl Config {
             public_url,
             downstream_timeout,
             fetch,
+            metrics_interval,
         })
     }
 

@@ -187,7 +187,7 @@ impl Core {
                     other => other.to_string(),
                 };
                 tracing::info!(url = %millrace_fetch::loggable(url), reason = %reason, "url refused");
-                metrics::counter!("millrace_ingestion_urls_refused_total").increment(1);
+                metrics::counter!(crate::metrics::URLS_REFUSED).increment(1);
                 ApiError::invalid(format!("`url` is refused: {reason}"))
             })?;
         }
@@ -221,14 +221,14 @@ impl Core {
         };
         if let Some((version, chunks)) = self.unchanged_version(&new).await {
             let job = self.jobs.create_unchanged(new, version, chunks).await.map_err(store_error)?;
-            metrics::counter!("millrace_ingestion_jobs_unchanged_total").increment(1);
+            metrics::counter!(crate::metrics::JOBS_UNCHANGED).increment(1);
             tracing::info!(job_id = %job.job_id, document_id = %job.document_id, version, "identical to the stored version; completed at once");
             return Ok(self.accepted(job));
         }
         // Only work that reaches the stages needs the LLM: an identical resubmission passes.
         self.budget.check().await?;
         let job = self.jobs.create(new).await.map_err(store_error)?;
-        metrics::counter!("millrace_ingestion_jobs_submitted_total").increment(1);
+        metrics::counter!(crate::metrics::JOBS_SUBMITTED).increment(1);
         tracing::info!(
             job_id = %job.job_id,
             document_id = %job.document_id,
@@ -533,7 +533,7 @@ pub fn count_rejection(err: &ApiError) {
         ErrorCode::RateLimited => "llm_budget_spent",
         code => code.as_str(),
     };
-    metrics::counter!("millrace_ingestion_requests_rejected_total", "reason" => reason).increment(1);
+    metrics::counter!(crate::metrics::REQUESTS_REJECTED, "reason" => reason).increment(1);
 }
 
 /// How long one blocking read of a job's events waits before the job's record is checked.

@@ -8,6 +8,7 @@ pub mod budget;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod metrics;
 pub mod stats;
 pub mod validate;
 
@@ -49,6 +50,8 @@ pub struct Application {
     router: Router,
     grpc: Routes,
     shutdown_deadline: Duration,
+    jobs: JobStore,
+    metrics_interval: Duration,
 }
 
 impl Application {
@@ -63,7 +66,10 @@ impl Application {
     pub async fn build_with_resolver(config: Config, resolver: Arc<dyn Resolver>) -> Result<Self, BuildError> {
         let pool = redis_conn::pool(&config.service.redis_url, REDIS_POOL_SIZE).map_err(BuildError::Redis)?;
         let keys = Keys::new(config.service.key_prefix.clone());
+        metrics::register();
         let jobs = JobStore::new(pool.clone(), keys.clone(), config.service.job_retention);
+        let sampled_jobs = jobs.clone();
+        let metrics_interval = config.metrics_interval;
         let storage = grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, Some(config.downstream_timeout))?;
         let embeddings =
             grpc_client::lazy_channel("EMBEDDINGS_URL", &config.embeddings_url, Some(config.downstream_timeout))?;
@@ -100,7 +106,16 @@ impl Application {
         let core = Arc::new(Core::new(config, jobs, storage, embeddings, pipeline, urls, redis));
         let router = api::with_json_fallbacks(api::router(core.clone()).merge(ops_router(SERVICE, readiness)));
         let grpc = Routes::new(grpc::IngestionGrpc::server(core)).add_service(admin_service(pool, keys));
-        Ok(Self { listeners, http_addr, grpc_addr, router, grpc, shutdown_deadline })
+        Ok(Self {
+            listeners,
+            http_addr,
+            grpc_addr,
+            router,
+            grpc,
+            shutdown_deadline,
+            jobs: sampled_jobs,
+            metrics_interval,
+        })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -116,6 +131,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let draining = CancellationToken::new();
         let stop = CancellationToken::new();
+        metrics::sample_jobs(self.jobs.clone(), self.metrics_interval, stop.clone());
         let mut server =
             tokio::spawn(serve(SERVICE, self.listeners, self.router, self.grpc, draining.clone(), stop.clone()));
         tokio::select! {

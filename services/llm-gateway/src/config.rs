@@ -48,6 +48,9 @@ pub struct Config {
     /// Completion tokens reserved from the TPM quota for a chat call without `max_tokens`,
     /// corrected from the answer's usage.
     pub completion_estimate: u32,
+    /// How often spend, upstream concurrency and breaker states are sampled for `/metrics`
+    /// (`MILLRACE_METRICS_INTERVAL_MS`).
+    pub metrics_interval: Duration,
 }
 
 /// One OpenAI-compatible API the gateway sends calls to.
@@ -180,6 +183,7 @@ impl Config {
             prices,
             max_daily_cost_usd,
             completion_estimate: settings.positive("LLM_COMPLETION_ESTIMATE", 256u32)?,
+            metrics_interval: millrace_common::metrics::sample_interval(settings)?,
         })
     }
 }

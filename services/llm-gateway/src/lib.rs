@@ -50,6 +50,7 @@ pub struct Application {
     in_flight: drain::InFlight,
     gateway: Arc<Gateway>,
     shutdown_deadline: Duration,
+    metrics_interval: Duration,
 }
 
 impl Application {
@@ -81,6 +82,7 @@ impl Application {
                 "no upstream configured (set MILLRACE_LLM_BASE_URL or MILLRACE_LLM_UPSTREAMS_FILE); calls will be refused"
             );
         }
+        telemetry::register(config.max_daily_cost_usd);
         let gateway = Arc::new(Gateway::build(&config)?);
         let readiness = if gateway.is_configured() {
             let gateway = gateway.clone();
@@ -124,6 +126,7 @@ impl Application {
             in_flight,
             gateway,
             shutdown_deadline: config.service.shutdown_deadline,
+            metrics_interval: config.metrics_interval,
         })
     }
 
@@ -141,6 +144,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let draining = CancellationToken::new();
         let stop = CancellationToken::new();
+        telemetry::sample(self.gateway.clone(), self.metrics_interval, stop.clone());
         let serve = server::serve(SERVICE, self.listeners, self.router, self.grpc, draining.clone(), stop.clone());
         tokio::pin!(serve);
         tokio::select! {

@@ -28,6 +28,7 @@ impl Handler for MetadataHandler {
             ExtractError::Fatal(reason) => HandlerError::Fatal(reason),
         })?;
         let reused = extraction.reused.iter().filter(|r| **r).count();
+        let failed = extraction.failed as usize;
         let result = MetadataBatch {
             chunk_metadata_json: extraction.metadata.iter().map(ToString::to_string).collect(),
             reused: extraction.reused,
@@ -35,9 +36,10 @@ impl Handler for MetadataHandler {
         };
         let batch = chunks.batch_index;
         let outcome = self.store.complete_metadata(&job.job_id, batch, chunks.chunks.len(), &result).await?;
-        metrics::counter!("millrace_metadata_chunks_total", "extractor" => self.extractor.name())
-            .increment((chunks.chunks.len() - reused) as u64);
-        metrics::counter!("millrace_metadata_chunks_reused_total").increment(reused as u64);
+        // Counted as the job counts them: not for a job that finished meanwhile.
+        if outcome != HalfOutcome::JobFinished {
+            crate::metrics::batch(self.extractor.name(), chunks.chunks.len(), reused, failed);
+        }
         debug!(job_id = %job.job_id, batch, enqueued_storage = outcome == HalfOutcome::EnqueuedStorage, "metadata done");
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 mod extractors;
 mod handler;
+pub mod metrics;
 
 use std::net::SocketAddr;
 
@@ -68,8 +69,10 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let base = StageBase::open(&config.service).await?;
+        metrics::describe_all();
         let extractor = Extractor::new(&config.provider, &config.gateway_breaker)?;
         tracing::info!(extractor = extractor.name(), "metadata extractor chosen");
+        metrics::register(extractor.name());
         let gateway = extractor.readiness();
         let breaker = extractor.breaker();
         let handler = handler::MetadataHandler::new(base.jobs.clone(), extractor);

@@ -42,7 +42,7 @@ impl StorageHandler {
             .await
             .map_err(store_error)?;
         if self.jobs.finish(job_id, JobStatus::Completed, None).await? {
-            metrics::counter!("millrace_storage_documents_committed_total").increment(1);
+            metrics::counter!(crate::metrics::DOCUMENTS_COMMITTED).increment(1);
             info!(job_id, document_id = %job.document_id, version = job.version, switched = outcome.switched, chunks = job.chunks.total, "job completed");
         }
         if let Err(err) = self.jobs.delete_payloads(job_id, job.batches_total).await {
@@ -124,8 +124,11 @@ impl Handler for StorageHandler {
                 }
             })
             .collect();
+        let started = std::time::Instant::now();
         self.store.upsert_chunks(&rows).await.map_err(store_error)?;
-        metrics::counter!("millrace_storage_chunks_written_total").increment(count as u64);
+        metrics::histogram!(crate::metrics::UPSERT_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::counter!(crate::metrics::CHUNKS).increment(count as u64);
+        metrics::counter!(crate::metrics::BATCHES).increment(1);
         let stored = self.jobs.record_stored(&job_id, batch, counts).await?;
         if matches!(stored.status, Some(JobStatus::Cancelled | JobStatus::Failed)) {
             // Cancelled while this batch was being written: take it out again.

@@ -4,6 +4,7 @@
 
 mod grpc;
 mod handler;
+pub mod metrics;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -56,6 +57,7 @@ pub struct Application {
 impl Application {
     /// Connects to PostgreSQL and applies migrations before taking work.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        metrics::register();
         let base = StageBase::open(&config.service).await?;
         let store = Arc::new(connect_with_retry(&config.store).await?);
         let grpc =

@@ -10,5 +10,6 @@ mod events;
 mod flow;
 mod formats;
 mod limits;
+mod observability;
 mod ops;
 mod tracing;

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use millrace_otlp_sink::{OtlpReceiver, ReceivedSpan};
 use millrace_e2e::{Stack, StackOptions, long_text};
+use millrace_otlp_sink::{OtlpReceiver, ReceivedSpan};
 use millrace_testkit::{free_port, wait_until};
 use serde_json::{Value, json};
 

@@ -1,7 +1,6 @@
 //! The OTLP exporter as the services use it: a collector that is wrong or down is reported once
 //! in the logs (and its recovery once), not once per batch of spans.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -38,12 +37,10 @@ impl<E> ReportOnce<E> {
 }
 
 impl<E: SpanExporter> SpanExporter for ReportOnce<E> {
-    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        async move {
-            let result = self.inner.export(batch).await;
-            self.observe(&result);
-            result
-        }
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let result = self.inner.export(batch).await;
+        self.observe(&result);
+        result
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {

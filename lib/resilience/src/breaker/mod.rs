@@ -357,8 +357,14 @@ impl CircuitBreaker {
                 changes: watch::Sender::new(0),
             }),
         };
-        metrics::gauge!("millrace_breaker_state", "breaker" => breaker.shared.name.clone())
+        metrics::gauge!(crate::metrics::BREAKER_STATE, "breaker" => breaker.shared.name.clone())
             .set(BreakerState::Closed.gauge());
+        // Every series at zero from the start, so that rates and alerts have something to read.
+        for state in [BreakerState::Closed, BreakerState::HalfOpen, BreakerState::Open] {
+            metrics::counter!(crate::metrics::BREAKER_TRANSITIONS, "breaker" => breaker.shared.name.clone(), "to" => state.label())
+                .increment(0);
+        }
+        metrics::counter!(crate::metrics::BREAKER_REJECTED, "breaker" => breaker.shared.name.clone()).increment(0);
         breaker
     }
 
@@ -394,7 +400,7 @@ impl CircuitBreaker {
             Phase::Open { until } => until.saturating_duration_since(now),
         };
         drop(core);
-        metrics::counter!("millrace_breaker_rejected_total", "breaker" => self.shared.name.clone()).increment(1);
+        metrics::counter!(crate::metrics::BREAKER_REJECTED, "breaker" => self.shared.name.clone()).increment(1);
         Err(BreakerOpen { name: self.shared.name.clone(), retry_in })
     }
 
@@ -557,8 +563,8 @@ impl CircuitBreaker {
         core.epoch += 1;
         let to = to.state();
         let name = &self.shared.name;
-        metrics::gauge!("millrace_breaker_state", "breaker" => name.clone()).set(to.gauge());
-        metrics::counter!("millrace_breaker_transitions_total", "breaker" => name.clone(), "to" => to.label())
+        metrics::gauge!(crate::metrics::BREAKER_STATE, "breaker" => name.clone()).set(to.gauge());
+        metrics::counter!(crate::metrics::BREAKER_TRANSITIONS, "breaker" => name.clone(), "to" => to.label())
             .increment(1);
         let period_ms = u64::try_from(core.open_period.as_millis()).unwrap_or(u64::MAX);
         match to {

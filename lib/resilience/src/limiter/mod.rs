@@ -258,8 +258,14 @@ impl RateLimiter {
 
     fn with_backend(name: String, quota: Quota, config: LimiterConfig, backend: Backend) -> Self {
         if matches!(backend, Backend::Shared(_)) {
-            metrics::gauge!("millrace_limiter_fallback", "limiter" => name.clone()).set(0.0);
+            metrics::gauge!(crate::metrics::LIMITER_FALLBACK, "limiter" => name.clone()).set(0.0);
         }
+        // Every series at zero from the start, so that rates and alerts have something to read.
+        metrics::counter!(crate::metrics::LIMITER_ADMITTED, "limiter" => name.clone()).increment(0);
+        for limit in ["requests", "tokens"] {
+            metrics::counter!(crate::metrics::LIMITER_WAITS, "limiter" => name.clone(), "limit" => limit).increment(0);
+        }
+        metrics::gauge!(crate::metrics::LIMITER_WAITING, "limiter" => name.clone()).increment(0.0);
         let inner = Inner { name, quota, config, backend, stats: Mutex::default(), waiting: AtomicU64::new(0) };
         Self { inner: Arc::new(inner) }
     }
@@ -385,7 +391,7 @@ impl RateLimiter {
             fallback.active = true;
             drop(fallback);
             let name = &self.inner.name;
-            metrics::gauge!("millrace_limiter_fallback", "limiter" => name.clone()).set(1.0);
+            metrics::gauge!(crate::metrics::LIMITER_FALLBACK, "limiter" => name.clone()).set(1.0);
             let share = lock(&shared.local).quota();
             tracing::warn!(
                 limiter = %name,
@@ -403,7 +409,7 @@ impl RateLimiter {
             fallback.active = false;
             drop(fallback);
             let name = &self.inner.name;
-            metrics::gauge!("millrace_limiter_fallback", "limiter" => name.clone()).set(0.0);
+            metrics::gauge!(crate::metrics::LIMITER_FALLBACK, "limiter" => name.clone()).set(0.0);
             tracing::info!(limiter = %name, "redis reachable again: limiting through the shared log");
         }
     }
@@ -454,8 +460,8 @@ impl Inner {
             stats.longest_wait_ms = stats.longest_wait_ms.max(ms);
         }
         drop(stats);
-        metrics::counter!("millrace_limiter_admitted_total", "limiter" => self.name.clone()).increment(1);
-        metrics::histogram!("millrace_limiter_wait_seconds", "limiter" => self.name.clone())
+        metrics::counter!(crate::metrics::LIMITER_ADMITTED, "limiter" => self.name.clone()).increment(1);
+        metrics::histogram!(crate::metrics::LIMITER_WAIT, "limiter" => self.name.clone())
             .record(waited.unwrap_or_default().as_secs_f64());
     }
 
@@ -474,9 +480,9 @@ struct WaitGuard<'a> {
 impl<'a> WaitGuard<'a> {
     fn new(inner: &'a Inner, limit: &'static str) -> Self {
         inner.waiting.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("millrace_limiter_waits_total", "limiter" => inner.name.clone(), "limit" => limit)
+        metrics::counter!(crate::metrics::LIMITER_WAITS, "limiter" => inner.name.clone(), "limit" => limit)
             .increment(1);
-        metrics::gauge!("millrace_limiter_waiting", "limiter" => inner.name.clone()).increment(1.0);
+        metrics::gauge!(crate::metrics::LIMITER_WAITING, "limiter" => inner.name.clone()).increment(1.0);
         Self { inner }
     }
 }
@@ -484,7 +490,7 @@ impl<'a> WaitGuard<'a> {
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         self.inner.waiting.fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!("millrace_limiter_waiting", "limiter" => self.inner.name.clone()).decrement(1.0);
+        metrics::gauge!(crate::metrics::LIMITER_WAITING, "limiter" => self.inner.name.clone()).decrement(1.0);
     }
 }
 

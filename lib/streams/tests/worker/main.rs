@@ -91,6 +91,7 @@ fn config(consumer: &str, concurrency: usize) -> WorkerConfig {
         trim_interval: Duration::from_millis(200),
         defer_delay: Duration::from_millis(10),
         drain_deadline: Duration::from_secs(2),
+        metrics_interval: Duration::from_millis(100),
     }
 }
 

@@ -218,8 +218,8 @@ impl<M: BatchModel> Worker<M> {
             Ok(result) => result,
             Err(payload) => Err(panic_message(payload.as_ref())),
         };
-        metrics::histogram!("millrace_embeddings_pass_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("millrace_embeddings_pass_texts").record(texts.len() as f64);
+        metrics::histogram!(crate::metrics::PASS_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::PASS_TEXTS).record(texts.len() as f64);
         let vectors = result?;
         if vectors.len() != texts.len() {
             return Err(format!("{} vectors for {} texts", vectors.len(), texts.len()));

@@ -30,6 +30,8 @@ const MAX_QUOTED_BODY: usize = 300;
 const MAX_SSE_LINE_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct OpenAiUpstream {
+    /// The upstream's configured name, the `upstream` label of its metrics.
+    name: String,
     client: reqwest::Client,
     base_url: String,
     api_key: Option<ApiKey>,
@@ -41,7 +43,12 @@ impl OpenAiUpstream {
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("millrace-llm-gateway/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { client, base_url: config.base_url.clone(), api_key: config.api_key.clone() })
+        Ok(Self {
+            name: config.name.clone(),
+            client,
+            base_url: config.base_url.clone(),
+            api_key: config.api_key.clone(),
+        })
     }
 
     fn authorized(&self, request: RequestBuilder) -> RequestBuilder {
@@ -61,7 +68,7 @@ impl OpenAiUpstream {
         let (response, started) = self.send(endpoint, body, timeout).await?;
         let status = response.status();
         let body = response.json::<R>().await;
-        telemetry::upstream_request(endpoint, status.as_u16().to_string(), started.elapsed());
+        telemetry::upstream_request(&self.name, endpoint, status.as_u16().to_string(), started.elapsed());
         body.map_err(|err| read_error(&err, timeout))
     }
 
@@ -81,7 +88,7 @@ impl OpenAiUpstream {
             Err(err) => {
                 let error = transport_error(&err, timeout);
                 let label = if matches!(error, UpstreamError::Timeout(_)) { "timeout" } else { "connect_error" };
-                telemetry::upstream_request(endpoint, label.to_owned(), started.elapsed());
+                telemetry::upstream_request(&self.name, endpoint, label.to_owned(), started.elapsed());
                 return Err(error);
             }
         };
@@ -91,7 +98,7 @@ impl OpenAiUpstream {
         }
         let retry_after = retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
-        telemetry::upstream_request(endpoint, status.as_u16().to_string(), started.elapsed());
+        telemetry::upstream_request(&self.name, endpoint, status.as_u16().to_string(), started.elapsed());
         Err(status_error(status, retry_after, &text))
     }
 }
@@ -566,7 +573,12 @@ impl Upstream for OpenAiUpstream {
         let deadline = Instant::now() + timeout;
         let (response, started) = self.send("chat_stream", &ChatBody::new(request, true), timeout).await?;
         // The time to the first byte: how long callers waited before anything moved.
-        telemetry::upstream_request("chat_stream", response.status().as_u16().to_string(), started.elapsed());
+        telemetry::upstream_request(
+            &self.name,
+            "chat_stream",
+            response.status().as_u16().to_string(),
+            started.elapsed(),
+        );
         let is_json = response
             .headers()
             .get(CONTENT_TYPE)
@@ -615,7 +627,7 @@ impl Upstream for OpenAiUpstream {
         let started = Instant::now();
         let result = self.authorized(self.client.get(&url).timeout(HEALTH_TIMEOUT)).send().await;
         let status = result.as_ref().map_or_else(|_| "connect_error".to_owned(), |r| r.status().as_u16().to_string());
-        telemetry::upstream_request("models", status, started.elapsed());
+        telemetry::upstream_request(&self.name, "models", status, started.elapsed());
         match result {
             Ok(response) if response.status().is_success() => Ok(()),
             Ok(response) => Err(format!("GET {url} answered {}", response.status())),

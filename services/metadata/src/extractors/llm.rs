@@ -105,7 +105,7 @@ impl LlmExtractor {
             Ok(items) => return Ok(GroupResult { metadata: self.to_metadata(items, &first, group), failed: false }),
             Err(reason) => reason,
         };
-        metrics::counter!("millrace_metadata_repairs_total").increment(1);
+        metrics::counter!(crate::metrics::REPAIRS).increment(1);
         messages.push(ChatMessage { role: "assistant".into(), content: first.content.clone() });
         messages.push(ChatMessage {
             role: "user".into(),
@@ -125,7 +125,6 @@ impl LlmExtractor {
                     reason,
                     "LLM metadata invalid after a repair attempt; using extractive metadata"
                 );
-                metrics::counter!("millrace_metadata_failed_chunks_total").increment(count as u64);
                 let metadata = group
                     .chunks
                     .iter()

@@ -1,0 +1,55 @@
+//! The chunking stage's own metrics, named once here (the stage worker's `millrace_stage_*`
+//! and the fetcher's `millrace_fetch_*` come with their crates).
+
+use millrace_common::metrics::{Metric, describe};
+
+/// Documents parsed, split and handed on (once per job, not per delivery).
+pub const DOCUMENTS: &str = "millrace_chunking_documents_total";
+pub const CHUNKS: &str = "millrace_chunking_chunks_total";
+/// Chunks identical to one of the document's visible version (their stored results ride along).
+pub const CHUNKS_UNCHANGED: &str = "millrace_chunking_chunks_unchanged_total";
+pub const BATCHES: &str = "millrace_chunking_batches_total";
+pub const PARSE_DURATION: &str = "millrace_chunking_parse_duration_seconds";
+pub const PARSES_RUNNING: &str = "millrace_chunking_parses_running";
+
+pub const METRICS: &[Metric] = &[
+    Metric::counter(DOCUMENTS, "Documents parsed, split and handed on to metadata and embeddings."),
+    Metric::counter(CHUNKS, "Chunks made from documents and handed on (a job's chunks.total)."),
+    Metric::counter(
+        CHUNKS_UNCHANGED,
+        "Chunks identical to one of the document's visible version, whose stored results were attached.",
+    ),
+    Metric::counter(BATCHES, "Batches of chunks stored and enqueued on the metadata and embeddings streams."),
+    Metric::histogram(PARSE_DURATION, "Time one document's parse and split took, in seconds."),
+    Metric::gauge(
+        PARSES_RUNNING,
+        "Parses running now on the blocking pool, timed-out ones still running included (at most MILLRACE_MAX_CONCURRENT_PARSES).",
+    ),
+];
+
+/// Describes every metric the chunking service exports and registers its counters at zero.
+pub fn register() {
+    describe(METRICS);
+    describe(millrace_fetch::METRICS);
+    for counter in [DOCUMENTS, CHUNKS, CHUNKS_UNCHANGED, BATCHES] {
+        metrics::counter!(counter).increment(0);
+    }
+    metrics::gauge!(PARSES_RUNNING).set(0.0);
+}
+
+/// Counts one parse as running until dropped (it moves into the blocking task with the parse's
+/// permit, so a parse that outlives its timeout still counts).
+pub struct ParseRunning(());
+
+impl ParseRunning {
+    pub fn start() -> Self {
+        metrics::gauge!(PARSES_RUNNING).increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for ParseRunning {
+    fn drop(&mut self) {
+        metrics::gauge!(PARSES_RUNNING).decrement(1.0);
+    }
+}

@@ -1,0 +1,46 @@
+//! The embeddings stage's own metrics, named once here (the stage worker's `millrace_stage_*`
+//! and the breaker's `millrace_breaker_*` come with their crates).
+
+use millrace_common::metrics::{Metric, describe};
+
+/// Chunks whose vector was recorded, by `embedder` (`local`, `hashing`, `gateway`) and
+/// `outcome`: `embedded` (a new vector from the embedder), `cached` (from the shared cache of
+/// vectors by model and text) or `reused` (the stored vector of an identical chunk). Summed over
+/// outcomes it is a job's `chunks.embedded`.
+pub const CHUNKS: &str = "millrace_embeddings_chunks_total";
+pub const BATCHES: &str = "millrace_embeddings_batches_total";
+/// One forward pass of the local model (concurrent requests batched together).
+pub const PASS_DURATION: &str = "millrace_embeddings_pass_duration_seconds";
+pub const PASS_TEXTS: &str = "millrace_embeddings_pass_texts";
+
+pub const OUTCOMES: [&str; 3] = ["embedded", "cached", "reused"];
+
+pub const METRICS: &[Metric] = &[
+    Metric::counter(CHUNKS, "Chunks whose vector was recorded, by embedder and outcome (embedded, cached, reused)."),
+    Metric::counter(BATCHES, "Batches whose vectors were recorded."),
+    Metric::histogram(PASS_DURATION, "Time one forward pass of the local model took, in seconds."),
+    Metric::histogram(PASS_TEXTS, "Texts embedded in one forward pass of the local model."),
+];
+
+/// Describes the embeddings service's metrics (installing the recorder, so call it before anything
+/// records: the embedder's breaker registers its series when it is made).
+pub fn describe_all() {
+    describe(METRICS);
+    describe(millrace_resilience::metrics::METRICS);
+}
+
+/// Registers the service's counters at zero, labelled with the embedder chosen.
+pub fn register(embedder: &'static str) {
+    for outcome in OUTCOMES {
+        metrics::counter!(CHUNKS, "embedder" => embedder, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(BATCHES).increment(0);
+}
+
+/// Counts one batch's chunks by outcome.
+pub fn batch(embedder: &'static str, embedded: usize, cached: usize, reused: usize) {
+    for (outcome, count) in [("embedded", embedded), ("cached", cached), ("reused", reused)] {
+        metrics::counter!(CHUNKS, "embedder" => embedder, "outcome" => outcome).increment(count as u64);
+    }
+    metrics::counter!(BATCHES).increment(1);
+}

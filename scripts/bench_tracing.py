@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """What tracing costs: pipeline throughput (chunks stored per second, as scripts/bench.py
-measures it) with every service exporting its spans over OTLP to a local receiver
-(millrace-otlp-sink), against the same stack with no exporter. Runs alternate (off, on, on,
-off, ...) on fresh stacks; medians and their ratio are printed as Markdown.
+measures it) in three modes on fresh stacks, taking turns round by round:
+  off        OTEL_SDK_DISABLED=true: no tracing layer at all;
+  ids only   the default without an endpoint: spans are made (trace ids in logs, context passed
+             on) but not exported;
+  exported   OTEL_EXPORTER_OTLP_ENDPOINT set: every service exports its spans over OTLP to a
+             local receiver (millrace-otlp-sink, which only counts them).
+Medians and their ratios to "off" are printed as Markdown.
 
 The default workload is the storage-bound one of bench.py (hashing embedder, extractive
 metadata: no upstream latency to hide the cost); `--upstream` adds the fake OpenAI upstream, so
@@ -31,7 +35,10 @@ def sink_spans():
         return json.loads(resp.read())["spans"]
 
 
-def run(args, traced, round_no, data_dir):
+MODES = ("off", "ids only", "exported")
+
+
+def run(args, mode, round_no, data_dir):
     """One run on a fresh stack; returns (chunks/s, chunks, spans received)."""
     settings = {"MILLRACE_MAX_QUEUED_JOBS": "100000"}
     drop = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED"]
@@ -41,9 +48,11 @@ def run(args, traced, round_no, data_dir):
     else:
         settings["MILLRACE_EMBEDDINGS_PROVIDER"] = "hashing"
         drop.append("MILLRACE_LLM_BASE_URL")
-    if traced:
+    if mode == "off":
+        settings["OTEL_SDK_DISABLED"] = "true"
+    elif mode == "exported":
         settings["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{SINK_GRPC}"
-        drop.remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+    drop = [key for key in drop if key not in settings]
     env = bench.stack_env(data_dir, settings, drop=drop)
     stack = str(bench.ROOT / "scripts/stack.sh")
     subprocess.run([stack, "up"], check=True, env=env, stdout=subprocess.DEVNULL)
@@ -52,11 +61,22 @@ def run(args, traced, round_no, data_dir):
         bench.psql("TRUNCATE chunks, documents", env)
         before = sink_spans()
         chunks, elapsed = bench.wait_all(bench.submit(bench.corpus(args.docs, args.paragraphs, round_no)))
-        time.sleep(1.5)  # the exporters' last batches (every second at most by default: 5 s)
-        spans = sink_spans() - before
+        # The exporters send a batch every 5 s (or at 512 spans): wait for the last ones.
+        spans = settle(before)
     finally:
         subprocess.run([stack, "down"], env=env, stdout=subprocess.DEVNULL)
     return chunks / elapsed, chunks, spans
+
+
+def settle(before):
+    """Spans received since `before`, once the count stops growing for 6 s."""
+    last = sink_spans()
+    while True:
+        time.sleep(6)
+        now = sink_spans()
+        if now == last:
+            return now - before
+        last = now
 
 
 def main():
@@ -73,38 +93,39 @@ def main():
     if args.upstream:
         helpers.append(subprocess.Popen([str(bench.RELEASE / "millrace-fake-openai"), "--addr", f"127.0.0.1:{FAKE_PORT}"],
                                         stderr=subprocess.DEVNULL))
-    rates = {False: [], True: []}
+    rates = {mode: [] for mode in MODES}
     spans = []
     try:
         time.sleep(1)
         for round_no in range(args.rounds):
-            order = (False, True) if round_no % 2 == 0 else (True, False)
-            for traced in order:
-                rate, chunks, received = run(args, traced, round_no, data_dir)
-                rates[traced].append(rate)
-                if traced:
-                    spans.append(received / chunks)
+            # Each round starts with the next mode, so none is always first or last.
+            order = MODES[round_no % 3:] + MODES[:round_no % 3]
+            for mode in order:
+                rate, chunks, received = run(args, mode, round_no, data_dir)
+                rates[mode].append(rate)
+                if mode == "exported":
                     if received == 0:
-                        sys.exit("bench: the traced run sent no spans to the receiver")
+                        sys.exit("bench: the exporting run sent no spans to the receiver")
+                    spans.append(received / chunks)
                 elif received:
-                    sys.exit(f"bench: the untraced run sent {received} spans")
-                print(f"round {round_no + 1} tracing {'on ' if traced else 'off'}: {chunks} chunks, {rate:.0f}/s, "
-                      f"{received} spans", file=sys.stderr)
+                    sys.exit(f"bench: the {mode} run sent {received} spans")
+                print(f"round {round_no + 1} {mode}: {chunks} chunks, {rate:.0f}/s, {received} spans", file=sys.stderr)
     finally:
         for helper in helpers:
             helper.terminate()
             helper.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    off, on = statistics.median(rates[False]), statistics.median(rates[True])
+    off = statistics.median(rates["off"])
     workload = "fake upstream (LLM metadata, gateway embeddings)" if args.upstream else "hashing embedder, extractive metadata"
     print(f"Machine: {bench.machine()}. Workload: {args.docs} documents of {args.paragraphs} paragraphs a run, "
-          f"{workload}; runs alternate on fresh stacks.\n")
-    print("| tracing | chunks/s per run | median |")
-    print("|---|---|---|")
-    print(f"| off | {', '.join(f'{r:,.0f}' for r in rates[False])} | {off:,.0f} |")
-    print(f"| OTLP to a local receiver | {', '.join(f'{r:,.0f}' for r in rates[True])} | {on:,.0f} |")
-    print(f"\nRatio on/off (medians): **{on / off:.2f}**; spans exported per chunk: {statistics.median(spans):.2f}.")
+          f"{workload}; the modes take turns on fresh stacks.\n")
+    print("| tracing | chunks/s per run | median | × off |")
+    print("|---|---|---|---|")
+    for mode in MODES:
+        median = statistics.median(rates[mode])
+        print(f"| {mode} | {', '.join(f'{r:,.0f}' for r in rates[mode])} | {median:,.0f} | {median / off:.2f} |")
+    print(f"\nSpans exported per chunk stored: {statistics.median(spans):.2f}.")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ async fn traced_stack(endpoint: &str) -> Stack {
             .upstream(&[])
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
             // Export every 100 ms instead of every 5 s, so the test does not wait on batching.
-            .env("OTEL_BSP_SCHEDULE_DELAY", 100),
+            .env("OTEL_BSP_SCHEDULE_DELAY", 100)
+            // The log level must not thin out the trace: storage logs warnings only.
+            .service_env("storage", "RUST_LOG", "warn"),
     )
     .await
     .unwrap()

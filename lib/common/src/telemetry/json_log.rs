@@ -19,7 +19,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         use opentelemetry::trace::TraceContextExt;
         let metadata = event.metadata();
         let mut line = Map::new();
@@ -29,9 +29,11 @@ where
         line.insert("level".into(), Value::String(metadata.level().as_str().to_owned()));
         event.record(&mut Fields(&mut line));
         line.insert("target".into(), Value::String(metadata.target().to_owned()));
-        if let Some(span) = ctx.lookup_current() {
+        // The current span as the tracing layer sees it: the log filter may hide it from `ctx`.
+        let current = tracing::Span::current();
+        if let Some(span) = current.metadata() {
             line.insert("span".into(), Value::String(span.name().to_owned()));
-            let cx = tracing::Span::current().context();
+            let cx = current.context();
             let otel_span = cx.span();
             let context = otel_span.span_context();
             if context.is_valid() {

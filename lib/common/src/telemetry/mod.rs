@@ -25,7 +25,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub use context::{GrpcChannel, PropagateContext};
@@ -72,16 +73,20 @@ pub fn init(service: &'static str) -> Telemetry {
     let otel_layer = provider.as_ref().map(|provider| {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         opentelemetry::global::set_tracer_provider(provider.clone());
+        // Spans are kept at INFO whatever RUST_LOG says: the log level must not thin out traces
+        // (the sampler does that).
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(TRACER_NAME))
             .with_threads(false)
             .with_tracked_inactivity(false)
+            .with_filter(LevelFilter::INFO)
     });
     let terminal = std::io::stderr().is_terminal();
     let text = terminal.then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
     let json = (!terminal)
         .then(|| tracing_subscriber::fmt::layer().event_format(json_log::JsonWithTrace).with_writer(std::io::stderr));
-    let installed = tracing_subscriber::registry().with(filter).with(otel_layer).with(text).with(json).try_init();
+    let logs = text.map(|layer| layer.boxed()).or_else(|| json.map(|layer| layer.boxed()));
+    let installed = tracing_subscriber::registry().with(otel_layer).with(logs.with_filter(filter)).try_init();
     if installed.is_ok() {
         tracing::info!(service, version = env!("CARGO_PKG_VERSION"), exporting = exporting(), "starting");
     }

@@ -38,6 +38,12 @@ fn a_bad_setting_stops_each_service_before_it_binds_and_names_the_variable() {
         assert_eq!(code, Some(2), "{service}: {stderr}");
         assert!(stderr.contains("MILLRACE_MAX_DELIVERIES: must be greater than zero"), "{service}: {stderr}");
     }
+    // A collector address that is not a URL is a bad setting too (one that is down is not).
+    for service in SERVICES {
+        let (code, stderr) = run_to_exit(service, &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[::1")]);
+        assert_eq!(code, Some(2), "{service}: {stderr}");
+        assert!(stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{service}: {stderr}");
+    }
 }
 
 /// Every service reports ready once its dependencies answer, and SIGTERM in the middle of a

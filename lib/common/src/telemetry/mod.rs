@@ -22,7 +22,6 @@ use std::io::IsTerminal;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
@@ -71,14 +70,18 @@ pub fn init(service: &'static str) -> Telemetry {
         }
     };
     let otel_layer = provider.as_ref().map(|provider| {
-        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         opentelemetry::global::set_tracer_provider(provider.clone());
         // Spans are kept at INFO whatever RUST_LOG says: the log level must not thin out traces
-        // (the sampler does that).
+        // (the sampler does that). Per-span extras that cost on every span or every poll are
+        // off: code location, thread, busy/idle time, and attaching the OpenTelemetry context
+        // on each enter (context is read from the span itself, see `context`).
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(TRACER_NAME))
+            .with_location(false)
+            .with_target(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
+            .with_context_activation(false)
             .with_filter(LevelFilter::INFO)
     });
     let terminal = std::io::stderr().is_terminal();
@@ -127,7 +130,7 @@ fn tracer_provider(service: &str) -> Result<SdkTracerProvider, String> {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()
-            .map_err(|err| format!("OTEL_EXPORTER_OTLP_ENDPOINT: cannot export spans: {err}"))?;
+            .map_err(|err| format!("cannot export spans: {err}"))?;
         builder = builder.with_batch_exporter(export::ReportOnce::new(exporter, endpoint));
     }
     Ok(builder.build())

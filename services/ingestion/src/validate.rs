@@ -455,6 +455,17 @@ pub fn list_limit(limit: Option<i64>) -> Result<usize, ApiError> {
     }
 }
 
+/// The `limit` query parameter of a listing, given as text (empty means absent).
+pub fn list_limit_param(text: Option<&str>) -> Result<usize, ApiError> {
+    let limit = match text.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => Some(
+            text.parse::<i64>().map_err(|_| ApiError::invalid(format!("`limit` must be an integer, not {text:?}")))?,
+        ),
+    };
+    list_limit(limit)
+}
+
 /// Seconds a rejected caller should wait: the jobs over the bound divided by the recent
 /// completion rate, within 1 to 300 s; 30 s when nothing finished recently.
 pub fn retry_after_secs(active: u64, max_queued: u64, finished_last_minute: u64) -> u64 {

@@ -29,13 +29,7 @@ pub(crate) async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = params.map_err(|err| ApiError::bad_request(err.body_text()))?;
     let stage = params.stage.as_deref().filter(|s| !s.is_empty()).map(core::stage).transpose()?;
-    let limit = match params.limit.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(text) => Some(
-            text.parse::<i64>().map_err(|_| ApiError::invalid(format!("`limit` must be an integer, not {text:?}")))?,
-        ),
-    };
-    let limit = validate::list_limit(limit)?;
+    let limit = validate::list_limit_param(params.limit.as_deref())?;
     let stages = core.dead_letters(stage, limit).await?;
     let total: u64 = stages.iter().map(|stage| stage.count).sum();
     Ok(Json(json!({ "total": total, "stages": stages })))

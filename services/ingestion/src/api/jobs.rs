@@ -38,13 +38,7 @@ pub(crate) async fn list(
             ))
         })?),
     };
-    let limit = match params.limit.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(text) => Some(
-            text.parse::<i64>().map_err(|_| ApiError::invalid(format!("`limit` must be an integer, not {text:?}")))?,
-        ),
-    };
-    let limit = validate::list_limit(limit)?;
+    let limit = validate::list_limit_param(params.limit.as_deref())?;
     let jobs = core.list_jobs(status, limit).await?;
     Ok(Json(json!({ "jobs": jobs })))
 }

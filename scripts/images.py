@@ -354,7 +354,7 @@ class Archive:
     def __init__(self, path: Path):
         try:
             with tarfile.open(path) as tar:
-                self.files = {m.name.lstrip("./"): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+                self.files = {m.name.removeprefix("./"): tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
         except (OSError, tarfile.TarError) as err:
             raise CheckError(f"cannot read the archive: {err}")
         if json.loads(self.files.get("oci-layout", b"{}")).get("imageLayoutVersion") != "1.0.0":
@@ -374,7 +374,7 @@ class Archive:
         self.layer = {}
         with tarfile.open(fileobj=io.BytesIO(layer_tar)) as tar:
             for m in tar.getmembers():
-                self.layer[m.name.lstrip("./").rstrip("/")] = (m, tar.extractfile(m).read() if m.isfile() else None)
+                self.layer[m.name.removeprefix("./").rstrip("/")] = (m, tar.extractfile(m).read() if m.isfile() else None)
 
     def json(self, name):
         try:
@@ -593,13 +593,17 @@ def self_test(args):
     service = "llm-gateway"
     binary = args.bin_dir / f"millrace-{service}"
     cases = {
-        "root user": dict(user="0:0"),
-        "missing libgcc_s": dict(omit=("libgcc_s.so.1",)),
-        "missing loader": dict(omit=("ld-linux-x86-64.so.2",)),
+        "root user": (dict(user="0:0"), None),
+        "missing libgcc_s": (dict(omit=("libgcc_s.so.1",)), None),
+        "missing loader": (dict(omit=("ld-linux-x86-64.so.2",)), None),
+        "a shell": ({}, lambda layer: layer.file("bin/sh", b"#!", 0o755)),
+        "no CA bundle": ({}, lambda layer: layer.entries.pop(CA_BUNDLE)),
     }
     with tempfile.TemporaryDirectory() as tmp:
-        for case, broken in cases.items():
+        for case, (broken, edit) in cases.items():
             layer, env, user, ports = image_files(service, binary, None, None, **broken)
+            if edit is not None:
+                edit(layer)
             path = archive_path(Path(tmp), service)
             write_archive(path, service, layer, env, user, ports, "0.0.0", "test", "test")
             try:

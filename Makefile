@@ -42,6 +42,17 @@ test: setup lint build
 		echo "cargo-nextest not found; using cargo test (cargo install cargo-nextest for parallel runs)"; \
 		cargo test --workspace --no-fail-fast; \
 	fi
+	@scripts/images.sh check
+
+## OCI image archives of the six services in .millrace/images, without a container engine
+## (scripts/images.py); MODEL=1 bakes the embedding model into the embeddings image.
+.PHONY: images check-images
+images: setup
+	@scripts/images.sh build
+
+## Build the images and check each archive: entrypoint, user, libraries, size, startup.
+check-images: setup
+	@scripts/images.sh check
 
 ## Benchmarks; figures go to docs/benchmarks.md.
 bench: setup build-release

@@ -190,6 +190,9 @@ ensure_tools() {
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+    # `make images` copies the CA bundle into every image (and strips binaries with binutils' objcopy).
+    [ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+    command -v objcopy >/dev/null 2>&1 || missing+=(binutils)
     if [ "${#missing[@]}" -gt 0 ]; then
         apt_install "${missing[@]}"
     fi

@@ -35,13 +35,18 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 ## Every test: format, lints, unit and integration tests, end-to-end tests with real processes.
-test: setup lint build
+test: setup lint build k8s-test
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \
 		echo "cargo-nextest not found; using cargo test (cargo install cargo-nextest for parallel runs)"; \
 		cargo test --workspace --no-fail-fast; \
 	fi
+
+## Offline checks of the Kubernetes manifests in k8s/ (render, schemas, agreement with the code).
+.PHONY: k8s-test
+k8s-test: setup
+	@scripts/k8s-test.sh
 
 ## Benchmarks; figures go to docs/benchmarks.md.
 bench: setup build-release

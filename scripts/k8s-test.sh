@@ -21,6 +21,9 @@ if [ -z "$KUSTOMIZE_VERSION" ] || [ "$KUSTOMIZE_VERSION" -lt 5 ]; then
 fi
 [ -x "$VENV/bin/python" ] || { echo "k8s-test: $VENV is missing (run scripts/setup.sh)" >&2; exit 1; }
 
-"$VENV/bin/python" "$ROOT/k8s/generate.py" --check
-"$VENV/bin/python" "$ROOT/k8s/tests/check.py"
-echo "k8s-test: ok"
+# Both run, so one failure does not hide the other.
+status=0
+"$VENV/bin/python" "$ROOT/k8s/generate.py" --check || status=1
+"$VENV/bin/python" "$ROOT/k8s/tests/check.py" || status=1
+[ "$status" -eq 0 ] && echo "k8s-test: ok"
+exit "$status"

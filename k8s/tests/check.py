@@ -38,6 +38,7 @@ K8S = ROOT / "k8s"
 SCHEMAS = K8S / "tests/schemas"
 KUBERNETES_VERSION = "1.31.0"
 OVERLAYS = ["dev", "prod"]
+DASHBOARD_CONFIGMAP = "millrace-grafana-dashboard"
 SERVICES = ["ingestion", "chunking", "metadata", "embeddings", "storage", "llm-gateway"]
 CUSTOM_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",
@@ -168,7 +169,9 @@ def validate_schemas(target: str, resources: list[dict], problems: Problems) -> 
         except kubernetes_validate.ValidationError as error:
             path = "/".join(map(str, error.path)) if hasattr(error, "path") else ""
             problems.add(where, f"{path}: {error.message}")
-        if resource["kind"] == "ConfigMap" and "grafana_dashboard" in resource["metadata"].get("labels", {}):
+        if resource["kind"] == "ConfigMap" and (
+            resource["metadata"]["name"] == DASHBOARD_CONFIGMAP or "grafana_dashboard" in resource["metadata"].get("labels", {})
+        ):
             schema = json.loads((SCHEMAS / "grafana-dashboard-configmap.json").read_text())
             for error in jsonschema.Draft202012Validator(schema).iter_errors(resource):
                 problems.add(where, f"{'/'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}")
@@ -337,13 +340,30 @@ def check_consistency(target: str, resources: list[dict], code: Code, problems: 
     if "millrace-default-deny-ingress" not in policies or policies["millrace-default-deny-ingress"]["spec"] != {"podSelector": {}, "policyTypes": ["Ingress"]}:
         problems.add(target, "no default deny-ingress NetworkPolicy")
     for policy in policies.values():
+        selector = policy["spec"].get("podSelector", {})
+        only_ingestion = selector == {"matchLabels": {"app.kubernetes.io/name": "millrace-ingestion"}}
         for rule in policy["spec"].get("ingress", []):
-            selected = policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
-            from_anywhere = rule.get("from") is None or any(
-                "namespaceSelector" in p and p["namespaceSelector"] == {} for p in rule.get("from", [])
+            peers = rule.get("from")
+            outside = [p for p in (peers or [{}]) if peers is None or "namespaceSelector" in p or "ipBlock" in p]
+            if not outside or only_ingestion:
+                continue
+            # From outside the namespace only Prometheus (namespace `monitoring`) on the http
+            # port, and KEDA's operator (namespace `keda`) on the optional Redis.
+            ports = [p.get("port") for p in rule.get("ports", [])]
+            namespaces = {
+                p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                if set(p) == {"namespaceSelector"} and set(p["namespaceSelector"]) == {"matchLabels"}
+                and len(p["namespaceSelector"]["matchLabels"]) == 1 else None
+                for p in outside
+            }
+            allowed = (namespaces == {"monitoring"} and ports == ["http"]) or (
+                namespaces == {"keda"} and ports == ["redis"]
+                and selector == {"matchLabels": {"app.kubernetes.io/name": "millrace-redis"}}
             )
-            if from_anywhere and selected != "millrace-ingestion":
-                problems.add(target, f"NetworkPolicy {policy['metadata']['name']} opens {selected} to every namespace; only ingestion may be")
+            if not allowed:
+                problems.add(target, f"NetworkPolicy {policy['metadata']['name']} admits traffic from outside the namespace "
+                                     f"to {selector or 'every pod'} (ports {ports or 'all'}); only ingestion may be open, "
+                                     "Prometheus from `monitoring` on http and KEDA from `keda` on Redis")
 
     # Stream stages: KEDA watches the stream and group the code reads from.
     prefix = envs.get("chunking", {}).get("MILLRACE_KEY_PREFIX") or code.key_prefix_default
@@ -385,19 +405,22 @@ def check_consistency(target: str, resources: list[dict], code: Code, problems: 
                 problems.add(f"{target} llm-gateway", f"MILLRACE_LLM_REPLICAS {replicas} is not the HPA's maxReplicas {hpa['spec']['maxReplicas']}")
 
     if monitors:
+        # The monitoring component brings the dashboard too (validated in validate_schemas).
+        if DASHBOARD_CONFIGMAP not in configmaps:
+            problems.add(target, f"ServiceMonitors but no ConfigMap {DASHBOARD_CONFIGMAP} (the Grafana dashboard)")
         for service in SERVICES:
             monitor = monitors.get(f"millrace-{service}")
             where = f"{target} ServiceMonitor/millrace-{service}"
             if monitor is None:
                 problems.add(where, "missing")
                 continue
-            selector = monitor["spec"]["selector"]["matchLabels"]
+            selector = monitor["spec"].get("selector", {}).get("matchLabels", {})
             matched = [s for s in services.values() if all(s["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())]
             if [s["metadata"]["name"] for s in matched] != [f"millrace-{service}"]:
                 problems.add(where, f"selects {[s['metadata']['name'] for s in matched]}, not just millrace-{service}")
-            for endpoint in monitor["spec"]["endpoints"]:
-                if endpoint["port"] != "http" or endpoint["path"] != "/metrics":
-                    problems.add(where, f"scrapes {endpoint['port']}{endpoint['path']}, the metrics are at http/metrics")
+            for endpoint in monitor["spec"].get("endpoints", []):
+                if endpoint.get("port") != "http" or endpoint.get("path") != "/metrics":
+                    problems.add(where, f"scrapes {endpoint.get('port')} {endpoint.get('path')}, the metrics are at http /metrics")
             job_label = monitor["spec"].get("jobLabel")
             for s in matched:
                 if s["metadata"].get("labels", {}).get(job_label) != service:

@@ -35,7 +35,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 ## Every test: format, lints, unit and integration tests, end-to-end tests with real processes.
-test: setup lint build
+test: setup lint build k8s-test
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \
@@ -53,6 +53,11 @@ images: setup
 ## Build the images and check each archive: entrypoint, user, libraries, size, startup.
 check-images: setup
 	@scripts/images.sh check
+
+## Offline checks of the Kubernetes manifests in k8s/ (render, schemas, agreement with the code).
+.PHONY: k8s-test
+k8s-test: setup
+	@scripts/k8s-test.sh
 
 ## Benchmarks; figures go to docs/benchmarks.md.
 bench: setup build-release

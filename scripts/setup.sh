@@ -216,9 +216,35 @@ ensure_openai_sdk() {
     log "installed openai SDK: $venv"
 }
 
+# What the offline checks of k8s/ need (scripts/k8s-test.sh): kubectl (its `kustomize`) and
+# kubernetes-validate (the Kubernetes OpenAPI schemas, offline) in a venv of its own.
+K8S_VALIDATE_VERSION="1.37.0"
+ensure_k8s_tools() {
+    if command -v kubectl >/dev/null 2>&1; then
+        log "found kubectl: $(command -v kubectl)"
+    else
+        # Debian 12's package is kubectl 1.20, whose kustomize is too old for k8s/ (the check
+        # says so and names the fix); newer Debian and Ubuntu releases carry a recent one.
+        apt_install kubernetes-client
+    fi
+    local venv="$MILLRACE_HOME/venv-k8s"
+    if "$venv/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; then
+        log "found kubernetes-validate: $venv ($("$venv/bin/python" -c 'import kubernetes_validate; print(kubernetes_validate.__version__)'))"
+        return
+    fi
+    if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$K8S_VALIDATE_VERSION"
+    log "installed kubernetes-validate: $venv"
+}
+
 ensure_tools
 ensure_redis
 ensure_postgres
 ensure_model
 ensure_openai_sdk
+ensure_k8s_tools
 log "done"

@@ -1,0 +1,449 @@
+#!/usr/bin/env python3
+"""Offline checks of the Kubernetes manifests in k8s/ (run by scripts/k8s-test.sh, part of
+`make test`). No cluster is needed.
+
+1. Every overlay renders with `kubectl kustomize`.
+2. Every core resource validates (strict: no unknown fields) against the Kubernetes
+   OpenAPI schemas of KUBERNETES_VERSION, with kubernetes-validate.
+3. The custom resources (KEDA ScaledObject and TriggerAuthentication, ServiceMonitor,
+   PrometheusRule) and the Grafana dashboard ConfigMap validate against the JSON schemas in
+   k8s/tests/schemas, which require the fields millrace relies on and refuse unknown ones.
+4. The manifests agree with the code, read from the Rust sources (so they cannot drift):
+   ports (`ServiceConfig::load(settings, "<service>", HTTP, GRPC)`), health and metrics paths
+   (lib/common/src/server.rs), the drain deadline (`SHUTDOWN_DEADLINE_MS` default), every
+   MILLRACE_* name set is one the code reads, the gRPC call graph (each `grpc_url("X_URL", …)`
+   a service reads is set to the callee's Service and allowed by the callee's NetworkPolicy,
+   and no policy admits a caller the code does not have), the required settings
+   (`require("…")`), the stream and consumer-group names KEDA watches
+   (lib/pipeline/src/keys.rs, runtime.rs, stage.rs).
+
+Exit status 1 with one line per problem.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+SCHEMAS = K8S / "tests/schemas"
+KUBERNETES_VERSION = "1.31.0"
+OVERLAYS = ["dev", "prod"]
+DASHBOARD_CONFIGMAP = "millrace-grafana-dashboard"
+SERVICES = ["ingestion", "chunking", "metadata", "embeddings", "storage", "llm-gateway"]
+CUSTOM_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
+}
+
+
+class Problems(list):
+    def add(self, where: str, message: str) -> None:
+        self.append(f"{where}: {message}")
+
+
+# --- what the code says -------------------------------------------------------------------
+
+
+def rust_sources(under: pathlib.Path) -> str:
+    """Non-test Rust source under a folder: `#[cfg(test)] mod tests` and tests/ folders cut off."""
+    text = []
+    for path in sorted(under.rglob("*.rs")):
+        if "tests" in path.relative_to(under).parts or path.name == "tests.rs":
+            continue
+        source = path.read_text()
+        source = re.split(r"#\[cfg\(test\)\]\s*mod tests", source)[0]
+        text.append(source)
+    return "\n".join(text)
+
+
+def must_find(pattern: str, text: str, what: str) -> re.Match:
+    match = re.search(pattern, text, re.S)
+    if not match:
+        sys.exit(f"k8s check: cannot find {what} in the code (pattern {pattern!r}); update k8s/tests/check.py")
+    return match
+
+
+@dataclass
+class Code:
+    ports: dict[str, tuple[int, int]] = field(default_factory=dict)
+    health_paths: set[str] = field(default_factory=set)
+    shutdown_deadline_ms: int = 0
+    key_prefix_default: str = ""
+    stream_format: str = ""
+    stages: list[str] = field(default_factory=list)
+    group_is_stage_name: bool = False
+    names_read: set[str] = field(default_factory=set)
+    name_prefixes: set[str] = field(default_factory=set)
+    name_suffixes: set[str] = field(default_factory=set)
+    grpc_urls: dict[str, set[str]] = field(default_factory=dict)
+    required: dict[str, set[str]] = field(default_factory=dict)
+
+
+def read_code() -> Code:
+    code = Code()
+    gateway = (ROOT / "services/llm-gateway/src/config.rs").read_text()
+    for service in SERVICES:
+        src = rust_sources(ROOT / f"services/{service}/src")
+        if service == "llm-gateway":
+            http = int(must_find(r"pub const HTTP_PORT: u16 = (\d+);", gateway, "the gateway's HTTP_PORT")[1])
+            grpc = int(must_find(r"pub const GRPC_PORT: u16 = (\d+);", gateway, "the gateway's GRPC_PORT")[1])
+            must_find(r"ServiceConfig::load\(settings, SERVICE, HTTP_PORT, GRPC_PORT\)", src, "the gateway's ports")
+        else:
+            m = must_find(
+                rf'ServiceConfig::load\(\s*settings,\s*"{re.escape(service)}",\s*(\d+),\s*(\d+)\s*\)', src,
+                f"the default ports of {service}",
+            )
+            http, grpc = int(m[1]), int(m[2])
+        code.ports[service] = (http, grpc)
+        code.grpc_urls[service] = set(re.findall(r'grpc_url\(\s*"([A-Z0-9_]+_URL)"', src))
+        code.required[service] = set(re.findall(r'\.require(?:::<[^>]*>)?\(\s*"([A-Z0-9_]+)"', src))
+
+    server = (ROOT / "lib/common/src/server.rs").read_text()
+    code.health_paths = set(re.findall(r'\.route\(\s*"(/healthz|/readyz|/metrics)"', server))
+
+    config = (ROOT / "lib/common/src/config.rs").read_text()
+    deadline = must_find(r'duration_ms\("SHUTDOWN_DEADLINE_MS",\s*([\d_]+)\)', config, "the shutdown deadline default")
+    code.shutdown_deadline_ms = int(deadline[1].replace("_", ""))
+    code.key_prefix_default = must_find(r'get_or\("KEY_PREFIX",\s*"([^"]+)"', config, "the key prefix default")[1]
+
+    keys = (ROOT / "lib/pipeline/src/keys.rs").read_text()
+    fmt = must_find(r'pub fn stream\(&self, stage: Stage\) -> String \{\s*format!\("([^"]+)", self\.prefix, stage\.name\(\)\)',
+                    keys, "Keys::stream")[1]
+    code.stream_format = fmt.replace("{}", "{prefix}", 1).replace("{}", "{stage}", 1)
+    stage = (ROOT / "lib/pipeline/src/stage.rs").read_text()
+    code.stages = re.findall(r'Stage::\w+ => "([a-z-]+)"', stage)
+    runtime = (ROOT / "lib/pipeline/src/runtime.rs").read_text()
+    # WorkerConfig::from_settings(settings, stream, group, …): the group is the stage's name.
+    code.group_is_stage_name = bool(
+        re.search(r"WorkerConfig::from_settings\(\s*settings,\s*keys\.stream\(stage\),\s*stage\.name\(\)\.to_owned\(\),", runtime)
+    )
+
+    everything = rust_sources(ROOT / "lib") + rust_sources(ROOT / "services")
+    literals = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', everything))
+    code.names_read = literals
+    # Names built from a prefix: format!("{prefix}REPLICAS") with prefix "LLM_" (the limiter).
+    code.name_prefixes = {name for name in literals if name.endswith("_")}
+    code.name_suffixes = set(re.findall(r'"\{prefix\}([A-Z][A-Z0-9_]*)"', everything))
+    return code
+
+
+# --- what the manifests say ---------------------------------------------------------------
+
+
+def render(target: str) -> list[dict]:
+    out = subprocess.run(["kubectl", "kustomize", str(K8S / target)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {target} failed: {out.stderr.strip()}")
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def name_of(resource: dict) -> str:
+    return f"{resource['kind']}/{resource['metadata']['name']}"
+
+
+def validate_schemas(target: str, resources: list[dict], problems: Problems) -> None:
+    for resource in resources:
+        where = f"{target} {name_of(resource)}"
+        key = (resource["apiVersion"], resource["kind"])
+        if key in CUSTOM_SCHEMAS:
+            schema = json.loads((SCHEMAS / CUSTOM_SCHEMAS[key]).read_text())
+            for error in jsonschema.Draft202012Validator(schema).iter_errors(resource):
+                problems.add(where, f"{'/'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}")
+            continue
+        try:
+            kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.add(where, f"no schema for {key} in Kubernetes {KUBERNETES_VERSION} nor in k8s/tests/schemas")
+        except kubernetes_validate.ValidationError as error:
+            path = "/".join(map(str, error.path)) if hasattr(error, "path") else ""
+            problems.add(where, f"{path}: {error.message}")
+        if resource["kind"] == "ConfigMap" and (
+            resource["metadata"]["name"] == DASHBOARD_CONFIGMAP or "grafana_dashboard" in resource["metadata"].get("labels", {})
+        ):
+            schema = json.loads((SCHEMAS / "grafana-dashboard-configmap.json").read_text())
+            for error in jsonschema.Draft202012Validator(schema).iter_errors(resource):
+                problems.add(where, f"{'/'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}")
+            for key, text in resource.get("data", {}).items():
+                try:
+                    dashboard = json.loads(text)
+                except json.JSONDecodeError as error:
+                    problems.add(where, f"{key} is not JSON: {error}")
+                    continue
+                if not dashboard.get("title") or not dashboard.get("panels"):
+                    problems.add(where, f"{key} is not a dashboard (no title or no panels)")
+
+
+def by_kind(resources: list[dict], kind: str) -> dict[str, dict]:
+    return {r["metadata"]["name"]: r for r in resources if r["kind"] == kind}
+
+
+def container_env(deployment: dict, configmaps: dict[str, dict]) -> dict[str, object]:
+    """The environment of the first container: the ConfigMaps it takes whole, then `env`."""
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, object] = {}
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef", {}).get("name")
+        if ref in configmaps:
+            env.update(configmaps[ref].get("data", {}))
+    for var in container.get("env", []):
+        env[var["name"]] = var.get("value", var.get("valueFrom"))
+    return env
+
+
+def policy_allows(policies: dict[str, dict], target_pod_labels: dict, source: str, port: str) -> bool:
+    """Whether some NetworkPolicy selecting the target admits pods of `source` on `port`."""
+    for policy in policies.values():
+        selector = policy["spec"].get("podSelector", {}).get("matchLabels", {})
+        if any(target_pod_labels.get(k) != v for k, v in selector.items()):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            ports = [p.get("port") for p in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            peers = rule.get("from")
+            if peers is None:
+                return True
+            for peer in peers:
+                labels = peer.get("podSelector", {}).get("matchLabels")
+                if labels == {"app.kubernetes.io/name": f"millrace-{source}"} and "namespaceSelector" not in peer:
+                    return True
+    return False
+
+
+def grpc_callers_allowed(policies: dict[str, dict], service: str) -> set[str]:
+    """The millrace services a NetworkPolicy names as callers of `service`'s grpc port."""
+    callers = set()
+    for policy in policies.values():
+        if policy["spec"].get("podSelector", {}).get("matchLabels") != {"app.kubernetes.io/name": f"millrace-{service}"}:
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            if "grpc" not in [p.get("port") for p in rule.get("ports", [])]:
+                continue
+            for peer in rule.get("from", []):
+                name = peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name", "")
+                if name.startswith("millrace-"):
+                    callers.add(name.removeprefix("millrace-"))
+    return callers
+
+
+def check_consistency(target: str, resources: list[dict], code: Code, problems: Problems) -> None:
+    deployments = by_kind(resources, "Deployment")
+    services = by_kind(resources, "Service")
+    configmaps = by_kind(resources, "ConfigMap")
+    policies = by_kind(resources, "NetworkPolicy")
+    hpas = by_kind(resources, "HorizontalPodAutoscaler")
+    scaled = by_kind(resources, "ScaledObject")
+    auths = by_kind(resources, "TriggerAuthentication")
+    monitors = by_kind(resources, "ServiceMonitor")
+
+    if {"/healthz", "/readyz", "/metrics"} - code.health_paths:
+        problems.add("code", f"lib/common/src/server.rs no longer routes {sorted({'/healthz', '/readyz', '/metrics'} - code.health_paths)}")
+
+    envs = {}
+    for service in SERVICES:
+        name = f"millrace-{service}"
+        where = f"{target} {service}"
+        deployment = deployments.get(name)
+        if deployment is None:
+            problems.add(where, f"no Deployment {name}")
+            continue
+        http, grpc = code.ports[service]
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        if ports != {"http": http, "grpc": grpc}:
+            problems.add(where, f"container ports {ports}, the code listens on http {http}, grpc {grpc}")
+        svc = services.get(name)
+        if svc is None:
+            problems.add(where, f"no Service {name}")
+        else:
+            sports = {p["name"]: (p["port"], p.get("targetPort"), p.get("appProtocol")) for p in svc["spec"]["ports"]}
+            want = {"http": (http, "http", "http"), "grpc": (grpc, "grpc", "grpc")}
+            if sports != want:
+                problems.add(where, f"Service ports {sports}, want {want}")
+            if svc["spec"]["selector"] != deployment["spec"]["selector"]["matchLabels"]:
+                problems.add(where, "the Service's selector is not the Deployment's")
+
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+            get = container.get(probe, {}).get("httpGet", {})
+            if get.get("path") != path or get.get("port") not in ("http", http):
+                problems.add(where, f"{probe} is {get or 'missing'}, want GET {path} on the http port")
+
+        sc = container.get("securityContext", {})
+        psc = pod.get("securityContext", {})
+        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+            problems.add(where, "runAsNonRoot is not set")
+        if sc.get("readOnlyRootFilesystem") is not True or sc.get("allowPrivilegeEscalation") is not False:
+            problems.add(where, "needs readOnlyRootFilesystem: true and allowPrivilegeEscalation: false")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+            problems.add(where, "capabilities must drop ALL")
+        if (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+            problems.add(where, "seccompProfile must be RuntimeDefault")
+
+        env = container_env(deployment, configmaps)
+        envs[service] = env
+        deadline = int(env.get("MILLRACE_SHUTDOWN_DEADLINE_MS") or code.shutdown_deadline_ms)
+        sleep = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds")
+        if not isinstance(sleep, int) or sleep <= 0:
+            problems.add(where, "needs a preStop sleep (the images have no shell)")
+            sleep = 0
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        if grace * 1000 <= sleep * 1000 + deadline:
+            problems.add(where, f"terminationGracePeriodSeconds {grace} does not cover the preStop sleep ({sleep} s) and the drain deadline ({deadline} ms)")
+
+        for var in env:
+            if not var.startswith("MILLRACE_"):
+                continue
+            short = var.removeprefix("MILLRACE_")
+            known = short in code.names_read or any(
+                short.startswith(p) and short[len(p):] in code.name_suffixes for p in code.name_prefixes
+            )
+            if not known:
+                problems.add(where, f"sets {var}, which no code reads")
+        for short in code.required[service]:
+            if f"MILLRACE_{short}" not in env:
+                problems.add(where, f"the code requires MILLRACE_{short}; the Deployment does not set it")
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" not in env:
+            problems.add(where, "OTEL_EXPORTER_OTLP_ENDPOINT is not wired")
+
+        # The gRPC call graph: every peer URL the service reads points at that peer's Service
+        # and the peer's NetworkPolicy lets this service in.
+        for url_var in sorted(code.grpc_urls[service]):
+            callee = url_var.removesuffix("_URL").lower().replace("_", "-")
+            if callee not in SERVICES:
+                problems.add(where, f"reads {url_var}, which names no known service")
+                continue
+            want = f"http://millrace-{callee}:{code.ports[callee][1]}"
+            if env.get(f"MILLRACE_{url_var}") != want:
+                problems.add(where, f"MILLRACE_{url_var} is {env.get(f'MILLRACE_{url_var}')!r}, want {want!r}")
+            callee_labels = deployments.get(f"millrace-{callee}", {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+            if not policy_allows(policies, callee_labels, service, "grpc"):
+                problems.add(where, f"calls {callee} over gRPC ({url_var}) but no NetworkPolicy lets it in")
+
+    for service in SERVICES:
+        allowed = grpc_callers_allowed(policies, service)
+        callers = {s for s in SERVICES if any(u.removesuffix("_URL").lower().replace("_", "-") == service for u in code.grpc_urls[s])}
+        if allowed - callers:
+            problems.add(f"{target} {service}", f"its NetworkPolicy admits {sorted(allowed - callers)} on grpc, which never call it")
+    if "millrace-default-deny-ingress" not in policies or policies["millrace-default-deny-ingress"]["spec"] != {"podSelector": {}, "policyTypes": ["Ingress"]}:
+        problems.add(target, "no default deny-ingress NetworkPolicy")
+    for policy in policies.values():
+        selector = policy["spec"].get("podSelector", {})
+        only_ingestion = selector == {"matchLabels": {"app.kubernetes.io/name": "millrace-ingestion"}}
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from")
+            outside = [p for p in (peers or [{}]) if peers is None or "namespaceSelector" in p or "ipBlock" in p]
+            if not outside or only_ingestion:
+                continue
+            # From outside the namespace only Prometheus (namespace `monitoring`) on the http
+            # port, and KEDA's operator (namespace `keda`) on the optional Redis.
+            ports = [p.get("port") for p in rule.get("ports", [])]
+            namespaces = {
+                p.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+                if set(p) == {"namespaceSelector"} and set(p["namespaceSelector"]) == {"matchLabels"}
+                and len(p["namespaceSelector"]["matchLabels"]) == 1 else None
+                for p in outside
+            }
+            allowed = (namespaces == {"monitoring"} and ports == ["http"]) or (
+                namespaces == {"keda"} and ports == ["redis"]
+                and selector == {"matchLabels": {"app.kubernetes.io/name": "millrace-redis"}}
+            )
+            if not allowed:
+                problems.add(target, f"NetworkPolicy {policy['metadata']['name']} admits traffic from outside the namespace "
+                                     f"to {selector or 'every pod'} (ports {ports or 'all'}); only ingestion may be open, "
+                                     "Prometheus from `monitoring` on http and KEDA from `keda` on Redis")
+
+    # Stream stages: KEDA watches the stream and group the code reads from.
+    prefix = envs.get("chunking", {}).get("MILLRACE_KEY_PREFIX") or code.key_prefix_default
+    if not code.group_is_stage_name:
+        problems.add("code", "lib/pipeline/src/runtime.rs no longer names the consumer group after the stage; update k8s/tests/check.py")
+    if sorted(code.stages) != sorted(["chunking", "metadata", "embeddings", "storage"]):
+        problems.add("code", f"the stages are now {code.stages}; update the ScaledObjects and k8s/tests/check.py")
+    if scaled:
+        for stage in code.stages:
+            obj = scaled.get(f"millrace-{stage}")
+            where = f"{target} ScaledObject/millrace-{stage}"
+            if obj is None:
+                problems.add(where, "missing")
+                continue
+            if obj["spec"]["scaleTargetRef"]["name"] not in deployments:
+                problems.add(where, f"scales {obj['spec']['scaleTargetRef']['name']}, which is not a Deployment here")
+            if obj["spec"]["minReplicaCount"] > obj["spec"]["maxReplicaCount"]:
+                problems.add(where, "minReplicaCount > maxReplicaCount")
+            stream = code.stream_format.format(prefix=prefix, stage=stage)
+            concurrency = envs.get(stage, {}).get("MILLRACE_CONCURRENCY")
+            for trigger in obj["spec"]["triggers"]:
+                meta = trigger["metadata"]
+                if meta.get("stream") != stream or meta.get("consumerGroup") != stage:
+                    problems.add(where, f"watches {meta.get('stream')}/{meta.get('consumerGroup')}, the stage reads {stream}/{stage}")
+                if trigger.get("authenticationRef", {}).get("name") not in auths:
+                    problems.add(where, f"authenticationRef {trigger.get('authenticationRef')} is not a TriggerAuthentication here")
+                if "pendingEntriesCount" in meta and meta["pendingEntriesCount"] != concurrency:
+                    problems.add(where, f"pendingEntriesCount {meta['pendingEntriesCount']} is not the stage's MILLRACE_CONCURRENCY {concurrency}")
+        for name in set(scaled) - {f"millrace-{s}" for s in code.stages}:
+            problems.add(f"{target} ScaledObject/{name}", "scales something that is not a stream stage")
+
+    for service in ("ingestion", "llm-gateway"):
+        hpa = hpas.get(f"millrace-{service}")
+        if hpa is None or hpa["spec"]["scaleTargetRef"]["name"] != f"millrace-{service}":
+            problems.add(f"{target} {service}", "no HorizontalPodAutoscaler on CPU")
+        elif service == "llm-gateway":
+            replicas = envs.get("llm-gateway", {}).get("MILLRACE_LLM_REPLICAS")
+            if str(hpa["spec"]["maxReplicas"]) != replicas:
+                problems.add(f"{target} llm-gateway", f"MILLRACE_LLM_REPLICAS {replicas} is not the HPA's maxReplicas {hpa['spec']['maxReplicas']}")
+
+    if monitors:
+        # The monitoring component brings the dashboard too (validated in validate_schemas).
+        if DASHBOARD_CONFIGMAP not in configmaps:
+            problems.add(target, f"ServiceMonitors but no ConfigMap {DASHBOARD_CONFIGMAP} (the Grafana dashboard)")
+        for service in SERVICES:
+            monitor = monitors.get(f"millrace-{service}")
+            where = f"{target} ServiceMonitor/millrace-{service}"
+            if monitor is None:
+                problems.add(where, "missing")
+                continue
+            selector = monitor["spec"].get("selector", {}).get("matchLabels", {})
+            matched = [s for s in services.values() if all(s["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())]
+            if [s["metadata"]["name"] for s in matched] != [f"millrace-{service}"]:
+                problems.add(where, f"selects {[s['metadata']['name'] for s in matched]}, not just millrace-{service}")
+            for endpoint in monitor["spec"].get("endpoints", []):
+                if endpoint.get("port") != "http" or endpoint.get("path") != "/metrics":
+                    problems.add(where, f"scrapes {endpoint.get('port')} {endpoint.get('path')}, the metrics are at http /metrics")
+            job_label = monitor["spec"].get("jobLabel")
+            for s in matched:
+                if s["metadata"].get("labels", {}).get(job_label) != service:
+                    problems.add(where, f"jobLabel {job_label} does not give job={service} (the dashboard and alerts group by job)")
+
+
+def main() -> int:
+    code = read_code()
+    problems = Problems()
+    for overlay in OVERLAYS:
+        target = f"overlays/{overlay}"
+        try:
+            resources = render(target)
+        except RuntimeError as error:
+            problems.add(target, str(error))
+            continue
+        validate_schemas(target, resources, problems)
+        check_consistency(target, resources, code, problems)
+        print(f"k8s check: {target}: {len(resources)} resources rendered and checked")
+    for problem in problems:
+        print(f"k8s check: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -148,7 +148,8 @@ class Checker:
         templates = "\n".join(self.template_text.values())
 
         # Ports: the defaults each service binds (ServiceConfig::load(settings, "name", http, grpc)).
-        code_ports = {}
+        code_ports = self.code_ports = {}
+        self.code_graph: dict[str, set[str]] = {}
         for svc in SERVICES:
             src = self.rust_sources(f"services/{svc}/src")
             m = re.search(r'ServiceConfig::load\(settings,\s*"([a-z-]+)",\s*(\d+),\s*(\d+)\)', src)
@@ -185,7 +186,7 @@ class Checker:
         # MILLRACE_* names: each must be one the code reads.
         code = self.rust_sources("services", "lib")
         literals = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', code))
-        prefixes = set(re.findall(r'from_settings\(settings,\s*"([A-Z_]+_)"\)', code))
+        prefixes = self.var_prefixes = set(re.findall(r'from_settings\(settings,\s*"([A-Z_]+_)"\)', code))
         known = {f"MILLRACE_{n}" for n in literals} | {f"MILLRACE_{p}{n}" for p in prefixes for n in literals}
         chart_names = set(re.findall(r"\bMILLRACE_[A-Z0-9_]+\b", templates))
         chart_names |= {k for svc in services.values() for k in svc.get("env", {})}
@@ -204,7 +205,7 @@ class Checker:
             self.fail("variables", f"per-service blocks of configmap.yaml: {[b[0] for b in blocks]}")
         for svc, block in blocks:
             own = self.rust_sources(f"services/{svc}/src", "lib")
-            own_literals = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', own))
+            own_literals = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', own))  # noqa: E501
             own_known = {f"MILLRACE_{n}" for n in own_literals} | {f"MILLRACE_{p}{n}" for p in prefixes for n in own_literals}
             for name in sorted(set(re.findall(r"\bMILLRACE_[A-Z0-9_]+\b", block)) - own_known):
                 self.fail("variables", f"configmap.yaml sets {name} for {svc}, which does not read it")
@@ -213,6 +214,7 @@ class Checker:
         for svc in SERVICES:
             src = self.rust_sources(f"services/{svc}/src")
             reads = {s for s in SERVICES if re.search(rf'"(?:MILLRACE_)?{url_var(s)[len("MILLRACE_"):]}"', src)}
+            self.code_graph[svc] = reads
             if set(graph.get(svc) or []) != reads:
                 self.fail("call graph", f"{svc} calls {sorted(reads)} in the code, millrace.callGraph says {sorted(graph.get(svc) or [])}")
         if sorted(graph) != sorted(SERVICES):
@@ -227,6 +229,7 @@ class Checker:
         m = re.search(r'pub fn stream\(&self, stage: Stage\) -> String \{\s*format!\("([^"]+)", self\.prefix, stage\.name\(\)\)', keys)
         stream_helper = helper_body(self.template_text["_helpers.tpl"], "millrace.stream")
         h = re.search(r'printf\s+"([^"]+)"\s+\.prefix\s+\.stage', stream_helper)
+        self.stream_format = m.group(1) if m else None
         if not m or not h:
             self.fail("streams", "cannot read the stream name format from keys.rs or millrace.stream")
         else:
@@ -287,6 +290,265 @@ class Checker:
                 self.fail("copies", f"helm/millrace/{copy_rel} differs from {original} (cp {original} helm/millrace/{copy_rel})")
         if len(self.problems) == before:
             self.ok("ports, health paths, MILLRACE_* names, call graph, streams/groups, drain, enums and copies match the code")
+
+
+    # ---------------------------------------------------------------- 5. rendered by Helm's engine
+    def vars_read_by(self, svc: str) -> set[str]:
+        src = self.rust_sources(f"services/{svc}/src", "lib")
+        names = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', src))
+        return {f"MILLRACE_{n}" for n in names} | {f"MILLRACE_{p}{n}" for p in self.var_prefixes for n in names}
+
+    def check_render(self) -> None:
+        """Renders the chart with Helm's own Go engine (helm-python-sdk binds Helm v4's SDK through
+        a shared library; no helm binary, no cluster) and checks the manifests."""
+        import helm_python as helm
+
+        before = len(self.problems)
+        scenarios = {
+            "defaults": {},
+            "llm-and-otel": {
+                "jobRetentionSecs": 2592000,
+                "llm": {"baseUrl": "https://api.openai.com/v1", "tier": "tier1", "rpm": 400, "tpm": 150000000,
+                        "maxDailyCostUsd": 20, "embeddingDim": 1536},
+                "otel": {"endpoint": "http://otel-collector.observability:4317", "samplerRatio": 0.25,
+                         "resourceAttributes": {"deployment.environment": "prod"}},
+                "redis": {"keda": {"passwordSecret": {"name": "redis-auth"}}},
+                "networkPolicy": {"ingestionFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}]},
+                "services": {"ingestion": {"maxDocumentBytes": 104857600, "env": {"MILLRACE_FETCH_ALLOW_PRIVATE": "false"}}},
+            },
+            "no-autoscaling-no-operators": {
+                "keda": {"enabled": False}, "serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False},
+                "grafanaDashboard": {"enabled": False}, "networkPolicy": {"enabled": False},
+                "services": {"ingestion": {"autoscaling": {"enabled": False}},
+                             "llm-gateway": {"autoscaling": {"enabled": False}, "replicas": 3}},
+            },
+        }
+        with helm.Chart.load(str(self.chart)) as chart:
+            for label, overlay in scenarios.items():
+                values = merge(copy.deepcopy(self.values), copy.deepcopy(overlay))
+                try:
+                    chart.validate_schema(overlay)
+                    rendered = chart.render(overlay, name="millrace", namespace="rag")
+                except Exception as err:
+                    self.fail("render", f"{label}: {type(err).__name__}: {err}")
+                    continue
+                docs = []
+                for path, text in rendered.items():
+                    if path.endswith("NOTES.txt"):
+                        continue
+                    try:
+                        docs += [d for d in yaml.safe_load_all(text) if d]
+                    except yaml.YAMLError as err:
+                        self.fail("render", f"{label}: {path} is not YAML: {err}")
+                self.check_manifests(label, values, docs)
+
+            # What the schema cannot compare, the chart's `fail` refuses.
+            try:
+                chart.render({"services": {"storage": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}}, name="millrace")
+                self.fail("render", "minReplicas above maxReplicas was rendered, expected a failure")
+            except Exception as err:
+                if "minReplicas 5 is above maxReplicas 2" not in str(err):
+                    self.fail("render", f"minReplicas above maxReplicas failed for another reason: {err}")
+
+            # Helm's own schema validation (the one install/upgrade run) refuses every broken file too.
+            for path in sorted((self.root / "helm" / "tests" / "bad-values").glob("*.yaml")):
+                try:
+                    chart.validate_schema(yaml.safe_load(path.read_text()) or {})
+                    self.fail("render", f"Helm's schema validation accepted {path.name}")
+                except Exception:
+                    pass
+
+        lint = helm.lint(str(self.chart), strict=True, kube_version="v1.31.0")
+        for message in lint.get("messages", []):
+            if message.get("severity", 0) >= 2:
+                self.fail("lint", f"{message.get('path')}: {message.get('error')}")
+        for error in lint.get("errors") or []:
+            self.fail("lint", str(error))
+        if len(self.problems) == before:
+            self.ok(f"rendered by Helm {helm.helm_sdk_version()} ({', '.join(scenarios)}); helm lint --strict clean; manifests checked")
+
+    def check_manifests(self, label: str, values: dict, docs: list[dict]) -> None:
+        def fail(msg: str) -> None:
+            self.fail("render", f"{label}: {msg}")
+
+        by_kind: dict[str, dict[str, dict]] = {}
+        for d in docs:
+            by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+        full = "millrace"
+        name = {svc: f"{full}-{svc}" for svc in SERVICES}
+        stages = [s for s in SERVICES if s in ("chunking", "metadata", "embeddings", "storage")]
+        keda_on = values["keda"]["enabled"]
+        cms = by_kind.get("ConfigMap", {})
+
+        for svc in SERVICES:
+            sv = values["services"][svc]
+            dep = by_kind.get("Deployment", {}).get(name[svc])
+            cm = cms.get(name[svc])
+            service = by_kind.get("Service", {}).get(name[svc])
+            if not dep or not cm or not service or name[svc] not in by_kind.get("PodDisruptionBudget", {}):
+                fail(f"{svc}: Deployment, ConfigMap, Service or PodDisruptionBudget missing")
+                continue
+            data = cm["data"]
+            pod = dep["spec"]["template"]
+            spec = pod["spec"]
+            (container,) = spec["containers"]
+            labels = pod["metadata"]["labels"]
+            selector = dep["spec"]["selector"]["matchLabels"]
+            if any(labels.get(k) != v for k, v in selector.items()) or labels.get("app.kubernetes.io/component") != svc:
+                fail(f"{svc}: pod labels do not match the Deployment's selector")
+            for other, kind in ((service["spec"]["selector"], "Service"),
+                                (by_kind["PodDisruptionBudget"][name[svc]]["spec"]["selector"]["matchLabels"], "PDB")):
+                if other != selector:
+                    fail(f"{svc}: the {kind} selects {other}, the pods carry {selector}")
+
+            # Ports: the container's, the Service's, the listen addresses and the code's defaults agree.
+            cports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            http, grpc = self.code_ports[svc]
+            if cports != {"http": http, "grpc": grpc}:
+                fail(f"{svc}: container ports {cports}, the service listens on {http}/{grpc}")
+            if data.get("MILLRACE_HTTP_ADDR") != f"0.0.0.0:{http}" or data.get("MILLRACE_GRPC_ADDR") != f"0.0.0.0:{grpc}":
+                fail(f"{svc}: listen addresses {data.get('MILLRACE_HTTP_ADDR')}/{data.get('MILLRACE_GRPC_ADDR')}")
+            sports = {p["name"]: p for p in service["spec"]["ports"]}
+            if set(sports) != {"http", "grpc"} or any(not p.get("appProtocol") or p["targetPort"] != n for n, p in sports.items()):
+                fail(f"{svc}: Service ports must be http and grpc, each with appProtocol and its named targetPort")
+
+            # Probes, drain, security.
+            probes = {k: container.get(k, {}).get("httpGet", {}) for k in ("startupProbe", "livenessProbe", "readinessProbe")}
+            want = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+            for probe, path in want.items():
+                if probes[probe].get("path") != path or probes[probe].get("port") != "http":
+                    fail(f"{svc}: {probe} is {probes[probe]}, expected {path} on http")
+            sleep = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds")
+            deadline_ms = int(data.get("MILLRACE_SHUTDOWN_DEADLINE_MS", "-1"))
+            grace = spec.get("terminationGracePeriodSeconds", 0)
+            if not sleep or "exec" in container.get("lifecycle", {}).get("preStop", {}):
+                fail(f"{svc}: preStop must be a sleep action (the images have no shell)")
+            elif grace * 1000 <= deadline_ms + sleep * 1000:
+                fail(f"{svc}: terminationGracePeriodSeconds {grace} does not cover preStop {sleep}s + drain {deadline_ms}ms")
+            sc = container.get("securityContext", {})
+            psc = spec.get("securityContext", {})
+            if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")) or sc.get("readOnlyRootFilesystem") is not True \
+                    or sc.get("allowPrivilegeEscalation") is not False or sc.get("capabilities", {}).get("drop") != ["ALL"] \
+                    or (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+                fail(f"{svc}: securityContext is not non-root / read-only / no escalation / drop ALL / RuntimeDefault")
+            if not container.get("resources", {}).get("requests"):
+                fail(f"{svc}: no resource requests")
+            autoscaled = sv["autoscaling"]["enabled"] and (svc not in stages or keda_on)
+            if autoscaled == ("replicas" in dep["spec"]):
+                fail(f"{svc}: replicas {'set although an autoscaler owns them' if autoscaled else 'missing'}")
+
+            # Environment: secrets by reference, and only variables this service reads.
+            env = {e["name"]: e for e in container.get("env", [])}
+            refs = {n: e["valueFrom"]["secretKeyRef"] for n, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})}
+            expected_refs = {"MILLRACE_REDIS_URL": values["redis"]["existingSecret"]}
+            if svc == "storage":
+                expected_refs["MILLRACE_DATABASE_URL"] = values["postgresql"]["existingSecret"]
+            if svc == "llm-gateway" and values["llm"]["baseUrl"]:
+                expected_refs["MILLRACE_LLM_API_KEY"] = values["llm"]["existingSecret"]
+            if refs != expected_refs:
+                fail(f"{svc}: secret references {refs}, expected {expected_refs}")
+            if any(isinstance(v, str) and re.search(r"(redis|postgres(ql)?)://|sk-", v) for v in data.values()):
+                fail(f"{svc}: a ConfigMap value looks like a secret")
+            read = self.vars_read_by(svc)
+            for var in sorted((set(data) | set(env)) - read):
+                if var.startswith("MILLRACE_"):
+                    fail(f"{svc}: sets {var}, which {svc} does not read")
+            for var, value in data.items():
+                if not isinstance(value, str) or re.fullmatch(r"-?\d+(\.\d+)?e[+-]\d+", value):
+                    fail(f"{svc}: {var}={value!r} is not a plain value the service parses")
+            otel = values["otel"]["endpoint"]
+            if (env.get("OTEL_EXPORTER_OTLP_ENDPOINT", {}).get("value") or "") != otel:
+                fail(f"{svc}: OTEL_EXPORTER_OTLP_ENDPOINT is not otel.endpoint")
+            # gRPC addresses of the callees: the callee's Service and grpc port.
+            for callee in self.code_graph[svc]:
+                var = url_var(callee)
+                if data.get(var) != f"http://{name[callee]}:{self.code_ports[callee][1]}":
+                    fail(f"{svc}: {var}={data.get(var)!r}, the {callee} Service is {name[callee]}:{self.code_ports[callee][1]}")
+            if svc in stages and data.get("MILLRACE_CONCURRENCY") != str(sv["concurrency"]):
+                fail(f"{svc}: MILLRACE_CONCURRENCY is not services.{svc}.concurrency")
+        gw = cms.get(name["llm-gateway"], {}).get("data", {})
+        gwv = values["services"]["llm-gateway"]
+        expected_replicas = gwv["autoscaling"]["maxReplicas"] if gwv["autoscaling"]["enabled"] else gwv["replicas"]
+        if gw.get("MILLRACE_LLM_REPLICAS") != str(expected_replicas):
+            fail(f"llm-gateway: MILLRACE_LLM_REPLICAS {gw.get('MILLRACE_LLM_REPLICAS')} is not its most replicas {expected_replicas}")
+
+        # KEDA: one ScaledObject per stream stage, on the stage's real stream and group.
+        scaled = by_kind.get("ScaledObject", {})
+        want_scaled = {name[s] for s in stages if keda_on and values["services"][s]["autoscaling"]["enabled"]}
+        if set(scaled) != want_scaled:
+            fail(f"ScaledObjects {sorted(scaled)}, expected {sorted(want_scaled)}")
+        for stage in stages:
+            so = scaled.get(name[stage])
+            if not so:
+                continue
+            (trigger,) = so["spec"]["triggers"]
+            meta = trigger["metadata"]
+            prefix = cms[name[stage]]["data"]["MILLRACE_KEY_PREFIX"]
+            stream = self.stream_format.replace("{}", prefix, 1).replace("{}", stage, 1) if self.stream_format else None
+            if trigger["type"] != "redis-streams" or meta.get("stream") != stream or meta.get("consumerGroup") != stage \
+                    or "lagCount" not in meta or so["spec"]["scaleTargetRef"]["name"] != name[stage]:
+                fail(f"{stage}: ScaledObject trigger {trigger}, expected redis-streams on {stream!r} group {stage!r} with lagCount")
+            if values["redis"]["keda"]["passwordSecret"]["name"] and "authenticationRef" not in trigger:
+                fail(f"{stage}: no authenticationRef although redis.keda.passwordSecret is set")
+
+        hpas = by_kind.get("HorizontalPodAutoscaler", {})
+        want_hpa = {name[s] for s in ("ingestion", "llm-gateway") if values["services"][s]["autoscaling"]["enabled"]}
+        if set(hpas) != want_hpa:
+            fail(f"HPAs {sorted(hpas)}, expected {sorted(want_hpa)}")
+        for hpa in hpas.values():
+            if hpa["spec"]["metrics"][0]["resource"]["name"] != "cpu":
+                fail(f"{hpa['metadata']['name']}: the HPA does not scale on CPU")
+
+        # Monitoring.
+        monitors = by_kind.get("ServiceMonitor", {})
+        if values["serviceMonitor"]["enabled"]:
+            for svc in SERVICES:
+                sm = monitors.get(name[svc])
+                service = by_kind["Service"][name[svc]]
+                if not sm or sm["spec"]["endpoints"][0].get("port") != "http" or sm["spec"]["endpoints"][0].get("path") != "/metrics" \
+                        or service["metadata"]["labels"].get(sm["spec"].get("jobLabel")) != svc \
+                        or any(service["metadata"]["labels"].get(k) != v for k, v in sm["spec"]["selector"]["matchLabels"].items()):
+                    fail(f"{svc}: ServiceMonitor must scrape /metrics on http, select the Service, and make job={svc}")
+        elif monitors:
+            fail("ServiceMonitors rendered although disabled")
+        dashboards = [d for n, d in cms.items() if n.endswith("-dashboard")]
+        if values["grafanaDashboard"]["enabled"]:
+            original = json.loads(self.read("deploy/grafana/millrace-dashboard.json"))
+            if len(dashboards) != 1 or json.loads(dashboards[0]["data"]["millrace-dashboard.json"]) != original \
+                    or dashboards[0]["metadata"]["labels"].get("grafana_dashboard") != "1":
+                fail("the dashboard ConfigMap is not deploy/grafana/millrace-dashboard.json with the sidecar's label")
+        rules = by_kind.get("PrometheusRule", {})
+        if values["prometheusRule"]["enabled"]:
+            if len(rules) != 1 or next(iter(rules.values()))["spec"] != yaml.safe_load(self.read("deploy/prometheus/alerts.yml")):
+                fail("the PrometheusRule is not deploy/prometheus/alerts.yml")
+
+        # NetworkPolicies: callers from the code; only ingestion open beyond the namespace.
+        policies = by_kind.get("NetworkPolicy", {})
+        if values["networkPolicy"]["enabled"]:
+            for svc in SERVICES:
+                pol = policies.get(name[svc])
+                if not pol:
+                    fail(f"{svc}: no NetworkPolicy")
+                    continue
+                callers, outside = set(), False
+                for rule in pol["spec"].get("ingress", []):
+                    ports = {p["port"] for p in rule.get("ports", [])}
+                    peers = rule.get("from")
+                    if peers is None:
+                        outside = True
+                        continue
+                    for peer in peers:
+                        if "podSelector" in peer and "namespaceSelector" not in peer:
+                            callers.add(peer["podSelector"]["matchLabels"].get("app.kubernetes.io/component"))
+                        elif ports != {"http"} or peer.get("namespaceSelector", {}).get("matchLabels") != values["networkPolicy"]["metricsNamespaceSelector"]:
+                            outside = True
+                expected = {c for c, callees in self.code_graph.items() if svc in callees}
+                if callers != expected:
+                    fail(f"{svc}: NetworkPolicy admits {sorted(callers)}, the code's callers are {sorted(expected)}")
+                if outside != (svc == "ingestion"):
+                    fail(f"{svc}: {'reachable' if outside else 'not reachable'} from outside the namespace")
+        elif policies:
+            fail("NetworkPolicies rendered although disabled")
 
 
 # ---------------------------------------------------------------- helpers
@@ -419,7 +681,8 @@ def main() -> int:
     parser.add_argument("--root", type=pathlib.Path, default=pathlib.Path(__file__).resolve().parent.parent)
     args = parser.parse_args()
     checker = Checker(args.root.resolve())
-    for step in (checker.check_schema, checker.check_chart_yaml, checker.check_templates, checker.check_consistency):
+    for step in (checker.check_schema, checker.check_chart_yaml, checker.check_templates, checker.check_consistency,
+                 checker.check_render):
         try:
             step()
         except Exception as err:  # a check that cannot run is a failure, with its reason

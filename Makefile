@@ -55,4 +55,5 @@ clean-data: down
 .PHONY: helm-check
 helm-check: setup
 	$(MILLRACE_HOME)/venv-helm/bin/python scripts/helm_check.py
+	$(MILLRACE_HOME)/venv-helm/bin/python scripts/helm_check_mutations.py
 test: helm-check

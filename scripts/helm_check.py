@@ -46,6 +46,22 @@ class Checker:
     def read(self, rel: str) -> str:
         return (self.root / rel).read_text()
 
+    def crate_dirs(self, crate_dir: str, seen: set[str] | None = None) -> set[str]:
+        """A crate and the workspace libraries it depends on at run time (not dev-dependencies), transitively."""
+        seen = seen if seen is not None else set()
+        if crate_dir in seen:
+            return seen
+        seen.add(crate_dir)
+        manifest = (self.root / crate_dir / "Cargo.toml").read_text()
+        deps = re.search(r"^\[dependencies\]\n(.*?)(?=^\[|\Z)", manifest, re.S | re.M)
+        for lib in re.findall(r"^millrace-([a-z-]+)\s*[.=]", deps.group(1) if deps else "", re.M):
+            if (self.root / "lib" / lib).is_dir():
+                self.crate_dirs(f"lib/{lib}", seen)
+        return seen
+
+    def service_sources(self, svc: str) -> str:
+        return self.rust_sources(*(f"{d}/src" for d in sorted(self.crate_dirs(f"services/{svc}"))))
+
     def rust_sources(self, *dirs: str) -> str:
         out = []
         for d in dirs:
@@ -135,6 +151,8 @@ class Checker:
                 for path in re.findall(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", action):
                     if not has_path(self.values, path.lstrip(".").split(".")):
                         self.fail("templates", f"{name}:{line}: .Values{path} is not in values.yaml")
+        if not used or not defined:
+            self.fail("templates", "found no define or include: the action scanner is broken")
         for where, name in used:
             if name not in defined:
                 self.fail("templates", f"{where}: include of undefined template {name!r}")
@@ -204,7 +222,7 @@ class Checker:
         if sorted(b[0] for b in blocks) != sorted(set(SERVICES) - {"chunking"}):
             self.fail("variables", f"per-service blocks of configmap.yaml: {[b[0] for b in blocks]}")
         for svc, block in blocks:
-            own = self.rust_sources(f"services/{svc}/src", "lib")
+            own = self.service_sources(svc)
             own_literals = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', own))  # noqa: E501
             own_known = {f"MILLRACE_{n}" for n in own_literals} | {f"MILLRACE_{p}{n}" for p in prefixes for n in own_literals}
             for name in sorted(set(re.findall(r"\bMILLRACE_[A-Z0-9_]+\b", block)) - own_known):
@@ -294,7 +312,7 @@ class Checker:
 
     # ---------------------------------------------------------------- 5. rendered by Helm's engine
     def vars_read_by(self, svc: str) -> set[str]:
-        src = self.rust_sources(f"services/{svc}/src", "lib")
+        src = self.service_sources(svc)
         names = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', src))
         return {f"MILLRACE_{n}" for n in names} | {f"MILLRACE_{p}{n}" for p in self.var_prefixes for n in names}
 
@@ -644,10 +662,10 @@ def parse_actions(name: str, text: str, fail):
             return None
         body = text[body_start:i]
         body = body[:-1] if body.endswith(" -") or body.endswith("\t-") else body
-        body = re.sub(r'"(\\.|[^"\\])*"|`[^`]*`|\'(\\.|[^\'\\])*\'', '""', body)
-        if body.count("(") != body.count(")"):
+        bare = re.sub(r'"(\\.|[^"\\])*"|`[^`]*`|\'(\\.|[^\'\\])*\'', '""', body)
+        if bare.count("(") != bare.count(")"):
             fail("templates", f"{name}:{line}: unbalanced parentheses in {{{{{body.strip()}}}}}")
-        if not body.strip():
+        if not bare.strip():
             fail("templates", f"{name}:{line}: empty action")
         actions.append((line, body.strip()))
         pos = i + 2

@@ -65,3 +65,11 @@ bench: setup build-release
 
 clean-data: down
 	rm -rf .millrace
+
+## The Helm chart's offline checks (schema, broken values, templates rendered by Helm's engine,
+## agreement with the code); part of `make test`.
+.PHONY: helm-check
+helm-check: setup
+	$(MILLRACE_HOME)/venv-helm/bin/python scripts/helm_check.py
+	$(MILLRACE_HOME)/venv-helm/bin/python scripts/helm_check_mutations.py
+test: helm-check

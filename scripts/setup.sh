@@ -241,10 +241,44 @@ ensure_k8s_tools() {
     log "installed kubernetes-validate: $venv"
 }
 
+HELM_SDK_VERSION="0.2.2"
+# sha256 of helm_python_sdk-0.2.2-py3-none-manylinux_2_28_x86_64.whl: it carries a native library
+# (Helm v4's Go SDK behind a C ABI), so a different build is refused.
+HELM_SDK_WHEEL_SHA256="28cc13abaf134c3a7e37f070c939be8d9cdc9825c3c8b8b2d35161073bcd4578"
+# The Helm chart's checks (scripts/helm_check.py, `make helm-check`): jsonschema and pyyaml, and
+# helm-python-sdk to render the chart with Helm's own engine (there is no helm binary here).
+ensure_helm_check_venv() {
+    local venv="$MILLRACE_HOME/venv-helm"
+    if "$venv/bin/python" -c 'import jsonschema, yaml, helm_python' >/dev/null 2>&1; then
+        log "found Helm check tools: $venv"
+        return
+    fi
+    if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    local tmp
+    tmp="$(mktemp -d)"
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        --python-version 3.11 --platform manylinux_2_28_x86_64 "helm-python-sdk==$HELM_SDK_VERSION" -d "$tmp"
+    local wheel
+    wheel="$(ls "$tmp"/helm_python_sdk-*.whl)"
+    if [ "$(sha256sum "$wheel" | awk '{print $1}')" != "$HELM_SDK_WHEEL_SHA256" ]; then
+        rm -rf "$tmp"
+        echo "setup: $wheel is not helm-python-sdk $HELM_SDK_VERSION as expected (sha256 mismatch)" >&2
+        exit 1
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "jsonschema==4.23.0" "pyyaml==6.0.2" "$wheel"
+    rm -rf "$tmp"
+    log "installed Helm check tools: $venv"
+}
+
 ensure_tools
 ensure_redis
 ensure_postgres
 ensure_model
 ensure_openai_sdk
 ensure_k8s_tools
+ensure_helm_check_venv
 log "done"

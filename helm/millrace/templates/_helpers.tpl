@@ -1,0 +1,102 @@
+{{/*
+Shared definitions. The service list, the stream stages and the call graph live here once; every
+template ranges over them. scripts/helm_check.py compares them with the code.
+*/}}
+
+{{/* The six services, in start order of the local stack (callees first). */}}
+{{- define "millrace.serviceNames" -}}
+llm-gateway storage embeddings metadata chunking ingestion
+{{- end -}}
+
+{{/* Services that consume a Redis stream (their KEDA trigger is the stage's consumer group). */}}
+{{- define "millrace.streamStages" -}}
+chunking metadata embeddings storage
+{{- end -}}
+
+{{/*
+Who calls whom over gRPC (caller: callees), read from the MILLRACE_*_URL settings each service
+reads. Sets the callers' URLs and the callees' NetworkPolicies.
+*/}}
+{{- define "millrace.callGraph" -}}
+ingestion: [chunking, metadata, embeddings, storage, llm-gateway]
+chunking: [storage]
+metadata: [llm-gateway]
+embeddings: [llm-gateway]
+storage: []
+llm-gateway: []
+{{- end -}}
+
+{{/* The environment variable carrying a service's gRPC address to its callers. */}}
+{{- define "millrace.urlVar" -}}
+MILLRACE_{{ . | upper | replace "-" "_" }}_URL
+{{- end -}}
+
+{{/* A stage's Redis stream: <keyPrefix>:stream:<stage> (lib/pipeline/src/keys.rs). */}}
+{{- define "millrace.stream" -}}
+{{- printf "%s:stream:%s" .prefix .stage -}}
+{{- end -}}
+
+{{/* A stage's consumer group: the stage's name (lib/pipeline/src/runtime.rs, worker_config). */}}
+{{- define "millrace.group" -}}
+{{- .stage -}}
+{{- end -}}
+
+{{- define "millrace.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one service's objects: <fullname>-<service>. Call with (dict "root" $ "name" "storage"). */}}
+{{- define "millrace.name" -}}
+{{- printf "%s-%s" (include "millrace.fullname" .root) .name -}}
+{{- end -}}
+
+{{- define "millrace.selectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .name }}
+{{- end -}}
+
+{{- define "millrace.labels" -}}
+{{ include "millrace.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: millrace
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "millrace.image" -}}
+{{- $img := .root.Values.image -}}
+{{- printf "%s/%s%s:%s" $img.registry $img.repositoryPrefix .name (default .root.Chart.AppVersion $img.tag) -}}
+{{- end -}}
+
+{{/* Seconds Kubernetes waits after SIGTERM: longer than preStop sleep + drain deadline. */}}
+{{- define "millrace.terminationGrace" -}}
+{{- $deadline := div (add .Values.shutdownDeadlineMs 999) 1000 -}}
+{{- add .Values.preStopSleepSeconds $deadline .Values.graceMarginSeconds -}}
+{{- end -}}
+
+{{/* The gateway's replica count for MILLRACE_LLM_REPLICAS: the most there can be. */}}
+{{- define "millrace.gatewayReplicas" -}}
+{{- $gw := index .Values.services "llm-gateway" -}}
+{{- if $gw.autoscaling.enabled -}}{{ $gw.autoscaling.maxReplicas }}{{- else -}}{{ $gw.replicas }}{{- end -}}
+{{- end -}}
+
+{{/* "true" when an autoscaler owns a service's replica count: the HPA (ingestion, llm-gateway) or KEDA (stream stages). */}}
+{{- define "millrace.autoscaled" -}}
+{{- $svc := index .root.Values.services .name -}}
+{{- $stage := has .name (splitList " " (include "millrace.streamStages" .root)) -}}
+{{- if and $svc.autoscaling.enabled (or (not $stage) .root.Values.keda.enabled) -}}true{{- else -}}false{{- end -}}
+{{- end -}}
+
+{{/* What the schema cannot say (it compares no two fields): fails the render with the reason. */}}
+{{- define "millrace.validate" -}}
+{{- range $name, $svc := .Values.services -}}
+{{- if gt (int $svc.autoscaling.minReplicas) (int $svc.autoscaling.maxReplicas) -}}
+{{- fail (printf "services.%s.autoscaling: minReplicas %v is above maxReplicas %v" $name $svc.autoscaling.minReplicas $svc.autoscaling.maxReplicas) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}

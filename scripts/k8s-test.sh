@@ -12,13 +12,20 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${MILLRACE_HOME:-$HOME/.cache/millrace}/venv-k8s"
 
-command -v kubectl >/dev/null || { echo "k8s-test: kubectl is missing (run scripts/setup.sh)" >&2; exit 1; }
-# `components`, `labels` and generator labels need kustomize v5 (kubectl >= 1.27).
-KUSTOMIZE_VERSION="$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')"
-if [ -z "$KUSTOMIZE_VERSION" ] || [ "$KUSTOMIZE_VERSION" -lt 5 ]; then
-    echo "k8s-test: $(command -v kubectl) has kustomize ${KUSTOMIZE_VERSION:-?}, k8s/ needs v5 (kubectl >= 1.27; see https://kubernetes.io/docs/tasks/tools/)" >&2
-    exit 1
+# The renderer: `kubectl kustomize` when kubectl carries kustomize v5 (kubectl >= 1.27), else the
+# standalone kustomize that scripts/setup.sh installs (components need kustomize >= 3.7).
+if [ -z "${MILLRACE_KUSTOMIZE:-}" ]; then
+    KUBECTL_KUSTOMIZE="$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')"
+    if [ "${KUBECTL_KUSTOMIZE:-0}" -ge 5 ]; then
+        MILLRACE_KUSTOMIZE="kubectl kustomize"
+    elif [ -x "${MILLRACE_HOME:-$HOME/.cache/millrace}/bin/kustomize" ]; then
+        MILLRACE_KUSTOMIZE="${MILLRACE_HOME:-$HOME/.cache/millrace}/bin/kustomize build"
+    else
+        echo "k8s-test: no kustomize: kubectl >= 1.27 or the kustomize scripts/setup.sh installs" >&2
+        exit 1
+    fi
 fi
+export MILLRACE_KUSTOMIZE
 [ -x "$VENV/bin/python" ] || { echo "k8s-test: $VENV is missing (run scripts/setup.sh)" >&2; exit 1; }
 
 # Both run, so one failure does not hide the other.

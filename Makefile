@@ -34,7 +34,8 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-## Every test: format, lints, unit and integration tests, end-to-end tests with real processes.
+## Every test: format, lints, unit and integration tests, end-to-end tests with real processes,
+## the Kubernetes manifests, the Helm chart (helm-check, below) and the images.
 test: setup lint build k8s-test
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \

@@ -75,7 +75,8 @@ database_url() {
 wait_ready() {
     local name="$1" url="$2"
     for _ in $(seq 1 120); do
-        if curl -fsS -o /dev/null "$url"; then return 0; fi
+        # Refused connections are expected until the service listens; a timeout says so below.
+        if curl -fs -o /dev/null "$url" 2>/dev/null; then return 0; fi
         sleep 0.5
     done
     die "$name did not become ready at $url; see $LOG_DIR/$name.log"

@@ -29,12 +29,17 @@ pub struct WorkerConfig {
     /// How often the stream's length, lag and pending entries and the permits in use are
     /// sampled into gauges (`MILLRACE_METRICS_INTERVAL_MS`).
     pub metrics_interval: Duration,
+    /// Consumers of the group idle this long with nothing pending are removed, at each trim:
+    /// replicas that went away (a Kubernetes pod's name changes with every restart) would
+    /// otherwise stay in the group for good.
+    pub retire_idle_consumers: Duration,
 }
 
 impl WorkerConfig {
     /// Reads `MILLRACE_CONCURRENCY`, `MILLRACE_BLOCK_MS`, `MILLRACE_VISIBILITY_TIMEOUT_MS`,
     /// `MILLRACE_RECLAIM_INTERVAL_MS`, `MILLRACE_MAX_DELIVERIES`, `MILLRACE_TRIM_INTERVAL_MS`,
-    /// `MILLRACE_DEFER_DELAY_MS`, `MILLRACE_METRICS_INTERVAL_MS` (all optional).
+    /// `MILLRACE_DEFER_DELAY_MS`, `MILLRACE_METRICS_INTERVAL_MS`,
+    /// `MILLRACE_RETIRE_IDLE_CONSUMERS_MS` (all optional).
     pub fn from_settings(
         settings: &Settings,
         stream: String,
@@ -58,6 +63,7 @@ impl WorkerConfig {
             defer_delay: settings.duration_ms("DEFER_DELAY_MS", 1_000)?,
             drain_deadline,
             metrics_interval: millrace_common::metrics::sample_interval(settings)?,
+            retire_idle_consumers: settings.duration_ms("RETIRE_IDLE_CONSUMERS_MS", 3_600_000)?,
         };
         if config.visibility_timeout < Duration::from_millis(100) {
             return Err(ConfigError::new("VISIBILITY_TIMEOUT_MS", "must be at least 100"));

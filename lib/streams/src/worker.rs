@@ -662,9 +662,51 @@ impl<H: Handler> Inner<H> {
             if let Err(err) = trim_below_pending(&self.pool, &self.config.stream).await {
                 warn!(stream = %self.config.stream, error = %err, "trim failed");
             }
+            if let Err(err) = self.retire_idle_consumers().await {
+                warn!(stream = %self.config.stream, error = %err, "retiring idle consumers failed");
+            }
         }
     }
+
+    /// Removes the group's consumers that have nothing pending and have been idle for
+    /// `retire_idle_consumers` (never this one). The check and the removal are one script, so
+    /// a consumer that reads an entry in between is not removed with it (removing a consumer
+    /// drops its pending entries).
+    async fn retire_idle_consumers(&self) -> Result<(), StreamError> {
+        let mut conn = self.pool.get().await?;
+        let retired: Vec<String> = RETIRE_IDLE_CONSUMERS
+            .key(&self.config.stream)
+            .arg(&self.config.group)
+            .arg(self.config.retire_idle_consumers.as_millis() as u64)
+            .arg(&self.config.consumer)
+            .invoke_async(&mut conn)
+            .await?;
+        if !retired.is_empty() {
+            info!(stream = %self.config.stream, consumers = ?retired, "retired idle consumers with nothing pending");
+        }
+        Ok(())
+    }
 }
+
+/// KEYS: stream; ARGV: group, idle ms, own consumer. Returns the names removed.
+static RETIRE_IDLE_CONSUMERS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local removed = {}
+local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return removed end
+for _, consumer in ipairs(consumers) do
+  local info = {}
+  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
+  if info.name ~= ARGV[3] and info.pending == 0 and info.idle >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info.name)
+    removed[#removed + 1] = info.name
+  end
+end
+return removed
+",
+    )
+});
 
 /// Trims a stream below the oldest entry any group still needs: its oldest pending entry, or
 /// (with none pending) its last delivered one. Entries not yet delivered are above that floor.

@@ -92,6 +92,7 @@ fn config(consumer: &str, concurrency: usize) -> WorkerConfig {
         defer_delay: Duration::from_millis(10),
         drain_deadline: Duration::from_secs(2),
         metrics_interval: Duration::from_millis(100),
+        retire_idle_consumers: Duration::from_secs(3600),
     }
 }
 
@@ -288,6 +289,42 @@ async fn trimming_keeps_pending_entries() {
     // Several trim rounds pass; the pending entry and the undelivered ones must all survive.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(conn.xlen::<_, usize>("s").await.unwrap(), 6);
+    running.stop.cancel();
+    running.task.abort();
+}
+
+#[tokio::test]
+async fn idle_consumers_with_nothing_pending_are_retired_and_the_others_kept() {
+    let redis = RedisServer::start().unwrap();
+    let mut conn = connection(&redis).await;
+    add(&mut conn, 2).await;
+    let _: () = redis::cmd("XGROUP").arg(&["CREATE", "s", "g", "0"]).query_async(&mut conn).await.unwrap();
+    // "gone" read an entry and acknowledged it (a replica that went away cleanly); "holder"
+    // still holds one (a replica that died mid-entry: its entry must stay claimable).
+    let read = |consumer: &'static str| {
+        redis::cmd("XREADGROUP").arg(&["GROUP", "g", consumer, "COUNT", "1", "STREAMS", "s", ">"]).clone()
+    };
+    let taken: redis::streams::StreamReadReply = read("gone").query_async(&mut conn).await.unwrap();
+    let _: u64 = conn.xack("s", "g", &[&taken.keys[0].ids[0].id]).await.unwrap();
+    let _: redis::streams::StreamReadReply = read("holder").query_async(&mut conn).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let mut cfg = config("a", 1);
+    cfg.visibility_timeout = Duration::from_secs(600); // no reclaim of the held entry
+    cfg.retire_idle_consumers = Duration::from_millis(20);
+    let running = start(&redis, cfg, Recorder::new(Behaviour::Succeed));
+    let consumers = async || -> Vec<String> {
+        let mut conn = connection(&redis).await;
+        let reply: redis::streams::StreamInfoConsumersReply = conn.xinfo_consumers("s", "g").await.unwrap();
+        let mut names: Vec<String> = reply.consumers.into_iter().map(|c| c.name).collect();
+        names.sort();
+        names
+    };
+    eventually("gone retired", async || !consumers().await.contains(&"gone".to_owned())).await;
+    // "holder" stays ("a", this worker, is never retired by itself; it joins the group with
+    // its first read).
+    assert!(consumers().await.contains(&"holder".to_owned()));
+    assert_eq!(pending(&mut conn).await, 1, "the held entry is still pending");
     running.stop.cancel();
     running.task.abort();
 }

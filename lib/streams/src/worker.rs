@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -62,7 +62,7 @@ pub async fn ensure_group<C: redis::aio::ConnectionLike + Send>(
 /// A cheap view of a running worker, for stats.
 #[derive(Clone)]
 pub struct WorkerHandle {
-    permits: Arc<Semaphore>,
+    in_flight: Arc<AtomicUsize>,
     limit: usize,
 }
 
@@ -70,8 +70,27 @@ impl WorkerHandle {
     pub fn limit(&self) -> usize {
         self.limit
     }
+
+    /// Entries being handled now. Not the permits taken: the read loop holds every free
+    /// permit while it waits for entries, so an idle worker would look full.
     pub fn in_use(&self) -> usize {
-        self.limit.saturating_sub(self.permits.available_permits())
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one entry in flight for as long as it lives (a task aborted at shutdown included).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -85,6 +104,8 @@ struct Inner<H> {
     pool: deadpool_redis::Pool,
     handler: H,
     permits: Arc<Semaphore>,
+    /// Entries being handled now (see [`WorkerHandle::in_use`]).
+    in_flight: Arc<AtomicUsize>,
     errors_key: String,
     gate: Option<Arc<dyn Gate>>,
     /// Whether reads are paused by the gate, so that a pause is logged once, not per attempt.
@@ -104,6 +125,7 @@ impl<H: Handler> StreamWorker<H> {
                 pool,
                 handler,
                 permits,
+                in_flight: Arc::new(AtomicUsize::new(0)),
                 errors_key,
                 gate: None,
                 paused: AtomicBool::new(false),
@@ -120,7 +142,7 @@ impl<H: Handler> StreamWorker<H> {
     }
 
     pub fn handle(&self) -> WorkerHandle {
-        WorkerHandle { permits: self.inner.permits.clone(), limit: self.inner.config.concurrency }
+        WorkerHandle { in_flight: self.inner.in_flight.clone(), limit: self.inner.config.concurrency }
     }
 
     /// Runs until `shutdown`, then waits (up to the drain deadline) for in-flight entries.
@@ -378,6 +400,7 @@ impl<H: Handler> Inner<H> {
         permit: OwnedSemaphorePermit,
         shutdown: CancellationToken,
     ) {
+        let _in_flight = InFlight::start(&self.in_flight);
         let span = self.process_span(&message);
         self.handle_entry(&message, complete, &shutdown).instrument(span).await;
         drop(permit);

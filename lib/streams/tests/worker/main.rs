@@ -328,3 +328,27 @@ async fn idle_consumers_with_nothing_pending_are_retired_and_the_others_kept() {
     running.stop.cancel();
     running.task.abort();
 }
+
+#[tokio::test]
+async fn the_handle_counts_entries_in_flight_not_permits_held_by_the_read_loop() {
+    let redis = RedisServer::start().unwrap();
+    let mut conn = connection(&redis).await;
+    let stuck = Recorder::new(Behaviour::Hang);
+    let mut cfg = config("a", 3);
+    cfg.visibility_timeout = Duration::from_secs(600);
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let pool = millrace_common::redis_conn::pool(&redis.url, 4).unwrap();
+    let worker = StreamWorker::new(cfg, client, pool, stuck.clone());
+    let handle = worker.handle();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move { worker.run(token).await.unwrap() });
+    // Idle, the read loop waits holding all three permits: nothing is in flight.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!((handle.limit(), handle.in_use()), (3, 0));
+    add(&mut conn, 1).await;
+    eventually("entry taken", async || stuck.calls.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(handle.in_use(), 1);
+    stop.cancel();
+    task.abort();
+}

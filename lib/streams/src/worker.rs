@@ -166,7 +166,7 @@ impl<H: Handler> StreamWorker<H> {
         }
         info!(stream = %inner.config.stream, consumer = %inner.config.consumer, "stream worker started");
         if inner.gate.is_some() {
-            metrics::gauge!("millrace_stage_paused", "stage" => inner.config.group.clone()).set(0.0);
+            metrics::gauge!(crate::metrics::PAUSED, "stage" => inner.config.group.clone()).set(0.0);
         }
         let background = shutdown.child_token();
         tokio::spawn(inner.clone().trim_loop(background.clone()));
@@ -237,7 +237,7 @@ impl<H: Handler> Inner<H> {
             return;
         }
         let value = if paused { 1.0 } else { 0.0 };
-        metrics::gauge!("millrace_stage_paused", "stage" => self.config.group.clone()).set(value);
+        metrics::gauge!(crate::metrics::PAUSED, "stage" => self.config.group.clone()).set(value);
         if paused {
             info!(stream = %self.config.stream, "pausing reads: downstream unavailable");
         } else {
@@ -459,7 +459,7 @@ impl<H: Handler> Inner<H> {
                 .unwrap_or_else(|| "unknown panic".into());
             Err(HandlerError::Fatal(format!("handler panicked: {what}")))
         });
-        metrics::histogram!("millrace_stage_handler_duration_seconds", "stage" => stage.clone())
+        metrics::histogram!(crate::metrics::HANDLER_DURATION, "stage" => stage.clone())
             .record(started.elapsed().as_secs_f64());
         if let Err(HandlerError::Deferred(_)) = &outcome {
             // Held a moment (its heartbeat still running) so that a stage without a gate does not
@@ -476,7 +476,7 @@ impl<H: Handler> Inner<H> {
             Err(HandlerError::Retry(_)) if message.delivery < max => "retry",
             Err(_) => "dead_letter",
         };
-        metrics::counter!("millrace_stage_messages_total", "stage" => stage, "outcome" => outcome_label).increment(1);
+        metrics::counter!(crate::metrics::MESSAGES, "stage" => stage, "outcome" => outcome_label).increment(1);
         if outcome_label == "dead_letter" {
             Span::current().record("otel.status_code", "ERROR");
         }
@@ -618,8 +618,9 @@ impl<H: Handler> Inner<H> {
         }
         .await;
         match result {
-            Ok(()) => metrics::counter!("millrace_stage_dead_letters_total", "stage" => self.config.group.clone())
-                .increment(1),
+            Ok(()) => {
+                metrics::counter!(crate::metrics::DEAD_LETTERS, "stage" => self.config.group.clone()).increment(1)
+            }
             Err(err) => {
                 warn!(stream = %self.config.stream, id = %message.id, error = %err, "dead-lettering failed; will retry")
             }
@@ -649,7 +650,7 @@ impl<H: Handler> Inner<H> {
             for entry in reply.claimed {
                 let delivery = self.delivery_count(&mut conn, &entry.id).await?;
                 let Some(permit) = permits.pop() else { break };
-                metrics::counter!("millrace_stage_reclaimed_total", "stage" => self.config.group.clone()).increment(1);
+                metrics::counter!(crate::metrics::RECLAIMED, "stage" => self.config.group.clone()).increment(1);
                 info!(stream = %self.config.stream, id = %entry.id, delivery, "reclaimed an idle entry");
                 let (message, complete) = Message::from_redis(entry.id, entry.map, delivery);
                 tokio::spawn(self.clone().process(message, complete, permit, shutdown.clone()));

@@ -456,9 +456,9 @@ impl Core {
     /// [`millrace_pipeline::dead_letters`]. What cannot be retried is refused entry by entry.
     pub async fn retry_dead_letters(&self, stage: Stage, ids: Option<Vec<String>>) -> Result<RetryReport, ApiError> {
         let report = self.jobs.retry_dead_letters(stage, ids.as_deref()).await.map_err(store_error)?;
-        metrics::counter!("millrace_ingestion_dead_letters_retried_total", "stage" => stage.name())
+        metrics::counter!(crate::metrics::DEAD_LETTERS_RETRIED, "stage" => stage.name())
             .increment(report.retried.len() as u64);
-        metrics::counter!("millrace_ingestion_dead_letters_refused_total", "stage" => stage.name())
+        metrics::counter!(crate::metrics::DEAD_LETTERS_REFUSED, "stage" => stage.name())
             .increment(report.refused.len() as u64);
         tracing::info!(
             stage = stage.name(),

@@ -20,6 +20,9 @@ pub const URLS_REFUSED: &str = "millrace_ingestion_urls_refused_total";
 pub const JOBS_ACTIVE: &str = "millrace_ingestion_jobs_active";
 /// Jobs that finished, by `status` (`completed`, `failed`, `cancelled`).
 pub const JOBS_FINISHED: &str = "millrace_ingestion_jobs_finished_total";
+/// Dead-lettered entries retried and refused through the dead-letter API, by `stage`.
+pub const DEAD_LETTERS_RETRIED: &str = "millrace_ingestion_dead_letters_retried_total";
+pub const DEAD_LETTERS_REFUSED: &str = "millrace_ingestion_dead_letters_refused_total";
 
 pub const ACTIVE_STATUSES: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Running];
 pub const FINAL_STATUSES: [JobStatus; 3] = [JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled];
@@ -36,6 +39,11 @@ pub const METRICS: &[Metric] = &[
     Metric::counter(
         JOBS_FINISHED,
         "Jobs that finished, in the whole deployment, by status (completed, failed, cancelled).",
+    ),
+    Metric::counter(DEAD_LETTERS_RETRIED, "Dead-lettered entries retried through the dead-letter API, by stage."),
+    Metric::counter(
+        DEAD_LETTERS_REFUSED,
+        "Dead-lettered entries a retry refused (job cancelled, completed or expired), by stage.",
     ),
 ];
 

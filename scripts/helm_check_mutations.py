@@ -54,6 +54,12 @@ MUTATIONS = [
      "scaledobject.yaml lacks 'lagCount:'"),
     (T + "deployment.yaml", "              sleep:\n                seconds: {{ $root.Values.preStopSleepSeconds }}",
      "              exec:\n                command: [sh, -c, 'sleep 5']", "preStop must be a sleep action"),
+    (T + "scaledobject.yaml", "pendingEntriesCount: {{ $svc.concurrency", "lagCount: {{ $svc.concurrency",
+     "ScaledObject must scale millrace-chunking on one lagCount and one pendingEntriesCount trigger"),
+    (T + "_helpers.tpl", '"text-embedding-3-small" 1536', '"text-embedding-3-small" 384',
+     "MILLRACE_EMBEDDING_DIM {'embeddings': '384', 'storage': '384'}, expected 1536 for gateway embeddings"),
+    (T + "deployment.yaml", "mountPath: /models/all-MiniLM-L6-v2", "mountPath: /models",
+     "embeddings: modelVolume must be mounted read-only at /models/all-MiniLM-L6-v2"),
 ]
 
 
@@ -61,6 +67,8 @@ def copy_tree(dest: pathlib.Path) -> None:
     for rel in ("helm", "deploy", "lib", "services"):
         shutil.copytree(ROOT / rel, dest / rel, ignore=shutil.ignore_patterns("target", ".git"))
     shutil.copy(ROOT / "Cargo.toml", dest / "Cargo.toml")
+    (dest / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts/images.py", dest / "scripts/images.py")
 
 
 def main() -> int:

@@ -39,7 +39,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 SCHEMAS = K8S / "tests/schemas"
 KUBERNETES_VERSION = "1.31.0"
-OVERLAYS = ["dev", "prod"]
+# What users apply, and test-only overlays that render the optional components.
+TARGETS = ["overlays/dev", "overlays/prod", "tests/overlays/embedding-model"]
 DASHBOARD_CONFIGMAP = "millrace-grafana-dashboard"
 SERVICES = ["ingestion", "chunking", "metadata", "embeddings", "storage", "llm-gateway"]
 CUSTOM_SCHEMAS = {
@@ -298,6 +299,14 @@ def check_consistency(target: str, resources: list[dict], code: Code, problems: 
 
         env = container_env(deployment, configmaps)
         envs[service] = env
+        if pod.get("enableServiceLinks") is not False:
+            # Else every Service named millrace-* adds MILLRACE_<NAME>_PORT=tcp://… variables.
+            problems.add(where, "enableServiceLinks must be false (Service links put MILLRACE_*_PORT variables in the environment)")
+        # A model volume is mounted, read-only, where the service reads the model from.
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] == "model" and (mount["mountPath"] != env.get("MILLRACE_EMBEDDING_MODEL_DIR") or mount.get("readOnly") is not True):
+                problems.add(where, f"the model volume is mounted at {mount['mountPath']} (read-only: {mount.get('readOnly', False)}); "
+                                    f"MILLRACE_EMBEDDING_MODEL_DIR is {env.get('MILLRACE_EMBEDDING_MODEL_DIR')}")
         deadline = int(env.get("MILLRACE_SHUTDOWN_DEADLINE_MS") or code.shutdown_deadline_ms)
         sleep = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds")
         if not isinstance(sleep, int) or sleep <= 0:
@@ -434,8 +443,7 @@ def check_consistency(target: str, resources: list[dict], code: Code, problems: 
 def main() -> int:
     code = read_code()
     problems = Problems()
-    for overlay in OVERLAYS:
-        target = f"overlays/{overlay}"
+    for target in TARGETS:
         try:
             resources = render(target)
         except RuntimeError as error:

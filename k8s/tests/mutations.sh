@@ -71,6 +71,8 @@ case_ "code names the group differently"       lib/pipeline/src/runtime.rs 's/  
 case_ "deadline raised, grace kept"          k8s/base/config.env 's/MILLRACE_SHUTDOWN_DEADLINE_MS=20000/MILLRACE_SHUTDOWN_DEADLINE_MS=60000/'
 case_ "code drops /readyz"                     lib/common/src/server.rs 's|"/readyz"|"/ready"|'
 case_ "chunking calls metadata too"            services/chunking/src/lib.rs 's/settings.grpc_url("STORAGE_URL"/settings.grpc_url("METADATA_URL"/'
+case_ "service links on"                       k8s/base/pod-defaults.yaml '/enableServiceLinks/,+1{s/value: false/value: true/}'
+case_ "model volume where the model is not"    k8s/components/embedding-model/kustomization.yaml 's|mountPath: /models/all-MiniLM-L6-v2|mountPath: /models|'
 
 if [ "$failed" -ne 0 ]; then echo "mutations: some breakage was not caught" >&2; exit 1; fi
 echo "mutations: every breakage was caught"

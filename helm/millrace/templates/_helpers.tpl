@@ -41,6 +41,14 @@ MILLRACE_{{ . | upper | replace "-" "_" }}_URL
 {{- .stage -}}
 {{- end -}}
 
+{{/* Where KEDA's redis-streams scaler finds a stage's stream. Call with (dict "root" $ "name" "storage"). */}}
+{{- define "millrace.kedaRedis" -}}
+address: {{ .root.Values.redis.keda.address | quote }}
+enableTLS: {{ .root.Values.redis.keda.enableTLS | quote }}
+stream: {{ include "millrace.stream" (dict "prefix" .root.Values.keyPrefix "stage" .name) | quote }}
+consumerGroup: {{ include "millrace.group" (dict "stage" .name) | quote }}
+{{- end -}}
+
 {{- define "millrace.fullname" -}}
 {{- if contains .Chart.Name .Release.Name -}}
 {{- .Release.Name | trunc 40 | trimSuffix "-" -}}
@@ -71,6 +79,35 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- define "millrace.image" -}}
 {{- $img := .root.Values.image -}}
 {{- printf "%s/%s%s:%s" $img.registry $img.repositoryPrefix .name (default .root.Chart.AppVersion $img.tag) -}}
+{{- end -}}
+
+{{/* Where each stage's metadata and embeddings come from: the values', else the upstream when there is one. */}}
+{{- define "millrace.metadataProvider" -}}
+{{- default (ternary "llm" "extractive" (ne .Values.llm.baseUrl "")) .Values.services.metadata.provider -}}
+{{- end -}}
+
+{{- define "millrace.embeddingsProvider" -}}
+{{- default (ternary "gateway" "local" (ne .Values.llm.baseUrl "")) .Values.services.embeddings.provider -}}
+{{- end -}}
+
+{{/*
+MILLRACE_EMBEDDING_DIM of embeddings and storage: llm.embeddingDim, else 384 for vectors made in
+the cluster (all-MiniLM-L6-v2, hashing), else the upstream model's own dimension when it is known.
+Storage and embeddings refuse to start on a mismatch, so a guess would only move the error.
+*/}}
+{{- define "millrace.embeddingDim" -}}
+{{- if not (kindIs "invalid" .Values.llm.embeddingDim) -}}
+{{- .Values.llm.embeddingDim | int64 -}}
+{{- else if ne (include "millrace.embeddingsProvider" .) "gateway" -}}
+384
+{{- else -}}
+{{- $known := dict "text-embedding-3-small" 1536 "text-embedding-3-large" 3072 "text-embedding-ada-002" 1536 -}}
+{{- $dim := get $known .Values.llm.embedModel -}}
+{{- if not $dim -}}
+{{- fail (printf "llm.embeddingDim: set it to the dimension of the upstream's %q vectors (embeddings come from the upstream, and the chart knows no dimension for that model)" .Values.llm.embedModel) -}}
+{{- end -}}
+{{- $dim -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Seconds Kubernetes waits after SIGTERM: longer than preStop sleep + drain deadline. */}}

@@ -55,9 +55,10 @@ images: setup
 check-images: setup
 	@scripts/images.sh check
 
-## Offline checks of the Kubernetes manifests in k8s/ (render, schemas, agreement with the code).
+## Offline checks of the Kubernetes manifests in k8s/ (render, schemas, agreement with the code,
+## each service's `--check-config` on the environment its Deployment gets).
 .PHONY: k8s-test
-k8s-test: setup
+k8s-test: setup build
 	@scripts/k8s-test.sh
 
 ## Benchmarks; figures go to docs/benchmarks.md.
@@ -70,7 +71,7 @@ clean-data: down
 ## The Helm chart's offline checks (schema, broken values, templates rendered by Helm's engine,
 ## agreement with the code); part of `make test`.
 .PHONY: helm-check
-helm-check: setup
+helm-check: setup build
 	$(MILLRACE_HOME)/venv-helm/bin/python scripts/helm_check.py
 	$(MILLRACE_HOME)/venv-helm/bin/python scripts/helm_check_mutations.py
 test: helm-check

@@ -10,6 +10,8 @@
    `.Values` paths present in values.yaml, `.Files.Get` files present. Templates are NOT rendered.
 4. The chart agrees with the code: ports, health paths, MILLRACE_* names, stream and consumer
    group names, the gRPC call graph, provider and tier names, and the dashboard/alerts copies.
+5. The chart renders with Helm's own engine for several value sets, and each service's binary
+   (`--check-config`) accepts the environment its Deployment gets.
 
 Usage: helm_check.py [--root DIR]   (exit 1 and one line per problem on failure)
 """
@@ -26,6 +28,8 @@ import sys
 
 import jsonschema
 import yaml
+
+import service_env
 
 SERVICES = ["ingestion", "chunking", "metadata", "embeddings", "storage", "llm-gateway"]
 
@@ -495,6 +499,9 @@ class Checker:
             for var, value in data.items():
                 if not isinstance(value, str) or re.fullmatch(r"-?\d+(\.\d+)?e[+-]\d+", value):
                     fail(f"{svc}: {var}={value!r} is not a plain value the service parses")
+            refused = service_env.check_config(svc, service_env.container_env(container, cms))
+            if refused:
+                fail(f"{svc}: millrace-{svc} --check-config refuses the environment: {refused}")
             otel = values["otel"]["endpoint"]
             if (env.get("OTEL_EXPORTER_OTLP_ENDPOINT", {}).get("value") or "") != otel:
                 fail(f"{svc}: OTEL_EXPORTER_OTLP_ENDPOINT is not otel.endpoint")

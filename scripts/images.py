@@ -204,6 +204,25 @@ def git_revision(root: Path) -> str:
         return "unknown"
 
 
+def image_env(service) -> list[str]:
+    """The image's `Env`: the listen addresses on all interfaces and, for the two services that
+    read the model folder (chunking its tokenizer, embeddings the model), where it is. Also what
+    the Kubernetes checks run each binary under (scripts/service_env.py)."""
+    http, grpc = SERVICES[service]
+    env = [
+        "PATH=/usr/local/bin",
+        "HOME=/home/nonroot",
+        f"SSL_CERT_FILE=/{CA_BUNDLE}",
+        f"MILLRACE_HTTP_ADDR=0.0.0.0:{http}",
+        f"MILLRACE_GRPC_ADDR=0.0.0.0:{grpc}",
+    ]
+    if service in ("chunking", "embeddings"):
+        # embeddings: without MODEL=1 a volume is mounted here (a PVC, or an emptyDir filled by
+        # an init container).
+        env.append(f"MILLRACE_EMBEDDING_MODEL_DIR=/{MODEL_DIR}")
+    return env
+
+
 def image_files(service, binary: Path, model: Path | None, tokenizer: Path | None, *,
                 user=f"{UID}:{GID}", omit=()):
     """The layer and the image config of one service. `user` and `omit` exist for self-test."""
@@ -226,26 +245,13 @@ def image_files(service, binary: Path, model: Path | None, tokenizer: Path | Non
     layer.dir("home/nonroot", 0o700, UID, GID)
     layer.dir("tmp", 0o1777)
 
-    http, grpc = SERVICES[service]
-    env = [
-        "PATH=/usr/local/bin",
-        "HOME=/home/nonroot",
-        f"SSL_CERT_FILE=/{CA_BUNDLE}",
-        f"MILLRACE_HTTP_ADDR=0.0.0.0:{http}",
-        f"MILLRACE_GRPC_ADDR=0.0.0.0:{grpc}",
-    ]
     if service == "chunking":
         for f in TOKENIZER_FILES:
             layer.file(f"{MODEL_DIR}/{f}", (tokenizer / f).read_bytes())
-        env.append(f"MILLRACE_EMBEDDING_MODEL_DIR=/{MODEL_DIR}")
-    if service == "embeddings":
-        # Without MODEL=1 this is where the model is mounted (a volume, e.g. a PVC or an emptyDir
-        # filled by an init container).
-        env.append(f"MILLRACE_EMBEDDING_MODEL_DIR=/{MODEL_DIR}")
-        if model is not None:
-            for f in MODEL_FILES:
-                layer.file(f"{MODEL_DIR}/{f}", (model / f).read_bytes())
-    return layer, env, user, (http, grpc)
+    if service == "embeddings" and model is not None:
+        for f in MODEL_FILES:
+            layer.file(f"{MODEL_DIR}/{f}", (model / f).read_bytes())
+    return layer, image_env(service), user, SERVICES[service]
 
 
 def write_archive(out: Path, service, layer: Layer, env, user, ports, version, source, revision):

@@ -16,6 +16,8 @@
    and no policy admits a caller the code does not have), the required settings
    (`require("…")`), the stream and consumer-group names KEDA watches
    (lib/pipeline/src/keys.rs, runtime.rs, stage.rs).
+5. Each service's binary (`--check-config`, from `cargo build --workspace --bins`) accepts the
+   environment its Deployment gets, Secrets replaced by stand-ins.
 
 Exit status 1 with one line per problem.
 """
@@ -34,6 +36,9 @@ from dataclasses import dataclass, field
 import jsonschema
 import kubernetes_validate
 import yaml
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+import service_env  # noqa: E402  (shared with scripts/helm_check.py)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -194,19 +199,6 @@ def by_kind(resources: list[dict], kind: str) -> dict[str, dict]:
     return {r["metadata"]["name"]: r for r in resources if r["kind"] == kind}
 
 
-def container_env(deployment: dict, configmaps: dict[str, dict]) -> dict[str, object]:
-    """The environment of the first container: the ConfigMaps it takes whole, then `env`."""
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    env: dict[str, object] = {}
-    for source in container.get("envFrom", []):
-        ref = source.get("configMapRef", {}).get("name")
-        if ref in configmaps:
-            env.update(configmaps[ref].get("data", {}))
-    for var in container.get("env", []):
-        env[var["name"]] = var.get("value", var.get("valueFrom"))
-    return env
-
-
 def policy_allows(policies: dict[str, dict], target_pod_labels: dict, source: str, port: str) -> bool:
     """Whether some NetworkPolicy selecting the target admits pods of `source` on `port`."""
     for policy in policies.values():
@@ -297,8 +289,12 @@ def check_consistency(target: str, resources: list[dict], code: Code, problems: 
         if (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
             problems.add(where, "seccompProfile must be RuntimeDefault")
 
-        env = container_env(deployment, configmaps)
+        env = service_env.container_env(container, configmaps)
         envs[service] = env
+        # The service itself accepts this environment (values, not only names).
+        refused = service_env.check_config(service, env)
+        if refused:
+            problems.add(where, f"millrace-{service} --check-config refuses the environment: {refused}")
         if pod.get("enableServiceLinks") is not False:
             # Else every Service named millrace-* adds MILLRACE_<NAME>_PORT=tcp://… variables.
             problems.add(where, "enableServiceLinks must be false (Service links put MILLRACE_*_PORT variables in the environment)")

@@ -10,7 +10,9 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/scripts"
 cp -r "$SRC/k8s" "$SRC/deploy" "$SRC/lib" "$SRC/services" "$WORK/"
-cp "$SRC/scripts/k8s-test.sh" "$WORK/scripts/"
+cp "$SRC/scripts/k8s-test.sh" "$SRC/scripts/service_env.py" "$SRC/scripts/images.py" "$WORK/scripts/"
+# The services' binaries (--check-config) are the checkout's build, not the copy's.
+export MILLRACE_BIN_DIR="${MILLRACE_BIN_DIR:-${CARGO_TARGET_DIR:-$SRC/target}/debug}"
 PYTHON="${MILLRACE_HOME:-$HOME/.cache/millrace}/venv-k8s/bin/python"
 
 failed=0
@@ -71,6 +73,7 @@ case_ "code names the group differently"       lib/pipeline/src/runtime.rs 's/  
 case_ "deadline raised, grace kept"          k8s/base/config.env 's/MILLRACE_SHUTDOWN_DEADLINE_MS=20000/MILLRACE_SHUTDOWN_DEADLINE_MS=60000/'
 case_ "code drops /readyz"                     lib/common/src/server.rs 's|"/readyz"|"/ready"|'
 case_ "chunking calls metadata too"            services/chunking/src/lib.rs 's/settings.grpc_url("STORAGE_URL"/settings.grpc_url("METADATA_URL"/'
+case_ "a value the service cannot parse"      k8s/base/config.env 's/MILLRACE_METRICS_INTERVAL_MS=5000/MILLRACE_METRICS_INTERVAL_MS=5s/'
 case_ "service links on"                       k8s/base/pod-defaults.yaml '/enableServiceLinks/,+1{s/value: false/value: true/}'
 case_ "model volume where the model is not"    k8s/components/embedding-model/kustomization.yaml 's|mountPath: /models/all-MiniLM-L6-v2|mountPath: /models|'
 

@@ -186,14 +186,36 @@ pub fn embedding_model_dir(settings: &Settings) -> Result<PathBuf, ConfigError> 
 }
 
 /// Loads settings and builds a service's config from them; on any error prints it (it names
-/// the variable) and exits with status 2, before a port is bound.
+/// the variable) and exits with status 2, before a port is bound. With `--check-config` (the
+/// only argument a service takes) it exits 0 once the settings are valid instead of starting,
+/// so a deployment's environment can be checked without Redis or a port (`nginx -t`'s job).
 pub fn load_or_exit<C>(from_settings: impl FnOnce(&Settings) -> Result<C, ConfigError>) -> C {
+    let check_only = check_config_requested(std::env::args().skip(1)).unwrap_or_else(|usage| {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    });
     match Settings::load().and_then(|settings| from_settings(&settings)) {
+        Ok(_) if check_only => {
+            println!("configuration ok");
+            std::process::exit(0);
+        }
         Ok(config) => config,
         Err(err) => {
             eprintln!("configuration error: {err}");
             std::process::exit(2);
         }
+    }
+}
+
+/// Whether the command line asks for `--check-config`; anything else it holds is an error.
+fn check_config_requested(mut args: impl Iterator<Item = String>) -> Result<bool, String> {
+    match (args.next(), args.next()) {
+        (None, _) => Ok(false),
+        (Some(flag), None) if flag == "--check-config" => Ok(true),
+        (Some(arg), _) => Err(format!(
+            "unexpected argument {arg:?}: the settings are MILLRACE_* environment variables (README \"Configuration\"); \
+             the one flag, --check-config, validates them and exits"
+        )),
     }
 }
 
@@ -272,5 +294,15 @@ mod tests {
     fn zero_is_rejected_where_positive_is_required() {
         let settings = Settings::from_pairs([("CONCURRENCY", "0")]);
         assert_eq!(settings.positive::<usize>("CONCURRENCY", 4).unwrap_err().variable, "MILLRACE_CONCURRENCY");
+    }
+
+    #[test]
+    fn the_command_line_takes_only_check_config() {
+        let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>().into_iter();
+        assert_eq!(check_config_requested(args(&[])), Ok(false));
+        assert_eq!(check_config_requested(args(&["--check-config"])), Ok(true));
+        let err = check_config_requested(args(&["--port", "8060"])).unwrap_err();
+        assert!(err.contains("unexpected argument \"--port\"") && err.contains("MILLRACE_*"), "{err}");
+        assert!(check_config_requested(args(&["--check-config", "extra"])).is_err());
     }
 }

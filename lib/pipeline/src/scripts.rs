@@ -142,14 +142,16 @@ return 1
 /// discards a failed version's chunks, so every batch is stored again and counted anew; upserts
 /// and `RECORD_STORED` keep that from storing or counting anything twice). Its dead letters in
 /// every stage go (ARGV pairs), a `retried` event is written and its keys get a full retention
-/// again. A job still queued or running only gets this entry back on its stream. Nothing is
-/// written unless every payload the retry needs is still there.
+/// again. A job still queued or running only gets this entry back on its stream (with the
+/// fields it had, its traceparent among them). A reopened job's work is traced under the retry:
+/// every entry put back carries ARGV's traceparent, and the job's `trace_id` becomes its trace.
+/// Nothing is written unless every payload the retry needs is still there.
 /// KEYS: job, join, events, active set, finished zset, content, the chunking, metadata,
 ///   embeddings and storage streams, their four dead-letter streams, the job status counts,
 ///   then per batch its payload, metadata result and embeddings result. The reopened job counts
 ///   as queued or running again; its failure stays counted (finishes are a counter).
 /// ARGV: job id, ttl, stage number of the entry (1 chunking … 4 storage), entry id, batches,
-///   then (stage number, entry id) of each of the job's dead letters
+///   traceparent ('' for none), then (stage number, entry id) of each of the job's dead letters
 /// Returns {outcome, …}: {'retried', status, requeued per stage ×4}, {'requeued', status},
 /// {'missing'}, {'empty'} (no fields to put back), {'expired'}, {'cancelled'}, {'completed'}, {'content'}, {'batch', n},
 /// {'result', n, half}, {'stale', batches} (batches_total is not ARGV's: read it again).
@@ -157,6 +159,13 @@ pub(crate) static RETRY_JOB: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local STAGES = {'chunking', 'metadata', 'embeddings', 'storage'}
+local function enqueue(stream, ...)
+  if ARGV[6] == '' then
+    redis.call('XADD', stream, '*', ...)
+  else
+    redis.call('XADD', stream, '*', 'traceparent', ARGV[6], ...)
+  end
+end
 local stage = tonumber(ARGV[3])
 local entry = redis.call('XRANGE', KEYS[10 + stage], ARGV[4], ARGV[4])
 if #entry == 0 then return {'missing'} end
@@ -202,6 +211,9 @@ if chunked then reopened = 'running' end
 redis.call('HSET', KEYS[1], 'status', reopened)
 redis.call('HINCRBY', KEYS[15], reopened, 1)
 redis.call('HDEL', KEYS[1], 'finished_ms', 'error_stage', 'error_message')
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[1], 'trace_id', string.sub(ARGV[6], 4, 35))
+end
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 local queued = {0, 0, 0, 0}
@@ -211,24 +223,24 @@ if chunked then
     redis.call('HDEL', KEYS[2], 's:' .. i)
     local m, e = halves[i + 1][1], halves[i + 1][2]
     if not m then
-      redis.call('XADD', KEYS[8], '*', 'job_id', ARGV[1], 'batch', i)
+      enqueue(KEYS[8], 'job_id', ARGV[1], 'batch', i)
       queued[2] = queued[2] + 1
     end
     if not e then
-      redis.call('XADD', KEYS[9], '*', 'job_id', ARGV[1], 'batch', i)
+      enqueue(KEYS[9], 'job_id', ARGV[1], 'batch', i)
       queued[3] = queued[3] + 1
     end
     if m and e then
       redis.call('HSET', KEYS[2], 'q:' .. i, '1')
-      redis.call('XADD', KEYS[10], '*', 'job_id', ARGV[1], 'batch', i)
+      enqueue(KEYS[10], 'job_id', ARGV[1], 'batch', i)
       queued[4] = queued[4] + 1
     end
   end
 else
-  redis.call('XADD', KEYS[7], '*', 'job_id', ARGV[1])
+  enqueue(KEYS[7], 'job_id', ARGV[1])
   queued[1] = 1
 end
-for i = 6, #ARGV - 1, 2 do
+for i = 7, #ARGV - 1, 2 do
   redis.call('XDEL', KEYS[10 + tonumber(ARGV[i])], ARGV[i + 1])
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'type', 'retried', 'stage', STAGES[stage], 'error', previous)

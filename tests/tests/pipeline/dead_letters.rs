@@ -62,11 +62,13 @@ async fn an_entry_that_always_fails_is_dead_lettered_after_exactly_n_deliveries(
 /// same stage is refused with its reason (exit status 1) and stays.
 #[tokio::test]
 async fn a_dead_letter_is_listed_then_retried_once_the_fault_is_gone_and_the_job_completes_whole() {
-    let stack = Stack::start(StackOptions::default().service_env("chunking", "MILLRACE_CHUNK_SIZE", 45).service_env(
-        "chunking",
-        "MILLRACE_BATCH_SIZE",
-        2,
-    ))
+    let stack = Stack::start(
+        StackOptions::default()
+            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 45)
+            .service_env("chunking", "MILLRACE_BATCH_SIZE", 2)
+            // The storage stream keeps its entries, so the test can read what the retry put back.
+            .service_env("storage", "MILLRACE_TRIM_INTERVAL_MS", 3_600_000),
+    )
     .await
     .unwrap();
     let postgres = stack.postgres().await;
@@ -87,6 +89,7 @@ async fn a_dead_letter_is_listed_then_retried_once_the_fault_is_gone_and_the_job
     assert_eq!(job["error"]["stage"], "storage", "{job}");
     let total = job["chunks"]["total"].as_u64().unwrap();
     assert!(job["batches_total"].as_u64().unwrap() > 2, "{job}");
+    let failed_trace = job["trace_id"].as_str().unwrap().to_owned();
     // Storage took back what the failed version had stored (batch 0 and any after batch 1).
     let discarded = async {
         while !stack.stored_chunks("dlq-doc").await.is_empty() {
@@ -151,6 +154,22 @@ async fn a_dead_letter_is_listed_then_retried_once_the_fault_is_gone_and_the_job
     let job = stack.wait_for_job(&job_id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(job["error"], Value::Null, "{job}");
+    // The reopened job's work is traced under the retry request: the job names that trace, and
+    // every storage entry the retry put back carries it.
+    let retry_trace = job["trace_id"].as_str().unwrap();
+    assert!(retry_trace.len() == 32 && retry_trace != failed_trace, "{job}");
+    let entries: StreamRangeReply = redis.xrange_all(format!("{}:stream:storage", stack.key_prefix)).await.unwrap();
+    let requeued = entries
+        .ids
+        .iter()
+        .filter(|entry| entry.get::<String>("job_id").as_deref() == Some(job_id.as_str()))
+        .filter(|entry| entry.get::<String>("traceparent").is_some_and(|tp| tp.contains(retry_trace)))
+        .count();
+    assert_eq!(
+        Some(requeued as u64),
+        job["batches_total"].as_u64(),
+        "one re-stored entry per batch, in the retry's trace"
+    );
     assert_eq!(job["chunks"]["stored"].as_u64(), Some(total), "each batch counted once: {job}");
     assert_eq!(job["batches_stored"], job["batches_total"], "{job}");
     let rows = stack.stored_chunks("dlq-doc").await;

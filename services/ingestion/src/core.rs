@@ -454,7 +454,14 @@ impl Core {
 
     /// Retries dead letters of `stage` (those named, else all): see
     /// [`millrace_pipeline::dead_letters`]. What cannot be retried is refused entry by entry.
+    /// Like a submission, a retry puts work back on the streams: it is refused while the queue
+    /// is full (503) or the day's LLM budget is spent (429; the work would only fail again).
     pub async fn retry_dead_letters(&self, stage: Stage, ids: Option<Vec<String>>) -> Result<RetryReport, ApiError> {
+        let capacity = self.capacity().await?;
+        if capacity.free == 0 {
+            return Err(queue_full(capacity));
+        }
+        self.budget.check().await?;
         let report = self.jobs.retry_dead_letters(stage, ids.as_deref()).await.map_err(store_error)?;
         metrics::counter!(crate::metrics::DEAD_LETTERS_RETRIED, "stage" => stage.name())
             .increment(report.retried.len() as u64);

@@ -193,6 +193,11 @@ async fn a_spent_budget_refuses_new_jobs_at_the_front_door() {
     assert!(message.contains("MILLRACE_MAX_DAILY_COST_USD") && message.contains("metadata"), "{message}");
     let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+    // Retried dead letters would only fail again on the spent budget: refused the same way.
+    let (status, body, headers) = stack.post("/v1/dlq/metadata/retry", &json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("rate_limited")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("MILLRACE_MAX_DAILY_COST_USD"), "{body}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
 
     let (status, same, _) = stack.post("/v1/ingest", &document("paid")).await;
     assert_eq!(status, 200, "an identical resubmission needs no LLM: {same}");

@@ -212,6 +212,11 @@ async fn a_full_queue_answers_503_with_retry_after_from_throughput() {
     assert_eq!(response.headers()["retry-after"], "30", "no recent throughput: the default wait");
     let (code, _) = assert_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(code, "unavailable");
+    // A dead-letter retry puts work back too: it waits for room the same way.
+    let response = app.post_json("/v1/dlq/storage/retry", &json!({})).await;
+    assert_eq!(response.headers()["retry-after"], "30");
+    let (_, message) = assert_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(message.contains("too many jobs are queued"), "{message}");
 
     // Finishing a job frees a place, and gives a rate: 1 job per minute.
     let cancelled = app.delete(&format!("/v1/jobs/{}", first["job_id"].as_str().unwrap())).await;

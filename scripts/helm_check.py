@@ -29,9 +29,10 @@ import sys
 import jsonschema
 import yaml
 
+import code_facts
 import service_env
 
-SERVICES = ["ingestion", "chunking", "metadata", "embeddings", "storage", "llm-gateway"]
+SERVICES = code_facts.SERVICES
 
 
 class Checker:
@@ -169,22 +170,11 @@ class Checker:
         services = self.values["services"]
         templates = "\n".join(self.template_text.values())
 
+        # What the code says (scripts/code_facts.py, the reading k8s/tests/check.py uses too).
+        facts = code_facts.read_code(self.root)
         # Ports: the defaults each service binds (ServiceConfig::load(settings, "name", http, grpc)).
-        code_ports = self.code_ports = {}
+        code_ports = self.code_ports = facts.ports
         self.code_graph: dict[str, set[str]] = {}
-        for svc in SERVICES:
-            src = self.rust_sources(f"services/{svc}/src")
-            m = re.search(r'ServiceConfig::load\(settings,\s*"([a-z-]+)",\s*(\d+),\s*(\d+)\)', src)
-            if not m:
-                m2 = re.search(r'ServiceConfig::load\(settings,\s*SERVICE,\s*HTTP_PORT,\s*GRPC_PORT\)', src)
-                http = re.search(r"const HTTP_PORT: u16 = (\d+);", src)
-                grpc = re.search(r"const GRPC_PORT: u16 = (\d+);", src)
-                if m2 and http and grpc:
-                    code_ports[svc] = (int(http.group(1)), int(grpc.group(1)))
-                else:
-                    self.fail("ports", f"cannot find {svc}'s default ports in services/{svc}/src")
-                continue
-            code_ports[svc] = (int(m.group(2)), int(m.group(3)))
         for svc, (http, grpc) in code_ports.items():
             ports = services[svc]["ports"]
             if (ports["http"], ports["grpc"]) != (http, grpc):
@@ -196,8 +186,7 @@ class Checker:
             self.fail("ports", "service.yaml ports lack appProtocol")
 
         # Health paths: what the templates probe and scrape must be routes of the ops router.
-        server = self.read("lib/common/src/server.rs")
-        routes = set(re.findall(r'"(/[a-z]+)"', server.split("pub fn ops_router", 1)[1].split("\n}\n", 1)[0]))
+        routes = facts.health_paths
         used_paths = set(re.findall(r"path:\s*(/[a-z]+)", templates))
         for path in sorted(used_paths - routes):
             self.fail("health", f"templates use {path}, the services serve only {sorted(routes)}")
@@ -247,26 +236,22 @@ class Checker:
             self.fail("services", "millrace.serviceNames or values.services do not list the six services")
 
         # Streams and groups: keys.rs builds "<prefix>:stream:<stage>", runtime.rs names the group after the stage.
-        keys = self.read("lib/pipeline/src/keys.rs")
-        m = re.search(r'pub fn stream\(&self, stage: Stage\) -> String \{\s*format!\("([^"]+)", self\.prefix, stage\.name\(\)\)', keys)
         stream_helper = helper_body(self.template_text["_helpers.tpl"], "millrace.stream")
         h = re.search(r'printf\s+"([^"]+)"\s+\.prefix\s+\.stage', stream_helper)
-        self.stream_format = m.group(1) if m else None
-        if not m or not h:
-            self.fail("streams", "cannot read the stream name format from keys.rs or millrace.stream")
+        self.stream_format = facts.stream_format
+        if not h:
+            self.fail("streams", "cannot read the stream name format from millrace.stream")
         else:
             for stage in ("chunking", "x"):
-                code_name = m.group(1).replace("{}", "P", 1).replace("{}", stage, 1)
+                code_name = facts.stream_format.format(prefix="P", stage=stage)
                 chart_name = h.group(1).replace("%s", "P", 1).replace("%s", stage, 1)
                 if code_name != chart_name:
                     self.fail("streams", f"the chart's stream is {chart_name!r}, the code's {code_name!r}")
-        runtime = self.read("lib/pipeline/src/runtime.rs")
-        if not re.search(r"keys\.stream\(stage\),\s*stage\.name\(\)\.to_owned\(\),", runtime):
+        if not facts.group_is_stage_name:
             self.fail("streams", "runtime.rs no longer names the consumer group after the stage")
         if helper_body(self.template_text["_helpers.tpl"], "millrace.group").strip("{}- \n") != ".stage":
             self.fail("streams", "millrace.group is not the stage's name")
-        stage_rs = self.read("lib/pipeline/src/stage.rs")
-        code_stages = re.findall(r'Stage::\w+ => "([a-z]+)"', stage_rs)
+        code_stages = facts.stages
         consumers = {}
         for svc in SERVICES:
             m2 = re.search(r"worker_config\(settings, &service, Stage::(\w+),", self.rust_sources(f"services/{svc}/src"))
@@ -275,8 +260,7 @@ class Checker:
         chart_stages = helper_body(self.template_text["_helpers.tpl"], "millrace.streamStages").split()
         if sorted(chart_stages) != sorted(code_stages) or any(consumers.get(s) != s for s in chart_stages) or sorted(consumers) != sorted(chart_stages):
             self.fail("streams", f"stream stages: chart {chart_stages}, Stage names {code_stages}, consumers {consumers}")
-        default_prefix = re.search(r'get_or\("KEY_PREFIX",\s*"([^"]+)"', self.read("lib/common/src/config.rs"))
-        if not default_prefix or self.values["keyPrefix"] != default_prefix.group(1):
+        if self.values["keyPrefix"] != facts.key_prefix_default:
             self.fail("streams", f"keyPrefix {self.values['keyPrefix']!r} is not the code's default")
         so = self.template_text["scaledobject.yaml"] + helper_body(self.template_text["_helpers.tpl"], "millrace.kedaRedis")
         for needle in ("type: redis-streams", 'include "millrace.stream"', 'include "millrace.group"', "lagCount:"):
@@ -288,8 +272,7 @@ class Checker:
         grace = v["preStopSleepSeconds"] + math.ceil(v["shutdownDeadlineMs"] / 1000) + v["graceMarginSeconds"]
         if grace * 1000 <= v["shutdownDeadlineMs"] + v["preStopSleepSeconds"] * 1000:
             self.fail("drain", f"terminationGracePeriodSeconds {grace} does not cover the drain")
-        code_deadline = re.search(r'duration_ms\("SHUTDOWN_DEADLINE_MS",\s*([\d_]+)\)', self.read("lib/common/src/config.rs"))
-        if not code_deadline or int(code_deadline.group(1).replace("_", "")) != v["shutdownDeadlineMs"]:
+        if facts.shutdown_deadline_ms != v["shutdownDeadlineMs"]:
             self.fail("drain", "shutdownDeadlineMs is not the services' default MILLRACE_SHUTDOWN_DEADLINE_MS")
 
         # Enumerations in the schema: the providers and tiers the code accepts.
@@ -550,7 +533,7 @@ class Checker:
                 continue
             # One trigger on the lag, one on the entries in flight (pending / the stage's concurrency).
             prefix = cms[name[stage]]["data"]["MILLRACE_KEY_PREFIX"]
-            stream = self.stream_format.replace("{}", prefix, 1).replace("{}", stage, 1) if self.stream_format else None
+            stream = self.stream_format.format(prefix=prefix, stage=stage)
             triggers = so["spec"]["triggers"]
             modes = sorted(k for t in triggers for k in ("lagCount", "pendingEntriesCount") if k in t["metadata"])
             if so["spec"]["scaleTargetRef"]["name"] != name[stage] or modes != ["lagCount", "pendingEntriesCount"]:

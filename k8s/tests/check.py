@@ -8,7 +8,8 @@
 3. The custom resources (KEDA ScaledObject and TriggerAuthentication, ServiceMonitor,
    PrometheusRule) and the Grafana dashboard ConfigMap validate against the JSON schemas in
    k8s/tests/schemas, which require the fields millrace relies on and refuse unknown ones.
-4. The manifests agree with the code, read from the Rust sources (so they cannot drift):
+4. The manifests agree with the code, read from the Rust sources by scripts/code_facts.py (so
+   they cannot drift):
    ports (`ServiceConfig::load(settings, "<service>", HTTP, GRPC)`), health and metrics paths
    (lib/common/src/server.rs), the drain deadline (`SHUTDOWN_DEADLINE_MS` default), every
    MILLRACE_* name set is one the code reads, the gRPC call graph (each `grpc_url("X_URL", …)`
@@ -27,18 +28,17 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
 
 import jsonschema
 import kubernetes_validate
 import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
-import service_env  # noqa: E402  (shared with scripts/helm_check.py)
+import code_facts  # noqa: E402  (shared with scripts/helm_check.py)
+import service_env  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -47,7 +47,7 @@ KUBERNETES_VERSION = "1.31.0"
 # What users apply, and test-only overlays that render the optional components.
 TARGETS = ["overlays/dev", "overlays/prod", "tests/overlays/embedding-model"]
 DASHBOARD_CONFIGMAP = "millrace-grafana-dashboard"
-SERVICES = ["ingestion", "chunking", "metadata", "embeddings", "storage", "llm-gateway"]
+SERVICES = code_facts.SERVICES
 CUSTOM_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication.json",
@@ -59,92 +59,6 @@ CUSTOM_SCHEMAS = {
 class Problems(list):
     def add(self, where: str, message: str) -> None:
         self.append(f"{where}: {message}")
-
-
-# --- what the code says -------------------------------------------------------------------
-
-
-def rust_sources(under: pathlib.Path) -> str:
-    """Non-test Rust source under a folder: `#[cfg(test)] mod tests` and tests/ folders cut off."""
-    text = []
-    for path in sorted(under.rglob("*.rs")):
-        if "tests" in path.relative_to(under).parts or path.name == "tests.rs":
-            continue
-        source = path.read_text()
-        source = re.split(r"#\[cfg\(test\)\]\s*mod tests", source)[0]
-        text.append(source)
-    return "\n".join(text)
-
-
-def must_find(pattern: str, text: str, what: str) -> re.Match:
-    match = re.search(pattern, text, re.S)
-    if not match:
-        sys.exit(f"k8s check: cannot find {what} in the code (pattern {pattern!r}); update k8s/tests/check.py")
-    return match
-
-
-@dataclass
-class Code:
-    ports: dict[str, tuple[int, int]] = field(default_factory=dict)
-    health_paths: set[str] = field(default_factory=set)
-    shutdown_deadline_ms: int = 0
-    key_prefix_default: str = ""
-    stream_format: str = ""
-    stages: list[str] = field(default_factory=list)
-    group_is_stage_name: bool = False
-    names_read: set[str] = field(default_factory=set)
-    name_prefixes: set[str] = field(default_factory=set)
-    name_suffixes: set[str] = field(default_factory=set)
-    grpc_urls: dict[str, set[str]] = field(default_factory=dict)
-    required: dict[str, set[str]] = field(default_factory=dict)
-
-
-def read_code() -> Code:
-    code = Code()
-    gateway = (ROOT / "services/llm-gateway/src/config.rs").read_text()
-    for service in SERVICES:
-        src = rust_sources(ROOT / f"services/{service}/src")
-        if service == "llm-gateway":
-            http = int(must_find(r"pub const HTTP_PORT: u16 = (\d+);", gateway, "the gateway's HTTP_PORT")[1])
-            grpc = int(must_find(r"pub const GRPC_PORT: u16 = (\d+);", gateway, "the gateway's GRPC_PORT")[1])
-            must_find(r"ServiceConfig::load\(settings, SERVICE, HTTP_PORT, GRPC_PORT\)", src, "the gateway's ports")
-        else:
-            m = must_find(
-                rf'ServiceConfig::load\(\s*settings,\s*"{re.escape(service)}",\s*(\d+),\s*(\d+)\s*\)', src,
-                f"the default ports of {service}",
-            )
-            http, grpc = int(m[1]), int(m[2])
-        code.ports[service] = (http, grpc)
-        code.grpc_urls[service] = set(re.findall(r'grpc_url\(\s*"([A-Z0-9_]+_URL)"', src))
-        code.required[service] = set(re.findall(r'\.require(?:::<[^>]*>)?\(\s*"([A-Z0-9_]+)"', src))
-
-    server = (ROOT / "lib/common/src/server.rs").read_text()
-    code.health_paths = set(re.findall(r'\.route\(\s*"(/healthz|/readyz|/metrics)"', server))
-
-    config = (ROOT / "lib/common/src/config.rs").read_text()
-    deadline = must_find(r'duration_ms\("SHUTDOWN_DEADLINE_MS",\s*([\d_]+)\)', config, "the shutdown deadline default")
-    code.shutdown_deadline_ms = int(deadline[1].replace("_", ""))
-    code.key_prefix_default = must_find(r'get_or\("KEY_PREFIX",\s*"([^"]+)"', config, "the key prefix default")[1]
-
-    keys = (ROOT / "lib/pipeline/src/keys.rs").read_text()
-    fmt = must_find(r'pub fn stream\(&self, stage: Stage\) -> String \{\s*format!\("([^"]+)", self\.prefix, stage\.name\(\)\)',
-                    keys, "Keys::stream")[1]
-    code.stream_format = fmt.replace("{}", "{prefix}", 1).replace("{}", "{stage}", 1)
-    stage = (ROOT / "lib/pipeline/src/stage.rs").read_text()
-    code.stages = re.findall(r'Stage::\w+ => "([a-z-]+)"', stage)
-    runtime = (ROOT / "lib/pipeline/src/runtime.rs").read_text()
-    # WorkerConfig::from_settings(settings, stream, group, …): the group is the stage's name.
-    code.group_is_stage_name = bool(
-        re.search(r"WorkerConfig::from_settings\(\s*settings,\s*keys\.stream\(stage\),\s*stage\.name\(\)\.to_owned\(\),", runtime)
-    )
-
-    everything = rust_sources(ROOT / "lib") + rust_sources(ROOT / "services")
-    literals = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', everything))
-    code.names_read = literals
-    # Names built from a prefix: format!("{prefix}REPLICAS") with prefix "LLM_" (the limiter).
-    code.name_prefixes = {name for name in literals if name.endswith("_")}
-    code.name_suffixes = set(re.findall(r'"\{prefix\}([A-Z][A-Z0-9_]*)"', everything))
-    return code
 
 
 # --- what the manifests say ---------------------------------------------------------------
@@ -235,7 +149,7 @@ def grpc_callers_allowed(policies: dict[str, dict], service: str) -> set[str]:
     return callers
 
 
-def check_consistency(target: str, resources: list[dict], code: Code, problems: Problems) -> None:
+def check_consistency(target: str, resources: list[dict], code: code_facts.Code, problems: Problems) -> None:
     deployments = by_kind(resources, "Deployment")
     services = by_kind(resources, "Service")
     configmaps = by_kind(resources, "ConfigMap")
@@ -437,7 +351,10 @@ def check_consistency(target: str, resources: list[dict], code: Code, problems: 
 
 
 def main() -> int:
-    code = read_code()
+    try:
+        code = code_facts.read_code(ROOT)
+    except code_facts.CodeChanged as changed:
+        sys.exit(f"k8s check: {changed}")
     problems = Problems()
     for target in TARGETS:
         try:

@@ -10,7 +10,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/scripts"
 cp -r "$SRC/k8s" "$SRC/deploy" "$SRC/lib" "$SRC/services" "$WORK/"
-cp "$SRC/scripts/k8s-test.sh" "$SRC/scripts/service_env.py" "$SRC/scripts/images.py" "$WORK/scripts/"
+cp "$SRC/scripts/k8s-test.sh" "$SRC/scripts/service_env.py" "$SRC/scripts/code_facts.py" "$SRC/scripts/images.py" "$WORK/scripts/"
 # The services' binaries (--check-config) are the checkout's build, not the copy's.
 export MILLRACE_BIN_DIR="${MILLRACE_BIN_DIR:-${CARGO_TARGET_DIR:-$SRC/target}/debug}"
 PYTHON="${MILLRACE_HOME:-$HOME/.cache/millrace}/venv-k8s/bin/python"

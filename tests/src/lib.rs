@@ -129,6 +129,9 @@ impl Stack {
             ("MILLRACE_SHUTDOWN_DEADLINE_MS".into(), "3000".into()),
             ("MILLRACE_LLM_MAX_RETRIES".into(), "0".into()),
             ("RUST_LOG".into(), "info".into()),
+            // A service that fails to start prints its error, not a backtrace that would fill
+            // the log tail a failed test shows.
+            ("RUST_BACKTRACE".into(), "0".into()),
         ];
         if let Some((_, port)) = &fake {
             common.push(("MILLRACE_LLM_BASE_URL".into(), format!("http://127.0.0.1:{port}/v1")));

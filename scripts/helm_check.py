@@ -322,13 +322,15 @@ class Checker:
             "llm-and-otel": {
                 "jobRetentionSecs": 2592000,
                 "llm": {"baseUrl": "https://api.openai.com/v1", "tier": "tier1", "rpm": 400, "tpm": 150000000,
-                        "maxDailyCostUsd": 20},
+                        "maxDailyCostUsd": 20, "embedModel": "text-embedding-3-small"},
                 "otel": {"endpoint": "http://otel-collector.observability:4317", "samplerRatio": 0.25,
                          "resourceAttributes": {"deployment.environment": "prod"}},
                 "redis": {"keda": {"passwordSecret": {"name": "redis-auth"}}},
                 "networkPolicy": {"ingestionFrom": [{"namespaceSelector": {"matchLabels": {"name": "ingress"}}}]},
                 "services": {"ingestion": {"maxDocumentBytes": 104857600, "env": {"MILLRACE_FETCH_ALLOW_PRIVATE": "false"}}},
             },
+            # A chat-only upstream: embeddings stay local (384), no MILLRACE_LLM_EMBED_MODEL.
+            "chat-only-upstream": {"llm": {"baseUrl": "https://api.groq.com/openai/v1"}},
             "model-volume": {
                 "llm": {"embeddingDim": 384},
                 "services": {"embeddings": {"modelVolume": {"persistentVolumeClaim": {"claimName": "millrace-model"}}}},

@@ -87,7 +87,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- end -}}
 
 {{- define "millrace.embeddingsProvider" -}}
-{{- default (ternary "gateway" "local" (ne .Values.llm.baseUrl "")) .Values.services.embeddings.provider -}}
+{{- default (ternary "gateway" "local" (and (ne .Values.llm.baseUrl "") (ne .Values.llm.embedModel ""))) .Values.services.embeddings.provider -}}
 {{- end -}}
 
 {{/*

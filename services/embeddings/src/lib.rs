@@ -63,12 +63,14 @@ pub struct Config {
 
 impl Config {
     /// `MILLRACE_EMBEDDINGS_PROVIDER` is `local`, `hashing` or `gateway`; by default `gateway`
-    /// when an upstream is configured (`MILLRACE_LLM_BASE_URL` or `MILLRACE_LLM_UPSTREAMS_FILE`),
-    /// else `local`.
+    /// when an embedding model is named for the upstream (`MILLRACE_LLM_EMBED_MODEL`), else
+    /// `local`. An upstream configured for chat alone is not enough: many (Anthropic's, Groq,
+    /// most local servers) have no `/v1/embeddings`, and every job would fail with its 404.
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let service = ServiceConfig::load(settings, "embeddings", 8063, 9063)?;
         let worker = worker_config(settings, &service, Stage::Embeddings, 4)?;
-        let default_provider = if millrace_common::llm_configured(settings) { "gateway" } else { "local" };
+        let embed_model: String = settings.get_or("LLM_EMBED_MODEL", String::new())?;
+        let default_provider = if embed_model.is_empty() { "local" } else { "gateway" };
         let provider = match settings.get_or("EMBEDDINGS_PROVIDER", default_provider.to_owned())?.as_str() {
             "local" => Provider::Local(LocalConfig {
                 model_dir: millrace_common::config::embedding_model_dir(settings)?,
@@ -78,7 +80,7 @@ impl Config {
             "hashing" => Provider::Hashing,
             "gateway" => Provider::Gateway {
                 gateway_url: settings.grpc_url("LLM_GATEWAY_URL", "http://127.0.0.1:9065")?,
-                model: settings.get_or("LLM_EMBED_MODEL", String::new())?,
+                model: embed_model,
             },
             other => {
                 return Err(ConfigError::new(
@@ -170,9 +172,17 @@ mod tests {
     }
 
     #[test]
-    fn gateway_is_the_default_with_an_upstream() {
-        let config = config(&[("LLM_BASE_URL", "http://upstream:8080/v1")]).unwrap();
-        assert!(matches!(config.provider, Provider::Gateway { .. }), "{:?}", config.provider);
+    fn gateway_is_the_default_only_with_an_embedding_model() {
+        // A chat-only upstream (no /v1/embeddings) must not take over embeddings.
+        let chat_only = config(&[("LLM_BASE_URL", "http://upstream:8080/v1"), ("LLM_CHAT_MODEL", "llama-3")]).unwrap();
+        assert!(matches!(chat_only.provider, Provider::Local(_)), "{:?}", chat_only.provider);
+        let config =
+            config(&[("LLM_BASE_URL", "http://upstream:8080/v1"), ("LLM_EMBED_MODEL", "text-embedding-3-small")])
+                .unwrap();
+        assert_eq!(
+            config.provider,
+            Provider::Gateway { gateway_url: "http://127.0.0.1:9065".into(), model: "text-embedding-3-small".into() }
+        );
     }
 
     #[test]

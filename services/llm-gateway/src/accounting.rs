@@ -151,6 +151,12 @@ impl Accounting {
         }
     }
 
+    /// Whether Redis answers a PING on the connection the limiter and accounting share.
+    pub async fn ping(&self) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop).map_err(|err| err.to_string())
+    }
+
     /// Today's spend, from memory if fresh, else from Redis; 0 if Redis cannot say (a budget
     /// is a guard against runaway cost, not a reason to stop when Redis blinks).
     async fn spent_today(&self) -> f64 {

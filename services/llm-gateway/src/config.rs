@@ -48,6 +48,9 @@ pub struct Config {
     /// Completion tokens reserved from the TPM quota for a chat call without `max_tokens`,
     /// corrected from the answer's usage.
     pub completion_estimate: u32,
+    /// How often each upstream is probed (`GET /models`) for `/v1/limits` and metrics; the
+    /// first probe comes one interval after start.
+    pub probe_interval: Duration,
     /// How often spend, upstream concurrency and breaker states are sampled for `/metrics`
     /// (`MILLRACE_METRICS_INTERVAL_MS`).
     pub metrics_interval: Duration,
@@ -140,6 +143,7 @@ impl Config {
     /// | `MILLRACE_LLM_LIMIT_WINDOW_MS` | 60000: the upstream's quota window |
     /// | `MILLRACE_LLM_COMPLETION_ESTIMATE` | 256 completion tokens reserved without `max_tokens` |
     /// | `MILLRACE_MAX_DAILY_COST_USD` | unset: no budget |
+    /// | `MILLRACE_LLM_PROBE_INTERVAL_MS` | 30000: how often each upstream is probed (informational) |
     ///
     /// plus those of [`ServiceConfig`] (HTTP port 8065, gRPC port 9065).
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
@@ -183,6 +187,7 @@ impl Config {
             prices,
             max_daily_cost_usd,
             completion_estimate: settings.positive("LLM_COMPLETION_ESTIMATE", 256u32)?,
+            probe_interval: settings.duration_ms("LLM_PROBE_INTERVAL_MS", 30_000)?,
             metrics_interval: millrace_common::metrics::sample_interval(settings)?,
         })
     }

@@ -46,6 +46,8 @@ pub struct Gateway {
     retry: RetryPolicy,
     completion_estimate: u64,
     bookkeeping: TaskTracker,
+    probe_interval: Duration,
+    started: Instant,
 }
 
 /// What `GET /v1/limits` shows: every upstream's limits and live use, and the budget.
@@ -69,6 +71,17 @@ pub struct UpstreamLimits {
     pub cooling_ms: Option<u64>,
     pub rate_limiter: Option<millrace_resilience::LimiterSnapshot>,
     pub breaker: millrace_resilience::BreakerSnapshot,
+    /// The last background probe (`GET {base}/models`); none before the first.
+    pub probe: Option<ProbeSnapshot>,
+}
+
+/// Whether the upstream answered its last probe, and how long ago.
+#[derive(Debug, serde::Serialize)]
+pub struct ProbeSnapshot {
+    pub reachable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub checked_ms_ago: u64,
 }
 
 impl Gateway {
@@ -105,11 +118,9 @@ impl Gateway {
             retry: config.retry.clone(),
             completion_estimate: u64::from(config.completion_estimate),
             bookkeeping: TaskTracker::new(),
+            probe_interval: config.probe_interval,
+            started: Instant::now(),
         })
-    }
-
-    pub fn is_configured(&self) -> bool {
-        !self.pool.is_empty()
     }
 
     /// Every model some upstream names, plus the defaults when an upstream serves any model.
@@ -230,15 +241,33 @@ impl Gateway {
     }
 
     /// Ready when at least one upstream answers (the others are what fallback is for).
-    pub async fn health(&self) -> Result<(), String> {
-        let mut failures = Vec::new();
-        for member in self.pool.members() {
-            match member.client.health().await {
-                Ok(()) => return Ok(()),
-                Err(err) => failures.push(format!("{}: {err}", member.config.name)),
+    /// Probes every upstream at once and records what each answered (see `pool::Probe`).
+    /// Upstream health is information for operators (`/v1/limits`, metrics), never readiness:
+    /// in Kubernetes an upstream outage would otherwise take every gateway pod out of its
+    /// Service, and the breakers already keep calls away from a failing upstream.
+    pub async fn probe_upstreams(&self) {
+        futures::future::join_all(self.pool.members().iter().map(|member| async move {
+            let result = member.client.health().await;
+            if let Err(error) = &result {
+                tracing::warn!(upstream = %member.config.name, error = %error, "upstream probe failed");
             }
-        }
-        if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+            member.record_probe(result);
+        }))
+        .await;
+    }
+
+    /// Whether an upstream's last probe (or the start, before the first) is a probe interval
+    /// ago. Not at start: a gateway that restarts should not be a burst of calls upstream.
+    pub fn probe_due(&self) -> bool {
+        self.pool
+            .members()
+            .iter()
+            .any(|member| member.last_probe().map_or(self.started, |probe| probe.at).elapsed() >= self.probe_interval)
+    }
+
+    /// Readiness: the gateway's own dependency, Redis (the shared limiter and the accounting).
+    pub async fn ping_redis(&self) -> Result<(), String> {
+        self.accounting.ping().await
     }
 
     pub async fn limits(&self) -> Limits {
@@ -257,6 +286,11 @@ impl Gateway {
                 cooling_ms: member.cooling_for().map(|left| left.as_millis() as u64),
                 rate_limiter: member.limiter.as_ref().map(RateLimiter::snapshot),
                 breaker: member.breaker.snapshot(),
+                probe: member.last_probe().map(|probe| ProbeSnapshot {
+                    reachable: probe.result.is_ok(),
+                    error: probe.result.err(),
+                    checked_ms_ago: probe.at.elapsed().as_millis() as u64,
+                }),
             })
             .collect();
         Limits { upstreams, budget: self.accounting.snapshot().await }

@@ -3,8 +3,8 @@
 //!
 //! gRPC `millrace.v1.LlmGateway` (Chat, Embed) and `millrace.v1.Admin`; HTTP: the
 //! OpenAI-compatible `/v1/chat/completions` (streaming too), `/v1/embeddings` and `/v1/models`,
-//! `/v1/limits` (every upstream's quota, use and breaker, and the budget), `/healthz`, `/readyz`
-//! (an upstream answers `GET {base}/models`) and `/metrics`.
+//! `/v1/limits` (every upstream's quota, use, breaker and last probe, and the budget),
+//! `/healthz`, `/readyz` (Redis answers; upstreams are not its business) and `/metrics`.
 
 mod accounting;
 mod config;
@@ -84,15 +84,14 @@ impl Application {
         }
         telemetry::register(config.max_daily_cost_usd);
         let gateway = Arc::new(Gateway::build(&config)?);
-        let readiness = if gateway.is_configured() {
+        // Ready means the gateway's own dependency (Redis) answers, never an upstream's health:
+        // see `Gateway::probe_upstreams`.
+        let readiness = {
             let gateway = gateway.clone();
-            Readiness::default().with("upstream", move || {
+            Readiness::default().with("redis", move || {
                 let gateway = gateway.clone();
-                async move { gateway.health().await }
+                async move { gateway.ping_redis().await }
             })
-        } else {
-            // Ready: the gateway does what it is configured to do, which is to refuse clearly.
-            Readiness::default().with("upstream: not configured", || async { Ok(()) })
         };
         let router = server::ops_router(SERVICE, readiness)
             .merge(limits::routes(gateway.clone()))

@@ -31,6 +31,17 @@ pub struct Member {
     pub slots: Arc<Semaphore>,
     /// Until when the upstream asked (429 with `Retry-After`) not to be called.
     cooldown: Mutex<Option<Instant>>,
+    /// The last background probe of the upstream (`Gateway::probe_upstreams`).
+    probe: Mutex<Option<Probe>>,
+}
+
+/// What the last probe of an upstream found. Informational: shown in `/v1/limits` and the
+/// `millrace_llm_gateway_upstream_up` gauge, never used for readiness or routing (the breaker
+/// decides routing from real calls).
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub at: Instant,
+    pub result: Result<(), String>,
 }
 
 impl Member {
@@ -41,7 +52,15 @@ impl Member {
         breaker: CircuitBreaker,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_concurrency));
-        Self { config, client, limiter, breaker, slots, cooldown: Mutex::new(None) }
+        Self { config, client, limiter, breaker, slots, cooldown: Mutex::new(None), probe: Mutex::new(None) }
+    }
+
+    pub fn last_probe(&self) -> Option<Probe> {
+        lock(&self.probe).clone()
+    }
+
+    pub fn record_probe(&self, result: Result<(), String>) {
+        *lock(&self.probe) = Some(Probe { at: Instant::now(), result });
     }
 
     /// Honours an upstream's `Retry-After` for every later call, not just the one that got it:

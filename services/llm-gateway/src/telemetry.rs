@@ -36,6 +36,9 @@ pub const DAILY_BUDGET: &str = "millrace_llm_gateway_daily_budget_usd";
 pub const DAILY_SPEND: &str = "millrace_llm_gateway_daily_spend_usd";
 pub const UPSTREAM_IN_FLIGHT: &str = "millrace_llm_gateway_upstream_in_flight";
 pub const UPSTREAM_MAX_CONCURRENCY: &str = "millrace_llm_gateway_upstream_max_concurrency";
+/// 1 when the upstream answered its last probe (`GET {base}/models`: any answer but a 5xx or an
+/// authentication failure), else 0.
+pub const UPSTREAM_UP: &str = "millrace_llm_gateway_upstream_up";
 
 pub const METRICS: &[Metric] = &[
     Metric::counter(
@@ -59,6 +62,7 @@ pub const METRICS: &[Metric] = &[
     Metric::gauge(DAILY_SPEND, "US dollars spent today (UTC) by every gateway replica together."),
     Metric::gauge(UPSTREAM_IN_FLIGHT, "Requests to an upstream in flight from this replica."),
     Metric::gauge(UPSTREAM_MAX_CONCURRENCY, "Requests to an upstream this replica allows at once."),
+    Metric::gauge(UPSTREAM_UP, "1 when the upstream answered this replica's last probe (GET /models), else 0."),
 ];
 
 /// Describes the gateway's metrics (and the resilience kit's) and registers its counters at
@@ -80,12 +84,18 @@ pub fn sample(gateway: std::sync::Arc<Gateway>, interval: Duration, stop: Cancel
     spawn_sampler(interval, stop, move || {
         let gateway = gateway.clone();
         async move {
+            if gateway.probe_due() {
+                gateway.probe_upstreams().await;
+            }
             let limits = gateway.limits().await;
             metrics::gauge!(DAILY_SPEND).set(limits.budget.spent_usd);
             for upstream in limits.upstreams {
                 metrics::gauge!(UPSTREAM_IN_FLIGHT, "upstream" => upstream.name.clone()).set(upstream.in_flight as f64);
-                metrics::gauge!(UPSTREAM_MAX_CONCURRENCY, "upstream" => upstream.name)
+                metrics::gauge!(UPSTREAM_MAX_CONCURRENCY, "upstream" => upstream.name.clone())
                     .set(upstream.max_concurrency as f64);
+                if let Some(probe) = &upstream.probe {
+                    metrics::gauge!(UPSTREAM_UP, "upstream" => upstream.name).set(f64::from(u8::from(probe.reachable)));
+                }
             }
         }
     });

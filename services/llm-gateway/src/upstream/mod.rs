@@ -76,6 +76,7 @@ pub trait Upstream: Send + Sync {
 
     async fn embed(&self, model: &str, inputs: &[String], timeout: Duration) -> Result<EmbeddingAnswer, UpstreamError>;
 
-    /// Whether the upstream answers at all (for `/readyz`); the error says why not.
+    /// Whether the upstream answers at all (the background probe shown in `/v1/limits`); the
+    /// error says why not.
     async fn health(&self) -> Result<(), String>;
 }

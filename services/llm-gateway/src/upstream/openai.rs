@@ -629,8 +629,15 @@ impl Upstream for OpenAiUpstream {
         let status = result.as_ref().map_or_else(|_| "connect_error".to_owned(), |r| r.status().as_u16().to_string());
         telemetry::upstream_request(&self.name, "models", status, started.elapsed());
         match result {
-            Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => Err(format!("GET {url} answered {}", response.status())),
+            // Many OpenAI-compatible servers serve chat without listing models (404, 405): an
+            // answer is all the probe asks for. A 5xx, or a key the upstream refuses, is not.
+            Ok(response)
+                if response.status().is_server_error()
+                    || matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) =>
+            {
+                Err(format!("GET {url} answered {}", response.status()))
+            }
+            Ok(_) => Ok(()),
             Err(err) => Err(format!("GET {url} failed: {}", transport_error(&err, HEALTH_TIMEOUT))),
         }
     }

@@ -110,11 +110,22 @@ async fn an_unreachable_upstream_is_unavailable() {
     // A port that was free a moment ago: connection refused.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base_url = format!("http://127.0.0.1:{port}/v1");
-    let mut gateway =
-        spawn_gateway(&[("LLM_BASE_URL", &base_url), ("LLM_MAX_RETRIES", "1"), ("LLM_RETRY_BASE_MS", "5")]).await;
+    let mut gateway = spawn_gateway(&[
+        ("LLM_BASE_URL", &base_url),
+        ("LLM_MAX_RETRIES", "1"),
+        ("LLM_RETRY_BASE_MS", "5"),
+        ("METRICS_INTERVAL_MS", "50"),
+        ("LLM_PROBE_INTERVAL_MS", "100"),
+    ])
+    .await;
     let status = gateway.client.chat(chat_request("hello")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
     assert!(status.message().contains("unreachable"), "{}", status.message());
-    let ready = gateway.get("/readyz").await;
-    assert_eq!(ready.status(), 503);
+    // The upstream's outage is not the gateway's: it stays ready (in Kubernetes an unready
+    // gateway would leave its Service), and says what it found in /v1/limits and metrics.
+    assert_eq!(gateway.get("/readyz").await.status(), 200);
+    let probe = gateway.probe().await;
+    assert_eq!(probe["reachable"], false, "{probe}");
+    assert!(probe["error"].as_str().unwrap().contains("/models"), "{probe}");
+    assert!(gateway.metrics().await.contains("millrace_llm_gateway_upstream_up{upstream=\"default\"} 0"));
 }

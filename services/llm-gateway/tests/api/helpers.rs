@@ -37,6 +37,20 @@ impl TestGateway {
     pub async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()
     }
+
+    /// The first upstream's last probe in `/v1/limits`, once there is one (the sampler probes
+    /// at start, then every 30 s).
+    pub async fn probe(&self) -> serde_json::Value {
+        for _ in 0..100 {
+            let limits: serde_json::Value = self.get("/v1/limits").await.json().await.unwrap();
+            let probe = &limits["upstreams"][0]["probe"];
+            if !probe.is_null() {
+                return probe.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no probe in /v1/limits after 5 s");
+    }
 }
 
 /// A gateway on free ports with these settings (names with or without `MILLRACE_`).
@@ -51,6 +65,8 @@ pub async fn spawn_gateway(pairs: &[(&str, &str)]) -> TestGateway {
         ("SHUTDOWN_DEADLINE_MS", "2000"),
         ("REDIS_URL", redis.url.as_str()),
         ("KEY_PREFIX", prefix.as_str()),
+        // Tests count what the fake served: no background probe unless a test asks for one.
+        ("LLM_PROBE_INTERVAL_MS", "3600000"),
     ];
     all.extend_from_slice(pairs);
     let config = Config::from_settings(&Settings::from_pairs(all)).unwrap();

@@ -7,24 +7,65 @@ use serde_json::Value;
 use crate::helpers::{chat_request, gateway_for, spawn_fake, spawn_gateway};
 
 #[tokio::test]
-async fn ready_without_an_upstream_says_so() {
+async fn ready_without_an_upstream() {
     let gateway = spawn_gateway(&[]).await;
     let response = gateway.get("/readyz").await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["checks"]["upstream: not configured"]["ok"], true, "{body}");
+    assert_eq!(body["checks"]["redis"]["ok"], true, "{body}");
     assert_eq!(gateway.get("/healthz").await.status(), 200);
 }
 
 #[tokio::test]
-async fn ready_when_the_upstream_lists_its_models() {
-    let fake = spawn_fake(Default::default()).await;
-    let gateway = gateway_for(&fake, &[]).await;
+async fn not_ready_without_redis() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis_url = format!("redis://127.0.0.1:{closed}");
+    let gateway = spawn_gateway(&[("REDIS_URL", &redis_url)]).await;
     let response = gateway.get("/readyz").await;
-    assert_eq!(response.status(), 200);
+    assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["checks"]["upstream"]["ok"], true, "{body}");
-    assert_eq!(fake.stats().by_endpoint["models"].served, 1);
+    assert_eq!(body["checks"]["redis"]["ok"], false, "{body}");
+}
+
+/// An OpenAI-compatible upstream that serves chat completions and nothing else: `GET /models`
+/// is a 404, as on fakellm, Anthropic's compatibility layer and many local servers.
+async fn chat_only_upstream() -> String {
+    async fn completion() -> axum::Json<Value> {
+        axum::Json(serde_json::json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "hello back"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        }))
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(completion));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+#[tokio::test]
+async fn an_upstream_without_a_models_route_is_served_and_the_gateway_is_ready() {
+    let base_url = chat_only_upstream().await;
+    let mut gateway =
+        spawn_gateway(&[("LLM_BASE_URL", &base_url), ("METRICS_INTERVAL_MS", "50"), ("LLM_PROBE_INTERVAL_MS", "100")])
+            .await;
+    let response = gateway.get("/readyz").await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let answer = gateway.client.chat(chat_request("hello")).await.unwrap().into_inner();
+    assert_eq!(answer.content, "hello back");
+    // It answered (404): reachable.
+    assert_eq!(gateway.probe().await["reachable"], true);
+    assert!(gateway.metrics().await.contains("millrace_llm_gateway_upstream_up{upstream=\"default\"} 1"));
+}
+
+#[tokio::test]
+async fn an_upstream_that_lists_its_models_is_probed() {
+    let fake = spawn_fake(Default::default()).await;
+    let gateway = gateway_for(&fake, &[("METRICS_INTERVAL_MS", "50"), ("LLM_PROBE_INTERVAL_MS", "100")]).await;
+    assert_eq!(gateway.probe().await["reachable"], true);
+    assert!(fake.stats().by_endpoint["models"].served >= 1);
 }
 
 #[tokio::test]

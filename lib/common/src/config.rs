@@ -234,6 +234,10 @@ pub struct ServiceConfig {
     pub shutdown_deadline: Duration,
     /// How long job records and their payloads are kept (`MILLRACE_JOB_RETENTION_SECS`).
     pub job_retention: Duration,
+    /// How long a failed job's payloads (document, batches, stage results) are kept for a
+    /// dead-letter retry (`MILLRACE_FAILED_PAYLOAD_RETENTION_SECS`; at most the job retention).
+    /// Cancelled jobs' payloads go at once.
+    pub failed_payload_retention: Duration,
 }
 
 impl ServiceConfig {
@@ -257,6 +261,9 @@ impl ServiceConfig {
             consumer_name: settings.get_or("CONSUMER_NAME", default_consumer)?,
             shutdown_deadline: settings.duration_ms("SHUTDOWN_DEADLINE_MS", 20_000)?,
             job_retention: Duration::from_secs(settings.positive("JOB_RETENTION_SECS", 7 * 24 * 3600u64)?),
+            failed_payload_retention: Duration::from_secs(
+                settings.positive("FAILED_PAYLOAD_RETENTION_SECS", 24 * 3600u64)?,
+            ),
         })
     }
 }

@@ -14,6 +14,8 @@ pub enum ErrorCode {
     /// The request was read but a field is invalid.
     InvalidArgument,
     NotFound,
+    /// The request conflicts with the object's state (a job too far along to cancel).
+    Conflict,
     PayloadTooLarge,
     UnsupportedMediaType,
     /// A quota or budget is used up; retry later.
@@ -30,6 +32,7 @@ impl ErrorCode {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::InvalidArgument => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -43,6 +46,7 @@ impl ErrorCode {
         match self {
             Self::BadRequest | Self::InvalidArgument | Self::UnsupportedMediaType => tonic::Code::InvalidArgument,
             Self::NotFound => tonic::Code::NotFound,
+            Self::Conflict => tonic::Code::FailedPrecondition,
             Self::PayloadTooLarge => tonic::Code::OutOfRange,
             Self::RateLimited => tonic::Code::ResourceExhausted,
             Self::Unavailable => tonic::Code::Unavailable,
@@ -54,7 +58,8 @@ impl ErrorCode {
     /// The code a gRPC status maps back to.
     pub fn from_grpc(code: tonic::Code) -> Self {
         match code {
-            tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => Self::InvalidArgument,
+            tonic::Code::InvalidArgument => Self::InvalidArgument,
+            tonic::Code::FailedPrecondition => Self::Conflict,
             tonic::Code::NotFound => Self::NotFound,
             tonic::Code::OutOfRange => Self::PayloadTooLarge,
             tonic::Code::ResourceExhausted => Self::RateLimited,
@@ -70,6 +75,7 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::InvalidArgument => "invalid_argument",
             Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",
@@ -107,6 +113,9 @@ impl ApiError {
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Unavailable, message)

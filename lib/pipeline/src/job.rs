@@ -156,6 +156,10 @@ pub struct Job {
     pub document_id: String,
     pub version: u64,
     pub status: JobStatus,
+    /// The job's attempt: 0, then one more for each dead-letter retry that reopened it. Stream
+    /// entries carry the generation they were written for (see [`crate::EntryRef`]).
+    #[serde(skip)]
+    pub generation: u64,
     /// 0–100.
     pub progress: u32,
     /// Seconds until the job is likely done, from the rates its own metadata, embeddings and
@@ -218,6 +222,7 @@ impl Job {
             document_id: text("document_id"),
             version: number("version"),
             status,
+            generation: number("gen"),
             progress: 0,
             eta_seconds: None,
             chunks,

@@ -92,4 +92,10 @@ impl Keys {
     pub fn document_version(&self, tenant_id: &str, document_id: &str) -> String {
         format!("{}:docver:{tenant_id}:{document_id}", self.prefix)
     }
+
+    /// A document's jobs of the retention period, scored by version: a delete cancels those
+    /// still running.
+    pub fn document_jobs(&self, tenant_id: &str, document_id: &str) -> String {
+        format!("{}:docjobs:{tenant_id}:{document_id}", self.prefix)
+    }
 }

@@ -21,4 +21,7 @@ pub use counts::JobStatusCounts;
 pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, LlmUsage, fingerprint};
 pub use keys::Keys;
 pub use stage::Stage;
-pub use store::{BatchRef, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredCounts, StoredOutcome};
+pub use store::{
+    BatchRef, CancelOutcome, ChunkingOutcome, EntryRef, HalfOutcome, JobStore, JobStoreError, NewJob, StoredCounts,
+    StoredOutcome,
+};

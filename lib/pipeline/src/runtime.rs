@@ -13,7 +13,7 @@ use millrace_streams::{Handler, HandlerError, Message, StreamWorker, WorkerConfi
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::{BatchRef, Job, JobStatus, JobStore, Keys, Stage};
+use crate::{BatchRef, EntryRef, Job, JobStore, Keys, Stage};
 
 /// The name of a stage's breaker toward the llm-gateway. A stage whose stats show a breaker of
 /// this name calls the gateway (the LLM extractor, the gateway embedder), so its jobs need the
@@ -34,7 +34,8 @@ impl StageBase {
         let listeners = Listeners::bind(config).await?;
         let client = redis_conn::client(&config.redis_url).map_err(std::io::Error::other)?;
         let pool = redis_conn::pool(&config.redis_url, 16).map_err(std::io::Error::other)?;
-        let jobs = JobStore::new(pool.clone(), Keys::new(config.key_prefix.clone()), config.job_retention);
+        let jobs = JobStore::new(pool.clone(), Keys::new(config.key_prefix.clone()), config.job_retention)
+            .with_failed_payload_retention(config.failed_payload_retention);
         Ok(Self { listeners, client, pool, jobs })
     }
 
@@ -195,26 +196,40 @@ pub async fn stage_stats(
     })
 }
 
-/// The batch a stream entry points at, with its job, if the job is still running. `None`
-/// means there is nothing to do (the job finished or its record expired): acknowledge.
-pub async fn running_batch(jobs: &JobStore, message: &Message) -> Result<Option<(Job, ChunkBatch)>, HandlerError> {
-    let BatchRef { job_id, batch } = BatchRef::from_fields(&message.fields).map_err(HandlerError::Fatal)?;
-    let Some(job) = jobs.get(&job_id).await? else { return Ok(None) };
-    if job.status.is_terminal() {
-        tracing::debug!(job_id, batch, status = job.status.as_str(), "job finished; skipping batch");
+/// The batch a stream entry points at, with its job, if the job is still running and the entry
+/// belongs to its current attempt. `None` means there is nothing to do (the job finished, its
+/// record expired, or a dead-letter retry replaced the entry): acknowledge.
+pub async fn running_batch(
+    jobs: &JobStore,
+    message: &Message,
+) -> Result<Option<(BatchRef, Job, ChunkBatch)>, HandlerError> {
+    let entry = BatchRef::from_fields(&message.fields).map_err(HandlerError::Fatal)?;
+    let Some(job) = jobs.get(&entry.job_id).await? else { return Ok(None) };
+    if job.status.is_terminal() || entry.is_stale(&job) {
+        tracing::debug!(job_id = %entry.job_id, batch = entry.batch, status = job.status.as_str(), generation = entry.generation, "job finished or retried; skipping batch");
         return Ok(None);
     }
-    let chunks = jobs
-        .load_batch(&job_id, batch)
-        .await?
-        .ok_or_else(|| HandlerError::Fatal(format!("batch {batch} payload is missing")))?;
-    Ok(Some((job, chunks)))
+    let Some(chunks) = jobs.load_batch(&entry.job_id, entry.batch).await? else {
+        // A job cancelled meanwhile has its payloads dropped at once: nothing to do then.
+        if jobs.get(&entry.job_id).await?.is_none_or(|job| job.status.is_terminal()) {
+            return Ok(None);
+        }
+        return Err(HandlerError::Fatal(format!("batch {} payload is missing", entry.batch)));
+    };
+    Ok(Some((entry, job, chunks)))
 }
 
-/// Marks the job of a stream entry failed at `stage`, when the entry is given up on.
+/// Marks the job of a stream entry failed at `stage`, when the entry is given up on (unless a
+/// dead-letter retry replaced the entry's attempt meanwhile).
 pub async fn fail_job(jobs: &JobStore, message: &Message, stage: Stage, reason: &str) {
-    let Some(job_id) = message.fields.get("job_id") else { return };
-    if let Err(err) = jobs.finish(job_id, JobStatus::Failed, Some((stage.name(), reason))).await {
-        tracing::warn!(job_id, error = %err, "could not mark job failed");
+    let entry = match EntryRef::from_fields(&message.fields) {
+        Ok(entry) => entry,
+        Err(err) => {
+            tracing::warn!(error = %err, "a dead-lettered entry names no job");
+            return;
+        }
+    };
+    if let Err(err) = jobs.fail(&entry, stage, reason).await {
+        tracing::warn!(job_id = %entry.job_id, error = %err, "could not mark job failed");
     }
 }

@@ -3,6 +3,11 @@
 //! redelivered message repeats nothing. Each also appends what it did to the job's events
 //! stream (`Keys::job_events`), inside the same guard, so every event is written exactly once
 //! and in the order the job went through it.
+//!
+//! Every entry a script adds carries the job's retry generation (`gen`), and every script that
+//! acts for an entry first checks that the entry's generation is the job's: a dead-letter retry
+//! starts a new generation and puts back every step it needs, so an older entry still on a
+//! stream (or a worker still running one) changes nothing.
 
 use std::sync::LazyLock;
 
@@ -11,25 +16,27 @@ use redis::Script;
 /// Stores every batch of a chunked document and enqueues each batch on both the metadata and
 /// embeddings streams, once per job (guarded by the `chunked` flag).
 /// KEYS: job, metadata stream, embeddings stream, events, batch keys…, job status counts
-/// ARGV: job id, chunks total, ttl, now ms, traceparent ('' for none), payloads…
-/// Returns the number of batches, 0 if already chunked, -1 if the job is finished, -2 if unknown.
+/// ARGV: job id, chunks total, ttl, now ms, traceparent ('' for none), generation, payloads…
+/// Returns the number of batches, 0 if already chunked, -1 if the job is finished, -2 if unknown,
+/// -3 if the entry's generation is not the job's.
 pub(crate) static COMMIT_CHUNKS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -2 end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then return -1 end
+if (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[6] then return -3 end
 if redis.call('HSETNX', KEYS[1], 'chunked', '1') == 0 then return 0 end
 local batches = #KEYS - 5
 for i = 1, batches do
-  redis.call('SET', KEYS[4 + i], ARGV[5 + i], 'EX', ARGV[3])
+  redis.call('SET', KEYS[4 + i], ARGV[6 + i], 'EX', ARGV[3])
 end
 for i = 1, batches do
   for _, stream in ipairs({KEYS[2], KEYS[3]}) do
     if ARGV[5] == '' then
-      redis.call('XADD', stream, '*', 'job_id', ARGV[1], 'batch', i - 1)
+      redis.call('XADD', stream, '*', 'job_id', ARGV[1], 'batch', i - 1, 'gen', ARGV[6])
     else
-      redis.call('XADD', stream, '*', 'job_id', ARGV[1], 'batch', i - 1, 'traceparent', ARGV[5])
+      redis.call('XADD', stream, '*', 'job_id', ARGV[1], 'batch', i - 1, 'gen', ARGV[6], 'traceparent', ARGV[5])
     end
   end
 end
@@ -48,14 +55,16 @@ return batches
 /// wins. Whichever half completes the pair enqueues the batch for storage, exactly once.
 /// KEYS: job, join hash, result key, storage stream, events
 /// ARGV: half, batch, chunk count, payload, ttl, job id, job counter field, stage name,
-/// traceparent ('' for none)
-/// Returns 2 if this call enqueued storage, 1 if recorded, -1 if the job is finished, -2 if unknown.
+/// traceparent ('' for none), generation
+/// Returns 2 if this call enqueued storage, 1 if recorded, -1 if the job is finished, -2 if
+/// unknown, -3 if the entry's generation is not the job's.
 pub(crate) static COMPLETE_HALF: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -2 end
 if status ~= 'running' then return -1 end
+if (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[10] then return -3 end
 local batch = ARGV[2]
 if redis.call('HSETNX', KEYS[2], ARGV[1] .. ':' .. batch, '1') == 1 then
   redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
@@ -67,9 +76,9 @@ end
 if redis.call('HEXISTS', KEYS[2], 'm:' .. batch) == 1 and redis.call('HEXISTS', KEYS[2], 'e:' .. batch) == 1 then
   if redis.call('HSETNX', KEYS[2], 'q:' .. batch, '1') == 1 then
     if ARGV[9] == '' then
-      redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'batch', batch)
+      redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'batch', batch, 'gen', ARGV[10])
     else
-      redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'batch', batch, 'traceparent', ARGV[9])
+      redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'batch', batch, 'gen', ARGV[10], 'traceparent', ARGV[9])
     end
     return 2
   end
@@ -79,15 +88,19 @@ return 1
     )
 });
 
-/// Counts a stored batch once, with its reused chunks and failed metadata.
+/// Counts a stored batch once, with its reused chunks and failed metadata. When it is the last
+/// batch of a running job, the job is marked `committing`: from then on a cancel is refused,
+/// so a version can never be both made visible and discarded.
 /// KEYS: job, join hash, events
-/// ARGV: batch, chunk count, reused chunks, chunks whose metadata failed, ttl
-/// Returns {batches stored, batches total, status}; status is '' for an unknown job.
+/// ARGV: batch, chunk count, reused chunks, chunks whose metadata failed, ttl, generation
+/// Returns {batches stored, batches total, status}; status is '' for an unknown job and 'stale'
+/// when the entry's generation is not the job's (nothing is counted).
 pub(crate) static RECORD_STORED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, 0, ''} end
+if (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[6] then return {0, 0, 'stale'} end
 if redis.call('HSETNX', KEYS[2], 's:' .. ARGV[1], '1') == 1 then
   redis.call('HINCRBY', KEYS[1], 'stored', ARGV[2])
   redis.call('HINCRBY', KEYS[1], 'reused', ARGV[3])
@@ -99,6 +112,9 @@ if redis.call('HSETNX', KEYS[2], 's:' .. ARGV[1], '1') == 1 then
 end
 local stored = tonumber(redis.call('HGET', KEYS[1], 'batches_stored') or '0')
 local total = tonumber(redis.call('HGET', KEYS[1], 'batches_total') or '0')
+if status == 'running' and total > 0 and stored >= total then
+  redis.call('HSET', KEYS[1], 'committing', '1')
+end
 return {stored, total, status}
 ",
     )
@@ -106,14 +122,19 @@ return {stored, total, status}
 
 /// Moves a job to a final status, once: a finished job never changes status again.
 /// KEYS: job, active set, finished zset, events, job status counts
-/// ARGV: status, now ms, retention secs, job id, error stage, error message
-/// Returns 1 if this call finished the job, 0 if it was already finished, -2 if unknown.
+/// ARGV: status, now ms, retention secs, job id, error stage, error message, generation ('' for
+/// any: the caller acts on the job, not for one of its entries), '1' to refuse while the job
+/// is committing its last batch (a cancel)
+/// Returns 1 if this call finished the job, 0 if it was already finished, -2 if unknown, -3 if
+/// the generation is not the job's, 2 if refused because the job is committing.
 pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -2 end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then return 0 end
+if ARGV[7] ~= '' and (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[7] then return -3 end
+if ARGV[8] == '1' and redis.call('HEXISTS', KEYS[1], 'committing') == 1 then return 2 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_ms', ARGV[2])
 redis.call('HINCRBY', KEYS[5], status, -1)
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
@@ -142,7 +163,8 @@ return 1
 /// discards a failed version's chunks, so every batch is stored again and counted anew; upserts
 /// and `RECORD_STORED` keep that from storing or counting anything twice). Its dead letters in
 /// every stage go (ARGV pairs), a `retried` event is written and its keys get a full retention
-/// again. A job still queued or running only gets this entry back on its stream (with the
+/// again. The reopened job starts a new generation (`gen` + 1) and every entry put back carries
+/// it, so the failed attempt's stale entries and late writers change nothing. A job still queued or running only gets this entry back on its stream (with the
 /// fields it had, its traceparent among them). A reopened job's work is traced under the retry:
 /// every entry put back carries ARGV's traceparent, and the job's `trace_id` becomes its trace.
 /// Nothing is written unless every payload the retry needs is still there.
@@ -210,7 +232,8 @@ local reopened = 'queued'
 if chunked then reopened = 'running' end
 redis.call('HSET', KEYS[1], 'status', reopened)
 redis.call('HINCRBY', KEYS[15], reopened, 1)
-redis.call('HDEL', KEYS[1], 'finished_ms', 'error_stage', 'error_message')
+redis.call('HDEL', KEYS[1], 'finished_ms', 'error_stage', 'error_message', 'committing')
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'trace_id', string.sub(ARGV[6], 4, 35))
 end
@@ -223,21 +246,21 @@ if chunked then
     redis.call('HDEL', KEYS[2], 's:' .. i)
     local m, e = halves[i + 1][1], halves[i + 1][2]
     if not m then
-      enqueue(KEYS[8], 'job_id', ARGV[1], 'batch', i)
+      enqueue(KEYS[8], 'job_id', ARGV[1], 'batch', i, 'gen', gen)
       queued[2] = queued[2] + 1
     end
     if not e then
-      enqueue(KEYS[9], 'job_id', ARGV[1], 'batch', i)
+      enqueue(KEYS[9], 'job_id', ARGV[1], 'batch', i, 'gen', gen)
       queued[3] = queued[3] + 1
     end
     if m and e then
       redis.call('HSET', KEYS[2], 'q:' .. i, '1')
-      enqueue(KEYS[10], 'job_id', ARGV[1], 'batch', i)
+      enqueue(KEYS[10], 'job_id', ARGV[1], 'batch', i, 'gen', gen)
       queued[4] = queued[4] + 1
     end
   end
 else
-  enqueue(KEYS[7], 'job_id', ARGV[1])
+  enqueue(KEYS[7], 'job_id', ARGV[1], 'gen', gen)
   queued[1] = 1
 end
 for i = 7, #ARGV - 1, 2 do

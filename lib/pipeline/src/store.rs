@@ -72,6 +72,7 @@ pub enum HalfOutcome {
     Recorded,
     /// Recorded, and this call enqueued the batch for storage.
     EnqueuedStorage,
+    /// The job finished, or is gone, or a retry replaced the entry's attempt: nothing recorded.
     JobFinished,
 }
 
@@ -80,6 +81,18 @@ pub struct StoredOutcome {
     pub batches_stored: u32,
     pub batches_total: u32,
     pub status: Option<JobStatus>,
+    /// A dead-letter retry replaced the entry's attempt: nothing was counted.
+    pub stale: bool,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled,
+    /// The job had already finished (or is gone): nothing changed.
+    AlreadyFinished,
+    /// Every batch is stored and the version is being made visible: too late to cancel.
+    Committing,
 }
 
 impl StoredOutcome {
@@ -97,23 +110,46 @@ pub struct StoredCounts {
     pub metadata_failed: usize,
 }
 
-/// Identifies one batch of one job, as carried in a stream entry.
+/// What a stream entry points at: a job, the job's attempt the entry was written for, and for
+/// the metadata, embeddings and storage streams one batch. Written by `JobStore::create` and the
+/// hand-off scripts; read here, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRef {
+    pub job_id: String,
+    /// The job's retry generation when the entry was written (`gen`; entries written before
+    /// generations existed have none and count as 0). An entry older than its job's generation
+    /// is stale: the retry that started the new generation put back every step it needs.
+    pub generation: u64,
+}
+
+/// One batch of one job, as carried in a metadata, embeddings or storage entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchRef {
     pub job_id: String,
     pub batch: u32,
+    pub generation: u64,
 }
+
+/// The field of a stream entry that carries its generation.
+pub(crate) const GENERATION_FIELD: &str = "gen";
 
 #[derive(Clone)]
 pub struct JobStore {
     pool: deadpool_redis::Pool,
     keys: Keys,
     retention: Duration,
+    failed_payload_retention: Duration,
 }
 
 impl JobStore {
     pub fn new(pool: deadpool_redis::Pool, keys: Keys, retention: Duration) -> Self {
-        Self { pool, keys, retention }
+        Self { pool, keys, retention, failed_payload_retention: retention }
+    }
+
+    /// How long a failed job's payloads stay for a dead-letter retry (capped by the retention).
+    pub fn with_failed_payload_retention(mut self, ttl: Duration) -> Self {
+        self.failed_payload_retention = ttl.min(self.retention);
+        self
     }
 
     pub fn keys(&self) -> &Keys {
@@ -144,7 +180,7 @@ impl JobStore {
         let fields = job_fields(&job_id, &new, version, JobStatus::Queued, now);
         let retention_ms = self.retention.as_millis() as i64;
         let mut enqueue = redis::cmd("XADD");
-        enqueue.arg(self.keys.stream(Stage::Chunking)).arg("*").arg("job_id").arg(&job_id);
+        enqueue.arg(self.keys.stream(Stage::Chunking)).arg("*").arg("job_id").arg(&job_id).arg(GENERATION_FIELD).arg(0);
         if let Some(traceparent) = context::traceparent() {
             enqueue.arg(context::TRACEPARENT_FIELD).arg(traceparent);
         }
@@ -161,6 +197,10 @@ impl JobStore {
             .arg(now - retention_ms)
             .ignore()
             .sadd(self.keys.active_jobs(), &job_id)
+            .ignore()
+            .zadd(self.keys.document_jobs(&new.tenant_id, &new.document_id), &job_id, version)
+            .ignore()
+            .expire(self.keys.document_jobs(&new.tenant_id, &new.document_id), ttl as i64)
             .ignore()
             .hincr(self.keys.job_status_counts(), JobStatus::Queued.as_str(), 1)
             .ignore()
@@ -196,12 +236,27 @@ impl JobStore {
 
     /// Records a submission identical to the document's visible version (same fingerprint) as
     /// a job completed at once: no new version, no payload, no stream entry; every chunk of
-    /// `version` counts as reused.
-    pub async fn create_unchanged(&self, new: NewJob, version: u64, chunks: u64) -> Result<Job, JobStoreError> {
+    /// `version` counts as reused. Only while `version` is also the last one submitted: if a
+    /// later submission is still running (or failed), completing this one at once would let
+    /// that later one win although this one came last, so `None` is returned and the caller
+    /// submits a new version instead. Checked atomically with WATCH on the version counter.
+    pub async fn create_unchanged(
+        &self,
+        new: &NewJob,
+        version: u64,
+        chunks: u64,
+    ) -> Result<Option<Job>, JobStoreError> {
         let mut conn = self.conn().await?;
+        let counter = self.keys.document_version(&new.tenant_id, &new.document_id);
+        redis::cmd("WATCH").arg(&counter).query_async::<()>(&mut conn).await?;
+        let latest: Option<u64> = conn.get(&counter).await?;
+        if latest.is_some_and(|latest| latest != version) {
+            redis::cmd("UNWATCH").query_async::<()>(&mut conn).await?;
+            return Ok(None);
+        }
         let job_id = uuid::Uuid::now_v7().to_string();
         let now = now_millis();
-        let mut fields = job_fields(&job_id, &new, version, JobStatus::Completed, now);
+        let mut fields = job_fields(&job_id, new, version, JobStatus::Completed, now);
         let count = chunks.to_string();
         for (name, value) in &mut fields {
             if ["chunks_total", "metadata_done", "embedded", "stored", "reused"].contains(name) {
@@ -224,9 +279,48 @@ impl JobStore {
             .ignore()
             .expire(self.keys.job_events(&job_id), self.retention.as_secs().max(1) as i64)
             .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        job_from_fields(fields)
+            .query_async::<Option<()>>(&mut conn)
+            .await?
+            // EXEC answered nil: a submission took the counter meanwhile.
+            .map_or(Ok(None), |()| job_from_fields(fields).map(Some))
+    }
+
+    /// The last version number given to a submission of the document (0 if none).
+    pub async fn latest_version(&self, tenant_id: &str, document_id: &str) -> Result<u64, JobStoreError> {
+        let mut conn = self.conn().await?;
+        let latest: Option<u64> = conn.get(self.keys.document_version(tenant_id, document_id)).await?;
+        Ok(latest.unwrap_or(0))
+    }
+
+    /// Cancels the document's unfinished jobs of versions up to `through_version`, with
+    /// `reason` as their error (by the `ingestion` stage), and drops their payloads. Returns how
+    /// many were cancelled. Finished jobs leave the document's index.
+    pub async fn cancel_document_jobs(
+        &self,
+        tenant_id: &str,
+        document_id: &str,
+        through_version: u64,
+        reason: &str,
+    ) -> Result<usize, JobStoreError> {
+        let index = self.keys.document_jobs(tenant_id, document_id);
+        let job_ids: Vec<String> = {
+            let mut conn = self.conn().await?;
+            conn.zrangebyscore(&index, "-inf", through_version).await?
+        };
+        let mut cancelled = 0;
+        for job_id in job_ids {
+            let outcome =
+                self.finish_with(&job_id, JobStatus::Cancelled, Some(("ingestion", reason)), None, false).await?;
+            if outcome == 1 {
+                cancelled += 1;
+                if let Some(job) = self.get(&job_id).await? {
+                    self.delete_payloads(&job_id, job.batches_total).await?;
+                }
+            }
+            let mut conn = self.conn().await?;
+            let _: () = conn.zrem(&index, &job_id).await?;
+        }
+        Ok(cancelled)
     }
 
     pub async fn get(&self, job_id: &str) -> Result<Option<Job>, JobStoreError> {
@@ -285,7 +379,12 @@ impl JobStore {
 
     /// Stores the batches of a chunked document and enqueues each on both the metadata and
     /// the embeddings stream, at once, so the two stages work on a batch in parallel.
-    pub async fn commit_chunks(&self, job_id: &str, batches: &[ChunkBatch]) -> Result<ChunkingOutcome, JobStoreError> {
+    pub async fn commit_chunks(
+        &self,
+        entry: &EntryRef,
+        batches: &[ChunkBatch],
+    ) -> Result<ChunkingOutcome, JobStoreError> {
+        let job_id = entry.job_id.as_str();
         let chunks_total: usize = batches.iter().map(|b| b.chunks.len()).sum();
         let mut invocation = COMMIT_CHUNKS.prepare_invoke();
         invocation
@@ -297,7 +396,8 @@ impl JobStore {
             .arg(chunks_total)
             .arg(self.retention.as_secs().max(1))
             .arg(now_millis())
-            .arg(context::traceparent().unwrap_or_default());
+            .arg(context::traceparent().unwrap_or_default())
+            .arg(entry.generation);
         for batch in batches {
             invocation.key(self.keys.batch(job_id, batch.batch_index)).arg(batch.encode_to_vec());
         }
@@ -333,53 +433,35 @@ impl JobStore {
 
     pub async fn complete_metadata(
         &self,
-        job_id: &str,
-        batch: u32,
+        entry: &BatchRef,
         chunk_count: usize,
         result: &MetadataBatch,
     ) -> Result<HalfOutcome, JobStoreError> {
-        self.complete_half(
-            job_id,
-            batch,
-            chunk_count,
-            "m",
-            "metadata_done",
-            &self.keys.metadata_result(job_id, batch),
-            result.encode_to_vec(),
-        )
-        .await
+        let key = self.keys.metadata_result(&entry.job_id, entry.batch);
+        self.complete_half(entry, chunk_count, "m", "metadata_done", &key, result.encode_to_vec()).await
     }
 
     pub async fn complete_embeddings(
         &self,
-        job_id: &str,
-        batch: u32,
+        entry: &BatchRef,
         chunk_count: usize,
         result: &EmbeddingBatch,
     ) -> Result<HalfOutcome, JobStoreError> {
-        self.complete_half(
-            job_id,
-            batch,
-            chunk_count,
-            "e",
-            "embedded",
-            &self.keys.embeddings_result(job_id, batch),
-            result.encode_to_vec(),
-        )
-        .await
+        let key = self.keys.embeddings_result(&entry.job_id, entry.batch);
+        self.complete_half(entry, chunk_count, "e", "embedded", &key, result.encode_to_vec()).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn complete_half(
         &self,
-        job_id: &str,
-        batch: u32,
+        entry: &BatchRef,
         chunk_count: usize,
         half: &str,
         counter: &str,
         result_key: &str,
         payload: Vec<u8>,
     ) -> Result<HalfOutcome, JobStoreError> {
+        let BatchRef { job_id, batch, generation } = entry;
+        let (job_id, batch) = (job_id.as_str(), *batch);
         let mut conn = self.conn().await?;
         let result: i64 = COMPLETE_HALF
             .key(self.keys.job(job_id))
@@ -396,6 +478,7 @@ impl JobStore {
             .arg(counter)
             .arg(if half == "m" { "metadata" } else { "embeddings" })
             .arg(context::traceparent().unwrap_or_default())
+            .arg(generation)
             .invoke_async(&mut conn)
             .await?;
         Ok(match result {
@@ -407,12 +490,8 @@ impl JobStore {
 
     /// Counts a stored batch (once), with its reused chunks and failed metadata, and tells
     /// whether every batch of the job is stored.
-    pub async fn record_stored(
-        &self,
-        job_id: &str,
-        batch: u32,
-        counts: StoredCounts,
-    ) -> Result<StoredOutcome, JobStoreError> {
+    pub async fn record_stored(&self, entry: &BatchRef, counts: StoredCounts) -> Result<StoredOutcome, JobStoreError> {
+        let (job_id, batch) = (entry.job_id.as_str(), entry.batch);
         let mut conn = self.conn().await?;
         let (batches_stored, batches_total, status): (u32, u32, String) = RECORD_STORED
             .key(self.keys.job(job_id))
@@ -423,9 +502,10 @@ impl JobStore {
             .arg(counts.reused)
             .arg(counts.metadata_failed)
             .arg(self.retention.as_secs().max(1))
+            .arg(entry.generation)
             .invoke_async(&mut conn)
             .await?;
-        Ok(StoredOutcome { batches_stored, batches_total, status: JobStatus::parse(&status) })
+        Ok(StoredOutcome { batches_stored, batches_total, stale: status == "stale", status: JobStatus::parse(&status) })
     }
 
     /// Moves the job to a final status; returns false if it had already finished.
@@ -435,6 +515,55 @@ impl JobStore {
         status: JobStatus,
         error: Option<(&str, &str)>,
     ) -> Result<bool, JobStoreError> {
+        Ok(self.finish_with(job_id, status, error, None, false).await? == 1)
+    }
+
+    /// Fails the job for a stage that gave up on one of its entries, unless a dead-letter retry
+    /// replaced the entry's attempt meanwhile (a stale entry must not fail the reopened job).
+    /// Returns whether this call failed the job.
+    /// Its payloads then stay only `MILLRACE_FAILED_PAYLOAD_RETENTION_SECS`.
+    pub async fn fail(&self, entry: &EntryRef, stage: Stage, reason: &str) -> Result<bool, JobStoreError> {
+        let outcome = self.finish_with(
+            &entry.job_id,
+            JobStatus::Failed,
+            Some((stage.name(), reason)),
+            Some(entry.generation),
+            false,
+        );
+        if outcome.await? != 1 {
+            return Ok(false);
+        }
+        if let Some(job) = self.get(&entry.job_id).await? {
+            self.expire_payloads(&entry.job_id, job.batches_total, self.failed_payload_retention).await?;
+        }
+        Ok(true)
+    }
+
+    /// Cancels the job unless it finished or is committing its last batch. A cancelled job's
+    /// payloads are dropped at once: nothing can resume it.
+    pub async fn cancel(&self, job_id: &str) -> Result<CancelOutcome, JobStoreError> {
+        Ok(match self.finish_with(job_id, JobStatus::Cancelled, None, None, true).await? {
+            1 => {
+                if let Some(job) = self.get(job_id).await? {
+                    self.delete_payloads(job_id, job.batches_total).await?;
+                }
+                CancelOutcome::Cancelled
+            }
+            2 => CancelOutcome::Committing,
+            _ => CancelOutcome::AlreadyFinished,
+        })
+    }
+
+    /// FINISH's answer: 1 finished now, 0 already finished, -2 unknown, -3 other generation,
+    /// 2 refused while committing.
+    async fn finish_with(
+        &self,
+        job_id: &str,
+        status: JobStatus,
+        error: Option<(&str, &str)>,
+        generation: Option<u64>,
+        refuse_if_committing: bool,
+    ) -> Result<i64, JobStoreError> {
         let (stage, message) = error.unwrap_or(("", ""));
         let mut conn = self.conn().await?;
         let result: i64 = FINISH
@@ -449,24 +578,47 @@ impl JobStore {
             .arg(job_id)
             .arg(stage)
             .arg(message)
+            .arg(generation.map(|g| g.to_string()).unwrap_or_default())
+            .arg(if refuse_if_committing { "1" } else { "" })
             .invoke_async(&mut conn)
             .await?;
-        Ok(result == 1)
+        Ok(result)
     }
 
     /// Drops a finished job's payloads; its record stays until the retention period ends.
     pub async fn delete_payloads(&self, job_id: &str, batches_total: u32) -> Result<(), JobStoreError> {
+        let keys = self.payload_keys(job_id, batches_total);
+        let mut conn = self.conn().await?;
+        for chunk in keys.chunks(256) {
+            let _: () = conn.unlink(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Shortens how long a failed job's payloads are kept: long enough for a dead-letter retry
+    /// once the cause is fixed, not the whole retention period (a retry gives them a full
+    /// one again).
+    pub async fn expire_payloads(&self, job_id: &str, batches_total: u32, ttl: Duration) -> Result<(), JobStoreError> {
+        let keys = self.payload_keys(job_id, batches_total);
+        let mut conn = self.conn().await?;
+        for chunk in keys.chunks(256) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.expire(key, ttl.as_secs().max(1) as i64).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    fn payload_keys(&self, job_id: &str, batches_total: u32) -> Vec<String> {
         let mut keys = vec![self.keys.content(job_id), self.keys.join(job_id)];
         for batch in 0..batches_total {
             keys.push(self.keys.batch(job_id, batch));
             keys.push(self.keys.metadata_result(job_id, batch));
             keys.push(self.keys.embeddings_result(job_id, batch));
         }
-        let mut conn = self.conn().await?;
-        for chunk in keys.chunks(256) {
-            let _: () = conn.unlink(chunk).await?;
-        }
-        Ok(())
+        keys
     }
 }
 
@@ -507,12 +659,33 @@ fn job_fields(job_id: &str, new: &NewJob, version: u64, status: JobStatus, now: 
     ]
 }
 
-impl BatchRef {
-    /// Reads `job_id` and `batch` from a stream entry's fields.
+impl EntryRef {
+    /// Reads `job_id` and `gen` from a stream entry's fields.
     pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
         let job_id = fields.get("job_id").ok_or("entry has no job_id")?.clone();
+        let generation = match fields.get(GENERATION_FIELD) {
+            None => 0,
+            Some(text) => text.parse().map_err(|_| "entry has a bad generation")?,
+        };
+        Ok(Self { job_id, generation })
+    }
+
+    /// Whether the entry belongs to an attempt of `job` that a dead-letter retry replaced.
+    pub fn is_stale(&self, job: &Job) -> bool {
+        self.generation < job.generation
+    }
+}
+
+impl BatchRef {
+    /// Reads `job_id`, `batch` and `gen` from a stream entry's fields.
+    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
+        let EntryRef { job_id, generation } = EntryRef::from_fields(fields)?;
         let batch =
             fields.get("batch").ok_or("entry has no batch")?.parse().map_err(|_| "entry has a bad batch number")?;
-        Ok(Self { job_id, batch })
+        Ok(Self { job_id, batch, generation })
+    }
+
+    pub fn is_stale(&self, job: &Job) -> bool {
+        self.generation < job.generation
     }
 }

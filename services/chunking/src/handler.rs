@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use millrace_pipeline::runtime::fail_job;
-use millrace_pipeline::{ChunkingOutcome, JobStore, Stage};
+use millrace_pipeline::{ChunkingOutcome, EntryRef, JobStore, Stage};
 use millrace_proto::{Chunk, ChunkBatch};
 use millrace_streams::{Handler, HandlerError, Message};
 use sha2::{Digest, Sha256};
@@ -57,13 +57,14 @@ impl ChunkingHandler {
 
 impl Handler for ChunkingHandler {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
-        let job_id = message.field("job_id")?;
+        let entry = EntryRef::from_fields(&message.fields).map_err(HandlerError::Fatal)?;
+        let job_id = entry.job_id.as_str();
         let Some(job) = self.store.get(job_id).await? else {
             warn!(job_id, "job record is gone (expired?); skipping");
             return Ok(());
         };
-        if job.status.is_terminal() {
-            info!(job_id, status = job.status.as_str(), "job already finished; skipping");
+        if job.status.is_terminal() || entry.is_stale(&job) {
+            info!(job_id, status = job.status.as_str(), "job already finished or retried; skipping");
             return Ok(());
         }
         let sizes = self
@@ -119,7 +120,7 @@ impl Handler for ChunkingHandler {
         // A document's first version has nothing stored to reuse.
         let reusable =
             if job.version > 1 { self.stored.attach(&job.tenant_id, &job.document_id, &mut batches).await? } else { 0 };
-        let outcome = self.store.commit_chunks(job_id, &batches).await?;
+        let outcome = self.store.commit_chunks(&entry, &batches).await?;
         match outcome {
             ChunkingOutcome::Enqueued(count) => {
                 metrics::counter!(crate::metrics::CHUNKS).increment(chunks.len() as u64);

@@ -36,7 +36,7 @@ impl EmbeddingsHandler {
 
 impl Handler for EmbeddingsHandler {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
-        let Some((job, chunks)) = running_batch(&self.store, message).await? else { return Ok(()) };
+        let Some((entry, job, chunks)) = running_batch(&self.store, message).await? else { return Ok(()) };
         let model = self.embedder.model();
         let mut vectors: Vec<Option<Vec<f32>>> = chunks.chunks.iter().map(|c| self.reusable(c, &model)).collect();
         let reused: Vec<bool> = vectors.iter().map(Option::is_some).collect();
@@ -80,8 +80,8 @@ impl Handler for EmbeddingsHandler {
             vectors: vectors.into_iter().map(|v| Vector { values: v.unwrap_or_default() }).collect(),
             reused,
         };
-        let batch = chunks.batch_index;
-        let outcome = self.store.complete_embeddings(&job.job_id, batch, count, &result).await?;
+        let batch = entry.batch;
+        let outcome = self.store.complete_embeddings(&entry, count, &result).await?;
         // Counted as the job counts them: not for a job that finished meanwhile.
         if outcome != HalfOutcome::JobFinished {
             crate::metrics::batch(self.embedder.name(), todo.len(), cache_hits, reused_count);

@@ -13,7 +13,7 @@ use millrace_common::{ApiError, ErrorCode};
 use millrace_fetch::{FetchError, UrlGuard};
 use millrace_pipeline::dead_letters::{RetryReport, StageDeadLetters};
 use millrace_pipeline::events::{JobEvent, read_events};
-use millrace_pipeline::{Job, JobStatus, JobStore, JobStoreError, NewJob, Stage};
+use millrace_pipeline::{CancelOutcome, Job, JobStatus, JobStore, JobStoreError, NewJob, Stage};
 use millrace_proto::v1::embeddings_client::EmbeddingsClient;
 use millrace_proto::v1::storage_client::StorageClient;
 use millrace_proto::v1::{
@@ -219,8 +219,9 @@ impl Core {
             options: document.options,
             fingerprint,
         };
-        if let Some((version, chunks)) = self.unchanged_version(&new).await {
-            let job = self.jobs.create_unchanged(new, version, chunks).await.map_err(store_error)?;
+        if let Some((version, chunks)) = self.unchanged_version(&new).await
+            && let Some(job) = self.jobs.create_unchanged(&new, version, chunks).await.map_err(store_error)?
+        {
             metrics::counter!(crate::metrics::JOBS_UNCHANGED).increment(1);
             tracing::info!(job_id = %job.job_id, document_id = %job.document_id, version, "identical to the stored version; completed at once");
             return Ok(self.accepted(job));
@@ -292,18 +293,26 @@ impl Core {
         self.jobs.list(status, limit).await.map_err(store_error)
     }
 
-    /// Cancels a job; a job already finished is returned as it is. The chunks of a cancelled
-    /// version that storage may already hold are discarded in the background, best-effort.
+    /// Cancels a job; a job already finished is returned as it is, and one whose last batch is
+    /// stored and being made visible is a 409 (it will complete). The chunks of a cancelled
+    /// version that storage may already hold are discarded in the background, best-effort
+    /// (storage discards them too when it next meets the job's batches).
     pub async fn cancel_job(&self, job_id: &str) -> Result<Job, ApiError> {
         let job = self.get_job(job_id).await?;
-        let cancelled = self.jobs.finish(job_id, JobStatus::Cancelled, None).await.map_err(store_error)?;
-        if cancelled {
+        let outcome = self.jobs.cancel(job_id).await.map_err(store_error)?;
+        if outcome == CancelOutcome::Committing {
+            return Err(ApiError::conflict(format!(
+                "job {job_id:?} has stored every batch and is making its version visible; it can no longer be cancelled"
+            )));
+        }
+        if outcome == CancelOutcome::Cancelled {
             tracing::info!(job_id, document_id = %job.document_id, version = job.version, "job cancelled");
             let mut storage = self.storage.clone();
             let request = DiscardVersionRequest {
                 tenant_id: job.tenant_id.clone(),
                 document_id: job.document_id.clone(),
                 version: job.version,
+                generation: job.generation,
             };
             let job_id = job_id.to_owned();
             tokio::spawn(async move {
@@ -394,27 +403,41 @@ impl Core {
         })
     }
 
-    /// Deletes a document and its chunks; returns how many chunks went.
+    /// Deletes a document: its visible version, the chunks of every version submitted so far,
+    /// and its jobs still running, which end cancelled. Storage keeps a tombstone up to the last
+    /// version submitted before the delete, so a job that is already past the cancel check
+    /// cannot bring the document back; a submission after the delete is a new document.
+    /// Returns how many chunks went; a 404 when there was neither a visible version nor a job
+    /// still running.
     pub async fn delete_document(&self, document_id: &str) -> Result<u32, ApiError> {
         validate::validate_document_id(document_id).map_err(|_| unknown_document(document_id))?;
-        let response = self
+        let tenant_id = self.config.tenant_id.clone();
+        let through_version = self.jobs.latest_version(&tenant_id, document_id).await.map_err(store_error)?;
+        let deleted = self
             .storage
             .clone()
             .delete_document(DeleteDocumentRequest {
-                tenant_id: self.config.tenant_id.clone(),
+                tenant_id: tenant_id.clone(),
                 document_id: document_id.to_owned(),
+                through_version,
             })
             .await
-            .map_err(|status| match status.code() {
-                tonic::Code::NotFound => unknown_document(document_id),
-                _ => downstream("storage", status),
-            })?
-            .into_inner();
-        if !response.deleted {
+            .map(|response| Some(response.into_inner()).filter(|response| response.deleted))
+            .or_else(|status| match status.code() {
+                tonic::Code::NotFound => Ok(None),
+                _ => Err(downstream("storage", status)),
+            })?;
+        let cancelled = self
+            .jobs
+            .cancel_document_jobs(&tenant_id, document_id, through_version, "the document was deleted")
+            .await
+            .map_err(store_error)?;
+        if deleted.is_none() && cancelled == 0 {
             return Err(unknown_document(document_id));
         }
-        tracing::info!(document_id, chunks_deleted = response.chunks_deleted, "document deleted");
-        Ok(response.chunks_deleted)
+        let chunks_deleted = deleted.map_or(0, |response| response.chunks_deleted);
+        tracing::info!(document_id, chunks_deleted, jobs_cancelled = cancelled, through_version, "document deleted");
+        Ok(chunks_deleted)
     }
 
     /// A known job's progress events after stream entry `after` ("0" for all), ending after the

@@ -21,7 +21,7 @@ impl MetadataHandler {
 
 impl Handler for MetadataHandler {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
-        let Some((job, chunks)) = running_batch(&self.store, message).await? else { return Ok(()) };
+        let Some((entry, job, chunks)) = running_batch(&self.store, message).await? else { return Ok(()) };
         let extraction = self.extractor.extract(&chunks).await.map_err(|err| match err {
             ExtractError::Retryable(reason) => HandlerError::Retry(reason),
             ExtractError::Unavailable(reason) => HandlerError::Deferred(reason),
@@ -34,8 +34,8 @@ impl Handler for MetadataHandler {
             reused: extraction.reused,
             failed: extraction.failed,
         };
-        let batch = chunks.batch_index;
-        let outcome = self.store.complete_metadata(&job.job_id, batch, chunks.chunks.len(), &result).await?;
+        let batch = entry.batch;
+        let outcome = self.store.complete_metadata(&entry, chunks.chunks.len(), &result).await?;
         // Counted as the job counts them: not for a job that finished meanwhile.
         if outcome != HalfOutcome::JobFinished {
             crate::metrics::batch(self.extractor.name(), chunks.chunks.len(), reused, failed);

@@ -116,7 +116,11 @@ impl Storage for StorageService {
         require_id(&request.document_id)?;
         let deleted = self
             .store
-            .delete_document(self.tenant(&request.tenant_id), &request.document_id)
+            .delete_document(
+                self.tenant(&request.tenant_id),
+                &request.document_id,
+                i64::try_from(request.through_version).unwrap_or(i64::MAX),
+            )
             .await
             .map_err(status)?
             .ok_or_else(|| ApiError::not_found(format!("document {:?} not found", request.document_id)))?;
@@ -161,7 +165,12 @@ impl Storage for StorageService {
         require_id(&request.document_id)?;
         let deleted = self
             .store
-            .discard_version(self.tenant(&request.tenant_id), &request.document_id, request.version as i64)
+            .discard_version(
+                self.tenant(&request.tenant_id),
+                &request.document_id,
+                request.version as i64,
+                i64::try_from(request.generation).unwrap_or(i64::MAX),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(DiscardVersionResponse { chunks_deleted: deleted }))

@@ -23,7 +23,10 @@ impl StorageHandler {
 
     /// Makes the new version visible (one transaction in PostgreSQL), then completes the job.
     /// Safe to repeat: the version switch is guarded and finishing a finished job is a no-op.
-    /// The caller has just seen (from `record_stored`) that the job is not cancelled or failed.
+    /// The caller has just seen (from `record_stored`) that the job is not cancelled or failed,
+    /// and `record_stored` marked it committing, so a cancel can no longer come between. A
+    /// document deleted after this version was submitted is not brought back: the job ends
+    /// cancelled.
     async fn finish_job(&self, job: &Job) -> Result<(), HandlerError> {
         let job_id = job.job_id.as_str();
         let outcome = self
@@ -41,7 +44,12 @@ impl StorageHandler {
             })
             .await
             .map_err(store_error)?;
-        if self.jobs.finish(job_id, JobStatus::Completed, None).await? {
+        if outcome.document_deleted {
+            let reason = "the document was deleted while this job ran";
+            if self.jobs.finish(job_id, JobStatus::Cancelled, Some(("storage", reason))).await? {
+                info!(job_id, document_id = %job.document_id, version = job.version, "document deleted meanwhile; job cancelled");
+            }
+        } else if self.jobs.finish(job_id, JobStatus::Completed, None).await? {
             metrics::counter!(crate::metrics::DOCUMENTS_COMMITTED).increment(1);
             info!(job_id, document_id = %job.document_id, version = job.version, switched = outcome.switched, chunks = job.chunks.total, "job completed");
         }
@@ -51,8 +59,12 @@ impl StorageHandler {
         Ok(())
     }
 
+    /// Deletes what the job's current attempt stored (rows a later attempt wrote stay).
     async fn discard(&self, job: &Job) -> Result<(), HandlerError> {
-        self.store.discard_version(&job.tenant_id, &job.document_id, job.version as i64).await.map_err(store_error)?;
+        self.store
+            .discard_version(&job.tenant_id, &job.document_id, job.version as i64, job.generation as i64)
+            .await
+            .map_err(store_error)?;
         Ok(())
     }
 }
@@ -63,8 +75,14 @@ fn store_error(err: StoreError) -> HandlerError {
 
 impl Handler for StorageHandler {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
-        let BatchRef { job_id, batch } = BatchRef::from_fields(&message.fields).map_err(HandlerError::Fatal)?;
+        let entry = BatchRef::from_fields(&message.fields).map_err(HandlerError::Fatal)?;
+        let (job_id, batch) = (entry.job_id.clone(), entry.batch);
         let Some(job) = self.jobs.get(&job_id).await? else { return Ok(()) };
+        if entry.is_stale(&job) {
+            // A dead-letter retry reopened the job and put this batch back with its new
+            // generation; that entry stores it.
+            return Ok(());
+        }
         match job.status {
             JobStatus::Cancelled | JobStatus::Failed => return self.discard(&job).await,
             JobStatus::Completed => return Ok(()),
@@ -121,6 +139,7 @@ impl Handler for StorageHandler {
                     content_hash: chunk.content_hash,
                     metadata: Value::Object(merged),
                     embedding: vector.values,
+                    generation: entry.generation as i64,
                 }
             })
             .collect();
@@ -129,7 +148,10 @@ impl Handler for StorageHandler {
         metrics::histogram!(crate::metrics::UPSERT_DURATION).record(started.elapsed().as_secs_f64());
         metrics::counter!(crate::metrics::CHUNKS).increment(count as u64);
         metrics::counter!(crate::metrics::BATCHES).increment(1);
-        let stored = self.jobs.record_stored(&job_id, batch, counts).await?;
+        let stored = self.jobs.record_stored(&entry, counts).await?;
+        if stored.stale {
+            return Ok(());
+        }
         if matches!(stored.status, Some(JobStatus::Cancelled | JobStatus::Failed)) {
             // Cancelled while this batch was being written: take it out again.
             return self.discard(&job).await;
@@ -143,7 +165,9 @@ impl Handler for StorageHandler {
     async fn give_up(&self, message: &Message, reason: &str) {
         fail_job(&self.jobs, message, Stage::Storage, reason).await;
         let Some(job_id) = message.fields.get("job_id") else { return };
+        // Only a failed job's: a stale entry given up on must not discard the reopened attempt.
         if let Ok(Some(job)) = self.jobs.get(job_id).await
+            && job.status == JobStatus::Failed
             && let Err(err) = self.discard(&job).await
         {
             warn!(job_id, error = %err, "could not discard the failed version's chunks");

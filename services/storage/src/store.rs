@@ -8,6 +8,9 @@
 //! - [`PgStore::commit_version`] switches versions in one transaction, serialised per document by
 //!   a transaction-level advisory lock: the newest version wins whatever order commits arrive in,
 //!   and the chunks of older versions are deleted (never those of a newer version in flight).
+//! - Stale writers cannot undo newer decisions: each chunk row carries the retry generation of the
+//!   job attempt that wrote it (a discard deletes only its own generation's rows), and a deleted
+//!   document leaves a tombstone below which no version is stored or committed again.
 //! - Batches go in with binary COPY into a temporary table and one `INSERT ... SELECT`, a handful
 //!   of round trips per batch; the HNSW index insert is the real cost (see DESIGN.md, Storage).
 
@@ -44,6 +47,8 @@ pub struct ChunkRow {
     /// A JSON object (null is stored as `{}`).
     pub metadata: Value,
     pub embedding: Vec<f32>,
+    /// The retry generation of the job attempt that stored the row (0 before any retry).
+    pub generation: i64,
 }
 
 /// A version of a document whose chunks are all stored, to be made visible.
@@ -75,6 +80,9 @@ pub struct CommitOutcome {
     pub current_version: i64,
     /// Chunk rows deleted (of versions older than the current one).
     pub deleted_chunks: u64,
+    /// The document was deleted after this version was submitted: it was not made visible and
+    /// its chunks were deleted.
+    pub document_deleted: bool,
 }
 
 /// Restricts a search.
@@ -140,7 +148,8 @@ impl std::fmt::Debug for PgStore {
 }
 
 /// Columns copied into the staging table, in order (see `upsert_chunks`).
-const COPY_COLUMNS: &str = "tenant_id, document_id, version, chunk_index, text, content_hash, metadata, embedding";
+const COPY_COLUMNS: &str =
+    "tenant_id, document_id, version, chunk_index, text, content_hash, metadata, embedding, generation";
 
 impl PgStore {
     /// Validates the config, builds the pool and applies the migrations (idempotent, safe to run
@@ -183,8 +192,10 @@ impl PgStore {
     }
 
     /// Stores chunk rows; rows whose key exists are left as they are, so a redelivered batch
-    /// changes nothing. Rows of a version older than the document's visible one are skipped
-    /// (a late redelivery after a newer version was committed). Returns the rows inserted.
+    /// changes nothing, except that a newer generation (a dead-letter retry storing the batch
+    /// again) takes the rows over. Rows of a version older than the document's visible one
+    /// (a late redelivery after a newer version was committed) or of a deleted version are
+    /// skipped. Returns the rows inserted or taken over.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "INSERT chunks", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "chunks", millrace.rows = rows.len()))]
     pub async fn upsert_chunks(&self, rows: &[ChunkRow]) -> Result<u64, StoreError> {
         if rows.is_empty() {
@@ -205,14 +216,34 @@ impl PgStore {
             .map(|c| c.type_().clone())
             .ok_or_else(|| StoreError::Schema("cannot resolve the vector type".to_owned()))?;
         let tx = client.transaction().await?;
+        // Shared with other writers of the document's batches, exclusive against its commits,
+        // discards and deletes: a delete cannot slip between this statement's snapshot and its
+        // insert, which would leave rows below the tombstone.
+        let mut documents: Vec<(&str, &str)> =
+            rows.iter().map(|row| (row.tenant_id.as_str(), row.document_id.as_str())).collect();
+        documents.sort_unstable();
+        documents.dedup();
+        for (tenant_id, document_id) in documents {
+            lock_document_shared(&tx, tenant_id, document_id).await?;
+        }
         tx.batch_execute("CREATE TEMP TABLE millrace_chunks_in (LIKE chunks) ON COMMIT DROP").await?;
         let sink = tx.copy_in(&format!("COPY millrace_chunks_in ({COPY_COLUMNS}) FROM STDIN (FORMAT binary)")).await?;
-        let types = [Type::TEXT, Type::TEXT, Type::INT8, Type::INT4, Type::TEXT, Type::TEXT, Type::JSONB, vector_type];
+        let types = [
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT4,
+            Type::TEXT,
+            Type::TEXT,
+            Type::JSONB,
+            vector_type,
+            Type::INT8,
+        ];
         let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
         for row in rows {
             let embedding = Vector::from(row.embedding.clone());
             let metadata = object_or_empty(&row.metadata);
-            let values: [&(dyn ToSql + Sync); 8] = [
+            let values: [&(dyn ToSql + Sync); 9] = [
                 &row.tenant_id,
                 &row.document_id,
                 &row.version,
@@ -221,6 +252,7 @@ impl PgStore {
                 &row.content_hash,
                 &metadata,
                 &embedding,
+                &row.generation,
             ];
             writer.as_mut().write(&values).await?;
         }
@@ -233,8 +265,14 @@ impl PgStore {
                      WHERE NOT EXISTS (
                          SELECT 1 FROM documents d
                          WHERE d.tenant_id = t.tenant_id AND d.document_id = t.document_id AND d.version > t.version)
+                     AND NOT EXISTS (
+                         SELECT 1 FROM document_tombstones x
+                         WHERE x.tenant_id = t.tenant_id AND x.document_id = t.document_id
+                           AND x.deleted_through >= t.version)
                      ORDER BY tenant_id, document_id, version, chunk_index
-                     ON CONFLICT DO NOTHING"
+                     ON CONFLICT (tenant_id, document_id, version, chunk_index) DO UPDATE
+                         SET generation = EXCLUDED.generation
+                         WHERE chunks.generation < EXCLUDED.generation"
                 ),
                 &[],
             )
@@ -244,10 +282,11 @@ impl PgStore {
     }
 
     /// Makes `doc.version` the visible version if it is newer than the visible one, and deletes
-    /// the chunks of every older version; if a newer version is visible, this version's chunks are
-    /// deleted instead. Chunks of newer versions still being written are left alone (deleting
-    /// them would make that version visible without chunks when it commits). One transaction;
-    /// repeating it changes nothing.
+    /// the chunks of every older version; if a newer version is visible, or the document was
+    /// deleted after this version was submitted (its tombstone covers it), this version's chunks
+    /// are deleted instead. Chunks of newer versions still being written are left alone
+    /// (deleting them would make that version visible without chunks when it commits). One
+    /// transaction; repeating it changes nothing.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "INSERT documents", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "documents"))]
     pub async fn commit_version(&self, doc: &DocumentVersion) -> Result<CommitOutcome, StoreError> {
         check_ids(&doc.tenant_id, &doc.document_id)?;
@@ -256,6 +295,29 @@ impl PgStore {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         lock_document(&tx, &doc.tenant_id, &doc.document_id).await?;
+        let deleted_through: Option<i64> = tx
+            .query_opt(
+                "SELECT deleted_through FROM document_tombstones WHERE tenant_id = $1 AND document_id = $2",
+                &[&doc.tenant_id, &doc.document_id],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if deleted_through.is_some_and(|through| through >= doc.version) {
+            let deleted_chunks = tx
+                .execute(
+                    "DELETE FROM chunks WHERE tenant_id = $1 AND document_id = $2 AND version = $3",
+                    &[&doc.tenant_id, &doc.document_id, &doc.version],
+                )
+                .await?;
+            tx.commit().await?;
+            return Ok(CommitOutcome {
+                switched: false,
+                previous_version: None,
+                current_version: 0,
+                deleted_chunks,
+                document_deleted: true,
+            });
+        }
         let previous_version: Option<i64> = tx
             .query_opt(
                 "SELECT version FROM documents WHERE tenant_id = $1 AND document_id = $2",
@@ -305,13 +367,21 @@ impl PgStore {
             previous_version,
             current_version,
             deleted_chunks,
+            document_deleted: false,
         })
     }
 
-    /// Deletes the chunks of `version` unless it is the visible version (for cancelled or failed
-    /// jobs). Returns the rows deleted.
+    /// Deletes the chunks of `version` written by job attempts up to `generation`, unless it is
+    /// the visible version (for cancelled or failed jobs). Rows a later attempt (a dead-letter
+    /// retry) stored or took over stay. Returns the rows deleted.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "DELETE chunks", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "chunks"))]
-    pub async fn discard_version(&self, tenant_id: &str, document_id: &str, version: i64) -> Result<u64, StoreError> {
+    pub async fn discard_version(
+        &self,
+        tenant_id: &str,
+        document_id: &str,
+        version: i64,
+        generation: i64,
+    ) -> Result<u64, StoreError> {
         check_ids(tenant_id, document_id)?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -319,9 +389,10 @@ impl PgStore {
         let deleted = tx
             .execute(
                 "DELETE FROM chunks c WHERE c.tenant_id = $1 AND c.document_id = $2 AND c.version = $3
+                 AND c.generation <= $4
                  AND NOT EXISTS (SELECT 1 FROM documents d
                                  WHERE d.tenant_id = $1 AND d.document_id = $2 AND d.version = $3)",
-                &[&tenant_id, &document_id, &version],
+                &[&tenant_id, &document_id, &version, &generation],
             )
             .await?;
         tx.commit().await?;
@@ -434,21 +505,55 @@ impl PgStore {
         }))
     }
 
-    /// Deletes a document and the chunks of all its versions in one transaction. `None` if the
-    /// document had no visible version (chunks of unfinished versions are deleted all the same).
+    /// Deletes a document's versions up to `through_version` (the last one submitted before the
+    /// delete; 0: every version stored now) and their chunks, and leaves a tombstone so that no
+    /// such version is stored or made visible later by a job still running. Versions submitted
+    /// after the delete are untouched. One transaction. `None` if no visible version was
+    /// deleted (chunks of unfinished versions are deleted all the same).
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "DELETE documents", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "documents"))]
-    pub async fn delete_document(&self, tenant_id: &str, document_id: &str) -> Result<Option<u64>, StoreError> {
+    pub async fn delete_document(
+        &self,
+        tenant_id: &str,
+        document_id: &str,
+        through_version: i64,
+    ) -> Result<Option<u64>, StoreError> {
         check_ids(tenant_id, document_id)?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         lock_document(&tx, tenant_id, document_id).await?;
+        let through: i64 = if through_version > 0 {
+            through_version
+        } else {
+            tx.query_one(
+                "SELECT GREATEST(
+                     (SELECT max(version) FROM documents WHERE tenant_id = $1 AND document_id = $2),
+                     (SELECT max(version) FROM chunks WHERE tenant_id = $1 AND document_id = $2), 0)",
+                &[&tenant_id, &document_id],
+            )
+            .await?
+            .get(0)
+        };
         let existed = tx
-            .execute("DELETE FROM documents WHERE tenant_id = $1 AND document_id = $2", &[&tenant_id, &document_id])
+            .execute(
+                "DELETE FROM documents WHERE tenant_id = $1 AND document_id = $2 AND version <= $3",
+                &[&tenant_id, &document_id, &through],
+            )
             .await?
             > 0;
         let chunks = tx
-            .execute("DELETE FROM chunks WHERE tenant_id = $1 AND document_id = $2", &[&tenant_id, &document_id])
+            .execute(
+                "DELETE FROM chunks WHERE tenant_id = $1 AND document_id = $2 AND version <= $3",
+                &[&tenant_id, &document_id, &through],
+            )
             .await?;
+        tx.execute(
+            "INSERT INTO document_tombstones (tenant_id, document_id, deleted_through) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, document_id) DO UPDATE
+                 SET deleted_through = GREATEST(document_tombstones.deleted_through, EXCLUDED.deleted_through),
+                     deleted_at = now()",
+            &[&tenant_id, &document_id, &through],
+        )
+        .await?;
         tx.commit().await?;
         Ok(existed.then_some(chunks))
     }
@@ -521,6 +626,18 @@ async fn lock_document(
     document_id: &str,
 ) -> Result<(), StoreError> {
     let statement = tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))").await?;
+    tx.execute(&statement, &[&tenant_id, &document_id]).await?;
+    Ok(())
+}
+
+/// The same lock, shared: batch writers of one document run side by side, but never during
+/// its commit, discard or delete.
+async fn lock_document_shared(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant_id: &str,
+    document_id: &str,
+) -> Result<(), StoreError> {
+    let statement = tx.prepare_cached("SELECT pg_advisory_xact_lock_shared(hashtext($1), hashtext($2))").await?;
     tx.execute(&statement, &[&tenant_id, &document_id]).await?;
     Ok(())
 }

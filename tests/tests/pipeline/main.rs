@@ -12,4 +12,5 @@ mod formats;
 mod limits;
 mod observability;
 mod ops;
+mod races;
 mod tracing;

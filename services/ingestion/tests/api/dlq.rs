@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use millrace_pipeline::{JobStatus, JobStore, Keys, StoredCounts};
+use millrace_pipeline::{BatchRef, EntryRef, JobStatus, JobStore, Keys, StoredCounts, StoredOutcome};
 use millrace_proto::{Chunk, ChunkBatch, EmbeddingBatch, MetadataBatch};
 use redis::AsyncCommands;
 use redis::streams::StreamRangeReply;
@@ -34,17 +34,32 @@ async fn chunk(store: &JobStore, job_id: &str, batches: u32) {
             ..Default::default()
         })
         .collect();
-    store.commit_chunks(job_id, &batches).await.unwrap();
+    let entry = EntryRef { job_id: job_id.to_owned(), generation: generation(store, job_id).await };
+    store.commit_chunks(&entry, &batches).await.unwrap();
+}
+
+/// The job's current attempt, which the entries a retry puts back carry.
+async fn generation(store: &JobStore, job_id: &str) -> u64 {
+    store.get(job_id).await.unwrap().unwrap().generation
+}
+
+async fn batch_entry(store: &JobStore, job_id: &str, batch: u32) -> BatchRef {
+    BatchRef { job_id: job_id.to_owned(), batch, generation: generation(store, job_id).await }
 }
 
 async fn metadata_done(store: &JobStore, job_id: &str, batch: u32) {
     let result = MetadataBatch { chunk_metadata_json: vec!["{}".into(); 2], ..Default::default() };
-    store.complete_metadata(job_id, batch, 2, &result).await.unwrap();
+    store.complete_metadata(&batch_entry(store, job_id, batch).await, 2, &result).await.unwrap();
 }
 
 async fn embeddings_done(store: &JobStore, job_id: &str, batch: u32) {
     let result = EmbeddingBatch { vectors: vec![Default::default(); 2], ..Default::default() };
-    store.complete_embeddings(job_id, batch, 2, &result).await.unwrap();
+    store.complete_embeddings(&batch_entry(store, job_id, batch).await, 2, &result).await.unwrap();
+}
+
+async fn storage_done(store: &JobStore, job_id: &str, batch: u32) -> StoredOutcome {
+    let counts = StoredCounts { chunks: 2, ..Default::default() };
+    store.record_stored(&batch_entry(store, job_id, batch).await, counts).await.unwrap()
 }
 
 /// What a stage's worker does when it gives up on an entry: fail the job, then copy the entry
@@ -95,7 +110,7 @@ async fn a_failed_jobs_dead_letter_is_listed_and_its_retry_puts_back_exactly_wha
     for batch in [0, 2] {
         embeddings_done(&store, &job_id, batch).await;
     }
-    let stored = store.record_stored(&job_id, 0, StoredCounts { chunks: 2, ..Default::default() }).await.unwrap();
+    let stored = storage_done(&store, &job_id, 0).await;
     assert_eq!((stored.batches_stored, stored.batches_total), (1, 3));
     let metadata = dead_letter(&app, "metadata", &job_id, Some(2), "schema refused three times").await;
     // The embeddings half of batch 1 gave up too, after the job had failed.
@@ -151,8 +166,7 @@ async fn a_failed_jobs_dead_letter_is_listed_and_its_retry_puts_back_exactly_wha
     embeddings_done(&store, &job_id, 1).await;
     let mut last = None;
     for batch in 0..3 {
-        last =
-            Some(store.record_stored(&job_id, batch, StoredCounts { chunks: 2, ..Default::default() }).await.unwrap());
+        last = Some(storage_done(&store, &job_id, batch).await);
     }
     assert!(last.unwrap().all_stored());
     store.finish(&job_id, JobStatus::Completed, None).await.unwrap();

@@ -81,7 +81,7 @@ async fn bad_input_maps_to_grpc_codes() {
     assert_eq!(code(client.search(search("q", 101)).await), Code::InvalidArgument);
     // Valid, but embeddings and storage are not running.
     assert_eq!(code(client.search(search("q", 0)).await), Code::Unavailable);
-    let delete = DeleteDocumentRequest { tenant_id: "default".into(), document_id: "d".into() };
+    let delete = DeleteDocumentRequest { tenant_id: "default".into(), document_id: "d".into(), through_version: 0 };
     assert_eq!(code(client.delete_document(delete).await), Code::Unavailable);
     assert!(app.chunking_entries().await.is_empty());
 }

@@ -141,6 +141,7 @@ impl From<UpstreamError> for OpenAiError {
                         (StatusCode::BAD_REQUEST, "invalid_request_error")
                     }
                     ErrorCode::NotFound => (StatusCode::NOT_FOUND, "invalid_request_error"),
+                    ErrorCode::Conflict => (StatusCode::CONFLICT, "invalid_request_error"),
                     ErrorCode::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
                     ErrorCode::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error"),
                     ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),

@@ -20,6 +20,7 @@ struct Migration {
 const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../../migrations/0001_init.sql") },
     Migration { version: 2, name: "fingerprint", sql: include_str!("../../migrations/0002_fingerprint.sql") },
+    Migration { version: 3, name: "fences", sql: include_str!("../../migrations/0003_fences.sql") },
 ];
 
 /// What migrating learned about the database.

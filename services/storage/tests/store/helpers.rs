@@ -62,6 +62,7 @@ pub fn chunk(tenant: &str, doc: &str, version: i64, index: i32, embedding: Vec<f
         content_hash: format!("hash-{doc}-{version}-{index}"),
         metadata: json!({ "chunk": index }),
         embedding,
+        generation: 0,
     }
 }
 

@@ -5,7 +5,7 @@
 mod helpers;
 
 use helpers::{DIM, TestStore, axis, chunk, chunks, version};
-use millrace_storage::store::{PgStore, SearchFilter, StoreConfig, StoreError};
+use millrace_storage::store::{ChunkRow, PgStore, SearchFilter, StoreConfig, StoreError};
 use serde_json::json;
 
 #[tokio::test]
@@ -123,10 +123,60 @@ async fn discard_deletes_only_a_version_that_is_not_visible() {
     t.store.upsert_chunks(&chunks("t1", "doc", 1, 3)).await.unwrap();
     t.store.commit_version(&version("t1", "doc", 1, 3, json!({}))).await.unwrap();
     t.store.upsert_chunks(&chunks("t1", "doc", 2, 4)).await.unwrap();
-    assert_eq!(t.store.discard_version("t1", "doc", 1).await.unwrap(), 0, "the visible version is kept");
-    assert_eq!(t.store.discard_version("t1", "doc", 2).await.unwrap(), 4);
+    assert_eq!(t.store.discard_version("t1", "doc", 1, 0).await.unwrap(), 0, "the visible version is kept");
+    assert_eq!(t.store.discard_version("t1", "doc", 2, 0).await.unwrap(), 4);
     assert_eq!(t.chunk_count("doc", 1).await, 3);
     assert_eq!(t.chunk_count("doc", 2).await, 0);
+}
+
+/// Issue 13, defect 6: a discard of a failed attempt that arrives after a dead-letter retry
+/// stored the batch again (a newer generation) must not delete it.
+#[tokio::test]
+async fn a_late_discard_keeps_what_a_retry_stored_again() {
+    let t = TestStore::new().await;
+    let attempt = |generation: i64| {
+        chunks("t1", "doc", 1, 3).into_iter().map(|row| ChunkRow { generation, ..row }).collect::<Vec<_>>()
+    };
+    // The failed attempt stored the batch; the retry stores it again before the discard lands.
+    t.store.upsert_chunks(&attempt(0)).await.unwrap();
+    assert_eq!(t.store.upsert_chunks(&attempt(1)).await.unwrap(), 3, "the retry takes the rows over");
+    assert_eq!(t.store.upsert_chunks(&attempt(1)).await.unwrap(), 0, "a redelivery changes nothing");
+    assert_eq!(t.store.discard_version("t1", "doc", 1, 0).await.unwrap(), 0);
+    assert_eq!(t.chunk_count("doc", 1).await, 3);
+    // A late writer of the old attempt does not take them back either.
+    assert_eq!(t.store.upsert_chunks(&attempt(0)).await.unwrap(), 0);
+    assert_eq!(t.store.discard_version("t1", "doc", 1, 0).await.unwrap(), 0);
+    // The discard of the retried attempt itself does delete them.
+    assert_eq!(t.store.discard_version("t1", "doc", 1, 1).await.unwrap(), 3);
+}
+
+/// Issue 13, defect 3: a version submitted before a delete is never stored or made visible
+/// after it, by a job still running; a version submitted after the delete is.
+#[tokio::test]
+async fn a_deleted_document_stays_deleted_until_submitted_again() {
+    let t = TestStore::new().await;
+    t.store.upsert_chunks(&chunks("t1", "doc", 1, 3)).await.unwrap();
+    t.store.commit_version(&version("t1", "doc", 1, 3, json!({}))).await.unwrap();
+    // Version 2 is being written when the document is deleted (through version 2).
+    t.store.upsert_chunks(&chunks("t1", "doc", 2, 1)).await.unwrap();
+    assert_eq!(t.store.delete_document("t1", "doc", 2).await.unwrap(), Some(4));
+
+    // Its job goes on: more batches, then the commit.
+    assert_eq!(t.store.upsert_chunks(&chunks("t1", "doc", 2, 2)).await.unwrap(), 0);
+    let outcome = t.store.commit_version(&version("t1", "doc", 2, 2, json!({}))).await.unwrap();
+    assert!(outcome.document_deleted && !outcome.switched, "{outcome:?}");
+    assert_eq!(t.store.get_document("t1", "doc").await.unwrap(), None);
+    assert_eq!(t.chunk_count("doc", 2).await, 0);
+    assert!(t.store.search("t1", &axis(0, 0.1), 5, &SearchFilter::default()).await.unwrap().is_empty());
+
+    // Submitted again after the delete: version 3 is a document again.
+    t.store.upsert_chunks(&chunks("t1", "doc", 3, 2)).await.unwrap();
+    let outcome = t.store.commit_version(&version("t1", "doc", 3, 2, json!({}))).await.unwrap();
+    assert!(outcome.switched && !outcome.document_deleted, "{outcome:?}");
+    assert_eq!(t.store.get_document("t1", "doc").await.unwrap().unwrap().version, 3);
+    // A delete with no version named takes every version stored now.
+    assert_eq!(t.store.delete_document("t1", "doc", 0).await.unwrap(), Some(2));
+    assert_eq!(t.store.upsert_chunks(&chunks("t1", "doc", 3, 2)).await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -215,12 +265,12 @@ async fn delete_removes_the_document_from_search() {
     // An unfinished next version goes too.
     t.store.upsert_chunks(&chunks("t1", "gone", 2, 1)).await.unwrap();
 
-    assert_eq!(t.store.delete_document("t1", "gone").await.unwrap(), Some(4));
+    assert_eq!(t.store.delete_document("t1", "gone", 0).await.unwrap(), Some(4));
     let hits = t.store.search("t1", &axis(0, 0.0), 10, &SearchFilter::default()).await.unwrap();
     assert!(hits.iter().all(|h| h.document_id == "kept") && hits.len() == 2);
     assert_eq!(t.store.get_document("t1", "gone").await.unwrap(), None);
     assert_eq!(t.store.stored_chunks("t1", "gone", &["hash-gone-1-0".to_owned()]).await.unwrap(), (0, vec![]));
-    assert_eq!(t.store.delete_document("t1", "gone").await.unwrap(), None);
+    assert_eq!(t.store.delete_document("t1", "gone", 0).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -279,7 +329,7 @@ async fn migrations_are_idempotent_and_safe_from_concurrent_replicas() {
     c.unwrap();
     t.store.migrate().await.unwrap();
     t.store.ping().await.unwrap();
-    assert_eq!(t.scalar("SELECT count(*) FROM millrace_migrations").await, 2, "each migration recorded once");
+    assert_eq!(t.scalar("SELECT count(*) FROM millrace_migrations").await, 3, "each migration recorded once");
     // The HNSW index exists with the configured parameters.
     let options = t.scalar("SELECT count(*) FROM pg_class WHERE relname = 'chunks_embedding_hnsw' AND reloptions @> ARRAY['m=16', 'ef_construction=64']").await;
     assert_eq!(options, 1);

@@ -4,6 +4,7 @@
 
 mod fuzz;
 mod helpers;
+mod hostile;
 mod parsers;
 mod properties;
 mod tokens;

@@ -154,18 +154,17 @@ DOCUMENT_HEAD = (
 DOCUMENT_TAIL = b"</w:body></w:document>"
 
 
-def lying_docx() -> bytes:
-    """A small DOCX whose central directory lies: it claims 65,535 entries and tiny sizes for
-    word/document.xml, which really inflates to BOMB_BYTES."""
+def lying_docx(sizes: bool, count: bool) -> bytes:
+    """The DOCX bomb with a central directory that lies: tiny sizes (100 bytes) for every entry,
+    whose word/document.xml really inflates to BOMB_BYTES; or 65,535 entries where it has two."""
     data = bytearray(docx([("[Content_Types].xml", CONTENT_TYPES), ("word/document.xml", DOCUMENT_HEAD + b" " * BOMB_BYTES + DOCUMENT_TAIL)]))
-    # Central directory headers: claim 100 bytes uncompressed for every entry.
     at = 0
-    while (at := data.find(b"PK\x01\x02", at)) >= 0:
+    while sizes and (at := data.find(b"PK\x01\x02", at)) >= 0:
         data[at + 24 : at + 28] = struct.pack("<I", 100)
         at += 4
-    # End of central directory: 65,535 entries on this disk and in all.
-    eocd = data.rfind(b"PK\x05\x06")
-    data[eocd + 8 : eocd + 12] = struct.pack("<HH", 0xFFFF, 0xFFFF)
+    if count:
+        eocd = data.rfind(b"PK\x05\x06")
+        data[eocd + 8 : eocd + 12] = struct.pack("<HH", 0xFFFF, 0xFFFF)
     return bytes(data)
 
 
@@ -189,7 +188,8 @@ def main() -> None:
         "docx_zip_bomb.docx": docx(
             [("[Content_Types].xml", CONTENT_TYPES), ("word/document.xml", DOCUMENT_HEAD + spaces + DOCUMENT_TAIL)]
         ),
-        "docx_lying_directory.docx": lying_docx(),
+        "docx_lying_sizes.docx": lying_docx(sizes=True, count=False),
+        "docx_lying_entry_count.docx": lying_docx(sizes=False, count=True),
         # Labelled text/plain by the test; Latin-1 and stray continuation bytes.
         "invalid_utf8.txt": b"caf\xe9 cr\xe8me \x80\x81\xfe\xff and more words after the bad bytes\n",
     }

@@ -20,7 +20,7 @@
 //! | `MILLRACE_MAX_TEXT_BYTES` | 32 MiB | largest extracted text |
 //! | `MILLRACE_MAX_UNZIPPED_BYTES` | 256 MiB | most bytes decompressed from a DOCX or a PDF's streams |
 //! | `MILLRACE_PARSE_TIMEOUT_MS` | 30000 | time limit of one parse + split; the child is killed then (and limited to this many CPU seconds, rounded up, plus one) |
-//! | `MILLRACE_PARSE_MEMORY_BYTES` | 1 GiB | address space of one parse child (`RLIMIT_AS`) |
+//! | `MILLRACE_PARSE_MEMORY_BYTES` | 1 GiB | address space of one parse child (`RLIMIT_AS`); at least 128 MiB |
 //! | `MILLRACE_MAX_CONCURRENT_PARSES` | CPU count | parse children running at once |
 //! | `MILLRACE_PARSE_CHILD` | this binary | program run as the parse child (with `--parse-child`); tests point it at the built binary |
 //! | `MILLRACE_BATCH_SIZE` | 32 | chunks per batch |
@@ -52,6 +52,9 @@ pub use split::{
 };
 
 pub use millrace_common::config::default_model_dir;
+
+/// The smallest `MILLRACE_PARSE_MEMORY_BYTES` accepted.
+pub const MIN_PARSE_MEMORY_BYTES: u64 = 128 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -122,6 +125,17 @@ impl Config {
             max_unzipped_bytes: settings.positive("MAX_UNZIPPED_BYTES", ParseLimits::default().max_unzipped_bytes)?,
         };
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        let parse_memory_bytes: u64 = settings.positive("PARSE_MEMORY_BYTES", 1 << 30)?;
+        // Below this the child cannot even start (its program and libraries take about 50 MB of
+        // address space), and every job would fail as a crash.
+        if parse_memory_bytes < MIN_PARSE_MEMORY_BYTES {
+            return Err(ConfigError::new(
+                "PARSE_MEMORY_BYTES",
+                format!(
+                    "{parse_memory_bytes} is less than the {MIN_PARSE_MEMORY_BYTES} bytes a parse child needs to start"
+                ),
+            ));
+        }
         let parse_child = match settings.get::<PathBuf>("PARSE_CHILD")? {
             Some(path) => path,
             None => std::env::current_exe().map_err(|err| {
@@ -137,7 +151,7 @@ impl Config {
             batch_size: settings.positive("BATCH_SIZE", 32)?,
             parse_timeout: settings.duration_ms("PARSE_TIMEOUT_MS", 30_000)?,
             max_concurrent_parses: settings.positive("MAX_CONCURRENT_PARSES", cores)?,
-            parse_memory_bytes: settings.positive("PARSE_MEMORY_BYTES", 1 << 30)?,
+            parse_memory_bytes,
             parse_child,
             model_dir,
             fetch: FetchConfig::from_settings(settings)?,
@@ -202,6 +216,8 @@ mod tests {
         let err = config(&[("CHUNK_TOKENIZER", "chars"), ("MAX_PARSE_BYTES", "0")]).unwrap_err();
         assert_eq!(err.variable, "MILLRACE_MAX_PARSE_BYTES");
         let err = config(&[("CHUNK_TOKENIZER", "chars"), ("PARSE_MEMORY_BYTES", "0")]).unwrap_err();
+        assert_eq!(err.variable, "MILLRACE_PARSE_MEMORY_BYTES");
+        let err = config(&[("CHUNK_TOKENIZER", "chars"), ("PARSE_MEMORY_BYTES", "10000000")]).unwrap_err();
         assert_eq!(err.variable, "MILLRACE_PARSE_MEMORY_BYTES");
         assert_eq!(chars.parse_memory_bytes, 1 << 30);
         assert_eq!(chars.parse_child, std::env::current_exe().unwrap());

@@ -4,6 +4,11 @@
 //! the default sizes. Reported in bytes of input per second; the chunks each input makes are
 //! printed first, to turn that into chunks per second.
 //!
+//! Then the cost of running a parse in a child process (`parse_child`) on a small document:
+//! in process with the tokenizer already loaded (the old way), in a child sizing in
+//! characters (spawn and pipes only), in a child sizing in model tokens (spawn plus loading
+//! the tokenizer, as the service does).
+//!
 //! `cargo bench -p millrace-chunking --bench chunking` (needs the model: `make setup`, or
 //! MILLRACE_EMBEDDING_MODEL_DIR).
 
@@ -11,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use millrace_chunking::parse_child::ParseChild;
 use millrace_chunking::{ChunkSizes, ParseLimits, SizeUnit, Sizer, default_model_dir, parse_document, split_document};
 use millrace_pipeline::content::{HTML, MARKDOWN};
 
@@ -34,9 +40,12 @@ fn html_input() -> String {
     format!("{}{}{}", &page[..start], body.repeat(TARGET_BYTES / body.len() + 1), &page[end..])
 }
 
+fn model_dir() -> PathBuf {
+    std::env::var_os("MILLRACE_EMBEDDING_MODEL_DIR").map(PathBuf::from).unwrap_or_else(default_model_dir)
+}
+
 fn sizer() -> Sizer {
-    let dir = std::env::var_os("MILLRACE_EMBEDDING_MODEL_DIR").map(PathBuf::from).unwrap_or_else(default_model_dir);
-    Sizer::load(SizeUnit::Model, &dir).unwrap_or_else(|err| panic!("{err}: run `make setup` first"))
+    Sizer::load(SizeUnit::Model, &model_dir()).unwrap_or_else(|err| panic!("{err}: run `make setup` first"))
 }
 
 fn chunking(c: &mut Criterion) {
@@ -63,5 +72,38 @@ fn chunking(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, chunking);
+/// A small document (the guide, 2 KB) parsed and split in process and in a child.
+fn parse_child(c: &mut Criterion) {
+    let input = fixture("guide.md").into_bytes();
+    let sizer = sizer();
+    let max = SizeUnit::Model.default_size();
+    let sizes = ChunkSizes { min: ChunkSizes::default_min(max), max, overlap: ChunkSizes::default_overlap(max) };
+    let limits = ParseLimits::default();
+    let child = |unit| ParseChild {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_millrace-chunking")),
+        memory_bytes: 1 << 30,
+        timeout: Duration::from_secs(30),
+        limits,
+        unit,
+        model_dir: model_dir(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut group = c.benchmark_group("parse_small_document");
+    group.sample_size(30).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(2));
+    group.bench_function("in_process", |b| {
+        b.iter(|| split_document(&parse_document(MARKDOWN, &input, &limits).unwrap(), &sizer, sizes).unwrap())
+    });
+    let chars = child(SizeUnit::Chars);
+    let char_sizes = ChunkSizes { min: 750, max: 1000, overlap: 100 };
+    group.bench_function("child_chars", |b| {
+        b.iter(|| runtime.block_on(chars.run(MARKDOWN, input.clone(), char_sizes)).unwrap())
+    });
+    let model = child(SizeUnit::Model);
+    group.bench_function("child_model_tokens", |b| {
+        b.iter(|| runtime.block_on(model.run(MARKDOWN, input.clone(), sizes)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, chunking, parse_child);
 criterion_main!(benches);

@@ -1,11 +1,11 @@
 //! What the chunking stage does with one stream entry (one job): parse and split the document
 //! safely, then hand the chunks on in batches.
 //!
-//! Parsing is CPU work on untrusted input, so it runs on a blocking thread under
-//! `MILLRACE_PARSE_TIMEOUT_MS`, and a panic fails this job only. A blocking thread cannot be
-//! stopped, so a parse that times out keeps running: each parse holds a permit until it really
-//! ends, and at most `MILLRACE_MAX_CONCURRENT_PARSES` run at once, so runaway parses cannot use
-//! up the blocking pool (or the CPUs) however many jobs arrive.
+//! Parsing and splitting are CPU work on untrusted input, so they run in a child process
+//! ([`crate::parse_child`]) limited in memory (`MILLRACE_PARSE_MEMORY_BYTES`) and CPU, and
+//! killed at `MILLRACE_PARSE_TIMEOUT_MS`. A child that is killed or crashes fails its own job
+//! at once with the reason; the service goes on. At most `MILLRACE_MAX_CONCURRENT_PARSES`
+//! children run at once; a killed child's permit is free as soon as it is reaped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,19 +14,18 @@ use millrace_pipeline::runtime::fail_job;
 use millrace_pipeline::{ChunkingOutcome, EntryRef, JobStore, Stage};
 use millrace_proto::{Chunk, ChunkBatch};
 use millrace_streams::{Handler, HandlerError, Message};
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
-use crate::parse::{ParseLimits, parse_document};
+use crate::parse_child::ParseChild;
 use crate::reuse::StoredChunks;
-use crate::split::{ChunkSizes, Sizer, TextChunk, split_document};
+use crate::split::{ChunkSizes, Sizer};
 
 pub struct ChunkingHandler {
     store: JobStore,
     sizer: Sizer,
     sizes: ChunkSizes,
-    limits: ParseLimits,
+    child: ParseChild,
     batch_size: usize,
     parse_timeout: Duration,
     parses: Arc<Semaphore>,
@@ -47,7 +46,14 @@ impl ChunkingHandler {
             stored,
             sizer: config.sizer.clone(),
             sizes: config.sizes,
-            limits: config.limits,
+            child: ParseChild {
+                program: config.parse_child.clone(),
+                memory_bytes: config.parse_memory_bytes,
+                timeout: config.parse_timeout,
+                limits: config.limits,
+                unit: config.sizer.unit(),
+                model_dir: config.model_dir.clone(),
+            },
             batch_size: config.batch_size,
             parse_timeout: config.parse_timeout,
             parses: Arc::new(Semaphore::new(config.max_concurrent_parses)),
@@ -74,15 +80,14 @@ impl Handler for ChunkingHandler {
         let crate::source::Document { bytes: content, content_type } =
             crate::source::load(&self.store, &self.fetcher, &job).await?;
 
-        // Waiting for a slot is bounded too: if every slot is held by a runaway parse, the
-        // entry is retried later rather than failed (the document may be fine).
+        // Waiting for a slot is bounded too: if every slot is busy, the entry is retried later
+        // rather than failed (the document may be fine).
         let permit = match tokio::time::timeout(self.parse_timeout, Arc::clone(&self.parses).acquire_owned()).await {
             Ok(Ok(permit)) => permit,
             Ok(Err(_)) | Err(_) => {
                 return Err(HandlerError::Retry("every parse slot is busy (MILLRACE_MAX_CONCURRENT_PARSES)".into()));
             }
         };
-        let (sizer, limits) = (self.sizer.clone(), self.limits);
         let started = Instant::now();
         let span = tracing::info_span!(
             "parse",
@@ -92,25 +97,11 @@ impl Handler for ChunkingHandler {
             millrace.chunks = tracing::field::Empty,
         );
         let running = crate::metrics::ParseRunning::start();
-        let work = tokio::task::spawn_blocking(move || {
-            let _permit = (permit, running);
-            let _span = span.enter();
-            let doc = parse_document(&content_type, &content, &limits).map_err(|err| err.to_string())?;
-            let chunks = split_document(&doc, &sizer, sizes).map_err(|err| err.to_string())?;
-            span.record("millrace.chunks", chunks.len());
-            Ok::<_, String>((doc.title, chunks))
-        });
-        let (title, chunks) = match tokio::time::timeout(self.parse_timeout, work).await {
-            Err(_) => {
-                return Err(HandlerError::Fatal(format!(
-                    "parsing took longer than {:?} (MILLRACE_PARSE_TIMEOUT_MS)",
-                    self.parse_timeout
-                )));
-            }
-            Ok(Err(join)) => return Err(HandlerError::Fatal(format!("parser crashed: {join}"))),
-            Ok(Ok(Err(reason))) => return Err(HandlerError::Fatal(reason)),
-            Ok(Ok(Ok(parsed))) => parsed,
-        };
+        let parsed = self.child.run(&content_type, content, sizes).instrument(span.clone()).await;
+        // The child has exited (or was killed and reaped): its slot is free.
+        drop((permit, running));
+        let crate::parse_child::ChildOutput { title, chunks } = parsed?;
+        span.record("millrace.chunks", chunks.len());
         metrics::histogram!(crate::metrics::PARSE_DURATION).record(started.elapsed().as_secs_f64());
         if chunks.is_empty() {
             return Err(HandlerError::Fatal("document has no text to index".into()));
@@ -140,7 +131,9 @@ impl Handler for ChunkingHandler {
     }
 }
 
-fn batches(job: &millrace_pipeline::Job, title: String, chunks: &[TextChunk], batch_size: usize) -> Vec<ChunkBatch> {
+/// The document's chunks (in order, indexed and hashed by the parse child) in batches of
+/// `batch_size`, each carrying the job and the title.
+fn batches(job: &millrace_pipeline::Job, title: String, chunks: &[Chunk], batch_size: usize) -> Vec<ChunkBatch> {
     chunks
         .chunks(batch_size)
         .enumerate()
@@ -151,21 +144,7 @@ fn batches(job: &millrace_pipeline::Job, title: String, chunks: &[TextChunk], ba
             version: job.version,
             batch_index: batch_index as u32,
             document_title: title.clone(),
-            chunks: group
-                .iter()
-                .enumerate()
-                .map(|(i, chunk)| Chunk {
-                    index: (batch_index * batch_size + i) as u32,
-                    content_hash: hex::encode(Sha256::digest(chunk.text.as_bytes())),
-                    text: chunk.text.clone(),
-                    char_start: chunk.char_start as u32,
-                    char_end: chunk.char_end as u32,
-                    heading_path: chunk.heading_path.clone(),
-                    page_start: chunk.page_start,
-                    page_end: chunk.page_end,
-                    stored: None,
-                })
-                .collect(),
+            chunks: group.to_vec(),
         })
         .collect()
 }
@@ -174,7 +153,66 @@ fn batches(job: &millrace_pipeline::Job, title: String, chunks: &[TextChunk], ba
 mod tests {
     use std::collections::HashMap;
 
+    use millrace_common::Settings;
+    use millrace_pipeline::{JobOptions, Keys, NewJob};
+
     use super::*;
+
+    /// The service binary next to this test binary (`target/<profile>/deps/..`): cargo builds
+    /// it with the crate's integration tests.
+    fn service_binary() -> String {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+        dir.join("millrace-chunking").display().to_string()
+    }
+
+    async fn submit(store: &JobStore, text: Vec<u8>) -> Message {
+        let new = NewJob {
+            tenant_id: "t".into(),
+            document_id: format!("doc-{}", text.len()),
+            content_type: "text/plain".into(),
+            source: "test".into(),
+            metadata: serde_json::json!({}),
+            content: text,
+            content_hash: String::new(),
+            url: None,
+            options: JobOptions::default(),
+            fingerprint: String::new(),
+        };
+        let job = store.create(new).await.unwrap();
+        let fields = HashMap::from([("job_id".to_owned(), job.job_id.clone())]);
+        Message { id: "1-0".into(), fields, delivery: 1 }
+    }
+
+    #[tokio::test]
+    async fn a_parse_past_its_time_frees_its_slot_at_once() {
+        let redis = millrace_testkit::RedisServer::start().unwrap();
+        let pool = millrace_common::redis_conn::pool(&redis.url, 4).unwrap();
+        let store = JobStore::new(pool, Keys::new("test"), Duration::from_secs(3600));
+        let settings = Settings::from_pairs([
+            ("CHUNK_TOKENIZER", "chars".to_owned()),
+            ("PARSE_TIMEOUT_MS", "300".to_owned()),
+            ("MAX_CONCURRENT_PARSES", "1".to_owned()),
+            ("PARSE_CHILD", service_binary()),
+        ]);
+        let config = crate::Config::from_settings(&settings).unwrap();
+        let fetcher = millrace_fetch::Fetcher::new(config.fetch.clone()).unwrap();
+        let storage = millrace_common::grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, None).unwrap();
+        let handler = ChunkingHandler::new(store.clone(), &config, fetcher, StoredChunks::new(storage));
+
+        // Seconds of splitting: far past the 300 ms limit.
+        let slow = submit(&store, "word".repeat(5_000_000).into_bytes()).await;
+        match handler.handle(&slow).await {
+            Err(HandlerError::Fatal(reason)) => assert!(reason.contains("MILLRACE_PARSE_TIMEOUT_MS"), "{reason}"),
+            other => panic!("expected the slow parse to time out, got {other:?}"),
+        }
+        // The only slot is free again at once: the next document does not wait for the first.
+        let small = submit(&store, b"a small document".to_vec()).await;
+        let started = Instant::now();
+        let result = handler.handle(&small).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert!(started.elapsed() < Duration::from_millis(300), "{:?}", started.elapsed());
+    }
 
     #[test]
     fn batches_carry_the_title_and_each_chunk_its_place() {
@@ -184,17 +222,18 @@ mod tests {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
         let job = millrace_pipeline::Job::from_hash(&fields).unwrap();
-        let chunk = |i: usize| TextChunk {
+        let chunk = |i: u32| Chunk {
+            index: i,
             text: format!("chunk {i}"),
+            content_hash: format!("hash {i}"),
             char_start: i * 10,
             char_end: i * 10 + 7,
-            byte_start: i * 10,
-            byte_end: i * 10 + 7,
             heading_path: vec!["Guide".into(), format!("Part {i}")],
-            page_start: i as u32 + 1,
-            page_end: i as u32 + 2,
+            page_start: i + 1,
+            page_end: i + 2,
+            stored: None,
         };
-        let chunks: Vec<TextChunk> = (0..5).map(chunk).collect();
+        let chunks: Vec<Chunk> = (0..5).map(chunk).collect();
         let batches = batches(&job, "The Guide".into(), &chunks, 2);
         assert_eq!(batches.len(), 3);
         assert!(batches.iter().all(|b| b.document_title == "The Guide" && b.version == 3 && b.job_id == "j1"));
@@ -202,7 +241,7 @@ mod tests {
         assert_eq!((last.index, last.char_start, last.char_end), (4, 40, 47));
         assert_eq!(last.heading_path, ["Guide", "Part 4"]);
         assert_eq!((last.page_start, last.page_end), (5, 6));
-        assert_eq!(last.content_hash, hex::encode(Sha256::digest(b"chunk 4")));
+        assert_eq!((last.text.as_str(), last.content_hash.as_str()), ("chunk 4", "hash 4"));
         assert!(last.stored.is_none());
     }
 }

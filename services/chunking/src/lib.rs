@@ -4,7 +4,8 @@
 //!
 //! Everything that decides what a chunk is lives here and is testable without Redis:
 //! [`parse_document`] (bytes → [`ParsedDocument`]) and [`split_document`] (document → chunks
-//! with offsets, heading path and pages). The handler only runs them safely.
+//! with offsets, heading path and pages). The handler only runs them safely: in a child
+//! process with hard limits ([`parse_child`]).
 //!
 //! Configuration, besides the common and stage variables:
 //!
@@ -18,8 +19,10 @@
 //! | `MILLRACE_MAX_PARSE_BYTES` | 64 MiB | largest document parsed |
 //! | `MILLRACE_MAX_TEXT_BYTES` | 32 MiB | largest extracted text |
 //! | `MILLRACE_MAX_UNZIPPED_BYTES` | 256 MiB | most bytes decompressed from a DOCX or a PDF's streams |
-//! | `MILLRACE_PARSE_TIMEOUT_MS` | 30000 | time limit of one parse + split |
-//! | `MILLRACE_MAX_CONCURRENT_PARSES` | CPU count | parses running at once, timed-out ones included |
+//! | `MILLRACE_PARSE_TIMEOUT_MS` | 30000 | time limit of one parse + split; the child is killed then (and limited to this many CPU seconds, rounded up, plus one) |
+//! | `MILLRACE_PARSE_MEMORY_BYTES` | 1 GiB | address space of one parse child (`RLIMIT_AS`); at least 128 MiB |
+//! | `MILLRACE_MAX_CONCURRENT_PARSES` | CPU count | parse children running at once |
+//! | `MILLRACE_PARSE_CHILD` | this binary | program run as the parse child (with `--parse-child`); tests point it at the built binary |
 //! | `MILLRACE_BATCH_SIZE` | 32 | chunks per batch |
 //!
 //! A job's `options.chunk_size` / `options.chunk_overlap` override the sizes for that job.
@@ -27,11 +30,13 @@
 mod handler;
 pub mod metrics;
 mod parse;
+pub mod parse_child;
 mod reuse;
 mod source;
 mod split;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use millrace_common::{ConfigError, ServiceConfig, Settings};
@@ -48,6 +53,9 @@ pub use split::{
 
 pub use millrace_common::config::default_model_dir;
 
+/// The smallest `MILLRACE_PARSE_MEMORY_BYTES` accepted.
+pub const MIN_PARSE_MEMORY_BYTES: u64 = 128 << 20;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
@@ -60,8 +68,14 @@ pub struct Config {
     /// Chunks per batch handed to metadata and embeddings.
     pub batch_size: usize,
     pub parse_timeout: Duration,
-    /// Parses running at once, counting timed-out ones that have not stopped yet.
+    /// Parse children running at once.
     pub max_concurrent_parses: usize,
+    /// Address-space limit of each parse child.
+    pub parse_memory_bytes: u64,
+    /// The program run as the parse child: this binary unless `MILLRACE_PARSE_CHILD` says.
+    pub parse_child: PathBuf,
+    /// Where the tokenizer is loaded from (the parse child loads it again).
+    pub model_dir: PathBuf,
     /// Fetching documents submitted by URL.
     pub fetch: FetchConfig,
     /// The storage service, asked what the visible version holds for unchanged chunks.
@@ -111,6 +125,23 @@ impl Config {
             max_unzipped_bytes: settings.positive("MAX_UNZIPPED_BYTES", ParseLimits::default().max_unzipped_bytes)?,
         };
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+        let parse_memory_bytes: u64 = settings.positive("PARSE_MEMORY_BYTES", 1 << 30)?;
+        // Below this the child cannot even start (its program and libraries take about 50 MB of
+        // address space), and every job would fail as a crash.
+        if parse_memory_bytes < MIN_PARSE_MEMORY_BYTES {
+            return Err(ConfigError::new(
+                "PARSE_MEMORY_BYTES",
+                format!(
+                    "{parse_memory_bytes} is less than the {MIN_PARSE_MEMORY_BYTES} bytes a parse child needs to start"
+                ),
+            ));
+        }
+        let parse_child = match settings.get::<PathBuf>("PARSE_CHILD")? {
+            Some(path) => path,
+            None => std::env::current_exe().map_err(|err| {
+                ConfigError::new("PARSE_CHILD", format!("cannot find this program to run parse children: {err}"))
+            })?,
+        };
         Ok(Self {
             service,
             worker,
@@ -120,6 +151,9 @@ impl Config {
             batch_size: settings.positive("BATCH_SIZE", 32)?,
             parse_timeout: settings.duration_ms("PARSE_TIMEOUT_MS", 30_000)?,
             max_concurrent_parses: settings.positive("MAX_CONCURRENT_PARSES", cores)?,
+            parse_memory_bytes,
+            parse_child,
+            model_dir,
             fetch: FetchConfig::from_settings(settings)?,
             storage_url: settings.grpc_url("STORAGE_URL", "http://127.0.0.1:9064")?,
         })
@@ -181,6 +215,12 @@ mod tests {
         assert_eq!(err.variable, "MILLRACE_CHUNK_TOKENIZER");
         let err = config(&[("CHUNK_TOKENIZER", "chars"), ("MAX_PARSE_BYTES", "0")]).unwrap_err();
         assert_eq!(err.variable, "MILLRACE_MAX_PARSE_BYTES");
+        let err = config(&[("CHUNK_TOKENIZER", "chars"), ("PARSE_MEMORY_BYTES", "0")]).unwrap_err();
+        assert_eq!(err.variable, "MILLRACE_PARSE_MEMORY_BYTES");
+        let err = config(&[("CHUNK_TOKENIZER", "chars"), ("PARSE_MEMORY_BYTES", "10000000")]).unwrap_err();
+        assert_eq!(err.variable, "MILLRACE_PARSE_MEMORY_BYTES");
+        assert_eq!(chars.parse_memory_bytes, 1 << 30);
+        assert_eq!(chars.parse_child, std::env::current_exe().unwrap());
     }
 
     #[test]

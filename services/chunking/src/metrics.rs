@@ -21,10 +21,7 @@ pub const METRICS: &[Metric] = &[
     ),
     Metric::counter(BATCHES, "Batches of chunks stored and enqueued on the metadata and embeddings streams."),
     Metric::histogram(PARSE_DURATION, "Time one document's parse and split took, in seconds."),
-    Metric::gauge(
-        PARSES_RUNNING,
-        "Parses running now on the blocking pool, timed-out ones still running included (at most MILLRACE_MAX_CONCURRENT_PARSES).",
-    ),
+    Metric::gauge(PARSES_RUNNING, "Parse child processes running now (at most MILLRACE_MAX_CONCURRENT_PARSES)."),
 ];
 
 /// Describes every metric the chunking service exports and registers its counters at zero.
@@ -37,8 +34,8 @@ pub fn register() {
     metrics::gauge!(PARSES_RUNNING).set(0.0);
 }
 
-/// Counts one parse as running until dropped (it moves into the blocking task with the parse's
-/// permit, so a parse that outlives its timeout still counts).
+/// Counts one parse child as running until dropped (with the parse's permit, once the child
+/// has exited or been killed).
 pub struct ParseRunning(());
 
 impl ParseRunning {

@@ -73,7 +73,11 @@ fn open(archive: &mut ZipArchive<Cursor<&[u8]>>, name: &str, budget: &mut u64) -
     if capped.exceeded {
         return Err(ParseError::DecompressionBomb { format: "DOCX", limit });
     }
-    read.map_err(|err| ParseError::DocxInvalid(format!("cannot decompress {name}: {err}")))?;
+    read.map_err(|err| match err.kind() {
+        // Not the archive's fault as such: the parse child's memory limit was reached.
+        std::io::ErrorKind::OutOfMemory => ParseError::OutOfMemory,
+        _ => ParseError::DocxInvalid(format!("cannot decompress {name}: {err}")),
+    })?;
     *budget = capped.remaining;
     Ok(Some(xml))
 }

@@ -73,6 +73,10 @@ pub enum ParseError {
     PdfCorrupt(String),
     #[error("the DOCX is invalid: {0}")]
     DocxInvalid(String),
+    /// An allocation the parser could recover from failed (the parse child's address-space
+    /// limit); the child reports it as the memory limit.
+    #[error("the parser ran out of memory")]
+    OutOfMemory,
     #[error("the {0} parser crashed: {1}")]
     Crashed(&'static str, String),
 }

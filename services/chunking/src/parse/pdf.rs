@@ -7,13 +7,23 @@
 //! hook cannot catch are checked before extraction: a page tree whose `Parent` links loop and
 //! form XObjects that draw themselves (both recurse until the stack overflows, which aborts the
 //! process), and compressed streams that inflate to gigabytes (memory).
+//!
+//! The inflated size is measured before lopdf loads the file for real, because lopdf inflates
+//! every object stream (`/Type /ObjStm`, where PDF 1.5 packs small objects) while it loads. A
+//! first load keeps object streams packed (a load filter renames their type), then every
+//! stream's whole filter chain (Flate, LZW, ASCII85: the ones lopdf decodes) is decoded with a
+//! cap, counting the total, and only a document within `MILLRACE_MAX_UNZIPPED_BYTES` is loaded
+//! again and read. Not covered: the streams of an encrypted PDF (lopdf decrypts and unpacks
+//! them in one step) and a cross-reference stream (inflated while the file's index is read);
+//! for those the parse child's memory limit is the bound.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use pdf_extract::content::Content;
-use pdf_extract::{Dictionary, Document, Object, ObjectId, PlainTextOutput, Stream, output_doc_page};
+use pdf_extract::{Dictionary, Document, LoadOptions, Object, ObjectId, PlainTextOutput, Stream, output_doc_page};
 
 use super::{ParseError, ParseLimits, ParsedDocument, panic_message};
 
@@ -21,6 +31,7 @@ use super::{ParseError, ParseLimits, ParsedDocument, panic_message};
 const MAX_NESTING: usize = 64;
 
 pub(super) fn parse(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument, ParseError> {
+    check_inflated_size(bytes, limits.max_unzipped_bytes)?;
     let doc = catch_unwind(|| Document::load_mem(bytes))
         .map_err(|panic| ParseError::PdfCorrupt(format!("the reader failed on it: {}", panic_message(panic.as_ref()))))?
         .map_err(|err| match err {
@@ -36,7 +47,7 @@ pub(super) fn parse(bytes: &[u8], limits: &ParseLimits) -> Result<ParsedDocument
     if pages.is_empty() {
         return Err(ParseError::PdfCorrupt("it has no pages".into()));
     }
-    guarded(|| check_structure(&doc, &pages, limits))
+    guarded(|| check_structure(&doc, &pages))
         .unwrap_or_else(|panic| Err(ParseError::PdfCorrupt(format!("the reader failed on it: {panic}"))))?;
 
     let mut text = String::new();
@@ -76,12 +87,7 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|panic| panic_message(panic.as_ref()))
 }
 
-fn check_structure(
-    doc: &Document,
-    pages: &std::collections::BTreeMap<u32, ObjectId>,
-    limits: &ParseLimits,
-) -> Result<(), ParseError> {
-    check_inflated_size(doc, limits.max_unzipped_bytes)?;
+fn check_structure(doc: &Document, pages: &std::collections::BTreeMap<u32, ObjectId>) -> Result<(), ParseError> {
     let mut done = HashSet::new();
     for &page_id in pages.values() {
         let resources = page_resources(doc, page_id)?;
@@ -170,29 +176,115 @@ fn xobject_refs(doc: &Document, resources: &Dictionary) -> Vec<ObjectId> {
         .unwrap_or_default()
 }
 
-/// Inflates every Flate-compressed stream into nothing, counting, and refuses the document
-/// when the total passes `limit`: lopdf would inflate each stream whole into memory.
-fn check_inflated_size(doc: &Document, limit: u64) -> Result<(), ParseError> {
+/// Type given to object streams in the measuring load, so that lopdf does not unpack them.
+const PACKED_OBJECT_STREAM: &[u8] = b"MillraceMeasuredObjStm";
+
+/// Decodes every stream of the file into nothing, counting, and refuses the document when the
+/// total passes `limit`. Loads the file with object streams kept packed; a file lopdf cannot
+/// load is left for the real load to describe.
+fn check_inflated_size(bytes: &[u8], limit: u64) -> Result<(), ParseError> {
+    let options = LoadOptions { filter: Some(keep_object_streams_packed), ..LoadOptions::default() };
+    let Ok(Ok(doc)) = catch_unwind(|| Document::load_mem_with_options(bytes, options)) else { return Ok(()) };
     let mut total: u64 = 0;
     for object in doc.objects.values() {
         let Object::Stream(stream) = object else { continue };
-        let flate = match stream.dict.get(b"Filter") {
-            Ok(Object::Name(name)) => name == b"FlateDecode",
-            Ok(Object::Array(filters)) => filters.iter().any(|f| f.as_name().ok() == Some(b"FlateDecode".as_slice())),
-            _ => false,
-        };
-        if !flate {
-            continue;
-        }
-        let remaining = limit.saturating_sub(total);
-        let mut decoder = flate2::read::ZlibDecoder::new(stream.content.as_slice()).take(remaining.saturating_add(1));
-        // A broken stream counts what inflated before the break; lopdf copes with the rest.
-        total += std::io::copy(&mut decoder, &mut std::io::sink()).unwrap_or(0);
+        total = total.saturating_add(decoded_size(stream, limit.saturating_sub(total)));
         if total > limit {
+            tracing::debug!(limit, "PDF streams inflate past the cap");
             return Err(ParseError::DecompressionBomb { format: "PDF", limit });
         }
     }
     Ok(())
+}
+
+/// lopdf's load filter: it runs on each object before lopdf would unpack an object stream.
+/// lopdf goes on with the object as changed in place (the returned copy is only used for
+/// objects unpacked from object streams, of which there are none here).
+fn keep_object_streams_packed(id: ObjectId, object: &mut Object) -> Option<(ObjectId, Object)> {
+    if let Object::Stream(stream) = object
+        && stream.dict.has_type(b"ObjStm")
+    {
+        stream.dict.set("Type", Object::Name(PACKED_OBJECT_STREAM.to_vec()));
+    }
+    Some((id, object.clone()))
+}
+
+/// How many bytes lopdf's `decompressed_content` would produce for `stream`, counting every
+/// stage of its filter chain (lopdf holds each whole), stopping once past `budget`.
+fn decoded_size(stream: &Stream, budget: u64) -> u64 {
+    // lopdf reads only a name or an array of names; anything else is left uncompressed.
+    let Ok(filters) = stream.filters() else { return 0 };
+    let early_change = stream
+        .dict
+        .get(b"DecodeParms")
+        .and_then(Object::as_dict)
+        .and_then(|params| params.get(b"EarlyChange"))
+        .and_then(Object::as_i64)
+        .map_or(true, |value| value != 0);
+    let mut data: Cow<'_, [u8]> = Cow::Borrowed(&stream.content);
+    let mut counted: u64 = 0;
+    for filter in filters {
+        let cap = budget.saturating_sub(counted);
+        let decoded = match filter {
+            b"FlateDecode" => inflate(&data, cap),
+            b"LZWDecode" => lzw(&data, early_change, cap),
+            // Never longer than its input (five characters make four bytes, `z` excepted: five
+            // times, so decoding it whole is bounded by the document's size).
+            b"ASCII85Decode" => ascii85(&data),
+            // lopdf refuses other filters (DCT, JPX, ...: images it leaves encoded).
+            _ => break,
+        };
+        counted = counted.saturating_add(decoded.len() as u64);
+        if counted > budget {
+            break;
+        }
+        data = Cow::Owned(decoded);
+    }
+    counted
+}
+
+/// Inflates at most `cap + 1` bytes as lopdf would: zlib, or raw deflate after the two header
+/// bytes when zlib yields nothing. A stream that breaks counts what came out before the break.
+fn inflate(input: &[u8], cap: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    if input.is_empty() {
+        return out;
+    }
+    let zlib = flate2::read::ZlibDecoder::new(input).take(cap.saturating_add(1)).read_to_end(&mut out);
+    if zlib.is_err() && out.is_empty() && input.len() > 2 {
+        let _ = flate2::read::DeflateDecoder::new(&input[2..]).take(cap.saturating_add(1)).read_to_end(&mut out);
+    }
+    out
+}
+
+/// Decodes PDF LZW (9 to 12 bit codes, most significant bit first) as lopdf does with weezl,
+/// up to `cap + 1` bytes.
+fn lzw(input: &[u8], early_change: bool, cap: u64) -> Vec<u8> {
+    use weezl::{BitOrder, LzwStatus, decode::Decoder};
+    let mut decoder =
+        if early_change { Decoder::with_tiff_size_switch(BitOrder::Msb, 8) } else { Decoder::new(BitOrder::Msb, 8) };
+    let cap = usize::try_from(cap.saturating_add(1)).unwrap_or(usize::MAX);
+    let mut out = Vec::new();
+    let mut buffer = vec![0; 64 << 10];
+    let mut input = input;
+    while out.len() < cap {
+        let result = decoder.decode_bytes(input, &mut buffer);
+        input = input.get(result.consumed_in..).unwrap_or_default();
+        out.extend_from_slice(buffer.get(..result.consumed_out).unwrap_or_default());
+        match result.status {
+            Ok(LzwStatus::Ok) if result.consumed_in > 0 || result.consumed_out > 0 => {}
+            _ => break,
+        }
+    }
+    out.truncate(cap);
+    out
+}
+
+/// ASCII85 through lopdf's own decoder.
+fn ascii85(input: &[u8]) -> Vec<u8> {
+    let mut dict = Dictionary::new();
+    dict.set("Filter", Object::Name(b"ASCII85Decode".to_vec()));
+    Stream::new(dict, input.to_vec()).decompressed_content().unwrap_or_default()
 }
 
 /// The `/Title` of the document information dictionary, if it says something.

@@ -80,6 +80,86 @@ proptest! {
     }
 }
 
+/// A one-page PDF whose content stream is `data` under `/Filter [filters]`, with a `/Length`
+/// that may lie.
+fn pdf_with_stream(filters: &[&str], data: &[u8], length_delta: i64) -> Vec<u8> {
+    let mut out = b"%PDF-1.5\n".to_vec();
+    let mut offsets = Vec::new();
+    let filter = filters.iter().map(|f| format!("/{f}")).collect::<Vec<_>>().join(" ");
+    let length = (data.len() as i64 + length_delta).max(0);
+    let objects: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>".to_vec(),
+        [
+            format!("<< /Filter [{filter}] /Length {length} >>\nstream\n").into_bytes(),
+            data.to_vec(),
+            b"\nendstream".to_vec(),
+        ]
+        .concat(),
+    ];
+    for (i, object) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(object);
+        out.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = out.len();
+    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    for offset in offsets {
+        out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+    );
+    out
+}
+
+/// Zlib of `data`, so that random chains hold real compressed streams, not only noise.
+fn zlib(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+const FILTERS: [&str; 5] = ["FlateDecode", "LZWDecode", "ASCII85Decode", "ASCIIHexDecode", "DCTDecode"];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn large_random_bytes_never_crash_a_parser(bytes in prop::collection::vec(any::<u8>(), 0..262_144), which in 0..TYPES.len()) {
+        check(TYPES[which], &bytes)?;
+    }
+
+    #[test]
+    fn large_random_markup_never_crashes(text in "[<>/a-z =\"'!#*\\-\n&;()\\[\\]`|]{0,32768}", which in 0..TYPES.len()) {
+        check(TYPES[which], text.as_bytes())?;
+    }
+
+    #[test]
+    fn large_deep_random_html_never_crashes(tags in prop::collection::vec(("[a-z]{1,6}", any::<bool>(), "[a-z ]{0,20}"), 0..4_000)) {
+        let html: String = tags
+            .iter()
+            .map(|(tag, open, text)| if *open { format!("<{tag}>{text}") } else { format!("</{tag}>{text}") })
+            .collect();
+        check(HTML, html.as_bytes())?;
+    }
+
+    #[test]
+    fn pdfs_with_random_filter_chains_never_crash(
+        chain in prop::collection::vec(0..FILTERS.len(), 0..4),
+        body in prop::collection::vec(any::<u8>(), 0..65_536),
+        compress in any::<bool>(),
+        length_delta in -8i64..8,
+    ) {
+        let filters: Vec<&str> = chain.iter().map(|&i| FILTERS[i]).collect();
+        let data = if compress { zlib(&body) } else { body };
+        check(PDF, &pdf_with_stream(&filters, &data, length_delta))?;
+    }
+}
+
 #[test]
 fn pathological_nesting_is_handled_without_overflowing_the_stack() {
     // Run on a thread with the blocking pool's stack size, as in the service. Deep HTML also

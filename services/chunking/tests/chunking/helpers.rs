@@ -10,6 +10,25 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|err| panic!("cannot read fixture {}: {err}", path.display()))
 }
 
+/// A file of the hostile corpus, `tests/fixtures/hostile/` at the repository root.
+pub fn hostile(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hostile").join(name);
+    std::fs::read(&path).unwrap_or_else(|err| panic!("cannot read hostile fixture {}: {err}", path.display()))
+}
+
+/// Runs `f` and returns how much this process's peak resident memory grew meanwhile, in bytes.
+/// Meaningful under nextest, which runs each test in a process of its own.
+pub fn peak_memory_growth_during<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let peak = || {
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+            .map(|usage| u64::try_from(usage.max_rss()).unwrap_or(0) * 1024)
+            .unwrap()
+    };
+    let before = peak();
+    let result = f();
+    (result, peak() - before)
+}
+
 pub fn parse(content_type: &str, name: &str) -> ParsedDocument {
     parse_document(content_type, &fixture(name), &ParseLimits::default())
         .unwrap_or_else(|err| panic!("{name} did not parse: {err}"))

@@ -18,7 +18,14 @@ pub struct JobStatusCounts {
     pub completed: u64,
     pub failed: u64,
     pub cancelled: u64,
+    /// Bytes of the documents of the queued and running jobs, which Redis holds until each
+    /// job finishes. A document submitted by URL counts 0: its size is unknown at submit (its
+    /// fetch is capped by `MILLRACE_FETCH_MAX_BYTES`).
+    pub queued_bytes: u64,
 }
+
+/// The field of the counts hash that holds [`JobStatusCounts::queued_bytes`].
+pub(crate) const QUEUED_BYTES: &str = "queued_bytes";
 
 impl JobStatusCounts {
     pub fn get(&self, status: JobStatus) -> u64 {
@@ -41,11 +48,19 @@ impl JobStatusCounts {
             completed: count(JobStatus::Completed),
             failed: count(JobStatus::Failed),
             cancelled: count(JobStatus::Cancelled),
+            queued_bytes: fields.get(QUEUED_BYTES).copied().unwrap_or(0).max(0) as u64,
         }
     }
 }
 
 impl JobStore {
+    /// Bytes of the documents of unfinished jobs (see [`JobStatusCounts::queued_bytes`]).
+    pub async fn queued_bytes(&self) -> Result<u64, JobStoreError> {
+        let mut conn = self.pool().get().await?;
+        let bytes: Option<i64> = conn.hget(self.keys().job_status_counts(), QUEUED_BYTES).await?;
+        Ok(bytes.unwrap_or(0).max(0) as u64)
+    }
+
     pub async fn status_counts(&self) -> Result<JobStatusCounts, JobStoreError> {
         let mut conn = self.pool().get().await?;
         let fields: HashMap<String, i64> = conn.hgetall(self.keys().job_status_counts()).await?;

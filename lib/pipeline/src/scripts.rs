@@ -138,6 +138,7 @@ if ARGV[8] == '1' and redis.call('HEXISTS', KEYS[1], 'committing') == 1 then ret
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_ms', ARGV[2])
 redis.call('HINCRBY', KEYS[5], status, -1)
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
+redis.call('HINCRBY', KEYS[5], 'queued_bytes', -tonumber(redis.call('HGET', KEYS[1], 'content_bytes') or '0'))
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'error_stage', ARGV[5], 'error_message', ARGV[6])
 end
@@ -232,6 +233,7 @@ local reopened = 'queued'
 if chunked then reopened = 'running' end
 redis.call('HSET', KEYS[1], 'status', reopened)
 redis.call('HINCRBY', KEYS[15], reopened, 1)
+redis.call('HINCRBY', KEYS[15], 'queued_bytes', tonumber(redis.call('HGET', KEYS[1], 'content_bytes') or '0'))
 redis.call('HDEL', KEYS[1], 'finished_ms', 'error_stage', 'error_message', 'committing')
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 if ARGV[6] ~= '' then

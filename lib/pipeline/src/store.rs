@@ -204,6 +204,8 @@ impl JobStore {
             .ignore()
             .hincr(self.keys.job_status_counts(), JobStatus::Queued.as_str(), 1)
             .ignore()
+            .hincr(self.keys.job_status_counts(), crate::counts::QUEUED_BYTES, new.content.len())
+            .ignore()
             .add_command(enqueue)
             .ignore()
             .cmd("XADD")

@@ -27,6 +27,13 @@ pub struct Config {
     pub max_document_bytes: usize,
     /// Admission bound: jobs accepted and not yet finished (`MILLRACE_MAX_QUEUED_JOBS`).
     pub max_queued_jobs: u64,
+    /// Admission bound: bytes of the documents of those jobs, which Redis holds until each
+    /// finishes (`MILLRACE_MAX_QUEUED_BYTES`).
+    pub max_queued_bytes: u64,
+    /// Share of Redis' `maxmemory` above which new work is refused with 503, so that Redis
+    /// (`noeviction`) never reaches its limit and stops every write of the pipeline
+    /// (`MILLRACE_REDIS_MEMORY_HIGH_WATERMARK`).
+    pub redis_memory_high_watermark: f64,
     /// Tenant of every document for now (`MILLRACE_TENANT_ID`).
     pub tenant_id: String,
     /// Base of `status_url` (`MILLRACE_PUBLIC_URL`); relative URLs without it.
@@ -56,6 +63,19 @@ impl Config {
             ));
         }
         let max_queued_jobs: u64 = settings.positive("MAX_QUEUED_JOBS", 100_000)?;
+        let max_queued_bytes: u64 = settings.positive("MAX_QUEUED_BYTES", 1 << 30)?;
+        if max_queued_bytes < max_document_bytes as u64 {
+            return Err(ConfigError::new(
+                "MAX_QUEUED_BYTES",
+                format!(
+                    "{max_queued_bytes} is smaller than one document may be (MILLRACE_MAX_DOCUMENT_BYTES, {max_document_bytes})"
+                ),
+            ));
+        }
+        let redis_memory_high_watermark: f64 = settings.get_or("REDIS_MEMORY_HIGH_WATERMARK", 0.9)?;
+        if !(redis_memory_high_watermark > 0.0 && redis_memory_high_watermark <= 1.0) {
+            return Err(ConfigError::new("REDIS_MEMORY_HIGH_WATERMARK", "must be a share of maxmemory in (0, 1]"));
+        }
         let tenant_id: String = settings.get_or("TENANT_ID", "default".to_owned())?;
         if tenant_id.is_empty()
             || tenant_id.len() > 64
@@ -88,6 +108,8 @@ impl Config {
             llm_gateway_url,
             max_document_bytes,
             max_queued_jobs,
+            max_queued_bytes,
+            redis_memory_high_watermark,
             tenant_id,
             public_url,
             downstream_timeout,
@@ -124,6 +146,7 @@ mod tests {
         assert_eq!(config.llm_gateway_url, "http://127.0.0.1:9065");
         assert_eq!(config.max_document_bytes, 10_485_760);
         assert_eq!(config.max_queued_jobs, 100_000);
+        assert_eq!((config.max_queued_bytes, config.redis_memory_high_watermark), (1 << 30, 0.9));
         assert_eq!(config.service.job_retention, Duration::from_secs(604_800));
         assert_eq!(config.tenant_id, "default");
         assert_eq!(config.status_url("j1"), "/v1/jobs/j1");
@@ -149,6 +172,9 @@ mod tests {
             ("MILLRACE_MAX_DOCUMENT_BYTES", "ten"),
             ("MILLRACE_MAX_DOCUMENT_BYTES", "1000000000"),
             ("MILLRACE_MAX_QUEUED_JOBS", "-1"),
+            ("MILLRACE_MAX_QUEUED_BYTES", "1000"),
+            ("MILLRACE_REDIS_MEMORY_HIGH_WATERMARK", "1.5"),
+            ("MILLRACE_REDIS_MEMORY_HIGH_WATERMARK", "0"),
             ("MILLRACE_JOB_RETENTION_SECS", "0"),
             ("MILLRACE_TENANT_ID", "a:b"),
             ("MILLRACE_PUBLIC_URL", "ftp://x"),

@@ -22,6 +22,7 @@ use millrace_proto::v1::{
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use crate::admission::{self, Capacity, RedisMemory};
 use crate::budget::BudgetGuard;
 use crate::config::Config;
 use crate::stats::{Pipeline, PipelineStats};
@@ -65,13 +66,6 @@ pub struct DocumentInfo {
     pub updated_at: String,
 }
 
-/// How many more jobs may be admitted now.
-#[derive(Debug, Clone, Copy)]
-pub struct Capacity {
-    pub free: u64,
-    pub retry_after_secs: u64,
-}
-
 /// Everything the operations need; cheap to clone.
 #[derive(Clone)]
 pub struct Core {
@@ -84,6 +78,7 @@ pub struct Core {
     urls: UrlGuard,
     /// Opens the dedicated connections that job event readers block on.
     redis: redis::Client,
+    redis_memory: Arc<RedisMemory>,
 }
 
 impl Core {
@@ -105,6 +100,7 @@ impl Core {
             pipeline,
             urls,
             redis,
+            redis_memory: Arc::default(),
         }
     }
 
@@ -120,10 +116,7 @@ impl Core {
     pub async fn submit(&self, submission: Submission) -> Result<Accepted, ApiError> {
         let result = async {
             let document = self.validate(submission).await?;
-            let capacity = self.capacity().await?;
-            if capacity.free == 0 {
-                return Err(queue_full(capacity));
-            }
+            self.capacity().await?.admit(document.content.len() as u64)?;
             self.create(document).await
         }
         .await;
@@ -139,9 +132,8 @@ impl Core {
         &self,
         items: Vec<Result<Submission, ApiError>>,
     ) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
-        let capacity = self.capacity().await?;
-        if capacity.free == 0 {
-            let err = queue_full(capacity);
+        let mut capacity = self.capacity().await?;
+        if let Err(err) = capacity.check_any() {
             count_rejection(&err);
             return Err(err);
         }
@@ -156,16 +148,14 @@ impl Core {
             .buffered(BATCH_VALIDATION_CONCURRENCY)
             .collect()
             .await;
-        let mut free = capacity.free;
         let mut results = Vec::with_capacity(documents.len());
         for document in documents {
             let result = match document {
                 Err(err) => Err(err),
-                Ok(_) if free == 0 => Err(queue_full(capacity)),
-                Ok(document) => {
-                    free -= 1;
-                    self.create(document).await
-                }
+                Ok(document) => match capacity.admit(document.content.len() as u64) {
+                    Ok(()) => self.create(document).await,
+                    Err(err) => Err(err),
+                },
             };
             if let Err(err) = &result {
                 count_rejection(err);
@@ -271,15 +261,34 @@ impl Core {
         }
     }
 
-    /// Room left under `MAX_QUEUED_JOBS`, and how long to wait when there is none.
+    /// Room left under `MAX_QUEUED_JOBS` and `MAX_QUEUED_BYTES`, and how long to wait when
+    /// there is none; a 503 at once while Redis is near its memory limit (see `admission`).
     pub async fn capacity(&self) -> Result<Capacity, ApiError> {
         let active = self.jobs.active_count().await.map_err(store_error)?;
-        let max = self.config.max_queued_jobs;
-        if active < max {
-            return Ok(Capacity { free: max - active, retry_after_secs: 0 });
+        let bytes = self.jobs.queued_bytes().await.map_err(store_error)?;
+        let (max_jobs, max_bytes) = (self.config.max_queued_jobs, self.config.max_queued_bytes);
+        let mut capacity = Capacity {
+            free_jobs: max_jobs.saturating_sub(active),
+            free_bytes: max_bytes.saturating_sub(bytes),
+            retry_after_secs: 0,
+        };
+        let memory_full = self
+            .redis_memory
+            .reading(self.jobs.pool())
+            .await
+            .filter(|m| m.over(self.config.redis_memory_high_watermark));
+        // The wait is estimated only when some bound is close: it costs a Redis call.
+        if capacity.free_jobs == 0
+            || capacity.free_bytes < self.config.max_document_bytes as u64
+            || memory_full.is_some()
+        {
+            let finished = self.jobs.finished_within(THROUGHPUT_WINDOW).await.map_err(store_error)?;
+            capacity.retry_after_secs = admission::retry_after_secs(active, max_jobs.min(active), finished);
         }
-        let finished = self.jobs.finished_within(THROUGHPUT_WINDOW).await.map_err(store_error)?;
-        Ok(Capacity { free: 0, retry_after_secs: validate::retry_after_secs(active, max, finished) })
+        match memory_full {
+            Some(memory) => Err(admission::memory_full(memory, capacity.retry_after_secs)),
+            None => Ok(capacity),
+        }
     }
 
     pub async fn get_job(&self, job_id: &str) -> Result<Job, ApiError> {
@@ -480,10 +489,7 @@ impl Core {
     /// Like a submission, a retry puts work back on the streams: it is refused while the queue
     /// is full (503) or the day's LLM budget is spent (429; the work would only fail again).
     pub async fn retry_dead_letters(&self, stage: Stage, ids: Option<Vec<String>>) -> Result<RetryReport, ApiError> {
-        let capacity = self.capacity().await?;
-        if capacity.free == 0 {
-            return Err(queue_full(capacity));
-        }
+        self.capacity().await?.check_any()?;
         self.budget.check().await?;
         let report = self.jobs.retry_dead_letters(stage, ids.as_deref()).await.map_err(store_error)?;
         metrics::counter!(crate::metrics::DEAD_LETTERS_RETRIED, "stage" => stage.name())
@@ -505,10 +511,6 @@ impl Core {
     pub async fn pipeline_stats(&self) -> PipelineStats {
         self.pipeline.collect().await
     }
-}
-
-fn queue_full(capacity: Capacity) -> ApiError {
-    ApiError::unavailable("too many jobs are queued; retry later").with_retry_after(capacity.retry_after_secs)
 }
 
 /// The stage of a name, or a 404 naming the stages there are.

@@ -3,6 +3,7 @@
 //! and enqueues them for chunking, reports job progress, and answers search and document queries
 //! through the embeddings and storage services.
 
+pub mod admission;
 pub mod api;
 pub mod budget;
 pub mod config;
@@ -67,7 +68,9 @@ impl Application {
         let pool = redis_conn::pool(&config.service.redis_url, REDIS_POOL_SIZE).map_err(BuildError::Redis)?;
         let keys = Keys::new(config.service.key_prefix.clone());
         metrics::register();
-        let jobs = JobStore::new(pool.clone(), keys.clone(), config.service.job_retention);
+        let jobs = JobStore::new(pool.clone(), keys.clone(), config.service.job_retention)
+            .with_failed_payload_retention(config.service.failed_payload_retention);
+        tokio::spawn(admission::warn_unless_durable(pool.clone()));
         let sampled_jobs = jobs.clone();
         let metrics_interval = config.metrics_interval;
         let storage = grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, Some(config.downstream_timeout))?;

@@ -466,18 +466,6 @@ pub fn list_limit_param(text: Option<&str>) -> Result<usize, ApiError> {
     list_limit(limit)
 }
 
-/// Seconds a rejected caller should wait: the jobs over the bound divided by the recent
-/// completion rate, within 1 to 300 s; 30 s when nothing finished recently.
-pub fn retry_after_secs(active: u64, max_queued: u64, finished_last_minute: u64) -> u64 {
-    if finished_last_minute == 0 {
-        return 30;
-    }
-    let excess = active.saturating_sub(max_queued).saturating_add(1);
-    // excess / (finished / 60 s), rounded up.
-    let secs = (excess.saturating_mul(60)).div_ceil(finished_last_minute);
-    secs.clamp(1, 300)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -752,15 +740,5 @@ mod tests {
         assert_eq!(list_limit(Some(1000)).unwrap(), 1000);
         assert!(list_limit(Some(0)).is_err());
         assert!(list_limit(Some(1001)).is_err());
-    }
-
-    #[test]
-    fn retry_after_follows_throughput() {
-        assert_eq!(retry_after_secs(10, 10, 0), 30);
-        // 1 job over the bound, 60 finished per minute: 1 s.
-        assert_eq!(retry_after_secs(10, 10, 60), 1);
-        // 11 jobs to wait for at 6 per minute: 110 s.
-        assert_eq!(retry_after_secs(20, 10, 6), 110);
-        assert_eq!(retry_after_secs(10_000, 10, 1), 300);
     }
 }

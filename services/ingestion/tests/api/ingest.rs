@@ -232,6 +232,45 @@ async fn a_full_queue_answers_503_with_retry_after_from_throughput() {
     assert!(metric(&metrics, "millrace_ingestion_jobs_submitted_total") >= 2.0, "{metrics}");
 }
 
+/// Issue 13, defect 10: the queue is bounded by the bytes it holds too, not only by jobs.
+#[tokio::test]
+async fn queued_bytes_are_bounded_too() {
+    let app = spawn_app_with(&[("MAX_DOCUMENT_BYTES", "1000"), ("MAX_QUEUED_BYTES", "1500")]).await;
+    let first = app.ingest(&"a".repeat(800)).await;
+    let response = app.post_json("/v1/ingest", &json!({"content": "b".repeat(800)})).await;
+    assert_eq!(response.headers()["retry-after"], "30");
+    let (_, message) = assert_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(message.contains("MILLRACE_MAX_QUEUED_BYTES"), "{message}");
+    // A smaller document still fits.
+    app.ingest(&"c".repeat(600)).await;
+    // A finished job's bytes are free again (a cancel drops its document at once).
+    let cancelled = app.delete(&format!("/v1/jobs/{}", first["job_id"].as_str().unwrap())).await;
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    app.ingest(&"d".repeat(800)).await;
+}
+
+/// Issue 13, defect 10: Redis runs `noeviction`, so new work stops before Redis reaches its
+/// memory limit rather than every write of the pipeline failing at it.
+#[tokio::test]
+async fn new_work_is_refused_near_redis_memory_limit() {
+    let app = spawn_app().await;
+    app.ingest("before the limit").await;
+    let mut redis = app.redis().await;
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut redis).await.unwrap();
+    let used: u64 = info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap();
+    // Above the 0.9 watermark, below the limit itself (writes still succeed).
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(used * 21 / 20).query_async(&mut redis).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the replica's reading ages out
+    let response = app.post_json("/v1/ingest", &json!({"content": "at the limit"})).await;
+    assert!(response.headers().contains_key("retry-after"));
+    let (_, message) = assert_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(message.contains("memory limit"), "{message}");
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query_async(&mut redis).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    app.ingest("after the limit is lifted").await;
+}
+
 #[tokio::test]
 async fn generic_base64_content_is_typed_by_its_bytes() {
     let app = spawn_app().await;

@@ -63,7 +63,8 @@ pub(crate) async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let job_id = path_param(id)?;
     let after = match headers.get("last-event-id").map(|value| value.to_str().unwrap_or_default()) {
-        None => "0".to_owned(),
+        // `0` is the start of the stream, as in Redis: a client may name it to replay all.
+        None | Some("0") => "0".to_owned(),
         Some(id) if is_stream_id(id) => id.to_owned(),
         Some(id) => return Err(ApiError::invalid(format!("`Last-Event-ID` {id:?} is not an event id of this job"))),
     };

@@ -81,9 +81,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| {
+        let shape = |err: serde_json::Error| {
             ApiError::bad_request(format!("request body is not valid JSON of the expected shape: {err}"))
-        })
+        };
+        // Every body is a JSON object; serde alone would also take an array for a struct.
+        match serde_json::from_slice::<serde_json::Value>(&bytes).map_err(shape)? {
+            object @ serde_json::Value::Object(_) => serde_json::from_value(object).map(JsonBody).map_err(shape),
+            _ => Err(ApiError::bad_request("request body must be a JSON object")),
+        }
     }
 }
 

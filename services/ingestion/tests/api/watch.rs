@@ -116,3 +116,20 @@ async fn watchers_are_capped_per_client_with_429_and_in_total_with_503() {
     assert!(reopened.is_some(), "the closed stream's place was not given back");
     drop((second, third));
 }
+
+/// Found by schemathesis: `Last-Event-ID: 0` names the start of the stream, as in Redis.
+#[tokio::test]
+async fn last_event_id_zero_replays_from_the_start() {
+    let app = spawn_app().await;
+    let job_id = app.ingest("from the start").await["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.delete(&format!("/v1/jobs/{job_id}")).await.status(), StatusCode::OK);
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/jobs/{job_id}/events")))
+        .header("last-event-id", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(kinds(response).await, ["queued", "cancelled"]);
+}

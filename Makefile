@@ -43,6 +43,7 @@ test: setup lint build k8s-test
 		echo "cargo-nextest not found; using cargo test (cargo install cargo-nextest for parallel runs)"; \
 		cargo test --workspace --no-fail-fast; \
 	fi
+	@scripts/schemathesis.sh
 	@scripts/images.sh check
 
 ## OCI image archives of the six services in .millrace/images, without a container engine

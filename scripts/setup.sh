@@ -340,6 +340,19 @@ ensure_helm_check_venv() {
     log "installed Helm check tools: $venv"
 }
 
+SCHEMATHESIS_VERSION="4.32.5"
+# schemathesis, for the property-based tests of the ingestion API against its OpenAPI document
+# (scripts/schemathesis.sh, part of `make test`), in a venv of its own.
+ensure_schemathesis() {
+    local venv="$MILLRACE_HOME/venv-schemathesis"
+    if [ "$("$venv/bin/python" -c 'import schemathesis; print(schemathesis.__version__)' 2>/dev/null)" = "$SCHEMATHESIS_VERSION" ]; then
+        log "found schemathesis $SCHEMATHESIS_VERSION: $venv"
+        return
+    fi
+    new_venv "$venv" "schemathesis==$SCHEMATHESIS_VERSION"
+    log "installed schemathesis $SCHEMATHESIS_VERSION: $venv"
+}
+
 ensure_tools
 ensure_redis
 ensure_postgres
@@ -347,4 +360,5 @@ ensure_model
 ensure_openai_sdk
 ensure_k8s_tools
 ensure_helm_check_venv
+ensure_schemathesis
 log "done"

@@ -238,6 +238,52 @@ pub struct ServiceConfig {
     /// dead-letter retry (`MILLRACE_FAILED_PAYLOAD_RETENTION_SECS`; at most the job retention).
     /// Cancelled jobs' payloads go at once.
     pub failed_payload_retention: Duration,
+    /// What one replica's servers take on at once (`crate::bounds`).
+    pub limits: ServerLimits,
+}
+
+/// The bounds every HTTP and gRPC server applies, so that a flood or a slow client costs a
+/// replica a bounded amount of memory and time instead of an unbounded queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Time until the response's headers (`MILLRACE_REQUEST_TIMEOUT_MS`): reading the body and
+    /// the handler's work, not the streaming of a response body (SSE, `WatchJob`).
+    pub request_timeout: Duration,
+    /// HTTP requests in flight at once on this replica (`MILLRACE_MAX_CONCURRENT_REQUESTS`);
+    /// one more is answered 503 at once rather than queued.
+    pub max_concurrent_requests: usize,
+    /// gRPC calls in flight at once on one connection (`MILLRACE_GRPC_CONCURRENCY_PER_CONNECTION`);
+    /// one more is refused with RESOURCE_EXHAUSTED.
+    pub grpc_concurrency_per_connection: usize,
+    /// The largest HTTP request body of a route that sets no limit of its own
+    /// (`MILLRACE_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+}
+
+impl ServerLimits {
+    /// 30 s covers every call but the gateway's (whose callers may wait for quota; it raises its
+    /// own default); 1024 requests in flight is far above what one replica serves at its
+    /// benchmarked rates, so only a flood meets it; 4 MiB holds the largest embeddings request
+    /// OpenAI accepts (300,000 tokens, under 3 MiB even as JSON arrays of token ids).
+    pub const DEFAULT: Self = Self {
+        request_timeout: Duration::from_secs(30),
+        max_concurrent_requests: 1024,
+        grpc_concurrency_per_connection: 256,
+        max_body_bytes: 4 * 1024 * 1024,
+    };
+
+    pub fn load(settings: &Settings) -> Result<Self, ConfigError> {
+        let default = Self::DEFAULT;
+        Ok(Self {
+            request_timeout: Duration::from_millis(
+                settings.positive("REQUEST_TIMEOUT_MS", default.request_timeout.as_millis() as u64)?,
+            ),
+            max_concurrent_requests: settings.positive("MAX_CONCURRENT_REQUESTS", default.max_concurrent_requests)?,
+            grpc_concurrency_per_connection: settings
+                .positive("GRPC_CONCURRENCY_PER_CONNECTION", default.grpc_concurrency_per_connection)?,
+            max_body_bytes: settings.positive("MAX_BODY_BYTES", default.max_body_bytes)?,
+        })
+    }
 }
 
 impl ServiceConfig {
@@ -264,6 +310,7 @@ impl ServiceConfig {
             failed_payload_retention: Duration::from_secs(
                 settings.positive("FAILED_PAYLOAD_RETENTION_SECS", 24 * 3600u64)?,
             ),
+            limits: ServerLimits::load(settings)?,
         })
     }
 }
@@ -278,6 +325,26 @@ mod tests {
         let err = ServiceConfig::load(&settings, "x", 1, 2).unwrap_err();
         assert_eq!(err.variable, "MILLRACE_HTTP_ADDR");
         assert!(err.to_string().starts_with("MILLRACE_HTTP_ADDR: invalid value"));
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_name_a_bad_value() {
+        let config = ServiceConfig::load(&Settings::default(), "x", 1, 2).unwrap();
+        assert_eq!(config.limits, ServerLimits::DEFAULT);
+        let settings = Settings::from_pairs([("MILLRACE_REQUEST_TIMEOUT_MS", "1500"), ("MAX_BODY_BYTES", "1024")]);
+        let limits = ServiceConfig::load(&settings, "x", 1, 2).unwrap().limits;
+        assert_eq!((limits.request_timeout, limits.max_body_bytes), (Duration::from_millis(1500), 1024));
+        for name in [
+            "MILLRACE_REQUEST_TIMEOUT_MS",
+            "MILLRACE_MAX_CONCURRENT_REQUESTS",
+            "MILLRACE_GRPC_CONCURRENCY_PER_CONNECTION",
+            "MILLRACE_MAX_BODY_BYTES",
+        ] {
+            for bad in ["0", "lots"] {
+                let err = ServiceConfig::load(&Settings::from_pairs([(name, bad)]), "x", 1, 2).unwrap_err();
+                assert_eq!(err.variable, name, "{bad}");
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Shared foundations of the millrace services, so that each service's `main.rs` stays short
 //! and every service answers health, readiness, metrics and shutdown the same way.
 
+pub mod bounds;
 pub mod config;
 pub mod error;
 pub mod grpc_client;
@@ -12,5 +13,5 @@ pub mod sync;
 pub mod telemetry;
 pub mod time;
 
-pub use config::{ConfigError, ServiceConfig, Settings, llm_configured};
+pub use config::{ConfigError, ServerLimits, ServiceConfig, Settings, llm_configured};
 pub use error::{ApiError, ErrorCode, RETRY_AFTER_METADATA};

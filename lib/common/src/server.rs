@@ -20,7 +20,7 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::config::ServiceConfig;
+use crate::config::{ServerLimits, ServiceConfig};
 use crate::error::ApiError;
 
 type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -154,13 +154,15 @@ impl Admin for AdminService {
 pub struct Listeners {
     pub http: TcpListener,
     pub grpc: TcpListener,
+    /// The bounds both servers apply (from the service's config).
+    pub limits: ServerLimits,
 }
 
 impl Listeners {
     pub async fn bind(config: &ServiceConfig) -> std::io::Result<Self> {
         let http = TcpListener::bind(config.http_addr).await?;
         let grpc = TcpListener::bind(config.grpc_addr).await?;
-        Ok(Self { http, grpc })
+        Ok(Self { http, grpc, limits: config.limits })
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
@@ -197,11 +199,23 @@ pub async fn serve(
 
     tokio::spawn(mark_not_serving_when_draining(health, draining));
     let http_stop = stop.clone();
+    let limits = listeners.limits;
+    // The span goes on the service's own router, where the matched route is known.
     let router = router.layer(axum::middleware::from_fn(crate::telemetry::context::http_server_span));
+    let router = crate::bounds::http(router, &limits);
+    // The peer's address reaches handlers (`ConnectInfo`): caps per client key on it.
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
     let http =
-        async move { axum::serve(listeners.http, router).with_graceful_shutdown(http_stop.cancelled_owned()).await };
+        async move { axum::serve(listeners.http, app).with_graceful_shutdown(http_stop.cancelled_owned()).await };
     let grpc = async move {
+        // The same deadline (to the response's headers, so `WatchJob` and health `Watch` streams
+        // go on; a timed-out call is CANCELLED, tonic's choice), and calls past the limit of a
+        // connection refused at once with RESOURCE_EXHAUSTED rather than queued. The limit is per
+        // connection, so a health probe on its own connection is never refused.
         tonic::transport::Server::builder()
+            .timeout(limits.request_timeout)
+            .concurrency_limit_per_connection(limits.grpc_concurrency_per_connection)
+            .load_shed(true)
             .trace_fn(crate::telemetry::context::grpc_server_span)
             .add_routes(routes)
             .serve_with_incoming_shutdown(

@@ -138,7 +138,9 @@ if ARGV[8] == '1' and redis.call('HEXISTS', KEYS[1], 'committing') == 1 then ret
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_ms', ARGV[2])
 redis.call('HINCRBY', KEYS[5], status, -1)
 redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
-redis.call('HINCRBY', KEYS[5], 'queued_bytes', -tonumber(redis.call('HGET', KEYS[1], 'content_bytes') or '0'))
+-- (Lua's -0 is '-0', which HINCRBY refuses, and a script stops half-way on an error.)
+local bytes = tonumber(redis.call('HGET', KEYS[1], 'content_bytes') or '0') or 0
+if bytes > 0 then redis.call('HINCRBY', KEYS[5], 'queued_bytes', -bytes) end
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'error_stage', ARGV[5], 'error_message', ARGV[6])
 end
@@ -233,7 +235,8 @@ local reopened = 'queued'
 if chunked then reopened = 'running' end
 redis.call('HSET', KEYS[1], 'status', reopened)
 redis.call('HINCRBY', KEYS[15], reopened, 1)
-redis.call('HINCRBY', KEYS[15], 'queued_bytes', tonumber(redis.call('HGET', KEYS[1], 'content_bytes') or '0'))
+local bytes = tonumber(redis.call('HGET', KEYS[1], 'content_bytes') or '0') or 0
+if bytes > 0 then redis.call('HINCRBY', KEYS[15], 'queued_bytes', bytes) end
 redis.call('HDEL', KEYS[1], 'finished_ms', 'error_stage', 'error_message', 'committing')
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 if ARGV[6] ~= '' then

@@ -6,6 +6,8 @@ use std::time::Duration;
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_fetch::FetchConfig;
 
+use crate::watch::WatcherCaps;
+
 /// Largest accepted `MILLRACE_MAX_DOCUMENT_BYTES`: a document is one Redis string, and Redis
 /// refuses strings over 512 MiB.
 const MAX_DOCUMENT_BYTES_CEILING: usize = 512 * 1024 * 1024;
@@ -45,6 +47,9 @@ pub struct Config {
     pub fetch: FetchConfig,
     /// How often jobs by status are sampled for `/metrics` (`MILLRACE_METRICS_INTERVAL_MS`).
     pub metrics_interval: Duration,
+    /// Readers of job events at once, in all (`MILLRACE_MAX_WATCHERS`) and per client
+    /// (`MILLRACE_MAX_WATCHERS_PER_CLIENT`).
+    pub watchers: WatcherCaps,
 }
 
 impl Config {
@@ -99,6 +104,18 @@ impl Config {
         }
         let fetch = FetchConfig::from_settings(settings)?;
         let metrics_interval = millrace_common::metrics::sample_interval(settings)?;
+        // A reader costs a task and its buffers; a thousand per replica is far past any
+        // dashboard's needs, and 32 per client covers a CLI following a batch of jobs.
+        let watchers = WatcherCaps {
+            total: settings.positive("MAX_WATCHERS", 1024usize)?,
+            per_client: settings.positive("MAX_WATCHERS_PER_CLIENT", 32usize)?,
+        };
+        if watchers.per_client > watchers.total {
+            return Err(ConfigError::new(
+                "MAX_WATCHERS_PER_CLIENT",
+                format!("must be at most MILLRACE_MAX_WATCHERS ({})", watchers.total),
+            ));
+        }
         Ok(Self {
             service,
             storage_url,
@@ -115,6 +132,7 @@ impl Config {
             downstream_timeout,
             fetch,
             metrics_interval,
+            watchers,
         })
     }
 
@@ -181,6 +199,10 @@ mod tests {
             ("MILLRACE_DOWNSTREAM_TIMEOUT_MS", "0"),
             ("MILLRACE_FETCH_ALLOW_PRIVATE", "maybe"),
             ("MILLRACE_FETCH_TIMEOUT_MS", "0"),
+            ("MILLRACE_MAX_WATCHERS", "0"),
+            ("MILLRACE_MAX_WATCHERS", "many"),
+            ("MILLRACE_MAX_WATCHERS_PER_CLIENT", "0"),
+            ("MILLRACE_MAX_WATCHERS_PER_CLIENT", "2000"),
         ] {
             let err = Config::from_settings(&Settings::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{value}");

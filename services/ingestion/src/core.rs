@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use millrace_common::redis_conn;
 use millrace_common::{ApiError, ErrorCode};
 use millrace_fetch::{FetchError, UrlGuard};
 use millrace_pipeline::dead_letters::{RetryReport, StageDeadLetters};
-use millrace_pipeline::events::{JobEvent, read_events};
 use millrace_pipeline::{CancelOutcome, Job, JobStatus, JobStore, JobStoreError, NewJob, Stage};
 use millrace_proto::v1::embeddings_client::EmbeddingsClient;
 use millrace_proto::v1::storage_client::StorageClient;
@@ -76,8 +74,6 @@ pub struct Core {
     pipeline: Pipeline,
     budget: Arc<BudgetGuard>,
     urls: UrlGuard,
-    /// Opens the dedicated connections that job event readers block on.
-    redis: redis::Client,
     redis_memory: Arc<RedisMemory>,
 }
 
@@ -89,7 +85,6 @@ impl Core {
         embeddings: Channel,
         pipeline: Pipeline,
         urls: UrlGuard,
-        redis: redis::Client,
     ) -> Self {
         Self {
             config,
@@ -99,7 +94,6 @@ impl Core {
             budget: Arc::new(BudgetGuard::new(pipeline.clone())),
             pipeline,
             urls,
-            redis,
             redis_memory: Arc::default(),
         }
     }
@@ -449,30 +443,6 @@ impl Core {
         Ok(chunks_deleted)
     }
 
-    /// A known job's progress events after stream entry `after` ("0" for all), ending after the
-    /// final one. Each reader holds a Redis connection of its own (a blocking read), dropped
-    /// with the stream when the reader goes away.
-    pub async fn job_events(
-        &self,
-        job_id: &str,
-        after: String,
-    ) -> Result<impl futures::Stream<Item = JobEvent> + use<>, ApiError> {
-        self.get_job(job_id).await?;
-        let conn = redis_conn::blocking_connection(&self.redis)
-            .await
-            .map_err(|err| ApiError::unavailable(format!("job store unavailable: {err}")))?;
-        let state = EventReader {
-            jobs: self.jobs.clone(),
-            conn,
-            key: self.jobs.keys().job_events(job_id),
-            job_id: job_id.to_owned(),
-            after,
-            pending: std::collections::VecDeque::new(),
-            done: false,
-        };
-        Ok(futures::stream::unfold(state, EventReader::next))
-    }
-
     /// The newest `limit` dead letters of `stage` (or of every stage, in pipeline order), with
     /// how many each stage holds.
     pub async fn dead_letters(&self, stage: Option<Stage>, limit: usize) -> Result<Vec<StageDeadLetters>, ApiError> {
@@ -566,67 +536,4 @@ pub fn count_rejection(err: &ApiError) {
         code => code.as_str(),
     };
     metrics::counter!(crate::metrics::REQUESTS_REJECTED, "reason" => reason).increment(1);
-}
-
-/// How long one blocking read of a job's events waits before the job's record is checked.
-const EVENT_POLL: Duration = Duration::from_secs(5);
-
-struct EventReader {
-    jobs: JobStore,
-    conn: redis::aio::MultiplexedConnection,
-    key: String,
-    job_id: String,
-    after: String,
-    pending: std::collections::VecDeque<JobEvent>,
-    done: bool,
-}
-
-impl EventReader {
-    async fn next(mut self) -> Option<(JobEvent, Self)> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                // A failed job that was retried goes on after its `failed` event: the end is a
-                // final event with nothing after it.
-                if event.is_final() && self.pending.is_empty() {
-                    match read_events(&mut self.conn, &self.key, &self.after, Duration::ZERO).await {
-                        Ok(more) => {
-                            if let Some(last) = more.last() {
-                                self.after = last.id.clone();
-                            }
-                            self.pending.extend(more);
-                        }
-                        Err(err) => {
-                            tracing::warn!(job_id = %self.job_id, error = %err, "job events: cannot read the stream")
-                        }
-                    }
-                }
-                self.done = event.is_final() && self.pending.is_empty();
-                return Some((event, self));
-            }
-            if self.done {
-                return None;
-            }
-            match read_events(&mut self.conn, &self.key, &self.after, EVENT_POLL).await {
-                Ok(events) if !events.is_empty() => {
-                    self.after = events[events.len() - 1].id.clone();
-                    self.pending.extend(events);
-                }
-                // Nothing new for a while: a job that finished without a final event in its
-                // stream (recorded before events existed) ends with one from its record.
-                Ok(_) => match self.jobs.get(&self.job_id).await {
-                    Ok(Some(job)) if job.status.is_terminal() => self.pending.push_back(JobEvent::finished(&job)),
-                    Ok(Some(_)) => {}
-                    Ok(None) => return None,
-                    Err(err) => {
-                        tracing::warn!(job_id = %self.job_id, error = %err, "job events: cannot read the job");
-                        return None;
-                    }
-                },
-                Err(err) => {
-                    tracing::warn!(job_id = %self.job_id, error = %err, "job events: cannot read the stream");
-                    return None;
-                }
-            }
-        }
-    }
 }

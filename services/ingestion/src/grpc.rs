@@ -17,16 +17,18 @@ use tonic::{Request, Response, Status};
 
 use crate::core::{self, Core};
 use crate::validate::{self, Payload, RawOptions, SearchQuery, Submission};
+use crate::watch::{Caller, Watchers};
 
 pub struct IngestionGrpc {
     core: Arc<Core>,
+    watchers: Watchers,
 }
 
 impl IngestionGrpc {
     /// The gRPC service, accepting messages as large as the largest document allows.
-    pub fn server(core: Arc<Core>) -> IngestionServer<Self> {
+    pub fn server(core: Arc<Core>, watchers: Watchers) -> IngestionServer<Self> {
         let max_message = core.config().max_document_bytes.saturating_add(64 * 1024);
-        IngestionServer::new(Self { core }).max_decoding_message_size(max_message)
+        IngestionServer::new(Self { core, watchers }).max_decoding_message_size(max_message)
     }
 }
 
@@ -37,6 +39,7 @@ impl Ingestion for IngestionGrpc {
     type WatchJobStream = EventStream;
 
     async fn watch_job(&self, request: Request<WatchJobRequest>) -> Result<Response<EventStream>, Status> {
+        let caller = Caller::from_peer(request.remote_addr());
         let request = request.into_inner();
         let after = match request.after_event_id {
             id if id.is_empty() => "0".to_owned(),
@@ -46,7 +49,7 @@ impl Ingestion for IngestionGrpc {
             }
         };
         let job_id = request.job_id;
-        let events = self.core.job_events(&job_id, after).await?;
+        let events = self.watchers.watch(caller, &job_id, after).await?;
         Ok(Response::new(Box::pin(events.map(move |event| Ok(event.to_proto(&job_id))))))
     }
 

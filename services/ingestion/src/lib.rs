@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod stats;
 pub mod validate;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -106,9 +107,11 @@ impl Application {
 
         let urls = UrlGuard::new(AddressPolicy::new(config.fetch.allow_private), resolver);
         let redis = redis_conn::client(&config.service.redis_url).map_err(|err| BuildError::Redis(err.to_string()))?;
-        let core = Arc::new(Core::new(config, jobs, storage, embeddings, pipeline, urls, redis));
-        let router = api::with_json_fallbacks(api::router(core.clone()).merge(ops_router(SERVICE, readiness)));
-        let grpc = Routes::new(grpc::IngestionGrpc::server(core)).add_service(admin_service(pool, keys));
+        let watchers = watch::Watchers::new(jobs.clone(), redis, config.watchers);
+        let core = Arc::new(Core::new(config, jobs, storage, embeddings, pipeline, urls));
+        let router =
+            api::with_json_fallbacks(api::router(core.clone(), watchers.clone()).merge(ops_router(SERVICE, readiness)));
+        let grpc = Routes::new(grpc::IngestionGrpc::server(core, watchers)).add_service(admin_service(pool, keys));
         Ok(Self {
             listeners,
             http_addr,

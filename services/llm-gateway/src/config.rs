@@ -22,6 +22,9 @@ pub const DEFAULT_EMBED_MODEL: &str = "text-embedding-3-small";
 /// The name of the upstream given by `MILLRACE_LLM_BASE_URL`.
 pub const ENV_UPSTREAM: &str = "default";
 const DEFAULT_MAX_CONCURRENCY: usize = 64;
+/// How much longer than a call's own deadline the servers wait for its answer to start, so
+/// that the call ends with its own error (and accounting) rather than the server's timeout.
+const CALL_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -147,7 +150,7 @@ impl Config {
     ///
     /// plus those of [`ServiceConfig`] (HTTP port 8065, gRPC port 9065).
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
-        let service = ServiceConfig::load(settings, SERVICE, HTTP_PORT, GRPC_PORT)?;
+        let mut service = ServiceConfig::load(settings, SERVICE, HTTP_PORT, GRPC_PORT)?;
         let mut upstreams = Vec::new();
         if let Some(raw) = settings.raw("LLM_BASE_URL") {
             upstreams.push(env_upstream(settings, raw)?);
@@ -168,6 +171,10 @@ impl Config {
         }
 
         let timeout = Duration::from_millis(settings.positive("LLM_TIMEOUT_MS", 120_000u64)?);
+        // A call may wait for quota up to its own deadline: the servers' must not cut it first.
+        if settings.raw("REQUEST_TIMEOUT_MS").is_none() {
+            service.limits.request_timeout = service.limits.request_timeout.max(timeout + CALL_DEADLINE_MARGIN);
+        }
         let max_daily_cost_usd = match settings.get::<f64>("MAX_DAILY_COST_USD")? {
             Some(usd) if !usd.is_finite() || usd <= 0.0 => {
                 return Err(ConfigError::new("MAX_DAILY_COST_USD", "must be a positive number of dollars"));
@@ -249,12 +256,19 @@ mod tests {
     }
 
     #[test]
+    fn an_explicit_request_timeout_wins() {
+        let config = load(&[("MILLRACE_REQUEST_TIMEOUT_MS", "5000")]).unwrap();
+        assert_eq!(config.service.limits.request_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
     fn defaults_without_an_upstream() {
         let config = load(&[]).unwrap();
         assert!(config.upstreams.is_empty());
         assert_eq!(config.service.http_addr.port(), 8065);
         assert_eq!(config.service.grpc_addr.port(), 9065);
         assert_eq!(config.timeout, Duration::from_secs(120));
+        assert_eq!(config.service.limits.request_timeout, Duration::from_secs(130), "outlasts a call's deadline");
         assert_eq!(config.retry.max_retries, 3);
         assert_eq!(config.chat_model, DEFAULT_CHAT_MODEL);
         assert!(config.shared_limits);

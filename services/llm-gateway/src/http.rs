@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::routing::{any, get, post};
@@ -29,13 +28,13 @@ use crate::error::UpstreamError;
 use crate::telemetry;
 pub use error::OpenAiError;
 
-/// The largest request body: an embeddings call of 2048 inputs of up to 8192 tokens each.
-const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// The header that ties a call to a millrace job, for accounting and logs.
 const JOB_ID_HEADER: &str = "x-millrace-job-id";
 
 /// The `/v1` routes, to merge into the service's HTTP router. Any other `/v1/…` path answers
-/// OpenAI's 404, so SDK users see a clear error rather than an empty body.
+/// OpenAI's 404, so SDK users see a clear error rather than an empty body. Bodies are bounded by
+/// the servers' shared `MILLRACE_MAX_BODY_BYTES` (4 MiB: OpenAI's own largest embeddings request,
+/// 300,000 tokens, fits; it was 64 MiB, which let a few callers hold gigabytes).
 pub fn routes(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions).fallback(method_not_allowed))
@@ -44,7 +43,6 @@ pub fn routes(gateway: Arc<Gateway>) -> Router {
         // Model ids may hold slashes (`meta-llama/Llama-3.1-8B`).
         .route("/v1/models/{*id}", get(models::retrieve).fallback(method_not_allowed))
         .route("/v1/{*rest}", any(not_found))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(gateway)
 }
 

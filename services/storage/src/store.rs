@@ -471,8 +471,7 @@ impl PgStore {
                     chunk_index: row.try_get(2)?,
                     text: row.try_get(3)?,
                     metadata: row.try_get(4)?,
-                    // NaN only for a zero vector, whose cosine distance is undefined.
-                    score: score.unwrap_or(0.0) as f32,
+                    score: finite_score(score),
                 })
             })
             .collect()
@@ -659,4 +658,23 @@ fn check_object(value: &Value, what: &str) -> Result<(), StoreError> {
 
 fn object_or_empty(value: &Value) -> Value {
     if value.is_null() { Value::Object(serde_json::Map::new()) } else { value.clone() }
+}
+
+/// A hit's score for JSON: pgvector's cosine distance to a zero vector (a query the hashing
+/// embedder finds no token in) is NaN, which JSON has no number for (serde writes `null`, which
+/// the API's schema refuses; schemathesis found it). Such a query is similar to nothing: 0.
+fn finite_score(score: Option<f64>) -> f32 {
+    score.filter(|s| s.is_finite()).map_or(0.0, |s| s as f32)
+}
+
+#[cfg(test)]
+mod score_tests {
+    use super::finite_score;
+
+    #[test]
+    fn a_score_is_always_a_json_number() {
+        assert_eq!(finite_score(Some(f64::NAN)), 0.0);
+        assert_eq!(finite_score(None), 0.0);
+        assert_eq!(finite_score(Some(0.5)), 0.5);
+    }
 }

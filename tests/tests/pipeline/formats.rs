@@ -107,7 +107,7 @@ async fn documents_submitted_by_url_are_fetched_and_unreachable_ones_fail_with_t
     assert_eq!(status, 202, "{accepted}");
     let job: Value = stack.wait_for_job(accepted["job_id"].as_str().unwrap(), WAIT).await.unwrap();
     assert_eq!(job["status"], "failed", "{job}");
-    assert_eq!(job["error"]["stage"], "chunking");
+    assert_eq!(job["error"]["stage"], "chunking", "{job}");
     let message = job["error"]["message"].as_str().unwrap();
     assert!(message.contains("gone.html") && message.to_lowercase().contains("connect"), "{message}");
 }

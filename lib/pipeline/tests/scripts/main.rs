@@ -192,3 +192,22 @@ async fn a_delete_cancels_the_documents_running_jobs_up_to_its_version() {
     assert_eq!(status(elsewhere.job_id).await.status, JobStatus::Queued);
     assert_eq!(store.latest_version("t", "nothing").await.unwrap(), 0);
 }
+
+/// A document submitted by URL has no bytes yet: finishing its job records the error and takes
+/// nothing from the queued bytes (a script that stops half-way on a Redis error, as one did on
+/// HINCRBY -0, would leave the job failed without its reason).
+#[tokio::test]
+async fn a_job_without_bytes_finishes_whole_and_queued_bytes_follow_the_documents() {
+    let store = store();
+    let by_url =
+        store.create(NewJob { url: Some("http://example.org/a".into()), ..new_job("url-doc", "") }).await.unwrap();
+    let with_bytes = store.create(new_job("doc", "twelve bytes")).await.unwrap();
+    assert_eq!(store.queued_bytes().await.unwrap(), 12);
+    assert!(store.fail(&entry(&by_url.job_id, 0), Stage::Chunking, "connection refused").await.unwrap());
+    let failed = store.get(&by_url.job_id).await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error.unwrap().message, "connection refused");
+    assert_eq!(store.queued_bytes().await.unwrap(), 12);
+    assert_eq!(store.cancel(&with_bytes.job_id).await.unwrap(), CancelOutcome::Cancelled);
+    assert_eq!(store.queued_bytes().await.unwrap(), 0);
+}

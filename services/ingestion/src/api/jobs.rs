@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt as _};
@@ -13,10 +14,12 @@ use millrace_pipeline::{Job, JobStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::convert::Infallible;
+use std::net::SocketAddr;
 
 use super::{is_stream_id, path_param};
 use crate::core::Core;
 use crate::validate;
+use crate::watch::{Caller, Watchers};
 
 /// Both parameters are read as text so that a bad value gets our JSON 422, not a plain 400.
 #[derive(Debug, Deserialize)]
@@ -53,17 +56,20 @@ pub(crate) async fn get(
 /// The job's progress as Server-Sent Events (`event:` the type, `data:` JSON, `id:` to resume
 /// with `Last-Event-ID`), from its start or after that id, closing after its final event.
 pub(crate) async fn events(
-    State(core): State<Arc<Core>>,
+    State(watchers): State<Watchers>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let job_id = path_param(id)?;
     let after = match headers.get("last-event-id").map(|value| value.to_str().unwrap_or_default()) {
-        None => "0".to_owned(),
+        // `0` is the start of the stream, as in Redis: a client may name it to replay all.
+        None | Some("0") => "0".to_owned(),
         Some(id) if is_stream_id(id) => id.to_owned(),
         Some(id) => return Err(ApiError::invalid(format!("`Last-Event-ID` {id:?} is not an event id of this job"))),
     };
-    let events = core.job_events(&job_id, after).await?;
+    let caller = Caller::from_peer(peer.map(|Extension(ConnectInfo(addr))| addr));
+    let events = watchers.watch(caller, &job_id, after).await?;
     let sse = events.map(move |event| {
         let data = event.to_json(&job_id).to_string();
         Ok(Event::default().id(event.id.clone()).event(event.kind.clone()).data(data))

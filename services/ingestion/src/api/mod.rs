@@ -22,6 +22,7 @@ use millrace_common::{ApiError, ErrorCode};
 use serde::de::DeserializeOwned;
 
 use crate::core::Core;
+use crate::watch::Watchers;
 
 /// The hand-written OpenAPI 3.1 document of this API.
 pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
@@ -30,15 +31,16 @@ pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
 const SMALL_BODY_BYTES: usize = 1024 * 1024;
 
 /// The service's own routes (health, readiness and metrics are merged in by the caller).
-pub fn router(core: Arc<Core>) -> Router {
+pub fn router(core: Arc<Core>, watchers: Watchers) -> Router {
     let document_body = DefaultBodyLimit::max(core.config().max_body_bytes());
+    // Event streams are served by the watchers, not by `Core`.
+    let events = Router::new().route("/v1/jobs/{id}/events", get(jobs::events)).with_state(watchers);
     Router::new()
         .route("/v1/ingest", post(ingest::ingest).layer(document_body))
         // A batch is bounded like one document's body: large documents go one by one.
         .route("/v1/ingest/batch", post(ingest::batch).layer(document_body))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
-        .route("/v1/jobs/{id}/events", get(jobs::events))
         .route("/v1/search", post(search::search).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
         .route("/v1/documents/{id}", get(documents::get).delete(documents::delete))
         .route("/v1/stats", get(stats::stats))
@@ -47,6 +49,7 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/dlq/{stage}/retry", post(dlq::retry).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
         .route("/openapi.json", get(openapi))
         .with_state(core)
+        .merge(events)
 }
 
 /// JSON errors for paths and methods no route matches, so that every answer has one shape.
@@ -78,9 +81,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|err| {
+        let shape = |err: serde_json::Error| {
             ApiError::bad_request(format!("request body is not valid JSON of the expected shape: {err}"))
-        })
+        };
+        // Every body is a JSON object; serde alone would also take an array for a struct.
+        match serde_json::from_slice::<serde_json::Value>(&bytes).map_err(shape)? {
+            object @ serde_json::Value::Object(_) => serde_json::from_value(object).map(JsonBody).map_err(shape),
+            _ => Err(ApiError::bad_request("request body must be a JSON object")),
+        }
     }
 }
 

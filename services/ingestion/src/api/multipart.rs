@@ -77,7 +77,9 @@ fn into_submission(mut form: Form, file: File) -> Result<Submission, ApiError> {
     let chunk_size = form.take("chunk_size").map(|text| validate::integer_field(&text, "chunk_size")).transpose()?;
     let chunk_overlap =
         form.take("chunk_overlap").map(|text| validate::integer_field(&text, "chunk_overlap")).transpose()?;
-    let options = match form.take("options") {
+    // An empty `options` field is one left blank (an HTML form sends those), not a second way
+    // of giving the options.
+    let options = match form.take("options").filter(|text| !text.trim().is_empty()) {
         Some(_) if chunk_size.is_some() || chunk_overlap.is_some() => {
             return Err(ApiError::invalid(
                 "send either `options` or the `chunk_size` and `chunk_overlap` fields, not both",

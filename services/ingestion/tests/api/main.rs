@@ -13,3 +13,4 @@ mod options;
 mod search;
 mod stats;
 mod url;
+mod watch;

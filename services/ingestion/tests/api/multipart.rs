@@ -211,3 +211,15 @@ async fn a_malformed_form_is_400() {
         .unwrap();
     assert_error(response, StatusCode::BAD_REQUEST).await;
 }
+
+/// Found by schemathesis: a blank `options` field (as an HTML form sends one) is no options.
+#[tokio::test]
+async fn a_blank_options_field_is_left_out() {
+    let app = spawn_app().await;
+    let parts = [
+        Part::Text("chunk_size", "200"),
+        Part::Text("options", ""),
+        Part::file("notes.txt", "text/plain", b"some text"),
+    ];
+    assert_eq!(app.post_multipart("/v1/ingest", &parts).await.status(), StatusCode::ACCEPTED);
+}

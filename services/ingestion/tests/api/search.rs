@@ -44,3 +44,24 @@ async fn documents_answer_503_when_storage_is_unreachable() {
     assert!(message.starts_with("storage service"), "{message}");
     assert_error(app.delete("/v1/documents/doc-1").await, StatusCode::SERVICE_UNAVAILABLE).await;
 }
+
+/// Found by schemathesis: `10.0` is an integer to JSON Schema, and serde took an array for an
+/// object (the whole body, or `filter`).
+#[tokio::test]
+async fn whole_floats_are_integers_and_bodies_must_be_objects() {
+    let app = spawn_app().await;
+    // Past validation, the unreachable embeddings service answers 503.
+    let response = app.post_json("/v1/search", &json!({"query": "q", "top_k": 7.0, "filter": null})).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_error(
+        app.post_json("/v1/search", &json!({"query": "q", "top_k": 7.5})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_error(
+        app.post_json("/v1/search", &json!({"query": "q", "filter": [null, null]})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_error(app.post_json("/v1/search", &json!(["q", 3])).await, StatusCode::BAD_REQUEST).await;
+}

@@ -249,6 +249,17 @@ async fn malformed_bodies_are_400s_naming_the_field() {
 }
 
 #[tokio::test]
+async fn a_body_past_the_shared_limit_is_413_in_openais_shape() {
+    let fake = spawn_fake(Default::default()).await;
+    let gateway = gateway_for(&fake, &[]).await;
+    // 5 MiB: past the 4 MiB default, which OpenAI's largest embeddings request fits under.
+    let body = json!({"model": "fake-embed", "input": "a".repeat(5 * 1024 * 1024)});
+    let error = openai_error(post(&gateway, "/v1/embeddings", &body).await, 413).await;
+    assert_eq!(error["code"], "invalid_body");
+    assert_eq!(fake.stats().requests, 0, "nothing reached the upstream");
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_answer_openai_errors_and_ops_routes_still_work() {
     let fake = spawn_fake(Default::default()).await;
     let gateway = gateway_for(&fake, &[]).await;

@@ -56,24 +56,21 @@ impl Api {
                 request = request.json(body);
             }
             let mut wait = Duration::from_millis(200 * u64::from(attempt.min(10)) + 100);
-            match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    if let Some(secs) = response
-                        .headers()
-                        .get(reqwest::header::RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                    {
-                        wait = Duration::from_secs(secs.clamp(1, 5));
-                    }
-                    if status < 500 && status != 429 {
-                        let text = response.text().await.unwrap_or_default();
-                        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-                        return Some(Reply { status, body });
-                    }
+            if let Ok(response) = request.send().await {
+                let status = response.status().as_u16();
+                if let Some(secs) = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    wait = Duration::from_secs(secs.clamp(1, 5));
                 }
-                Err(_) => {}
+                if status < 500 && status != 429 {
+                    let text = response.text().await.unwrap_or_default();
+                    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                    return Some(Reply { status, body });
+                }
             }
             if Instant::now() + wait > give_up {
                 return None;

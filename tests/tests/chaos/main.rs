@@ -253,7 +253,7 @@ async fn the_pipeline_keeps_its_contract_under_random_faults() {
 }
 
 /// Waits until every accepted job is final in Redis and every stage's group has nothing
-/// pending and nothing unread (jobs the client never heard of included). False on timeout.
+/// pending and nothing undelivered (jobs the client never heard of included). False on timeout.
 async fn drain(stack: &Stack, accepted: &[String], deadline: Instant) -> bool {
     let mut last_report = Instant::now();
     loop {
@@ -268,11 +268,11 @@ async fn drain(stack: &Stack, accepted: &[String], deadline: Instant) -> bool {
             return true;
         }
         if Instant::now() > deadline {
-            eprintln!("chaos: not drained: {unfinished} jobs unfinished, {busy} entries pending or unread");
+            eprintln!("chaos: not drained: {unfinished} jobs unfinished, {busy} entries pending or undelivered");
             return false;
         }
         if last_report.elapsed() > Duration::from_secs(30) {
-            eprintln!("chaos: draining: {unfinished} jobs unfinished, {busy} entries pending or unread");
+            eprintln!("chaos: draining: {unfinished} jobs unfinished, {busy} entries pending or undelivered");
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -300,8 +300,21 @@ async fn stack_state(stack: &Stack, accepted: &[String]) -> redis::RedisResult<(
             .query_async(&mut redis)
             .await;
         // A stream no entry ever reached does not exist yet: nothing waits in it.
-        if let Ok(reply) = reply {
-            busy += reply.groups.iter().map(|g| g.pending + g.lag.unwrap_or(0)).sum::<usize>();
+        let Ok(reply) = reply else { continue };
+        for group in reply.groups {
+            busy += group.pending;
+            // Entries not yet delivered to the group. Not XINFO's `lag`: after a Redis restart
+            // from the AOF, its entries-read counter can stay behind for good (seen: lag 46 with
+            // nothing after the last delivered id).
+            let undelivered: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(format!("{}:stream:{stage}", stack.key_prefix))
+                .arg(format!("({}", group.last_delivered_id))
+                .arg("+")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut redis)
+                .await?;
+            busy += undelivered.ids.len();
         }
     }
     Ok((unfinished, busy))

@@ -197,7 +197,7 @@ fn from_example(doc: u64, paragraphs: &[String]) -> Document {
         ("services/chunking/tests/fixtures/multipage.pdf", "pdf", PDF),
         ("services/chunking/tests/fixtures/headings.docx", "docx", DOCX),
     ];
-    if doc % 7 == 0 {
+    if doc.is_multiple_of(7) {
         let (path, kind, content_type) = whole[(doc / 7 % 3) as usize];
         if let Ok(bytes) = std::fs::read(workspace().join(path)) {
             return Document { bytes, content_type, kind: format!("example {kind}") };

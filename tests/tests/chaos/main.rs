@@ -243,6 +243,13 @@ async fn the_pipeline_keeps_its_contract_under_random_faults() {
     };
     let text = report::render(&run);
     eprintln!("{text}");
+    // The report shows a dozen violations per invariant; the log keeps them all.
+    for verdict in run.verdicts.iter().filter(|v| !v.passed()) {
+        eprintln!("chaos: all {} violations of \"{}\":", verdict.violations.len(), verdict.name);
+        for violation in &verdict.violations {
+            eprintln!("chaos:   {violation}");
+        }
+    }
     if let Some(path) = &settings.report {
         report::write(path, &text).unwrap();
         eprintln!("chaos: report written to {}", path.display());

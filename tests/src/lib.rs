@@ -26,8 +26,11 @@ pub struct StackOptions {
     pub service_env: Vec<(&'static str, String, String)>,
     /// Services not to start.
     pub skip: Vec<&'static str>,
-    /// Redis with AOF persistence (every write fsynced), as production runs it.
+    /// Redis with AOF persistence (every write fsynced, unless `appendfsync` says otherwise).
     pub durable_redis: bool,
+    /// With `durable_redis`, the AOF's `appendfsync` policy instead of `always` (production's is
+    /// `everysec`: a Redis crash may lose up to a second of writes, a killed process none).
+    pub appendfsync: Option<&'static str>,
     /// Replicas of a service beyond the first, as more processes of it. Extra metadata and
     /// embeddings replicas are spread over the gateway replicas.
     pub replicas: Vec<(&'static str, usize)>,
@@ -51,6 +54,13 @@ impl StackOptions {
 
     pub fn durable_redis(mut self) -> Self {
         self.durable_redis = true;
+        self
+    }
+
+    /// Redis with AOF persistence and this `appendfsync` policy (`always`, `everysec`, `no`).
+    pub fn durable_redis_with(mut self, appendfsync: &'static str) -> Self {
+        self.durable_redis = true;
+        self.appendfsync = Some(appendfsync);
         self
     }
 
@@ -87,7 +97,12 @@ pub struct Stack {
 impl Stack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         let redis = if options.durable_redis {
-            RedisServer::start_with_args(&["--appendonly", "yes", "--appendfsync", "always"])?
+            RedisServer::start_with_args(&[
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                options.appendfsync.unwrap_or("always"),
+            ])?
         } else {
             RedisServer::start()?
         };

@@ -11,10 +11,15 @@
 //! it off part-way. `GET /v1/models` skips quota, latency and
 //! faults so that readiness probes keep working while a test makes the API misbehave.
 //!
+//! The latency and fault rates can be changed while the fake runs: `POST /control` with a JSON
+//! object of the fields to change (`latency_ms`, `jitter_ms`, `error_rate`, `timeout_rate`)
+//! answers the faults now in force, as `GET /control` does.
+//!
 //! Tokens are approximated as ceil(chars / 4) of each text (see [`approx_tokens`]).
 
 mod chat;
 mod config;
+mod control;
 mod embeddings;
 mod error;
 mod quota;
@@ -42,6 +47,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use config::{Config, MAX_EMBEDDING_DIM};
+pub use control::{Faults, FaultsChange};
 pub use embeddings::embedding;
 pub use error::{Error, OpenAiError};
 pub use stats::{EndpointStats, Stats};
@@ -111,6 +117,8 @@ struct AppState(Arc<Inner>);
 
 struct Inner {
     config: Config,
+    /// Latency and fault rates now in force (the flags' at start, then `POST /control`'s).
+    faults: Mutex<Faults>,
     quota: Quota,
     stats: Mutex<Stats>,
     rng: Mutex<StdRng>,
@@ -150,6 +158,7 @@ impl AppState {
         let models = DEFAULT_MODELS.iter().map(|m| (*m).to_owned()).collect();
         Self(Arc::new(Inner {
             quota: Quota::new(config.rpm, config.tpm),
+            faults: Mutex::new(Faults::from_config(&config)),
             config,
             stats: Mutex::new(Stats::default()),
             rng: Mutex::new(rng),
@@ -194,7 +203,7 @@ impl AppState {
 
     /// Draws latency and fault for one admitted request.
     fn draw(&self) -> (Duration, Fault) {
-        let config = &self.0.config;
+        let config = *lock(&self.0.faults);
         let mut rng = lock(&self.0.rng);
         let jitter = if config.jitter_ms > 0 { rng.random_range(0..=config.jitter_ms) } else { 0 };
         // One draw decides both faults, so their shares are exact and never overlap.
@@ -223,7 +232,8 @@ impl AppState {
 }
 
 /// The fake's routes: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models[/{id}]`,
-/// `/stats`, `/stats/reset` and `/requests` (a log of recent requests with start and end times). Call [`Config::validate`] first (as [`spawn`] and [`serve`] do).
+/// `/stats`, `/stats/reset`, `/requests` (a log of recent requests with start and end times)
+/// and `/control` (the faults in force, changed by POST). Call [`Config::validate`] first (as [`spawn`] and [`serve`] do).
 pub fn app(config: Config) -> Router {
     router(AppState::new(config))
 }
@@ -237,6 +247,7 @@ fn router(state: AppState) -> Router {
         .route("/stats", get(get_stats))
         .route("/stats/reset", post(reset_stats))
         .route("/requests", get(get_requests))
+        .route("/control", get(get_control).post(post_control))
         .fallback(not_found)
         .with_state(state)
 }
@@ -467,6 +478,26 @@ async fn get_model(State(state): State<AppState>, headers: HeaderMap, Path(model
 async fn get_requests(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     let requests: Vec<LoggedRequest> = lock(&state.0.log).iter().cloned().collect();
     axum::Json(serde_json::json!({ "requests": requests }))
+}
+
+async fn get_control(State(state): State<AppState>) -> axum::Json<Faults> {
+    axum::Json(*lock(&state.0.faults))
+}
+
+async fn post_control(State(state): State<AppState>, body: Bytes) -> Response {
+    let change: FaultsChange = match serde_json::from_slice(&body) {
+        Ok(change) => change,
+        Err(err) => return OpenAiError::unparsable_body(err).into_response(),
+    };
+    let mut faults = lock(&state.0.faults);
+    match faults.changed(&change) {
+        Ok(next) => {
+            *faults = next;
+            tracing::info!(?next, "faults changed");
+            axum::Json(next).into_response()
+        }
+        Err(err) => OpenAiError::invalid("control", "invalid_value", err.to_string()).into_response(),
+    }
 }
 
 async fn get_stats(State(state): State<AppState>) -> axum::Json<Stats> {

@@ -69,3 +69,30 @@ async fn malformed_json_rate_one_cuts_json_answers_but_not_text() {
     let plain: serde_json::Value = fake.post("/v1/chat/completions", &chat_body("hello")).await.json().await.unwrap();
     assert!(plain["choices"][0]["message"]["content"].as_str().unwrap().starts_with("This is a fake answer"));
 }
+
+#[tokio::test]
+async fn control_changes_the_faults_while_the_fake_runs_and_refuses_bad_values() {
+    let fake = spawn(Config::default()).await;
+    assert_eq!(fake.post("/v1/chat/completions", &chat_body("hello")).await.status(), 200);
+
+    // A 5xx burst: every request fails until it is turned off again.
+    let now: serde_json::Value = fake.post("/control", &json!({"error_rate": 1.0})).await.json().await.unwrap();
+    assert_eq!(now, json!({"latency_ms": 0, "jitter_ms": 0, "error_rate": 1.0, "timeout_rate": 0.0}));
+    error_body(fake.post("/v1/chat/completions", &chat_body("hello")).await, 500).await;
+    error_body(fake.post("/v1/embeddings", &json!({"model": "m", "input": "x"})).await, 500).await;
+
+    // A bad value is refused and changes nothing.
+    let error = error_body(fake.post("/control", &json!({"error_rate": 0.5, "timeout_rate": 0.7})).await, 400).await;
+    assert!(error["message"].as_str().unwrap().contains("must not exceed 1"), "{error}");
+    error_body(fake.post("/control", &json!({"latency": 5})).await, 400).await;
+    let now: serde_json::Value = fake.get("/control").await.json().await.unwrap();
+    assert_eq!(now["error_rate"], 1.0);
+
+    // A latency spike instead of errors.
+    fake.post("/control", &json!({"error_rate": 0.0, "latency_ms": 200})).await;
+    let started = Instant::now();
+    assert_eq!(fake.post("/v1/chat/completions", &chat_body("hello")).await.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    let stats = fake.stats().await;
+    assert_eq!((stats.errors, stats.served), (2, 2));
+}

@@ -37,6 +37,17 @@ pub struct StackOptions {
 }
 
 impl StackOptions {
+    /// A slow upstream (300 ms a call), chunks of 45 tokens in batches of 2 and one metadata call
+    /// at a time: a long document's job runs for seconds, long enough to cancel or delete it
+    /// part-way.
+    pub fn slow_pipeline() -> Self {
+        Self::default()
+            .upstream(&["--latency-ms", "300", "--embedding-dim", "384"])
+            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 45)
+            .service_env("chunking", "MILLRACE_BATCH_SIZE", 2)
+            .service_env("metadata", "MILLRACE_CONCURRENCY", 1)
+    }
+
     pub fn env(mut self, key: &str, value: impl ToString) -> Self {
         self.env.push((key.to_owned(), value.to_string()));
         self

@@ -12,6 +12,7 @@
 //! # let _ = (redis.url, db_url); Ok(()) }
 //! ```
 
+mod pdf;
 mod postgres;
 mod process;
 mod redis;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 pub use nix::sys::signal::Signal;
+pub use pdf::pdf_from_objects;
 pub use postgres::Postgres;
 pub use process::{ChildProcess, ChildProcessBuilder};
 pub use redis::RedisServer;

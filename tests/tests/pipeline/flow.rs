@@ -112,16 +112,7 @@ async fn metadata_and_embeddings_of_a_batch_run_at_the_same_time() {
 
 #[tokio::test]
 async fn a_cancelled_job_stops_and_leaves_nothing_visible() {
-    // A slow upstream keeps the job running long enough to cancel it part-way.
-    let stack = Stack::start(
-        StackOptions::default()
-            .upstream(&["--latency-ms", "300", "--embedding-dim", "384"])
-            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 45)
-            .service_env("chunking", "MILLRACE_BATCH_SIZE", 2)
-            .service_env("metadata", "MILLRACE_CONCURRENCY", 1),
-    )
-    .await
-    .unwrap();
+    let stack = Stack::start(StackOptions::slow_pipeline()).await.unwrap();
     let job_id = stack.ingest("cancelled-doc", &long_text("canal", 30)).await;
     stack.wait_until_progress(&job_id, 1).await;
     let (status, job) = stack.delete(&format!("/v1/jobs/{job_id}")).await;

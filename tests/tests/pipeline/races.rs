@@ -6,17 +6,8 @@ use std::time::Duration;
 
 use millrace_e2e::{Stack, StackOptions, long_text};
 
-/// A stack whose upstream is slow enough to keep a long document's job running for seconds.
 async fn slow_stack() -> Stack {
-    Stack::start(
-        StackOptions::default()
-            .upstream(&["--latency-ms", "300", "--embedding-dim", "384"])
-            .service_env("chunking", "MILLRACE_CHUNK_SIZE", 45)
-            .service_env("chunking", "MILLRACE_BATCH_SIZE", 2)
-            .service_env("metadata", "MILLRACE_CONCURRENCY", 1),
-    )
-    .await
-    .unwrap()
+    Stack::start(StackOptions::slow_pipeline()).await.unwrap()
 }
 
 #[tokio::test]

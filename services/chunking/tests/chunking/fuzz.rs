@@ -83,8 +83,6 @@ proptest! {
 /// A one-page PDF whose content stream is `data` under `/Filter [filters]`, with a `/Length`
 /// that may lie.
 fn pdf_with_stream(filters: &[&str], data: &[u8], length_delta: i64) -> Vec<u8> {
-    let mut out = b"%PDF-1.5\n".to_vec();
-    let mut offsets = Vec::new();
     let filter = filters.iter().map(|f| format!("/{f}")).collect::<Vec<_>>().join(" ");
     let length = (data.len() as i64 + length_delta).max(0);
     let objects: Vec<Vec<u8>> = vec![
@@ -98,21 +96,7 @@ fn pdf_with_stream(filters: &[&str], data: &[u8], length_delta: i64) -> Vec<u8> 
         ]
         .concat(),
     ];
-    for (i, object) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
-        out.extend_from_slice(object);
-        out.extend_from_slice(b"\nendobj\n");
-    }
-    let xref = out.len();
-    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
-    for offset in offsets {
-        out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
-    }
-    out.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
-    );
-    out
+    millrace_testkit::pdf_from_objects(&objects)
 }
 
 /// Zlib of `data`, so that random chains hold real compressed streams, not only noise.

@@ -210,13 +210,22 @@ pub async fn running_batch(
         return Ok(None);
     }
     let Some(chunks) = jobs.load_batch(&entry.job_id, entry.batch).await? else {
-        // A job cancelled meanwhile has its payloads dropped at once: nothing to do then.
-        if jobs.get(&entry.job_id).await?.is_none_or(|job| job.status.is_terminal()) {
-            return Ok(None);
-        }
-        return Err(HandlerError::Fatal(format!("batch {} payload is missing", entry.batch)));
+        finished_without_payload(jobs, &entry.job_id, &format!("batch {} payload", entry.batch)).await?;
+        return Ok(None);
     };
     Ok(Some((entry, job, chunks)))
+}
+
+/// A payload (`what`) of a job that was running a moment ago is missing. That is expected when
+/// the job finished since (a cancel drops its payloads at once) or its record expired: `Ok`
+/// with the job as it is now (if its record is there), and the entry is done. Otherwise the
+/// payload expired or was lost, which fails the job.
+pub async fn finished_without_payload(jobs: &JobStore, job_id: &str, what: &str) -> Result<Option<Job>, HandlerError> {
+    match jobs.get(job_id).await? {
+        None => Ok(None),
+        Some(job) if job.status.is_terminal() => Ok(Some(job)),
+        Some(_) => Err(HandlerError::Fatal(format!("{what} is missing"))),
+    }
 }
 
 /// Marks the job of a stream entry failed at `stage`, when the entry is given up on (unless a

@@ -77,8 +77,12 @@ impl Handler for ChunkingHandler {
             .sizes
             .with_options(job.options.chunk_size, job.options.chunk_overlap, self.sizer.model_limit())
             .map_err(|err| HandlerError::Fatal(err.to_string()))?;
-        let crate::source::Document { bytes: content, content_type } =
-            crate::source::load(&self.store, &self.fetcher, &job).await?;
+        let Some(crate::source::Document { bytes: content, content_type }) =
+            crate::source::load(&self.store, &self.fetcher, &job).await?
+        else {
+            info!(job_id, "job finished while its document was loaded; skipping");
+            return Ok(());
+        };
 
         // Waiting for a slot is bounded too: if every slot is busy, the entry is retried later
         // rather than failed (the document may be fine).

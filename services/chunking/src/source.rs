@@ -5,6 +5,7 @@
 
 use millrace_fetch::{FetchError, Fetcher, loggable};
 use millrace_pipeline::content::{self, media_type};
+use millrace_pipeline::runtime::finished_without_payload;
 use millrace_pipeline::{Job, JobStore};
 use millrace_streams::HandlerError;
 use tracing::info;
@@ -15,16 +16,18 @@ pub struct Document {
     pub content_type: String,
 }
 
-pub async fn load(store: &JobStore, fetcher: &Fetcher, job: &Job) -> Result<Document, HandlerError> {
+/// `None` when the job finished while its document was being loaded: nothing to do.
+pub async fn load(store: &JobStore, fetcher: &Fetcher, job: &Job) -> Result<Option<Document>, HandlerError> {
     if job.url.is_empty() {
-        let bytes = store
-            .content(&job.job_id)
-            .await?
-            .ok_or_else(|| HandlerError::Fatal("document content is missing (expired?)".into()))?;
+        let Some(bytes) = store.content(&job.job_id).await? else {
+            // Cancelled meanwhile (a cancel drops the document at once): nothing to do.
+            finished_without_payload(store, &job.job_id, "the document's content (expired?)").await?;
+            return Ok(None);
+        };
         // A generic declared type is settled by the source's file name, then the bytes.
         let content_type = content::resolve(Some(&job.content_type), Some(&job.source), &bytes)
             .unwrap_or_else(|| job.content_type.clone());
-        return Ok(Document { bytes, content_type });
+        return Ok(Some(Document { bytes, content_type }));
     }
     let fetched = fetcher.fetch(&job.url).await.map_err(|err| fetch_error(&job.url, err))?;
     // The type the caller declared wins; else the server's, if it names one we parse; else
@@ -42,7 +45,7 @@ pub async fn load(store: &JobStore, fetcher: &Fetcher, job: &Job) -> Result<Docu
             ))
         })?;
     info!(job_id = %job.job_id, url = %loggable(&job.url), bytes = fetched.bytes.len(), content_type, redirects = fetched.redirects, "fetched document");
-    Ok(Document { bytes: fetched.bytes, content_type })
+    Ok(Some(Document { bytes: fetched.bytes, content_type }))
 }
 
 /// Network trouble is tried again (up to the stage's delivery limit); a refusal, a size over

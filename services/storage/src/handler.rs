@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use millrace_pipeline::runtime::fail_job;
+use millrace_pipeline::runtime::{fail_job, finished_without_payload};
 use millrace_pipeline::{BatchRef, Job, JobStatus, JobStore, Stage, StoredCounts};
 use millrace_streams::{Handler, HandlerError, Message};
 use serde_json::{Map, Value, json};
@@ -88,10 +88,23 @@ impl Handler for StorageHandler {
             JobStatus::Completed => return Ok(()),
             JobStatus::Queued | JobStatus::Running => {}
         }
-        let missing = |what: &str| HandlerError::Fatal(format!("batch {batch} {what} is missing"));
-        let chunks = self.jobs.load_batch(&job_id, batch).await?.ok_or_else(|| missing("payload"))?;
-        let metadata = self.jobs.load_metadata(&job_id, batch).await?.ok_or_else(|| missing("metadata"))?;
-        let embeddings = self.jobs.load_embeddings(&job_id, batch).await?.ok_or_else(|| missing("embeddings"))?;
+        let (chunks, metadata, embeddings) = match tokio::try_join!(
+            self.jobs.load_batch(&job_id, batch),
+            self.jobs.load_metadata(&job_id, batch),
+            self.jobs.load_embeddings(&job_id, batch),
+        )? {
+            (Some(chunks), Some(metadata), Some(embeddings)) => (chunks, metadata, embeddings),
+            _ => {
+                // Cancelled meanwhile (its payloads went at once): take out what it stored.
+                let what = format!("batch {batch} payload or a stage result");
+                if let Some(job) = finished_without_payload(&self.jobs, &job_id, &what).await?
+                    && matches!(job.status, JobStatus::Cancelled | JobStatus::Failed)
+                {
+                    self.discard(&job).await?;
+                }
+                return Ok(());
+            }
+        };
         let count = chunks.chunks.len();
         if metadata.chunk_metadata_json.len() != count || embeddings.vectors.len() != count {
             return Err(HandlerError::Fatal(format!(

@@ -224,7 +224,7 @@ impl PgStore {
         documents.sort_unstable();
         documents.dedup();
         for (tenant_id, document_id) in documents {
-            lock_document_shared(&tx, tenant_id, document_id).await?;
+            lock_document(&tx, tenant_id, document_id, DocumentLock::Shared).await?;
         }
         tx.batch_execute("CREATE TEMP TABLE millrace_chunks_in (LIKE chunks) ON COMMIT DROP").await?;
         let sink = tx.copy_in(&format!("COPY millrace_chunks_in ({COPY_COLUMNS}) FROM STDIN (FORMAT binary)")).await?;
@@ -294,7 +294,7 @@ impl PgStore {
         let metadata = object_or_empty(&doc.metadata);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        lock_document(&tx, &doc.tenant_id, &doc.document_id).await?;
+        lock_document(&tx, &doc.tenant_id, &doc.document_id, DocumentLock::Exclusive).await?;
         let deleted_through: Option<i64> = tx
             .query_opt(
                 "SELECT deleted_through FROM document_tombstones WHERE tenant_id = $1 AND document_id = $2",
@@ -385,7 +385,7 @@ impl PgStore {
         check_ids(tenant_id, document_id)?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        lock_document(&tx, tenant_id, document_id).await?;
+        lock_document(&tx, tenant_id, document_id, DocumentLock::Exclusive).await?;
         let deleted = tx
             .execute(
                 "DELETE FROM chunks c WHERE c.tenant_id = $1 AND c.document_id = $2 AND c.version = $3
@@ -519,7 +519,7 @@ impl PgStore {
         check_ids(tenant_id, document_id)?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        lock_document(&tx, tenant_id, document_id).await?;
+        lock_document(&tx, tenant_id, document_id, DocumentLock::Exclusive).await?;
         let through: i64 = if through_version > 0 {
             through_version
         } else {
@@ -617,26 +617,28 @@ impl PgStore {
     }
 }
 
-/// Serialises commits, discards and deletes of one document (also its first insert, which a row
-/// lock could not cover). Released at the end of the transaction.
+/// How a transaction holds a document's advisory lock.
+#[derive(Clone, Copy)]
+enum DocumentLock {
+    /// Commits, discards and deletes: one at a time (also a document's first insert, which a
+    /// row lock could not cover).
+    Exclusive,
+    /// Batch writers: side by side, but never during a commit, discard or delete.
+    Shared,
+}
+
+/// Takes the document's lock, released at the end of the transaction.
 async fn lock_document(
     tx: &deadpool_postgres::Transaction<'_>,
     tenant_id: &str,
     document_id: &str,
+    mode: DocumentLock,
 ) -> Result<(), StoreError> {
-    let statement = tx.prepare_cached("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))").await?;
-    tx.execute(&statement, &[&tenant_id, &document_id]).await?;
-    Ok(())
-}
-
-/// The same lock, shared: batch writers of one document run side by side, but never during
-/// its commit, discard or delete.
-async fn lock_document_shared(
-    tx: &deadpool_postgres::Transaction<'_>,
-    tenant_id: &str,
-    document_id: &str,
-) -> Result<(), StoreError> {
-    let statement = tx.prepare_cached("SELECT pg_advisory_xact_lock_shared(hashtext($1), hashtext($2))").await?;
+    let sql = match mode {
+        DocumentLock::Exclusive => "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
+        DocumentLock::Shared => "SELECT pg_advisory_xact_lock_shared(hashtext($1), hashtext($2))",
+    };
+    let statement = tx.prepare_cached(sql).await?;
     tx.execute(&statement, &[&tenant_id, &document_id]).await?;
     Ok(())
 }

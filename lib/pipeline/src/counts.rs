@@ -53,12 +53,25 @@ impl JobStatusCounts {
     }
 }
 
+/// What is waiting in the pipeline, as admission control reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Jobs accepted and not yet finished.
+    pub jobs: u64,
+    /// Bytes of their documents (see [`JobStatusCounts::queued_bytes`]).
+    pub bytes: u64,
+}
+
 impl JobStore {
-    /// Bytes of the documents of unfinished jobs (see [`JobStatusCounts::queued_bytes`]).
-    pub async fn queued_bytes(&self) -> Result<u64, JobStoreError> {
+    /// The backlog, in one round trip (it is read on every submission).
+    pub async fn backlog(&self) -> Result<Backlog, JobStoreError> {
         let mut conn = self.pool().get().await?;
-        let bytes: Option<i64> = conn.hget(self.keys().job_status_counts(), QUEUED_BYTES).await?;
-        Ok(bytes.unwrap_or(0).max(0) as u64)
+        let (jobs, bytes): (u64, Option<i64>) = redis::pipe()
+            .scard(self.keys().active_jobs())
+            .hget(self.keys().job_status_counts(), QUEUED_BYTES)
+            .query_async(&mut conn)
+            .await?;
+        Ok(Backlog { jobs, bytes: bytes.unwrap_or(0).max(0) as u64 })
     }
 
     pub async fn status_counts(&self) -> Result<JobStatusCounts, JobStoreError> {

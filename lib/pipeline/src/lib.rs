@@ -17,7 +17,7 @@ mod scripts;
 mod stage;
 mod store;
 
-pub use counts::JobStatusCounts;
+pub use counts::{Backlog, JobStatusCounts};
 pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, LlmUsage, fingerprint};
 pub use keys::Keys;
 pub use stage::Stage;

@@ -361,12 +361,6 @@ impl JobStore {
         Ok(jobs)
     }
 
-    /// Jobs accepted and not yet finished.
-    pub async fn active_count(&self) -> Result<u64, JobStoreError> {
-        let mut conn = self.conn().await?;
-        Ok(conn.scard(self.keys.active_jobs()).await?)
-    }
-
     /// Jobs finished within the last `window` (for throughput estimates).
     pub async fn finished_within(&self, window: Duration) -> Result<u64, JobStoreError> {
         let mut conn = self.conn().await?;

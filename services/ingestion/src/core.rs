@@ -11,7 +11,7 @@ use futures::StreamExt as _;
 use millrace_common::{ApiError, ErrorCode};
 use millrace_fetch::{FetchError, UrlGuard};
 use millrace_pipeline::dead_letters::{RetryReport, StageDeadLetters};
-use millrace_pipeline::{CancelOutcome, Job, JobStatus, JobStore, JobStoreError, NewJob, Stage};
+use millrace_pipeline::{Backlog, CancelOutcome, Job, JobStatus, JobStore, JobStoreError, NewJob, Stage};
 use millrace_proto::v1::embeddings_client::EmbeddingsClient;
 use millrace_proto::v1::storage_client::StorageClient;
 use millrace_proto::v1::{
@@ -258,8 +258,7 @@ impl Core {
     /// Room left under `MAX_QUEUED_JOBS` and `MAX_QUEUED_BYTES`, and how long to wait when
     /// there is none; a 503 at once while Redis is near its memory limit (see `admission`).
     pub async fn capacity(&self) -> Result<Capacity, ApiError> {
-        let active = self.jobs.active_count().await.map_err(store_error)?;
-        let bytes = self.jobs.queued_bytes().await.map_err(store_error)?;
+        let Backlog { jobs: active, bytes } = self.jobs.backlog().await.map_err(store_error)?;
         let (max_jobs, max_bytes) = (self.config.max_queued_jobs, self.config.max_queued_bytes);
         let mut capacity = Capacity {
             free_jobs: max_jobs.saturating_sub(active),

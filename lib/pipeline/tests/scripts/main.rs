@@ -202,12 +202,12 @@ async fn a_job_without_bytes_finishes_whole_and_queued_bytes_follow_the_document
     let by_url =
         store.create(NewJob { url: Some("http://example.org/a".into()), ..new_job("url-doc", "") }).await.unwrap();
     let with_bytes = store.create(new_job("doc", "twelve bytes")).await.unwrap();
-    assert_eq!(store.queued_bytes().await.unwrap(), 12);
+    assert_eq!(store.backlog().await.unwrap().bytes, 12);
     assert!(store.fail(&entry(&by_url.job_id, 0), Stage::Chunking, "connection refused").await.unwrap());
     let failed = store.get(&by_url.job_id).await.unwrap().unwrap();
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.error.unwrap().message, "connection refused");
-    assert_eq!(store.queued_bytes().await.unwrap(), 12);
+    assert_eq!(store.backlog().await.unwrap().bytes, 12);
     assert_eq!(store.cancel(&with_bytes.job_id).await.unwrap(), CancelOutcome::Cancelled);
-    assert_eq!(store.queued_bytes().await.unwrap(), 0);
+    assert_eq!(store.backlog().await.unwrap().bytes, 0);
 }

@@ -311,13 +311,9 @@ impl JobStore {
         };
         let mut cancelled = 0;
         for job_id in job_ids {
-            let outcome =
-                self.finish_with(&job_id, JobStatus::Cancelled, Some(("ingestion", reason)), None, false).await?;
-            if outcome == 1 {
+            // Not refused while committing: storage's tombstone check refuses that commit.
+            if self.cancel_with(&job_id, Some(("ingestion", reason)), false).await? == 1 {
                 cancelled += 1;
-                if let Some(job) = self.get(&job_id).await? {
-                    self.delete_payloads(&job_id, job.batches_total).await?;
-                }
             }
             let mut conn = self.conn().await?;
             let _: () = conn.zrem(&index, &job_id).await?;
@@ -538,16 +534,28 @@ impl JobStore {
     /// Cancels the job unless it finished or is committing its last batch. A cancelled job's
     /// payloads are dropped at once: nothing can resume it.
     pub async fn cancel(&self, job_id: &str) -> Result<CancelOutcome, JobStoreError> {
-        Ok(match self.finish_with(job_id, JobStatus::Cancelled, None, None, true).await? {
-            1 => {
-                if let Some(job) = self.get(job_id).await? {
-                    self.delete_payloads(job_id, job.batches_total).await?;
-                }
-                CancelOutcome::Cancelled
-            }
+        Ok(match self.cancel_with(job_id, None, true).await? {
+            1 => CancelOutcome::Cancelled,
             2 => CancelOutcome::Committing,
             _ => CancelOutcome::AlreadyFinished,
         })
+    }
+
+    /// FINISH as cancelled and, if this call cancelled the job, drops its payloads. Returns
+    /// FINISH's answer.
+    async fn cancel_with(
+        &self,
+        job_id: &str,
+        error: Option<(&str, &str)>,
+        refuse_if_committing: bool,
+    ) -> Result<i64, JobStoreError> {
+        let outcome = self.finish_with(job_id, JobStatus::Cancelled, error, None, refuse_if_committing).await?;
+        if outcome == 1
+            && let Some(job) = self.get(job_id).await?
+        {
+            self.delete_payloads(job_id, job.batches_total).await?;
+        }
+        Ok(outcome)
     }
 
     /// FINISH's answer: 1 finished now, 0 already finished, -2 unknown, -3 other generation,

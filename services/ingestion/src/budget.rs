@@ -17,7 +17,7 @@ use millrace_pipeline::runtime::GATEWAY_BREAKER;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::stats::{Pipeline, ServiceStats};
+use crate::stats::{Peers, ServiceStats};
 
 /// How long a verdict is trusted.
 const VERDICT_FRESHNESS: Duration = Duration::from_secs(1);
@@ -43,13 +43,13 @@ enum Verdict {
 }
 
 pub struct BudgetGuard {
-    pipeline: Pipeline,
+    peers: Peers,
     verdict: Mutex<Option<(Instant, Verdict)>>,
 }
 
 impl BudgetGuard {
-    pub fn new(pipeline: Pipeline) -> Self {
-        Self { pipeline, verdict: Mutex::new(None) }
+    pub fn new(peers: Peers) -> Self {
+        Self { peers, verdict: Mutex::new(None) }
     }
 
     /// Refuses a job that would need the LLM once today's budget is spent.
@@ -70,11 +70,11 @@ impl BudgetGuard {
     }
 
     async fn look(&self) -> Verdict {
-        let gateway = self.pipeline.service_stats("llm-gateway", LOOK_TIMEOUT).await;
+        let gateway = self.peers.service_stats("llm-gateway", LOOK_TIMEOUT).await;
         let Some(budget) = budget_of(&gateway).filter(|budget| budget.exhausted) else { return Verdict::Open };
         let (metadata, embeddings) = tokio::join!(
-            self.pipeline.service_stats("metadata", LOOK_TIMEOUT),
-            self.pipeline.service_stats("embeddings", LOOK_TIMEOUT),
+            self.peers.service_stats("metadata", LOOK_TIMEOUT),
+            self.peers.service_stats("embeddings", LOOK_TIMEOUT),
         );
         let stages: Vec<String> =
             [metadata, embeddings].into_iter().filter(calls_gateway).map(|stage| stage.service).collect();

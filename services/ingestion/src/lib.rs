@@ -77,10 +77,10 @@ impl Application {
         let storage = grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, Some(config.downstream_timeout))?;
         let embeddings =
             grpc_client::lazy_channel("EMBEDDINGS_URL", &config.embeddings_url, Some(config.downstream_timeout))?;
-        let pipeline = stats::Pipeline::new(
+        let peers = stats::Peers::new(
             pool.clone(),
             keys.clone(),
-            stats::Peers {
+            stats::PeerChannels {
                 chunking: grpc_client::lazy_channel("CHUNKING_URL", &config.chunking_url, None)?,
                 metadata: grpc_client::lazy_channel("METADATA_URL", &config.metadata_url, None)?,
                 embeddings: embeddings.clone(),
@@ -108,7 +108,7 @@ impl Application {
         let urls = UrlGuard::new(AddressPolicy::new(config.fetch.allow_private), resolver);
         let redis = redis_conn::client(&config.service.redis_url).map_err(|err| BuildError::Redis(err.to_string()))?;
         let watchers = watch::Watchers::new(jobs.clone(), redis, config.watchers);
-        let core = Arc::new(Core::new(config, jobs, storage, embeddings, pipeline, urls));
+        let core = Arc::new(Core::new(config, jobs, storage, embeddings, peers, urls));
         let router =
             api::with_json_fallbacks(api::router(core.clone(), watchers.clone()).merge(ops_router(SERVICE, readiness)));
         let grpc = Routes::new(grpc::IngestionGrpc::server(core, watchers)).add_service(admin_service(pool, keys));

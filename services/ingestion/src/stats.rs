@@ -106,7 +106,7 @@ impl ServiceStats {
 /// Lazily connected channels to the other services (storage and embeddings share the ones
 /// search and documents use).
 #[derive(Clone)]
-pub struct Peers {
+pub struct PeerChannels {
     pub chunking: Channel,
     pub metadata: Channel,
     pub embeddings: Channel,
@@ -159,9 +159,10 @@ impl Peer {
     }
 }
 
-/// Everything `GET /v1/stats` needs; cheap to clone.
+/// The Admin clients of every other service, and this one's own stats: what `GET /v1/stats`
+/// and the budget guard ask. Cheap to clone.
 #[derive(Clone)]
-pub struct Pipeline {
+pub struct Peers {
     pool: deadpool_redis::Pool,
     keys: Keys,
     chunking: Peer,
@@ -172,8 +173,8 @@ pub struct Pipeline {
     timeout: Duration,
 }
 
-impl Pipeline {
-    pub fn new(pool: deadpool_redis::Pool, keys: Keys, peers: Peers) -> Self {
+impl Peers {
+    pub fn new(pool: deadpool_redis::Pool, keys: Keys, peers: PeerChannels) -> Self {
         Self {
             pool,
             keys,

@@ -46,6 +46,28 @@ impl Metric {
     }
 }
 
+/// Declares a crate's metrics, each written once: a `pub const` holding its name (for the
+/// `metrics::counter!` calls) and an entry of `METRICS`, the table [`describe`] registers.
+///
+/// ```
+/// millrace_common::declare_metrics! {
+///     /// Documents parsed.
+///     DOCUMENTS: counter("millrace_example_documents_total", "Documents parsed.");
+///     PARSE_DURATION: histogram("millrace_example_parse_duration_seconds", "Time one parse took, in seconds.");
+/// }
+/// assert_eq!(DOCUMENTS, "millrace_example_documents_total");
+/// assert_eq!(METRICS.len(), 2);
+/// ```
+#[macro_export]
+macro_rules! declare_metrics {
+    ($($(#[$attr:meta])* $name:ident : $kind:ident($metric:literal, $help:literal);)*) => {
+        $($(#[$attr])* pub const $name: &str = $metric;)*
+
+        /// Every metric declared here, with its type and help text.
+        pub const METRICS: &[$crate::metrics::Metric] = &[$($crate::metrics::Metric::$kind($name, $help),)*];
+    };
+}
+
 /// Registers the descriptions of `metrics` with the process's Prometheus recorder. The recorder
 /// is installed first if it is not yet: a description given to no recorder would be lost.
 pub fn describe(metrics: &[Metric]) {

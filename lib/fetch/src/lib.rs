@@ -34,19 +34,9 @@ pub use guard::{AddressPolicy, Refusal, parse_url};
 pub use reqwest::Url;
 pub use resolver::{Lookup, Resolver, StaticResolver, SystemResolver};
 
-/// Fetches, by `outcome` (`ok` or the error's kind).
-pub const FETCHES: &str = "millrace_fetch_requests_total";
-pub const FETCHED_BYTES: &str = "millrace_fetch_bytes_total";
-pub const FETCH_DURATION: &str = "millrace_fetch_duration_seconds";
-
-pub const METRICS: &[millrace_common::metrics::Metric] = &[
-    millrace_common::metrics::Metric::counter(
-        FETCHES,
-        "Documents fetched by URL, by outcome (ok, or why not: refused, timeout, too_large, status, network, ...).",
-    ),
-    millrace_common::metrics::Metric::counter(FETCHED_BYTES, "Bytes of documents fetched by URL."),
-    millrace_common::metrics::Metric::histogram(
-        FETCH_DURATION,
-        "Time one fetch by URL took, redirects included, in seconds.",
-    ),
-];
+millrace_common::declare_metrics! {
+    /// Fetches, by `outcome` (`ok` or the error's kind).
+    FETCHES: counter("millrace_fetch_requests_total", "Documents fetched by URL, by outcome (ok, or why not: refused, timeout, too_large, status, network, ...).");
+    FETCHED_BYTES: counter("millrace_fetch_bytes_total", "Bytes of documents fetched by URL.");
+    FETCH_DURATION: histogram("millrace_fetch_duration_seconds", "Time one fetch by URL took, redirects included, in seconds.");
+}

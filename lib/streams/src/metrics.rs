@@ -7,52 +7,31 @@
 
 use std::sync::Arc;
 
-use millrace_common::metrics::{Metric, describe, spawn_sampler};
+use millrace_common::metrics::{describe, spawn_sampler};
 use redis::streams::StreamPendingReply;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::{StreamError, WorkerConfig};
 
-/// Entries handled, by `outcome`: `ok`, `retry` (failed, will be redelivered), `deferred`
-/// (downstream unavailable, re-queued) or `dead_letter` (given up).
-pub const MESSAGES: &str = "millrace_stage_messages_total";
-pub const HANDLER_DURATION: &str = "millrace_stage_handler_duration_seconds";
-pub const DEAD_LETTERS: &str = "millrace_stage_dead_letters_total";
-pub const RECLAIMED: &str = "millrace_stage_reclaimed_total";
-pub const PAUSED: &str = "millrace_stage_paused";
-pub const STREAM_LENGTH: &str = "millrace_stage_stream_length";
-pub const STREAM_LAG: &str = "millrace_stage_stream_lag";
-pub const STREAM_PENDING: &str = "millrace_stage_stream_pending";
-pub const DEAD_LETTER_STREAM_LENGTH: &str = "millrace_stage_dead_letter_stream_length";
-pub const PERMITS_IN_USE: &str = "millrace_stage_permits_in_use";
-pub const PERMITS_AVAILABLE: &str = "millrace_stage_permits_available";
+millrace_common::declare_metrics! {
+    /// Entries handled, by `outcome`: `ok`, `retry` (failed, will be redelivered), `deferred`
+    /// (downstream unavailable, re-queued) or `dead_letter` (given up).
+    MESSAGES: counter("millrace_stage_messages_total", "Stream entries handled by a stage, by outcome (ok, retry, deferred, dead_letter). An entry is a job for chunking and a batch for the other stages.");
+    HANDLER_DURATION: histogram("millrace_stage_handler_duration_seconds", "Time a stage's handler took for one stream entry, in seconds.");
+    DEAD_LETTERS: counter("millrace_stage_dead_letters_total", "Entries moved to the stage's dead-letter stream (their job failed).");
+    RECLAIMED: counter("millrace_stage_reclaimed_total", "Entries taken over from a consumer that stopped answering (idle past the visibility timeout).");
+    PAUSED: gauge("millrace_stage_paused", "1 while the stage's breaker toward its downstream keeps it from reading its stream.");
+    STREAM_LENGTH: gauge("millrace_stage_stream_length", "Entries in the stage's stream (XLEN), acknowledged ones not yet trimmed included.");
+    STREAM_LAG: gauge("millrace_stage_stream_lag", "Entries of the stage's stream not yet delivered to its consumer group.");
+    STREAM_PENDING: gauge("millrace_stage_stream_pending", "Entries delivered to the stage's consumers and not yet acknowledged.");
+    DEAD_LETTER_STREAM_LENGTH: gauge("millrace_stage_dead_letter_stream_length", "Entries in the stage's dead-letter stream.");
+    PERMITS_IN_USE: gauge("millrace_stage_permits_in_use", "Concurrency permits of this replica's worker held by entries in flight (its pending entries in the group).");
+    PERMITS_AVAILABLE: gauge("millrace_stage_permits_available", "Concurrency permits of this replica's worker free for new entries.");
+}
 
 /// The outcomes of [`MESSAGES`].
 pub const OUTCOMES: [&str; 4] = ["ok", "retry", "deferred", "dead_letter"];
-
-pub const METRICS: &[Metric] = &[
-    Metric::counter(
-        MESSAGES,
-        "Stream entries handled by a stage, by outcome (ok, retry, deferred, dead_letter). An entry is a job for chunking and a batch for the other stages.",
-    ),
-    Metric::histogram(HANDLER_DURATION, "Time a stage's handler took for one stream entry, in seconds."),
-    Metric::counter(DEAD_LETTERS, "Entries moved to the stage's dead-letter stream (their job failed)."),
-    Metric::counter(
-        RECLAIMED,
-        "Entries taken over from a consumer that stopped answering (idle past the visibility timeout).",
-    ),
-    Metric::gauge(PAUSED, "1 while the stage's breaker toward its downstream keeps it from reading its stream."),
-    Metric::gauge(STREAM_LENGTH, "Entries in the stage's stream (XLEN), acknowledged ones not yet trimmed included."),
-    Metric::gauge(STREAM_LAG, "Entries of the stage's stream not yet delivered to its consumer group."),
-    Metric::gauge(STREAM_PENDING, "Entries delivered to the stage's consumers and not yet acknowledged."),
-    Metric::gauge(DEAD_LETTER_STREAM_LENGTH, "Entries in the stage's dead-letter stream."),
-    Metric::gauge(
-        PERMITS_IN_USE,
-        "Concurrency permits of this replica's worker held by entries in flight (its pending entries in the group).",
-    ),
-    Metric::gauge(PERMITS_AVAILABLE, "Concurrency permits of this replica's worker free for new entries."),
-];
 
 /// Describes the worker's metrics, registers its counters at zero (so that rates and alerts see
 /// a series before the first event) and samples the stream and this consumer's entries in flight

@@ -1,28 +1,18 @@
 //! The chunking stage's own metrics, named once here (the stage worker's `millrace_stage_*`
 //! and the fetcher's `millrace_fetch_*` come with their crates).
 
-use millrace_common::metrics::{Metric, describe};
+use millrace_common::metrics::describe;
 
-/// Documents parsed, split and handed on (once per job, not per delivery).
-pub const DOCUMENTS: &str = "millrace_chunking_documents_total";
-pub const CHUNKS: &str = "millrace_chunking_chunks_total";
-/// Chunks identical to one of the document's visible version (their stored results ride along).
-pub const CHUNKS_UNCHANGED: &str = "millrace_chunking_chunks_unchanged_total";
-pub const BATCHES: &str = "millrace_chunking_batches_total";
-pub const PARSE_DURATION: &str = "millrace_chunking_parse_duration_seconds";
-pub const PARSES_RUNNING: &str = "millrace_chunking_parses_running";
-
-pub const METRICS: &[Metric] = &[
-    Metric::counter(DOCUMENTS, "Documents parsed, split and handed on to metadata and embeddings."),
-    Metric::counter(CHUNKS, "Chunks made from documents and handed on (a job's chunks.total)."),
-    Metric::counter(
-        CHUNKS_UNCHANGED,
-        "Chunks identical to one of the document's visible version, whose stored results were attached.",
-    ),
-    Metric::counter(BATCHES, "Batches of chunks stored and enqueued on the metadata and embeddings streams."),
-    Metric::histogram(PARSE_DURATION, "Time one document's parse and split took, in seconds."),
-    Metric::gauge(PARSES_RUNNING, "Parse child processes running now (at most MILLRACE_MAX_CONCURRENT_PARSES)."),
-];
+millrace_common::declare_metrics! {
+    /// Documents parsed, split and handed on (once per job, not per delivery).
+    DOCUMENTS: counter("millrace_chunking_documents_total", "Documents parsed, split and handed on to metadata and embeddings.");
+    CHUNKS: counter("millrace_chunking_chunks_total", "Chunks made from documents and handed on (a job's chunks.total).");
+    /// Chunks identical to one of the document's visible version (their stored results ride along).
+    CHUNKS_UNCHANGED: counter("millrace_chunking_chunks_unchanged_total", "Chunks identical to one of the document's visible version, whose stored results were attached.");
+    BATCHES: counter("millrace_chunking_batches_total", "Batches of chunks stored and enqueued on the metadata and embeddings streams.");
+    PARSE_DURATION: histogram("millrace_chunking_parse_duration_seconds", "Time one document's parse and split took, in seconds.");
+    PARSES_RUNNING: gauge("millrace_chunking_parses_running", "Parse child processes running now (at most MILLRACE_MAX_CONCURRENT_PARSES).");
+}
 
 /// Describes every metric the chunking service exports and registers its counters at zero.
 pub fn register() {

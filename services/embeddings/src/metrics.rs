@@ -1,26 +1,21 @@
 //! The embeddings stage's own metrics, named once here (the stage worker's `millrace_stage_*`
 //! and the breaker's `millrace_breaker_*` come with their crates).
 
-use millrace_common::metrics::{Metric, describe};
+use millrace_common::metrics::describe;
 
-/// Chunks whose vector was recorded, by `embedder` (`local`, `hashing`, `gateway`) and
-/// `outcome`: `embedded` (a new vector from the embedder), `cached` (from the shared cache of
-/// vectors by model and text) or `reused` (the stored vector of an identical chunk). Summed over
-/// outcomes it is a job's `chunks.embedded`.
-pub const CHUNKS: &str = "millrace_embeddings_chunks_total";
-pub const BATCHES: &str = "millrace_embeddings_batches_total";
-/// One forward pass of the local model (concurrent requests batched together).
-pub const PASS_DURATION: &str = "millrace_embeddings_pass_duration_seconds";
-pub const PASS_TEXTS: &str = "millrace_embeddings_pass_texts";
+millrace_common::declare_metrics! {
+    /// Chunks whose vector was recorded, by `embedder` (`local`, `hashing`, `gateway`) and
+    /// `outcome`: `embedded` (a new vector from the embedder), `cached` (from the shared cache of
+    /// vectors by model and text) or `reused` (the stored vector of an identical chunk). Summed over
+    /// outcomes it is a job's `chunks.embedded`.
+    CHUNKS: counter("millrace_embeddings_chunks_total", "Chunks whose vector was recorded, by embedder and outcome (embedded, cached, reused).");
+    BATCHES: counter("millrace_embeddings_batches_total", "Batches whose vectors were recorded.");
+    /// One forward pass of the local model (concurrent requests batched together).
+    PASS_DURATION: histogram("millrace_embeddings_pass_duration_seconds", "Time one forward pass of the local model took, in seconds.");
+    PASS_TEXTS: histogram("millrace_embeddings_pass_texts", "Texts embedded in one forward pass of the local model.");
+}
 
 pub const OUTCOMES: [&str; 3] = ["embedded", "cached", "reused"];
-
-pub const METRICS: &[Metric] = &[
-    Metric::counter(CHUNKS, "Chunks whose vector was recorded, by embedder and outcome (embedded, cached, reused)."),
-    Metric::counter(BATCHES, "Batches whose vectors were recorded."),
-    Metric::histogram(PASS_DURATION, "Time one forward pass of the local model took, in seconds."),
-    Metric::histogram(PASS_TEXTS, "Texts embedded in one forward pass of the local model."),
-];
 
 /// Describes the embeddings service's metrics (installing the recorder, so call it before anything
 /// records: the embedder's breaker registers its series when it is made).

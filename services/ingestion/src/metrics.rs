@@ -6,46 +6,28 @@
 
 use std::time::Duration;
 
-use millrace_common::metrics::{Metric, describe, spawn_sampler};
+use millrace_common::metrics::{describe, spawn_sampler};
 use millrace_pipeline::{JobStatus, JobStore};
 use tokio_util::sync::CancellationToken;
 
-pub const JOBS_SUBMITTED: &str = "millrace_ingestion_jobs_submitted_total";
-pub const JOBS_UNCHANGED: &str = "millrace_ingestion_jobs_unchanged_total";
-/// Submissions refused, by `reason` (the error code a client saw, `queue_full` or
-/// `llm_budget_spent`).
-pub const REQUESTS_REJECTED: &str = "millrace_ingestion_requests_rejected_total";
-pub const URLS_REFUSED: &str = "millrace_ingestion_urls_refused_total";
-/// Jobs queued or running now, by `status`.
-pub const JOBS_ACTIVE: &str = "millrace_ingestion_jobs_active";
-/// Jobs that finished, by `status` (`completed`, `failed`, `cancelled`).
-pub const JOBS_FINISHED: &str = "millrace_ingestion_jobs_finished_total";
-/// Dead-lettered entries retried and refused through the dead-letter API, by `stage`.
-pub const DEAD_LETTERS_RETRIED: &str = "millrace_ingestion_dead_letters_retried_total";
-pub const DEAD_LETTERS_REFUSED: &str = "millrace_ingestion_dead_letters_refused_total";
+millrace_common::declare_metrics! {
+    JOBS_SUBMITTED: counter("millrace_ingestion_jobs_submitted_total", "Jobs accepted and queued for chunking by this replica.");
+    JOBS_UNCHANGED: counter("millrace_ingestion_jobs_unchanged_total", "Submissions identical to the document's visible version, completed at once by this replica.");
+    /// Submissions refused, by `reason` (the error code a client saw, `queue_full` or
+    /// `llm_budget_spent`).
+    REQUESTS_REJECTED: counter("millrace_ingestion_requests_rejected_total", "Submissions refused by this replica, by reason.");
+    URLS_REFUSED: counter("millrace_ingestion_urls_refused_total", "Submitted URLs refused by the address rules (SSRF guard).");
+    /// Jobs queued or running now, by `status`.
+    JOBS_ACTIVE: gauge("millrace_ingestion_jobs_active", "Jobs queued or running now, in the whole deployment, by status.");
+    /// Jobs that finished, by `status` (`completed`, `failed`, `cancelled`).
+    JOBS_FINISHED: counter("millrace_ingestion_jobs_finished_total", "Jobs that finished, in the whole deployment, by status (completed, failed, cancelled).");
+    /// Dead-lettered entries retried and refused through the dead-letter API, by `stage`.
+    DEAD_LETTERS_RETRIED: counter("millrace_ingestion_dead_letters_retried_total", "Dead-lettered entries retried through the dead-letter API, by stage.");
+    DEAD_LETTERS_REFUSED: counter("millrace_ingestion_dead_letters_refused_total", "Dead-lettered entries a retry refused (job cancelled, completed or expired), by stage.");
+}
 
 pub const ACTIVE_STATUSES: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Running];
 pub const FINAL_STATUSES: [JobStatus; 3] = [JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled];
-
-pub const METRICS: &[Metric] = &[
-    Metric::counter(JOBS_SUBMITTED, "Jobs accepted and queued for chunking by this replica."),
-    Metric::counter(
-        JOBS_UNCHANGED,
-        "Submissions identical to the document's visible version, completed at once by this replica.",
-    ),
-    Metric::counter(REQUESTS_REJECTED, "Submissions refused by this replica, by reason."),
-    Metric::counter(URLS_REFUSED, "Submitted URLs refused by the address rules (SSRF guard)."),
-    Metric::gauge(JOBS_ACTIVE, "Jobs queued or running now, in the whole deployment, by status."),
-    Metric::counter(
-        JOBS_FINISHED,
-        "Jobs that finished, in the whole deployment, by status (completed, failed, cancelled).",
-    ),
-    Metric::counter(DEAD_LETTERS_RETRIED, "Dead-lettered entries retried through the dead-letter API, by stage."),
-    Metric::counter(
-        DEAD_LETTERS_REFUSED,
-        "Dead-lettered entries a retry refused (job cancelled, completed or expired), by stage.",
-    ),
-];
 
 /// Describes the service's metrics and registers its counters at zero.
 pub fn register() {

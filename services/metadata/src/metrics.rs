@@ -1,26 +1,19 @@
 //! The metadata stage's own metrics, named once here (the stage worker's `millrace_stage_*` and
 //! the breaker's `millrace_breaker_*` come with their crates).
 
-use millrace_common::metrics::{Metric, describe};
+use millrace_common::metrics::describe;
 
-/// Chunks whose metadata was recorded, by `extractor` (`llm`, `extractive`) and `outcome`:
-/// `extracted` (new metadata), `reused` (stored metadata of an identical chunk kept) or
-/// `failed` (LLM metadata invalid after a repair; extractive metadata instead). Summed over
-/// outcomes it is a job's `chunks.metadata_done`; `failed` is its `chunks.metadata_failed`.
-pub const CHUNKS: &str = "millrace_metadata_chunks_total";
-pub const BATCHES: &str = "millrace_metadata_batches_total";
-pub const REPAIRS: &str = "millrace_metadata_repairs_total";
+millrace_common::declare_metrics! {
+    /// Chunks whose metadata was recorded, by `extractor` (`llm`, `extractive`) and `outcome`:
+    /// `extracted` (new metadata), `reused` (stored metadata of an identical chunk kept) or
+    /// `failed` (LLM metadata invalid after a repair; extractive metadata instead). Summed over
+    /// outcomes it is a job's `chunks.metadata_done`; `failed` is its `chunks.metadata_failed`.
+    CHUNKS: counter("millrace_metadata_chunks_total", "Chunks whose metadata was recorded, by extractor and outcome (extracted, reused, failed).");
+    BATCHES: counter("millrace_metadata_batches_total", "Batches whose metadata was recorded.");
+    REPAIRS: counter("millrace_metadata_repairs_total", "LLM answers that did not fit the schema and were asked for again.");
+}
 
 pub const OUTCOMES: [&str; 3] = ["extracted", "reused", "failed"];
-
-pub const METRICS: &[Metric] = &[
-    Metric::counter(
-        CHUNKS,
-        "Chunks whose metadata was recorded, by extractor and outcome (extracted, reused, failed).",
-    ),
-    Metric::counter(BATCHES, "Batches whose metadata was recorded."),
-    Metric::counter(REPAIRS, "LLM answers that did not fit the schema and were asked for again."),
-];
 
 /// Describes the metadata service's metrics (installing the recorder, so call it before anything
 /// records: the extractor's breaker registers its series when it is made).

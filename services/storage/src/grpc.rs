@@ -88,12 +88,13 @@ impl Storage for StorageService {
     async fn get_document(&self, request: Request<GetDocumentRequest>) -> Result<Response<Document>, Status> {
         let request = request.into_inner();
         require_id(&request.document_id)?;
-        let document = self
+        let found = self
             .store
             .get_document(self.tenant(&request.tenant_id), &request.document_id)
             .await
             .map_err(status)?
             .ok_or_else(|| ApiError::not_found(format!("document {:?} not found", request.document_id)))?;
+        let (updated_at_unix_ms, document) = (found.updated_at_unix_ms, found.document);
         Ok(Response::new(Document {
             tenant_id: document.tenant_id,
             document_id: document.document_id,
@@ -104,7 +105,7 @@ impl Storage for StorageService {
             source: document.source,
             content_type: document.content_type,
             fingerprint: document.fingerprint,
-            updated_at: millrace_common::time::rfc3339_from_millis(document.updated_at_unix_ms),
+            updated_at: millrace_common::time::rfc3339_from_millis(updated_at_unix_ms),
         }))
     }
 

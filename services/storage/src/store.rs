@@ -107,18 +107,10 @@ pub struct SearchHit {
     pub metadata: Value,
 }
 
-/// A document's visible version.
+/// A document's visible version, and when it was made visible.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocumentRecord {
-    pub tenant_id: String,
-    pub document_id: String,
-    pub version: i64,
-    pub content_hash: String,
-    pub chunk_count: i32,
-    pub metadata: Value,
-    pub source: String,
-    pub content_type: String,
-    pub fingerprint: String,
+    pub document: DocumentVersion,
     /// Milliseconds since the Unix epoch of the last commit.
     pub updated_at_unix_ms: i64,
 }
@@ -490,7 +482,7 @@ impl PgStore {
             )
             .await?;
         let Some(row) = client.query_opt(&statement, &[&tenant_id, &document_id]).await? else { return Ok(None) };
-        Ok(Some(DocumentRecord {
+        let document = DocumentVersion {
             tenant_id: row.try_get(0)?,
             document_id: row.try_get(1)?,
             version: row.try_get(2)?,
@@ -500,8 +492,8 @@ impl PgStore {
             source: row.try_get(6)?,
             content_type: row.try_get(7)?,
             fingerprint: row.try_get(8)?,
-            updated_at_unix_ms: row.try_get(9)?,
-        }))
+        };
+        Ok(Some(DocumentRecord { document, updated_at_unix_ms: row.try_get(9)? }))
     }
 
     /// Deletes a document's versions up to `through_version` (the last one submitted before the

@@ -53,10 +53,11 @@ async fn commit_switches_versions_and_old_chunks_disappear() {
     let again = t.store.commit_version(&version("t1", "doc", 2, 2, json!({}))).await.unwrap();
     assert!(again.switched);
     assert_eq!((again.current_version, again.deleted_chunks), (2, 0));
-    let doc = t.store.get_document("t1", "doc").await.unwrap().unwrap();
+    let record = t.store.get_document("t1", "doc").await.unwrap().unwrap();
+    let doc = &record.document;
     assert_eq!((doc.version, doc.chunk_count, doc.content_hash.as_str()), (2, 2, "doc-hash-doc-2"));
     assert_eq!(doc.source, "upload://doc");
-    assert!(doc.updated_at_unix_ms > 1_600_000_000_000);
+    assert!(record.updated_at_unix_ms > 1_600_000_000_000);
 }
 
 #[tokio::test]
@@ -72,7 +73,7 @@ async fn older_version_committed_after_newer_stays_invisible() {
     let outcome = t.store.commit_version(&version("t1", "doc", 1, 3, json!({}))).await.unwrap();
     assert!(!outcome.switched);
     assert_eq!((outcome.previous_version, outcome.current_version), (Some(2), 2));
-    assert_eq!(t.store.get_document("t1", "doc").await.unwrap().unwrap().version, 2);
+    assert_eq!(t.store.get_document("t1", "doc").await.unwrap().unwrap().document.version, 2);
     let hits = t.store.search("t1", &axis(0, 0.0), 10, &SearchFilter::default()).await.unwrap();
     assert!(hits.iter().all(|h| h.version == 2));
     assert_eq!(t.chunk_count("doc", 1).await, 0);
@@ -92,7 +93,7 @@ async fn concurrent_commits_of_a_new_document_leave_the_newest_visible() {
         // v1 was either committed first (and then replaced) or found v2 already visible.
         let a = a.unwrap();
         assert_eq!(a.switched, a.current_version == 1);
-        assert_eq!(t.store.get_document("t1", &doc).await.unwrap().unwrap().version, 2);
+        assert_eq!(t.store.get_document("t1", &doc).await.unwrap().unwrap().document.version, 2);
         assert_eq!((t.chunk_count(&doc, 1).await, t.chunk_count(&doc, 2).await), (0, 3));
     }
 }
@@ -173,7 +174,7 @@ async fn a_deleted_document_stays_deleted_until_submitted_again() {
     t.store.upsert_chunks(&chunks("t1", "doc", 3, 2)).await.unwrap();
     let outcome = t.store.commit_version(&version("t1", "doc", 3, 2, json!({}))).await.unwrap();
     assert!(outcome.switched && !outcome.document_deleted, "{outcome:?}");
-    assert_eq!(t.store.get_document("t1", "doc").await.unwrap().unwrap().version, 3);
+    assert_eq!(t.store.get_document("t1", "doc").await.unwrap().unwrap().document.version, 3);
     // A delete with no version named takes every version stored now.
     assert_eq!(t.store.delete_document("t1", "doc", 0).await.unwrap(), Some(2));
     assert_eq!(t.store.upsert_chunks(&chunks("t1", "doc", 3, 2)).await.unwrap(), 0);
@@ -381,7 +382,7 @@ mod properties {
                     }
                 }
                 let newest = *order.iter().max().unwrap();
-                assert_eq!(t.store.get_document("t1", "doc").await.unwrap().unwrap().version, newest);
+                assert_eq!(t.store.get_document("t1", "doc").await.unwrap().unwrap().document.version, newest);
                 assert_eq!(t.scalar("SELECT count(*) FROM chunks").await, newest);
                 assert_eq!(t.scalar(&format!("SELECT count(*) FROM chunks WHERE version = {newest}")).await, newest);
             });

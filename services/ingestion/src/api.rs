@@ -25,7 +25,7 @@ use crate::core::Core;
 use crate::watch::Watchers;
 
 /// The hand-written OpenAPI 3.1 document of this API.
-pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// Body limit of requests that carry no document (search, retries).
 const SMALL_BODY_BYTES: usize = 1024 * 1024;

@@ -6,8 +6,6 @@ use std::time::Duration;
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_fetch::FetchConfig;
 
-use crate::watch::WatcherCaps;
-
 /// Largest accepted `MILLRACE_MAX_DOCUMENT_BYTES`: a document is one Redis string, and Redis
 /// refuses strings over 512 MiB.
 const MAX_DOCUMENT_BYTES_CEILING: usize = 512 * 1024 * 1024;
@@ -50,6 +48,13 @@ pub struct Config {
     /// Readers of job events at once, in all (`MILLRACE_MAX_WATCHERS`) and per client
     /// (`MILLRACE_MAX_WATCHERS_PER_CLIENT`).
     pub watchers: WatcherCaps,
+}
+
+/// `MILLRACE_MAX_WATCHERS` and `MILLRACE_MAX_WATCHERS_PER_CLIENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatcherCaps {
+    pub total: usize,
+    pub per_client: usize,
 }
 
 impl Config {

@@ -32,6 +32,8 @@ use millrace_pipeline::events::{JobEvent, read_events};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::broadcast;
 
+use crate::config::WatcherCaps;
+
 /// How long one blocking read of a job's events waits before the follower checks the job's
 /// record and whether anyone still reads.
 const EVENT_POLL: Duration = Duration::from_secs(5);
@@ -56,13 +58,6 @@ impl Caller {
     pub fn from_peer(peer: Option<SocketAddr>) -> Self {
         peer.map_or(Self::Unknown, |addr| Self::Address(addr.ip()))
     }
-}
-
-/// `MILLRACE_MAX_WATCHERS` and `MILLRACE_MAX_WATCHERS_PER_CLIENT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WatcherCaps {
-    pub total: usize,
-    pub per_client: usize,
 }
 
 /// What a follower hands its readers.

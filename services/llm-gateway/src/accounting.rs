@@ -6,14 +6,13 @@
 //! counted, because the tokens are spent either way.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use millrace_common::sync::lock;
 use millrace_common::time::until_utc_midnight;
-use millrace_pipeline::Keys;
+use millrace_pipeline::{Keys, LlmUsage};
 use millrace_resilience::Coalescer;
-use redis::Script;
 use redis::aio::ConnectionManager;
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -30,16 +29,6 @@ const SPEND_TTL_SECS: i64 = 3 * 24 * 3600;
 
 /// Charges written together at most (see `millrace_resilience::coalesce`).
 const MAX_CHARGES_PER_WRITE: usize = 256;
-
-/// Adds usage to a job only if the job exists: a stray id must not create a record.
-static ADD_TO_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_TO_JOB_LUA));
-const ADD_TO_JOB_LUA: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'llm_prompt_tokens', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'llm_completion_tokens', ARGV[2])
-redis.call('HINCRBYFLOAT', KEYS[1], 'llm_cost_usd', ARGV[3])
-return 1
-";
 
 pub struct Accounting {
     conn: ConnectionManager,
@@ -212,7 +201,7 @@ async fn write_charges(
 ) -> redis::RedisResult<()> {
     let mut by_model: BTreeMap<(&str, &str), (f64, u64, u64)> = BTreeMap::new();
     let mut by_day: BTreeMap<&str, f64> = BTreeMap::new();
-    let mut by_job: BTreeMap<&str, (u64, u64, f64)> = BTreeMap::new();
+    let mut by_job: BTreeMap<&str, LlmUsage> = BTreeMap::new();
     for charge in &charges {
         let (prompt, completion) = (u64::from(charge.usage.prompt_tokens), u64::from(charge.usage.completion_tokens));
         let model = by_model.entry((&charge.day, &charge.model)).or_default();
@@ -220,7 +209,9 @@ async fn write_charges(
         *by_day.entry(&charge.day).or_default() += charge.cost;
         if !charge.job_id.is_empty() {
             let job = by_job.entry(&charge.job_id).or_default();
-            *job = (job.0 + prompt, job.1 + completion, job.2 + charge.cost);
+            job.prompt_tokens += prompt;
+            job.completion_tokens += completion;
+            job.cost_usd += charge.cost;
         }
     }
     let mut pipe = redis::pipe();
@@ -236,13 +227,7 @@ async fn write_charges(
         pipe.cmd("HINCRBYFLOAT").arg(&key).arg("usd").arg(cost);
         pipe.cmd("EXPIRE").arg(&key).arg(SPEND_TTL_SECS).ignore();
     }
-    if !by_job.is_empty() {
-        // A pipelined script must be loaded first (Redis may have restarted since).
-        pipe.load_script(&ADD_TO_JOB).ignore();
-        for (job_id, (prompt, completion, cost)) in &by_job {
-            pipe.invoke_script(ADD_TO_JOB.key(keys.job(job_id)).arg(prompt).arg(completion).arg(cost)).ignore();
-        }
-    }
+    millrace_pipeline::add_llm_usage(&mut pipe, keys, by_job);
     let totals: Vec<f64> = pipe.query_async(&mut conn).await?;
     if let Some((day, usd)) = by_day.keys().zip(totals).next_back() {
         remember(spent, (*day).to_owned(), usd);

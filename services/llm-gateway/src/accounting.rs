@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::config::Price;
 use crate::error::UpstreamError;
-use crate::telemetry;
+use crate::metrics;
 use crate::upstream::Usage;
 
 /// How long a replica trusts its last reading of today's spend before asking Redis again.
@@ -78,7 +78,7 @@ impl Accounting {
         let Some(budget_usd) = self.budget_usd else { return Ok(()) };
         let spent_usd = self.spent_today().await;
         if spent_usd >= budget_usd {
-            telemetry::budget_refusal();
+            metrics::budget_refusal();
             return Err(UpstreamError::BudgetExceeded { spent_usd, budget_usd, resets_in: until_utc_midnight() });
         }
         Ok(())
@@ -97,7 +97,7 @@ impl Accounting {
     /// Prices `usage` of `model` and counts it in the metrics at once; the returned write adds
     /// it to the day's spend and the job in Redis, and can run after the answer has gone back.
     pub fn record(self: &Arc<Self>, model: &str, usage: Usage, job_id: &str) -> impl Future<Output = ()> + use<> {
-        telemetry::tokens(model, usage.prompt_tokens, usage.completion_tokens);
+        metrics::tokens(model, usage.prompt_tokens, usage.completion_tokens);
         let cost = match self.price(model) {
             Some(price) => price.cost(usage.prompt_tokens, usage.completion_tokens),
             None => {
@@ -105,7 +105,7 @@ impl Accounting {
                 0.0
             }
         };
-        telemetry::cost(model, cost);
+        metrics::cost(model, cost);
         let (accounting, model, job_id) = (self.clone(), model.to_owned(), job_id.to_owned());
         async move { accounting.store(&model, usage, cost, &job_id).await }
     }
@@ -113,7 +113,7 @@ impl Accounting {
     async fn store(&self, model: &str, usage: Usage, cost: f64, job_id: &str) {
         let charge = Charge { day: today(), model: model.to_owned(), usage, cost, job_id: job_id.to_owned() };
         if let Err(err) = self.charges.write(charge).await {
-            telemetry::accounting_error();
+            metrics::accounting_error();
             tracing::warn!(model, job_id, error = %err, "cannot record LLM usage in redis");
         }
     }

@@ -65,7 +65,8 @@ impl BatchRef {
     /// Reads `job_id`, `batch` and `gen` from a stream entry's fields.
     pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
         let EntryRef { job_id, generation } = EntryRef::from_fields(fields)?;
-        let batch = fields.get(BATCH).ok_or("entry has no batch")?.parse().map_err(|_| "entry has a bad batch number")?;
+        let batch =
+            fields.get(BATCH).ok_or("entry has no batch")?.parse().map_err(|_| "entry has a bad batch number")?;
         Ok(Self { job_id, batch, generation })
     }
 

@@ -24,8 +24,7 @@ pub use entry::{BatchRef, EntryRef};
 pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, LlmUsage, fingerprint};
 pub use keys::Keys;
 pub use stage::Stage;
-pub use usage::add_llm_usage;
 pub use store::{
-    CancelOutcome, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredCounts,
-    StoredOutcome,
+    CancelOutcome, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredCounts, StoredOutcome,
 };
+pub use usage::add_llm_usage;

@@ -44,15 +44,19 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     fn from_entry(stage: Stage, entry: &StreamId) -> Self {
-        let text = |name: &str| {
-            entry.map.get(name).and_then(|value| redis::from_redis_value_ref::<String>(value).ok()).unwrap_or_default()
-        };
+        let fields: HashMap<String, String> = entry
+            .map
+            .iter()
+            .filter_map(|(name, value)| Some((name.clone(), redis::from_redis_value_ref::<String>(value).ok()?)))
+            .collect();
+        // The fields the stream worker adds when it dead-letters an entry, beside the entry's own.
+        let text = |name: &str| fields.get(name).cloned().unwrap_or_default();
         let millis = entry.id.split('-').next().and_then(|ms| ms.parse::<i64>().ok()).unwrap_or(0);
         Self {
             id: entry.id.clone(),
             stage: stage.name(),
-            job_id: text("job_id"),
-            batch: text("batch").parse().ok(),
+            job_id: crate::entry::job_id(&fields).unwrap_or_default().to_owned(),
+            batch: crate::entry::batch(&fields),
             deliveries: text("deliveries").parse().unwrap_or(0),
             error: text("error"),
             dead_lettered_at: rfc3339_from_millis(millis),

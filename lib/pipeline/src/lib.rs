@@ -9,6 +9,7 @@
 pub mod content;
 mod counts;
 pub mod dead_letters;
+pub mod entry;
 pub mod events;
 mod job;
 mod keys;
@@ -16,12 +17,14 @@ pub mod runtime;
 mod scripts;
 mod stage;
 mod store;
+mod usage;
 
 pub use counts::{Backlog, JobStatusCounts};
+pub use entry::{BatchRef, EntryRef};
 pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, LlmUsage, fingerprint};
 pub use keys::Keys;
 pub use stage::Stage;
 pub use store::{
-    BatchRef, CancelOutcome, ChunkingOutcome, EntryRef, HalfOutcome, JobStore, JobStoreError, NewJob, StoredCounts,
-    StoredOutcome,
+    CancelOutcome, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredCounts, StoredOutcome,
 };
+pub use usage::add_llm_usage;

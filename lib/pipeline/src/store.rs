@@ -10,7 +10,7 @@ use prost::Message as _;
 use redis::AsyncCommands;
 
 use crate::scripts::{COMMIT_CHUNKS, COMPLETE_HALF, FINISH, RECORD_STORED};
-use crate::{Job, JobOptions, JobStatus, Keys, Stage};
+use crate::{BatchRef, EntryRef, Job, JobOptions, JobStatus, Keys, Stage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobStoreError {
@@ -110,29 +110,6 @@ pub struct StoredCounts {
     pub metadata_failed: usize,
 }
 
-/// What a stream entry points at: a job, the job's attempt the entry was written for, and for
-/// the metadata, embeddings and storage streams one batch. Written by `JobStore::create` and the
-/// hand-off scripts; read here, once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntryRef {
-    pub job_id: String,
-    /// The job's retry generation when the entry was written (`gen`; entries written before
-    /// generations existed have none and count as 0). An entry older than its job's generation
-    /// is stale: the retry that started the new generation put back every step it needs.
-    pub generation: u64,
-}
-
-/// One batch of one job, as carried in a metadata, embeddings or storage entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchRef {
-    pub job_id: String,
-    pub batch: u32,
-    pub generation: u64,
-}
-
-/// The field of a stream entry that carries its generation.
-pub(crate) const GENERATION_FIELD: &str = "gen";
-
 #[derive(Clone)]
 pub struct JobStore {
     pool: deadpool_redis::Pool,
@@ -179,10 +156,11 @@ impl JobStore {
         let ttl = self.retention.as_secs().max(1);
         let fields = job_fields(&job_id, &new, version, JobStatus::Queued, now);
         let retention_ms = self.retention.as_millis() as i64;
+        let entry = EntryRef { job_id: job_id.clone(), generation: 0 };
         let mut enqueue = redis::cmd("XADD");
-        enqueue.arg(self.keys.stream(Stage::Chunking)).arg("*").arg("job_id").arg(&job_id).arg(GENERATION_FIELD).arg(0);
-        if let Some(traceparent) = context::traceparent() {
-            enqueue.arg(context::TRACEPARENT_FIELD).arg(traceparent);
+        enqueue.arg(self.keys.stream(Stage::Chunking)).arg("*");
+        for (name, value) in entry.to_fields(context::traceparent().as_deref()) {
+            enqueue.arg(name).arg(value);
         }
         let mut pipe = self.record_pipe(&job_id, &fields, now);
         pipe.cmd("SET")
@@ -661,35 +639,4 @@ fn job_fields(job_id: &str, new: &NewJob, version: u64, status: JobStatus, now: 
         ("batches_stored", "0".into()),
         ("trace_id", context::trace_id().unwrap_or_default()),
     ]
-}
-
-impl EntryRef {
-    /// Reads `job_id` and `gen` from a stream entry's fields.
-    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
-        let job_id = fields.get("job_id").ok_or("entry has no job_id")?.clone();
-        let generation = match fields.get(GENERATION_FIELD) {
-            None => 0,
-            Some(text) => text.parse().map_err(|_| "entry has a bad generation")?,
-        };
-        Ok(Self { job_id, generation })
-    }
-
-    /// Whether the entry belongs to an attempt of `job` that a dead-letter retry replaced.
-    pub fn is_stale(&self, job: &Job) -> bool {
-        self.generation < job.generation
-    }
-}
-
-impl BatchRef {
-    /// Reads `job_id`, `batch` and `gen` from a stream entry's fields.
-    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
-        let EntryRef { job_id, generation } = EntryRef::from_fields(fields)?;
-        let batch =
-            fields.get("batch").ok_or("entry has no batch")?.parse().map_err(|_| "entry has a bad batch number")?;
-        Ok(Self { job_id, batch, generation })
-    }
-
-    pub fn is_stale(&self, job: &Job) -> bool {
-        self.generation < job.generation
-    }
 }

@@ -712,25 +712,9 @@ impl<H: Handler> Inner<H> {
     }
 }
 
-/// KEYS: stream; ARGV: group, idle ms, own consumer. Returns the names removed.
-static RETIRE_IDLE_CONSUMERS: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local removed = {}
-local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
-if not ok then return removed end
-for _, consumer in ipairs(consumers) do
-  local info = {}
-  for i = 1, #consumer, 2 do info[consumer[i]] = consumer[i + 1] end
-  if info.name ~= ARGV[3] and info.pending == 0 and info.idle >= tonumber(ARGV[2]) then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info.name)
-    removed[#removed + 1] = info.name
-  end
-end
-return removed
-",
-    )
-});
+/// Removes idle consumers with nothing pending (`worker/retire_idle_consumers.lua`).
+static RETIRE_IDLE_CONSUMERS: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(include_str!("worker/retire_idle_consumers.lua")));
 
 /// Trims a stream below the oldest entry any group still needs: its oldest pending entry, or
 /// (with none pending) its last delivered one. Entries not yet delivered are above that floor.

@@ -184,7 +184,8 @@ mod tests {
             fingerprint: String::new(),
         };
         let job = store.create(new).await.unwrap();
-        let fields = HashMap::from([("job_id".to_owned(), job.job_id.clone())]);
+        let entry = EntryRef { job_id: job.job_id.clone(), generation: 0 };
+        let fields = entry.to_fields(None).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
         Message { id: "1-0".into(), fields, delivery: 1 }
     }
 

@@ -6,21 +6,20 @@
 //! counted, because the tokens are spent either way.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use millrace_common::sync::lock;
 use millrace_common::time::until_utc_midnight;
-use millrace_pipeline::Keys;
+use millrace_pipeline::{Keys, LlmUsage};
 use millrace_resilience::Coalescer;
-use redis::Script;
 use redis::aio::ConnectionManager;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::config::Price;
 use crate::error::UpstreamError;
-use crate::telemetry;
+use crate::metrics;
 use crate::upstream::Usage;
 
 /// How long a replica trusts its last reading of today's spend before asking Redis again.
@@ -30,16 +29,6 @@ const SPEND_TTL_SECS: i64 = 3 * 24 * 3600;
 
 /// Charges written together at most (see `millrace_resilience::coalesce`).
 const MAX_CHARGES_PER_WRITE: usize = 256;
-
-/// Adds usage to a job only if the job exists: a stray id must not create a record.
-static ADD_TO_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(ADD_TO_JOB_LUA));
-const ADD_TO_JOB_LUA: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'llm_prompt_tokens', ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'llm_completion_tokens', ARGV[2])
-redis.call('HINCRBYFLOAT', KEYS[1], 'llm_cost_usd', ARGV[3])
-return 1
-";
 
 pub struct Accounting {
     conn: ConnectionManager,
@@ -89,7 +78,7 @@ impl Accounting {
         let Some(budget_usd) = self.budget_usd else { return Ok(()) };
         let spent_usd = self.spent_today().await;
         if spent_usd >= budget_usd {
-            telemetry::budget_refusal();
+            metrics::budget_refusal();
             return Err(UpstreamError::BudgetExceeded { spent_usd, budget_usd, resets_in: until_utc_midnight() });
         }
         Ok(())
@@ -108,7 +97,7 @@ impl Accounting {
     /// Prices `usage` of `model` and counts it in the metrics at once; the returned write adds
     /// it to the day's spend and the job in Redis, and can run after the answer has gone back.
     pub fn record(self: &Arc<Self>, model: &str, usage: Usage, job_id: &str) -> impl Future<Output = ()> + use<> {
-        telemetry::tokens(model, usage.prompt_tokens, usage.completion_tokens);
+        metrics::tokens(model, usage.prompt_tokens, usage.completion_tokens);
         let cost = match self.price(model) {
             Some(price) => price.cost(usage.prompt_tokens, usage.completion_tokens),
             None => {
@@ -116,7 +105,7 @@ impl Accounting {
                 0.0
             }
         };
-        telemetry::cost(model, cost);
+        metrics::cost(model, cost);
         let (accounting, model, job_id) = (self.clone(), model.to_owned(), job_id.to_owned());
         async move { accounting.store(&model, usage, cost, &job_id).await }
     }
@@ -124,7 +113,7 @@ impl Accounting {
     async fn store(&self, model: &str, usage: Usage, cost: f64, job_id: &str) {
         let charge = Charge { day: today(), model: model.to_owned(), usage, cost, job_id: job_id.to_owned() };
         if let Err(err) = self.charges.write(charge).await {
-            telemetry::accounting_error();
+            metrics::accounting_error();
             tracing::warn!(model, job_id, error = %err, "cannot record LLM usage in redis");
         }
     }
@@ -212,7 +201,7 @@ async fn write_charges(
 ) -> redis::RedisResult<()> {
     let mut by_model: BTreeMap<(&str, &str), (f64, u64, u64)> = BTreeMap::new();
     let mut by_day: BTreeMap<&str, f64> = BTreeMap::new();
-    let mut by_job: BTreeMap<&str, (u64, u64, f64)> = BTreeMap::new();
+    let mut by_job: BTreeMap<&str, LlmUsage> = BTreeMap::new();
     for charge in &charges {
         let (prompt, completion) = (u64::from(charge.usage.prompt_tokens), u64::from(charge.usage.completion_tokens));
         let model = by_model.entry((&charge.day, &charge.model)).or_default();
@@ -220,7 +209,9 @@ async fn write_charges(
         *by_day.entry(&charge.day).or_default() += charge.cost;
         if !charge.job_id.is_empty() {
             let job = by_job.entry(&charge.job_id).or_default();
-            *job = (job.0 + prompt, job.1 + completion, job.2 + charge.cost);
+            job.prompt_tokens += prompt;
+            job.completion_tokens += completion;
+            job.cost_usd += charge.cost;
         }
     }
     let mut pipe = redis::pipe();
@@ -236,13 +227,7 @@ async fn write_charges(
         pipe.cmd("HINCRBYFLOAT").arg(&key).arg("usd").arg(cost);
         pipe.cmd("EXPIRE").arg(&key).arg(SPEND_TTL_SECS).ignore();
     }
-    if !by_job.is_empty() {
-        // A pipelined script must be loaded first (Redis may have restarted since).
-        pipe.load_script(&ADD_TO_JOB).ignore();
-        for (job_id, (prompt, completion, cost)) in &by_job {
-            pipe.invoke_script(ADD_TO_JOB.key(keys.job(job_id)).arg(prompt).arg(completion).arg(cost)).ignore();
-        }
-    }
+    millrace_pipeline::add_llm_usage(&mut pipe, keys, by_job);
     let totals: Vec<f64> = pipe.query_async(&mut conn).await?;
     if let Some((day, usd)) = by_day.keys().zip(totals).next_back() {
         remember(spent, (*day).to_owned(), usd);

@@ -1,7 +1,7 @@
 //! The gateway's one code path for every call, whatever door it came in by (gRPC from the other
 //! services, the OpenAI-compatible HTTP API from anyone): check the request, fill in the
 //! default model, refuse it if the day's budget is spent, then make attempts on the upstreams
-//! of the model ([`Pool`]) within the call's time budget, and account for what each answer
+//! of the model ([`Upstreams`]) within the call's time budget, and account for what each answer
 //! cost.
 //!
 //! Each attempt leases an upstream (breaker permit, concurrency slot, quota reserved from an
@@ -27,9 +27,9 @@ use tracing::Instrument as _;
 use crate::accounting::{Accounting, BudgetSnapshot};
 use crate::config::Config;
 use crate::error::{StartError, UpstreamError};
-use crate::pool::{Lease, Member, Pool};
-use crate::telemetry;
 use crate::upstream::{ChatAnswer, ChatCompletion, ChatStream, EmbeddingAnswer, OpenAiUpstream, Upstream, Usage};
+use crate::upstreams::{Lease, Member, Upstreams};
+use crate::{metrics, spans};
 
 /// OpenAI's limit of inputs per embeddings request; longer calls are sent in several requests.
 const MAX_INPUTS_PER_REQUEST: usize = 2048;
@@ -38,7 +38,7 @@ const TOKENS_PER_MESSAGE: u64 = 4;
 const TOKENS_PER_ANSWER: u64 = 3;
 
 pub struct Gateway {
-    pool: Pool,
+    upstreams: Upstreams,
     accounting: Arc<Accounting>,
     chat_model: String,
     embed_model: String,
@@ -110,7 +110,7 @@ impl Gateway {
         }
         let accounting = Accounting::new(redis, keys, config.prices.clone(), config.max_daily_cost_usd);
         Ok(Self {
-            pool: Pool::new(members),
+            upstreams: Upstreams::new(members),
             accounting: Arc::new(accounting),
             chat_model: config.chat_model.clone(),
             embed_model: config.embed_model.clone(),
@@ -126,7 +126,7 @@ impl Gateway {
     /// Every model some upstream names, plus the defaults when an upstream serves any model.
     pub fn models(&self) -> Vec<String> {
         let mut models: Vec<String> = Vec::new();
-        for member in self.pool.members() {
+        for member in self.upstreams.members() {
             let named = if member.config.models.is_empty() {
                 vec![self.chat_model.clone(), self.embed_model.clone()]
             } else {
@@ -143,9 +143,9 @@ impl Gateway {
 
     /// `request.model` empty means the default chat model.
     pub async fn chat(&self, request: ChatCompletion, job_id: &str) -> Result<ChatAnswer, UpstreamError> {
-        let span = telemetry::gen_ai_span("chat", or_default(&request.model, &self.chat_model), job_id);
+        let span = spans::gen_ai_span("chat", or_default(&request.model, &self.chat_model), job_id);
         let answer = self.chat_untraced(request, job_id).instrument(span.clone()).await;
-        telemetry::record_gen_ai(&span, answer.as_ref().map(|answer| (answer.model.as_str(), answer.usage)));
+        spans::record_gen_ai(&span, answer.as_ref().map(|answer| (answer.model.as_str(), answer.usage)));
         answer
     }
 
@@ -197,9 +197,9 @@ impl Gateway {
         inputs: Vec<String>,
         job_id: &str,
     ) -> Result<EmbeddingAnswer, UpstreamError> {
-        let span = telemetry::gen_ai_span("embeddings", or_default(&model, &self.embed_model), job_id);
+        let span = spans::gen_ai_span("embeddings", or_default(&model, &self.embed_model), job_id);
         let answer = self.embed_untraced(model, inputs, job_id).instrument(span.clone()).await;
-        telemetry::record_gen_ai(&span, answer.as_ref().map(|answer| (answer.model.as_str(), answer.usage)));
+        spans::record_gen_ai(&span, answer.as_ref().map(|answer| (answer.model.as_str(), answer.usage)));
         answer
     }
 
@@ -241,12 +241,12 @@ impl Gateway {
     }
 
     /// Ready when at least one upstream answers (the others are what fallback is for).
-    /// Probes every upstream at once and records what each answered (see `pool::Probe`).
+    /// Probes every upstream at once and records what each answered (see `upstreams::Probe`).
     /// Upstream health is information for operators (`/v1/limits`, metrics), never readiness:
     /// in Kubernetes an upstream outage would otherwise take every gateway pod out of its
     /// Service, and the breakers already keep calls away from a failing upstream.
     pub async fn probe_upstreams(&self) {
-        futures::future::join_all(self.pool.members().iter().map(|member| async move {
+        futures::future::join_all(self.upstreams.members().iter().map(|member| async move {
             let result = member.client.health().await;
             if let Err(error) = &result {
                 tracing::warn!(upstream = %member.config.name, error = %error, "upstream probe failed");
@@ -259,7 +259,7 @@ impl Gateway {
     /// Whether an upstream's last probe (or the start, before the first) is a probe interval
     /// ago. Not at start: a gateway that restarts should not be a burst of calls upstream.
     pub fn probe_due(&self) -> bool {
-        self.pool
+        self.upstreams
             .members()
             .iter()
             .any(|member| member.last_probe().map_or(self.started, |probe| probe.at).elapsed() >= self.probe_interval)
@@ -272,7 +272,7 @@ impl Gateway {
 
     pub async fn limits(&self) -> Limits {
         let upstreams = self
-            .pool
+            .upstreams
             .members()
             .iter()
             .map(|member| UpstreamLimits {
@@ -311,11 +311,11 @@ impl Gateway {
 
     /// The model asked for, or the default; refused if no upstream serves it.
     fn model_for(&self, model: String, default: &str) -> Result<String, UpstreamError> {
-        if self.pool.is_empty() {
+        if self.upstreams.is_empty() {
             return Err(UpstreamError::NotConfigured);
         }
         let model = or_default(&model, default).to_owned();
-        if self.pool.serves(&model) { Ok(model) } else { Err(UpstreamError::UnknownModel(model)) }
+        if self.upstreams.serves(&model) { Ok(model) } else { Err(UpstreamError::UnknownModel(model)) }
     }
 
     /// What every chat call goes through before its attempts: the model filled in and known,
@@ -371,7 +371,7 @@ impl Gateway {
         let mut failed: Vec<String> = Vec::new();
         let mut retries = 0;
         loop {
-            let lease = self.pool.lease(model, tokens, deadline, &failed).await?;
+            let lease = self.upstreams.lease(model, tokens, deadline, &failed).await?;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(UpstreamError::Timeout(self.timeout));
@@ -395,14 +395,14 @@ impl Gateway {
             }
             // Another upstream of the model takes the next attempt at once; only a lone
             // upstream is waited for.
-            if !self.pool.has_alternative(model, &failed) {
+            if !self.upstreams.has_alternative(model, &failed) {
                 let Some(pause) = self.retry.pause(retries - 1, err.retry_after()) else { return Err(err) };
                 if Instant::now() + pause >= deadline {
                     return Err(err);
                 }
                 tokio::time::sleep(pause).await;
             }
-            telemetry::retry(endpoint, err.kind());
+            metrics::retry(endpoint, err.kind());
             tracing::debug!(endpoint, upstream = %member.config.name, retry = retries, error = %err, "retrying");
         }
     }

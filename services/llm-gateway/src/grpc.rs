@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::core::Gateway;
 use crate::drain::InFlight;
 use crate::error::UpstreamError;
-use crate::telemetry;
+use crate::metrics;
 use crate::upstream::{ChatCompletion, Message, Usage};
 
 pub struct LlmGatewayService {
@@ -80,12 +80,12 @@ fn finish<T>(
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(answer) => {
-            telemetry::call(method, "ok");
+            metrics::call(method, "ok");
             tracing::debug!(method, job_id, elapsed_ms, "answered");
             Ok(Response::new(answer))
         }
         Err(err) => {
-            telemetry::call(method, err.kind());
+            metrics::call(method, err.kind());
             if err.is_callers_fault() {
                 tracing::debug!(method, job_id, error = %err, "refused");
             } else {

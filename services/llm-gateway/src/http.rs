@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 use crate::core::Gateway;
 use crate::error::UpstreamError;
-use crate::telemetry;
+use crate::metrics;
 pub use error::OpenAiError;
 
 /// The header that ties a call to a millrace job, for accounting and logs.
@@ -114,7 +114,7 @@ fn kind(value: &Value) -> &'static str {
 fn finish<T>(method: &'static str, job_id: &str, result: Result<T, UpstreamError>) -> Result<T, OpenAiError> {
     match result {
         Ok(value) => {
-            telemetry::call(method, "ok");
+            metrics::call(method, "ok");
             Ok(value)
         }
         Err(err) => Err(failed(method, job_id, err)),
@@ -123,7 +123,7 @@ fn finish<T>(method: &'static str, job_id: &str, result: Result<T, UpstreamError
 
 /// Counts and logs a failed call, and says it OpenAI's way.
 fn failed(method: &'static str, job_id: &str, err: UpstreamError) -> OpenAiError {
-    telemetry::call(method, err.kind());
+    metrics::call(method, err.kind());
     if err.is_callers_fault() {
         tracing::debug!(method, job_id, error = %err, "refused");
     } else {

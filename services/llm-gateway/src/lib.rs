@@ -14,9 +14,10 @@ mod error;
 mod grpc;
 mod http;
 mod limits;
-mod pool;
-pub mod telemetry;
+pub mod metrics;
+mod spans;
 pub mod upstream;
+mod upstreams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,7 +83,7 @@ impl Application {
                 "no upstream configured (set MILLRACE_LLM_BASE_URL or MILLRACE_LLM_UPSTREAMS_FILE); calls will be refused"
             );
         }
-        telemetry::register(config.max_daily_cost_usd);
+        metrics::register(config.max_daily_cost_usd);
         let gateway = Arc::new(Gateway::build(&config)?);
         // Ready means the gateway's own dependency (Redis) answers, never an upstream's health:
         // see `Gateway::probe_upstreams`.
@@ -143,7 +144,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let draining = CancellationToken::new();
         let stop = CancellationToken::new();
-        telemetry::sample(self.gateway.clone(), self.metrics_interval, stop.clone());
+        limits::sample(self.gateway.clone(), self.metrics_interval, stop.clone());
         let serve = server::serve(SERVICE, self.listeners, self.router, self.grpc, draining.clone(), stop.clone());
         tokio::pin!(serve);
         tokio::select! {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use millrace_pipeline::runtime::{fail_job, finished_without_payload};
-use millrace_pipeline::{BatchRef, Job, JobStatus, JobStore, Stage, StoredCounts};
+use millrace_pipeline::{BatchRef, Job, JobStatus, JobStore, Stage, StoredCounts, entry};
 use millrace_streams::{Handler, HandlerError, Message};
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
@@ -177,7 +177,7 @@ impl Handler for StorageHandler {
 
     async fn give_up(&self, message: &Message, reason: &str) {
         fail_job(&self.jobs, message, Stage::Storage, reason).await;
-        let Some(job_id) = message.fields.get("job_id") else { return };
+        let Some(job_id) = entry::job_id(&message.fields) else { return };
         // Only a failed job's: a stale entry given up on must not discard the reopened attempt.
         if let Ok(Some(job)) = self.jobs.get(job_id).await
             && job.status == JobStatus::Failed

@@ -2,6 +2,8 @@
 //! can run into, each played step by step with the job store's own calls.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod each_script;
+
 use std::time::Duration;
 
 use millrace_pipeline::{

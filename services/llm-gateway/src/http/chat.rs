@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 use super::{OpenAiError, field, field_at, finish, job_id, json_object, kind, unix_now};
 use crate::core::Gateway;
 use crate::error::UpstreamError;
-use crate::telemetry;
+use crate::metrics as telemetry;
 use crate::upstream::{ChatAnswer, ChatCompletion, ChatDelta, ChatStream, Message, Usage};
 
 const METHOD: &str = "openai_chat";

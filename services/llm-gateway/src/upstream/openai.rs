@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::{ChatAnswer, ChatCompletion, ChatDelta, ChatStream, EmbeddingAnswer, Upstream, Usage};
 use crate::config::{ApiKey, UpstreamConfig};
 use crate::error::UpstreamError;
-use crate::telemetry;
+use crate::metrics as telemetry;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);

@@ -93,11 +93,11 @@ pub struct Lease {
     _slot: OwnedSemaphorePermit,
 }
 
-pub struct Pool {
+pub struct Upstreams {
     members: Vec<Arc<Member>>,
 }
 
-impl Pool {
+impl Upstreams {
     /// Member names are unique: the config refuses duplicates.
     pub fn new(members: Vec<Member>) -> Self {
         Self { members: members.into_iter().map(Arc::new).collect() }

@@ -1,15 +1,11 @@
 //! The gateway's metrics, named once here so dashboards and code agree (the breakers'
 //! `millrace_breaker_*` and the limiters' `millrace_limiter_*` come with the resilience kit,
-//! labelled `upstream:<name>` and `<name>`).
+//! labelled `upstream:<name>` and `<name>`). It only records what it is given, so it depends on
+//! nothing else of the gateway.
 
 use std::time::Duration;
 
-use millrace_common::metrics::{Metric, describe, spawn_sampler};
-use tokio_util::sync::CancellationToken;
-
-use crate::core::Gateway;
-use crate::error::UpstreamError;
-use crate::upstream::Usage;
+use millrace_common::metrics::{Metric, describe};
 
 /// Every HTTP attempt to an upstream, by `upstream` (its configured name), `endpoint` (`chat`,
 /// `chat_stream`, `embeddings`, `models`) and `status` (the HTTP status code, or `timeout` /
@@ -77,28 +73,19 @@ pub fn register(budget_usd: Option<f64>) {
     }
 }
 
-/// Every `interval` until `stop`: today's spend, each upstream's concurrency, and each breaker's
-/// state (reading it moves an open breaker whose pause has ended to half-open, so its gauge
-/// does not stay `open` while no call comes).
-pub fn sample(gateway: std::sync::Arc<Gateway>, interval: Duration, stop: CancellationToken) {
-    spawn_sampler(interval, stop, move || {
-        let gateway = gateway.clone();
-        async move {
-            if gateway.probe_due() {
-                gateway.probe_upstreams().await;
-            }
-            let limits = gateway.limits().await;
-            metrics::gauge!(DAILY_SPEND).set(limits.budget.spent_usd);
-            for upstream in limits.upstreams {
-                metrics::gauge!(UPSTREAM_IN_FLIGHT, "upstream" => upstream.name.clone()).set(upstream.in_flight as f64);
-                metrics::gauge!(UPSTREAM_MAX_CONCURRENCY, "upstream" => upstream.name.clone())
-                    .set(upstream.max_concurrency as f64);
-                if let Some(probe) = &upstream.probe {
-                    metrics::gauge!(UPSTREAM_UP, "upstream" => upstream.name).set(f64::from(u8::from(probe.reachable)));
-                }
-            }
-        }
-    });
+/// Today's (UTC) spend of every replica together, as last read.
+pub fn daily_spend(usd: f64) {
+    metrics::gauge!(DAILY_SPEND).set(usd);
+}
+
+/// An upstream's use and capacity on this replica, and whether it answered its last probe
+/// (None before the first).
+pub fn upstream_state(upstream: &str, in_flight: usize, max_concurrency: usize, reachable: Option<bool>) {
+    metrics::gauge!(UPSTREAM_IN_FLIGHT, "upstream" => upstream.to_owned()).set(in_flight as f64);
+    metrics::gauge!(UPSTREAM_MAX_CONCURRENCY, "upstream" => upstream.to_owned()).set(max_concurrency as f64);
+    if let Some(reachable) = reachable {
+        metrics::gauge!(UPSTREAM_UP, "upstream" => upstream.to_owned()).set(f64::from(u8::from(reachable)));
+    }
 }
 
 pub fn upstream_request(upstream: &str, endpoint: &'static str, status: String, elapsed: Duration) {
@@ -137,40 +124,4 @@ pub fn budget_refusal() {
 
 pub fn accounting_error() {
     metrics::counter!(ACCOUNTING_ERRORS).increment(1);
-}
-
-/// The client span of one GenAI call (OpenTelemetry GenAI conventions), named
-/// `{operation} {model}` (`chat gpt-4o-mini`), covering the wait for quota and every attempt.
-/// The answering model and the usage are recorded when known ([`record_gen_ai`]).
-pub fn gen_ai_span(operation: &'static str, model: &str, job_id: &str) -> tracing::Span {
-    use tracing::field::Empty;
-    tracing::info_span!(
-        "gen_ai",
-        otel.name = format!("{operation} {model}"),
-        otel.kind = "client",
-        otel.status_code = Empty,
-        gen_ai.operation.name = operation,
-        gen_ai.provider.name = "openai",
-        gen_ai.request.model = model,
-        gen_ai.response.model = Empty,
-        gen_ai.usage.input_tokens = Empty,
-        gen_ai.usage.output_tokens = Empty,
-        error.type = Empty,
-        millrace.job.id = (!job_id.is_empty()).then_some(job_id),
-    )
-}
-
-/// Records how a GenAI call ended on its span.
-pub fn record_gen_ai(span: &tracing::Span, answer: Result<(&str, Usage), &UpstreamError>) {
-    match answer {
-        Ok((model, usage)) => {
-            span.record("gen_ai.response.model", model);
-            span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
-            span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
-        }
-        Err(err) => {
-            span.record("otel.status_code", "ERROR");
-            span.record("error.type", err.kind());
-        }
-    }
 }

@@ -1,0 +1,134 @@
+//! The entries of the stage streams, typed: what each carries, under which field names, read
+//! and written here only. The chunking stream's entries are [`EntryRef`]s (a job); the
+//! metadata, embeddings and storage streams' are [`BatchRef`]s (one batch of a job). Each may
+//! also carry a `traceparent` (read by the stream worker, not here).
+//!
+//! Rust writes chunking entries (`JobStore::create`); the Lua scripts write the others with the
+//! same names, which the script tests check by decoding what each script wrote.
+
+use std::collections::HashMap;
+
+use crate::Job;
+
+/// The job an entry is for.
+pub const JOB_ID: &str = "job_id";
+/// The batch of a metadata, embeddings or storage entry (0-based).
+pub const BATCH: &str = "batch";
+/// The job's retry generation when the entry was written.
+pub const GENERATION: &str = "gen";
+/// The W3C trace context of whoever added the entry.
+pub const TRACEPARENT: &str = millrace_common::telemetry::context::TRACEPARENT_FIELD;
+
+/// What a chunking entry points at: a job, and the job's attempt the entry was written for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRef {
+    pub job_id: String,
+    /// The job's retry generation when the entry was written (`gen`; entries written before
+    /// generations existed have none and count as 0). An entry older than its job's generation
+    /// is stale: the retry that started the new generation put back every step it needs.
+    pub generation: u64,
+}
+
+/// One batch of one job, as carried in a metadata, embeddings or storage entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRef {
+    pub job_id: String,
+    pub batch: u32,
+    pub generation: u64,
+}
+
+impl EntryRef {
+    /// Reads `job_id` and `gen` from a stream entry's fields (any stage's entry names a job).
+    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
+        let job_id = job_id(fields).ok_or("entry has no job_id")?.to_owned();
+        let generation = match fields.get(GENERATION) {
+            None => 0,
+            Some(text) => text.parse().map_err(|_| "entry has a bad generation")?,
+        };
+        Ok(Self { job_id, generation })
+    }
+
+    /// The entry's fields, in the order they are written.
+    pub fn to_fields(&self, traceparent: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut fields = vec![(JOB_ID, self.job_id.clone()), (GENERATION, self.generation.to_string())];
+        fields.extend(traceparent.map(|value| (TRACEPARENT, value.to_owned())));
+        fields
+    }
+
+    /// Whether the entry belongs to an attempt of `job` that a dead-letter retry replaced.
+    pub fn is_stale(&self, job: &Job) -> bool {
+        self.generation < job.generation
+    }
+}
+
+impl BatchRef {
+    /// Reads `job_id`, `batch` and `gen` from a stream entry's fields.
+    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
+        let EntryRef { job_id, generation } = EntryRef::from_fields(fields)?;
+        let batch =
+            fields.get(BATCH).ok_or("entry has no batch")?.parse().map_err(|_| "entry has a bad batch number")?;
+        Ok(Self { job_id, batch, generation })
+    }
+
+    /// The entry's fields, in the order they are written.
+    pub fn to_fields(&self, traceparent: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            (JOB_ID, self.job_id.clone()),
+            (BATCH, self.batch.to_string()),
+            (GENERATION, self.generation.to_string()),
+        ];
+        fields.extend(traceparent.map(|value| (TRACEPARENT, value.to_owned())));
+        fields
+    }
+
+    pub fn is_stale(&self, job: &Job) -> bool {
+        self.generation < job.generation
+    }
+}
+
+/// The job an entry names, whatever else it holds or lacks: enough to act on the job of an
+/// entry that is given up on or dead-lettered because it is malformed.
+pub fn job_id(fields: &HashMap<String, String>) -> Option<&str> {
+    fields.get(JOB_ID).map(String::as_str)
+}
+
+/// The batch an entry names, if it names one that can be read.
+pub fn batch(fields: &HashMap<String, String>) -> Option<u32> {
+    fields.get(BATCH).and_then(|text| text.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(fields: Vec<(&'static str, String)>) -> HashMap<String, String> {
+        fields.into_iter().map(|(name, value)| (name.to_owned(), value)).collect()
+    }
+
+    #[test]
+    fn entries_read_back_what_they_write() {
+        let entry = EntryRef { job_id: "j".into(), generation: 2 };
+        assert_eq!(EntryRef::from_fields(&decoded(entry.to_fields(None))), Ok(entry.clone()));
+        let fields = decoded(entry.to_fields(Some("00-trace")));
+        assert_eq!(fields.get(TRACEPARENT).map(String::as_str), Some("00-trace"));
+        let batch = BatchRef { job_id: "j".into(), batch: 7, generation: 1 };
+        assert_eq!(BatchRef::from_fields(&decoded(batch.to_fields(None))), Ok(batch));
+    }
+
+    #[test]
+    fn an_entry_without_a_generation_is_of_the_first_attempt() {
+        let fields = HashMap::from([(JOB_ID.to_owned(), "j".to_owned()), (BATCH.to_owned(), "3".to_owned())]);
+        assert_eq!(BatchRef::from_fields(&fields), Ok(BatchRef { job_id: "j".into(), batch: 3, generation: 0 }));
+    }
+
+    #[test]
+    fn malformed_entries_say_what_is_wrong() {
+        let no_job = HashMap::from([(BATCH.to_owned(), "1".to_owned())]);
+        assert_eq!(EntryRef::from_fields(&no_job), Err("entry has no job_id".to_owned()));
+        let no_batch = HashMap::from([(JOB_ID.to_owned(), "j".to_owned())]);
+        assert_eq!(BatchRef::from_fields(&no_batch), Err("entry has no batch".to_owned()));
+        let bad_gen = HashMap::from([(JOB_ID.to_owned(), "j".to_owned()), (GENERATION.to_owned(), "x".to_owned())]);
+        assert_eq!(EntryRef::from_fields(&bad_gen), Err("entry has a bad generation".to_owned()));
+        assert_eq!((job_id(&bad_gen), batch(&no_job)), (Some("j"), Some(1)));
+    }
+}

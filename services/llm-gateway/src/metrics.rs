@@ -5,61 +5,38 @@
 
 use std::time::Duration;
 
-use millrace_common::metrics::{Metric, describe};
+use millrace_common::metrics::describe;
 
-/// Every HTTP attempt to an upstream, by `upstream` (its configured name), `endpoint` (`chat`,
-/// `chat_stream`, `embeddings`, `models`) and `status` (the HTTP status code, or `timeout` /
-/// `connect_error` when none came back).
-pub const UPSTREAM_REQUESTS: &str = "millrace_llm_gateway_upstream_requests_total";
-pub const UPSTREAM_DURATION: &str = "millrace_llm_gateway_upstream_request_duration_seconds";
-/// Attempts after the first, by endpoint and the kind of error that caused them.
-pub const RETRIES: &str = "millrace_llm_gateway_retries_total";
-/// Tokens the upstream reported, by model and kind (`prompt`, `completion`).
-pub const TOKENS: &str = "millrace_llm_gateway_tokens_total";
-/// Dollars spent, by model. A gauge that only grows (the `metrics` crate's counters hold whole
-/// numbers), so `rate()` and `increase()` work on it as on a counter.
-pub const COST: &str = "millrace_llm_gateway_cost_usd_total";
-/// Calls refused because the daily budget is spent.
-pub const BUDGET_REFUSALS: &str = "millrace_llm_gateway_budget_refusals_total";
-/// Usage that could not be written to Redis (job or daily spend).
-pub const ACCOUNTING_ERRORS: &str = "millrace_llm_gateway_accounting_errors_total";
-/// Calls answered, by method (gRPC `chat`, `embed`; HTTP `openai_chat`, `openai_chat_stream`,
-/// `openai_embeddings`) and outcome (`ok` or an error kind).
-pub const CALLS: &str = "millrace_llm_gateway_calls_total";
-/// `MILLRACE_MAX_DAILY_COST_USD`; absent when there is no budget.
-pub const DAILY_BUDGET: &str = "millrace_llm_gateway_daily_budget_usd";
-/// Today's (UTC) spend of every gateway replica together, as this replica last read it.
-pub const DAILY_SPEND: &str = "millrace_llm_gateway_daily_spend_usd";
-pub const UPSTREAM_IN_FLIGHT: &str = "millrace_llm_gateway_upstream_in_flight";
-pub const UPSTREAM_MAX_CONCURRENCY: &str = "millrace_llm_gateway_upstream_max_concurrency";
-/// 1 when the upstream answered its last probe (`GET {base}/models`: any answer but a 5xx or an
-/// authentication failure), else 0.
-pub const UPSTREAM_UP: &str = "millrace_llm_gateway_upstream_up";
-
-pub const METRICS: &[Metric] = &[
-    Metric::counter(
-        UPSTREAM_REQUESTS,
-        "HTTP requests to upstreams, by upstream, endpoint and status (code, timeout or connect_error).",
-    ),
-    Metric::histogram(
-        UPSTREAM_DURATION,
-        "Time an upstream took to answer one request (to the first byte for streams), by upstream and endpoint, in seconds.",
-    ),
-    Metric::counter(RETRIES, "Attempts of a call after its first, by endpoint and the error that caused them."),
-    Metric::counter(TOKENS, "Tokens upstreams reported, by model and kind (prompt, completion)."),
-    Metric::gauge(COST, "US dollars spent, by model (grows only; use rate() or increase())."),
-    Metric::counter(BUDGET_REFUSALS, "Calls refused because the day's spend reached MILLRACE_MAX_DAILY_COST_USD."),
-    Metric::counter(ACCOUNTING_ERRORS, "Usage records that could not be written to Redis."),
-    Metric::counter(CALLS, "Calls answered by the gateway, by method and outcome."),
-    Metric::gauge(
-        DAILY_BUDGET,
-        "The daily LLM budget in US dollars (MILLRACE_MAX_DAILY_COST_USD); absent without one.",
-    ),
-    Metric::gauge(DAILY_SPEND, "US dollars spent today (UTC) by every gateway replica together."),
-    Metric::gauge(UPSTREAM_IN_FLIGHT, "Requests to an upstream in flight from this replica."),
-    Metric::gauge(UPSTREAM_MAX_CONCURRENCY, "Requests to an upstream this replica allows at once."),
-    Metric::gauge(UPSTREAM_UP, "1 when the upstream answered this replica's last probe (GET /models), else 0."),
-];
+millrace_common::declare_metrics! {
+    /// Every HTTP attempt to an upstream, by `upstream` (its configured name), `endpoint` (`chat`,
+    /// `chat_stream`, `embeddings`, `models`) and `status` (the HTTP status code, or `timeout` /
+    /// `connect_error` when none came back).
+    UPSTREAM_REQUESTS: counter("millrace_llm_gateway_upstream_requests_total", "HTTP requests to upstreams, by upstream, endpoint and status (code, timeout or connect_error).");
+    UPSTREAM_DURATION: histogram("millrace_llm_gateway_upstream_request_duration_seconds", "Time an upstream took to answer one request (to the first byte for streams), by upstream and endpoint, in seconds.");
+    /// Attempts after the first, by endpoint and the kind of error that caused them.
+    RETRIES: counter("millrace_llm_gateway_retries_total", "Attempts of a call after its first, by endpoint and the error that caused them.");
+    /// Tokens the upstream reported, by model and kind (`prompt`, `completion`).
+    TOKENS: counter("millrace_llm_gateway_tokens_total", "Tokens upstreams reported, by model and kind (prompt, completion).");
+    /// Dollars spent, by model. A gauge that only grows (the `metrics` crate's counters hold whole
+    /// numbers), so `rate()` and `increase()` work on it as on a counter.
+    COST: gauge("millrace_llm_gateway_cost_usd_total", "US dollars spent, by model (grows only; use rate() or increase()).");
+    /// Calls refused because the daily budget is spent.
+    BUDGET_REFUSALS: counter("millrace_llm_gateway_budget_refusals_total", "Calls refused because the day's spend reached MILLRACE_MAX_DAILY_COST_USD.");
+    /// Usage that could not be written to Redis (job or daily spend).
+    ACCOUNTING_ERRORS: counter("millrace_llm_gateway_accounting_errors_total", "Usage records that could not be written to Redis.");
+    /// Calls answered, by method (gRPC `chat`, `embed`; HTTP `openai_chat`, `openai_chat_stream`,
+    /// `openai_embeddings`) and outcome (`ok` or an error kind).
+    CALLS: counter("millrace_llm_gateway_calls_total", "Calls answered by the gateway, by method and outcome.");
+    /// `MILLRACE_MAX_DAILY_COST_USD`; absent when there is no budget.
+    DAILY_BUDGET: gauge("millrace_llm_gateway_daily_budget_usd", "The daily LLM budget in US dollars (MILLRACE_MAX_DAILY_COST_USD); absent without one.");
+    /// Today's (UTC) spend of every gateway replica together, as this replica last read it.
+    DAILY_SPEND: gauge("millrace_llm_gateway_daily_spend_usd", "US dollars spent today (UTC) by every gateway replica together.");
+    UPSTREAM_IN_FLIGHT: gauge("millrace_llm_gateway_upstream_in_flight", "Requests to an upstream in flight from this replica.");
+    UPSTREAM_MAX_CONCURRENCY: gauge("millrace_llm_gateway_upstream_max_concurrency", "Requests to an upstream this replica allows at once.");
+    /// 1 when the upstream answered its last probe (`GET {base}/models`: any answer but a 5xx or an
+    /// authentication failure), else 0.
+    UPSTREAM_UP: gauge("millrace_llm_gateway_upstream_up", "1 when the upstream answered this replica's last probe (GET /models), else 0.");
+}
 
 /// Describes the gateway's metrics (and the resilience kit's) and registers its counters at
 /// zero; the budget gauge only when there is a budget.

@@ -14,7 +14,6 @@ pub const LIMITER_WAITS: &str = "millrace_limiter_waits_total";
 pub const LIMITER_WAIT: &str = "millrace_limiter_wait_seconds";
 pub const LIMITER_WAITING: &str = "millrace_limiter_waiting";
 pub const LIMITER_FALLBACK: &str = "millrace_limiter_fallback";
-pub const RETRIES: &str = "millrace_retries_total";
 
 pub const METRICS: &[Metric] = &[
     Metric::gauge(BREAKER_STATE, "State of a circuit breaker: 0 closed, 1 half-open, 2 open."),
@@ -34,5 +33,4 @@ pub const METRICS: &[Metric] = &[
         LIMITER_FALLBACK,
         "1 while a shared limiter cannot reach Redis and limits this replica to its share.",
     ),
-    Metric::counter(RETRIES, "Retries of a call made through the kit's retry helper, by call and reason."),
 ];

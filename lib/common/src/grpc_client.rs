@@ -35,28 +35,3 @@ pub async fn check_health(channel: Channel) -> Result<(), String> {
         other => Err(format!("status {}", other.as_str_name())),
     }
 }
-
-/// What a failed call to another millrace service means for the caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The service (or what it depends on) is down or too slow: counts against the caller's
-    /// breaker, and the work should wait rather than be retried at once.
-    Unavailable,
-    /// Worth another try later (a quota, a conflict).
-    Retryable,
-    /// Trying again cannot help (bad input).
-    Fatal,
-}
-
-impl Failure {
-    pub fn of(status: &tonic::Status) -> Self {
-        use tonic::Code;
-        match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Internal | Code::Cancelled => {
-                Self::Unavailable
-            }
-            code if crate::ErrorCode::from_grpc(code).is_retryable() => Self::Retryable,
-            _ => Self::Fatal,
-        }
-    }
-}

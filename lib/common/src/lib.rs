@@ -4,6 +4,7 @@
 pub mod bounds;
 pub mod config;
 pub mod error;
+pub mod failure;
 pub mod grpc_client;
 pub mod metrics;
 pub mod redis_conn;
@@ -15,3 +16,4 @@ pub mod time;
 
 pub use config::{ConfigError, ServerLimits, ServiceConfig, Settings, llm_configured};
 pub use error::{ApiError, ErrorCode, RETRY_AFTER_METADATA};
+pub use failure::HandlerError;

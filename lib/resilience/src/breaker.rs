@@ -21,22 +21,16 @@
 //! Written by hand: the tower ecosystem has no maintained breaker with half-open probes,
 //! a doubling open period and metrics, and the state machine is small.
 
-mod layer;
-
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use millrace_common::{ConfigError, Settings};
+use millrace_common::{ConfigError, HandlerError, Settings};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-use crate::retry::{Retryable, Verdict};
-
-pub use layer::{BreakerLayer, BreakerService, ResponseFuture};
 
 /// The window is counted in this many buckets, so a busy breaker keeps a bounded amount of
 /// state; an outcome leaves the window up to one bucket (window / 20) late.
@@ -160,71 +154,6 @@ pub struct BreakerSnapshot {
 pub struct BreakerOpen {
     pub name: String,
     pub retry_in: Duration,
-}
-
-/// A call through a breaker: refused by the breaker, or the call's own error.
-#[derive(Debug, Clone)]
-pub enum BreakerError<E> {
-    Open(BreakerOpen),
-    Inner(E),
-}
-
-impl<E> BreakerError<E> {
-    pub fn is_open(&self) -> bool {
-        matches!(self, Self::Open(_))
-    }
-
-    /// The call's own error, if the call was made.
-    pub fn into_inner(self) -> Option<E> {
-        match self {
-            Self::Open(_) => None,
-            Self::Inner(err) => Some(err),
-        }
-    }
-}
-
-impl<E> From<BreakerOpen> for BreakerError<E> {
-    fn from(open: BreakerOpen) -> Self {
-        Self::Open(open)
-    }
-}
-
-impl<E: fmt::Display> fmt::Display for BreakerError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Open(open) => open.fmt(f),
-            Self::Inner(err) => err.fmt(f),
-        }
-    }
-}
-
-impl<E: std::error::Error + 'static> std::error::Error for BreakerError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        // Transparent: Display already shows the wrapped error itself.
-        match self {
-            Self::Open(_) => None,
-            Self::Inner(err) => err.source(),
-        }
-    }
-}
-
-/// An open breaker is worth another attempt once its period ends (a retry loop waits that out
-/// if it is within its cap and deadline); with every probe slot taken, after a backoff.
-impl<E: Retryable> Retryable for BreakerError<E> {
-    fn verdict(&self) -> Verdict {
-        match self {
-            Self::Open(open) if open.retry_in.is_zero() => Verdict::Retry { after: None },
-            Self::Open(open) => Verdict::Retry { after: Some(open.retry_in) },
-            Self::Inner(err) => err.verdict(),
-        }
-    }
-
-    fn label(&self) -> &'static str {
-        match self {
-            Self::Open(_) => "breaker_open",
-            Self::Inner(err) => err.label(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -461,25 +390,20 @@ impl CircuitBreaker {
         }
     }
 
-    /// Makes `call` through the breaker: refused at once while open, else called and its
-    /// result recorded as a failure when `is_failure` says so, as a success otherwise. A call
-    /// cancelled (dropped) before it finishes counts as neither.
-    pub async fn call<T, E, Fut>(
-        &self,
-        call: impl FnOnce() -> Fut,
-        is_failure: impl Fn(&Result<T, E>) -> bool,
-    ) -> Result<T, BreakerError<E>>
-    where
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let permit = self.try_call()?;
-        let result = call().await;
-        if is_failure(&result) {
-            permit.failure();
-        } else {
-            permit.success();
+    /// Makes one step's call to the downstream through the breaker: refused at once while
+    /// open (deferred, like the outage it stands for). A deferred failure (the downstream is
+    /// unavailable) counts against the breaker, a success for it; any other failure (a quota,
+    /// a bad request) says nothing about its health and counts for neither, nor does a call
+    /// cancelled before it finishes.
+    pub async fn call<T>(&self, call: impl Future<Output = Result<T, HandlerError>>) -> Result<T, HandlerError> {
+        let permit = self.try_call().map_err(|open| HandlerError::Deferred(open.to_string()))?;
+        let result = call.await;
+        match &result {
+            Ok(_) => permit.success(),
+            Err(HandlerError::Deferred(_)) => permit.failure(),
+            Err(HandlerError::Retry(_) | HandlerError::Fatal(_)) => drop(permit),
         }
-        result.map_err(BreakerError::Inner)
+        result
     }
 
     fn lock(&self) -> MutexGuard<'_, Core> {

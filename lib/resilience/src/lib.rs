@@ -2,28 +2,29 @@
 //! gateway toward upstream OpenAI-compatible APIs, the metadata and embeddings stages toward
 //! the gateway), so that each one fails, waits and gives up the same way.
 //!
-//! Four independent parts, usually stacked in this order around one call:
+//! Three independent parts, usually stacked in this order around one call:
 //!
 //! 1. [`limiter`]: requests/minute and tokens/minute quotas, shared by all replicas through one
 //!    sliding-window log in Redis (with a local per-replica share while Redis is unreachable).
 //!    It waits for quota rather than failing, up to the call's deadline.
-//! 2. [`concurrency`]: per-replica concurrency is a semaphore (tokio's [`tokio::sync::Semaphore`],
-//!    or tower's `ConcurrencyLimitLayer`, both re-exported there); [`concurrency::Concurrency`]
-//!    adds a snapshot of the limit and the permits in use.
-//! 3. [`breaker`]: a circuit breaker per downstream, which stops calling one that fails most
-//!    calls and probes it again after a pause that doubles while it stays broken.
-//! 4. [`retry`]: retries with full-jitter backoff or the downstream's `Retry-After`, within the
-//!    call's deadline, for errors that say another attempt can succeed.
+//! 2. [`breaker`]: a circuit breaker per downstream, which stops calling one that fails most
+//!    calls and probes it again after a pause that doubles while it stays broken. A stage's call
+//!    goes through [`CircuitBreaker::call`], which counts its deferred failures (the downstream
+//!    is unavailable) against the breaker; the gateway resolves a [`CallPermit`] per attempt.
+//! 3. [`retry`]: the pause before another attempt, full-jitter backoff or the downstream's
+//!    `Retry-After`, for errors that say another attempt can succeed.
+//!
+//! Per-replica concurrency toward a downstream is a plain semaphore (tokio's, or tower's
+//! `ConcurrencyLimitLayer` in a service stack); nothing here wraps it.
 //!
 //! After a call, [`coalesce`] lets its bookkeeping in Redis (settling the quota reservation,
 //! adding up cost) share one round trip with that of other calls finishing at the same time.
 //!
-//! Every part reports metrics (`millrace_breaker_*`, `millrace_retries_total`,
-//! `millrace_limiter_*`, named in [`metrics`]) and has a serializable snapshot for status pages.
+//! The breaker and the limiter report metrics (`millrace_breaker_*`, `millrace_limiter_*`,
+//! named in [`metrics`]) and have a serializable snapshot for status pages.
 
 pub mod breaker;
 pub mod coalesce;
-pub mod concurrency;
 pub mod limiter;
 pub mod metrics;
 pub mod retry;
@@ -31,14 +32,10 @@ pub mod retry;
 #[cfg(test)]
 mod test_metrics;
 
-pub use breaker::{
-    BreakerConfig, BreakerError, BreakerLayer, BreakerOpen, BreakerService, BreakerSnapshot, BreakerState, CallPermit,
-    CircuitBreaker,
-};
+pub use breaker::{BreakerConfig, BreakerOpen, BreakerSnapshot, BreakerState, CallPermit, CircuitBreaker};
 pub use coalesce::Coalescer;
-pub use concurrency::{Concurrency, ConcurrencySnapshot};
 pub use limiter::{LimiterConfig, LimiterSnapshot, Quota, RateLimited, RateLimiter, Reservation};
-pub use retry::{RetryPolicy, Retryable, Verdict};
+pub use retry::RetryPolicy;
 
 #[cfg(test)]
 mod tests {
@@ -48,15 +45,13 @@ mod tests {
 
     fn is_send<T: Send>(_: T) {}
 
-    /// Services box these futures as `Send` (a stage's gate, a tower stack).
+    /// Services box these futures as `Send` (a stage's gate, a handler's call).
     #[test]
     fn futures_are_send() {
         let breaker = CircuitBreaker::new("b", BreakerConfig::default());
         is_send(breaker.ready());
-        is_send(breaker.call(|| async { Ok::<_, ()>(()) }, Result::is_err));
+        is_send(breaker.call(async { Ok::<_, millrace_common::HandlerError>(()) }));
         let limiter = RateLimiter::local("l", Quota::default(), LimiterConfig::default());
         is_send(limiter.acquire(1, Instant::now()));
-        is_send(Concurrency::new("c", 1).acquire());
-        is_send(retry::run(&RetryPolicy::default(), "c", Instant::now(), |_| async { Ok::<_, RateLimited>(()) }));
     }
 }

@@ -39,7 +39,6 @@ use tokio::time::Instant;
 
 use self::log::{Admission, Log, never_fits};
 use self::redis_log::{RedisAdmission, RedisError, RedisLog};
-use crate::retry::{Retryable, Verdict};
 
 /// How long one Redis call may take before the limiter falls back to its local share.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
@@ -130,19 +129,6 @@ impl fmt::Display for RateLimited {
                 write!(f, "rate limit {}: the request can never fit the {} per minute quota", self.limiter, self.limit)
             }
         }
-    }
-}
-
-impl Retryable for RateLimited {
-    fn verdict(&self) -> Verdict {
-        match self.wait {
-            Some(wait) => Verdict::Retry { after: Some(wait) },
-            None => Verdict::Stop,
-        }
-    }
-
-    fn label(&self) -> &'static str {
-        "rate_limited"
     }
 }
 

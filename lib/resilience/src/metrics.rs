@@ -13,5 +13,4 @@ millrace_common::declare_metrics! {
     LIMITER_WAIT: histogram("millrace_limiter_wait_seconds", "Time an admitted request waited for quota, in seconds (0 for most).");
     LIMITER_WAITING: gauge("millrace_limiter_waiting", "Requests waiting for quota now.");
     LIMITER_FALLBACK: gauge("millrace_limiter_fallback", "1 while a shared limiter cannot reach Redis and limits this replica to its share.");
-    RETRIES: counter("millrace_retries_total", "Retries of a call made through the kit's retry helper, by call and reason.");
 }

@@ -1,22 +1,16 @@
-//! Retries of failures that another attempt can fix, within one call's time budget:
-//! exponential backoff with full jitter (a pause drawn uniformly from zero to
+//! How long to pause before retrying a failure that another attempt can fix: exponential
+//! backoff with full jitter (a pause drawn uniformly from zero to
 //! `min(max_delay, base · 2^retry)`), or exactly the downstream's `Retry-After` when it gave one.
 //!
-//! A `Retry-After` longer than `max_delay`, or one that would end past the call's deadline, is
-//! not shortened: a retry before the downstream's quota returns is a sure failure that also
-//! spends quota. The last error is returned at once instead, so the caller (who knows whether
-//! the work can wait) decides.
-//!
-//! Written by hand rather than with `backon`: the loop must honour an error's own delay over
-//! the backoff, give up when the pause would cross the deadline, and hand each attempt the time
-//! left; that is the whole of it.
+//! A `Retry-After` longer than `max_delay` is not shortened: a retry before the downstream's
+//! quota returns is a sure failure that also spends quota. [`RetryPolicy::pause`] says to give
+//! up instead, so the caller (who knows whether the work can wait) decides. The loop itself is
+//! the caller's (the gateway's moves the next attempt to another upstream without a pause).
 
-use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use millrace_common::{ConfigError, Settings};
 use rand::Rng as _;
-use tokio::time::Instant;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -31,25 +25,6 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self { max_retries: 3, base_delay: Duration::from_millis(250), max_delay: Duration::from_secs(10) }
-    }
-}
-
-/// What an error says about another attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Another attempt may succeed; after exactly `after` if the downstream said when.
-    Retry { after: Option<Duration> },
-    /// Another attempt would fail the same way.
-    Stop,
-}
-
-/// An error that knows whether it is worth another attempt.
-pub trait Retryable {
-    fn verdict(&self) -> Verdict;
-
-    /// A short label for the `reason` of `millrace_retries_total`.
-    fn label(&self) -> &'static str {
-        "error"
     }
 }
 
@@ -86,48 +61,6 @@ impl RetryPolicy {
     }
 }
 
-/// Runs `call` until it succeeds, its error says [`Verdict::Stop`], `max_retries` retries
-/// failed, or the next pause would end past `deadline`; then returns the last error at once.
-/// `call` gets the time left, to use as its own timeout. Every retry counts in
-/// `millrace_retries_total{call, reason}`.
-pub async fn run<T, E, F, Fut>(
-    policy: &RetryPolicy,
-    call_name: &'static str,
-    deadline: Instant,
-    mut call: F,
-) -> Result<T, E>
-where
-    E: Retryable,
-    F: FnMut(Duration) -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut retry = 0;
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let error = match call(remaining).await {
-            Ok(value) => return Ok(value),
-            Err(error) => error,
-        };
-        let Verdict::Retry { after } = error.verdict() else {
-            return Err(error);
-        };
-        if retry >= policy.max_retries {
-            return Err(error);
-        }
-        let Some(pause) = policy.pause(retry, after) else {
-            return Err(error);
-        };
-        if Instant::now() + pause >= deadline {
-            return Err(error);
-        }
-        retry += 1;
-        let reason = error.label();
-        metrics::counter!(crate::metrics::RETRIES, "call" => call_name, "reason" => reason).increment(1);
-        tracing::debug!(call = call_name, retry, reason, pause_ms = pause.as_millis() as u64, "retrying");
-        tokio::time::sleep(pause).await;
-    }
-}
-
 /// A `Retry-After` value relative to `now`: delta-seconds (`"120"`, or fractional `"1.5"` as
 /// some APIs send) or an HTTP-date (RFC 9110's three forms). A date in the past is
 /// `Duration::ZERO`; anything else (negative, garbage) is None.
@@ -141,48 +74,9 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Whether an HTTP status is worth another attempt: 408, 409 (what the OpenAI SDKs retry),
-/// 429 and every 5xx. Other statuses, 4xx above all, fail the same way again.
-pub fn retryable_status(status: u16) -> bool {
-    matches!(status, 408 | 409 | 429 | 500..=599)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
     use super::*;
-    use crate::test_metrics::TestRecorder;
-
-    /// The gateway's kinds of upstream failure, as far as retries care.
-    #[derive(Debug, Clone, PartialEq)]
-    enum TestError {
-        Server,
-        RateLimited(Option<Duration>),
-        Rejected,
-    }
-
-    impl Retryable for TestError {
-        fn verdict(&self) -> Verdict {
-            match self {
-                Self::Server => Verdict::Retry { after: None },
-                Self::RateLimited(after) => Verdict::Retry { after: *after },
-                Self::Rejected => Verdict::Stop,
-            }
-        }
-
-        fn label(&self) -> &'static str {
-            match self {
-                Self::Server => "server_error",
-                Self::RateLimited(_) => "rate_limited",
-                Self::Rejected => "rejected",
-            }
-        }
-    }
-
-    fn policy(max_retries: u32) -> RetryPolicy {
-        RetryPolicy { max_retries, base_delay: Duration::from_millis(2), max_delay: Duration::from_millis(50) }
-    }
 
     #[test]
     fn settings_and_defaults() {
@@ -228,110 +122,6 @@ mod tests {
         assert_eq!(policy.pause(0, Some(Duration::from_secs(11))), None);
     }
 
-    #[tokio::test]
-    async fn retries_until_success_and_counts_them() {
-        let recorder = TestRecorder::default();
-        let _guard = recorder.install();
-        let calls = AtomicU32::new(0);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let result = run(&policy(3), "test", deadline, |_| {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            async move { if n < 2 { Err(TestError::Server) } else { Ok(n) } }
-        })
-        .await;
-        assert_eq!(result.unwrap(), 2);
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-        assert_eq!(recorder.get("millrace_retries_total{call=test,reason=server_error}"), 2.0);
-    }
-
-    #[tokio::test]
-    async fn a_retry_after_within_the_cap_is_waited_out() {
-        let calls = AtomicU32::new(0);
-        let started = Instant::now();
-        let result = run(&policy(1), "test", started + Duration::from_secs(5), |_| {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            async move { if n == 0 { Err(TestError::RateLimited(Some(Duration::from_millis(40)))) } else { Ok(()) } }
-        })
-        .await;
-        assert!(result.is_ok());
-        assert!(started.elapsed() >= Duration::from_millis(40));
-    }
-
-    #[tokio::test]
-    async fn gives_up_after_max_retries_with_the_last_error() {
-        let recorder = TestRecorder::default();
-        let _guard = recorder.install();
-        let calls = AtomicU32::new(0);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let result: Result<(), _> = run(&policy(2), "test", deadline, |_| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err(TestError::Server) }
-        })
-        .await;
-        assert_eq!(result, Err(TestError::Server));
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-        assert_eq!(recorder.get("millrace_retries_total{call=test,reason=server_error}"), 2.0);
-    }
-
-    #[tokio::test]
-    async fn does_not_retry_what_cannot_succeed() {
-        let recorder = TestRecorder::default();
-        let _guard = recorder.install();
-        let calls = AtomicU32::new(0);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let result: Result<(), _> = run(&policy(5), "test", deadline, |_| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err(TestError::Rejected) }
-        })
-        .await;
-        assert_eq!(result, Err(TestError::Rejected));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(recorder.get("millrace_retries_total{call=test,reason=rejected}"), 0.0);
-    }
-
-    #[tokio::test]
-    async fn a_retry_after_past_the_deadline_returns_at_once() {
-        let calls = AtomicU32::new(0);
-        let started = Instant::now();
-        let policy = RetryPolicy { max_delay: Duration::from_secs(30), ..policy(5) };
-        let result: Result<(), _> = run(&policy, "test", started + Duration::from_secs(1), |_| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err(TestError::RateLimited(Some(Duration::from_secs(20)))) }
-        })
-        .await;
-        assert_eq!(result, Err(TestError::RateLimited(Some(Duration::from_secs(20)))));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(started.elapsed() < Duration::from_millis(500));
-    }
-
-    #[tokio::test]
-    async fn a_retry_after_over_the_cap_returns_at_once() {
-        let calls = AtomicU32::new(0);
-        let started = Instant::now();
-        let result: Result<(), _> = run(&policy(5), "test", started + Duration::from_secs(60), |_| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err(TestError::RateLimited(Some(Duration::from_secs(1)))) }
-        })
-        .await;
-        assert!(result.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(started.elapsed() < Duration::from_millis(500));
-    }
-
-    #[tokio::test]
-    async fn each_attempt_gets_the_time_left() {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut budgets = Vec::new();
-        let _: Result<(), _> = run(&policy(2), "test", deadline, |left| {
-            budgets.push(left);
-            async { Err(TestError::Server) }
-        })
-        .await;
-        assert_eq!(budgets.len(), 3);
-        assert!(budgets.windows(2).all(|w| w[1] <= w[0]));
-        assert!(budgets[0] <= Duration::from_secs(2));
-    }
-
     #[test]
     fn retry_after_in_seconds_fractions_and_dates() {
         let now = SystemTime::now();
@@ -354,16 +144,6 @@ mod tests {
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO));
         for garbage in ["soon", "", "-1", "1e400", "NaN", "inf", "3 seconds", "12abc"] {
             assert_eq!(parse_retry_after(garbage, now), None, "{garbage:?}");
-        }
-    }
-
-    #[test]
-    fn statuses_worth_another_attempt() {
-        for status in [408, 409, 429, 500, 502, 503, 504, 599] {
-            assert!(retryable_status(status), "{status}");
-        }
-        for status in [200, 301, 400, 401, 403, 404, 413, 422, 600] {
-            assert!(!retryable_status(status), "{status}");
         }
     }
 }

@@ -26,6 +26,7 @@ mod worker;
 
 pub use config::WorkerConfig;
 pub use gate::Gate;
-pub use message::{HandlerError, Message};
+pub use message::Message;
+pub use millrace_common::HandlerError;
 pub use stats::queue_stats;
 pub use worker::{Handler, StreamError, StreamWorker, WorkerHandle, ensure_group};

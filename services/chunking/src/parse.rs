@@ -9,6 +9,7 @@
 
 mod docx;
 mod html;
+pub(crate) mod outline;
 mod pdf;
 mod text;
 

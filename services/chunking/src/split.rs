@@ -2,21 +2,19 @@
 //! unit (the embedding model's tokens by default, see [`sizer`]) as a range with overlap, along
 //! the largest semantic unit that fits (Markdown structure when the document has it, else
 //! paragraphs, sentences, words). Each chunk keeps where it came from: its character offsets in
-//! the parsed text, the headings above it (one pulldown-cmark pass, see [`outline`]) and the
+//! the parsed text, the headings above it (one pulldown-cmark pass, see [`Outline`]) and the
 //! pages it spans. Long texts go to the splitter in segments so that it stays linear (see
 //! [`segments`]).
 
-mod outline;
 mod segments;
 mod sizer;
 
 use text_splitter::{ChunkCharIndex, ChunkConfig, MarkdownSplitter, TextSplitter};
 
-pub(crate) use outline::title as markdown_title;
 pub use sizer::{CappedSizer, MAX_CHARS_PER_TOKEN, SizeUnit, Sizer, SizerError};
 
 use crate::parse::ParsedDocument;
-use outline::Outline;
+use crate::parse::outline::Outline;
 
 /// Why a document could not be split.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,23 +5,30 @@ mod gateway;
 pub mod hashing;
 pub mod local;
 
+use millrace_common::HandlerError;
 use millrace_pipeline::runtime::GATEWAY_BREAKER;
 use millrace_resilience::{BreakerConfig, CircuitBreaker};
 use tonic::transport::Channel;
 
 use crate::Provider;
 
+/// How the local model failed (its batcher's answer); callers see it as a [`HandlerError`].
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
-    /// The backend may answer later (rate limited).
+    /// The model thread has stopped: another try (on a restarted replica) may succeed.
     #[error("{0}")]
     Retryable(String),
-    /// The backend is down or its breaker is open: the batch waits for it without using up
-    /// a delivery.
-    #[error("{0}")]
-    Unavailable(String),
     #[error("{0}")]
     Fatal(String),
+}
+
+impl From<EmbedError> for HandlerError {
+    fn from(err: EmbedError) -> Self {
+        match err {
+            EmbedError::Retryable(reason) => Self::Retry(reason),
+            EmbedError::Fatal(reason) => Self::Fatal(reason),
+        }
+    }
 }
 
 pub enum Embedder {
@@ -92,9 +99,9 @@ impl Embedder {
     }
 
     /// One unit vector per text, in order.
-    pub async fn embed(&self, texts: &[String], job_id: &str) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub async fn embed(&self, texts: &[String], job_id: &str) -> Result<Vec<Vec<f32>>, HandlerError> {
         match self {
-            Self::Local(l) => l.embed(texts).await,
+            Self::Local(l) => Ok(l.embed(texts).await?),
             Self::Hashing(h) => Ok(texts.iter().map(|t| h.embed(t)).collect()),
             Self::Gateway(g) => g.embed(texts, job_id).await,
         }

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use millrace_common::ApiError;
+use millrace_common::{ApiError, HandlerError};
 use millrace_proto::embeddings_server::Embeddings;
 use millrace_proto::{EmbedRequest, EmbedResponse, Vector};
 use tonic::{Request, Response, Status};
 
-use crate::embedders::{EmbedError, Embedder};
+use crate::embedders::Embedder;
 
 /// Texts per request, at most.
 const MAX_TEXTS: usize = 256;
@@ -30,8 +30,8 @@ impl Embeddings for EmbeddingsService {
             return Err(ApiError::invalid(format!("texts must hold 1 to {MAX_TEXTS} items")).into());
         }
         let vectors = self.embedder.embed(&request.texts, &request.job_id).await.map_err(|err| match err {
-            EmbedError::Retryable(message) | EmbedError::Unavailable(message) => ApiError::unavailable(message),
-            EmbedError::Fatal(message) => ApiError::internal(message),
+            HandlerError::Retry(message) | HandlerError::Deferred(message) => ApiError::unavailable(message),
+            HandlerError::Fatal(message) => ApiError::internal(message),
         })?;
         Ok(Response::new(EmbedResponse {
             model: self.embedder.model(),

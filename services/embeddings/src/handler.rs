@@ -12,7 +12,7 @@ use millrace_streams::{Handler, HandlerError, Message};
 use tracing::debug;
 
 use crate::cache::EmbeddingCache;
-use crate::embedders::{EmbedError, Embedder};
+use crate::embedders::Embedder;
 
 pub struct EmbeddingsHandler {
     store: JobStore,
@@ -59,11 +59,7 @@ impl Handler for EmbeddingsHandler {
         let todo: Vec<usize> = (0..vectors.len()).filter(|&i| vectors[i].is_none()).collect();
         if !todo.is_empty() {
             let texts: Vec<String> = todo.iter().map(|&i| chunks.chunks[i].text.clone()).collect();
-            let fresh = self.embedder.embed(&texts, &job.job_id).await.map_err(|err| match err {
-                EmbedError::Retryable(reason) => HandlerError::Retry(reason),
-                EmbedError::Unavailable(reason) => HandlerError::Deferred(reason),
-                EmbedError::Fatal(reason) => HandlerError::Fatal(reason),
-            })?;
+            let fresh = self.embedder.embed(&texts, &job.job_id).await?;
             let entries: Vec<(&str, &[f32])> =
                 todo.iter().zip(&fresh).map(|(&i, v)| (chunks.chunks[i].content_hash.as_str(), v.as_slice())).collect();
             self.cache.put_many(&model, &entries).await.map_err(|err| HandlerError::Retry(err.to_string()))?;

@@ -7,6 +7,7 @@ mod llm;
 
 use llm::GroupResult;
 
+use millrace_common::HandlerError;
 use millrace_pipeline::runtime::GATEWAY_BREAKER;
 use millrace_proto::{Chunk, ChunkBatch};
 use millrace_resilience::{BreakerConfig, CircuitBreaker};
@@ -14,19 +15,6 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 use crate::Provider;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ExtractError {
-    /// The backend may answer later (rate limited).
-    #[error("{0}")]
-    Retryable(String),
-    /// The backend is down or its breaker is open: the batch waits for it without using up
-    /// a delivery.
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Fatal(String),
-}
 
 /// The metadata of one batch.
 #[derive(Debug, Clone, Default)]
@@ -96,7 +84,7 @@ impl Extractor {
     }
 
     /// One metadata object per chunk, in chunk order.
-    pub async fn extract(&self, batch: &ChunkBatch) -> Result<Extraction, ExtractError> {
+    pub async fn extract(&self, batch: &ChunkBatch) -> Result<Extraction, HandlerError> {
         let mut metadata: Vec<Option<Value>> = batch.chunks.iter().map(|chunk| self.reusable(chunk)).collect();
         let reused: Vec<bool> = metadata.iter().map(Option::is_some).collect();
         let todo: Vec<usize> = (0..batch.chunks.len()).filter(|&i| !reused[i]).collect();

@@ -6,7 +6,7 @@ use millrace_proto::MetadataBatch;
 use millrace_streams::{Handler, HandlerError, Message};
 use tracing::debug;
 
-use crate::extractors::{ExtractError, Extractor};
+use crate::extractors::Extractor;
 
 pub struct MetadataHandler {
     store: JobStore,
@@ -22,11 +22,7 @@ impl MetadataHandler {
 impl Handler for MetadataHandler {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
         let Some((entry, job, chunks)) = running_batch(&self.store, message).await? else { return Ok(()) };
-        let extraction = self.extractor.extract(&chunks).await.map_err(|err| match err {
-            ExtractError::Retryable(reason) => HandlerError::Retry(reason),
-            ExtractError::Unavailable(reason) => HandlerError::Deferred(reason),
-            ExtractError::Fatal(reason) => HandlerError::Fatal(reason),
-        })?;
+        let extraction = self.extractor.extract(&chunks).await?;
         let reused = extraction.reused.iter().filter(|r| **r).count();
         let failed = extraction.failed as usize;
         let result = MetadataBatch {

@@ -1,7 +1,4 @@
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-
-use tower::{Layer as _, Service as _, ServiceExt as _};
 
 use super::*;
 use crate::test_metrics::TestRecorder;
@@ -140,19 +137,15 @@ async fn an_open_breaker_rejects_without_calling() {
     let breaker = CircuitBreaker::new("b", config());
     fail(&breaker, 3);
     let calls = AtomicU32::new(0);
-    let result: Result<(), BreakerError<()>> = breaker
-        .call(
-            || {
-                calls.fetch_add(1, Ordering::SeqCst);
-                async { Ok(()) }
-            },
-            Result::is_err,
-        )
+    let result = breaker
+        .call(async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
         .await;
-    let Err(BreakerError::Open(open)) = result else { panic!("expected a refusal") };
-    assert_eq!(open.retry_in, Duration::from_secs(1));
-    assert_eq!(open.name, "b");
-    assert!(open.to_string().contains("circuit breaker b is open"));
+    // Refused as deferred: the entry waits for the downstream without using up a delivery.
+    let Err(HandlerError::Deferred(reason)) = result else { panic!("expected a refusal") };
+    assert_eq!(reason, "circuit breaker b is open; retry in 1s");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
     assert_eq!(recorder.get("millrace_breaker_rejected_total{breaker=b}"), 1.0);
 }
@@ -168,16 +161,11 @@ async fn half_open_lets_exactly_n_probes_through_at_once() {
     let entered = AtomicU32::new(0);
     let release = tokio::sync::Notify::new();
     let calls = (0..5).map(|_| {
-        breaker.call(
-            || {
-                entered.fetch_add(1, Ordering::SeqCst);
-                async {
-                    release.notified().await;
-                    Ok::<_, ()>(())
-                }
-            },
-            Result::is_err,
-        )
+        breaker.call(async {
+            entered.fetch_add(1, Ordering::SeqCst);
+            release.notified().await;
+            Ok(())
+        })
     });
     let all = futures::future::join_all(calls);
     tokio::pin!(all);
@@ -190,7 +178,7 @@ async fn half_open_lets_exactly_n_probes_through_at_once() {
     release.notify_waiters();
     let results = all.await;
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
-    assert_eq!(results.iter().filter(|r| matches!(r, Err(BreakerError::Open(_)))).count(), 3);
+    assert_eq!(results.iter().filter(|r| matches!(r, Err(HandlerError::Deferred(_)))).count(), 3);
     assert_eq!(breaker.state(), BreakerState::Closed);
 }
 
@@ -296,30 +284,26 @@ async fn ready_waits_until_half_open_and_for_a_free_probe_slot() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_tower_layer_rejects_while_open() {
-    let calls = Arc::new(AtomicU32::new(0));
-    let inner = tower::service_fn({
-        let calls = Arc::clone(&calls);
-        move |fail: bool| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async move { if fail { Err("downstream failed") } else { Ok("fine") } }
-        }
-    });
+async fn only_deferred_failures_count_against_the_breaker() {
     let breaker = CircuitBreaker::new("b", BreakerConfig { consecutive_failures: 2, ..config() });
-    let layer = BreakerLayer::new(breaker.clone(), |result: &Result<&str, &str>| result.is_err());
-    let mut service = layer.layer(inner);
+    let deferred = || async { Err::<(), _>(HandlerError::Deferred("down".into())) };
+    let retry = || async { Err::<(), _>(HandlerError::Retry("quota".into())) };
+    let fatal = || async { Err::<(), _>(HandlerError::Fatal("bad input".into())) };
 
-    assert_eq!(service.ready().await.unwrap().call(false).await.unwrap(), "fine");
-    for _ in 0..2 {
-        let err = service.ready().await.unwrap().call(true).await.unwrap_err();
-        assert!(matches!(err, BreakerError::Inner("downstream failed")));
-    }
+    assert_eq!(breaker.call(deferred()).await, Err(HandlerError::Deferred("down".into())));
+    // A quota or a bad request says nothing about the downstream's health: neither resets
+    // the run of failures nor adds to it.
+    assert_eq!(breaker.call(retry()).await, Err(HandlerError::Retry("quota".into())));
+    assert_eq!(breaker.call(fatal()).await, Err(HandlerError::Fatal("bad input".into())));
+    assert_eq!(breaker.snapshot().calls_in_window, 1);
+    assert_eq!(breaker.state(), BreakerState::Closed);
+    breaker.call(deferred()).await.unwrap_err();
     assert_eq!(breaker.state(), BreakerState::Open);
-    let err = service.ready().await.unwrap().call(false).await.unwrap_err();
-    assert!(err.is_open());
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
 
+    // Half-open: a neutral outcome frees the probe slot without closing or re-opening.
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(service.ready().await.unwrap().call(false).await.unwrap(), "fine");
+    breaker.call(retry()).await.unwrap_err();
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    assert_eq!(breaker.call(async { Ok(7) }).await, Ok(7));
     assert_eq!(breaker.state(), BreakerState::Closed);
 }

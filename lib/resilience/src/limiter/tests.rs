@@ -116,7 +116,6 @@ async fn a_request_over_the_tpm_fails_at_once() {
     let err = limiter.acquire(101, t0 + secs(3600)).await.unwrap_err();
     assert_eq!((err.limit, err.wait), ("tokens", None));
     assert!(err.to_string().contains("never fit the tokens per minute quota"), "{err}");
-    assert_eq!(err.verdict(), Verdict::Stop);
     assert_eq!(t0.elapsed(), Duration::ZERO);
     now(&limiter, 100).await;
 }
@@ -149,7 +148,6 @@ async fn a_deadline_too_short_fails_at_once_with_the_wait() {
     tokio::time::advance(secs(20)).await;
     let err = limiter.acquire(0, Instant::now() + secs(40)).await.unwrap_err();
     assert_eq!(err.wait, Some(SPAN - secs(20)));
-    assert_eq!(err.verdict(), Verdict::Retry { after: Some(SPAN - secs(20)) });
     assert!(err.to_string().contains("requests per minute quota frees up in 40.5s"), "{err}");
     assert_eq!(t0.elapsed(), secs(20));
     assert_eq!(limiter.snapshot().waited_total, 0);

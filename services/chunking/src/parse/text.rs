@@ -3,7 +3,7 @@
 
 use millrace_pipeline::content;
 
-use super::{ParseError, ParsedDocument};
+use super::{ParseError, ParsedDocument, outline};
 
 /// How much of the text is sampled for control characters.
 const SAMPLE_CHARS: usize = 64 * 1024;
@@ -15,7 +15,7 @@ pub(super) fn plain(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
 
 pub(super) fn markdown(bytes: &[u8]) -> Result<ParsedDocument, ParseError> {
     let text = decode(bytes)?;
-    let title = crate::split::markdown_title(text);
+    let title = outline::title(text);
     Ok(ParsedDocument { text: text.to_owned(), markdown: true, page_starts: Vec::new(), title })
 }
 

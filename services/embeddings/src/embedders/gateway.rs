@@ -1,13 +1,11 @@
 //! Vectors from an upstream embedding model through the llm-gateway.
 
-use millrace_common::grpc_client::Failure;
+use millrace_common::HandlerError;
 use millrace_common::telemetry::PropagateContext;
 use millrace_proto::LlmEmbedRequest;
 use millrace_proto::llm_gateway_client::LlmGatewayClient;
 use millrace_resilience::CircuitBreaker;
 use tonic::transport::Channel;
-
-use super::EmbedError;
 
 pub struct GatewayEmbedder {
     channel: Channel,
@@ -37,33 +35,18 @@ impl GatewayEmbedder {
         self.dimensions
     }
 
-    pub async fn embed(&self, texts: &[String], job_id: &str) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub async fn embed(&self, texts: &[String], job_id: &str) -> Result<Vec<Vec<f32>>, HandlerError> {
         let request = LlmEmbedRequest { model: self.model.clone(), inputs: texts.to_vec(), job_id: job_id.to_owned() };
-        let permit = self.breaker.try_call().map_err(|open| EmbedError::Unavailable(format!("llm-gateway: {open}")))?;
-        let response =
-            match LlmGatewayClient::with_interceptor(self.channel.clone(), PropagateContext).embed(request).await {
-                Ok(response) => {
-                    permit.success();
-                    response
-                }
-                Err(status) => {
-                    let message = format!("llm-gateway: {}", status.message());
-                    return Err(match Failure::of(&status) {
-                        Failure::Unavailable => {
-                            permit.failure();
-                            EmbedError::Unavailable(message)
-                        }
-                        Failure::Retryable => EmbedError::Retryable(message),
-                        Failure::Fatal => EmbedError::Fatal(message),
-                    });
-                }
-            };
+        let mut client = LlmGatewayClient::with_interceptor(self.channel.clone(), PropagateContext);
+        let call =
+            async { client.embed(request).await.map_err(|status| HandlerError::from_status("llm-gateway", &status)) };
+        let response = self.breaker.call(call).await?;
         let vectors: Vec<Vec<f32>> = response.into_inner().vectors.into_iter().map(|v| v.values).collect();
         if vectors.len() != texts.len() {
-            return Err(EmbedError::Retryable(format!("{} vectors for {} texts", vectors.len(), texts.len())));
+            return Err(HandlerError::Retry(format!("{} vectors for {} texts", vectors.len(), texts.len())));
         }
         if let Some(bad) = vectors.iter().find(|v| v.len() != self.dimensions) {
-            return Err(EmbedError::Fatal(format!(
+            return Err(HandlerError::Fatal(format!(
                 "the model returned {}-dimensional vectors but MILLRACE_EMBEDDING_DIM is {}",
                 bad.len(),
                 self.dimensions

@@ -8,17 +8,17 @@
 //! those chunks keep extractive metadata, carry `llm_error`, and are counted as failed on the
 //! job: never a silent gap.
 
-use millrace_common::grpc_client::Failure;
+use millrace_common::HandlerError;
 use millrace_common::telemetry::{GrpcChannel, PropagateContext};
 use millrace_proto::llm_gateway_client::LlmGatewayClient;
 use millrace_proto::{ChatMessage, ChatRequest, ChatResponse, Chunk};
-use millrace_resilience::{CallPermit, CircuitBreaker};
+use millrace_resilience::CircuitBreaker;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 use tracing::warn;
 
-use super::{ExtractError, extractive};
+use super::extractive;
 
 /// Characters of each chunk sent to the model; enough for a title and summary.
 const MAX_CHUNK_CHARS: usize = 4_000;
@@ -94,7 +94,7 @@ impl LlmExtractor {
 
     /// Metadata for one group of chunks: one request, and one repair request if the answer does
     /// not fit the schema. Gateway errors are returned (the batch is retried); a bad answer is not.
-    pub async fn extract(&self, group: &Group<'_>) -> Result<GroupResult, ExtractError> {
+    pub async fn extract(&self, group: &Group<'_>) -> Result<GroupResult, HandlerError> {
         let count = group.chunks.len();
         let mut messages = vec![
             ChatMessage { role: "system".into(), content: SYSTEM_PROMPT.into() },
@@ -139,7 +139,10 @@ impl LlmExtractor {
         }
     }
 
-    async fn chat(&self, job_id: &str, messages: Vec<ChatMessage>, count: usize) -> Result<ChatResponse, ExtractError> {
+    /// One Chat call through the breaker: the gateway (or every upstream behind it) being down
+    /// or too slow counts against it and makes the batch wait; a quota or a bad request says
+    /// nothing about the gateway's health.
+    async fn chat(&self, job_id: &str, messages: Vec<ChatMessage>, count: usize) -> Result<ChatResponse, HandlerError> {
         let request = ChatRequest {
             model: self.model.clone(),
             messages,
@@ -148,15 +151,10 @@ impl LlmExtractor {
             max_tokens: None,
             job_id: job_id.to_owned(),
         };
-        let permit =
-            self.breaker.try_call().map_err(|open| ExtractError::Unavailable(format!("llm-gateway: {open}")))?;
-        match self.client.clone().chat(request).await {
-            Ok(response) => {
-                permit.success();
-                Ok(response.into_inner())
-            }
-            Err(status) => Err(gateway_error(&status, permit)),
-        }
+        let mut client = self.client.clone();
+        let call =
+            async { client.chat(request).await.map_err(|status| HandlerError::from_status("llm-gateway", &status)) };
+        Ok(self.breaker.call(call).await?.into_inner())
     }
 
     fn to_metadata(&self, items: Vec<ChunkAnswer>, response: &ChatResponse, group: &Group<'_>) -> Vec<Value> {
@@ -265,21 +263,6 @@ fn parse_answer(response: &ChatResponse, count: usize) -> Result<Vec<ChunkAnswer
         }
     }
     Ok(answer.chunks)
-}
-
-/// What a failed gateway call means for the batch, and for the breaker: the gateway (or every
-/// upstream behind it) being down or too slow counts against it and makes the batch wait;
-/// a quota or a bad request says nothing about the gateway's health.
-fn gateway_error(status: &tonic::Status, permit: CallPermit) -> ExtractError {
-    let message = format!("llm-gateway: {}", status.message());
-    match Failure::of(status) {
-        Failure::Unavailable => {
-            permit.failure();
-            ExtractError::Unavailable(message)
-        }
-        Failure::Retryable => ExtractError::Retryable(message),
-        Failure::Fatal => ExtractError::Fatal(message),
-    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The heading structure of a Markdown text, so that each chunk can say which section it sits
 //! in ("Chapter 4" › "What is ownership?"): searchers and the metadata model see the context a
 //! chunk lost when it was cut out. Built with one pulldown-cmark pass per document.
+//! It lives with the parsers, which also take a Markdown document's title from it; the
+//! splitter reads the heading paths from here, so the dependency runs one way.
 
 use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 

@@ -112,11 +112,7 @@ fn inputs(input: Option<Value>) -> Result<Vec<Input>, ApiError> {
 }
 
 fn invalid_input(param: &str) -> ApiError {
-    ApiError::invalid(
-        param,
-        "invalid_type",
-        format!("Invalid '{param}': expected a string or an array of token ids."),
-    )
+    ApiError::invalid(param, "invalid_type", format!("Invalid '{param}': expected a string or an array of token ids."))
 }
 
 fn text_input(param: &str, text: String) -> Result<Input, ApiError> {

@@ -46,9 +46,9 @@ use tokio::task::JoinHandle;
 
 pub use config::{Config, MAX_EMBEDDING_DIM};
 pub use control::{Faults, FaultsChange};
+pub use error::{Error, OpenAiError};
 /// The fake's embedding of a text (see [`word_vectors`](millrace_encoder::hashing::word_vectors)).
 pub use millrace_encoder::hashing::word_vectors as embedding;
-pub use error::{Error, OpenAiError};
 pub use stats::{EndpointStats, Stats};
 
 use millrace_openai::{ApiError, Model, ModelList};

@@ -19,7 +19,9 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _};
-use millrace_openai::{ApiError, ChatCompletionChunk, ChatCompletionResponse, Choice, ChunkChoice, Delta, ResponseMessage};
+use millrace_openai::{
+    ApiError, ChatCompletionChunk, ChatCompletionResponse, Choice, ChunkChoice, Delta, ResponseMessage,
+};
 use serde_json::{Map, Value};
 
 use super::{OpenAiError, field, field_at, finish, job_id, json_object, kind, unix_now};
@@ -127,8 +129,8 @@ fn message(param: &str, raw: Value) -> Result<Message, ApiError> {
         other => return Err(ApiError::invalid_type(param, "an object", kind(&other))),
     };
     let role_param = format!("{param}.role");
-    let role = field_at::<String>(&mut raw, "role", &role_param, "a string")?
-        .ok_or_else(|| ApiError::missing(&role_param))?;
+    let role =
+        field_at::<String>(&mut raw, "role", &role_param, "a string")?.ok_or_else(|| ApiError::missing(&role_param))?;
     let content_param = format!("{param}.content");
     let content = match raw.remove("content") {
         // An assistant turn that only called tools has no content.
@@ -144,11 +146,7 @@ fn message(param: &str, raw: Value) -> Result<Message, ApiError> {
             texts.join("\n")
         }
         Some(other) => {
-            return Err(ApiError::invalid_type(
-                &content_param,
-                "a string or an array of content parts",
-                kind(&other),
-            ));
+            return Err(ApiError::invalid_type(&content_param, "a string or an array of content parts", kind(&other)));
         }
     };
     Ok(Message { role, content })

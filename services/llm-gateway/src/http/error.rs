@@ -57,7 +57,9 @@ impl From<UpstreamError> for OpenAiError {
         let message = err.to_string();
         let mut retryable = true;
         let error = match &err {
-            UpstreamError::InvalidRequest(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message),
+            UpstreamError::InvalidRequest(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+            }
             UpstreamError::UnknownModel(model) => model_not_found(model).with_message(message),
             UpstreamError::RateLimited { retryable: waiting_helps, .. } => {
                 let limited = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message);
@@ -66,7 +68,8 @@ impl From<UpstreamError> for OpenAiError {
             }
             UpstreamError::BudgetExceeded { .. } => {
                 retryable = false;
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message).with_code("insufficient_quota")
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
+                    .with_code("insufficient_quota")
             }
             UpstreamError::NotConfigured => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message).with_code("not_configured")

@@ -10,13 +10,13 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use millrace_resilience::retry::parse_retry_after;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
-use reqwest::{RequestBuilder, Response, StatusCode};
 use millrace_openai::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, EmbeddingsRequest,
     EmbeddingsResponse, ErrorBody, StreamOptions,
 };
+use millrace_resilience::retry::parse_retry_after;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;

@@ -49,7 +49,7 @@ MODEL_DIR = "models/all-MiniLM-L6-v2"
 # The chunking service counts chunk sizes in the model's tokens and refuses to start without its
 # tokenizer; the two small files it reads (~0.5 MB) are baked in, the weights never are.
 TOKENIZER_FILES = ("tokenizer.json", "sentence_bert_config.json")
-# What the embeddings service loads with MODEL=1 (see embedders/local.rs).
+# What the embeddings service loads with MODEL=1 (see lib/encoder/src/model.rs).
 MODEL_FILES = ("config.json", "tokenizer.json", "sentence_bert_config.json", "model.safetensors")
 SHELLS = ("bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash", "bin/dash", "usr/bin/dash", "bin/busybox")
 # Where glibc's loader looks without an ld.so.cache (Debian multiarch first).

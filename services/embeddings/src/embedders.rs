@@ -2,7 +2,7 @@
 
 pub mod batcher;
 mod gateway;
-pub mod hashing;
+pub use millrace_encoder::hashing;
 pub mod local;
 
 use millrace_common::HandlerError;

@@ -22,7 +22,7 @@ use millrace_streams::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
 pub use embedders::batcher::{BatchConfig, BatchModel, Batcher};
-pub use embedders::local::{LocalEmbedder, LocalModel, MODEL_DIR_VARIABLE, ModelError};
+pub use embedders::local::LocalEmbedder;
 pub use embedders::{EmbedError, Embedder, hashing::HashingEmbedder};
 
 /// The model `make setup` installs, and the folder name recorded with its vectors.

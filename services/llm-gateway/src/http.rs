@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::routing::{any, get, post};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -27,6 +27,7 @@ use crate::core::Gateway;
 use crate::error::UpstreamError;
 use crate::metrics;
 pub use error::OpenAiError;
+use millrace_openai::ApiError;
 
 /// The header that ties a call to a millrace job, for accounting and logs.
 const JOB_ID_HEADER: &str = "x-millrace-job-id";
@@ -47,11 +48,11 @@ pub fn routes(gateway: Arc<Gateway>) -> Router {
 }
 
 async fn not_found(method: Method, uri: Uri) -> OpenAiError {
-    OpenAiError::not_found(format!("Invalid URL ({method} {})", uri.path()))
+    ApiError::not_found(format!("Invalid URL ({method} {})", uri.path())).into()
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> OpenAiError {
-    OpenAiError::method_not_allowed(format!("Method {method} is not allowed on {}", uri.path()))
+    ApiError::method_not_allowed(format!("Method {method} is not allowed on {}", uri.path())).into()
 }
 
 fn job_id(headers: &HeaderMap) -> String {
@@ -59,16 +60,17 @@ fn job_id(headers: &HeaderMap) -> String {
 }
 
 /// The request body as a JSON object, or the 400 (or 413) OpenAI answers for anything else.
-fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, OpenAiError> {
-    let body = body.map_err(OpenAiError::unreadable_body)?;
+fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
+    let body = body.map_err(error::unreadable_body)?;
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(object)) => Ok(object),
-        Ok(other) => Err(OpenAiError::invalid(
-            "",
-            "invalid_type",
+        Ok(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
             format!("The request body must be a JSON object, but got {} instead.", kind(&other)),
-        )),
-        Err(err) => Err(OpenAiError::unparsable_json(&err)),
+        )
+        .with_code("invalid_type")),
+        Err(err) => Err(ApiError::unparsable_json(&err)),
     }
 }
 
@@ -77,7 +79,7 @@ fn field<T: DeserializeOwned>(
     object: &mut Map<String, Value>,
     name: &str,
     expected: &'static str,
-) -> Result<Option<T>, OpenAiError> {
+) -> Result<Option<T>, ApiError> {
     field_at(object, name, name, expected)
 }
 
@@ -87,12 +89,12 @@ fn field_at<T: DeserializeOwned>(
     name: &str,
     param: &str,
     expected: &'static str,
-) -> Result<Option<T>, OpenAiError> {
+) -> Result<Option<T>, ApiError> {
     match object.remove(name) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => {
             let got = kind(&value);
-            serde_json::from_value(value).map(Some).map_err(|_| OpenAiError::invalid_type(param, expected, got))
+            serde_json::from_value(value).map(Some).map_err(|_| ApiError::invalid_type(param, expected, got))
         }
     }
 }
@@ -133,8 +135,8 @@ fn failed(method: &'static str, job_id: &str, err: UpstreamError) -> OpenAiError
 }
 
 /// Seconds since the Unix epoch, for the `created` fields.
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+fn unix_now() -> u64 {
+    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or_default()
 }
 
 #[cfg(test)]

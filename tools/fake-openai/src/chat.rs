@@ -12,37 +12,22 @@
 //! and framing, plus 3 priming the reply (the shape of OpenAI's own counting recipe);
 //! completion tokens as ceil(chars / 4) of the answer.
 
-use serde::{Deserialize, Serialize};
+use millrace_encoder::hashing::words;
+use millrace_openai::{
+    ApiError, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, Choice, ChunkChoice, Delta,
+    ResponseMessage, Usage,
+};
 use serde_json::{Value, json};
 
-use crate::error::OpenAiError;
-use crate::{Answer, Body, Usage, approx_tokens, schema, unix_ms, words};
+use crate::{Answer, Body, approx_tokens, schema, unix_ms};
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 const TOKENS_PER_MESSAGE: u64 = 4;
 const TOKENS_PRIMING_REPLY: u64 = 3;
-const MAX_CHOICES: u64 = 8;
+const MAX_CHOICES: u32 = 8;
 /// Words per streamed content chunk, and the longest chunk in bytes (JSON has few spaces).
 const WORDS_PER_CHUNK: usize = 3;
 const MAX_CHUNK_BYTES: usize = 24;
-
-#[derive(Deserialize)]
-struct Request {
-    model: Option<String>,
-    messages: Option<Vec<Value>>,
-    temperature: Option<f64>,
-    max_tokens: Option<u64>,
-    max_completion_tokens: Option<u64>,
-    response_format: Option<Value>,
-    stream: Option<bool>,
-    stream_options: Option<StreamOptions>,
-    n: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct StreamOptions {
-    include_usage: Option<bool>,
-}
 
 enum Format {
     Text,
@@ -55,50 +40,17 @@ struct Message {
     text: String,
 }
 
-#[derive(Serialize)]
-struct Response<'a> {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: Vec<Choice<'a>>,
-    usage: ChatUsage,
-    system_fingerprint: &'static str,
-}
-
-#[derive(Serialize)]
-struct Choice<'a> {
-    index: u64,
-    message: AssistantMessage<'a>,
-    logprobs: Option<()>,
-    finish_reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct AssistantMessage<'a> {
-    role: &'static str,
-    content: &'a str,
-    refusal: Option<()>,
-}
-
-#[derive(Serialize)]
-struct ChatUsage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-}
-
 /// The whole answer to one request body; `request_number` makes the completion id unique, and
 /// `malformed` cuts a JSON answer off half-way (a fault injected by `--malformed-json-rate`).
-pub(crate) fn answer(body: &[u8], request_number: u64, malformed: bool) -> Result<Answer, OpenAiError> {
-    let value: Value = serde_json::from_slice(body).map_err(OpenAiError::unparsable_body)?;
-    let request: Request = serde_json::from_value(value)
-        .map_err(|err| OpenAiError::invalid("", "invalid_type", format!("Invalid request body: {err}")))?;
-    let model = request.model.filter(|m| !m.is_empty()).ok_or_else(|| OpenAiError::missing("model"))?;
+pub(crate) fn answer(body: &[u8], request_number: u64, malformed: bool) -> Result<Answer, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(ApiError::unparsable_json)?;
+    let request: ChatCompletionRequest<Value> = serde_json::from_value(value)
+        .map_err(|err| ApiError::invalid("", "invalid_type", format!("Invalid request body: {err}")))?;
+    let model = request.model.filter(|m| !m.is_empty()).ok_or_else(|| ApiError::missing("model"))?;
     let messages = messages(request.messages)?;
     let stream = request.stream == Some(true);
     if request.stream_options.is_some() && !stream {
-        return Err(OpenAiError::invalid(
+        return Err(ApiError::invalid(
             "stream_options",
             "invalid_value",
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
@@ -108,7 +60,7 @@ pub(crate) fn answer(body: &[u8], request_number: u64, malformed: bool) -> Resul
     if let Some(t) = request.temperature
         && !(0.0..=2.0).contains(&t)
     {
-        return Err(OpenAiError::invalid(
+        return Err(ApiError::invalid(
             "temperature",
             "invalid_value",
             format!("Invalid 'temperature': {t}. Expected a value between 0 and 2."),
@@ -121,9 +73,9 @@ pub(crate) fn answer(body: &[u8], request_number: u64, malformed: bool) -> Resul
     };
     let choices = match request.n {
         None => 1,
-        Some(n) if (1..=MAX_CHOICES).contains(&n) => n,
+        Some(n) if (1..=u64::from(MAX_CHOICES)).contains(&n) => u32::try_from(n).unwrap_or(MAX_CHOICES),
         Some(n) => {
-            return Err(OpenAiError::invalid(
+            return Err(ApiError::invalid(
                 "n",
                 "invalid_value",
                 format!("Invalid 'n': {n}. Expected a value between 1 and {MAX_CHOICES}."),
@@ -132,7 +84,7 @@ pub(crate) fn answer(body: &[u8], request_number: u64, malformed: bool) -> Resul
     };
     let format = format(request.response_format)?;
     if matches!(format, Format::JsonObject) && !messages.iter().any(|m| m.text.to_lowercase().contains("json")) {
-        return Err(OpenAiError::invalid(
+        return Err(ApiError::invalid(
             "messages",
             "invalid_value",
             "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.",
@@ -168,39 +120,39 @@ pub(crate) fn answer(body: &[u8], request_number: u64, malformed: bool) -> Resul
 
     let prompt_tokens =
         messages.iter().map(|m| approx_tokens(&m.text) + TOKENS_PER_MESSAGE).sum::<u64>() + TOKENS_PRIMING_REPLY;
-    let completion_tokens = approx_tokens(&content) * choices;
-    let usage = ChatUsage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
+    let completion_tokens = approx_tokens(&content) * u64::from(choices);
+    let usage = Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens };
     let id = format!("chatcmpl-fake{request_number:012x}");
     let created = unix_ms() / 1000;
     let body = if stream {
         let reply = Reply { id: &id, created, model: &model, choices, content: &content, finish_reason };
-        events(&reply, usage, include_usage)?
+        events(&reply, usage, include_usage)
     } else {
-        let response = Response {
+        let response = ChatCompletionResponse {
             id,
-            object: "chat.completion",
+            object: ChatCompletionResponse::OBJECT,
             created,
-            model: &model,
+            model: model.clone(),
             choices: (0..choices)
                 .map(|index| Choice {
                     index,
-                    message: AssistantMessage { role: "assistant", content: &content, refusal: None },
+                    message: ResponseMessage::assistant(Some(content.clone()), None),
                     logprobs: None,
-                    finish_reason,
+                    finish_reason: Some(finish_reason.to_owned()),
                 })
                 .collect(),
-            usage,
-            system_fingerprint: SYSTEM_FINGERPRINT,
+            usage: Some(usage),
+            system_fingerprint: Some(SYSTEM_FINGERPRINT.to_owned()),
         };
         Body::Json(serde_json::to_vec(&response).map_err(internal)?)
     };
-    Ok(Answer { body, model, usage: Usage { prompt_tokens, completion_tokens }, inputs: 1 })
+    Ok(Answer { body, model, usage: crate::Usage { prompt_tokens, completion_tokens }, inputs: 1 })
 }
 
 const SYSTEM_FINGERPRINT: &str = "fp_millrace_fake";
 
-fn internal(err: serde_json::Error) -> OpenAiError {
-    OpenAiError::invalid("", "internal", err.to_string())
+fn internal(err: serde_json::Error) -> ApiError {
+    ApiError::invalid("", "internal", err.to_string())
 }
 
 /// What every chunk of one streamed answer shares.
@@ -208,58 +160,41 @@ struct Reply<'a> {
     id: &'a str,
     created: u64,
     model: &'a str,
-    choices: u64,
+    choices: u32,
     content: &'a str,
     finish_reason: &'static str,
 }
 
 /// The streamed answer as the `data:` payloads of its events, `[DONE]` last. A truncated stream
 /// keeps the role chunks and half of the content chunks.
-fn events(reply: &Reply<'_>, usage: ChatUsage, include_usage: bool) -> Result<Body, OpenAiError> {
-    let chunk = |choices: Value| {
-        let mut chunk = json!({
-            "id": reply.id,
-            "object": "chat.completion.chunk",
-            "created": reply.created,
-            "model": reply.model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": choices,
-        });
-        // OpenAI sends `"usage": null` on every chunk but the last when usage was asked for.
-        if include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        chunk.to_string()
+fn events(reply: &Reply<'_>, usage: Usage, include_usage: bool) -> Body {
+    // OpenAI sends `"usage": null` on every chunk but the last when usage was asked for.
+    let chunk = |index: u32, delta: Delta, finish_reason: Option<&str>| {
+        let choices = vec![ChunkChoice::new(index, delta, finish_reason.map(str::to_owned))];
+        ChatCompletionChunk::new(reply.id, reply.created, reply.model, choices, include_usage)
+            .with_system_fingerprint(SYSTEM_FINGERPRINT)
+            .to_data()
     };
-    let choice = |index: u64, delta: Value, finish_reason: Option<&str>| json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]);
     let pieces = pieces(reply.content);
     let mut events = Vec::with_capacity((pieces.len() + 2) * reply.choices as usize + 2);
     for index in 0..reply.choices {
-        events.push(chunk(choice(index, json!({"role": "assistant", "content": "", "refusal": null}), None)));
+        events.push(chunk(index, Delta::start(), None));
     }
     for piece in &pieces {
         for index in 0..reply.choices {
-            events.push(chunk(choice(index, json!({"content": piece}), None)));
+            events.push(chunk(index, Delta::content(*piece), None));
         }
     }
     let cut = reply.choices as usize * (1 + pieces.len() / 2);
     for index in 0..reply.choices {
-        events.push(chunk(choice(index, json!({}), Some(reply.finish_reason))));
+        events.push(chunk(index, Delta::default(), Some(reply.finish_reason)));
     }
     if include_usage {
-        let mut last = json!({
-            "id": reply.id,
-            "object": "chat.completion.chunk",
-            "created": reply.created,
-            "model": reply.model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": [],
-        });
-        last["usage"] = serde_json::to_value(&usage).map_err(internal)?;
-        events.push(last.to_string());
+        let last = ChatCompletionChunk::usage(reply.id, reply.created, reply.model, usage);
+        events.push(last.with_system_fingerprint(SYSTEM_FINGERPRINT).to_data());
     }
     events.push("[DONE]".to_owned());
-    Ok(Body::Events { events, cut })
+    Body::Events { events, cut }
 }
 
 /// The content in pieces of a few words (at most [`MAX_CHUNK_BYTES`] each) that concatenate back
@@ -286,18 +221,18 @@ fn pieces(content: &str) -> Vec<&str> {
     pieces
 }
 
-fn below_one(param: &str) -> OpenAiError {
-    OpenAiError::invalid(
+fn below_one(param: &str) -> ApiError {
+    ApiError::invalid(
         param,
         "integer_below_min_value",
         format!("Invalid '{param}': integer below minimum value. Expected a value >= 1, but got 0 instead."),
     )
 }
 
-fn messages(raw: Option<Vec<Value>>) -> Result<Vec<Message>, OpenAiError> {
-    let raw = raw.ok_or_else(|| OpenAiError::missing("messages"))?;
+fn messages(raw: Option<Vec<Value>>) -> Result<Vec<Message>, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::missing("messages"))?;
     if raw.is_empty() {
-        return Err(OpenAiError::invalid(
+        return Err(ApiError::invalid(
             "messages",
             "empty_array",
             "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
@@ -308,17 +243,17 @@ fn messages(raw: Option<Vec<Value>>) -> Result<Vec<Message>, OpenAiError> {
         .map(|(i, message)| {
             let param = format!("messages[{i}]");
             let Some(message) = message.as_object() else {
-                return Err(OpenAiError::invalid(
+                return Err(ApiError::invalid(
                     &param,
                     "invalid_type",
                     format!("Invalid type for '{param}': expected an object."),
                 ));
             };
             let role = match message.get("role") {
-                None | Some(Value::Null) => return Err(OpenAiError::missing(&format!("{param}.role"))),
+                None | Some(Value::Null) => return Err(ApiError::missing(&format!("{param}.role"))),
                 Some(Value::String(role)) if ROLES.contains(&role.as_str()) => role.clone(),
                 Some(other) => {
-                    return Err(OpenAiError::invalid(
+                    return Err(ApiError::invalid(
                         format!("{param}.role"),
                         "invalid_value",
                         format!("Invalid value: {other}. Supported values are: {}.", ROLES.join(", ")),
@@ -328,7 +263,7 @@ fn messages(raw: Option<Vec<Value>>) -> Result<Vec<Message>, OpenAiError> {
             let text = match message.get("content") {
                 // An assistant turn that only called tools has no content.
                 None | Some(Value::Null) if role == "assistant" => String::new(),
-                None | Some(Value::Null) => return Err(OpenAiError::missing(&format!("{param}.content"))),
+                None | Some(Value::Null) => return Err(ApiError::missing(&format!("{param}.content"))),
                 Some(Value::String(text)) => text.clone(),
                 Some(Value::Array(parts)) => parts
                     .iter()
@@ -336,7 +271,7 @@ fn messages(raw: Option<Vec<Value>>) -> Result<Vec<Message>, OpenAiError> {
                     .collect::<Vec<_>>()
                     .join("\n"),
                 Some(_) => {
-                    return Err(OpenAiError::invalid(
+                    return Err(ApiError::invalid(
                         format!("{param}.content"),
                         "invalid_type",
                         format!("Invalid type for '{param}.content': expected a string or an array of content parts."),
@@ -348,12 +283,12 @@ fn messages(raw: Option<Vec<Value>>) -> Result<Vec<Message>, OpenAiError> {
         .collect()
 }
 
-fn format(raw: Option<Value>) -> Result<Format, OpenAiError> {
+fn format(raw: Option<Value>) -> Result<Format, ApiError> {
     let raw = match raw {
         None | Some(Value::Null) => return Ok(Format::Text),
         Some(Value::Object(raw)) => raw,
         Some(_) => {
-            return Err(OpenAiError::invalid(
+            return Err(ApiError::invalid(
                 "response_format",
                 "invalid_type",
                 "Invalid type for 'response_format': expected an object.",
@@ -361,20 +296,20 @@ fn format(raw: Option<Value>) -> Result<Format, OpenAiError> {
         }
     };
     match raw.get("type").and_then(Value::as_str) {
-        None => Err(OpenAiError::missing("response_format.type")),
+        None => Err(ApiError::missing("response_format.type")),
         Some("text") => Ok(Format::Text),
         Some("json_object") => Ok(Format::JsonObject),
         Some("json_schema") => {
             let spec = raw
                 .get("json_schema")
                 .and_then(Value::as_object)
-                .ok_or_else(|| OpenAiError::missing("response_format.json_schema"))?;
+                .ok_or_else(|| ApiError::missing("response_format.json_schema"))?;
             if spec.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-                return Err(OpenAiError::missing("response_format.json_schema.name"));
+                return Err(ApiError::missing("response_format.json_schema.name"));
             }
             Ok(Format::JsonSchema(spec.get("schema").cloned().unwrap_or_else(|| json!({"type": "object"}))))
         }
-        Some(other) => Err(OpenAiError::invalid(
+        Some(other) => Err(ApiError::invalid(
             "response_format.type",
             "invalid_value",
             format!("Invalid value: '{other}'. Supported values are: 'json_object', 'json_schema', and 'text'."),

@@ -41,17 +41,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use config::{Config, MAX_EMBEDDING_DIM};
 pub use control::{Faults, FaultsChange};
-pub use embeddings::embedding;
 pub use error::{Error, OpenAiError};
+/// The fake's embedding of a text (see [`word_vectors`](millrace_encoder::hashing::word_vectors)).
+pub use millrace_encoder::hashing::word_vectors as embedding;
 pub use stats::{EndpointStats, Stats};
 
+use millrace_openai::{ApiError, Model, ModelList};
 use quota::{Quota, Verdict};
 use stats::{Endpoint, Outcome};
 
@@ -61,24 +61,6 @@ pub const DEFAULT_MODELS: &[&str] = &["fake-chat", "fake-embed"];
 /// The fake's token count for a text: ceil(chars / 4), OpenAI's own rule of thumb for English.
 pub fn approx_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
-}
-
-/// Words of a text: runs of letters and digits.
-pub(crate) fn words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty())
-}
-
-/// A stable 64-bit hash of some strings (SHA-256, so it never changes between builds).
-pub(crate) fn hash64(parts: &[&str]) -> u64 {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
-    }
-    let digest = hasher.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_le_bytes(first)
 }
 
 /// What a handler computed for a valid request, before quota and faults decide its fate.
@@ -189,15 +171,15 @@ impl AppState {
         lock(&self.0.stats).finished(endpoint, outcome);
     }
 
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), OpenAiError> {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let Some(key) = &self.0.config.api_key else { return Ok(()) };
         let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         match given.and_then(|v| v.strip_prefix("Bearer ")) {
-            None => Err(OpenAiError::unauthorized(
+            None => Err(ApiError::unauthorized(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.",
             )),
             Some(given) if given == key => Ok(()),
-            Some(_) => Err(OpenAiError::unauthorized("Incorrect API key provided.")),
+            Some(_) => Err(ApiError::unauthorized("Incorrect API key provided.")),
         }
     }
 
@@ -327,7 +309,7 @@ async fn respond(
     state: &AppState,
     endpoint: Endpoint,
     headers: &HeaderMap,
-    compute: impl FnOnce() -> Result<Answer, OpenAiError>,
+    compute: impl FnOnce() -> Result<Answer, ApiError>,
 ) -> Response {
     let started_ms = unix_ms();
     let response = answer(state, endpoint, headers, compute).await;
@@ -345,14 +327,14 @@ async fn answer(
     state: &AppState,
     endpoint: Endpoint,
     headers: &HeaderMap,
-    compute: impl FnOnce() -> Result<Answer, OpenAiError>,
+    compute: impl FnOnce() -> Result<Answer, ApiError>,
 ) -> Response {
     lock(&state.0.stats).arrived(endpoint);
     let answer = match state.authorize(headers).and_then(|()| compute()) {
         Ok(answer) => answer,
         Err(err) => {
             state.finish(endpoint, Outcome::Invalid);
-            return err.into_response();
+            return OpenAiError::from(err).into_response();
         }
     };
     lock(&state.0.models).insert(answer.model.clone());
@@ -449,19 +431,19 @@ fn rate_limit_headers(
     }
 }
 
-fn model_json(id: &str) -> serde_json::Value {
-    json!({"id": id, "object": "model", "created": 0, "owned_by": "millrace-fake-openai"})
+fn model(id: &str) -> Model {
+    Model::new(id, "millrace-fake-openai")
 }
 
 async fn list_models(State(state): State<AppState>, headers: HeaderMap) -> Response {
     lock(&state.0.stats).arrived(Endpoint::Models);
     if let Err(err) = state.authorize(&headers) {
         state.finish(Endpoint::Models, Outcome::Invalid);
-        return err.into_response();
+        return OpenAiError::from(err).into_response();
     }
     state.finish(Endpoint::Models, Outcome::Served);
-    let data: Vec<_> = lock(&state.0.models).iter().map(|id| model_json(id)).collect();
-    axum::Json(json!({"object": "list", "data": data})).into_response()
+    let data: Vec<_> = lock(&state.0.models).iter().map(|id| model(id)).collect();
+    axum::Json(ModelList::new(data)).into_response()
 }
 
 /// Any model id exists: a fake answers for whatever model it is asked about.
@@ -469,10 +451,10 @@ async fn get_model(State(state): State<AppState>, headers: HeaderMap, Path(model
     lock(&state.0.stats).arrived(Endpoint::Models);
     if let Err(err) = state.authorize(&headers) {
         state.finish(Endpoint::Models, Outcome::Invalid);
-        return err.into_response();
+        return OpenAiError::from(err).into_response();
     }
     state.finish(Endpoint::Models, Outcome::Served);
-    axum::Json(model_json(&model)).into_response()
+    axum::Json(self::model(&model)).into_response()
 }
 
 async fn get_requests(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
@@ -487,7 +469,7 @@ async fn get_control(State(state): State<AppState>) -> axum::Json<Faults> {
 async fn post_control(State(state): State<AppState>, body: Bytes) -> Response {
     let change: FaultsChange = match serde_json::from_slice(&body) {
         Ok(change) => change,
-        Err(err) => return OpenAiError::unparsable_body(err).into_response(),
+        Err(err) => return OpenAiError::from(ApiError::unparsable_json(err)).into_response(),
     };
     let mut faults = lock(&state.0.faults);
     match faults.changed(&change) {
@@ -496,7 +478,7 @@ async fn post_control(State(state): State<AppState>, body: Bytes) -> Response {
             tracing::info!(?next, "faults changed");
             axum::Json(next).into_response()
         }
-        Err(err) => OpenAiError::invalid("control", "invalid_value", err.to_string()).into_response(),
+        Err(err) => OpenAiError::from(ApiError::invalid("control", "invalid_value", err.to_string())).into_response(),
     }
 }
 
@@ -510,5 +492,5 @@ async fn reset_stats(State(state): State<AppState>) -> StatusCode {
 }
 
 async fn not_found(method: Method, uri: Uri) -> OpenAiError {
-    OpenAiError::not_found(format!("Invalid URL ({method} {uri})"))
+    ApiError::not_found(format!("Invalid URL ({method} {uri})")).into()
 }

@@ -9,7 +9,7 @@ use std::cell::Cell;
 
 use serde_json::{Map, Number, Value};
 
-use crate::hash64;
+use millrace_encoder::hashing::hash64;
 
 /// A hard stop for schemas that recurse with no way out.
 const MAX_DEPTH: usize = 32;
@@ -378,7 +378,7 @@ mod tests {
     use super::*;
 
     fn words(text: &str) -> Vec<String> {
-        crate::words(text).map(str::to_owned).collect()
+        millrace_encoder::hashing::words(text).map(str::to_owned).collect()
     }
 
     #[test]

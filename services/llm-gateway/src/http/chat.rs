@@ -19,13 +19,15 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _};
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use millrace_openai::{
+    ApiError, ChatCompletionChunk, ChatCompletionResponse, Choice, ChunkChoice, Delta, ResponseMessage,
+};
+use serde_json::{Map, Value};
 
 use super::{OpenAiError, field, field_at, finish, job_id, json_object, kind, unix_now};
 use crate::core::Gateway;
 use crate::error::UpstreamError;
-use crate::metrics as telemetry;
+use crate::metrics;
 use crate::upstream::{ChatAnswer, ChatCompletion, ChatDelta, ChatStream, Message, Usage};
 
 const METHOD: &str = "openai_chat";
@@ -39,7 +41,7 @@ pub(super) async fn completions(
     let job_id = job_id(&headers);
     let request = match parse(body) {
         Ok(request) => request,
-        Err(err) => return err.into_response(),
+        Err(err) => return OpenAiError::from(err).into_response(),
     };
     if request.stream {
         return match stream(&gateway, request, job_id).await {
@@ -48,7 +50,7 @@ pub(super) async fn completions(
         };
     }
     match finish(METHOD, &job_id, gateway.chat(request.completion, &job_id).await) {
-        Ok(answer) => axum::Json(Completion::from(answer)).into_response(),
+        Ok(answer) => axum::Json(completion(answer)).into_response(),
         Err(err) => err.into_response(),
     }
 }
@@ -61,7 +63,7 @@ struct ChatRequest {
     include_usage: bool,
 }
 
-fn parse(body: Result<Bytes, BytesRejection>) -> Result<ChatRequest, OpenAiError> {
+fn parse(body: Result<Bytes, BytesRejection>) -> Result<ChatRequest, ApiError> {
     let mut object = json_object(body)?;
     // Empty or absent: the gateway's default chat model.
     let model = field::<String>(&mut object, "model", "a string")?.unwrap_or_default();
@@ -69,19 +71,19 @@ fn parse(body: Result<Bytes, BytesRejection>) -> Result<ChatRequest, OpenAiError
     let response_format = match object.remove("response_format") {
         None | Some(Value::Null) => None,
         Some(format @ Value::Object(_)) => Some(format),
-        Some(other) => return Err(OpenAiError::invalid_type("response_format", "an object", kind(&other))),
+        Some(other) => return Err(ApiError::invalid_type("response_format", "an object", kind(&other))),
     };
     let temperature = field::<f32>(&mut object, "temperature", "a decimal")?;
     let max_completion_tokens = field::<u32>(&mut object, "max_completion_tokens", "a positive integer")?;
     let max_tokens = field::<u32>(&mut object, "max_tokens", "a positive integer")?;
     if field::<u32>(&mut object, "n", "a positive integer")?.is_some_and(|n| n != 1) {
-        return Err(OpenAiError::unsupported("n", "Only one choice (n = 1) is supported by this gateway."));
+        return Err(ApiError::unsupported("n", "Only one choice (n = 1) is supported by this gateway."));
     }
     let stream = field::<bool>(&mut object, "stream", "a boolean")?.unwrap_or(false);
     let include_usage = match field::<Map<String, Value>>(&mut object, "stream_options", "an object")? {
         None => false,
         Some(_) if !stream => {
-            return Err(OpenAiError::invalid(
+            return Err(ApiError::invalid(
                 "stream_options",
                 "invalid_value",
                 "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
@@ -105,14 +107,14 @@ fn parse(body: Result<Bytes, BytesRejection>) -> Result<ChatRequest, OpenAiError
     })
 }
 
-fn messages(raw: Option<Value>) -> Result<Vec<Message>, OpenAiError> {
+fn messages(raw: Option<Value>) -> Result<Vec<Message>, ApiError> {
     let raw = match raw {
-        None | Some(Value::Null) => return Err(OpenAiError::missing("messages")),
+        None | Some(Value::Null) => return Err(ApiError::missing("messages")),
         Some(Value::Array(raw)) => raw,
-        Some(other) => return Err(OpenAiError::invalid_type("messages", "an array", kind(&other))),
+        Some(other) => return Err(ApiError::invalid_type("messages", "an array", kind(&other))),
     };
     if raw.is_empty() {
-        return Err(OpenAiError::invalid(
+        return Err(ApiError::invalid(
             "messages",
             "empty_array",
             "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
@@ -121,19 +123,19 @@ fn messages(raw: Option<Value>) -> Result<Vec<Message>, OpenAiError> {
     raw.into_iter().enumerate().map(|(i, message)| self::message(&format!("messages[{i}]"), message)).collect()
 }
 
-fn message(param: &str, raw: Value) -> Result<Message, OpenAiError> {
+fn message(param: &str, raw: Value) -> Result<Message, ApiError> {
     let mut raw = match raw {
         Value::Object(raw) => raw,
-        other => return Err(OpenAiError::invalid_type(param, "an object", kind(&other))),
+        other => return Err(ApiError::invalid_type(param, "an object", kind(&other))),
     };
     let role_param = format!("{param}.role");
-    let role = field_at::<String>(&mut raw, "role", &role_param, "a string")?
-        .ok_or_else(|| OpenAiError::missing(&role_param))?;
+    let role =
+        field_at::<String>(&mut raw, "role", &role_param, "a string")?.ok_or_else(|| ApiError::missing(&role_param))?;
     let content_param = format!("{param}.content");
     let content = match raw.remove("content") {
         // An assistant turn that only called tools has no content.
         None | Some(Value::Null) if role == "assistant" => String::new(),
-        None | Some(Value::Null) => return Err(OpenAiError::missing(&content_param)),
+        None | Some(Value::Null) => return Err(ApiError::missing(&content_param)),
         Some(Value::String(text)) => text,
         Some(Value::Array(parts)) => {
             let texts = parts
@@ -144,102 +146,63 @@ fn message(param: &str, raw: Value) -> Result<Message, OpenAiError> {
             texts.join("\n")
         }
         Some(other) => {
-            return Err(OpenAiError::invalid_type(
-                &content_param,
-                "a string or an array of content parts",
-                kind(&other),
-            ));
+            return Err(ApiError::invalid_type(&content_param, "a string or an array of content parts", kind(&other)));
         }
     };
     Ok(Message { role, content })
 }
 
 /// The text of one `{"type": "text", "text": …}` part; the gateway's upstreams take text only.
-fn text_part(param: &str, part: Value) -> Result<String, OpenAiError> {
+fn text_part(param: &str, part: Value) -> Result<String, ApiError> {
     let mut part = match part {
         Value::Object(part) => part,
-        other => return Err(OpenAiError::invalid_type(param, "an object", kind(&other))),
+        other => return Err(ApiError::invalid_type(param, "an object", kind(&other))),
     };
     let type_param = format!("{param}.type");
     match field_at::<String>(&mut part, "type", &type_param, "a string")?.as_deref() {
-        None => return Err(OpenAiError::missing(&type_param)),
+        None => return Err(ApiError::missing(&type_param)),
         Some("text") => {}
         Some(other) => {
             let message = format!(
                 "Invalid value for '{type_param}': only text content parts are supported by this gateway, but got '{other}'."
             );
-            return Err(OpenAiError::invalid(type_param, "unsupported_value", message));
+            return Err(ApiError::invalid(type_param, "unsupported_value", message));
         }
     }
     let text_param = format!("{param}.text");
-    field_at::<String>(&mut part, "text", &text_param, "a string")?.ok_or_else(|| OpenAiError::missing(&text_param))
+    field_at::<String>(&mut part, "text", &text_param, "a string")?.ok_or_else(|| ApiError::missing(&text_param))
 }
 
-/// OpenAI's `chat.completion` object.
-#[derive(Serialize)]
-struct Completion {
-    id: String,
-    object: &'static str,
-    created: i64,
-    model: String,
-    choices: Vec<Choice>,
-    usage: UsageBody,
-}
-
-#[derive(Serialize)]
-struct Choice {
-    index: u32,
-    message: AssistantMessage,
-    logprobs: Option<()>,
-    finish_reason: String,
-}
-
-#[derive(Serialize)]
-struct AssistantMessage {
-    role: &'static str,
-    content: Option<String>,
-    refusal: Option<String>,
-}
-
-#[derive(Serialize)]
-struct UsageBody {
-    prompt_tokens: u32,
-    completion_tokens: u32,
-    total_tokens: u32,
-}
-
-impl From<Usage> for UsageBody {
-    fn from(usage: Usage) -> Self {
-        Self {
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            total_tokens: usage.total_tokens,
-        }
+/// OpenAI's `chat.completion` object for the gateway's answer.
+fn completion(answer: ChatAnswer) -> ChatCompletionResponse {
+    // The upstream layer reports a refusal as its text with finish reason "refusal"; OpenAI
+    // puts the text in `refusal`, with no content, and finishes with "stop".
+    let message = if answer.finish_reason == "refusal" {
+        ResponseMessage::assistant(None, Some(answer.content))
+    } else {
+        ResponseMessage::assistant(Some(answer.content), None)
+    };
+    ChatCompletionResponse {
+        id: completion_id(),
+        object: ChatCompletionResponse::OBJECT,
+        created: unix_now(),
+        model: answer.model,
+        choices: vec![Choice {
+            index: 0,
+            message,
+            logprobs: None,
+            finish_reason: Some(openai_finish_reason(answer.finish_reason)),
+        }],
+        usage: Some(wire_usage(answer.usage)),
+        system_fingerprint: None,
     }
 }
 
-impl From<ChatAnswer> for Completion {
-    fn from(answer: ChatAnswer) -> Self {
-        // The upstream layer reports a refusal as its text with finish reason "refusal"; OpenAI
-        // puts the text in `refusal`, with no content, and finishes with "stop".
-        let message = if answer.finish_reason == "refusal" {
-            AssistantMessage { role: "assistant", content: None, refusal: Some(answer.content) }
-        } else {
-            AssistantMessage { role: "assistant", content: Some(answer.content), refusal: None }
-        };
-        Self {
-            id: completion_id(),
-            object: "chat.completion",
-            created: unix_now(),
-            model: answer.model,
-            choices: vec![Choice {
-                index: 0,
-                message,
-                logprobs: None,
-                finish_reason: openai_finish_reason(answer.finish_reason),
-            }],
-            usage: answer.usage.into(),
-        }
+fn wire_usage(usage: Usage) -> millrace_openai::Usage {
+    millrace_openai::Usage {
+        prompt_tokens: usage.prompt_tokens.into(),
+        completion_tokens: usage.completion_tokens.into(),
+        total_tokens: usage.total_tokens.into(),
     }
 }
 
@@ -269,7 +232,7 @@ async fn stream(gateway: &Gateway, request: ChatRequest, job_id: String) -> Resu
 struct Relay {
     upstream: ChatStream,
     id: String,
-    created: i64,
+    created: u64,
     model: String,
     include_usage: bool,
     job_id: String,
@@ -293,7 +256,7 @@ impl Relay {
             ready: VecDeque::new(),
             ended: false,
         };
-        relay.push_chunk(json!({"role": "assistant", "content": "", "refusal": null}), None);
+        relay.push_chunk(Delta::start(), None);
         relay.push_delta(first);
         relay
     }
@@ -316,36 +279,22 @@ impl Relay {
         })
     }
 
-    fn chunk(&self, choices: Value) -> Value {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        });
+    fn push_chunk(&mut self, delta: Delta, finish_reason: Option<String>) {
+        let choices = vec![ChunkChoice::new(0, delta, finish_reason)];
         // As OpenAI: with usage asked for, every chunk carries `"usage": null` but the last.
-        if self.include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        chunk
-    }
-
-    fn push_chunk(&mut self, delta: Value, finish_reason: Option<String>) {
-        let choices = json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]);
-        let chunk = self.chunk(choices);
-        self.ready.push_back(chunk.to_string());
+        let chunk = ChatCompletionChunk::new(&self.id, self.created, &self.model, choices, self.include_usage);
+        self.ready.push_back(chunk.to_data());
     }
 
     fn push_delta(&mut self, delta: ChatDelta) {
         if !delta.content.is_empty() {
-            self.push_chunk(json!({"content": delta.content}), None);
+            self.push_chunk(Delta::content(delta.content), None);
         }
         if let Some(reason) = delta.finish_reason
             && !self.finish_sent
         {
             self.finish_sent = true;
-            self.push_chunk(json!({}), Some(openai_finish_reason(reason)));
+            self.push_chunk(Delta::default(), Some(openai_finish_reason(reason)));
         }
         if delta.usage.is_some() {
             self.usage = delta.usage;
@@ -355,18 +304,17 @@ impl Relay {
     fn push_end(&mut self) {
         if !self.finish_sent {
             self.finish_sent = true;
-            self.push_chunk(json!({}), Some("stop".to_owned()));
+            self.push_chunk(Delta::default(), Some("stop".to_owned()));
         }
         if self.include_usage
             && let Some(usage) = self.usage
         {
-            let mut last = self.chunk(json!([]));
-            last["usage"] = json!(UsageBody::from(usage));
-            self.ready.push_back(last.to_string());
+            let last = ChatCompletionChunk::usage(&self.id, self.created, &self.model, wire_usage(usage));
+            self.ready.push_back(last.to_data());
         }
         self.ready.push_back("[DONE]".to_owned());
         self.ended = true;
-        telemetry::call(STREAM_METHOD, "ok");
+        metrics::call(STREAM_METHOD, "ok");
     }
 
     fn push_error(&mut self, err: UpstreamError) {
@@ -378,9 +326,11 @@ impl Relay {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
-    fn parse_json(body: Value) -> Result<ChatRequest, OpenAiError> {
+    fn parse_json(body: Value) -> Result<ChatRequest, ApiError> {
         parse(Ok(Bytes::from(body.to_string())))
     }
 
@@ -473,7 +423,7 @@ mod tests {
             finish_reason: "refusal".into(),
             usage: Usage::default(),
         };
-        let body = serde_json::to_value(Completion::from(answer)).unwrap();
+        let body = serde_json::to_value(completion(answer)).unwrap();
         let choice = &body["choices"][0];
         assert_eq!(
             choice["message"],

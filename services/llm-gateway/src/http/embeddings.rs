@@ -1,7 +1,5 @@
-//! `POST /v1/embeddings`: OpenAI's request and answer shapes around [`Gateway::embed`].
-//!
-//! `encoding_format: "base64"` matters: the OpenAI SDKs ask for it by default and decode the
-//! string as little-endian `f32`s, so that is what it must hold.
+//! `POST /v1/embeddings`: OpenAI's request and answer shapes around [`Gateway::embed`];
+//! `encoding_format: "base64"` as [`EncodedEmbedding`] encodes it.
 
 use std::sync::Arc;
 
@@ -10,8 +8,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use serde::Serialize;
+use millrace_openai::{ApiError, EmbeddingUsage, EmbeddingsResponse, EncodedEmbedding};
 use serde_json::Value;
 
 use super::{OpenAiError, field, finish, job_id, json_object, kind};
@@ -28,10 +25,10 @@ pub(super) async fn create(
     let job_id = job_id(&headers);
     let request = match parse(body) {
         Ok(request) => request,
-        Err(err) => return err.into_response(),
+        Err(err) => return OpenAiError::from(err).into_response(),
     };
     match finish(METHOD, &job_id, gateway.embed(request.model, request.inputs, &job_id).await) {
-        Ok(answer) => axum::Json(List::new(answer, request.encoding)).into_response(),
+        Ok(answer) => axum::Json(list(answer, request.encoding)).into_response(),
         Err(err) => err.into_response(),
     }
 }
@@ -49,7 +46,7 @@ struct EmbedRequest {
     encoding: Encoding,
 }
 
-fn parse(body: Result<Bytes, BytesRejection>) -> Result<EmbedRequest, OpenAiError> {
+fn parse(body: Result<Bytes, BytesRejection>) -> Result<EmbedRequest, ApiError> {
     let mut object = json_object(body)?;
     // Empty or absent: the gateway's default embedding model.
     let model = field::<String>(&mut object, "model", "a string")?.unwrap_or_default();
@@ -58,7 +55,7 @@ fn parse(body: Result<Bytes, BytesRejection>) -> Result<EmbedRequest, OpenAiErro
         None | Some("float") => Encoding::Float,
         Some("base64") => Encoding::Base64,
         Some(other) => {
-            return Err(OpenAiError::invalid(
+            return Err(ApiError::invalid(
                 "encoding_format",
                 "invalid_value",
                 format!("Invalid 'encoding_format': '{other}'. Expected 'float' or 'base64'."),
@@ -68,27 +65,27 @@ fn parse(body: Result<Bytes, BytesRejection>) -> Result<EmbedRequest, OpenAiErro
     if !matches!(object.get("dimensions"), None | Some(Value::Null)) {
         // The vector length is the upstream model's; a shortened one would not be comparable
         // with the vectors already stored.
-        return Err(OpenAiError::unsupported("dimensions", "dimensions is not supported by this gateway."));
+        return Err(ApiError::unsupported("dimensions", "dimensions is not supported by this gateway."));
     }
     Ok(EmbedRequest { model, inputs, encoding })
 }
 
-fn inputs(raw: Option<Value>) -> Result<Vec<String>, OpenAiError> {
+fn inputs(raw: Option<Value>) -> Result<Vec<String>, ApiError> {
     let items = match raw {
-        None | Some(Value::Null) => return Err(OpenAiError::missing("input")),
+        None | Some(Value::Null) => return Err(ApiError::missing("input")),
         Some(Value::String(text)) => vec![Value::String(text)],
         Some(Value::Array(items)) => items,
-        Some(other) => return Err(OpenAiError::invalid_type("input", "a string or an array of strings", kind(&other))),
+        Some(other) => return Err(ApiError::invalid_type("input", "a string or an array of strings", kind(&other))),
     };
     if items.is_empty() {
-        return Err(OpenAiError::invalid(
+        return Err(ApiError::invalid(
             "input",
             "empty_array",
             "Invalid 'input': empty array. Expected an array with minimum length 1.",
         ));
     }
     if items.iter().any(|item| item.is_number() || item.is_array()) {
-        return Err(OpenAiError::unsupported(
+        return Err(ApiError::unsupported(
             "input",
             "Invalid 'input': token arrays are not supported by this gateway (its upstreams may use other tokenizers); send the text.",
         ));
@@ -97,86 +94,37 @@ fn inputs(raw: Option<Value>) -> Result<Vec<String>, OpenAiError> {
         .into_iter()
         .enumerate()
         .map(|(i, item)| match item {
-            Value::String(text) if text.is_empty() => Err(OpenAiError::invalid(
+            Value::String(text) if text.is_empty() => Err(ApiError::invalid(
                 format!("input[{i}]"),
                 "invalid_value",
                 format!("Invalid 'input[{i}]': empty string. Expected a non-empty string."),
             )),
             Value::String(text) => Ok(text),
-            other => Err(OpenAiError::invalid_type(&format!("input[{i}]"), "a string", kind(&other))),
+            other => Err(ApiError::invalid_type(&format!("input[{i}]"), "a string", kind(&other))),
         })
         .collect()
 }
 
 /// OpenAI's answer: a `list` of `embedding` objects.
-#[derive(Serialize)]
-struct List {
-    object: &'static str,
-    data: Vec<Item>,
-    model: String,
-    usage: EmbeddingUsage,
-}
-
-#[derive(Serialize)]
-struct Item {
-    object: &'static str,
-    index: usize,
-    embedding: Encoded,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Encoded {
-    Float(Vec<f32>),
-    Base64(String),
-}
-
-#[derive(Serialize)]
-struct EmbeddingUsage {
-    prompt_tokens: u32,
-    total_tokens: u32,
-}
-
-impl List {
-    fn new(answer: EmbeddingAnswer, encoding: Encoding) -> Self {
-        let data = answer
-            .vectors
-            .into_iter()
-            .enumerate()
-            .map(|(index, vector)| {
-                let embedding = match encoding {
-                    Encoding::Float => Encoded::Float(vector),
-                    Encoding::Base64 => Encoded::Base64(base64_f32(&vector)),
-                };
-                Item { object: "embedding", index, embedding }
-            })
-            .collect();
-        Self {
-            object: "list",
-            data,
-            model: answer.model,
-            usage: EmbeddingUsage {
-                prompt_tokens: answer.usage.prompt_tokens,
-                total_tokens: answer.usage.total_tokens,
-            },
-        }
-    }
-}
-
-/// The vector as little-endian `f32` bytes in standard base64, as OpenAI encodes it.
-fn base64_f32(vector: &[f32]) -> String {
-    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+fn list(answer: EmbeddingAnswer, encoding: Encoding) -> EmbeddingsResponse<EncodedEmbedding> {
+    let usage = EmbeddingUsage {
+        prompt_tokens: answer.usage.prompt_tokens.into(),
+        total_tokens: answer.usage.total_tokens.into(),
+        ..EmbeddingUsage::default()
+    };
+    let vectors = answer.vectors.into_iter().map(|vector| EncodedEmbedding::new(vector, encoding == Encoding::Base64));
+    EmbeddingsResponse::new(answer.model, vectors, usage)
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
     use serde_json::json;
 
     use super::*;
     use crate::upstream::Usage;
 
-    fn parse_json(body: Value) -> Result<EmbedRequest, OpenAiError> {
+    fn parse_json(body: Value) -> Result<EmbedRequest, ApiError> {
         parse(Ok(Bytes::from(body.to_string())))
     }
 
@@ -216,11 +164,11 @@ mod tests {
     fn base64_holds_little_endian_f32s() {
         let vector = vec![1.0f32, -0.5, 0.123_456_79, f32::MIN_POSITIVE];
         let answer = EmbeddingAnswer { model: "e".into(), vectors: vec![vector.clone()], usage: Usage::default() };
-        let body = serde_json::to_value(List::new(answer, Encoding::Base64)).unwrap();
+        let body = serde_json::to_value(list(answer, Encoding::Base64)).unwrap();
         let bytes =
             base64::engine::general_purpose::STANDARD.decode(body["data"][0]["embedding"].as_str().unwrap()).unwrap();
         let decoded: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(decoded, vector);
-        assert_eq!(base64_f32(&[1.0]), "AACAPw==");
+        assert_eq!(EncodedEmbedding::new(vec![1.0], true), EncodedEmbedding::Base64("AACAPw==".into()));
     }
 }

@@ -1,7 +1,6 @@
-//! Failures in OpenAI's shape, `{"error":{"message","type","param","code"}}`, with the status
-//! and headers the OpenAI SDKs act on: they pick their exception from the status, wait out
-//! `retry-after-ms` / `Retry-After` before retrying, and do not retry at all when told
-//! `x-should-retry: false`.
+//! Failures in OpenAI's shape ([`ApiError`]), with the status and headers the OpenAI SDKs act
+//! on: they pick their exception from the status, wait out `retry-after-ms` / `Retry-After`
+//! before retrying, and do not retry at all when told `x-should-retry: false`.
 
 use std::time::Duration;
 
@@ -10,128 +9,81 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use millrace_common::ErrorCode;
 use millrace_common::time::retry_after_secs;
-use serde_json::json;
+use millrace_openai::ApiError;
 
 use crate::error::UpstreamError;
 
+/// OpenAI's error with what the gateway adds in headers: how long to wait, and whether waiting
+/// can help at all.
 #[derive(Debug, Clone)]
 pub struct OpenAiError {
-    pub status: StatusCode,
-    pub message: String,
-    /// OpenAI's `type`.
-    pub kind: &'static str,
-    pub param: Option<String>,
-    pub code: Option<&'static str>,
+    pub error: ApiError,
     pub retry_after: Option<Duration>,
     /// Whether waiting can help at all (a spent budget or quota: no).
     pub retryable: bool,
 }
 
-impl OpenAiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), kind, param: None, code: None, retry_after: None, retryable: true }
+impl From<ApiError> for OpenAiError {
+    fn from(error: ApiError) -> Self {
+        Self { error, retry_after: None, retryable: true }
     }
+}
 
-    fn param(mut self, param: impl Into<String>) -> Self {
-        let param = param.into();
-        self.param = (!param.is_empty()).then_some(param);
-        self
-    }
+impl std::ops::Deref for OpenAiError {
+    type Target = ApiError;
 
-    fn code(mut self, code: &'static str) -> Self {
-        self.code = Some(code);
-        self
+    fn deref(&self) -> &ApiError {
+        &self.error
     }
+}
 
-    /// 400 for a field with a wrong value.
-    pub fn invalid(param: impl Into<String>, code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message).param(param).code(code)
-    }
+/// The body could not be read at all (too large, or the connection failed).
+pub fn unreadable_body(rejection: BytesRejection) -> ApiError {
+    ApiError::new(rejection.status(), "invalid_request_error", rejection.body_text()).with_code("invalid_body")
+}
 
-    pub fn missing(param: &str) -> Self {
-        Self::invalid(param, "missing_required_parameter", format!("Missing required parameter: '{param}'."))
-    }
-
-    pub fn invalid_type(param: &str, expected: &str, got: &str) -> Self {
-        Self::invalid(
-            param,
-            "invalid_type",
-            format!("Invalid type for '{param}': expected {expected}, but got {got} instead."),
-        )
-    }
-
-    pub fn unsupported(param: &str, message: impl Into<String>) -> Self {
-        Self::invalid(param, "unsupported_parameter", message)
-    }
-
-    pub fn unparsable_json(err: &serde_json::Error) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            format!("We could not parse the JSON body of your request. ({err})"),
-        )
-        .code("invalid_json")
-    }
-
-    /// The body could not be read at all (too large, or the connection failed).
-    pub fn unreadable_body(rejection: BytesRejection) -> Self {
-        Self::new(rejection.status(), "invalid_request_error", rejection.body_text()).code("invalid_body")
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message).code("not_found")
-    }
-
-    pub fn model_not_found(model: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            format!("The model '{model}' does not exist or is not served by this gateway."),
-        )
-        .param("model")
-        .code("model_not_found")
-    }
-
-    pub fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", message).code("method_not_allowed")
-    }
-
-    /// The JSON body; also sent as the last event of a stream that fails part-way.
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}})
-    }
+pub fn model_not_found(model: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        format!("The model '{model}' does not exist or is not served by this gateway."),
+    )
+    .with_param("model")
+    .with_code("model_not_found")
 }
 
 impl From<UpstreamError> for OpenAiError {
     fn from(err: UpstreamError) -> Self {
         let message = err.to_string();
-        let retry_after = err.retry_after();
-        let mut answer = match &err {
-            UpstreamError::InvalidRequest(_) => Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message),
-            UpstreamError::UnknownModel(model) => Self::model_not_found(model).with_message(message),
-            UpstreamError::RateLimited { retryable, .. } => {
-                let limited = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message);
-                if *retryable {
-                    limited.code("rate_limit_exceeded")
-                } else {
-                    Self { retryable: false, ..limited.code("insufficient_quota") }
-                }
+        let mut retryable = true;
+        let error = match &err {
+            UpstreamError::InvalidRequest(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
             }
-            UpstreamError::BudgetExceeded { .. } => Self {
-                retryable: false,
-                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message).code("insufficient_quota")
-            },
+            UpstreamError::UnknownModel(model) => model_not_found(model).with_message(message),
+            UpstreamError::RateLimited { retryable: waiting_helps, .. } => {
+                let limited = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message);
+                retryable = *waiting_helps;
+                limited.with_code(if *waiting_helps { "rate_limit_exceeded" } else { "insufficient_quota" })
+            }
+            UpstreamError::BudgetExceeded { .. } => {
+                retryable = false;
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
+                    .with_code("insufficient_quota")
+            }
             UpstreamError::NotConfigured => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message).code("not_configured")
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message).with_code("not_configured")
             }
             UpstreamError::Server { .. } | UpstreamError::Connect(_) | UpstreamError::InvalidResponse(_) => {
-                Self::new(StatusCode::BAD_GATEWAY, "server_error", message).code("upstream_error")
+                ApiError::new(StatusCode::BAD_GATEWAY, "server_error", message).with_code("upstream_error")
             }
-            UpstreamError::Timeout(_) => Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message).code("timeout"),
+            UpstreamError::Timeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message).with_code("timeout")
+            }
             UpstreamError::Rejected { status, .. } => {
                 // The upstream's own verdict on this request, passed on as it gave it.
                 let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
-                Self::new(status, "invalid_request_error", message)
+                ApiError::new(status, "invalid_request_error", message)
             }
             // Whatever else the gateway refuses with, by the shared code (circuit open, no free
             // slot: 503).
@@ -149,18 +101,10 @@ impl From<UpstreamError> for OpenAiError {
                     ErrorCode::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
                     ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
                 };
-                Self::new(status, kind, message).code(other.kind())
+                ApiError::new(status, kind, message).with_code(other.kind())
             }
         };
-        answer.retry_after = retry_after;
-        answer
-    }
-}
-
-impl OpenAiError {
-    fn with_message(mut self, message: String) -> Self {
-        self.message = message;
-        self
+        Self { error, retry_after: err.retry_after(), retryable }
     }
 }
 
@@ -183,6 +127,8 @@ impl IntoResponse for OpenAiError {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -228,7 +174,7 @@ mod tests {
 
     #[test]
     fn the_body_has_all_four_fields() {
-        let body = OpenAiError::missing("messages").body();
+        let body = OpenAiError::from(ApiError::missing("messages")).body();
         assert_eq!(
             body,
             json!({"error": {

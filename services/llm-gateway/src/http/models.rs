@@ -5,34 +5,18 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde::Serialize;
+use millrace_openai::{Model, ModelList};
 
-use super::OpenAiError;
+use super::{OpenAiError, error};
 use crate::core::Gateway;
 
-#[derive(Serialize)]
-pub(super) struct ModelList {
-    object: &'static str,
-    data: Vec<Model>,
-}
-
-#[derive(Serialize)]
-pub(super) struct Model {
-    id: String,
-    object: &'static str,
-    /// OpenAI's is when the model was published; the gateway does not know, and says 0.
-    created: i64,
-    owned_by: &'static str,
-}
-
-impl Model {
-    fn new(id: String) -> Self {
-        Self { id, object: "model", created: 0, owned_by: "millrace" }
-    }
+fn model(id: String) -> Model {
+    // OpenAI's `created` is when the model was published; the gateway does not know, and says 0.
+    Model::new(id, "millrace")
 }
 
 pub(super) async fn list(State(gateway): State<Arc<Gateway>>) -> Json<ModelList> {
-    Json(ModelList { object: "list", data: gateway.models().into_iter().map(Model::new).collect() })
+    Json(ModelList::new(gateway.models().into_iter().map(model).collect()))
 }
 
 pub(super) async fn retrieve(
@@ -40,7 +24,7 @@ pub(super) async fn retrieve(
     Path(id): Path<String>,
 ) -> Result<Json<Model>, OpenAiError> {
     match gateway.models().into_iter().find(|model| *model == id) {
-        Some(model) => Ok(Json(Model::new(model))),
-        None => Err(OpenAiError::model_not_found(&id)),
+        Some(found) => Ok(Json(model(found))),
+        None => Err(error::model_not_found(&id).into()),
     }
 }

@@ -10,17 +10,21 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
+use millrace_openai::{
+    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, EmbeddingsRequest,
+    EmbeddingsResponse, ErrorBody, StreamOptions,
+};
 use millrace_resilience::retry::parse_retry_after;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{ChatAnswer, ChatCompletion, ChatDelta, ChatStream, EmbeddingAnswer, Upstream, Usage};
 use crate::config::{ApiKey, UpstreamConfig};
 use crate::error::UpstreamError;
-use crate::metrics as telemetry;
+use crate::metrics;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -68,7 +72,7 @@ impl OpenAiUpstream {
         let (response, started) = self.send(endpoint, body, timeout).await?;
         let status = response.status();
         let body = response.json::<R>().await;
-        telemetry::upstream_request(&self.name, endpoint, status.as_u16().to_string(), started.elapsed());
+        metrics::upstream_request(&self.name, endpoint, status.as_u16().to_string(), started.elapsed());
         body.map_err(|err| read_error(&err, timeout))
     }
 
@@ -88,7 +92,7 @@ impl OpenAiUpstream {
             Err(err) => {
                 let error = transport_error(&err, timeout);
                 let label = if matches!(error, UpstreamError::Timeout(_)) { "timeout" } else { "connect_error" };
-                telemetry::upstream_request(&self.name, endpoint, label.to_owned(), started.elapsed());
+                metrics::upstream_request(&self.name, endpoint, label.to_owned(), started.elapsed());
                 return Err(error);
             }
         };
@@ -98,7 +102,7 @@ impl OpenAiUpstream {
         }
         let retry_after = retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();
-        telemetry::upstream_request(&self.name, endpoint, status.as_u16().to_string(), started.elapsed());
+        metrics::upstream_request(&self.name, endpoint, status.as_u16().to_string(), started.elapsed());
         Err(status_error(status, retry_after, &text))
     }
 }
@@ -146,26 +150,10 @@ fn status_error(status: StatusCode, retry_after: Option<Duration>, body: &str) -
     }
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    code: Option<serde_json::Value>,
-}
-
 /// OpenAI's `{"error":{"message","code"}}`, else the start of whatever the body was.
 fn error_message(body: &str) -> (String, Option<String>) {
     match serde_json::from_str::<ErrorBody>(body) {
-        Ok(parsed) => {
-            let code = parsed.error.code.and_then(|c| c.as_str().map(str::to_owned));
-            (parsed.error.message, code)
-        }
+        Ok(parsed) => (parsed.error.message, parsed.error.code),
         Err(_) => (body.trim().chars().take(MAX_QUOTED_BODY).collect(), None),
     }
 }
@@ -181,117 +169,38 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     parse_retry_after(text(RETRY_AFTER.as_str())?, SystemTime::now())
 }
 
-#[derive(Serialize)]
-struct ChatBody<'a> {
-    model: &'a str,
-    messages: Vec<MessageBody<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    response_format: Option<&'a serde_json::Value>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    stream: bool,
-    /// Asked for whenever streaming, so the gateway can account for the tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream_options: Option<StreamOptions>,
-}
-
-#[derive(Serialize)]
-struct StreamOptions {
-    include_usage: bool,
-}
-
-impl<'a> ChatBody<'a> {
-    fn new(request: &'a ChatCompletion, stream: bool) -> Self {
-        Self {
-            model: &request.model,
-            messages: request.messages.iter().map(|m| MessageBody { role: &m.role, content: &m.content }).collect(),
-            temperature: request.temperature,
-            max_tokens: request.max_tokens,
-            response_format: request.response_format.as_ref(),
-            stream,
-            stream_options: stream.then_some(StreamOptions { include_usage: true }),
-        }
+fn chat_body(request: &ChatCompletion, stream: bool) -> ChatCompletionRequest {
+    ChatCompletionRequest {
+        model: Some(request.model.clone()),
+        messages: Some(
+            request.messages.iter().map(|m| ChatMessage { role: m.role.clone(), content: m.content.clone() }).collect(),
+        ),
+        temperature: request.temperature.map(wire_f64),
+        max_tokens: request.max_tokens.map(u64::from),
+        response_format: request.response_format.clone(),
+        stream: stream.then_some(true),
+        // Asked for whenever streaming, so the gateway can account for the tokens.
+        stream_options: stream.then_some(StreamOptions { include_usage: Some(true) }),
+        ..ChatCompletionRequest::default()
     }
 }
 
-#[derive(Serialize)]
-struct MessageBody<'a> {
-    role: &'a str,
-    content: &'a str,
+/// The `f64` whose JSON is the `f32`'s (`0.7`, not `0.699999988079071`): the upstream gets the
+/// number the caller wrote.
+fn wire_f64(value: f32) -> f64 {
+    value.to_string().parse().unwrap_or(f64::from(value))
 }
 
-#[derive(Deserialize)]
-struct ChatReply {
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    choices: Vec<ChoiceReply>,
-    #[serde(default)]
-    usage: Option<UsageReply>,
-}
-
-#[derive(Deserialize)]
-struct ChoiceReply {
-    message: MessageReply,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct MessageReply {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct UsageReply {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    #[serde(default)]
-    total_tokens: u64,
-}
-
-impl From<UsageReply> for Usage {
-    fn from(usage: UsageReply) -> Self {
-        let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-        Self {
-            prompt_tokens: narrow(usage.prompt_tokens),
-            completion_tokens: narrow(usage.completion_tokens),
-            total_tokens: narrow(usage.total_tokens.max(usage.prompt_tokens + usage.completion_tokens)),
-        }
+fn usage(usage: millrace_openai::Usage) -> Usage {
+    let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    Usage {
+        prompt_tokens: narrow(usage.prompt_tokens),
+        completion_tokens: narrow(usage.completion_tokens),
+        total_tokens: narrow(usage.total_tokens.max(usage.prompt_tokens + usage.completion_tokens)),
     }
 }
 
-#[derive(Serialize)]
-struct EmbedBody<'a> {
-    model: &'a str,
-    input: &'a [String],
-    encoding_format: &'static str,
-}
-
-#[derive(Deserialize)]
-struct EmbedReply {
-    #[serde(default)]
-    model: String,
-    data: Vec<EmbeddingReply>,
-    #[serde(default)]
-    usage: Option<UsageReply>,
-}
-
-#[derive(Deserialize)]
-struct EmbeddingReply {
-    index: usize,
-    embedding: Vec<f32>,
-}
-
-fn chat_answer(reply: ChatReply, requested_model: &str) -> Result<ChatAnswer, UpstreamError> {
+fn chat_answer(reply: ChatCompletionResponse, requested_model: &str) -> Result<ChatAnswer, UpstreamError> {
     let choice = reply
         .choices
         .into_iter()
@@ -304,7 +213,7 @@ fn chat_answer(reply: ChatReply, requested_model: &str) -> Result<ChatAnswer, Up
         (None, None) => (String::new(), choice.finish_reason.unwrap_or_else(|| "stop".to_owned())),
     };
     let model = if reply.model.is_empty() { requested_model.to_owned() } else { reply.model };
-    Ok(ChatAnswer { model, content, finish_reason, usage: reply.usage.unwrap_or_default().into() })
+    Ok(ChatAnswer { model, content, finish_reason, usage: usage(reply.usage.unwrap_or_default()) })
 }
 
 /// Reads `response`'s event stream into deltas until `[DONE]`, the end of the body, a failure or
@@ -496,7 +405,7 @@ impl ChatEvents {
 
     /// One chunk's delta; None for a chunk that carries nothing (the role-only first chunk).
     fn delta(&mut self, payload: &str) -> Result<Option<ChatDelta>, UpstreamError> {
-        let chunk: ChunkReply = serde_json::from_str(payload).map_err(|err| {
+        let chunk: ChatCompletionChunk = serde_json::from_str(payload).map_err(|err| {
             let start: String = payload.chars().take(MAX_QUOTED_BODY).collect();
             truncated(&format!("an unreadable chunk ({err}): {start}"))
         })?;
@@ -509,7 +418,7 @@ impl ChatEvents {
         let mut finish_reason = None;
         for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
             let delta = choice.delta.unwrap_or_default();
-            if let Some(refusal) = delta.refusal.filter(|r| !r.is_empty()) {
+            if let Some(refusal) = delta.refusal.flatten().filter(|r| !r.is_empty()) {
                 self.refusing = true;
                 content.push_str(&refusal);
             }
@@ -519,7 +428,7 @@ impl ChatEvents {
         if self.refusing && finish_reason.is_some() {
             finish_reason = Some("refusal".to_owned());
         }
-        let usage = chunk.usage.map(Usage::from);
+        let usage = chunk.usage.flatten().map(usage);
         if content.is_empty() && finish_reason.is_none() && usage.is_none() {
             return Ok(None);
         }
@@ -532,53 +441,18 @@ fn truncated(reason: &str) -> UpstreamError {
     UpstreamError::InvalidResponse(format!("stream truncated: {reason}"))
 }
 
-#[derive(Deserialize)]
-struct ChunkReply {
-    #[serde(default)]
-    model: String,
-    #[serde(default)]
-    choices: Vec<ChunkChoice>,
-    #[serde(default)]
-    usage: Option<UsageReply>,
-    #[serde(default)]
-    error: Option<ErrorDetail>,
-}
-
-#[derive(Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    index: u32,
-    #[serde(default)]
-    delta: Option<DeltaReply>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct DeltaReply {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-}
-
 #[tonic::async_trait]
 impl Upstream for OpenAiUpstream {
     async fn chat(&self, request: &ChatCompletion, timeout: Duration) -> Result<ChatAnswer, UpstreamError> {
-        let reply: ChatReply = self.post("chat", &ChatBody::new(request, false), timeout).await?;
+        let reply: ChatCompletionResponse = self.post("chat", &chat_body(request, false), timeout).await?;
         chat_answer(reply, &request.model)
     }
 
     async fn chat_stream(&self, request: &ChatCompletion, timeout: Duration) -> Result<ChatStream, UpstreamError> {
         let deadline = Instant::now() + timeout;
-        let (response, started) = self.send("chat_stream", &ChatBody::new(request, true), timeout).await?;
+        let (response, started) = self.send("chat_stream", &chat_body(request, true), timeout).await?;
         // The time to the first byte: how long callers waited before anything moved.
-        telemetry::upstream_request(
-            &self.name,
-            "chat_stream",
-            response.status().as_u16().to_string(),
-            started.elapsed(),
-        );
+        metrics::upstream_request(&self.name, "chat_stream", response.status().as_u16().to_string(), started.elapsed());
         let is_json = response
             .headers()
             .get(CONTENT_TYPE)
@@ -586,7 +460,7 @@ impl Upstream for OpenAiUpstream {
             .is_some_and(|v| v.trim_start().starts_with("application/json"));
         if is_json {
             // Some OpenAI-compatible servers ignore `stream` and answer whole: one delta, then.
-            let reply = tokio::time::timeout_at(deadline, response.json::<ChatReply>())
+            let reply = tokio::time::timeout_at(deadline, response.json::<ChatCompletionResponse>())
                 .await
                 .map_err(|_| UpstreamError::Timeout(timeout))?
                 .map_err(|err| read_error(&err, timeout))?;
@@ -603,8 +477,13 @@ impl Upstream for OpenAiUpstream {
     }
 
     async fn embed(&self, model: &str, inputs: &[String], timeout: Duration) -> Result<EmbeddingAnswer, UpstreamError> {
-        let body = EmbedBody { model, input: inputs, encoding_format: "float" };
-        let mut reply: EmbedReply = self.post("embeddings", &body, timeout).await?;
+        let body = EmbeddingsRequest {
+            model: Some(model.to_owned()),
+            input: Some(inputs.to_vec()),
+            encoding_format: Some("float".to_owned()),
+            dimensions: None,
+        };
+        let mut reply: EmbeddingsResponse = self.post("embeddings", &body, timeout).await?;
         reply.data.sort_by_key(|item| item.index);
         let in_order = reply.data.iter().enumerate().all(|(i, item)| item.index == i);
         if reply.data.len() != inputs.len() || !in_order {
@@ -618,7 +497,7 @@ impl Upstream for OpenAiUpstream {
         Ok(EmbeddingAnswer {
             model,
             vectors: reply.data.into_iter().map(|item| item.embedding).collect(),
-            usage: reply.usage.unwrap_or_default().into(),
+            usage: usage(reply.usage.unwrap_or_default().into()),
         })
     }
 
@@ -627,7 +506,7 @@ impl Upstream for OpenAiUpstream {
         let started = Instant::now();
         let result = self.authorized(self.client.get(&url).timeout(HEALTH_TIMEOUT)).send().await;
         let status = result.as_ref().map_or_else(|_| "connect_error".to_owned(), |r| r.status().as_u16().to_string());
-        telemetry::upstream_request(&self.name, "models", status, started.elapsed());
+        metrics::upstream_request(&self.name, "models", status, started.elapsed());
         match result {
             // Many OpenAI-compatible servers serve chat without listing models (404, 405): an
             // answer is all the probe asks for. A 5xx, or a key the upstream refuses, is not.
@@ -853,10 +732,10 @@ data: [DONE]
             temperature: None,
             max_tokens: None,
         };
-        let streamed = serde_json::to_value(ChatBody::new(&request, true)).unwrap();
+        let streamed = serde_json::to_value(chat_body(&request, true)).unwrap();
         assert_eq!(streamed["stream"], true);
         assert_eq!(streamed["stream_options"], serde_json::json!({"include_usage": true}));
-        let whole = serde_json::to_value(ChatBody::new(&request, false)).unwrap();
+        let whole = serde_json::to_value(chat_body(&request, false)).unwrap();
         assert!(whole.get("stream").is_none() && whole.get("stream_options").is_none(), "{whole}");
     }
 }

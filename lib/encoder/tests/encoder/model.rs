@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use millrace_embeddings::{Embedder, LocalConfig, LocalModel, ModelError, Provider};
+use millrace_encoder::{ModelError, SentenceEncoder};
 
 use crate::helpers::{cosine, model, model_dir, strings};
 
@@ -101,7 +101,7 @@ fn copy_model(files: &[&str]) -> tempfile::TempDir {
 }
 
 fn load_error(dir: &Path, dimensions: usize) -> ModelError {
-    match LocalModel::load(dir, dimensions) {
+    match SentenceEncoder::load(dir, dimensions) {
         Ok(_) => panic!("{} loaded", dir.display()),
         Err(err) => err,
     }
@@ -147,21 +147,4 @@ fn a_model_of_another_dimension_is_refused() {
     let err = load_error(&model_dir(), 768);
     assert!(matches!(err, ModelError::Dimensions { model: 384, configured: 768, .. }), "{err:?}");
     assert!(err.to_string().contains("MILLRACE_EMBEDDING_DIM is 768"), "{err}");
-}
-
-/// The service builds its embedder through `Embedder::new`; the error it stops with must be
-/// the clear one, not a silent fallback to hashing.
-#[test]
-fn the_service_refuses_to_start_without_its_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let provider = Provider::Local(LocalConfig {
-        model_dir: dir.path().join("nothing-here"),
-        max_batch: 32,
-        max_wait: std::time::Duration::from_millis(5),
-    });
-    let err = match Embedder::new(&provider, 384, &Default::default()) {
-        Ok(embedder) => panic!("started with {}", embedder.name()),
-        Err(err) => err.to_string(),
-    };
-    assert!(err.contains("MILLRACE_EMBEDDING_MODEL_DIR") && err.contains("make setup"), "{err}");
 }

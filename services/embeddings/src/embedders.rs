@@ -12,25 +12,6 @@ use tonic::transport::Channel;
 
 use crate::Provider;
 
-/// How the local model failed (its batcher's answer); callers see it as a [`HandlerError`].
-#[derive(Debug, thiserror::Error)]
-pub enum EmbedError {
-    /// The model thread has stopped: another try (on a restarted replica) may succeed.
-    #[error("{0}")]
-    Retryable(String),
-    #[error("{0}")]
-    Fatal(String),
-}
-
-impl From<EmbedError> for HandlerError {
-    fn from(err: EmbedError) -> Self {
-        match err {
-            EmbedError::Retryable(reason) => Self::Retry(reason),
-            EmbedError::Fatal(reason) => Self::Fatal(reason),
-        }
-    }
-}
-
 pub enum Embedder {
     Local(local::LocalEmbedder),
     Hashing(hashing::HashingEmbedder),

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use embedders::batcher::{BatchConfig, BatchModel, Batcher};
 pub use embedders::local::LocalEmbedder;
-pub use embedders::{EmbedError, Embedder, hashing::HashingEmbedder};
+pub use embedders::{Embedder, hashing::HashingEmbedder};
 
 /// The model `make setup` installs, and the folder name recorded with its vectors.
 pub use millrace_common::config::DEFAULT_EMBEDDING_MODEL as DEFAULT_MODEL;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::EmbedError;
+use millrace_common::HandlerError;
 
 /// What the batcher runs: one forward pass over a batch of texts, one vector per text.
 pub trait BatchModel: Send + 'static {
@@ -33,7 +33,7 @@ pub struct BatchConfig {
     pub max_wait: Duration,
 }
 
-type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>;
+type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, HandlerError>>;
 
 struct Request {
     texts: Vec<String>,
@@ -82,7 +82,7 @@ impl Batcher {
         self.passes.load(Ordering::Relaxed)
     }
 
-    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, HandlerError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -94,8 +94,8 @@ impl Batcher {
     }
 }
 
-fn stopped() -> EmbedError {
-    EmbedError::Retryable("the embedding model thread has stopped".to_owned())
+fn stopped() -> HandlerError {
+    HandlerError::Retry("the embedding model thread has stopped".to_owned())
 }
 
 struct Worker<M> {
@@ -199,7 +199,7 @@ impl<M: BatchModel> Worker<M> {
         // at the front of the queue.
         for (index, reason) in failed.into_iter().rev() {
             if let Some(job) = self.jobs.remove(index) {
-                let _ = job.reply.send(Err(EmbedError::Fatal(format!("embedding model: {reason}"))));
+                let _ = job.reply.send(Err(HandlerError::Fatal(format!("embedding model: {reason}"))));
             }
         }
         while self.jobs.front().is_some_and(|job| job.remaining() == 0) {
@@ -332,7 +332,7 @@ mod tests {
         let bad = tokio::time::timeout(Duration::from_secs(5), bad).await.unwrap().unwrap();
         let good = tokio::time::timeout(Duration::from_secs(5), good).await.unwrap().unwrap();
         let err = bad.unwrap_err();
-        assert!(matches!(&err, EmbedError::Fatal(m) if m.contains("panicked: boom")), "{err:?}");
+        assert!(matches!(&err, HandlerError::Fatal(m) if m.contains("panicked: boom")), "{err:?}");
         // The stranger that shared the panicking pass was rerun alone and got its vectors.
         assert_eq!(good.unwrap().len(), 2);
         assert_eq!(batcher.embed(&texts(&["after"])).await.unwrap().len(), 1);
@@ -347,7 +347,7 @@ mod tests {
             tokio::spawn(async move { batcher.embed(&texts(&[t])).await })
         });
         let results = futures_join(calls).await;
-        assert!(matches!(&results[0], Err(EmbedError::Fatal(m)) if m.contains("bad text")), "{:?}", results[0]);
+        assert!(matches!(&results[0], Err(HandlerError::Fatal(m)) if m.contains("bad text")), "{:?}", results[0]);
         assert!(results[1].is_ok() && results[2].is_ok());
     }
 

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use millrace_encoder::SentenceEncoder;
 
-use super::EmbedError;
 use super::batcher::{BatchConfig, BatchModel, Batcher};
+use millrace_common::HandlerError;
 
 impl BatchModel for SentenceEncoder {
     fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
@@ -44,7 +44,7 @@ impl LocalEmbedder {
         self.batcher.passes()
     }
 
-    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, HandlerError> {
         self.batcher.embed(texts).await
     }
 }

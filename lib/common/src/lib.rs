@@ -5,6 +5,7 @@ pub mod bounds;
 pub mod config;
 pub mod error;
 pub mod grpc_client;
+pub mod host;
 pub mod metrics;
 pub mod redis_conn;
 pub mod server;
@@ -15,3 +16,4 @@ pub mod time;
 
 pub use config::{ConfigError, ServerLimits, ServiceConfig, Settings, llm_configured};
 pub use error::{ApiError, ErrorCode, RETRY_AFTER_METADATA};
+pub use host::Host;

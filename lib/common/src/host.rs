@@ -23,9 +23,11 @@ use millrace_proto::v1::admin_server::AdminServer;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
-use crate::config::{ConfigError, ServiceConfig, Settings};
+use serde::Serialize;
+
+use crate::config::{Command, ConfigError, Read, ServiceConfig, Settings};
 use crate::error::ApiError;
-use crate::server::{AdminService, Listeners, Readiness, ops_router, serve};
+use crate::server::{AdminService, Listeners, OPS_ROUTES, Readiness, ops_router, serve};
 
 /// How long the listeners get to close after the drain, unless the service says otherwise.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -211,23 +213,119 @@ fn joined(served: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::i
     served.map_err(std::io::Error::other)?
 }
 
-/// What a service's `main` does: telemetry, the config (where `--check-config` exits), the
-/// service's host, and running it until SIGTERM or Ctrl-C.
+/// What a service's `main` does: with `--describe`, print [`describe`] and exit; else
+/// telemetry, the config (where `--check-config` exits), the service's host, and running it
+/// until SIGTERM or Ctrl-C.
 pub fn main<C, B, Fut, E>(
     service: &'static str,
     from_settings: fn(&Settings) -> Result<C, ConfigError>,
     build: B,
 ) -> Result<(), Box<dyn Error + Send + Sync>>
 where
+    C: Describe,
     B: FnOnce(C) -> Fut,
     Fut: Future<Output = Result<Host, E>>,
     E: Into<Box<dyn Error + Send + Sync>>,
 {
+    let command = Command::from_env_or_exit();
+    if command == Command::Describe {
+        match Settings::load().and_then(|settings| describe(service, settings, from_settings)) {
+            Ok(description) => {
+                println!("{}", serde_json::to_string_pretty(&description)?);
+                std::process::exit(0);
+            }
+            Err(err) => {
+                eprintln!("configuration error: {err}");
+                std::process::exit(2);
+            }
+        }
+    }
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
         let _telemetry = crate::telemetry::init(service);
-        let config = crate::config::load_or_exit(from_settings);
+        let config = crate::config::load_or_exit(command == Command::CheckConfig, from_settings);
         let host = build(config).await.map_err(Into::into)?;
         host.run_until_stopped(crate::shutdown::on_signal()).await?;
         Ok(())
     })
+}
+
+/// What a service's config tells `--describe` besides the variables it read.
+pub trait Describe {
+    fn service(&self) -> &ServiceConfig;
+
+    /// The stream a stage service consumes.
+    fn consumes(&self) -> Option<Consumes> {
+        None
+    }
+}
+
+/// The stream a stage reads, as its consumer group, and where its dead letters go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Consumes {
+    pub stream: String,
+    pub group: String,
+    pub dead_letters: String,
+}
+
+/// A service as its deployment needs to know it, under the settings it was described with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Description {
+    pub service: &'static str,
+    pub ports: Ports,
+    pub health_routes: [&'static str; 3],
+    pub consumes: Option<Consumes>,
+    /// Every `MILLRACE_*` variable the loader read, with its default and whether it is required.
+    pub variables: Vec<Read>,
+    /// The variables that hold another service's gRPC URL.
+    pub peers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ports {
+    pub http: u16,
+    pub grpc: u16,
+}
+
+/// Runs the service's real config loader on `settings` made for describing (a missing required
+/// value takes its example, no file is opened: [`Settings::for_describe`]) and reports what it
+/// read. A value that is set but wrong is still an error naming its variable.
+pub fn describe<C: Describe>(
+    service: &'static str,
+    settings: Settings,
+    from_settings: fn(&Settings) -> Result<C, ConfigError>,
+) -> Result<Description, ConfigError> {
+    let settings = settings.for_describe();
+    let config = from_settings(&settings)?;
+    let variables: Vec<Read> = settings.reads().into_values().collect();
+    let peers = variables.iter().filter(|read| read.peer).map(|read| read.name.clone()).collect();
+    let ports = Ports { http: config.service().http_addr.port(), grpc: config.service().grpc_addr.port() };
+    Ok(Description { service, ports, health_routes: OPS_ROUTES, consumes: config.consumes(), variables, peers })
+}
+
+impl Describe for ServiceConfig {
+    fn service(&self) -> &ServiceConfig {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_description_holds_the_ports_routes_and_every_variable_read() {
+        let settings = Settings::from_pairs([("MILLRACE_GRPC_ADDR", "127.0.0.1:7000")]);
+        let described = describe("x", settings, |settings| {
+            settings.grpc_url("STORAGE_URL", "http://127.0.0.1:9064")?;
+            ServiceConfig::load(settings, "x", 8000, 9000)
+        })
+        .unwrap();
+        assert_eq!(described.ports, Ports { http: 8000, grpc: 7000 });
+        assert_eq!(described.health_routes, ["/healthz", "/readyz", "/metrics"]);
+        assert_eq!(described.peers, ["MILLRACE_STORAGE_URL"]);
+        let names: Vec<&str> = described.variables.iter().map(|read| read.name.as_str()).collect();
+        assert!(names.contains(&"MILLRACE_REDIS_URL") && names.contains(&"MILLRACE_SHUTDOWN_DEADLINE_MS"), "{names:?}");
+        let json = serde_json::to_value(&described).unwrap();
+        assert_eq!(json["consumes"], serde_json::Value::Null);
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use millrace_common::host::Consumes;
 use millrace_common::{ApiError, Host, ServiceConfig, Settings, redis_conn};
 use millrace_proto::ChunkBatch;
 use millrace_proto::{BreakerStats, StatsResponse};
@@ -82,6 +83,15 @@ pub fn worker_config(
         config.shutdown_deadline,
         default_concurrency,
     )
+}
+
+/// What a stage's `--describe` says it consumes.
+pub fn consumes(worker: &WorkerConfig) -> Consumes {
+    Consumes {
+        stream: worker.stream.clone(),
+        group: worker.group.clone(),
+        dead_letters: worker.dead_letter_stream.clone(),
+    }
 }
 
 impl<H: Handler> StageService<H> {

@@ -24,10 +24,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use millrace_common::host::{Consumes, Describe};
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_fetch::FetchConfig;
 use millrace_pipeline::Stage;
-use millrace_pipeline::runtime::worker_config;
+use millrace_pipeline::runtime::{consumes, worker_config};
 use millrace_streams::WorkerConfig;
 
 use crate::{ChunkSizes, ParseLimits, SizeUnit, Sizer, SizerError};
@@ -68,7 +69,9 @@ impl Config {
 
         let unit: SizeUnit = settings.get_or("CHUNK_TOKENIZER", SizeUnit::Model)?;
         let model_dir = millrace_common::config::embedding_model_dir(settings)?;
-        let sizer = Sizer::load(unit, &model_dir).map_err(|err| match err {
+        // Describing opens no model: characters stand in for its tokens (the sizes stay the unit's).
+        let loaded = if settings.describing() { SizeUnit::Chars } else { unit };
+        let sizer = Sizer::load(loaded, &model_dir).map_err(|err| match err {
             SizerError::Model { .. } => ConfigError::new(
                 "EMBEDDING_MODEL_DIR",
                 format!("{err}; run `make setup` to download the model, or point MILLRACE_EMBEDDING_MODEL_DIR at it"),
@@ -139,6 +142,16 @@ impl Config {
     }
 }
 
+impl Describe for Config {
+    fn service(&self) -> &ServiceConfig {
+        &self.service
+    }
+
+    fn consumes(&self) -> Option<Consumes> {
+        Some(consumes(&self.worker))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +198,17 @@ mod tests {
         // Only reads the environment; the default is documented as $HOME/.cache/millrace.
         let dir = default_model_dir();
         assert!(dir.ends_with("models/all-MiniLM-L6-v2"), "{}", dir.display());
+    }
+
+    #[test]
+    fn it_describes_itself_without_the_model() {
+        let settings = Settings::from_pairs([("EMBEDDING_MODEL_DIR", "/nonexistent/model")]);
+        let described = millrace_common::host::describe("chunking", settings, Config::from_settings).unwrap();
+        assert_eq!((described.ports.http, described.ports.grpc), (8061, 9061));
+        let consumes = described.consumes.unwrap();
+        assert_eq!((consumes.stream.as_str(), consumes.group.as_str()), ("millrace:stream:chunking", "chunking"));
+        assert_eq!(described.peers, ["MILLRACE_STORAGE_URL"]);
+        let size = described.variables.iter().find(|read| read.name == "MILLRACE_CHUNK_SIZE").unwrap();
+        assert_eq!(size.default.as_deref(), Some("250"), "the model's default, though no model was loaded");
     }
 }

@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use millrace_common::host::{Consumes, Describe};
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_pipeline::Stage;
-use millrace_pipeline::runtime::worker_config;
+use millrace_pipeline::runtime::{consumes, worker_config};
 use millrace_resilience::BreakerConfig;
 use millrace_streams::WorkerConfig;
 
@@ -81,6 +82,16 @@ impl Config {
             cache_ttl: cache::EmbeddingCache::ttl_from_settings(settings)?,
             gateway_breaker: BreakerConfig::from_settings(settings, "GATEWAY_")?,
         })
+    }
+}
+
+impl Describe for Config {
+    fn service(&self) -> &ServiceConfig {
+        &self.service
+    }
+
+    fn consumes(&self) -> Option<Consumes> {
+        Some(consumes(&self.worker))
     }
 }
 
@@ -164,5 +175,14 @@ mod tests {
         }
         let err = config(&[("EMBEDDINGS_PROVIDER", "openai")]).unwrap_err();
         assert!(err.message.contains("local, hashing, gateway"), "{err}");
+    }
+
+    #[test]
+    fn it_describes_itself_without_loading_the_model() {
+        let settings = Settings::from_pairs([("EMBEDDING_MODEL_DIR", "/nonexistent/model")]);
+        let described = millrace_common::host::describe("embeddings", settings, Config::from_settings).unwrap();
+        assert_eq!((described.ports.http, described.ports.grpc), (8063, 9063));
+        assert_eq!(described.consumes.unwrap().stream, "millrace:stream:embeddings");
+        assert!(described.variables.iter().any(|read| read.name == "MILLRACE_EMBED_MAX_BATCH"));
     }
 }

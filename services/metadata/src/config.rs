@@ -1,9 +1,10 @@
 //! The metadata service's settings, read from `MILLRACE_*` variables and checked before any
 //! port is bound.
 
+use millrace_common::host::{Consumes, Describe};
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_pipeline::Stage;
-use millrace_pipeline::runtime::worker_config;
+use millrace_pipeline::runtime::{consumes, worker_config};
 use millrace_resilience::BreakerConfig;
 use millrace_streams::WorkerConfig;
 
@@ -49,5 +50,32 @@ impl Config {
         };
         let gateway_breaker = BreakerConfig::from_settings(settings, "GATEWAY_")?;
         Ok(Self { service, worker, provider, gateway_breaker })
+    }
+}
+
+impl Describe for Config {
+    fn service(&self) -> &ServiceConfig {
+        &self.service
+    }
+
+    fn consumes(&self) -> Option<Consumes> {
+        Some(consumes(&self.worker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_describes_the_gateway_it_calls_only_when_it_calls_one() {
+        let describe = |pairs: &[(&str, &str)]| {
+            let settings = Settings::from_pairs(pairs.iter().copied());
+            millrace_common::host::describe("metadata", settings, Config::from_settings).unwrap()
+        };
+        assert!(describe(&[]).peers.is_empty());
+        let llm = describe(&[("LLM_BASE_URL", "http://u/v1")]);
+        assert_eq!(llm.peers, ["MILLRACE_LLM_GATEWAY_URL"]);
+        assert_eq!(llm.consumes.unwrap().dead_letters, "millrace:dlq:metadata");
     }
 }

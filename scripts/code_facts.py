@@ -1,40 +1,40 @@
-"""What the Rust sources say about running the services: default ports, health routes, drain
-deadline, key prefix, stream and consumer-group names, the settings each service reads and the
-peers it calls. Read from the code (standard library only), so that the offline Kubernetes
-checks (k8s/tests/check.py) and the Helm chart's (scripts/helm_check.py) compare their
-manifests with one reading of it, and neither can drift from the code.
+"""What the services say about running them: default ports, health routes, drain deadline, key
+prefix, stream and consumer-group names, the settings each service reads and the peers it
+calls. Each service binary prints these with `--describe` (lib/common/src/host.rs), from its
+real config loader, so the offline Kubernetes checks (k8s/tests/check.py) and the Helm chart's
+(scripts/helm_check.py) compare their manifests with the code itself, not a reading of its
+source. Standard library only.
+
+The binaries come from `cargo build --workspace --bins` (scripts/service_env.py finds them).
+A service reads some settings only in some configurations (the gateway's upstream settings
+when an upstream is set; metadata's and embeddings' gateway URL when they call it), so each
+binary describes itself under each of PROFILES and the facts are their union.
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
-import re
+import subprocess
 from dataclasses import dataclass, field
+
+import service_env
 
 SERVICES = ["ingestion", "chunking", "metadata", "embeddings", "storage", "llm-gateway"]
 
+# The configurations each binary describes itself under: none set, and an LLM upstream set
+# (which turns on the gateway's upstream settings and the stages' calls to the gateway).
+PROFILES = {
+    "defaults": {},
+    "llm-upstream": {
+        "MILLRACE_LLM_BASE_URL": "http://upstream.invalid/v1",
+        "MILLRACE_LLM_EMBED_MODEL": "text-embedding-3-small",
+    },
+}
+
 
 class CodeChanged(Exception):
-    """The code no longer has a shape these readers know: the readers need updating."""
-
-
-def rust_sources(under: pathlib.Path) -> str:
-    """Non-test Rust source under a folder: `#[cfg(test)] mod tests` and tests/ folders cut off."""
-    text = []
-    for path in sorted(under.rglob("*.rs")):
-        if "tests" in path.relative_to(under).parts or path.name == "tests.rs":
-            continue
-        source = path.read_text()
-        source = re.split(r"#\[cfg\(test\)\]\s*mod tests", source)[0]
-        text.append(source)
-    return "\n".join(text)
-
-
-def must_find(pattern: str, text: str, what: str) -> re.Match:
-    match = re.search(pattern, text, re.S)
-    if not match:
-        raise CodeChanged(f"cannot find {what} in the code (pattern {pattern!r}); update scripts/code_facts.py")
-    return match
+    """A binary is missing or does not describe itself as expected."""
 
 
 @dataclass
@@ -47,55 +47,78 @@ class Code:
     stages: list[str] = field(default_factory=list)
     group_is_stage_name: bool = False
     names_read: set[str] = field(default_factory=set)
+    # Kept for the checks' shape; the binaries report full names, so these stay empty.
     name_prefixes: set[str] = field(default_factory=set)
     name_suffixes: set[str] = field(default_factory=set)
     grpc_urls: dict[str, set[str]] = field(default_factory=dict)
     required: dict[str, set[str]] = field(default_factory=dict)
+    # Per service: every MILLRACE_* name it reads (without the prefix) and its default, if any.
+    reads: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    # Per stage service: the stream, consumer group and dead-letter stream it consumes.
+    consumes: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def read_code(root: pathlib.Path) -> Code:
+def describe(service: str, env: dict[str, str] | None = None) -> dict:
+    """The JSON `millrace-<service> --describe` prints under `env` alone (no other variables)."""
+    binary = service_env.bin_dir() / f"millrace-{service}"
+    if not binary.is_file():
+        raise CodeChanged(f"no binary {binary} to describe {service} (cargo build --workspace --bins)")
+    out = subprocess.run([str(binary), "--describe"], env=env or {}, capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        raise CodeChanged(f"millrace-{service} --describe failed: {(out.stderr or out.stdout).strip()}")
+    try:
+        return json.loads(out.stdout)
+    except json.JSONDecodeError as err:
+        raise CodeChanged(f"millrace-{service} --describe printed no JSON: {err}") from err
+
+
+def short(name: str) -> str:
+    return name.removeprefix("MILLRACE_")
+
+
+def read_code(root: pathlib.Path | None = None) -> Code:
+    """The facts, from the binaries (`root` is accepted for the callers' sake; the binaries are
+    found the way scripts/service_env.py finds them)."""
     code = Code()
-    gateway = (root / "services/llm-gateway/src/config.rs").read_text()
+    defaults: dict[str, dict] = {}
     for service in SERVICES:
-        src = rust_sources(root / f"services/{service}/src")
-        if service == "llm-gateway":
-            http = int(must_find(r"pub const HTTP_PORT: u16 = (\d+);", gateway, "the gateway's HTTP_PORT")[1])
-            grpc = int(must_find(r"pub const GRPC_PORT: u16 = (\d+);", gateway, "the gateway's GRPC_PORT")[1])
-            must_find(r"ServiceConfig::load\(settings, SERVICE, HTTP_PORT, GRPC_PORT\)", src, "the gateway's ports")
-        else:
-            m = must_find(
-                rf'ServiceConfig::load\(\s*settings,\s*"{re.escape(service)}",\s*(\d+),\s*(\d+)\s*\)', src,
-                f"the default ports of {service}",
-            )
-            http, grpc = int(m[1]), int(m[2])
-        code.ports[service] = (http, grpc)
-        code.grpc_urls[service] = set(re.findall(r'grpc_url\(\s*"([A-Z0-9_]+_URL)"', src))
-        code.required[service] = set(re.findall(r'\.require(?:::<[^>]*>)?\(\s*"([A-Z0-9_]+)"', src))
+        reads: dict[str, str | None] = {}
+        code.grpc_urls[service] = set()
+        code.required[service] = set()
+        for profile, env in PROFILES.items():
+            facts = describe(service, env)
+            if facts.get("service") != service:
+                raise CodeChanged(f"millrace-{service} --describe names itself {facts.get('service')!r}")
+            if profile == "defaults":
+                defaults[service] = facts
+            for var in facts["variables"]:
+                reads.setdefault(short(var["name"]), var.get("default"))
+                if var.get("required"):
+                    code.required[service].add(short(var["name"]))
+            code.grpc_urls[service] |= {short(name) for name in facts["peers"]}
+        code.reads[service] = reads
+        code.names_read |= set(reads)
+        facts = defaults[service]
+        code.ports[service] = (facts["ports"]["http"], facts["ports"]["grpc"])
+        if facts.get("consumes"):
+            code.consumes[service] = facts["consumes"]
 
-    server = (root / "lib/common/src/server.rs").read_text()
-    code.health_paths = set(re.findall(r'\.route\(\s*"(/healthz|/readyz|/metrics)"', server))
+    every = [defaults[s] for s in SERVICES]
+    code.health_paths = set.intersection(*(set(f["health_routes"]) for f in every))
+    deadlines = {code.reads[s].get("SHUTDOWN_DEADLINE_MS") for s in SERVICES}
+    prefixes = {code.reads[s].get("KEY_PREFIX") for s in SERVICES}
+    if len(deadlines) != 1 or len(prefixes) != 1 or None in deadlines | prefixes:
+        raise CodeChanged(f"the services disagree on defaults: shutdown deadlines {deadlines}, key prefixes {prefixes}")
+    code.shutdown_deadline_ms = int(deadlines.pop())
+    code.key_prefix_default = prefixes.pop()
 
-    config = (root / "lib/common/src/config.rs").read_text()
-    deadline = must_find(r'duration_ms\("SHUTDOWN_DEADLINE_MS",\s*([\d_]+)\)', config, "the shutdown deadline default")
-    code.shutdown_deadline_ms = int(deadline[1].replace("_", ""))
-    code.key_prefix_default = must_find(r'get_or\("KEY_PREFIX",\s*"([^"]+)"', config, "the key prefix default")[1]
-
-    keys = (root / "lib/pipeline/src/keys.rs").read_text()
-    fmt = must_find(r'pub fn stream\(&self, stage: Stage\) -> String \{\s*format!\("([^"]+)", self\.prefix, stage\.name\(\)\)',
-                    keys, "Keys::stream")[1]
-    code.stream_format = fmt.replace("{}", "{prefix}", 1).replace("{}", "{stage}", 1)
-    stage = (root / "lib/pipeline/src/stage.rs").read_text()
-    code.stages = re.findall(r'Stage::\w+ => "([a-z-]+)"', stage)
-    runtime = (root / "lib/pipeline/src/runtime.rs").read_text()
-    # WorkerConfig::from_settings(settings, stream, group, …): the group is the stage's name.
-    code.group_is_stage_name = bool(
-        re.search(r"WorkerConfig::from_settings\(\s*settings,\s*keys\.stream\(stage\),\s*stage\.name\(\)\.to_owned\(\),", runtime)
-    )
-
-    everything = rust_sources(root / "lib") + rust_sources(root / "services")
-    literals = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', everything))
-    code.names_read = literals
-    # Names built from a prefix: format!("{prefix}REPLICAS") with prefix "LLM_" (the limiter).
-    code.name_prefixes = {name for name in literals if name.endswith("_")}
-    code.name_suffixes = set(re.findall(r'"\{prefix\}([A-Z][A-Z0-9_]*)"', everything))
+    code.stages = list(code.consumes)
+    code.group_is_stage_name = all(c["group"] == stage for stage, c in code.consumes.items())
+    formats = {
+        c["stream"].replace(code.key_prefix_default, "{prefix}", 1).replace(stage, "{stage}")
+        for stage, c in code.consumes.items()
+    }
+    if len(formats) != 1:
+        raise CodeChanged(f"the stages name their streams in different shapes: {sorted(formats)}")
+    code.stream_format = formats.pop()
     return code

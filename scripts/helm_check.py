@@ -51,22 +51,6 @@ class Checker:
     def read(self, rel: str) -> str:
         return (self.root / rel).read_text()
 
-    def crate_dirs(self, crate_dir: str, seen: set[str] | None = None) -> set[str]:
-        """A crate and the workspace libraries it depends on at run time (not dev-dependencies), transitively."""
-        seen = seen if seen is not None else set()
-        if crate_dir in seen:
-            return seen
-        seen.add(crate_dir)
-        manifest = (self.root / crate_dir / "Cargo.toml").read_text()
-        deps = re.search(r"^\[dependencies\]\n(.*?)(?=^\[|\Z)", manifest, re.S | re.M)
-        for lib in re.findall(r"^millrace-([a-z-]+)\s*[.=]", deps.group(1) if deps else "", re.M):
-            if (self.root / "lib" / lib).is_dir():
-                self.crate_dirs(f"lib/{lib}", seen)
-        return seen
-
-    def service_sources(self, svc: str) -> str:
-        return self.rust_sources(*(f"{d}/src" for d in sorted(self.crate_dirs(f"services/{svc}"))))
-
     def rust_sources(self, *dirs: str) -> str:
         out = []
         for d in dirs:
@@ -194,11 +178,9 @@ class Checker:
             if path not in used_paths:
                 self.fail("health", f"templates never use {path}")
 
-        # MILLRACE_* names: each must be one the code reads.
-        code = self.rust_sources("services", "lib")
-        literals = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', code))
-        prefixes = self.var_prefixes = set(re.findall(r'from_settings\(settings,\s*"([A-Z_]+_)"\)', code))
-        known = {f"MILLRACE_{n}" for n in literals} | {f"MILLRACE_{p}{n}" for p in prefixes for n in literals}
+        # MILLRACE_* names: each must be one the code reads (as the binaries describe it).
+        self.facts = facts
+        known = {f"MILLRACE_{n}" for n in facts.names_read}
         chart_names = set(re.findall(r"\bMILLRACE_[A-Z0-9_]+\b", templates))
         chart_names |= {k for svc in services.values() for k in svc.get("env", {})}
         chart_names |= set(re.findall(r"\bMILLRACE_[A-Z0-9_]+\b", (self.chart / "values.yaml").read_text()))
@@ -215,16 +197,12 @@ class Checker:
         if sorted(b[0] for b in blocks) != sorted(set(SERVICES) - {"chunking"}):
             self.fail("variables", f"per-service blocks of configmap.yaml: {[b[0] for b in blocks]}")
         for svc, block in blocks:
-            own = self.service_sources(svc)
-            own_literals = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', own))  # noqa: E501
-            own_known = {f"MILLRACE_{n}" for n in own_literals} | {f"MILLRACE_{p}{n}" for p in prefixes for n in own_literals}
-            for name in sorted(set(re.findall(r"\bMILLRACE_[A-Z0-9_]+\b", block)) - own_known):
+            for name in sorted(set(re.findall(r"\bMILLRACE_[A-Z0-9_]+\b", block)) - self.vars_read_by(svc)):
                 self.fail("variables", f"configmap.yaml sets {name} for {svc}, which does not read it")
 
-        # The call graph: the MILLRACE_*_URL each service reads.
+        # The call graph: the peers' MILLRACE_*_URL each service reads.
         for svc in SERVICES:
-            src = self.rust_sources(f"services/{svc}/src")
-            reads = {s for s in SERVICES if re.search(rf'"(?:MILLRACE_)?{url_var(s)[len("MILLRACE_"):]}"', src)}
+            reads = {s for s in SERVICES if url_var(s)[len("MILLRACE_"):] in facts.grpc_urls[svc]}
             self.code_graph[svc] = reads
             if set(graph.get(svc) or []) != reads:
                 self.fail("call graph", f"{svc} calls {sorted(reads)} in the code, millrace.callGraph says {sorted(graph.get(svc) or [])}")
@@ -235,7 +213,7 @@ class Checker:
         ] or sorted(services) != sorted(SERVICES):
             self.fail("services", "millrace.serviceNames or values.services do not list the six services")
 
-        # Streams and groups: keys.rs builds "<prefix>:stream:<stage>", runtime.rs names the group after the stage.
+        # Streams and groups: what each stage says it consumes ("<prefix>:stream:<stage>", the group named after the stage).
         stream_helper = helper_body(self.template_text["_helpers.tpl"], "millrace.stream")
         h = re.search(r'printf\s+"([^"]+)"\s+\.prefix\s+\.stage', stream_helper)
         self.stream_format = facts.stream_format
@@ -248,15 +226,11 @@ class Checker:
                 if code_name != chart_name:
                     self.fail("streams", f"the chart's stream is {chart_name!r}, the code's {code_name!r}")
         if not facts.group_is_stage_name:
-            self.fail("streams", "runtime.rs no longer names the consumer group after the stage")
+            self.fail("streams", "a stage no longer names its consumer group after itself")
         if helper_body(self.template_text["_helpers.tpl"], "millrace.group").strip("{}- \n") != ".stage":
             self.fail("streams", "millrace.group is not the stage's name")
         code_stages = facts.stages
-        consumers = {}
-        for svc in SERVICES:
-            m2 = re.search(r"worker_config\(settings, &service, Stage::(\w+),", self.rust_sources(f"services/{svc}/src"))
-            if m2:
-                consumers[svc] = m2.group(1).lower()
+        consumers = {svc: consumes["group"] for svc, consumes in facts.consumes.items()}
         chart_stages = helper_body(self.template_text["_helpers.tpl"], "millrace.streamStages").split()
         if sorted(chart_stages) != sorted(code_stages) or any(consumers.get(s) != s for s in chart_stages) or sorted(consumers) != sorted(chart_stages):
             self.fail("streams", f"stream stages: chart {chart_stages}, Stage names {code_stages}, consumers {consumers}")
@@ -289,8 +263,8 @@ class Checker:
             self.fail("enums", f"llm.tier enum is not the gateway's tiers {sorted(tiers)}")
 
         # The embedding dimension the services default to, and where the images keep the model.
-        dim = re.search(r'positive\("EMBEDDING_DIM",\s*(\d+)\)', self.read("services/storage/src/lib.rs"))
-        self.code_embedding_dim = int(dim.group(1)) if dim else None
+        dim = facts.reads["storage"].get("EMBEDDING_DIM")
+        self.code_embedding_dim = int(dim) if dim else None
         model_dir = re.search(r'^MODEL_DIR = "([^"]+)"', self.read("scripts/images.py"), re.M)
         self.image_model_dir = model_dir.group(1) if model_dir else None
         if not dim or not model_dir:
@@ -307,9 +281,7 @@ class Checker:
 
     # ---------------------------------------------------------------- 5. rendered by Helm's engine
     def vars_read_by(self, svc: str) -> set[str]:
-        src = self.service_sources(svc)
-        names = set(re.findall(r'"(?:MILLRACE_)?([A-Z][A-Z0-9_]*)"', src))
-        return {f"MILLRACE_{n}" for n in names} | {f"MILLRACE_{p}{n}" for p in self.var_prefixes for n in names}
+        return {f"MILLRACE_{n}" for n in self.facts.reads[svc]}
 
     def check_render(self) -> None:
         """Renders the chart with Helm's own Go engine (helm-python-sdk binds Helm v4's SDK through

@@ -11,6 +11,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import code_facts  # noqa: E402
 import helm_check  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -32,9 +33,6 @@ MUTATIONS = [
     ("helm/millrace/values.yaml", "ports: {http: 8062, grpc: 9062}", "ports: {http: 8066, grpc: 9062}",
      "services.metadata.ports is 8066/9062, the service uses 8062/9062"),
     (T + "deployment.yaml", "{path: /readyz, port: http}", "{path: /ready, port: http}", "templates use /ready"),
-    ("lib/pipeline/src/keys.rs", '"{}:stream:{}"', '"{}:streams:{}"', "the chart's stream is 'P:stream:chunking'"),
-    ("services/storage/src/lib.rs", "let worker = worker_config(", 'let _g = settings.raw("LLM_GATEWAY_URL");\n        let worker = worker_config(',
-     "storage calls ['llm-gateway'] in the code"),
     ("helm/millrace/values.yaml", "    maxDocumentBytes: 10485760\n    # Any other MILLRACE_* setting of this service (name: string value); names are checked against the code.\n    env: {}",
      "    maxDocumentBytes: 10485760\n    env: {MILLRACE_CHUNK_SIZEE: \"1\"}", "MILLRACE_CHUNK_SIZEE is used by the chart but read by no service"),
     ("helm/millrace/files/millrace-dashboard.json", "{", "{ ", "files/millrace-dashboard.json differs from deploy/grafana/millrace-dashboard.json"),
@@ -65,6 +63,15 @@ MUTATIONS = [
      "embeddings: modelVolume must be mounted read-only at /models/all-MiniLM-L6-v2"),
 ]
 
+# What the code says comes from the binaries (`--describe`, scripts/code_facts.py): these change
+# what one binary says, as a change to its code would after a rebuild.
+# (service or "*" for all, change to its description, what the checker must say)
+FACT_MUTATIONS = [
+    ("*", lambda d: d["consumes"] and d["consumes"].update(stream=d["consumes"]["stream"].replace(":stream:", ":streams:")),
+     "the chart's stream is 'P:stream:chunking'"),
+    ("storage", lambda d: d["peers"].append("MILLRACE_LLM_GATEWAY_URL"), "storage calls ['llm-gateway'] in the code"),
+]
+
 
 def copy_tree(dest: pathlib.Path) -> None:
     for rel in ("helm", "deploy", "lib", "services"):
@@ -89,22 +96,39 @@ def main() -> int:
                 missed += 1
                 continue
             path.write_text(text.replace(old, new, 1))
-            checker = helm_check.Checker(work)
-            for step in (checker.check_schema, checker.check_chart_yaml, checker.check_templates,
-                         checker.check_consistency, checker.check_render):
-                try:
-                    step()
-                except Exception as err:
-                    checker.fail(step.__name__, f"{type(err).__name__}: {err}")
-            hits = [p for p in checker.problems if expected in p]
-            if hits:
-                print(f"helm-mutations: caught #{index} {rel}: {hits[0][:150]}")
-            else:
-                print(f"helm-mutations: MISS #{index} {rel}: expected {expected!r}, got {checker.problems}", file=sys.stderr)
-                missed += 1
+            missed += not caught(f"#{index} {rel}", work, expected)
             shutil.rmtree(work)
-    print(f"helm-mutations: {len(MUTATIONS) - missed} of {len(MUTATIONS)} mutations caught")
+        describe = code_facts.describe
+        for index, (service, change, expected) in enumerate(FACT_MUTATIONS, len(MUTATIONS) + 1):
+            def mutated(name, env=None, service=service, change=change):
+                description = describe(name, env)
+                if service in (name, "*"):
+                    change(description)
+                return description
+            code_facts.describe = mutated
+            try:
+                missed += not caught(f"#{index} millrace-{service} --describe", pristine, expected)
+            finally:
+                code_facts.describe = describe
+    total = len(MUTATIONS) + len(FACT_MUTATIONS)
+    print(f"helm-mutations: {total - missed} of {total} mutations caught")
     return 1 if missed else 0
+
+
+def caught(what: str, root: pathlib.Path, expected: str) -> bool:
+    checker = helm_check.Checker(root)
+    for step in (checker.check_schema, checker.check_chart_yaml, checker.check_templates,
+                 checker.check_consistency, checker.check_render):
+        try:
+            step()
+        except Exception as err:
+            checker.fail(step.__name__, f"{type(err).__name__}: {err}")
+    hits = [p for p in checker.problems if expected in p]
+    if hits:
+        print(f"helm-mutations: caught {what}: {hits[0][:150]}")
+    else:
+        print(f"helm-mutations: MISS {what}: expected {expected!r}, got {checker.problems}", file=sys.stderr)
+    return bool(hits)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,20 @@
 //! Typed, layered configuration: built-in defaults, then an optional TOML file named by
 //! `MILLRACE_CONFIG`, then `MILLRACE_*` environment variables. Every value is parsed and
 //! validated before a port is bound, and a bad value names its variable.
+//!
+//! [`Settings`] also records every name it is asked for, with its default and whether it is
+//! required, so that a service can say what it reads (`--describe`) from its real loader
+//! rather than from a second list kept beside it.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use serde::Serialize;
 
 const PREFIX: &str = "MILLRACE_";
 
@@ -29,10 +36,33 @@ fn full_name(name: &str) -> String {
     if name.starts_with(PREFIX) { name.to_owned() } else { format!("{PREFIX}{name}") }
 }
 
-/// Raw settings, keyed by full variable name (`MILLRACE_REDIS_URL`).
-#[derive(Debug, Clone, Default)]
+/// Raw settings, keyed by full variable name (`MILLRACE_REDIS_URL`), and a record of every
+/// name asked for.
+#[derive(Debug, Default)]
 pub struct Settings {
     values: BTreeMap<String, String>,
+    reads: Mutex<BTreeMap<String, Read>>,
+    describing: bool,
+}
+
+/// A variable a service asked for: its full name, its default (as the service would use it),
+/// whether it must be set, and whether it is the gRPC URL of another service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Read {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    pub required: bool,
+    /// For a required value: what one looks like.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub example: Option<String>,
+    pub peer: bool,
+}
+
+impl Clone for Settings {
+    fn clone(&self) -> Self {
+        Self { values: self.values.clone(), reads: Mutex::new(self.reads()), describing: self.describing }
+    }
 }
 
 impl Settings {
@@ -71,7 +101,34 @@ impl Settings {
         Ok(())
     }
 
+    /// Settings for describing a service (`--describe`): the loader runs as it would at start,
+    /// except that a missing required value takes its example (see [`Settings::require`]) and
+    /// files are not opened (see [`Settings::describing`]), so a service describes itself with
+    /// no secrets, no model files and no peers at hand.
+    pub fn for_describe(mut self) -> Self {
+        self.describing = true;
+        self
+    }
+
+    /// Whether these settings only describe the service: a loader skips what needs files
+    /// (loading a model's tokenizer), keeping the checks of the values themselves.
+    pub fn describing(&self) -> bool {
+        self.describing
+    }
+
+    /// Every variable asked for so far, by full name.
+    pub fn reads(&self) -> BTreeMap<String, Read> {
+        self.reads.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn record(&self, name: &str, update: impl FnOnce(&mut Read)) {
+        let name = full_name(name);
+        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+        update(reads.entry(name.clone()).or_insert_with(|| Read { name, ..Read::default() }));
+    }
+
     pub fn raw(&self, name: &str) -> Option<&str> {
+        self.record(name, |_| {});
         self.values.get(&full_name(name)).map(String::as_str).filter(|v| !v.is_empty())
     }
 
@@ -90,19 +147,31 @@ impl Settings {
 
     pub fn get_or<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
     where
-        T: FromStr,
+        T: FromStr + Display,
         T::Err: Display,
     {
+        self.record(name, |read| read.default = Some(default.to_string()));
         Ok(self.get(name)?.unwrap_or(default))
     }
 
-    /// A required value.
-    pub fn require<T>(&self, name: &str) -> Result<T, ConfigError>
+    /// A required value; `example` is what one looks like (for the error, and what describing
+    /// settings use in its place).
+    pub fn require<T>(&self, name: &str, example: &str) -> Result<T, ConfigError>
     where
         T: FromStr,
         T::Err: Display,
     {
-        self.get(name)?.ok_or_else(|| ConfigError::new(name, "is required"))
+        self.record(name, |read| {
+            read.required = true;
+            read.example = Some(example.to_owned());
+        });
+        match self.get(name)? {
+            Some(value) => Ok(value),
+            None if self.describing => {
+                example.parse().map_err(|err| ConfigError::new(name, format!("example {example:?}: {err}")))
+            }
+            None => Err(ConfigError::new(name, format!("is required (e.g. {example})"))),
+        }
     }
 
     /// A duration given in milliseconds.
@@ -112,6 +181,7 @@ impl Settings {
 
     /// The gRPC address of another service: an `http://` or `https://` URL that tonic accepts.
     pub fn grpc_url(&self, name: &str, default: &str) -> Result<String, ConfigError> {
+        self.record(name, |read| read.peer = true);
         let url: String = self.get_or(name, default.to_owned())?;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ConfigError::new(name, format!("{url:?} is not an http:// or https:// URL")));
@@ -124,7 +194,7 @@ impl Settings {
     /// A positive integer (a count or a size that must not be zero).
     pub fn positive<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
     where
-        T: FromStr + PartialOrd + Default + Copy,
+        T: FromStr + Display + PartialOrd + Default + Copy,
         T::Err: Display,
     {
         let value = self.get_or(name, default)?;
@@ -185,15 +255,44 @@ pub fn embedding_model_dir(settings: &Settings) -> Result<PathBuf, ConfigError> 
     })
 }
 
+/// What the command line asks of a service: to run; to check its settings and exit
+/// (`--check-config`, `nginx -t`'s job, for a deployment's environment without Redis or a port);
+/// or to describe itself and exit (`--describe`, see `crate::host::describe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Run,
+    CheckConfig,
+    Describe,
+}
+
+impl Command {
+    /// The command of a service's arguments (without the program name); anything else they hold
+    /// is an error to print.
+    pub fn from_args(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
+        match (args.next(), args.next()) {
+            (None, _) => Ok(Self::Run),
+            (Some(flag), None) if flag == "--check-config" => Ok(Self::CheckConfig),
+            (Some(flag), None) if flag == "--describe" => Ok(Self::Describe),
+            (Some(arg), _) => Err(format!(
+                "unexpected argument {arg:?}: the settings are MILLRACE_* environment variables (README \"Configuration\"); \
+                 --check-config validates them and exits, --describe prints what the service reads and serves as JSON"
+            )),
+        }
+    }
+
+    /// This process's command; exits with status 2 and the usage on anything else.
+    pub fn from_env_or_exit() -> Self {
+        Self::from_args(std::env::args().skip(1)).unwrap_or_else(|usage| {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        })
+    }
+}
+
 /// Loads settings and builds a service's config from them; on any error prints it (it names
-/// the variable) and exits with status 2, before a port is bound. With `--check-config` (the
-/// only argument a service takes) it exits 0 once the settings are valid instead of starting,
-/// so a deployment's environment can be checked without Redis or a port (`nginx -t`'s job).
-pub fn load_or_exit<C>(from_settings: impl FnOnce(&Settings) -> Result<C, ConfigError>) -> C {
-    let check_only = check_config_requested(std::env::args().skip(1)).unwrap_or_else(|usage| {
-        eprintln!("{usage}");
-        std::process::exit(2);
-    });
+/// the variable) and exits with status 2, before a port is bound. With `check_only` it exits 0
+/// once the settings are valid instead of returning.
+pub fn load_or_exit<C>(check_only: bool, from_settings: impl FnOnce(&Settings) -> Result<C, ConfigError>) -> C {
     match Settings::load().and_then(|settings| from_settings(&settings)) {
         Ok(_) if check_only => {
             println!("configuration ok");
@@ -204,18 +303,6 @@ pub fn load_or_exit<C>(from_settings: impl FnOnce(&Settings) -> Result<C, Config
             eprintln!("configuration error: {err}");
             std::process::exit(2);
         }
-    }
-}
-
-/// Whether the command line asks for `--check-config`; anything else it holds is an error.
-fn check_config_requested(mut args: impl Iterator<Item = String>) -> Result<bool, String> {
-    match (args.next(), args.next()) {
-        (None, _) => Ok(false),
-        (Some(flag), None) if flag == "--check-config" => Ok(true),
-        (Some(arg), _) => Err(format!(
-            "unexpected argument {arg:?}: the settings are MILLRACE_* environment variables (README \"Configuration\"); \
-             the one flag, --check-config, validates them and exits"
-        )),
     }
 }
 
@@ -371,12 +458,39 @@ mod tests {
     }
 
     #[test]
-    fn the_command_line_takes_only_check_config() {
+    fn the_command_line_takes_only_check_config_or_describe() {
         let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>().into_iter();
-        assert_eq!(check_config_requested(args(&[])), Ok(false));
-        assert_eq!(check_config_requested(args(&["--check-config"])), Ok(true));
-        let err = check_config_requested(args(&["--port", "8060"])).unwrap_err();
+        assert_eq!(Command::from_args(args(&[])), Ok(Command::Run));
+        assert_eq!(Command::from_args(args(&["--check-config"])), Ok(Command::CheckConfig));
+        assert_eq!(Command::from_args(args(&["--describe"])), Ok(Command::Describe));
+        let err = Command::from_args(args(&["--port", "8060"])).unwrap_err();
         assert!(err.contains("unexpected argument \"--port\"") && err.contains("MILLRACE_*"), "{err}");
-        assert!(check_config_requested(args(&["--check-config", "extra"])).is_err());
+        assert!(Command::from_args(args(&["--check-config", "extra"])).is_err());
+    }
+
+    #[test]
+    fn settings_record_what_they_are_asked_for() {
+        let settings = Settings::from_pairs([("MILLRACE_KEY_PREFIX", "p")]);
+        ServiceConfig::load(&settings, "x", 1, 2).unwrap();
+        settings.grpc_url("STORAGE_URL", "http://127.0.0.1:9064").unwrap();
+        let reads = settings.reads();
+        let deadline = &reads["MILLRACE_SHUTDOWN_DEADLINE_MS"];
+        assert_eq!((deadline.default.as_deref(), deadline.required, deadline.peer), (Some("20000"), false, false));
+        assert_eq!(reads["MILLRACE_KEY_PREFIX"].default.as_deref(), Some("millrace"));
+        assert!(reads["MILLRACE_STORAGE_URL"].peer);
+        assert!(settings.clone().reads().contains_key("MILLRACE_REDIS_URL"));
+    }
+
+    #[test]
+    fn a_missing_required_value_takes_its_example_only_when_describing() {
+        let settings = Settings::default();
+        let err = settings.require::<String>("DATABASE_URL", "postgres://h/db").unwrap_err();
+        assert_eq!(err.to_string(), "MILLRACE_DATABASE_URL: is required (e.g. postgres://h/db)");
+        let describing = Settings::default().for_describe();
+        assert_eq!(describing.require::<String>("DATABASE_URL", "postgres://h/db").unwrap(), "postgres://h/db");
+        let read = &describing.reads()["MILLRACE_DATABASE_URL"];
+        assert!(read.required && read.example.as_deref() == Some("postgres://h/db"));
+        let set = Settings::from_pairs([("DATABASE_URL", "postgres://set/db")]).for_describe();
+        assert_eq!(set.require::<String>("DATABASE_URL", "postgres://h/db").unwrap(), "postgres://set/db");
     }
 }

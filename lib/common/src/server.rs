@@ -100,13 +100,20 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// `/healthz` (the process is alive), `/readyz` (its dependencies answer) and `/metrics`.
+/// The routes every service serves besides its own: `/healthz` (the process is alive),
+/// `/readyz` (its dependencies answer) and `/metrics`.
+pub const OPS_ROUTES: [&str; 3] = [HEALTHZ, READYZ, METRICS];
+const HEALTHZ: &str = "/healthz";
+const READYZ: &str = "/readyz";
+const METRICS: &str = "/metrics";
+
+/// The [`OPS_ROUTES`].
 pub fn ops_router(service: &'static str, readiness: Readiness) -> Router {
     let metrics = metrics_handle();
     Router::new()
-        .route("/healthz", get(move || async move { axum::Json(json!({"status": "ok", "service": service})) }))
+        .route(HEALTHZ, get(move || async move { axum::Json(json!({"status": "ok", "service": service})) }))
         .route(
-            "/readyz",
+            READYZ,
             get(move || {
                 let readiness = readiness.clone();
                 async move {
@@ -118,7 +125,7 @@ pub fn ops_router(service: &'static str, readiness: Readiness) -> Router {
                 }
             }),
         )
-        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route(METRICS, get(move || std::future::ready(metrics.render())))
 }
 
 type StatsFn = Arc<dyn Fn() -> BoxFuture<'static, Result<StatsResponse, ApiError>> + Send + Sync>;

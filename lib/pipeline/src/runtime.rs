@@ -1,16 +1,14 @@
-//! How a stage service runs: its stream worker, its HTTP and gRPC ports, and an orderly
-//! shutdown (stop pulling, drain in-flight work under a deadline, then close the ports).
+//! What a stage service adds to the common [`Host`]: its stream worker (gated on its breaker
+//! toward the gateway), its stats in `Admin.Stats`, and the helpers its handler shares.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use millrace_common::server::{AdminService, Listeners, Readiness, ops_router, serve};
-use millrace_common::{ApiError, ServiceConfig, Settings, redis_conn};
+use millrace_common::host::Consumes;
+use millrace_common::{ApiError, Host, ServiceConfig, Settings, redis_conn};
 use millrace_proto::ChunkBatch;
 use millrace_proto::{BreakerStats, StatsResponse};
 use millrace_resilience::CircuitBreaker;
 use millrace_streams::{Handler, HandlerError, Message, StreamWorker, WorkerConfig, queue_stats};
-use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use crate::{BatchRef, EntryRef, Job, JobStore, Keys, Stage};
@@ -22,7 +20,8 @@ pub const GATEWAY_BREAKER: &str = "llm-gateway";
 
 /// What every stage opens before its handler exists: its ports, Redis and the job store.
 pub struct StageBase {
-    pub listeners: Listeners,
+    pub stage: Stage,
+    pub host: Host,
     pub client: redis::Client,
     pub pool: deadpool_redis::Pool,
     pub jobs: JobStore,
@@ -30,44 +29,39 @@ pub struct StageBase {
 
 impl StageBase {
     /// Binds both ports first, so a taken port fails before anything else starts.
-    pub async fn open(config: &ServiceConfig) -> std::io::Result<Self> {
-        let listeners = Listeners::bind(config).await?;
+    pub async fn open(stage: Stage, config: &ServiceConfig) -> std::io::Result<Self> {
+        let host = Host::bind(stage.name(), config).await?;
         let client = redis_conn::client(&config.redis_url).map_err(std::io::Error::other)?;
         let pool = redis_conn::pool(&config.redis_url, 16).map_err(std::io::Error::other)?;
         let jobs = JobStore::new(pool.clone(), Keys::new(config.key_prefix.clone()), config.job_retention)
             .with_failed_payload_retention(config.failed_payload_retention);
-        Ok(Self { listeners, client, pool, jobs })
+        Ok(Self { stage, host, client, pool, jobs })
     }
 
     /// The service around `handler`, ready when Redis answers (add more checks with `with_check`).
-    pub fn into_service<H: Handler>(self, stage: Stage, worker: WorkerConfig, handler: H) -> StageService<H> {
-        let readiness = Readiness::default().with_redis(self.pool.clone());
+    pub fn into_service<H: Handler>(self, worker: WorkerConfig, handler: H) -> StageService<H> {
         StageService {
-            stage,
+            stage: self.stage,
             keys: self.jobs.keys().clone(),
             worker,
-            listeners: self.listeners,
+            host: self.host.with_redis_check(self.pool.clone()),
             client: self.client,
             pool: self.pool,
             handler,
-            grpc: Routes::builder().routes(),
-            readiness,
             breaker: None,
         }
     }
 }
 
-/// A stage service: its stream worker, its ports and its readiness checks.
+/// A stage service: its stream worker on a host.
 pub struct StageService<H> {
     stage: Stage,
     keys: Keys,
     worker: WorkerConfig,
-    listeners: Listeners,
+    host: Host,
     client: redis::Client,
     pool: deadpool_redis::Pool,
     handler: H,
-    grpc: Routes,
-    readiness: Readiness,
     /// The stage's breaker toward its downstream: while open, the worker stops pulling.
     breaker: Option<CircuitBreaker>,
 }
@@ -91,14 +85,22 @@ pub fn worker_config(
     )
 }
 
+/// What a stage's `--describe` says it consumes.
+pub fn consumes(worker: &WorkerConfig) -> Consumes {
+    Consumes {
+        stream: worker.stream.clone(),
+        group: worker.group.clone(),
+        dead_letters: worker.dead_letter_stream.clone(),
+    }
+}
+
 impl<H: Handler> StageService<H> {
     /// Serves these gRPC services besides Admin, health and reflection.
     pub fn with_grpc(mut self, grpc: Routes) -> Self {
-        self.grpc = grpc;
+        self.host = self.host.with_grpc(grpc);
         self
     }
 
-    /// Adds a readiness check (a dependency that must answer before the stage takes traffic).
     /// Gates the stage's reads on `breaker` (toward the downstream its handler calls) and
     /// reports it in `Admin.Stats`.
     pub fn with_breaker(mut self, breaker: CircuitBreaker) -> Self {
@@ -106,64 +108,42 @@ impl<H: Handler> StageService<H> {
         self
     }
 
+    /// Adds a readiness check (a dependency that must answer before the stage takes traffic).
     pub fn with_check<F, Fut>(mut self, name: &'static str, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.readiness = self.readiness.with(name, check);
+        self.host = self.host.with_check(name, check);
         self
     }
 
-    pub fn http_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listeners.http_addr()
-    }
-
-    pub fn grpc_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.listeners.grpc_addr()
-    }
-
-    /// Runs until `shutdown` is cancelled and in-flight work has drained.
-    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
+    /// The host, with the stream worker as its work: the worker stops pulling at the signal and
+    /// drains its in-flight entries within the shutdown deadline while the ports stay open.
+    pub fn into_host(self) -> Host {
         let service: &'static str = self.stage.name();
-        let mut worker = StreamWorker::new(self.worker.clone(), self.client, self.pool.clone(), self.handler);
+        let mut worker = StreamWorker::new(self.worker, self.client, self.pool.clone(), self.handler);
         if let Some(breaker) = &self.breaker {
             worker = worker.with_gate(Arc::new(breaker.clone()));
         }
         let handle = worker.handle();
-        let pool = self.pool.clone();
-        let keys = self.keys.clone();
-        let stage = self.stage;
-        let breaker = self.breaker.clone();
-        let admin = AdminService::new(move || {
-            let pool = pool.clone();
-            let keys = keys.clone();
-            let breaker = breaker.clone();
-            let (limit, in_use) = (handle.limit(), handle.in_use());
-            async move {
-                let mut stats = stage_stats(&pool, &keys, service, stage, limit, in_use).await?;
-                if let Some(breaker) = breaker {
-                    add_breaker(&mut stats, &breaker);
-                }
-                Ok(stats)
-            }
-        });
-        let router = ops_router(service, self.readiness);
+        let (pool, keys, stage, breaker) = (self.pool, self.keys, self.stage, self.breaker);
         millrace_common::metrics::describe(millrace_resilience::metrics::METRICS);
-        let grpc = self.grpc.add_service(admin);
-        let stop = CancellationToken::new();
-        let server = tokio::spawn(serve(service, self.listeners, router, grpc, shutdown.clone(), stop.clone()));
-
-        let worked = worker.run(shutdown.clone()).await;
-        // The ports stay open while draining so health checks and metrics keep answering.
-        stop.cancel();
-        let served = tokio::time::timeout(Duration::from_secs(5), server).await;
-        worked.map_err(std::io::Error::other)?;
-        match served {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(std::io::Error::other(join)),
-            Err(_) => Ok(()),
-        }
+        self.host
+            .with_admin(move || {
+                let pool = pool.clone();
+                let keys = keys.clone();
+                let breaker = breaker.clone();
+                let (limit, in_use) = (handle.limit(), handle.in_use());
+                async move {
+                    let mut stats = stage_stats(&pool, &keys, service, stage, limit, in_use).await?;
+                    if let Some(breaker) = breaker {
+                        add_breaker(&mut stats, &breaker);
+                    }
+                    Ok(stats)
+                }
+            })
+            .with_work(move |shutdown| async move { worker.run(shutdown).await.map_err(std::io::Error::other) })
     }
 }
 

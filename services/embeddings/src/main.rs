@@ -1,4 +1,3 @@
-use millrace_common::{config, shutdown, telemetry};
 use millrace_embeddings::{Application, Config};
 
 // The local model allocates and frees tens of MB per layer of every forward pass; glibc's malloc
@@ -7,11 +6,6 @@ use millrace_embeddings::{Application, Config};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let _telemetry = telemetry::init("embeddings");
-    let config = config::load_or_exit(Config::from_settings);
-    let app = Application::build(config).await?;
-    app.run_until_stopped(shutdown::on_signal()).await?;
-    Ok(())
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    millrace_common::host::main("embeddings", Config::from_settings, Application::build)
 }

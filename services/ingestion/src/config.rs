@@ -153,6 +153,12 @@ impl Config {
     }
 }
 
+impl millrace_common::host::Describe for Config {
+    fn service(&self) -> &ServiceConfig {
+        &self.service
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +218,16 @@ mod tests {
             let err = Config::from_settings(&Settings::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{value}");
         }
+    }
+
+    #[test]
+    fn it_describes_every_peer_it_calls_and_no_stream_it_consumes() {
+        let described =
+            millrace_common::host::describe("ingestion", Settings::default(), Config::from_settings).unwrap();
+        let peers =
+            ["CHUNKING", "EMBEDDINGS", "LLM_GATEWAY", "METADATA", "STORAGE"].map(|p| format!("MILLRACE_{p}_URL"));
+        assert_eq!(described.peers, peers);
+        assert!(described.consumes.is_none());
+        assert_eq!((described.ports.http, described.ports.grpc), (8060, 9060));
     }
 }

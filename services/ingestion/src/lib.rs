@@ -14,16 +14,11 @@ pub mod stats;
 pub mod validate;
 pub mod watch;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use millrace_common::server::{AdminService, Listeners, Readiness, ops_router, serve};
-use millrace_common::{ConfigError, grpc_client, redis_conn};
+use millrace_common::{ConfigError, Host, grpc_client, redis_conn};
 use millrace_fetch::{AddressPolicy, Resolver, SystemResolver, UrlGuard};
 use millrace_pipeline::{JobStore, Keys};
-use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 pub use crate::config::Config;
@@ -44,28 +39,20 @@ pub enum BuildError {
     Bind(#[from] std::io::Error),
 }
 
-/// The service, with its ports bound and not yet serving.
-pub struct Application {
-    listeners: Listeners,
-    http_addr: SocketAddr,
-    grpc_addr: SocketAddr,
-    router: Router,
-    grpc: Routes,
-    shutdown_deadline: Duration,
-    jobs: JobStore,
-    metrics_interval: Duration,
-}
+/// The ingestion service's wiring onto the common host. On shutdown both servers stop
+/// accepting and finish the requests in flight within the shutdown deadline.
+pub struct Application;
 
 impl Application {
     /// Connects nothing eagerly (Redis, storage and embeddings may start later; `/readyz`
     /// tells when they answer) and binds both ports.
-    pub async fn build(config: Config) -> Result<Self, BuildError> {
+    pub async fn build(config: Config) -> Result<Host, BuildError> {
         Self::build_with_resolver(config, Arc::new(SystemResolver)).await
     }
 
     /// [`Application::build`] with the resolver that submitted URLs are checked with (tests
     /// map names to addresses without DNS).
-    pub async fn build_with_resolver(config: Config, resolver: Arc<dyn Resolver>) -> Result<Self, BuildError> {
+    pub async fn build_with_resolver(config: Config, resolver: Arc<dyn Resolver>) -> Result<Host, BuildError> {
         let pool = redis_conn::pool(&config.service.redis_url, REDIS_POOL_SIZE).map_err(BuildError::Redis)?;
         let keys = Keys::new(config.service.key_prefix.clone());
         metrics::register();
@@ -89,83 +76,32 @@ impl Application {
             },
         );
 
-        let readiness = Readiness::default()
-            .with_redis(pool.clone())
-            .with("storage", {
+        let host = Host::bind(SERVICE, &config.service)
+            .await?
+            .with_close_grace(config.service.shutdown_deadline)
+            .with_redis_check(pool.clone())
+            .with_check("storage", {
                 let channel = storage.clone();
                 move || grpc_client::check_health(channel.clone())
             })
-            .with("embeddings", {
+            .with_check("embeddings", {
                 let channel = embeddings.clone();
                 move || grpc_client::check_health(channel.clone())
             });
-
-        let shutdown_deadline = config.service.shutdown_deadline;
-        let listeners = Listeners::bind(&config.service).await?;
-        let http_addr = listeners.http_addr()?;
-        let grpc_addr = listeners.grpc_addr()?;
 
         let urls = UrlGuard::new(AddressPolicy::new(config.fetch.allow_private), resolver);
         let redis = redis_conn::client(&config.service.redis_url).map_err(|err| BuildError::Redis(err.to_string()))?;
         let watchers = watch::Watchers::new(jobs.clone(), redis, config.watchers);
         let core = Arc::new(Core::new(config, jobs, storage, embeddings, peers, urls));
-        let router =
-            api::with_json_fallbacks(api::router(core.clone(), watchers.clone()).merge(ops_router(SERVICE, readiness)));
-        let grpc = Routes::new(grpc::IngestionGrpc::server(core, watchers)).add_service(admin_service(pool, keys));
-        Ok(Self {
-            listeners,
-            http_addr,
-            grpc_addr,
-            router,
-            grpc,
-            shutdown_deadline,
-            jobs: sampled_jobs,
-            metrics_interval,
-        })
+        Ok(host
+            .with_routes(api::router(core.clone(), watchers.clone()))
+            .with_fallbacks(api::with_json_fallbacks)
+            .with_grpc(Routes::new(grpc::IngestionGrpc::server(core, watchers)))
+            .with_admin(move || {
+                let pool = pool.clone();
+                let keys = keys.clone();
+                async move { stats::own_stats(&pool, &keys).await }
+            })
+            .with_sampler(move |stop| metrics::sample_jobs(sampled_jobs, metrics_interval, stop)))
     }
-
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
-    }
-
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr
-    }
-
-    /// Serves until `shutdown` is cancelled: gRPC health turns NOT_SERVING, then both servers
-    /// stop accepting and finish the requests in flight, within the shutdown deadline.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let draining = CancellationToken::new();
-        let stop = CancellationToken::new();
-        metrics::sample_jobs(self.jobs.clone(), self.metrics_interval, stop.clone());
-        let mut server =
-            tokio::spawn(serve(SERVICE, self.listeners, self.router, self.grpc, draining.clone(), stop.clone()));
-        tokio::select! {
-            () = shutdown.cancelled() => {}
-            result = &mut server => return result.map_err(std::io::Error::other)?,
-        }
-        draining.cancel();
-        stop.cancel();
-        let result = match tokio::time::timeout(self.shutdown_deadline, server).await {
-            Ok(result) => result.map_err(std::io::Error::other)?,
-            Err(_) => {
-                tracing::warn!(deadline = ?self.shutdown_deadline, "requests still in flight at the shutdown deadline");
-                Ok(())
-            }
-        };
-        tracing::info!(service = SERVICE, "stopped");
-        result
-    }
-}
-
-/// `millrace.v1.Admin` for this service: the same stats `GET /v1/stats` shows for it.
-fn admin_service(
-    pool: deadpool_redis::Pool,
-    keys: Keys,
-) -> millrace_proto::v1::admin_server::AdminServer<AdminService> {
-    AdminService::new(move || {
-        let pool = pool.clone();
-        let keys = keys.clone();
-        async move { stats::own_stats(&pool, &keys).await }
-    })
 }

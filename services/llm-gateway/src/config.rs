@@ -247,6 +247,12 @@ fn base_url(name: &str, raw: &str) -> Result<String, ConfigError> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
+impl millrace_common::host::Describe for Config {
+    fn service(&self) -> &ServiceConfig {
+        &self.service
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +346,19 @@ mod tests {
         let price = Price { input_per_million: 0.15, output_per_million: 0.60 };
         let cost = price.cost(1_000_000, 500_000);
         assert!((cost - 0.45).abs() < 1e-9, "{cost}");
+    }
+
+    #[test]
+    fn it_describes_the_upstream_settings_it_reads_once_an_upstream_is_set() {
+        let describe = |pairs: &[(&str, &str)]| {
+            let settings = Settings::from_pairs(pairs.iter().copied());
+            let described = millrace_common::host::describe(SERVICE, settings, Config::from_settings).unwrap();
+            described.variables.into_iter().map(|read| read.name).collect::<Vec<_>>()
+        };
+        assert!(!describe(&[]).contains(&"MILLRACE_LLM_RPM".to_owned()));
+        let with_upstream = describe(&[("LLM_BASE_URL", "http://u/v1")]);
+        for name in ["MILLRACE_LLM_RPM", "MILLRACE_LLM_TIER", "MILLRACE_LLM_BREAKER_MIN_CALLS"] {
+            assert!(with_upstream.contains(&name.to_owned()), "{name}: {with_upstream:?}");
+        }
     }
 }

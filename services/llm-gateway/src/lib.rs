@@ -19,13 +19,12 @@ mod spans;
 pub mod upstream;
 mod upstreams;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use millrace_common::server::{self, AdminService, Listeners, Readiness};
+use millrace_common::Host;
+use millrace_common::host::CLOSE_GRACE;
 use millrace_proto::v1::llm_gateway_server::LlmGatewayServer;
-use tokio_util::sync::CancellationToken;
 
 pub use config::{
     ApiKey, Config, DEFAULT_CHAT_MODEL, DEFAULT_EMBED_MODEL, Price, SERVICE, TIERS, Tier, UpstreamConfig,
@@ -38,26 +37,14 @@ use crate::core::Gateway;
 /// Embed calls carry many texts in; answers carry many vectors out (callers must raise their
 /// own decoding limit likewise for large batches).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-/// After the drain, how long the listeners may take to close.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
-/// The gateway with its ports bound, ready to run.
-pub struct Application {
-    listeners: Listeners,
-    http_addr: SocketAddr,
-    grpc_addr: SocketAddr,
-    router: axum::Router,
-    grpc: tonic::service::Routes,
-    in_flight: drain::InFlight,
-    gateway: Arc<Gateway>,
-    shutdown_deadline: Duration,
-    metrics_interval: Duration,
-}
+/// The gateway's wiring onto the common host.
+pub struct Application;
 
 impl Application {
     /// Builds the upstreams' clients, limiters and breakers, then binds both listeners (port 0
     /// picks a free port).
-    pub async fn build(config: Config) -> Result<Self, StartError> {
+    pub async fn build(config: Config) -> Result<Host, StartError> {
         for upstream in &config.upstreams {
             if reqwest::Url::parse(&upstream.base_url).is_ok_and(|url| url.path() == "/") {
                 tracing::warn!(
@@ -87,90 +74,41 @@ impl Application {
         let gateway = Arc::new(Gateway::build(&config)?);
         // Ready means the gateway's own dependency (Redis) answers, never an upstream's health:
         // see `Gateway::probe_upstreams`.
-        let readiness = {
-            let gateway = gateway.clone();
-            Readiness::default().with("redis", move || {
-                let gateway = gateway.clone();
-                async move { gateway.ping_redis().await }
-            })
-        };
-        let router = server::ops_router(SERVICE, readiness)
-            .merge(limits::routes(gateway.clone()))
-            .merge(http::routes(gateway.clone()));
-
         let in_flight = drain::InFlight::default();
         let grpc_gateway = grpc::LlmGatewayService::new(gateway.clone(), in_flight.clone());
-        let admin_in_flight = in_flight.clone();
-        let admin_gateway = gateway.clone();
-        let admin = AdminService::new(move || {
-            let in_use = u32::try_from(admin_in_flight.count()).unwrap_or(u32::MAX);
-            let gateway = admin_gateway.clone();
-            async move { Ok(limits::stats(&gateway, in_use).await) }
-        });
         let grpc = tonic::service::Routes::new(
             LlmGatewayServer::new(grpc_gateway)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(admin);
+        );
 
-        let listeners = Listeners::bind(&config.service).await?;
-        let http_addr = listeners.http_addr()?;
-        let grpc_addr = listeners.grpc_addr()?;
-        Ok(Self {
-            listeners,
-            http_addr,
-            grpc_addr,
-            router,
-            grpc,
-            in_flight,
-            gateway,
-            shutdown_deadline: config.service.shutdown_deadline,
-            metrics_interval: config.metrics_interval,
-        })
+        let host = Host::bind(SERVICE, &config.service).await?;
+        let (admin_in_flight, admin_gateway, ping_gateway, sampled) =
+            (in_flight.clone(), gateway.clone(), gateway.clone(), gateway.clone());
+        let metrics_interval = config.metrics_interval;
+        Ok(host
+            .with_check("redis", move || {
+                let gateway = ping_gateway.clone();
+                async move { gateway.ping_redis().await }
+            })
+            .with_routes(limits::routes(gateway.clone()).merge(http::routes(gateway.clone())))
+            .with_grpc(grpc)
+            .with_admin(move || {
+                let in_use = u32::try_from(admin_in_flight.count()).unwrap_or(u32::MAX);
+                let gateway = admin_gateway.clone();
+                async move { Ok(limits::stats(&gateway, in_use).await) }
+            })
+            .with_sampler(move |stop| limits::sample(sampled, metrics_interval, stop))
+            .with_drain(finish_calls(in_flight, gateway, config.service.shutdown_deadline)))
     }
+}
 
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
+/// Calls in flight get up to `MILLRACE_SHUTDOWN_DEADLINE_MS` to finish, then their usage is
+/// recorded (within the close grace), while the ports stay open.
+async fn finish_calls(in_flight: drain::InFlight, gateway: Arc<Gateway>, deadline: Duration) {
+    tracing::info!(in_flight = in_flight.count(), "draining");
+    if tokio::time::timeout(deadline, in_flight.idle()).await.is_err() {
+        tracing::warn!(in_flight = in_flight.count(), "shutdown deadline passed with calls in flight");
     }
-
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr
-    }
-
-    /// Serves until `shutdown` is cancelled, then drains: gRPC health turns NOT_SERVING, calls
-    /// in flight get up to `MILLRACE_SHUTDOWN_DEADLINE_MS` to finish, their usage is recorded,
-    /// and the listeners close.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let draining = CancellationToken::new();
-        let stop = CancellationToken::new();
-        limits::sample(self.gateway.clone(), self.metrics_interval, stop.clone());
-        let serve = server::serve(SERVICE, self.listeners, self.router, self.grpc, draining.clone(), stop.clone());
-        tokio::pin!(serve);
-        tokio::select! {
-            result = &mut serve => return result,
-            () = shutdown.cancelled() => {}
-        }
-
-        draining.cancel();
-        tracing::info!(in_flight = self.in_flight.count(), "draining");
-        tokio::select! {
-            result = &mut serve => return result,
-            drained = tokio::time::timeout(self.shutdown_deadline, self.in_flight.idle()) => {
-                if drained.is_err() {
-                    tracing::warn!(in_flight = self.in_flight.count(), "shutdown deadline passed with calls in flight");
-                }
-            }
-        }
-        self.gateway.finish_bookkeeping(CLOSE_GRACE).await;
-
-        stop.cancel();
-        match tokio::time::timeout(CLOSE_GRACE, serve).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!("listeners did not close in time; stopping anyway");
-                Ok(())
-            }
-        }
-    }
+    gateway.finish_bookkeeping(CLOSE_GRACE).await;
 }

@@ -8,8 +8,9 @@
 3. Every template is structurally sound as a Go template: actions and comments closed, quotes
    and parentheses balanced, if/range/with/define/end nested, `include` names defined,
    `.Values` paths present in values.yaml, `.Files.Get` files present. Templates are NOT rendered.
-4. The chart agrees with the code: ports, health paths, MILLRACE_* names, stream and consumer
-   group names, the gRPC call graph, provider and tier names, and the dashboard/alerts copies.
+4. The chart agrees with the code, as the binaries describe themselves (scripts/code_facts.py):
+   ports, health paths, MILLRACE_* names, stream and consumer group names, the gRPC call graph;
+   and with the sources: provider and tier names, and the dashboard/alerts copies.
 5. The chart renders with Helm's own engine for several value sets, and each service's binary
    (`--check-config`) accepts the environment its Deployment gets.
 

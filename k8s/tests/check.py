@@ -8,15 +8,13 @@
 3. The custom resources (KEDA ScaledObject and TriggerAuthentication, ServiceMonitor,
    PrometheusRule) and the Grafana dashboard ConfigMap validate against the JSON schemas in
    k8s/tests/schemas, which require the fields millrace relies on and refuse unknown ones.
-4. The manifests agree with the code, read from the Rust sources by scripts/code_facts.py (so
-   they cannot drift):
-   ports (`ServiceConfig::load(settings, "<service>", HTTP, GRPC)`), health and metrics paths
-   (lib/common/src/server.rs), the drain deadline (`SHUTDOWN_DEADLINE_MS` default), every
-   MILLRACE_* name set is one the code reads, the gRPC call graph (each `grpc_url("X_URL", …)`
-   a service reads is set to the callee's Service and allowed by the callee's NetworkPolicy,
-   and no policy admits a caller the code does not have), the required settings
-   (`require("…")`), the stream and consumer-group names KEDA watches
-   (lib/pipeline/src/keys.rs, runtime.rs, stage.rs).
+4. The manifests agree with the code, as each service's binary describes itself
+   (`--describe`, run by scripts/code_facts.py, so they cannot drift): default ports, health
+   and metrics paths, the drain deadline (`SHUTDOWN_DEADLINE_MS` default), every MILLRACE_*
+   name set is one the code reads, the gRPC call graph (each peer URL a service reads is set to
+   the callee's Service and allowed by the callee's NetworkPolicy, and no policy admits a
+   caller the code does not have), the required settings, the stream and consumer-group names
+   KEDA watches.
 5. Each service's binary (`--check-config`, from `cargo build --workspace --bins`) accepts the
    environment its Deployment gets, Secrets replaced by stand-ins.
 
@@ -291,7 +289,7 @@ def check_consistency(target: str, resources: list[dict], code: code_facts.Code,
     # Stream stages: KEDA watches the stream and group the code reads from.
     prefix = envs.get("chunking", {}).get("MILLRACE_KEY_PREFIX") or code.key_prefix_default
     if not code.group_is_stage_name:
-        problems.add("code", "lib/pipeline/src/runtime.rs no longer names the consumer group after the stage; update k8s/tests/check.py")
+        problems.add("code", "a stage no longer names its consumer group after itself; update k8s/tests/check.py")
     if sorted(code.stages) != sorted(["chunking", "metadata", "embeddings", "storage"]):
         problems.add("code", f"the stages are now {code.stages}; update the ScaledObjects and k8s/tests/check.py")
     if scaled:

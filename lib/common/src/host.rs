@@ -249,14 +249,10 @@ where
     })
 }
 
-/// What a service's config tells `--describe` besides the variables it read.
+/// What a service's config tells `--describe` besides the variables it read: its common config
+/// and, for a stage, the stream it consumes.
 pub trait Describe {
-    fn service(&self) -> &ServiceConfig;
-
-    /// The stream a stage service consumes.
-    fn consumes(&self) -> Option<Consumes> {
-        None
-    }
+    fn described(&self) -> (&ServiceConfig, Option<Consumes>);
 }
 
 /// The stream a stage reads, as its consumer group, and where its dead letters go.
@@ -296,15 +292,16 @@ pub fn describe<C: Describe>(
 ) -> Result<Description, ConfigError> {
     let settings = settings.for_describe();
     let config = from_settings(&settings)?;
+    let (service_config, consumes) = config.described();
     let variables: Vec<Read> = settings.reads().into_values().collect();
     let peers = variables.iter().filter(|read| read.peer).map(|read| read.name.clone()).collect();
-    let ports = Ports { http: config.service().http_addr.port(), grpc: config.service().grpc_addr.port() };
-    Ok(Description { service, ports, health_routes: OPS_ROUTES, consumes: config.consumes(), variables, peers })
+    let ports = Ports { http: service_config.http_addr.port(), grpc: service_config.grpc_addr.port() };
+    Ok(Description { service, ports, health_routes: OPS_ROUTES, consumes, variables, peers })
 }
 
 impl Describe for ServiceConfig {
-    fn service(&self) -> &ServiceConfig {
-        self
+    fn described(&self) -> (&ServiceConfig, Option<Consumes>) {
+        (self, None)
     }
 }
 

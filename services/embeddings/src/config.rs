@@ -86,12 +86,8 @@ impl Config {
 }
 
 impl Describe for Config {
-    fn service(&self) -> &ServiceConfig {
-        &self.service
-    }
-
-    fn consumes(&self) -> Option<Consumes> {
-        Some(consumes(&self.worker))
+    fn described(&self) -> (&ServiceConfig, Option<Consumes>) {
+        (&self.service, Some(consumes(&self.worker)))
     }
 }
 

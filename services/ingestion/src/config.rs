@@ -154,8 +154,8 @@ impl Config {
 }
 
 impl millrace_common::host::Describe for Config {
-    fn service(&self) -> &ServiceConfig {
-        &self.service
+    fn described(&self) -> (&ServiceConfig, Option<millrace_common::host::Consumes>) {
+        (&self.service, None)
     }
 }
 

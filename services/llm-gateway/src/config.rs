@@ -248,8 +248,8 @@ fn base_url(name: &str, raw: &str) -> Result<String, ConfigError> {
 }
 
 impl millrace_common::host::Describe for Config {
-    fn service(&self) -> &ServiceConfig {
-        &self.service
+    fn described(&self) -> (&ServiceConfig, Option<millrace_common::host::Consumes>) {
+        (&self.service, None)
     }
 }
 

@@ -1,5 +1,5 @@
-//! The LLM upstream behind the gateway, as a trait so that other providers (and, later, a
-//! pool of upstreams with their own limits) can stand in for the OpenAI-compatible one.
+//! One LLM upstream, as a trait so that other providers can stand in for the OpenAI-compatible
+//! one; [`crate::upstreams`] puts each behind its own limits and breaker.
 
 mod openai;
 

@@ -94,6 +94,19 @@ pub fn consumes(worker: &WorkerConfig) -> Consumes {
     }
 }
 
+/// Implements `Describe` for a stage's `Config` (a struct with `service: ServiceConfig` and
+/// `worker: WorkerConfig`): its service settings and the stream its worker consumes.
+#[macro_export]
+macro_rules! describe_stage {
+    ($config:ty) => {
+        impl millrace_common::host::Describe for $config {
+            fn described(&self) -> (&millrace_common::ServiceConfig, Option<millrace_common::host::Consumes>) {
+                (&self.service, Some($crate::runtime::consumes(&self.worker)))
+            }
+        }
+    };
+}
+
 impl<H: Handler> StageService<H> {
     /// Serves these gRPC services besides Admin, health and reflection.
     pub fn with_grpc(mut self, grpc: Routes) -> Self {

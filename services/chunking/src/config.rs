@@ -24,11 +24,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use millrace_common::host::{Consumes, Describe};
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_fetch::FetchConfig;
 use millrace_pipeline::Stage;
-use millrace_pipeline::runtime::{consumes, worker_config};
+use millrace_pipeline::runtime::worker_config;
 use millrace_streams::WorkerConfig;
 
 use crate::{ChunkSizes, ParseLimits, SizeUnit, Sizer, SizerError};
@@ -142,11 +141,7 @@ impl Config {
     }
 }
 
-impl Describe for Config {
-    fn described(&self) -> (&ServiceConfig, Option<Consumes>) {
-        (&self.service, Some(consumes(&self.worker)))
-    }
-}
+millrace_pipeline::describe_stage!(Config);
 
 #[cfg(test)]
 mod tests {

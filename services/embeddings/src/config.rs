@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use millrace_common::host::{Consumes, Describe};
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_pipeline::Stage;
-use millrace_pipeline::runtime::{consumes, worker_config};
+use millrace_pipeline::runtime::worker_config;
 use millrace_resilience::BreakerConfig;
 use millrace_streams::WorkerConfig;
 
@@ -85,11 +84,7 @@ impl Config {
     }
 }
 
-impl Describe for Config {
-    fn described(&self) -> (&ServiceConfig, Option<Consumes>) {
-        (&self.service, Some(consumes(&self.worker)))
-    }
-}
+millrace_pipeline::describe_stage!(Config);
 
 #[cfg(test)]
 mod tests {

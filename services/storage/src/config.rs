@@ -1,10 +1,9 @@
 //! The storage service's settings, read from `MILLRACE_*` variables and checked before any
 //! port is bound.
 
-use millrace_common::host::{Consumes, Describe};
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_pipeline::Stage;
-use millrace_pipeline::runtime::{consumes, worker_config};
+use millrace_pipeline::runtime::worker_config;
 use millrace_streams::WorkerConfig;
 
 use crate::store::StoreConfig;
@@ -39,11 +38,7 @@ impl Config {
     }
 }
 
-impl Describe for Config {
-    fn described(&self) -> (&ServiceConfig, Option<Consumes>) {
-        (&self.service, Some(consumes(&self.worker)))
-    }
-}
+millrace_pipeline::describe_stage!(Config);
 
 #[cfg(test)]
 mod tests {

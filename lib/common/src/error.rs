@@ -13,6 +13,10 @@ pub enum ErrorCode {
     BadRequest,
     /// The request was read but a field is invalid.
     InvalidArgument,
+    /// No credentials, or credentials that are unknown or revoked.
+    Unauthenticated,
+    /// Valid credentials without the scope the call needs.
+    PermissionDenied,
     NotFound,
     /// The request conflicts with the object's state (a job too far along to cancel).
     Conflict,
@@ -31,6 +35,8 @@ impl ErrorCode {
         match self {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::InvalidArgument => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::PermissionDenied => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -45,6 +51,8 @@ impl ErrorCode {
     pub fn grpc_code(self) -> tonic::Code {
         match self {
             Self::BadRequest | Self::InvalidArgument | Self::UnsupportedMediaType => tonic::Code::InvalidArgument,
+            Self::Unauthenticated => tonic::Code::Unauthenticated,
+            Self::PermissionDenied => tonic::Code::PermissionDenied,
             Self::NotFound => tonic::Code::NotFound,
             Self::Conflict => tonic::Code::FailedPrecondition,
             Self::PayloadTooLarge => tonic::Code::OutOfRange,
@@ -61,6 +69,8 @@ impl ErrorCode {
             tonic::Code::InvalidArgument => Self::InvalidArgument,
             tonic::Code::FailedPrecondition => Self::Conflict,
             tonic::Code::NotFound => Self::NotFound,
+            tonic::Code::Unauthenticated => Self::Unauthenticated,
+            tonic::Code::PermissionDenied => Self::PermissionDenied,
             tonic::Code::OutOfRange => Self::PayloadTooLarge,
             tonic::Code::ResourceExhausted => Self::RateLimited,
             tonic::Code::Unavailable | tonic::Code::Aborted | tonic::Code::Cancelled => Self::Unavailable,
@@ -74,6 +84,8 @@ impl ErrorCode {
         match self {
             Self::BadRequest => "bad_request",
             Self::InvalidArgument => "invalid_argument",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PermissionDenied => "permission_denied",
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
@@ -110,6 +122,12 @@ impl ApiError {
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidArgument, message)
+    }
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PermissionDenied, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)

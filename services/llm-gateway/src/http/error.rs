@@ -92,6 +92,8 @@ impl From<UpstreamError> for OpenAiError {
                     ErrorCode::BadRequest | ErrorCode::InvalidArgument => {
                         (StatusCode::BAD_REQUEST, "invalid_request_error")
                     }
+                    ErrorCode::Unauthenticated => (StatusCode::UNAUTHORIZED, "authentication_error"),
+                    ErrorCode::PermissionDenied => (StatusCode::FORBIDDEN, "permission_error"),
                     ErrorCode::NotFound => (StatusCode::NOT_FOUND, "invalid_request_error"),
                     ErrorCode::Conflict => (StatusCode::CONFLICT, "invalid_request_error"),
                     ErrorCode::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),

@@ -8,6 +8,7 @@ pub mod failure;
 pub mod grpc_client;
 pub mod host;
 pub mod metrics;
+pub mod postgres;
 pub mod redis_conn;
 pub mod server;
 pub mod shutdown;

@@ -22,10 +22,9 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
 use pgvector::Vector;
 use serde_json::Value;
-use tokio_postgres::NoTls;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
@@ -148,16 +147,13 @@ impl PgStore {
     /// from several replicas at once). Fails if the schema holds another embedding dimension.
     pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
         config.validate()?;
-        let pg_config: tokio_postgres::Config = config.database_url.parse()?;
-        let manager = Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(config.pool_timeout))
-            .create_timeout(Some(config.pool_timeout))
-            .recycle_timeout(Some(config.pool_timeout))
-            .build()
-            .map_err(|e| StoreError::Config(format!("building the connection pool: {e}")))?;
+        let pool = millrace_common::postgres::pool(
+            "MILLRACE_DATABASE_URL",
+            &config.database_url,
+            config.pool_size,
+            config.pool_timeout,
+        )
+        .map_err(|err| StoreError::Config(err.to_string()))?;
         let store = Self { pool, config: Arc::new(config.clone()), iterative_scan: Arc::new(AtomicBool::new(false)) };
         store.migrate().await?;
         Ok(store)

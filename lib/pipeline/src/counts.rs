@@ -60,18 +60,36 @@ pub struct Backlog {
     pub jobs: u64,
     /// Bytes of their documents (see [`JobStatusCounts::queued_bytes`]).
     pub bytes: u64,
+    /// Of those jobs, the tenant's (see [`crate::Keys::tenant_backlog`]).
+    pub tenant_jobs: u64,
 }
 
 impl JobStore {
-    /// The backlog, in one round trip (it is read on every submission).
-    pub async fn backlog(&self) -> Result<Backlog, JobStoreError> {
+    /// The backlog, in all and of `tenant_id`, in one round trip (it is read on every
+    /// submission).
+    pub async fn backlog(&self, tenant_id: &str) -> Result<Backlog, JobStoreError> {
         let mut conn = self.pool().get().await?;
-        let (jobs, bytes): (u64, Option<i64>) = redis::pipe()
+        let (jobs, bytes, tenant_jobs): (u64, Option<i64>, Option<i64>) = redis::pipe()
             .scard(self.keys().active_jobs())
             .hget(self.keys().job_status_counts(), QUEUED_BYTES)
+            .hget(self.keys().tenant_backlog(), tenant_id)
             .query_async(&mut conn)
             .await?;
-        Ok(Backlog { jobs, bytes: bytes.unwrap_or(0).max(0) as u64 })
+        Ok(Backlog {
+            jobs,
+            bytes: bytes.unwrap_or(0).max(0) as u64,
+            tenant_jobs: tenant_jobs.unwrap_or(0).max(0) as u64,
+        })
+    }
+
+    /// Jobs not yet finished per tenant, for the tenants that have any.
+    pub async fn tenant_backlogs(&self) -> Result<Vec<(String, u64)>, JobStoreError> {
+        let mut conn = self.pool().get().await?;
+        let fields: HashMap<String, i64> = conn.hgetall(self.keys().tenant_backlog()).await?;
+        let mut backlogs: Vec<(String, u64)> =
+            fields.into_iter().filter(|(_, count)| *count > 0).map(|(tenant, count)| (tenant, count as u64)).collect();
+        backlogs.sort();
+        Ok(backlogs)
     }
 
     pub async fn status_counts(&self) -> Result<JobStatusCounts, JobStoreError> {

@@ -40,6 +40,9 @@ pub struct DeadLetter {
     pub source_id: String,
     /// Its job's status now; None when the job's record is gone (expired).
     pub job_status: Option<JobStatus>,
+    /// Its job's tenant: the entry's, else its job record's; empty when neither says (an entry
+    /// written before entries carried the tenant, whose job's record expired).
+    pub tenant_id: String,
 }
 
 impl DeadLetter {
@@ -62,6 +65,7 @@ impl DeadLetter {
             dead_lettered_at: rfc3339_from_millis(millis),
             source_id: text("source_id"),
             job_status: None,
+            tenant_id: text(crate::entry::TENANT),
         }
     }
 }
@@ -127,6 +131,7 @@ impl DeadLetter {
             dead_lettered_at: self.dead_lettered_at.clone(),
             source_id: self.source_id.clone(),
             job_status: self.job_status.map_or(millrace_proto::JobStatus::Unspecified, JobStatus::to_proto) as i32,
+            tenant_id: self.tenant_id.clone(),
         }
     }
 }
@@ -218,11 +223,14 @@ impl JobStore {
         if !entries.is_empty() {
             let mut pipe = redis::pipe();
             for entry in &entries {
-                pipe.cmd("HGET").arg(self.keys().job(&entry.job_id)).arg("status");
+                pipe.cmd("HMGET").arg(self.keys().job(&entry.job_id)).arg("status").arg("tenant_id");
             }
-            let statuses: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-            for (entry, status) in entries.iter_mut().zip(statuses) {
+            let records: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
+            for (entry, (status, tenant_id)) in entries.iter_mut().zip(records) {
                 entry.job_status = status.as_deref().and_then(JobStatus::parse);
+                if entry.tenant_id.is_empty() {
+                    entry.tenant_id = tenant_id.unwrap_or_default();
+                }
             }
         }
         Ok(StageDeadLetters { stage: stage.name(), count, entries })
@@ -380,7 +388,7 @@ impl JobStore {
             for stage in Stage::ALL {
                 invocation.key(keys.dead_letters(stage));
             }
-            invocation.key(keys.job_status_counts());
+            invocation.key(keys.job_status_counts()).key(keys.tenant_backlog());
             for batch in 0..batches {
                 invocation
                     .key(keys.batch(job_id, batch))

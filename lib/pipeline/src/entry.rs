@@ -5,6 +5,10 @@
 //!
 //! Rust writes chunking entries (`JobStore::create`); the Lua scripts write the others with the
 //! same names, which the script tests check by decoding what each script wrote.
+//!
+//! Every entry also carries the job's tenant and collection, copied from the job's record by
+//! whoever writes the entry (never from a caller of a stage): a stage acts on the record's tenant
+//! and refuses an entry whose tenant is not its job's ([`EntryRef::foreign`]).
 
 use std::collections::HashMap;
 
@@ -16,6 +20,10 @@ pub const JOB_ID: &str = "job_id";
 pub const BATCH: &str = "batch";
 /// The job's retry generation when the entry was written.
 pub const GENERATION: &str = "gen";
+/// The tenant of the entry's job (from its record).
+pub const TENANT: &str = "tenant";
+/// The collection of the entry's job's document (from its record).
+pub const COLLECTION: &str = "collection";
 /// The W3C trace context of whoever added the entry.
 pub const TRACEPARENT: &str = millrace_common::telemetry::context::TRACEPARENT_FIELD;
 
@@ -27,6 +35,10 @@ pub struct EntryRef {
     /// generations existed have none and count as 0). An entry older than its job's generation
     /// is stale: the retry that started the new generation put back every step it needs.
     pub generation: u64,
+    /// The job's tenant; empty in entries written before entries carried it.
+    pub tenant: String,
+    /// The job's collection; empty in entries written before entries carried it.
+    pub collection: String,
 }
 
 /// One batch of one job, as carried in a metadata, embeddings or storage entry.
@@ -35,6 +47,8 @@ pub struct BatchRef {
     pub job_id: String,
     pub batch: u32,
     pub generation: u64,
+    pub tenant: String,
+    pub collection: String,
 }
 
 impl EntryRef {
@@ -45,12 +59,18 @@ impl EntryRef {
             None => 0,
             Some(text) => text.parse().map_err(|_| "entry has a bad generation")?,
         };
-        Ok(Self { job_id, generation })
+        let text = |name: &str| fields.get(name).cloned().unwrap_or_default();
+        Ok(Self { job_id, generation, tenant: text(TENANT), collection: text(COLLECTION) })
     }
 
     /// The entry's fields, in the order they are written.
     pub fn to_fields(&self, traceparent: Option<&str>) -> Vec<(&'static str, String)> {
-        let mut fields = vec![(JOB_ID, self.job_id.clone()), (GENERATION, self.generation.to_string())];
+        let mut fields = vec![
+            (JOB_ID, self.job_id.clone()),
+            (GENERATION, self.generation.to_string()),
+            (TENANT, self.tenant.clone()),
+            (COLLECTION, self.collection.clone()),
+        ];
         fields.extend(traceparent.map(|value| (TRACEPARENT, value.to_owned())));
         fields
     }
@@ -59,15 +79,26 @@ impl EntryRef {
     pub fn is_stale(&self, job: &Job) -> bool {
         self.generation < job.generation
     }
+
+    /// Whether the entry names another tenant than its job's record: never written so by
+    /// millrace (every writer copies the record's), so someone wrote the stream by hand, and
+    /// the stage refuses the entry rather than act for either tenant.
+    pub fn foreign(&self, job: &Job) -> bool {
+        foreign(&self.tenant, job)
+    }
+}
+
+fn foreign(tenant: &str, job: &Job) -> bool {
+    !tenant.is_empty() && tenant != job.tenant_id
 }
 
 impl BatchRef {
     /// Reads `job_id`, `batch` and `gen` from a stream entry's fields.
     pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
-        let EntryRef { job_id, generation } = EntryRef::from_fields(fields)?;
+        let EntryRef { job_id, generation, tenant, collection } = EntryRef::from_fields(fields)?;
         let batch =
             fields.get(BATCH).ok_or("entry has no batch")?.parse().map_err(|_| "entry has a bad batch number")?;
-        Ok(Self { job_id, batch, generation })
+        Ok(Self { job_id, batch, generation, tenant, collection })
     }
 
     /// The entry's fields, in the order they are written.
@@ -76,6 +107,8 @@ impl BatchRef {
             (JOB_ID, self.job_id.clone()),
             (BATCH, self.batch.to_string()),
             (GENERATION, self.generation.to_string()),
+            (TENANT, self.tenant.clone()),
+            (COLLECTION, self.collection.clone()),
         ];
         fields.extend(traceparent.map(|value| (TRACEPARENT, value.to_owned())));
         fields
@@ -83,6 +116,21 @@ impl BatchRef {
 
     pub fn is_stale(&self, job: &Job) -> bool {
         self.generation < job.generation
+    }
+
+    /// See [`EntryRef::foreign`].
+    pub fn foreign(&self, job: &Job) -> bool {
+        foreign(&self.tenant, job)
+    }
+
+    /// The job-level part of the entry (what `fail` and the chunking helpers take).
+    pub fn entry(&self) -> EntryRef {
+        EntryRef {
+            job_id: self.job_id.clone(),
+            generation: self.generation,
+            tenant: self.tenant.clone(),
+            collection: self.collection.clone(),
+        }
     }
 }
 
@@ -107,18 +155,52 @@ mod tests {
 
     #[test]
     fn entries_read_back_what_they_write() {
-        let entry = EntryRef { job_id: "j".into(), generation: 2 };
+        let entry = EntryRef { job_id: "j".into(), generation: 2, tenant: "acme".into(), collection: "hr".into() };
         assert_eq!(EntryRef::from_fields(&decoded(entry.to_fields(None))), Ok(entry.clone()));
         let fields = decoded(entry.to_fields(Some("00-trace")));
         assert_eq!(fields.get(TRACEPARENT).map(String::as_str), Some("00-trace"));
-        let batch = BatchRef { job_id: "j".into(), batch: 7, generation: 1 };
+        let batch = BatchRef {
+            job_id: "j".into(),
+            batch: 7,
+            generation: 1,
+            tenant: "acme".into(),
+            collection: "default".into(),
+        };
         assert_eq!(BatchRef::from_fields(&decoded(batch.to_fields(None))), Ok(batch));
     }
 
     #[test]
     fn an_entry_without_a_generation_is_of_the_first_attempt() {
         let fields = HashMap::from([(JOB_ID.to_owned(), "j".to_owned()), (BATCH.to_owned(), "3".to_owned())]);
-        assert_eq!(BatchRef::from_fields(&fields), Ok(BatchRef { job_id: "j".into(), batch: 3, generation: 0 }));
+        assert_eq!(
+            BatchRef::from_fields(&fields),
+            Ok(BatchRef {
+                job_id: "j".into(),
+                batch: 3,
+                generation: 0,
+                tenant: String::new(),
+                collection: String::new()
+            })
+        );
+    }
+
+    #[test]
+    fn an_entry_naming_another_tenant_than_its_job_is_foreign() {
+        let job = Job::from_hash(&HashMap::from([
+            ("job_id".to_owned(), "j".to_owned()),
+            ("status".to_owned(), "running".to_owned()),
+            ("tenant_id".to_owned(), "acme".to_owned()),
+        ]))
+        .unwrap();
+        let entry = |tenant: &str| EntryRef {
+            job_id: "j".into(),
+            generation: 0,
+            tenant: tenant.into(),
+            collection: String::new(),
+        };
+        assert!(!entry("acme").foreign(&job));
+        assert!(!entry("").foreign(&job), "an entry written before entries carried the tenant");
+        assert!(entry("globex").foreign(&job));
     }
 
     #[test]

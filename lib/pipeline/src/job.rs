@@ -153,6 +153,8 @@ pub struct LlmUsage {
 pub struct Job {
     pub job_id: String,
     pub tenant_id: String,
+    /// The collection the document goes to (`default` for records written before collections).
+    pub collection: String,
     pub document_id: String,
     pub version: u64,
     pub status: JobStatus,
@@ -219,6 +221,11 @@ impl Job {
         let mut job = Job {
             job_id,
             tenant_id: text("tenant_id"),
+            collection: fields
+                .get("collection")
+                .filter(|collection| !collection.is_empty())
+                .cloned()
+                .unwrap_or_else(|| millrace_auth::DEFAULT_COLLECTION.to_owned()),
             document_id: text("document_id"),
             version: number("version"),
             status,
@@ -292,6 +299,8 @@ impl Job {
             document_id: self.document_id.clone(),
             version: self.version,
             status: self.status.to_proto() as i32,
+            collection: self.collection.clone(),
+            tenant_id: self.tenant_id.clone(),
             progress: self.progress,
             chunks: Some(millrace_proto::ChunkCounts {
                 total: self.chunks.total,

@@ -56,6 +56,18 @@ impl Keys {
         format!("{}:jobs", self.prefix)
     }
 
+    /// A tenant's jobs, scored by creation time (ms): what `GET /v1/jobs` lists for it.
+    pub fn tenant_jobs(&self, tenant_id: &str) -> String {
+        format!("{}:jobs:tenant:{tenant_id}", self.prefix)
+    }
+
+    /// Jobs not yet finished per tenant (a hash: tenant → count), kept by the scripts that keep
+    /// [`Keys::job_status_counts`] (create, `FINISH`, a retry that reopens a job), for the
+    /// per-tenant admission bound.
+    pub fn tenant_backlog(&self) -> String {
+        format!("{}:jobs:tenants", self.prefix)
+    }
+
     /// Jobs not yet finished, for admission control.
     pub fn active_jobs(&self) -> String {
         format!("{}:jobs:active", self.prefix)

@@ -191,7 +191,9 @@ pub async fn stage_stats(
 
 /// The batch a stream entry points at, with its job, if the job is still running and the entry
 /// belongs to its current attempt. `None` means there is nothing to do (the job finished, its
-/// record expired, or a dead-letter retry replaced the entry): acknowledge.
+/// record expired, or a dead-letter retry replaced the entry): acknowledge. An entry or a batch
+/// payload that names another tenant than the job's record is refused (fatal): the stage acts
+/// only for the tenant the job was submitted in.
 pub async fn running_batch(
     jobs: &JobStore,
     message: &Message,
@@ -202,11 +204,26 @@ pub async fn running_batch(
         tracing::debug!(job_id = %entry.job_id, batch = entry.batch, status = job.status.as_str(), generation = entry.generation, "job finished or retried; skipping batch");
         return Ok(None);
     }
+    if entry.foreign(&job) {
+        return Err(foreign_entry(&entry.tenant, &job));
+    }
     let Some(chunks) = jobs.load_batch(&entry.job_id, entry.batch).await? else {
         finished_without_payload(jobs, &entry.job_id, &format!("batch {} payload", entry.batch)).await?;
         return Ok(None);
     };
+    if !chunks.tenant_id.is_empty() && chunks.tenant_id != job.tenant_id {
+        return Err(HandlerError::Fatal(format!(
+            "batch {} payload names tenant {:?}, its job's record {:?}",
+            entry.batch, chunks.tenant_id, job.tenant_id
+        )));
+    }
     Ok(Some((entry, job, chunks)))
+}
+
+/// The error for an entry whose tenant is not its job's (see [`EntryRef::foreign`]).
+pub fn foreign_entry(tenant: &str, job: &Job) -> HandlerError {
+    tracing::error!(job_id = %job.job_id, entry_tenant = tenant, job_tenant = %job.tenant_id, "stream entry names another tenant than its job; refused");
+    HandlerError::Fatal(format!("the entry names tenant {tenant:?}, its job's record {:?}", job.tenant_id))
 }
 
 /// A payload (`what`) of a job that was running a moment ago is missing. That is expected when
@@ -222,7 +239,8 @@ pub async fn finished_without_payload(jobs: &JobStore, job_id: &str, what: &str)
 }
 
 /// Marks the job of a stream entry failed at `stage`, when the entry is given up on (unless a
-/// dead-letter retry replaced the entry's attempt meanwhile).
+/// dead-letter retry replaced the entry's attempt meanwhile). An entry naming another tenant
+/// than its job's fails nothing: it was not written for that job.
 pub async fn fail_job(jobs: &JobStore, message: &Message, stage: Stage, reason: &str) {
     let entry = match EntryRef::from_fields(&message.fields) {
         Ok(entry) => entry,
@@ -231,6 +249,13 @@ pub async fn fail_job(jobs: &JobStore, message: &Message, stage: Stage, reason: 
             return;
         }
     };
+    if !entry.tenant.is_empty()
+        && let Ok(Some(job)) = jobs.get(&entry.job_id).await
+        && entry.foreign(&job)
+    {
+        tracing::warn!(job_id = %entry.job_id, "a foreign entry was given up on; its job is left as it is");
+        return;
+    }
     if let Err(err) = jobs.fail(&entry, stage, reason).await {
         tracing::warn!(job_id = %entry.job_id, error = %err, "could not mark job failed");
     }

@@ -40,7 +40,10 @@ impl From<JobStoreError> for millrace_streams::HandlerError {
 /// A document as submitted.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// The tenant of the key that submitted it: the job's, its stream entries' and its chunks'.
     pub tenant_id: String,
+    /// The collection the document goes to.
+    pub collection: String,
     pub document_id: String,
     pub content_type: String,
     pub source: String,
@@ -154,15 +157,22 @@ impl JobStore {
         let version: u64 = conn.incr(self.keys.document_version(&new.tenant_id, &new.document_id), 1).await?;
         let now = now_millis();
         let ttl = self.retention.as_secs().max(1);
-        let fields = job_fields(&job_id, &new, version, JobStatus::Queued, now);
+        let mut fields = job_fields(&job_id, &new, version, JobStatus::Queued, now);
+        // Counted in its tenant's backlog until FINISH takes it out (see `Keys::tenant_backlog`).
+        fields.push((IN_BACKLOG, "1".to_owned()));
         let retention_ms = self.retention.as_millis() as i64;
-        let entry = EntryRef { job_id: job_id.clone(), generation: 0 };
+        let entry = EntryRef {
+            job_id: job_id.clone(),
+            generation: 0,
+            tenant: new.tenant_id.clone(),
+            collection: new.collection.clone(),
+        };
         let mut enqueue = redis::cmd("XADD");
         enqueue.arg(self.keys.stream(Stage::Chunking)).arg("*");
         for (name, value) in entry.to_fields(context::traceparent().as_deref()) {
             enqueue.arg(name).arg(value);
         }
-        let mut pipe = self.record_pipe(&job_id, &fields, now);
+        let mut pipe = self.record_pipe(&job_id, &new.tenant_id, &fields, now);
         pipe.cmd("SET")
             .arg(self.keys.content(&job_id))
             .arg(&new.content)
@@ -174,7 +184,14 @@ impl JobStore {
             .arg("-inf")
             .arg(now - retention_ms)
             .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.tenant_jobs(&new.tenant_id))
+            .arg("-inf")
+            .arg(now - retention_ms)
+            .ignore()
             .sadd(self.keys.active_jobs(), &job_id)
+            .ignore()
+            .hincr(self.keys.tenant_backlog(), &new.tenant_id, 1)
             .ignore()
             .zadd(self.keys.document_jobs(&new.tenant_id, &new.document_id), &job_id, version)
             .ignore()
@@ -200,9 +217,11 @@ impl JobStore {
     }
 
     /// A transaction that writes a new job's record (expiring with the retention period) and
-    /// indexes it by creation time; callers add what their kind of job needs.
-    fn record_pipe(&self, job_id: &str, fields: &[(&str, String)], now: i64) -> redis::Pipeline {
+    /// indexes it by creation time, in all and in its tenant; callers add what their kind of job
+    /// needs.
+    fn record_pipe(&self, job_id: &str, tenant_id: &str, fields: &[(&str, String)], now: i64) -> redis::Pipeline {
         let job_key = self.keys.job(job_id);
+        let tenant_jobs = self.keys.tenant_jobs(tenant_id);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hset_multiple(&job_key, fields)
@@ -210,6 +229,10 @@ impl JobStore {
             .expire(&job_key, self.retention.as_secs().max(1) as i64)
             .ignore()
             .zadd(self.keys.jobs_index(), job_id, now)
+            .ignore()
+            .zadd(&tenant_jobs, job_id, now)
+            .ignore()
+            .expire(&tenant_jobs, self.retention.as_secs().max(1) as i64)
             .ignore();
         pipe
     }
@@ -244,7 +267,7 @@ impl JobStore {
             }
         }
         fields.extend([("started_ms", now.to_string()), ("finished_ms", now.to_string()), ("unchanged", "1".into())]);
-        self.record_pipe(&job_id, &fields, now)
+        self.record_pipe(&job_id, &new.tenant_id, &fields, now)
             .zadd(self.keys.finished_jobs(), &job_id, now)
             .ignore()
             .hincr(self.keys.job_status_counts(), JobStatus::Completed.as_str(), 1)
@@ -299,21 +322,49 @@ impl JobStore {
         Ok(cancelled)
     }
 
+    /// The document's jobs of versions up to `through_version` that are still recorded.
+    pub async fn document_jobs(
+        &self,
+        tenant_id: &str,
+        document_id: &str,
+        through_version: u64,
+    ) -> Result<Vec<Job>, JobStoreError> {
+        let mut conn = self.conn().await?;
+        let job_ids: Vec<String> =
+            conn.zrangebyscore(self.keys.document_jobs(tenant_id, document_id), "-inf", through_version).await?;
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for job_id in &job_ids {
+            pipe.hgetall(self.keys.job(job_id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        Ok(hashes.iter().filter_map(Job::from_hash).collect())
+    }
+
     pub async fn get(&self, job_id: &str) -> Result<Option<Job>, JobStoreError> {
         let mut conn = self.conn().await?;
         let fields: HashMap<String, String> = conn.hgetall(self.keys.job(job_id)).await?;
         Ok(Job::from_hash(&fields))
     }
 
-    /// Newest first, optionally only one status. Scans at most a few thousand recent jobs.
-    pub async fn list(&self, status: Option<JobStatus>, limit: usize) -> Result<Vec<Job>, JobStoreError> {
+    /// A tenant's jobs, newest first, optionally only one status. Scans at most a few thousand
+    /// of its recent jobs.
+    pub async fn list(
+        &self,
+        tenant_id: &str,
+        status: Option<JobStatus>,
+        limit: usize,
+    ) -> Result<Vec<Job>, JobStoreError> {
         const PAGE: isize = 200;
         const MAX_SCANNED: isize = 5_000;
+        let index = self.keys.tenant_jobs(tenant_id);
         let mut conn = self.conn().await?;
         let mut jobs = Vec::new();
         let mut start = 0;
         while jobs.len() < limit && start < MAX_SCANNED {
-            let ids: Vec<String> = conn.zrevrange(self.keys.jobs_index(), start, start + PAGE - 1).await?;
+            let ids: Vec<String> = conn.zrevrange(&index, start, start + PAGE - 1).await?;
             if ids.is_empty() {
                 break;
             }
@@ -323,7 +374,10 @@ impl JobStore {
             }
             let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
             for hash in hashes {
+                // The index only ever holds the tenant's jobs; the check costs nothing and keeps a
+                // hand-edited index from showing another tenant's job.
                 if let Some(job) = Job::from_hash(&hash)
+                    && job.tenant_id == tenant_id
                     && status.is_none_or(|s| s == job.status)
                     && jobs.len() < limit
                 {
@@ -430,7 +484,7 @@ impl JobStore {
         result_key: &str,
         payload: Vec<u8>,
     ) -> Result<HalfOutcome, JobStoreError> {
-        let BatchRef { job_id, batch, generation } = entry;
+        let BatchRef { job_id, batch, generation, .. } = entry;
         let (job_id, batch) = (job_id.as_str(), *batch);
         let mut conn = self.conn().await?;
         let result: i64 = COMPLETE_HALF
@@ -554,6 +608,7 @@ impl JobStore {
             .key(self.keys.finished_jobs())
             .key(self.keys.job_events(job_id))
             .key(self.keys.job_status_counts())
+            .key(self.keys.tenant_backlog())
             .arg(status.as_str())
             .arg(now_millis())
             .arg(self.retention.as_secs().max(1))
@@ -604,6 +659,11 @@ impl JobStore {
     }
 }
 
+/// The field of a job's record present while the job counts in its tenant's backlog: `FINISH`
+/// takes it out once (and a job recorded before the per-tenant counts began, which lacks it,
+/// takes nothing out that it never put in).
+const IN_BACKLOG: &str = "in_backlog";
+
 /// The job a new record describes: exactly what was just written, so it need not be read back.
 fn job_from_fields(fields: Vec<(&str, String)>) -> Result<Job, JobStoreError> {
     let written: HashMap<String, String> = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
@@ -617,6 +677,7 @@ fn job_fields(job_id: &str, new: &NewJob, version: u64, status: JobStatus, now: 
     vec![
         ("job_id", job_id.to_owned()),
         ("tenant_id", new.tenant_id.clone()),
+        ("collection", new.collection.clone()),
         ("document_id", new.document_id.clone()),
         ("version", version.to_string()),
         ("status", status.as_str().to_owned()),

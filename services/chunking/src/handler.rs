@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use millrace_pipeline::runtime::fail_job;
+use millrace_pipeline::runtime::{fail_job, foreign_entry};
 use millrace_pipeline::{ChunkingOutcome, EntryRef, JobStore, Stage};
 use millrace_proto::{Chunk, ChunkBatch};
 use millrace_streams::{Handler, HandlerError, Message};
@@ -72,6 +72,10 @@ impl Handler for ChunkingHandler {
         if job.status.is_terminal() || entry.is_stale(&job) {
             info!(job_id, status = job.status.as_str(), "job already finished or retried; skipping");
             return Ok(());
+        }
+        // The job's record says whose document this is (and so whose stored chunks to reuse).
+        if entry.foreign(&job) {
+            return Err(foreign_entry(&entry.tenant, &job));
         }
         let sizes = self
             .sizes
@@ -173,6 +177,7 @@ mod tests {
     async fn submit(store: &JobStore, text: Vec<u8>) -> Message {
         let new = NewJob {
             tenant_id: "t".into(),
+            collection: "default".into(),
             document_id: format!("doc-{}", text.len()),
             content_type: "text/plain".into(),
             source: "test".into(),
@@ -184,7 +189,8 @@ mod tests {
             fingerprint: String::new(),
         };
         let job = store.create(new).await.unwrap();
-        let entry = EntryRef { job_id: job.job_id.clone(), generation: 0 };
+        let entry =
+            EntryRef { job_id: job.job_id.clone(), generation: 0, tenant: "t".into(), collection: "default".into() };
         let fields = entry.to_fields(None).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
         Message { id: "1-0".into(), fields, delivery: 1 }
     }

@@ -3,13 +3,16 @@
 //! (`MILLRACE_MAX_QUEUED_JOBS`), the bytes of their documents, which Redis holds until each
 //! finishes (`MILLRACE_MAX_QUEUED_BYTES`), and Redis' own memory: with `noeviction` a Redis at
 //! its `maxmemory` refuses every write of the whole pipeline, so new work stops at a
-//! watermark below it (`MILLRACE_REDIS_MEMORY_HIGH_WATERMARK`).
+//! watermark below it (`MILLRACE_REDIS_MEMORY_HIGH_WATERMARK`). And one bound per tenant, so
+//! that one tenant cannot fill the queue for all: its jobs not yet finished
+//! (`MILLRACE_MAX_QUEUED_JOBS_PER_TENANT`), answered with 429 and `Retry-After`, since the
+//! service has room and only this tenant must wait.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use millrace_common::ApiError;
 use millrace_common::sync::lock;
+use millrace_common::{ApiError, ErrorCode};
 
 /// How long one reading of Redis' memory is trusted.
 const MEMORY_READING_TTL: Duration = Duration::from_secs(1);
@@ -19,13 +22,30 @@ const MEMORY_READING_TTL: Duration = Duration::from_secs(1);
 pub struct Capacity {
     pub free_jobs: u64,
     pub free_bytes: u64,
+    /// Room left in the caller's tenant, and its bound (`MAX_QUEUED_JOBS_PER_TENANT`).
+    pub free_tenant_jobs: u64,
+    pub max_tenant_jobs: u64,
     /// What to tell a caller who finds no room.
     pub retry_after_secs: u64,
 }
 
+/// The variable of the per-tenant bound, named in its refusals (and how they are counted).
+pub const PER_TENANT_LIMIT: &str = "MILLRACE_MAX_QUEUED_JOBS_PER_TENANT";
+
 impl Capacity {
     /// Takes room for one document of `bytes`, or says which bound is reached.
     pub fn admit(&mut self, bytes: u64) -> Result<(), ApiError> {
+        if self.free_tenant_jobs == 0 {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "this tenant's jobs queued or running have reached its limit ({PER_TENANT_LIMIT}={}); \
+                     retry once some have finished",
+                    self.max_tenant_jobs
+                ),
+            )
+            .with_retry_after(self.retry_after_secs.max(1)));
+        }
         if self.free_jobs == 0 {
             return Err(full("too many jobs are queued (MILLRACE_MAX_QUEUED_JOBS)", self.retry_after_secs));
         }
@@ -33,6 +53,7 @@ impl Capacity {
             return Err(full("too many document bytes are queued (MILLRACE_MAX_QUEUED_BYTES)", self.retry_after_secs));
         }
         self.free_jobs -= 1;
+        self.free_tenant_jobs -= 1;
         self.free_bytes -= bytes;
         Ok(())
     }
@@ -41,6 +62,12 @@ impl Capacity {
     pub fn check_any(&self) -> Result<(), ApiError> {
         let mut copy = *self;
         copy.admit(0)
+    }
+
+    /// Refuses when the pipeline as a whole has no room, whatever the tenant's share: for work
+    /// an admin puts back across tenants (dead-letter retries).
+    pub fn check_pipeline(&self) -> Result<(), ApiError> {
+        Capacity { free_tenant_jobs: 1, ..*self }.check_any()
     }
 }
 
@@ -152,7 +179,8 @@ mod tests {
 
     #[test]
     fn each_bound_refuses_with_its_own_reason() {
-        let mut capacity = Capacity { free_jobs: 2, free_bytes: 100, retry_after_secs: 7 };
+        let mut capacity =
+            Capacity { free_jobs: 2, free_bytes: 100, free_tenant_jobs: 5, max_tenant_jobs: 5, retry_after_secs: 7 };
         capacity.admit(60).unwrap();
         let err = capacity.admit(60).unwrap_err();
         assert!(err.message.contains("MILLRACE_MAX_QUEUED_BYTES"), "{err}");
@@ -160,6 +188,18 @@ mod tests {
         capacity.admit(40).unwrap();
         assert!(capacity.admit(0).unwrap_err().message.contains("MILLRACE_MAX_QUEUED_JOBS"));
         assert!(capacity.check_any().is_err());
+    }
+
+    #[test]
+    fn a_tenant_at_its_bound_waits_with_429_while_others_go_on() {
+        let mut capacity =
+            Capacity { free_jobs: 10, free_bytes: 100, free_tenant_jobs: 1, max_tenant_jobs: 3, retry_after_secs: 0 };
+        capacity.admit(1).unwrap();
+        let err = capacity.admit(1).unwrap_err();
+        assert_eq!(err.code, ErrorCode::RateLimited);
+        assert!(err.message.contains("MILLRACE_MAX_QUEUED_JOBS_PER_TENANT=3"), "{err}");
+        assert_eq!(err.retry_after_secs, Some(1), "never `Retry-After: 0`");
+        assert_eq!(capacity.free_jobs, 9);
     }
 
     #[test]

@@ -34,8 +34,9 @@ pub struct Config {
     /// (`noeviction`) never reaches its limit and stops every write of the pipeline
     /// (`MILLRACE_REDIS_MEMORY_HIGH_WATERMARK`).
     pub redis_memory_high_watermark: f64,
-    /// Tenant of every document for now (`MILLRACE_TENANT_ID`).
-    pub tenant_id: String,
+    /// Admission bound per tenant: its jobs accepted and not yet finished
+    /// (`MILLRACE_MAX_QUEUED_JOBS_PER_TENANT`).
+    pub max_queued_jobs_per_tenant: u64,
     /// Base of `status_url` (`MILLRACE_PUBLIC_URL`); relative URLs without it.
     pub public_url: Option<String>,
     /// Deadline of one call to storage or embeddings (`MILLRACE_DOWNSTREAM_TIMEOUT_MS`).
@@ -86,13 +87,7 @@ impl Config {
         if !(redis_memory_high_watermark > 0.0 && redis_memory_high_watermark <= 1.0) {
             return Err(ConfigError::new("REDIS_MEMORY_HIGH_WATERMARK", "must be a share of maxmemory in (0, 1]"));
         }
-        let tenant_id: String = settings.get_or("TENANT_ID", "default".to_owned())?;
-        if tenant_id.is_empty()
-            || tenant_id.len() > 64
-            || !tenant_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(ConfigError::new("TENANT_ID", "must be 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"));
-        }
+        let max_queued_jobs_per_tenant: u64 = settings.positive("MAX_QUEUED_JOBS_PER_TENANT", 10_000)?;
         let public_url = match settings.raw("PUBLIC_URL") {
             None => None,
             Some(url) => {
@@ -132,7 +127,7 @@ impl Config {
             max_queued_jobs,
             max_queued_bytes,
             redis_memory_high_watermark,
-            tenant_id,
+            max_queued_jobs_per_tenant,
             public_url,
             downstream_timeout,
             fetch,
@@ -177,7 +172,7 @@ mod tests {
         assert_eq!(config.max_queued_jobs, 100_000);
         assert_eq!((config.max_queued_bytes, config.redis_memory_high_watermark), (1 << 30, 0.9));
         assert_eq!(config.service.job_retention, Duration::from_secs(604_800));
-        assert_eq!(config.tenant_id, "default");
+        assert_eq!(config.max_queued_jobs_per_tenant, 10_000);
         assert_eq!(config.status_url("j1"), "/v1/jobs/j1");
         assert!(!config.fetch.allow_private);
     }
@@ -205,7 +200,7 @@ mod tests {
             ("MILLRACE_REDIS_MEMORY_HIGH_WATERMARK", "1.5"),
             ("MILLRACE_REDIS_MEMORY_HIGH_WATERMARK", "0"),
             ("MILLRACE_JOB_RETENTION_SECS", "0"),
-            ("MILLRACE_TENANT_ID", "a:b"),
+            ("MILLRACE_MAX_QUEUED_JOBS_PER_TENANT", "0"),
             ("MILLRACE_PUBLIC_URL", "ftp://x"),
             ("MILLRACE_DOWNSTREAM_TIMEOUT_MS", "0"),
             ("MILLRACE_FETCH_ALLOW_PRIVATE", "maybe"),

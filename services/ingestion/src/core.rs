@@ -3,6 +3,10 @@
 //! budget and, for a URL, the address rules), [`jobs`] (get, list, cancel), [`search`],
 //! [`documents`] (read or delete through the storage service) and [`dead_letters`]; and, for
 //! HTTP only, the stats of every service of the pipeline.
+//!
+//! Every operation takes the [`Caller`] the request's key stands for and works in its tenant:
+//! a job or document of another tenant, or of a collection the key may not use, is answered
+//! exactly as a missing one is (404, the same body), so no call reveals that it exists.
 
 mod dead_letters;
 mod documents;
@@ -12,6 +16,7 @@ mod submit;
 
 use std::sync::Arc;
 
+use millrace_auth::Caller;
 use millrace_common::telemetry::{GrpcChannel, PropagateContext};
 use millrace_common::{ApiError, ErrorCode};
 use millrace_fetch::UrlGuard;
@@ -22,6 +27,7 @@ use tonic::transport::Channel;
 
 pub use self::dead_letters::stage;
 pub use self::documents::DocumentInfo;
+pub use self::jobs::{job_visible, unknown_job};
 pub use self::search::Hit;
 pub use self::submit::{Accepted, count_rejection};
 use crate::admission::RedisMemory;
@@ -75,6 +81,21 @@ impl Core {
     /// unreachable, so this never fails.
     pub async fn pipeline_stats(&self) -> PipelineStats {
         self.peers.collect().await
+    }
+}
+
+/// The tenant a call acts in: the key's own, or, for an admin key only, the one it names
+/// (`?tenant=`, gRPC `tenant`); naming another tenant without `admin` is a 403.
+pub fn tenant_for(caller: &Caller, requested: Option<&str>) -> Result<String, ApiError> {
+    match requested.filter(|tenant| !tenant.is_empty()) {
+        None => Ok(caller.tenant.clone()),
+        Some(tenant) if tenant == caller.tenant => Ok(caller.tenant.clone()),
+        Some(tenant) if caller.is_admin() => {
+            // It becomes part of Redis keys: the same charset as a key's tenant.
+            crate::validate::validate_collection(tenant.to_owned(), "tenant")
+                .map_err(|_| ApiError::invalid(format!("`tenant` {tenant:?} is not a tenant name")))
+        }
+        Some(_) => Err(ApiError::permission_denied("only an admin key may act in another tenant")),
     }
 }
 

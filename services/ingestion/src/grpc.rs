@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt as _;
+use millrace_auth::Caller;
 use millrace_common::ApiError;
 use millrace_pipeline::JobStatus;
 use millrace_proto::v1::ingestion_server::{Ingestion, IngestionServer};
@@ -17,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::core::{self, Core};
 use crate::validate::{self, Payload, RawOptions, SearchQuery, Submission};
-use crate::watch::{Caller, Watchers};
+use crate::watch::Watchers;
 
 pub struct IngestionGrpc {
     core: Arc<Core>,
@@ -34,12 +35,21 @@ impl IngestionGrpc {
 
 type EventStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<JobEvent, Status>> + Send>>;
 
+/// The caller the authentication layer put on the request; its absence is our bug (a method
+/// reached without the layer), never a reason to act for nobody or for a default tenant.
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request.extensions().get::<Caller>().cloned().ok_or_else(|| {
+        tracing::error!("a gRPC call reached the ingestion service without an authenticated caller");
+        ApiError::internal("the request carries no authenticated caller").into()
+    })
+}
+
 #[tonic::async_trait]
 impl Ingestion for IngestionGrpc {
     type WatchJobStream = EventStream;
 
     async fn watch_job(&self, request: Request<WatchJobRequest>) -> Result<Response<EventStream>, Status> {
-        let caller = Caller::from_peer(request.remote_addr());
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let after = match request.after_event_id {
             id if id.is_empty() => "0".to_owned(),
@@ -49,11 +59,12 @@ impl Ingestion for IngestionGrpc {
             }
         };
         let job_id = request.job_id;
-        let events = self.watchers.watch(caller, &job_id, after).await?;
+        let events = self.watchers.watch(&caller, &job_id, after).await?;
         Ok(Response::new(Box::pin(events.map(move |event| Ok(event.to_proto(&job_id))))))
     }
 
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let metadata =
             validate::metadata_from_json(&request.metadata_json, "metadata_json").inspect_err(core::count_rejection)?;
@@ -70,19 +81,23 @@ impl Ingestion for IngestionGrpc {
         };
         let accepted = self
             .core
-            .submit(Submission {
-                document_id: request.document_id,
-                payload,
-                content_type: Some(request.content_type),
-                file_name: None,
-                source: Some(request.source),
-                metadata: Some(metadata),
-                options: RawOptions {
-                    chunk_size: request.chunk_size.map(i64::from),
-                    chunk_overlap: request.chunk_overlap.map(i64::from),
-                    prefix: "",
+            .submit(
+                &caller,
+                Submission {
+                    document_id: request.document_id,
+                    payload,
+                    content_type: Some(request.content_type),
+                    file_name: None,
+                    source: Some(request.source),
+                    metadata: Some(metadata),
+                    options: RawOptions {
+                        chunk_size: request.chunk_size.map(i64::from),
+                        chunk_overlap: request.chunk_overlap.map(i64::from),
+                        prefix: "",
+                    },
+                    collection: Some(request.collection),
                 },
-            })
+            )
             .await?;
         Ok(Response::new(SubmitResponse {
             job_id: accepted.job_id,
@@ -92,27 +107,31 @@ impl Ingestion for IngestionGrpc {
     }
 
     async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
-        let job = self.core.get_job(&request.into_inner().job_id).await?;
+        let caller = caller(&request)?;
+        let job = self.core.get_job(&caller, &request.into_inner().job_id).await?;
         Ok(Response::new(job.to_proto()))
     }
 
     async fn list_jobs(&self, request: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let status = match millrace_proto::v1::JobStatus::try_from(request.status) {
             Ok(status) => JobStatus::from_proto(status),
             Err(_) => return Err(ApiError::invalid(format!("unknown job status {}", request.status)).into()),
         };
         let limit = validate::list_limit((request.limit != 0).then_some(i64::from(request.limit)))?;
-        let jobs = self.core.list_jobs(status, limit).await?;
+        let jobs = self.core.list_jobs(&caller, Some(&request.tenant), status, limit).await?;
         Ok(Response::new(ListJobsResponse { jobs: jobs.iter().map(|job| job.to_proto()).collect() }))
     }
 
     async fn cancel_job(&self, request: Request<CancelJobRequest>) -> Result<Response<Job>, Status> {
-        let job = self.core.cancel_job(&request.into_inner().job_id).await?;
+        let caller = caller(&request)?;
+        let job = self.core.cancel_job(&caller, &request.into_inner().job_id).await?;
         Ok(Response::new(job.to_proto()))
     }
 
     async fn search(&self, request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let filter = request.filter.unwrap_or_default();
         let metadata = validate::metadata_from_json(&filter.metadata_json, "filter.metadata_json")?;
@@ -121,8 +140,9 @@ impl Ingestion for IngestionGrpc {
             top_k: (request.top_k != 0).then_some(i64::from(request.top_k)),
             document_id: filter.document_id,
             metadata: Some(metadata),
+            collections: Some(request.collections),
         })?;
-        let hits = self.core.search(search).await?;
+        let hits = self.core.search(&caller, search).await?;
         Ok(Response::new(SearchResponse {
             results: hits
                 .into_iter()
@@ -132,6 +152,7 @@ impl Ingestion for IngestionGrpc {
                     text: hit.text,
                     score: hit.score,
                     metadata_json: hit.metadata.to_string(),
+                    collection: hit.collection,
                 })
                 .collect(),
         }))
@@ -155,22 +176,26 @@ impl Ingestion for IngestionGrpc {
         &self,
         request: Request<RetryDeadLettersRequest>,
     ) -> Result<Response<RetryDeadLettersResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let stage = core::stage(&request.stage)?;
         if let Some((i, id)) = request.ids.iter().enumerate().find(|(_, id)| !crate::api::is_stream_id(id)) {
             return Err(ApiError::invalid(format!("`ids[{i}]` {id:?} is not a dead-letter entry id")).into());
         }
         let ids = (!request.ids.is_empty()).then_some(request.ids);
-        let report = self.core.retry_dead_letters(stage, ids).await?;
+        let report = self.core.retry_dead_letters(&caller, stage, ids).await?;
         Ok(Response::new(report.to_proto()))
     }
 
-    /// Deletes in this service's tenant; the request's `tenant_id` is not trusted.
+    /// Deletes in the caller's tenant. The request's `tenant_id` may name another tenant for an
+    /// admin key only (PERMISSION_DENIED otherwise); `through_version` is decided here.
     async fn delete_document(
         &self,
         request: Request<DeleteDocumentRequest>,
     ) -> Result<Response<DeleteDocumentResponse>, Status> {
-        let chunks_deleted = self.core.delete_document(&request.into_inner().document_id).await?;
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let chunks_deleted = self.core.delete_document(&caller, Some(&request.tenant_id), &request.document_id).await?;
         Ok(Response::new(DeleteDocumentResponse { deleted: true, chunks_deleted }))
     }
 }

@@ -3,6 +3,7 @@
 //! without Redis.
 
 use base64::Engine as _;
+use millrace_auth::DEFAULT_COLLECTION;
 use millrace_common::{ApiError, ErrorCode};
 use millrace_fetch::FetchError;
 use millrace_pipeline::JobOptions;
@@ -74,6 +75,8 @@ pub struct Submission {
     pub source: Option<String>,
     pub metadata: Option<serde_json::Value>,
     pub options: RawOptions,
+    /// Missing or empty: `default`.
+    pub collection: Option<String>,
 }
 
 impl Submission {
@@ -113,6 +116,7 @@ pub struct ValidDocument {
     /// Normalised (as the URL parser writes it).
     pub url: Option<String>,
     pub options: JobOptions,
+    pub collection: String,
 }
 
 /// Checks a submission. `max_bytes` bounds the decoded content.
@@ -163,7 +167,32 @@ pub fn validate_submission(submission: Submission, max_bytes: usize) -> Result<V
     }
     let metadata = validate_metadata(submission.metadata, "metadata")?;
     let options = validate_options(&submission.options)?;
-    Ok(ValidDocument { document_id, content, content_type, source, metadata, content_hash, url, options })
+    let collection = match submission.collection.filter(|c| !c.is_empty()) {
+        None => DEFAULT_COLLECTION.to_owned(),
+        Some(collection) => validate_collection(collection, "collection")?,
+    };
+    Ok(ValidDocument { document_id, content, content_type, source, metadata, content_hash, url, options, collection })
+}
+
+/// Longest collection name.
+pub const MAX_COLLECTION_CHARS: usize = 64;
+
+/// Most collections one search names.
+pub const MAX_SEARCH_COLLECTIONS: usize = 100;
+
+/// A collection name: 1 to 64 of `A-Z a-z 0-9 . _ -` (it is part of Redis keys and log lines,
+/// so nothing that needs quoting).
+pub fn validate_collection(name: String, field: &str) -> Result<String, ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_COLLECTION_CHARS
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(name)
+    } else {
+        Err(ApiError::invalid(format!(
+            "`{field}` {name:?} is not a collection name: 1 to {MAX_COLLECTION_CHARS} of A-Z, a-z, 0-9, '.', '_' or '-'"
+        )))
+    }
 }
 
 fn decode_base64(encoded: String, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
@@ -415,6 +444,8 @@ pub struct SearchQuery {
     pub top_k: Option<i64>,
     pub document_id: Option<String>,
     pub metadata: Option<serde_json::Value>,
+    /// None or empty: every collection the key may use.
+    pub collections: Option<Vec<String>>,
 }
 
 /// A search request that passed every check.
@@ -425,6 +456,8 @@ pub struct ValidSearch {
     pub document_id: Option<String>,
     /// An object of equalities, or `{}`.
     pub metadata: serde_json::Value,
+    /// The collections named (valid names, no repeats); empty: every one the key may use.
+    pub collections: Vec<String>,
 }
 
 pub fn validate_search(search: SearchQuery) -> Result<ValidSearch, ApiError> {
@@ -443,7 +476,21 @@ pub fn validate_search(search: SearchQuery) -> Result<ValidSearch, ApiError> {
         validate_document_id(id).map_err(|err| ApiError::invalid(format!("filter: {}", err.message)))?;
     }
     let metadata = validate_metadata(search.metadata, "filter.metadata")?;
-    Ok(ValidSearch { query: search.query, top_k, document_id: search.document_id, metadata })
+    let named = search.collections.unwrap_or_default();
+    if named.len() > MAX_SEARCH_COLLECTIONS {
+        return Err(ApiError::invalid(format!(
+            "`collections` names {} collections; at most {MAX_SEARCH_COLLECTIONS} are accepted",
+            named.len()
+        )));
+    }
+    let mut collections: Vec<String> = Vec::with_capacity(named.len());
+    for (i, name) in named.into_iter().enumerate() {
+        let name = validate_collection(name, &format!("collections[{i}]"))?;
+        if !collections.contains(&name) {
+            collections.push(name);
+        }
+    }
+    Ok(ValidSearch { query: search.query, top_k, document_id: search.document_id, metadata, collections })
 }
 
 /// `limit` of a job listing: default 50, 1 to 1000.
@@ -479,6 +526,7 @@ mod tests {
             source: None,
             metadata: None,
             options: RawOptions::default(),
+            collection: None,
         }
     }
 
@@ -698,6 +746,34 @@ mod tests {
     #[test]
     fn blank_content_is_rejected() {
         assert_eq!(code(validate_submission(text(" \n\t "), 100)), ErrorCode::InvalidArgument);
+    }
+
+    #[test]
+    fn a_document_goes_to_its_collection_or_the_default_one() {
+        assert_eq!(validate_submission(text("x"), 100).unwrap().collection, "default");
+        let named = |name: &str| validate_submission(Submission { collection: Some(name.into()), ..text("x") }, 100);
+        assert_eq!(named("").unwrap().collection, "default");
+        assert_eq!(named("hr.2024_q1-x").unwrap().collection, "hr.2024_q1-x");
+        assert_eq!(named(&"c".repeat(64)).unwrap().collection, "c".repeat(64));
+        for bad in ["a b", "a/b", "ü", "a:b", &"c".repeat(65)] {
+            assert_eq!(code(named(bad)), ErrorCode::InvalidArgument, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_search_names_valid_collections_once() {
+        let search = |collections: Vec<&str>| {
+            validate_search(SearchQuery {
+                query: "q".into(),
+                collections: Some(collections.into_iter().map(str::to_owned).collect()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(search(vec!["a", "b", "a"]).unwrap().collections, ["a", "b"]);
+        assert!(search(vec![]).unwrap().collections.is_empty());
+        let err = search(vec!["a", "no way"]).unwrap_err();
+        assert!(err.message.contains("collections[1]"), "{}", err.message);
+        assert!(search(vec!["x"; 101]).is_err());
     }
 
     #[test]

@@ -20,10 +20,10 @@
 //! end after a final event with nothing after it (a retried job goes on after `failed`).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use millrace_auth::Caller;
 use millrace_common::ApiError;
 use millrace_common::ErrorCode;
 use millrace_common::sync::lock;
@@ -44,19 +44,14 @@ const CHANNEL_CAPACITY: usize = 256;
 /// `Retry-After` of a refused watcher: watchers last as long as a job runs, so not at once.
 const WATCHER_RETRY_AFTER_SECS: u64 = 5;
 
-/// Who is watching, for the per-client cap. Today the peer's IP address (every port of a host
-/// is one client); when API keys come (`Authorization: Bearer`), the key replaces the address
-/// here, in [`Caller::from_peer`]'s callers, and nowhere else.
+/// Who is watching, for the per-client cap: the API key (by its id), whatever address it comes
+/// from, so one key cannot take every reader of a replica by spreading over addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Caller {
-    Address(IpAddr),
-    /// No peer address (an in-process call): all such callers share one allowance.
-    Unknown,
-}
+pub struct Client(String);
 
-impl Caller {
-    pub fn from_peer(peer: Option<SocketAddr>) -> Self {
-        peer.map_or(Self::Unknown, |addr| Self::Address(addr.ip()))
+impl Client {
+    pub fn of(caller: &Caller) -> Self {
+        Self(caller.key_id.clone())
     }
 }
 
@@ -133,7 +128,7 @@ fn stream_id(id: &str) -> (u64, u64) {
 #[derive(Default)]
 struct Counts {
     total: usize,
-    per_client: HashMap<Caller, usize>,
+    per_client: HashMap<Client, usize>,
 }
 
 struct Shared {
@@ -156,23 +151,25 @@ impl Watchers {
     }
 
     /// Readers now open, in all and of `caller`.
-    pub fn open(&self, caller: &Caller) -> (usize, usize) {
+    pub fn open(&self, client: &Client) -> (usize, usize) {
         let counts = lock(&self.shared.counts);
-        (counts.total, counts.per_client.get(caller).copied().unwrap_or(0))
+        (counts.total, counts.per_client.get(client).copied().unwrap_or(0))
     }
 
-    /// A known job's events after stream entry `after` ("0" for all), ending after the final
-    /// one; refused with 429 past the caller's cap and 503 past the total, before any Redis work.
+    /// A job's events after stream entry `after` ("0" for all), ending after the final one;
+    /// refused with 429 past the key's cap and 503 past the total, before any Redis work. A job
+    /// the caller may not see (another tenant's, or of a collection its key may not use) is the
+    /// same 404 as an unknown one.
     pub async fn watch(
         &self,
-        caller: Caller,
+        caller: &Caller,
         job_id: &str,
         after: String,
     ) -> Result<impl futures::Stream<Item = JobEvent> + Send + use<>, ApiError> {
-        let permit = self.admit(caller)?;
+        let permit = self.admit(Client::of(caller))?;
         let job = self.shared.jobs.get(job_id).await.map_err(crate::core::store_error)?;
-        if job.is_none() {
-            return Err(ApiError::not_found(format!("no job {job_id:?}")));
+        if !job.is_some_and(|job| crate::core::job_visible(caller, &job)) {
+            return Err(crate::core::unknown_job(job_id));
         }
         let Joined { follower, backlog, updates } = self.join(job_id, &after).await?;
         let reader = Reader {
@@ -186,15 +183,15 @@ impl Watchers {
         Ok(futures::stream::unfold(reader, Reader::next))
     }
 
-    fn admit(&self, caller: Caller) -> Result<Permit, ApiError> {
+    fn admit(&self, client: Client) -> Result<Permit, ApiError> {
         let caps = self.shared.caps;
         let mut counts = lock(&self.shared.counts);
-        let of_caller = counts.per_client.get(&caller).copied().unwrap_or(0);
-        if of_caller >= caps.per_client {
+        let of_client = counts.per_client.get(&client).copied().unwrap_or(0);
+        if of_client >= caps.per_client {
             metrics::counter!(crate::metrics::REQUESTS_REJECTED, "reason" => "watchers_per_client").increment(1);
             return Err(ApiError::new(
                 ErrorCode::RateLimited,
-                format!("this client already watches {of_caller} jobs' events, its limit; close one first"),
+                format!("this key already watches {of_client} jobs' events, its limit; close one first"),
             )
             .with_retry_after(WATCHER_RETRY_AFTER_SECS));
         }
@@ -207,8 +204,8 @@ impl Watchers {
             .with_retry_after(WATCHER_RETRY_AFTER_SECS));
         }
         counts.total += 1;
-        *counts.per_client.entry(caller.clone()).or_default() += 1;
-        Ok(Permit { shared: self.shared.clone(), caller })
+        *counts.per_client.entry(client.clone()).or_default() += 1;
+        Ok(Permit { shared: self.shared.clone(), client })
     }
 
     /// Joins the job's follower, started if there is none. The join happens under the
@@ -254,17 +251,17 @@ impl Joined {
 /// One reader's place in the caps, given back when its stream is dropped.
 struct Permit {
     shared: Arc<Shared>,
-    caller: Caller,
+    client: Client,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut counts = lock(&self.shared.counts);
         counts.total = counts.total.saturating_sub(1);
-        if let Some(count) = counts.per_client.get_mut(&self.caller) {
+        if let Some(count) = counts.per_client.get_mut(&self.client) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                counts.per_client.remove(&self.caller);
+                counts.per_client.remove(&self.client);
             }
         }
     }

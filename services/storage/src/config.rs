@@ -13,7 +13,6 @@ pub struct Config {
     pub service: ServiceConfig,
     pub worker: WorkerConfig,
     pub store: StoreConfig,
-    pub tenant_id: String,
 }
 
 impl Config {
@@ -34,7 +33,7 @@ impl Config {
             ..StoreConfig::default()
         };
         store.validate().map_err(|err| ConfigError::new("EMBEDDING_DIM", err.to_string()))?;
-        Ok(Self { service, worker, store, tenant_id: settings.get_or("TENANT_ID", "default".to_owned())? })
+        Ok(Self { service, worker, store })
     }
 }
 

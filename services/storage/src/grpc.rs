@@ -1,4 +1,6 @@
-//! `millrace.v1.Storage`: search, documents and chunk hashes over gRPC.
+//! `millrace.v1.Storage`: search, documents and chunk hashes over gRPC. Every call names its
+//! tenant: the ingestion service (from the caller's key) or a stage (from the job's record). There
+//! is no default tenant to fall back on, so a caller that forgets it gets nothing of anyone's.
 
 use std::sync::Arc;
 
@@ -19,17 +21,17 @@ pub const MAX_STORED_CHUNKS: usize = 512;
 
 pub struct StorageService {
     store: Arc<PgStore>,
-    default_tenant: String,
 }
 
 impl StorageService {
-    pub fn new(store: Arc<PgStore>, default_tenant: String) -> Self {
-        Self { store, default_tenant }
+    pub fn new(store: Arc<PgStore>) -> Self {
+        Self { store }
     }
+}
 
-    fn tenant<'a>(&'a self, requested: &'a str) -> &'a str {
-        if requested.is_empty() { &self.default_tenant } else { requested }
-    }
+/// The tenant a request names; an empty one is refused.
+fn tenant(requested: &str) -> Result<&str, Status> {
+    if requested.is_empty() { Err(ApiError::invalid("tenant_id is required").into()) } else { Ok(requested) }
 }
 
 fn status(err: StoreError) -> Status {
@@ -64,10 +66,10 @@ impl Storage for StorageService {
         let hits = self
             .store
             .search(
-                self.tenant(&request.tenant_id),
+                tenant(&request.tenant_id)?,
                 &request.vector,
                 top_k,
-                &SearchFilter { document_id: filter.document_id, metadata },
+                &SearchFilter { document_id: filter.document_id, metadata, collections: request.collections },
             )
             .await
             .map_err(status)?;
@@ -80,6 +82,7 @@ impl Storage for StorageService {
                     text: hit.text,
                     score: hit.score,
                     metadata_json: hit.metadata.to_string(),
+                    collection: hit.collection,
                 })
                 .collect(),
         }))
@@ -90,7 +93,7 @@ impl Storage for StorageService {
         require_id(&request.document_id)?;
         let found = self
             .store
-            .get_document(self.tenant(&request.tenant_id), &request.document_id)
+            .get_document(tenant(&request.tenant_id)?, &request.document_id)
             .await
             .map_err(status)?
             .ok_or_else(|| ApiError::not_found(format!("document {:?} not found", request.document_id)))?;
@@ -105,6 +108,7 @@ impl Storage for StorageService {
             source: document.source,
             content_type: document.content_type,
             fingerprint: document.fingerprint,
+            collection: document.collection,
             updated_at: millrace_common::time::rfc3339_from_millis(updated_at_unix_ms),
         }))
     }
@@ -118,7 +122,7 @@ impl Storage for StorageService {
         let deleted = self
             .store
             .delete_document(
-                self.tenant(&request.tenant_id),
+                tenant(&request.tenant_id)?,
                 &request.document_id,
                 i64::try_from(request.through_version).unwrap_or(i64::MAX),
             )
@@ -139,7 +143,7 @@ impl Storage for StorageService {
         }
         let (version, chunks) = self
             .store
-            .stored_chunks(self.tenant(&request.tenant_id), &request.document_id, &request.content_hashes)
+            .stored_chunks(tenant(&request.tenant_id)?, &request.document_id, &request.content_hashes)
             .await
             .map_err(status)?;
         Ok(Response::new(StoredChunksResponse {
@@ -167,7 +171,7 @@ impl Storage for StorageService {
         let deleted = self
             .store
             .discard_version(
-                self.tenant(&request.tenant_id),
+                tenant(&request.tenant_id)?,
                 &request.document_id,
                 request.version as i64,
                 i64::try_from(request.generation).unwrap_or(i64::MAX),

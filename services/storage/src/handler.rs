@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use millrace_pipeline::runtime::{fail_job, finished_without_payload};
+use millrace_pipeline::runtime::{fail_job, finished_without_payload, foreign_entry};
 use millrace_pipeline::{BatchRef, Job, JobStatus, JobStore, Stage, StoredCounts, entry};
 use millrace_streams::{Handler, HandlerError, Message};
 use serde_json::{Map, Value, json};
@@ -33,6 +33,7 @@ impl StorageHandler {
             .store
             .commit_version(&DocumentVersion {
                 tenant_id: job.tenant_id.clone(),
+                collection: job.collection.clone(),
                 document_id: job.document_id.clone(),
                 version: job.version as i64,
                 content_hash: job.content_hash.clone(),
@@ -83,6 +84,9 @@ impl Handler for StorageHandler {
             // generation; that entry stores it.
             return Ok(());
         }
+        if entry.foreign(&job) {
+            return Err(foreign_entry(&entry.tenant, &job));
+        }
         match job.status {
             JobStatus::Cancelled | JobStatus::Failed => return self.discard(&job).await,
             JobStatus::Completed => return Ok(()),
@@ -105,6 +109,16 @@ impl Handler for StorageHandler {
                 return Ok(());
             }
         };
+        // Rows go to the tenant and document of the job's record, whatever a payload says; one
+        // that says otherwise was not written by millrace's chunking stage.
+        if (!chunks.tenant_id.is_empty() && chunks.tenant_id != job.tenant_id)
+            || (!chunks.document_id.is_empty() && chunks.document_id != job.document_id)
+        {
+            return Err(HandlerError::Fatal(format!(
+                "batch {batch} payload is for {:?}/{:?}, its job's record for {:?}/{:?}",
+                chunks.tenant_id, chunks.document_id, job.tenant_id, job.document_id
+            )));
+        }
         let count = chunks.chunks.len();
         if metadata.chunk_metadata_json.len() != count || embeddings.vectors.len() != count {
             return Err(HandlerError::Fatal(format!(
@@ -144,9 +158,10 @@ impl Handler for StorageHandler {
                 }
                 merged.insert("embedding_model".into(), json!(embeddings.model));
                 ChunkRow {
-                    tenant_id: chunks.tenant_id.clone(),
-                    document_id: chunks.document_id.clone(),
-                    version: chunks.version as i64,
+                    tenant_id: job.tenant_id.clone(),
+                    collection: job.collection.clone(),
+                    document_id: job.document_id.clone(),
+                    version: job.version as i64,
                     chunk_index: chunk.index as i32,
                     text: chunk.text,
                     content_hash: chunk.content_hash,

@@ -29,8 +29,7 @@ impl Application {
         metrics::register();
         let base = StageBase::open(Stage::Storage, &config.service).await?;
         let store = Arc::new(connect_with_retry(&config.store).await?);
-        let grpc =
-            tonic::service::Routes::new(StorageServer::new(grpc::StorageService::new(store.clone(), config.tenant_id)));
+        let grpc = tonic::service::Routes::new(StorageServer::new(grpc::StorageService::new(store.clone())));
         let readiness_store = store.clone();
         let handler = handler::StorageHandler::new(base.jobs.clone(), store);
         let service = base.into_service(config.worker, handler).with_grpc(grpc).with_check("postgres", move || {

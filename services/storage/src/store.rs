@@ -38,6 +38,8 @@ pub const MAX_TOP_K: usize = 1000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkRow {
     pub tenant_id: String,
+    /// The collection of the row's document version (search filters on it in the index scan).
+    pub collection: String,
     pub document_id: String,
     pub version: i64,
     pub chunk_index: i32,
@@ -54,6 +56,8 @@ pub struct ChunkRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DocumentVersion {
     pub tenant_id: String,
+    /// A version may move the document to another collection.
+    pub collection: String,
     pub document_id: String,
     pub version: i64,
     pub content_hash: String,
@@ -91,12 +95,15 @@ pub struct SearchFilter {
     pub document_id: Option<String>,
     /// A JSON object of equalities that the hit's metadata must contain (`@>`).
     pub metadata: Option<Value>,
+    /// Only chunks of these collections; empty: every collection of the tenant.
+    pub collections: Vec<String>,
 }
 
 /// One search result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
     pub document_id: String,
+    pub collection: String,
     pub version: i64,
     pub chunk_index: i32,
     pub text: String,
@@ -140,7 +147,7 @@ impl std::fmt::Debug for PgStore {
 
 /// Columns copied into the staging table, in order (see `upsert_chunks`).
 const COPY_COLUMNS: &str =
-    "tenant_id, document_id, version, chunk_index, text, content_hash, metadata, embedding, generation";
+    "tenant_id, document_id, version, chunk_index, text, content_hash, metadata, embedding, generation, collection";
 
 impl PgStore {
     /// Validates the config, builds the pool and applies the migrations (idempotent, safe to run
@@ -226,12 +233,13 @@ impl PgStore {
             Type::JSONB,
             vector_type,
             Type::INT8,
+            Type::TEXT,
         ];
         let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
         for row in rows {
             let embedding = Vector::from(row.embedding.clone());
             let metadata = object_or_empty(&row.metadata);
-            let values: [&(dyn ToSql + Sync); 9] = [
+            let values: [&(dyn ToSql + Sync); 10] = [
                 &row.tenant_id,
                 &row.document_id,
                 &row.version,
@@ -241,6 +249,7 @@ impl PgStore {
                 &metadata,
                 &embedding,
                 &row.generation,
+                &row.collection,
             ];
             writer.as_mut().write(&values).await?;
         }
@@ -319,13 +328,13 @@ impl PgStore {
                 tx.execute(
                     "INSERT INTO documents
                          (tenant_id, document_id, version, content_hash, chunk_count, metadata, source, content_type,
-                          fingerprint, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+                          fingerprint, collection, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
                      ON CONFLICT (tenant_id, document_id) DO UPDATE SET
                          version = EXCLUDED.version, content_hash = EXCLUDED.content_hash,
                          chunk_count = EXCLUDED.chunk_count, metadata = EXCLUDED.metadata,
                          source = EXCLUDED.source, content_type = EXCLUDED.content_type,
-                         fingerprint = EXCLUDED.fingerprint, updated_at = now()
+                         fingerprint = EXCLUDED.fingerprint, collection = EXCLUDED.collection, updated_at = now()
                      WHERE documents.version < EXCLUDED.version",
                     &[
                         &doc.tenant_id,
@@ -337,6 +346,7 @@ impl PgStore {
                         &doc.source,
                         &doc.content_type,
                         &doc.fingerprint,
+                        &doc.collection,
                     ],
                 )
                 .await?;
@@ -388,7 +398,10 @@ impl PgStore {
     }
 
     /// The `top_k` chunks nearest to `query` (cosine) among the visible versions of the tenant's
-    /// documents, nearest first.
+    /// documents (of `filter.collections`, if any), nearest first. The tenant and collections are
+    /// conditions of the index scan itself (with pgvector's iterative scan the HNSW scan goes on
+    /// until `top_k` rows pass them), never a filter over its first results: a tenant with few
+    /// chunks among many of another tenant's still gets its `top_k`.
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT chunks", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "chunks"))]
     pub async fn search(
         &self,
@@ -427,9 +440,13 @@ impl PgStore {
             params.push(metadata);
             conditions.push_str(&format!(" AND (d.metadata || c.metadata) @> ${}", params.len()));
         }
+        if !filter.collections.is_empty() {
+            params.push(&filter.collections);
+            conditions.push_str(&format!(" AND c.collection = ANY(${})", params.len()));
+        }
         let sql = format!(
             "SELECT c.document_id, c.version, c.chunk_index, c.text, d.metadata || c.metadata,
-                    1 - (c.embedding <=> $1)
+                    1 - (c.embedding <=> $1), c.collection
              FROM chunks c
              JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
              WHERE c.tenant_id = $2{conditions}
@@ -460,6 +477,7 @@ impl PgStore {
                     text: row.try_get(3)?,
                     metadata: row.try_get(4)?,
                     score: finite_score(score),
+                    collection: row.try_get(6)?,
                 })
             })
             .collect()
@@ -473,7 +491,7 @@ impl PgStore {
         let statement = client
             .prepare_cached(
                 "SELECT tenant_id, document_id, version, content_hash, chunk_count, metadata, source, content_type,
-                        fingerprint, (extract(epoch FROM updated_at) * 1000)::bigint
+                        fingerprint, (extract(epoch FROM updated_at) * 1000)::bigint, collection
                  FROM documents WHERE tenant_id = $1 AND document_id = $2",
             )
             .await?;
@@ -488,6 +506,7 @@ impl PgStore {
             source: row.try_get(6)?,
             content_type: row.try_get(7)?,
             fingerprint: row.try_get(8)?,
+            collection: row.try_get(10)?,
         };
         Ok(Some(DocumentRecord { document, updated_at_unix_ms: row.try_get(9)? }))
     }

@@ -3,6 +3,7 @@
 -- KEYS: job, join hash, result key, storage stream, events
 -- ARGV: half, batch, chunk count, payload, ttl, job id, job counter field, stage name, traceparent
 --   ('' for none), generation
+-- The storage entry carries the job's tenant and collection, from its record.
 -- Returns 2 if this call enqueued storage, 1 if recorded, -1 if the job is finished, -2 if
 --   unknown, -3 if the entry's generation is not the job's.
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -19,10 +20,14 @@ if redis.call('HSETNX', KEYS[2], ARGV[1] .. ':' .. batch, '1') == 1 then
 end
 if redis.call('HEXISTS', KEYS[2], 'm:' .. batch) == 1 and redis.call('HEXISTS', KEYS[2], 'e:' .. batch) == 1 then
   if redis.call('HSETNX', KEYS[2], 'q:' .. batch, '1') == 1 then
+    local tenant = redis.call('HGET', KEYS[1], 'tenant_id') or ''
+    local collection = redis.call('HGET', KEYS[1], 'collection') or ''
     if ARGV[9] == '' then
-      redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'batch', batch, 'gen', ARGV[10])
+      redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'batch', batch, 'gen', ARGV[10], 'tenant', tenant,
+        'collection', collection)
     else
-      redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'batch', batch, 'gen', ARGV[10], 'traceparent', ARGV[9])
+      redis.call('XADD', KEYS[4], '*', 'job_id', ARGV[6], 'batch', batch, 'gen', ARGV[10], 'tenant', tenant,
+        'collection', collection, 'traceparent', ARGV[9])
     end
     return 2
   end

@@ -1,5 +1,6 @@
--- FINISH: Moves a job to a final status, once: a finished job never changes status again.
--- KEYS: job, active set, finished zset, events, job status counts
+-- FINISH: Moves a job to a final status, once: a finished job never changes status again. The
+-- job leaves its tenant's backlog (once: the `in_backlog` flag of its record).
+-- KEYS: job, active set, finished zset, events, job status counts, tenant backlog
 -- ARGV: status, now ms, retention secs, job id, error stage, error message, generation ('' for
 --   any: the caller acts on the job, not for one of its entries), '1' to refuse while the job is
 --   committing its last batch (a cancel)
@@ -18,6 +19,9 @@ local bytes = tonumber(redis.call('HGET', KEYS[1], 'content_bytes') or '0') or 0
 if bytes > 0 then redis.call('HINCRBY', KEYS[5], 'queued_bytes', -bytes) end
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[1], 'error_stage', ARGV[5], 'error_message', ARGV[6])
+end
+if redis.call('HDEL', KEYS[1], 'in_backlog') == 1 then
+  redis.call('HINCRBY', KEYS[6], redis.call('HGET', KEYS[1], 'tenant_id') or '', -1)
 end
 redis.call('SREM', KEYS[2], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])

@@ -12,9 +12,10 @@
 -- and the job's `trace_id` becomes its trace. Nothing is written unless every payload the retry
 -- needs is still there.
 -- KEYS: job, join, events, active set, finished zset, content, the chunking, metadata, embeddings
---   and storage streams, their four dead-letter streams, the job status counts, then per batch its
---   payload, metadata result and embeddings result. The reopened job counts as queued or running
---   again; its failure stays counted (finishes are a counter).
+--   and storage streams, their four dead-letter streams, the job status counts, the tenant backlog,
+--   then per batch its payload, metadata result and embeddings result. The reopened job counts as
+--   queued or running again, and in its tenant's backlog; its failure stays counted (finishes are
+--   a counter). Entries put back carry the job's tenant and collection, from its record.
 -- ARGV: job id, ttl, stage number of the entry (1 chunking … 4 storage), entry id, batches,
 --   traceparent ('' for none), then (stage number, entry id) of each of the job's dead letters
 -- Returns {outcome, …}: {'retried', status, requeued per stage ×4}, {'requeued', status},
@@ -22,11 +23,13 @@
 --   {'content'}, {'batch', n}, {'result', n, half}, {'stale', batches} (batches_total is not ARGV's:
 --   read it again).
 local STAGES = {'chunking', 'metadata', 'embeddings', 'storage'}
+local tenant = redis.call('HGET', KEYS[1], 'tenant_id') or ''
+local collection = redis.call('HGET', KEYS[1], 'collection') or ''
 local function enqueue(stream, ...)
   if ARGV[6] == '' then
-    redis.call('XADD', stream, '*', ...)
+    redis.call('XADD', stream, '*', 'tenant', tenant, 'collection', collection, ...)
   else
-    redis.call('XADD', stream, '*', 'traceparent', ARGV[6], ...)
+    redis.call('XADD', stream, '*', 'tenant', tenant, 'collection', collection, 'traceparent', ARGV[6], ...)
   end
 end
 local stage = tonumber(ARGV[3])
@@ -60,7 +63,7 @@ if not chunked and redis.call('EXISTS', KEYS[6]) == 0 then return {'content'} en
 local halves = {}
 if chunked then
   for i = 0, batches - 1 do
-    local k = 16 + 3 * i
+    local k = 17 + 3 * i
     if redis.call('EXISTS', KEYS[k]) == 0 then return {'batch', tostring(i)} end
     local m = redis.call('HEXISTS', KEYS[2], 'm:' .. i) == 1
     local e = redis.call('HEXISTS', KEYS[2], 'e:' .. i) == 1
@@ -76,6 +79,9 @@ redis.call('HINCRBY', KEYS[15], reopened, 1)
 local bytes = tonumber(redis.call('HGET', KEYS[1], 'content_bytes') or '0') or 0
 if bytes > 0 then redis.call('HINCRBY', KEYS[15], 'queued_bytes', bytes) end
 redis.call('HDEL', KEYS[1], 'finished_ms', 'error_stage', 'error_message', 'committing')
+if redis.call('HSETNX', KEYS[1], 'in_backlog', '1') == 1 then
+  redis.call('HINCRBY', KEYS[16], tenant, 1)
+end
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'trace_id', string.sub(ARGV[6], 4, 35))
@@ -111,6 +117,6 @@ for i = 7, #ARGV - 1, 2 do
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'type', 'retried', 'stage', STAGES[stage], 'error', previous)
 for i = 1, #KEYS do
-  if i <= 3 or i == 6 or i >= 16 then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+  if i <= 3 or i == 6 or i >= 17 then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 end
 return {'retried', reopened, tostring(queued[1]), tostring(queued[2]), tostring(queued[3]), tostring(queued[4])}

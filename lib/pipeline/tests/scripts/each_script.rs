@@ -111,10 +111,7 @@ async fn create_run_twice_submits_two_versions_each_with_its_own_chunking_entry(
         .iter()
         .map(|fields| EntryRef::from_fields(fields).unwrap())
         .collect();
-    assert_eq!(
-        written,
-        [EntryRef { job_id: first.job_id.clone(), generation: 0 }, EntryRef { job_id: second.job_id, generation: 0 }]
-    );
+    assert_eq!(written, [entry(&first.job_id, 0), entry(&second.job_id, 0)]);
     assert_eq!(snapshot(&store, &first.job_id).await.events, 1, "one queued event");
 }
 

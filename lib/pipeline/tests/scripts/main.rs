@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod each_script;
+mod tenants;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ fn store() -> JobStore {
 fn new_job(document_id: &str, content: &str) -> NewJob {
     NewJob {
         tenant_id: "t".into(),
+        collection: "default".into(),
         document_id: document_id.into(),
         content_type: "text/plain".into(),
         source: String::new(),
@@ -36,11 +38,11 @@ fn new_job(document_id: &str, content: &str) -> NewJob {
 }
 
 fn entry(job_id: &str, generation: u64) -> EntryRef {
-    EntryRef { job_id: job_id.to_owned(), generation }
+    EntryRef { job_id: job_id.to_owned(), generation, tenant: "t".into(), collection: "default".into() }
 }
 
 fn batch(job_id: &str, batch: u32, generation: u64) -> BatchRef {
-    BatchRef { job_id: job_id.to_owned(), batch, generation }
+    BatchRef { job_id: job_id.to_owned(), batch, generation, tenant: "t".into(), collection: "default".into() }
 }
 
 /// Chunks a job into `count` batches of one chunk, as the chunking stage would.
@@ -204,12 +206,12 @@ async fn a_job_without_bytes_finishes_whole_and_queued_bytes_follow_the_document
     let by_url =
         store.create(NewJob { url: Some("http://example.org/a".into()), ..new_job("url-doc", "") }).await.unwrap();
     let with_bytes = store.create(new_job("doc", "twelve bytes")).await.unwrap();
-    assert_eq!(store.backlog().await.unwrap().bytes, 12);
+    assert_eq!(store.backlog("t").await.unwrap().bytes, 12);
     assert!(store.fail(&entry(&by_url.job_id, 0), Stage::Chunking, "connection refused").await.unwrap());
     let failed = store.get(&by_url.job_id).await.unwrap().unwrap();
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.error.unwrap().message, "connection refused");
-    assert_eq!(store.backlog().await.unwrap().bytes, 12);
+    assert_eq!(store.backlog("t").await.unwrap().bytes, 12);
     assert_eq!(store.cancel(&with_bytes.job_id).await.unwrap(), CancelOutcome::Cancelled);
-    assert_eq!(store.backlog().await.unwrap().bytes, 0);
+    assert_eq!(store.backlog("t").await.unwrap().bytes, 0);
 }

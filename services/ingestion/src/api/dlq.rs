@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::{Extension, Json};
+use millrace_auth::Caller;
 use millrace_common::ApiError;
 use millrace_pipeline::dead_letters::RetryReport;
 use serde::Deserialize;
@@ -44,13 +45,14 @@ struct RetryBody {
 
 pub(crate) async fn retry(
     State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
     stage: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<RetryReport>, ApiError> {
     let stage = core::stage(&path_param(stage)?)?;
     let body = body.map_err(body_error)?;
     let ids = retry_ids(&body)?;
-    Ok(Json(core.retry_dead_letters(stage, ids).await?))
+    Ok(Json(core.retry_dead_letters(&caller, stage, ids).await?))
 }
 
 /// The ids a retry names: None (every entry) for an empty body or one without `ids`.

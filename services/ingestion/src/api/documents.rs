@@ -1,27 +1,45 @@
-//! `GET /v1/documents/{id}` and `DELETE /v1/documents/{id}`, answered by the storage service.
+//! `GET /v1/documents/{id}` and `DELETE /v1/documents/{id}`, answered by the storage service, in
+//! the caller's tenant (an admin key may name another with `?tenant=`).
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
+use millrace_auth::Caller;
 use millrace_common::ApiError;
+use serde::Deserialize;
 
 use super::path_param;
 use crate::core::{Core, DocumentInfo};
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct TenantParam {
+    tenant: Option<String>,
+}
+
+fn tenant(params: Result<Query<TenantParam>, QueryRejection>) -> Result<Option<String>, ApiError> {
+    params.map(|Query(params)| params.tenant).map_err(|err| ApiError::bad_request(err.body_text()))
+}
+
 pub(crate) async fn get(
     State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
+    params: Result<Query<TenantParam>, QueryRejection>,
 ) -> Result<Json<DocumentInfo>, ApiError> {
-    Ok(Json(core.get_document(&path_param(id)?).await?))
+    let tenant = tenant(params)?;
+    Ok(Json(core.get_document(&caller, tenant.as_deref(), &path_param(id)?).await?))
 }
 
 pub(crate) async fn delete(
     State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
+    params: Result<Query<TenantParam>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
-    core.delete_document(&path_param(id)?).await?;
+    let tenant = tenant(params)?;
+    core.delete_document(&caller, tenant.as_deref(), &path_param(id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use millrace_auth::Caller;
 use millrace_common::ApiError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,6 +29,7 @@ pub(crate) struct IngestRequest {
     source: Option<String>,
     metadata: Option<Value>,
     options: Option<Value>,
+    collection: Option<String>,
 }
 
 impl IngestRequest {
@@ -40,6 +42,7 @@ impl IngestRequest {
             source: self.source,
             metadata: self.metadata,
             options: validate::options_from_value(self.options)?,
+            collection: self.collection,
         })
     }
 }
@@ -49,9 +52,13 @@ pub(crate) struct BatchRequest {
     documents: Option<Vec<Value>>,
 }
 
-pub(crate) async fn ingest(State(core): State<Arc<Core>>, request: Request) -> Result<Response, ApiError> {
+pub(crate) async fn ingest(
+    State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let submission = read_submission(&core, request).await.inspect_err(core::count_rejection)?;
-    let accepted = core.submit(submission).await?;
+    let accepted = core.submit(&caller, submission).await?;
     // 200 when the document was already stored exactly so and the job completed at once.
     let status = if accepted.status.is_terminal() { StatusCode::OK } else { StatusCode::ACCEPTED };
     Ok((status, Json(accepted)).into_response())
@@ -80,6 +87,7 @@ fn is_multipart(headers: &HeaderMap) -> bool {
 
 pub(crate) async fn batch(
     State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
     body: Result<JsonBody<BatchRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let documents = body
@@ -106,7 +114,7 @@ pub(crate) async fn batch(
                 .and_then(IngestRequest::into_submission)
         })
         .collect();
-    let results = core.submit_batch(items).await?;
+    let results = core.submit_batch(&caller, items).await?;
     let jobs: Vec<Value> = results
         .into_iter()
         .enumerate()

@@ -5,31 +5,34 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt as _};
+use millrace_auth::Caller;
 use millrace_common::ApiError;
 use millrace_pipeline::{Job, JobStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 
 use super::{is_stream_id, path_param};
 use crate::core::Core;
 use crate::validate;
-use crate::watch::{Caller, Watchers};
+use crate::watch::Watchers;
 
-/// Both parameters are read as text so that a bad value gets our JSON 422, not a plain 400.
+/// Every parameter is read as text so that a bad value gets our JSON 422, not a plain 400.
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListParams {
     status: Option<String>,
     limit: Option<String>,
+    /// Admin keys only: another tenant's jobs.
+    tenant: Option<String>,
 }
 
 pub(crate) async fn list(
     State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = params.map_err(|err| ApiError::bad_request(err.body_text()))?;
@@ -42,22 +45,23 @@ pub(crate) async fn list(
         })?),
     };
     let limit = validate::list_limit_param(params.limit.as_deref())?;
-    let jobs = core.list_jobs(status, limit).await?;
+    let jobs = core.list_jobs(&caller, params.tenant.as_deref(), status, limit).await?;
     Ok(Json(json!({ "jobs": jobs })))
 }
 
 pub(crate) async fn get(
     State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(core.get_job(&path_param(id)?).await?))
+    Ok(Json(core.get_job(&caller, &path_param(id)?).await?))
 }
 
 /// The job's progress as Server-Sent Events (`event:` the type, `data:` JSON, `id:` to resume
 /// with `Last-Event-ID`), from its start or after that id, closing after its final event.
 pub(crate) async fn events(
     State(watchers): State<Watchers>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -68,8 +72,7 @@ pub(crate) async fn events(
         Some(id) if is_stream_id(id) => id.to_owned(),
         Some(id) => return Err(ApiError::invalid(format!("`Last-Event-ID` {id:?} is not an event id of this job"))),
     };
-    let caller = Caller::from_peer(peer.map(|Extension(ConnectInfo(addr))| addr));
-    let events = watchers.watch(caller, &job_id, after).await?;
+    let events = watchers.watch(&caller, &job_id, after).await?;
     let sse = events.map(move |event| {
         let data = event.to_json(&job_id).to_string();
         Ok(Event::default().id(event.id.clone()).event(event.kind.clone()).data(data))
@@ -79,7 +82,8 @@ pub(crate) async fn events(
 
 pub(crate) async fn cancel(
     State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(core.cancel_job(&path_param(id)?).await?))
+    Ok(Json(core.cancel_job(&caller, &path_param(id)?).await?))
 }

@@ -12,7 +12,7 @@ use crate::validate::{self, Payload, RawOptions, Submission};
 
 /// The form's text fields, in the order the documentation lists them.
 const TEXT_FIELDS: &[&str] =
-    &["document_id", "content_type", "source", "metadata", "options", "chunk_size", "chunk_overlap"];
+    &["document_id", "content_type", "source", "metadata", "options", "chunk_size", "chunk_overlap", "collection"];
 
 /// Largest text field: room for the largest metadata object, with its escaping.
 const MAX_TEXT_FIELD_BYTES: usize = 2 * validate::MAX_METADATA_BYTES;
@@ -97,6 +97,7 @@ fn into_submission(mut form: Form, file: File) -> Result<Submission, ApiError> {
         source: form.take("source"),
         metadata,
         options,
+        collection: form.take("collection"),
     })
 }
 

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
+use millrace_auth::Caller;
 use millrace_common::ApiError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -19,6 +20,8 @@ pub(crate) struct SearchRequest {
     top_k: Option<serde_json::Number>,
     /// Read as a value: serde would take an array for a struct, which the schema refuses.
     filter: Option<Value>,
+    /// Only these collections; absent, null or empty: every collection the key may use.
+    collections: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,6 +32,7 @@ pub(crate) struct SearchFilter {
 
 pub(crate) async fn search(
     State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
     JsonBody(request): JsonBody<SearchRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let filter = match request.filter {
@@ -41,8 +45,14 @@ pub(crate) async fn search(
     };
     let (document_id, metadata) = filter.map(|f| (f.document_id, f.metadata)).unwrap_or_default();
     let top_k = request.top_k.map(|n| integral(&n)).transpose()?;
-    let search = validate::validate_search(SearchQuery { query: request.query, top_k, document_id, metadata })?;
-    let results = core.search(search).await?;
+    let search = validate::validate_search(SearchQuery {
+        query: request.query,
+        top_k,
+        document_id,
+        metadata,
+        collections: request.collections,
+    })?;
+    let results = core.search(&caller, search).await?;
     Ok(Json(json!({ "results": results })))
 }
 

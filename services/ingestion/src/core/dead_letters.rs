@@ -1,5 +1,7 @@
 //! Dead letters: listing what each stage gave up on, and retrying it once its cause is fixed.
+//! Admin keys only (the route says so), across tenants: each entry shows its job's tenant.
 
+use millrace_auth::Caller;
 use millrace_common::ApiError;
 use millrace_pipeline::Stage;
 use millrace_pipeline::dead_letters::{RetryReport, StageDeadLetters};
@@ -22,8 +24,13 @@ impl Core {
     /// [`millrace_pipeline::dead_letters`]. What cannot be retried is refused entry by entry.
     /// Like a submission, a retry puts work back on the streams: it is refused while the queue
     /// is full (503) or the day's LLM budget is spent (429; the work would only fail again).
-    pub async fn retry_dead_letters(&self, stage: Stage, ids: Option<Vec<String>>) -> Result<RetryReport, ApiError> {
-        self.capacity().await?.check_any()?;
+    pub async fn retry_dead_letters(
+        &self,
+        caller: &Caller,
+        stage: Stage,
+        ids: Option<Vec<String>>,
+    ) -> Result<RetryReport, ApiError> {
+        self.capacity(&caller.tenant).await?.check_pipeline()?;
         self.budget.check().await?;
         let report = self.jobs.retry_dead_letters(stage, ids.as_deref()).await.map_err(store_error)?;
         metrics::counter!(crate::metrics::DEAD_LETTERS_RETRIED, "stage" => stage.name())
@@ -31,6 +38,7 @@ impl Core {
         metrics::counter!(crate::metrics::DEAD_LETTERS_REFUSED, "stage" => stage.name())
             .increment(report.refused.len() as u64);
         tracing::info!(
+            key_id = %caller.key_id,
             stage = stage.name(),
             retried = report.retried.len(),
             refused = report.refused.len(),

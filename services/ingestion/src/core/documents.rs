@@ -1,16 +1,19 @@
 //! Documents, through the storage service: reading the visible version, and deleting a document
-//! with its running jobs.
+//! with its running jobs. Both act in the caller's tenant (an admin may name another); a document
+//! of another tenant, or of a collection the key may not use, is the same 404 as a missing one.
 
+use millrace_auth::Caller;
 use millrace_common::ApiError;
-use millrace_proto::v1::{DeleteDocumentRequest, GetDocumentRequest};
+use millrace_proto::v1::{DeleteDocumentRequest, Document, GetDocumentRequest};
 use serde::Serialize;
 
-use super::{Core, downstream, json_object, store_error};
+use super::{Core, downstream, json_object, store_error, tenant_for};
 use crate::validate;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DocumentInfo {
     pub document_id: String,
+    pub collection: String,
     pub version: u64,
     pub chunk_count: u32,
     pub content_hash: String,
@@ -21,24 +24,23 @@ pub struct DocumentInfo {
 }
 
 impl Core {
-    pub async fn get_document(&self, document_id: &str) -> Result<DocumentInfo, ApiError> {
+    pub async fn get_document(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        document_id: &str,
+    ) -> Result<DocumentInfo, ApiError> {
+        let tenant_id = tenant_for(caller, tenant)?;
         validate::validate_document_id(document_id).map_err(|_| unknown_document(document_id))?;
         let document = self
-            .storage
-            .clone()
-            .get_document(GetDocumentRequest {
-                tenant_id: self.config.tenant_id.clone(),
-                document_id: document_id.to_owned(),
-            })
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::NotFound => unknown_document(document_id),
-                _ => downstream("storage", status),
-            })?
-            .into_inner();
+            .stored_document(&tenant_id, document_id)
+            .await?
+            .filter(|document| caller.may_use(&document.collection))
+            .ok_or_else(|| unknown_document(document_id))?;
         Ok(DocumentInfo {
             metadata: json_object(&document.metadata_json),
             document_id: document.document_id,
+            collection: document.collection,
             version: document.version,
             chunk_count: document.chunk_count,
             content_hash: document.content_hash,
@@ -48,16 +50,46 @@ impl Core {
         })
     }
 
+    /// The visible version of a document of `tenant_id`, if there is one.
+    pub(super) async fn stored_document(
+        &self,
+        tenant_id: &str,
+        document_id: &str,
+    ) -> Result<Option<Document>, ApiError> {
+        let request = GetDocumentRequest { tenant_id: tenant_id.to_owned(), document_id: document_id.to_owned() };
+        match self.storage.clone().get_document(request).await {
+            Ok(found) => Ok(Some(found.into_inner())),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(downstream("storage", status)),
+        }
+    }
+
     /// Deletes a document: its visible version, the chunks of every version submitted so far,
     /// and its jobs still running, which end cancelled. Storage keeps a tombstone up to the last
     /// version submitted before the delete, so a job that is already past the cancel check
     /// cannot bring the document back; a submission after the delete is a new document.
     /// Returns how many chunks went; a 404 when there was neither a visible version nor a job
-    /// still running.
-    pub async fn delete_document(&self, document_id: &str) -> Result<u32, ApiError> {
+    /// still running, or when the key may not use the collection of either.
+    pub async fn delete_document(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        document_id: &str,
+    ) -> Result<u32, ApiError> {
+        let tenant_id = tenant_for(caller, tenant)?;
         validate::validate_document_id(document_id).map_err(|_| unknown_document(document_id))?;
-        let tenant_id = self.config.tenant_id.clone();
         let through_version = self.jobs.latest_version(&tenant_id, document_id).await.map_err(store_error)?;
+        if caller.collections.is_some() {
+            // A key limited to some collections deletes only what lies in them: the visible
+            // version and every job that would be cancelled.
+            let visible = self.stored_document(&tenant_id, document_id).await?;
+            let jobs = self.jobs.document_jobs(&tenant_id, document_id, through_version).await.map_err(store_error)?;
+            let foreign = visible.iter().any(|document| !caller.may_use(&document.collection))
+                || jobs.iter().any(|job| !job.status.is_terminal() && !caller.may_use(&job.collection));
+            if foreign {
+                return Err(unknown_document(document_id));
+            }
+        }
         let deleted = self
             .storage
             .clone()
@@ -81,11 +113,12 @@ impl Core {
             return Err(unknown_document(document_id));
         }
         let chunks_deleted = deleted.map_or(0, |response| response.chunks_deleted);
-        tracing::info!(document_id, chunks_deleted, jobs_cancelled = cancelled, through_version, "document deleted");
+        tracing::info!(document_id, tenant = %tenant_id, key_id = %caller.key_id, chunks_deleted, jobs_cancelled = cancelled, through_version, "document deleted");
         Ok(chunks_deleted)
     }
 }
 
+/// The answer for a document that is missing or not the caller's: always the same.
 fn unknown_document(document_id: &str) -> ApiError {
     ApiError::not_found(format!("no document {document_id:?}"))
 }

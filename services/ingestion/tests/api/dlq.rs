@@ -34,7 +34,12 @@ async fn chunk(store: &JobStore, job_id: &str, batches: u32) {
             ..Default::default()
         })
         .collect();
-    let entry = EntryRef { job_id: job_id.to_owned(), generation: generation(store, job_id).await };
+    let entry = EntryRef {
+        job_id: job_id.to_owned(),
+        generation: generation(store, job_id).await,
+        tenant: String::new(),
+        collection: String::new(),
+    };
     store.commit_chunks(&entry, &batches).await.unwrap();
 }
 
@@ -44,7 +49,13 @@ async fn generation(store: &JobStore, job_id: &str) -> u64 {
 }
 
 async fn batch_entry(store: &JobStore, job_id: &str, batch: u32) -> BatchRef {
-    BatchRef { job_id: job_id.to_owned(), batch, generation: generation(store, job_id).await }
+    BatchRef {
+        job_id: job_id.to_owned(),
+        batch,
+        generation: generation(store, job_id).await,
+        tenant: String::new(),
+        collection: String::new(),
+    }
 }
 
 async fn metadata_done(store: &JobStore, job_id: &str, batch: u32) {

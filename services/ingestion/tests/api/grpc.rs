@@ -39,12 +39,18 @@ async fn submit_get_list_and_cancel() {
     assert_eq!(job.status(), JobStatus::Queued);
     assert_eq!(job.source, "grpc");
 
-    let listed = client.list_jobs(ListJobsRequest { status: JobStatus::Queued as i32, limit: 0 }).await.unwrap();
+    let listed = client
+        .list_jobs(ListJobsRequest { status: JobStatus::Queued as i32, limit: 0, ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(listed.into_inner().jobs.len(), 1);
 
     let cancelled = client.cancel_job(CancelJobRequest { job_id: accepted.job_id.clone() }).await.unwrap();
     assert_eq!(cancelled.into_inner().status(), JobStatus::Cancelled);
-    let listed = client.list_jobs(ListJobsRequest { status: JobStatus::Queued as i32, limit: 10 }).await.unwrap();
+    let listed = client
+        .list_jobs(ListJobsRequest { status: JobStatus::Queued as i32, limit: 10, ..Default::default() })
+        .await
+        .unwrap();
     assert!(listed.into_inner().jobs.is_empty());
 }
 
@@ -74,9 +80,15 @@ async fn bad_input_maps_to_grpc_codes() {
     assert_eq!(code(client.submit(submit(&[b'a'; 101])).await), Code::OutOfRange);
     assert_eq!(code(client.get_job(GetJobRequest { job_id: "missing".into() }).await), Code::NotFound);
     assert_eq!(code(client.cancel_job(CancelJobRequest { job_id: "missing".into() }).await), Code::NotFound);
-    assert_eq!(code(client.list_jobs(ListJobsRequest { status: 99, limit: 0 }).await), Code::InvalidArgument);
-    assert_eq!(code(client.list_jobs(ListJobsRequest { status: 0, limit: 1001 }).await), Code::InvalidArgument);
-    let search = |query: &str, top_k| SearchRequest { query: query.into(), top_k, filter: None };
+    assert_eq!(
+        code(client.list_jobs(ListJobsRequest { status: 99, limit: 0, ..Default::default() }).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(client.list_jobs(ListJobsRequest { status: 0, limit: 1001, ..Default::default() }).await),
+        Code::InvalidArgument
+    );
+    let search = |query: &str, top_k| SearchRequest { query: query.into(), top_k, ..Default::default() };
     assert_eq!(code(client.search(search("", 0)).await), Code::InvalidArgument);
     assert_eq!(code(client.search(search("q", 101)).await), Code::InvalidArgument);
     // Valid, but embeddings and storage are not running.

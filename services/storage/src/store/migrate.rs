@@ -21,6 +21,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../../migrations/0001_init.sql") },
     Migration { version: 2, name: "fingerprint", sql: include_str!("../../migrations/0002_fingerprint.sql") },
     Migration { version: 3, name: "fences", sql: include_str!("../../migrations/0003_fences.sql") },
+    Migration { version: 4, name: "collections", sql: include_str!("../../migrations/0004_collections.sql") },
 ];
 
 /// What migrating learned about the database.

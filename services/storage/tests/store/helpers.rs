@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use millrace_storage::store::{ChunkRow, DocumentVersion, PgStore, StoreConfig};
+pub use millrace_storage::store::DocumentVersion;
+use millrace_storage::store::{ChunkRow, PgStore, StoreConfig};
 use millrace_testkit::Postgres;
 use serde_json::{Value, json};
 
@@ -55,6 +56,7 @@ pub fn axis(axis: usize, nudge: f32) -> Vec<f32> {
 pub fn chunk(tenant: &str, doc: &str, version: i64, index: i32, embedding: Vec<f32>) -> ChunkRow {
     ChunkRow {
         tenant_id: tenant.to_owned(),
+        collection: "default".to_owned(),
         document_id: doc.to_owned(),
         version,
         chunk_index: index,
@@ -74,6 +76,7 @@ pub fn chunks(tenant: &str, doc: &str, version: i64, count: i32) -> Vec<ChunkRow
 pub fn version(tenant: &str, doc: &str, version: i64, chunk_count: i32, metadata: Value) -> DocumentVersion {
     DocumentVersion {
         tenant_id: tenant.to_owned(),
+        collection: "default".to_owned(),
         document_id: doc.to_owned(),
         version,
         content_hash: format!("doc-hash-{doc}-{version}"),

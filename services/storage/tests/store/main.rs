@@ -202,23 +202,27 @@ async fn search_returns_nearest_first_and_respects_filters() {
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "ordered by similarity");
     assert_eq!(hits[0].metadata, json!({ "lang": "fr", "chunk": 1 }), "document and chunk metadata merged");
 
-    let only_a = SearchFilter { document_id: Some("doc-a".to_owned()), metadata: None };
+    let only_a = SearchFilter { document_id: Some("doc-a".to_owned()), metadata: None, collections: vec![] };
     let hits = t.store.search("t1", &axis(5, 0.0), 10, &only_a).await.unwrap();
     assert_eq!(hits.len(), 4);
     assert!(hits.iter().all(|h| h.document_id == "doc-a"));
 
-    let english = SearchFilter { document_id: None, metadata: Some(json!({ "lang": "en" })) };
+    let english = SearchFilter { document_id: None, metadata: Some(json!({ "lang": "en" })), collections: vec![] };
     let hits = t.store.search("t1", &axis(5, 0.0), 10, &english).await.unwrap();
     assert_eq!(hits.len(), 4);
     assert!(hits.iter().all(|h| h.document_id == "doc-a"));
 
-    let intro = SearchFilter { document_id: None, metadata: Some(json!({ "lang": "fr", "section": "intro" })) };
+    let intro = SearchFilter {
+        document_id: None,
+        metadata: Some(json!({ "lang": "fr", "section": "intro" })),
+        collections: vec![],
+    };
     let hits = t.store.search("t1", &axis(0, 0.0), 10, &intro).await.unwrap();
     assert_eq!(hits.iter().map(|h| (h.document_id.as_str(), h.chunk_index)).collect::<Vec<_>>(), [("doc-b", 2)]);
 
     assert!(t.store.search("t1", &axis(0, 0.0), 0, &SearchFilter::default()).await.unwrap().is_empty());
     assert!(t.store.search("nobody", &axis(0, 0.0), 5, &SearchFilter::default()).await.unwrap().is_empty());
-    let bad_filter = SearchFilter { document_id: None, metadata: Some(json!(["lang"])) };
+    let bad_filter = SearchFilter { document_id: None, metadata: Some(json!(["lang"])), collections: vec![] };
     let err = t.store.search("t1", &axis(0, 0.0), 5, &bad_filter).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidInput(_)) && !err.is_retryable());
 }
@@ -250,10 +254,84 @@ async fn filtered_search_through_the_hnsw_index_still_finds_top_k() {
     assert!(plan.contains("chunks_embedding_hnsw"), "the test needs the HNSW path:\n{plan}");
 
     let store = PgStore::connect(&t.config).await.unwrap();
-    let french = SearchFilter { document_id: None, metadata: Some(json!({ "lang": "fr" })) };
+    let french = SearchFilter { document_id: None, metadata: Some(json!({ "lang": "fr" })), collections: vec![] };
     let hits = store.search("t1", &axis(0, 0.0), 5, &french).await.unwrap();
     assert_eq!(hits.len(), 5);
     assert_eq!((hits[0].document_id.as_str(), hits[0].chunk_index), ("small", 0));
+}
+
+/// The tenant and the collections are conditions of the HNSW index scan itself: a tenant with a
+/// few chunks among many of another tenant's, all nearer the query, still gets its top_k (a
+/// filter applied to the scan's first ef_search candidates would find none of them).
+#[tokio::test]
+async fn a_small_tenant_among_a_large_one_still_gets_its_top_k() {
+    let t = TestStore::new().await;
+    let crowd: Vec<_> = (0..300).map(|i| chunk("big", "crowd", 1, i, axis(0, i as f32 / 1000.0))).collect();
+    t.store.upsert_chunks(&crowd).await.unwrap();
+    t.store.commit_version(&version("big", "crowd", 1, 300, json!({}))).await.unwrap();
+    let mut few: Vec<ChunkRow> = (0..6).map(|i| chunk("small", "mine", 1, i, axis(0, 0.5 + i as f32 / 10.0))).collect();
+    for row in &mut few[3..] {
+        row.collection = "hr".to_owned();
+    }
+    t.store.upsert_chunks(&few).await.unwrap();
+    t.store
+        .commit_version(&helpers::DocumentVersion {
+            collection: "hr".to_owned(),
+            ..version("small", "mine", 1, 6, json!({}))
+        })
+        .await
+        .unwrap();
+
+    let db = t.config.database_url.rsplit('/').next().unwrap().to_owned();
+    t.pg.execute(&db, &format!("ALTER DATABASE \"{db}\" SET enable_sort = off; ANALYZE")).unwrap();
+    let plan = t
+        .text_rows(
+            "EXPLAIN SELECT c.document_id FROM chunks c
+             JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
+             WHERE c.tenant_id = 'small' AND c.collection = ANY('{hr}')
+             ORDER BY c.embedding <=> '[1,0,0,0,0,0,0,0]' LIMIT 3",
+        )
+        .await
+        .join("\n");
+    assert!(plan.contains("chunks_embedding_hnsw"), "the test needs the HNSW path:\n{plan}");
+
+    let store = PgStore::connect(&t.config).await.unwrap();
+    let hits = store.search("small", &axis(0, 0.0), 6, &SearchFilter::default()).await.unwrap();
+    assert_eq!(hits.len(), 6, "every chunk of the small tenant, though 300 others are nearer");
+    assert!(hits.iter().all(|hit| hit.document_id == "mine"));
+    let hr = SearchFilter { collections: vec!["hr".to_owned()], ..SearchFilter::default() };
+    let hits = store.search("small", &axis(0, 0.0), 3, &hr).await.unwrap();
+    assert_eq!(hits.iter().map(|hit| hit.chunk_index).collect::<Vec<_>>(), [3, 4, 5]);
+    assert!(hits.iter().all(|hit| hit.collection == "hr"));
+    let neither = SearchFilter { collections: vec!["legal".to_owned()], ..SearchFilter::default() };
+    assert!(store.search("small", &axis(0, 0.0), 3, &neither).await.unwrap().is_empty());
+    // The big tenant never sees the small one's chunks, however near they are.
+    let hits = store.search("big", &axis(0, 0.9), 20, &SearchFilter::default()).await.unwrap();
+    assert!(hits.iter().all(|hit| hit.document_id == "crowd"));
+}
+
+/// A new version may move a document to another collection: the document and its chunks follow.
+#[tokio::test]
+async fn a_new_version_moves_the_document_to_its_collection() {
+    let t = TestStore::new().await;
+    t.store.upsert_chunks(&chunks("t1", "doc", 1, 2)).await.unwrap();
+    t.store.commit_version(&version("t1", "doc", 1, 2, json!({}))).await.unwrap();
+    let moved: Vec<ChunkRow> =
+        chunks("t1", "doc", 2, 2).into_iter().map(|row| ChunkRow { collection: "hr".to_owned(), ..row }).collect();
+    t.store.upsert_chunks(&moved).await.unwrap();
+    t.store
+        .commit_version(&helpers::DocumentVersion {
+            collection: "hr".to_owned(),
+            ..version("t1", "doc", 2, 2, json!({}))
+        })
+        .await
+        .unwrap();
+    let record = t.store.get_document("t1", "doc").await.unwrap().unwrap();
+    assert_eq!((record.document.version, record.document.collection.as_str()), (2, "hr"));
+    let default = SearchFilter { collections: vec!["default".to_owned()], ..SearchFilter::default() };
+    assert!(t.store.search("t1", &axis(0, 0.0), 5, &default).await.unwrap().is_empty());
+    let hr = SearchFilter { collections: vec!["hr".to_owned()], ..SearchFilter::default() };
+    assert_eq!(t.store.search("t1", &axis(0, 0.0), 5, &hr).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -330,7 +408,7 @@ async fn migrations_are_idempotent_and_safe_from_concurrent_replicas() {
     c.unwrap();
     t.store.migrate().await.unwrap();
     t.store.ping().await.unwrap();
-    assert_eq!(t.scalar("SELECT count(*) FROM millrace_migrations").await, 3, "each migration recorded once");
+    assert_eq!(t.scalar("SELECT count(*) FROM millrace_migrations").await, 4, "each migration recorded once");
     // The HNSW index exists with the configured parameters.
     let options = t.scalar("SELECT count(*) FROM pg_class WHERE relname = 'chunks_embedding_hnsw' AND reloptions @> ARRAY['m=16', 'ef_construction=64']").await;
     assert_eq!(options, 1);

@@ -90,6 +90,8 @@ pub struct Retried {
     pub job_status: JobStatus,
     /// Entries added to each stage's stream (stages with none left out).
     pub requeued: BTreeMap<&'static str, u32>,
+    /// The job's tenant (from its record).
+    pub tenant_id: String,
 }
 
 /// An entry not retried, and why; it stays where it was.
@@ -292,7 +294,12 @@ impl JobStore {
             let dead = by_job.get(job_id.as_str()).cloned().unwrap_or_default();
             while !entries.is_empty() {
                 let entry = entries.remove(0);
-                match self.retry_entry(&entry, &dead).await? {
+                let (outcome, tenant_id) = self.retry_entry(&entry, &dead).await?;
+                let retried = |entry: &DeadLetter, status, requeued| Retried {
+                    tenant_id: if tenant_id.is_empty() { entry.tenant_id.clone() } else { tenant_id.clone() },
+                    ..retried(entry, status, requeued)
+                };
+                match outcome {
                     Outcome::Missing => report.refused.push(refused(
                         &entry,
                         "the entry is no longer in the dead-letter stream (retried meanwhile?)".to_owned(),
@@ -362,17 +369,19 @@ impl JobStore {
     }
 
     /// Runs `RETRY_JOB` for one entry (reading the job's batch count again once if it changed
-    /// in between), removing `dead` (all the job's dead letters) if the job is reopened.
-    async fn retry_entry(&self, entry: &DeadLetter, dead: &[&DeadLetter]) -> Result<Outcome, JobStoreError> {
+    /// in between), removing `dead` (all the job's dead letters) if the job is reopened. Also
+    /// answers the job's tenant, from its record (empty when the record is gone).
+    async fn retry_entry(&self, entry: &DeadLetter, dead: &[&DeadLetter]) -> Result<(Outcome, String), JobStoreError> {
         let mut conn = self.pool().get().await?;
         let job_id = entry.job_id.as_str();
         let keys = self.keys();
-        let mut batches: u32 = redis::cmd("HGET")
+        let (batches, tenant_id): (Option<u32>, Option<String>) = redis::cmd("HMGET")
             .arg(keys.job(job_id))
             .arg("batches_total")
-            .query_async::<Option<u32>>(&mut conn)
-            .await?
-            .unwrap_or(0);
+            .arg("tenant_id")
+            .query_async(&mut conn)
+            .await?;
+        let (mut batches, tenant_id) = (batches.unwrap_or(0), tenant_id.unwrap_or_default());
         for _ in 0..2 {
             let mut invocation = RETRY_JOB.prepare_invoke();
             invocation
@@ -409,10 +418,10 @@ impl JobStore {
             let outcome = outcome(&answer, job_id);
             match (outcome, answer.get(1).and_then(|n| n.parse::<u32>().ok())) {
                 (Outcome::Stale, Some(total)) => batches = total,
-                (outcome, _) => return Ok(outcome),
+                (outcome, _) => return Ok((outcome, tenant_id)),
             }
         }
-        Ok(Outcome::Stale)
+        Ok((Outcome::Stale, tenant_id))
     }
 }
 
@@ -474,6 +483,7 @@ fn retried(entry: &DeadLetter, job_status: JobStatus, requeued: BTreeMap<&'stati
         batch: entry.batch,
         job_status,
         requeued,
+        tenant_id: entry.tenant_id.clone(),
     }
 }
 

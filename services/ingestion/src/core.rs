@@ -16,7 +16,7 @@ mod submit;
 
 use std::sync::Arc;
 
-use millrace_auth::Caller;
+use millrace_auth::{AuditLog, Caller};
 use millrace_common::telemetry::{GrpcChannel, PropagateContext};
 use millrace_common::{ApiError, ErrorCode};
 use millrace_fetch::UrlGuard;
@@ -46,6 +46,8 @@ pub struct Core {
     budget: Arc<BudgetGuard>,
     urls: UrlGuard,
     redis_memory: Arc<RedisMemory>,
+    /// Where deletes, cancels and dead-letter retries are recorded.
+    audit: AuditLog,
 }
 
 impl Core {
@@ -56,6 +58,7 @@ impl Core {
         embeddings: Channel,
         peers: Peers,
         urls: UrlGuard,
+        audit: AuditLog,
     ) -> Self {
         Self {
             config,
@@ -66,6 +69,7 @@ impl Core {
             peers,
             urls,
             redis_memory: Arc::default(),
+            audit,
         }
     }
 

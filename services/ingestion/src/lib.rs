@@ -99,7 +99,8 @@ impl Application {
         // by the host.
         let authenticator = Authenticator::from_config(&config.auth)?;
         let store = authenticator.store().cloned();
-        let access = api::keys::Access { audit: AuditLog::new(store.clone()), store };
+        let audit = AuditLog::new(store.clone());
+        let access = api::keys::Access { audit: audit.clone(), store };
         let door = Door::new(authenticator, auth::rules);
         let guard = DoorLayer::new(door.clone());
         let admin = AdminService::new(move || {
@@ -110,7 +111,7 @@ impl Application {
         let urls = UrlGuard::new(AddressPolicy::new(config.fetch.allow_private), resolver);
         let redis = redis_conn::client(&config.service.redis_url).map_err(|err| BuildError::Redis(err.to_string()))?;
         let watchers = watch::Watchers::new(jobs.clone(), redis, config.watchers);
-        let core = Arc::new(Core::new(config, jobs, storage, embeddings, peers, urls));
+        let core = Arc::new(Core::new(config, jobs, storage, embeddings, peers, urls, audit));
         Ok(host
             .with_routes(api::router(core.clone(), watchers.clone(), access, door))
             .with_fallbacks(api::with_json_fallbacks)

@@ -33,6 +33,15 @@ impl Core {
         self.capacity(&caller.tenant).await?.check_pipeline()?;
         self.budget.check().await?;
         let report = self.jobs.retry_dead_letters(stage, ids.as_deref()).await.map_err(store_error)?;
+        // One event per tenant whose jobs were retried, so that each tenant's trail shows it.
+        let mut by_tenant: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+        for retried in &report.retried {
+            by_tenant.entry(retried.tenant_id.as_str()).or_default().push(retried.job_id.as_str());
+        }
+        for (tenant, job_ids) in by_tenant {
+            let detail = serde_json::json!({ "entries": job_ids.len(), "job_ids": job_ids });
+            self.audit.record(caller, "dead_letters.retried", tenant, stage.name(), detail).await;
+        }
         metrics::counter!(crate::metrics::DEAD_LETTERS_RETRIED, "stage" => stage.name())
             .increment(report.retried.len() as u64);
         metrics::counter!(crate::metrics::DEAD_LETTERS_REFUSED, "stage" => stage.name())

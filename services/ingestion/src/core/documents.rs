@@ -113,6 +113,12 @@ impl Core {
             return Err(unknown_document(document_id));
         }
         let chunks_deleted = deleted.map_or(0, |response| response.chunks_deleted);
+        let detail = serde_json::json!({
+            "chunks_deleted": chunks_deleted,
+            "jobs_cancelled": cancelled,
+            "through_version": through_version,
+        });
+        self.audit.record(caller, "document.deleted", &tenant_id, document_id, detail).await;
         tracing::info!(document_id, tenant = %tenant_id, key_id = %caller.key_id, chunks_deleted, jobs_cancelled = cancelled, through_version, "document deleted");
         Ok(chunks_deleted)
     }

@@ -59,6 +59,8 @@ impl Core {
                 version: job.version,
                 generation: job.generation,
             };
+            let detail = serde_json::json!({ "document_id": job.document_id, "version": job.version });
+            self.audit.record(caller, "job.cancelled", &job.tenant_id, job_id, detail).await;
             let job_id = job_id.to_owned();
             tokio::spawn(async move {
                 match storage.discard_version(request).await {

@@ -97,8 +97,7 @@ mod tests {
             tenant: "acme".into(),
             scopes: vec![millrace_auth::Scope::Search],
             collections: collections.map(|list| list.iter().map(|c| (*c).to_owned()).collect()),
-            rpm: None,
-            daily_budget_usd: None,
+            ..Caller::bootstrap_admin()
         }
     }
 

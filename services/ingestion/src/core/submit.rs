@@ -176,13 +176,27 @@ impl Core {
     /// The document's visible version in the caller's tenant, when it matters: to tell an
     /// identical resubmission (a known fingerprint), and, for a key limited to some collections,
     /// to refuse (403) a new version of a document that lies in a collection the key may not use
-    /// (it would replace it there). A storage service that does not answer means "not known":
+    /// (it would replace it there): its visible version's, or that of its last submitted version
+    /// (which wins when it completes). A storage service that does not answer means "not known":
     /// the submission is processed as usual, except for a limited key, which gets the 503 (it
     /// must not write past a collection it cannot see).
     async fn visible_version(&self, caller: &Caller, new: &NewJob) -> Result<Option<Document>, ApiError> {
         let limited = caller.collections.is_some();
         if new.fingerprint.is_empty() && !limited {
             return Ok(None);
+        }
+        let elsewhere = || {
+            ApiError::permission_denied(format!(
+                "document {:?} lies in a collection this key may not use",
+                new.document_id
+            ))
+        };
+        if limited {
+            let submitted =
+                self.jobs.document_jobs(&new.tenant_id, &new.document_id, u64::MAX).await.map_err(store_error)?;
+            if submitted.iter().max_by_key(|job| job.version).is_some_and(|last| !caller.may_use(&last.collection)) {
+                return Err(elsewhere());
+            }
         }
         let visible = match self.stored_document(&new.tenant_id, &new.document_id).await {
             Ok(visible) => visible,
@@ -195,10 +209,7 @@ impl Core {
         if let Some(document) = &visible
             && !caller.may_use(&document.collection)
         {
-            return Err(ApiError::permission_denied(format!(
-                "document {:?} lies in a collection this key may not use",
-                new.document_id
-            )));
+            return Err(elsewhere());
         }
         Ok(visible)
     }

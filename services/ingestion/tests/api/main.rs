@@ -13,5 +13,6 @@ mod ops;
 mod options;
 mod search;
 mod stats;
+mod tenants;
 mod url;
 mod watch;

@@ -1,5 +1,5 @@
 //! Readers of job events: one blocking Redis read per watched job whatever the number of
-//! readers, and caps per client (429) and in total (503), both JSON with `Retry-After`.
+//! readers, and caps per key (429) and in total (503), both JSON with `Retry-After`.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use millrace_proto::v1::WatchJobRequest;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{ADMIN_KEY, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{ADMIN_KEY, TestApp, spawn_app, spawn_app_with_keys};
 
 /// Clients blocked in a command (XREAD BLOCK) on the app's redis-server.
 async fn blocked_clients(app: &TestApp) -> u64 {
@@ -33,6 +33,11 @@ async fn wait_blocked(app: &TestApp, want: u64) -> u64 {
 async fn open(app: &TestApp, job_id: &str, from: &str) -> Response {
     let client = reqwest::Client::builder().local_address(from.parse::<IpAddr>().unwrap()).build().unwrap();
     client.get(app.url(&format!("/v1/jobs/{job_id}/events"))).bearer_auth(ADMIN_KEY).send().await.unwrap()
+}
+
+/// Opens the job's event stream with `key`.
+async fn open_as(app: &TestApp, job_id: &str, key: &str) -> Response {
+    reqwest::Client::new().get(app.url(&format!("/v1/jobs/{job_id}/events"))).bearer_auth(key).send().await.unwrap()
 }
 
 async fn refused(response: Response, status: StatusCode, code: &str) {
@@ -82,21 +87,23 @@ async fn readers_of_one_job_share_one_blocking_read_and_all_see_its_end() {
 }
 
 #[tokio::test]
-async fn watchers_are_capped_per_client_with_429_and_in_total_with_503() {
-    let app = spawn_app_with(&[("MAX_WATCHERS", "3"), ("MAX_WATCHERS_PER_CLIENT", "2")]).await;
+async fn watchers_are_capped_per_key_with_429_and_in_total_with_503() {
+    let app = spawn_app_with_keys(&[("MAX_WATCHERS", "3"), ("MAX_WATCHERS_PER_CLIENT", "2")]).await;
     let job_id = app.ingest("watched").await["job_id"].as_str().unwrap().to_owned();
+    let (_, reader) = app.create_key("default", &["read"]).await;
 
+    // The cap follows the key, whatever address it comes from.
     let first = open(&app, &job_id, "127.0.0.1").await;
-    let second = open(&app, &job_id, "127.0.0.1").await;
+    let second = open(&app, &job_id, "127.0.0.2").await;
     assert_eq!((first.status(), second.status()), (StatusCode::OK, StatusCode::OK));
-    refused(open(&app, &job_id, "127.0.0.1").await, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
+    refused(open(&app, &job_id, "127.0.0.3").await, StatusCode::TOO_MANY_REQUESTS, "rate_limited").await;
 
-    // Another client still has room, until the replica's total is reached.
-    let third = open(&app, &job_id, "127.0.0.2").await;
+    // Another key still has room, until the replica's total is reached.
+    let third = open_as(&app, &job_id, &reader).await;
     assert_eq!(third.status(), StatusCode::OK);
-    refused(open(&app, &job_id, "127.0.0.2").await, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    refused(open_as(&app, &job_id, &reader).await, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
 
-    // gRPC counts against the same caps (its peer is 127.0.0.1).
+    // gRPC counts against the same caps (it sends the admin key).
     let mut grpc = app.ingestion_grpc().await;
     let request = WatchJobRequest { job_id: job_id.clone(), after_event_id: String::new() };
     assert_eq!(grpc.watch_job(request.clone()).await.unwrap_err().code(), tonic::Code::ResourceExhausted);

@@ -9,6 +9,7 @@ mod dead_letters;
 mod events;
 mod flow;
 mod formats;
+mod isolation;
 mod limits;
 mod observability;
 mod ops;

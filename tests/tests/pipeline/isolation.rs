@@ -163,11 +163,12 @@ async fn create_key(stack: &Stack, tenant: usize, via: Via, collections: Option<
     assert_eq!(status, 201, "{created}");
     let secret = created["key"].as_str().unwrap().to_owned();
     let http = with_key(reqwest::Client::builder(), &secret).timeout(Duration::from_secs(30)).build().unwrap();
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", stack.services["ingestion"].grpc_port))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", stack.services["ingestion"].grpc_port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     let grpc = IngestionClient::new(Authed::new(channel, Bearer::new(&secret)));
     Key { tenant, via, collections, http, grpc }
 }
@@ -189,11 +190,14 @@ async fn no_tenant_sees_changes_or_detects_another_tenants_work() {
         keys.push(create_key(&stack, tenant, via, Some(vec!["c1".to_owned()])).await);
     }
     let mut model = Model::default();
+    // What the run checked, so that it cannot pass without checking anything.
+    let mut checked: BTreeMap<&str, usize> = BTreeMap::new();
 
     for step in 0..STEPS {
         let k = rng.below(keys.len() as u64) as usize;
         let tenant = keys[k].tenant;
-        let context = |what: &str| format!("seed {seed}, step {step}, key {k} (tenant {tenant}, {:?}): {what}", keys[k].via);
+        let via = keys[k].via;
+        let context = |what: &str| format!("seed {seed}, step {step}, key {k} (tenant {tenant}, {via:?}): {what}");
         match rng.below(8) {
             // Ingest (twice as likely as the rest): a shared id, or the limited key's own ids.
             0 | 1 => {
@@ -211,7 +215,11 @@ async fn no_tenant_sees_changes_or_detects_another_tenants_work() {
                     Via::Http => {
                         let body = json!({ "document_id": document_id, "content": content, "collection": collection });
                         let (status, text) = http_call(&keys[k], &stack, Method::POST, "/v1/ingest", Some(body)).await;
-                        assert!(status == 202 || status == 200, "{}", context(&format!("ingest answered {status}: {text}")));
+                        assert!(
+                            status == 202 || status == 200,
+                            "{}",
+                            context(&format!("ingest answered {status}: {text}"))
+                        );
                         serde_json::from_str::<Value>(&text).unwrap()["job_id"].as_str().unwrap().to_owned()
                     }
                     Via::Grpc => {
@@ -223,7 +231,10 @@ async fn no_tenant_sees_changes_or_detects_another_tenants_work() {
                             ..Default::default()
                         };
                         let accepted = keys[k].grpc.submit(request).await;
-                        accepted.unwrap_or_else(|status| panic!("{}", context(&format!("{status:?}")))).into_inner().job_id
+                        accepted
+                            .unwrap_or_else(|status| panic!("{}", context(&format!("{status:?}"))))
+                            .into_inner()
+                            .job_id
                     }
                 };
                 model.last.insert((tenant, document_id.clone()), Some(job_id.clone()));
@@ -237,26 +248,42 @@ async fn no_tenant_sees_changes_or_detects_another_tenants_work() {
                 let answer = ask_job(&mut keys[k], &stack, &job.job_id, how).await;
                 let visible = job.tenant == tenant && keys[k].may_use(&job.collection);
                 if visible {
-                    assert!(answer.0 == "200" || answer.0 == "OK" || answer.0 == "409" || answer.0 == "FailedPrecondition", "{}", context(&format!("own job {}: {answer:?}", job.job_id)));
+                    assert!(
+                        answer.0 == "200" || answer.0 == "OK" || answer.0 == "409" || answer.0 == "FailedPrecondition",
+                        "{}",
+                        context(&format!("own job {}: {answer:?}", job.job_id))
+                    );
                     if how == 2 {
                         model.cancelled_by_owner.insert(job.job_id.clone());
                     }
                 } else {
+                    *checked.entry("foreign or hidden jobs asked about").or_default() += 1;
                     let missing = ask_job(&mut keys[k], &stack, MISSING_JOB, how).await;
-                    assert_eq!(answer, missing, "{}", context(&format!("foreign job {} of tenant {}", job.job_id, job.tenant)));
+                    assert_eq!(
+                        answer,
+                        missing,
+                        "{}",
+                        context(&format!("foreign job {} of tenant {}", job.job_id, job.tenant))
+                    );
                 }
             }
             // List: only the tenant's own jobs, of collections the key may use.
             4 => {
                 let listed: Vec<(String, String)> = match keys[k].via {
                     Via::Http => {
-                        let (status, text) = http_call(&keys[k], &stack, Method::GET, "/v1/jobs?limit=1000", None).await;
+                        let (status, text) =
+                            http_call(&keys[k], &stack, Method::GET, "/v1/jobs?limit=1000", None).await;
                         assert_eq!(status, 200, "{}", context(&text));
                         serde_json::from_str::<Value>(&text).unwrap()["jobs"]
                             .as_array()
                             .unwrap()
                             .iter()
-                            .map(|job| (job["job_id"].as_str().unwrap().to_owned(), job["collection"].as_str().unwrap().to_owned()))
+                            .map(|job| {
+                                (
+                                    job["job_id"].as_str().unwrap().to_owned(),
+                                    job["collection"].as_str().unwrap().to_owned(),
+                                )
+                            })
                             .collect()
                     }
                     Via::Grpc => {
@@ -295,29 +322,53 @@ async fn no_tenant_sees_changes_or_detects_another_tenants_work() {
                                 .as_array()
                                 .unwrap()
                                 .iter()
-                                .map(|hit| (hit["text"].as_str().unwrap().to_owned(), hit["collection"].as_str().unwrap().to_owned()))
+                                .map(|hit| {
+                                    (
+                                        hit["text"].as_str().unwrap().to_owned(),
+                                        hit["collection"].as_str().unwrap().to_owned(),
+                                    )
+                                })
                                 .collect())
                         } else {
                             Err(status.to_string())
                         }
                     }
                     Via::Grpc => {
-                        let request = SearchRequest { query, top_k: 20, collections: named.clone(), ..Default::default() };
+                        let request =
+                            SearchRequest { query, top_k: 20, collections: named.clone(), ..Default::default() };
                         match keys[k].grpc.search(request).await {
-                            Ok(found) => Ok(found.into_inner().results.into_iter().map(|hit| (hit.text, hit.collection)).collect()),
+                            Ok(found) => Ok(found
+                                .into_inner()
+                                .results
+                                .into_iter()
+                                .map(|hit| (hit.text, hit.collection))
+                                .collect()),
                             Err(status) => Err(format!("{:?}", status.code())),
                         }
                     }
                 };
                 match (allowed, hits) {
                     (true, Ok(hits)) => {
+                        *checked.entry("search hits").or_default() += hits.len();
                         for (text, collection) in hits {
-                            assert!(text.contains(&marker(tenant)), "{}", context(&format!("hit of another tenant: {text}")));
+                            assert!(
+                                text.contains(&marker(tenant)),
+                                "{}",
+                                context(&format!("hit of another tenant: {text}"))
+                            );
                             for other in (0..TENANTS).filter(|t| *t != tenant) {
-                                assert!(!text.contains(&marker(other)), "{}", context(&format!("hit names tenant {other}: {text}")));
+                                assert!(
+                                    !text.contains(&marker(other)),
+                                    "{}",
+                                    context(&format!("hit names tenant {other}: {text}"))
+                                );
                             }
                             assert!(keys[k].may_use(&collection), "{}", context(&format!("hit of {collection}")));
-                            assert!(named.is_empty() || named.contains(&collection), "{}", context(&format!("hit of {collection}, not named")));
+                            assert!(
+                                named.is_empty() || named.contains(&collection),
+                                "{}",
+                                context(&format!("hit of {collection}, not named"))
+                            );
                         }
                     }
                     (false, Err(code)) => assert!(code == "403" || code == "PermissionDenied", "{}", context(&code)),
@@ -335,6 +386,9 @@ async fn no_tenant_sees_changes_or_detects_another_tenants_work() {
                     assert!(owned, "{}", context(&format!("read {document_id}, which it never submitted: {body}")));
                     assert!(keys[k].may_use(document["collection"].as_str().unwrap()), "{}", context(&body));
                 } else {
+                    if model.jobs.iter().any(|job| job.tenant != tenant && job.document_id == document_id) {
+                        *checked.entry("documents read that another tenant holds").or_default() += 1;
+                    }
                     let (missing_status, missing) =
                         http_call(&keys[k], &stack, Method::GET, &format!("/v1/documents/{MISSING_DOC}"), None).await;
                     assert_eq!(
@@ -353,7 +407,9 @@ async fn no_tenant_sees_changes_or_detects_another_tenants_work() {
                 let document_id = format!("doc-{}", rng.below(SHARED_IDS));
                 let status = match keys[k].via {
                     Via::Http => {
-                        http_call(&keys[k], &stack, Method::DELETE, &format!("/v1/documents/{document_id}"), None).await.0
+                        http_call(&keys[k], &stack, Method::DELETE, &format!("/v1/documents/{document_id}"), None)
+                            .await
+                            .0
                     }
                     Via::Grpc => {
                         let request = DeleteDocumentRequest { document_id: document_id.clone(), ..Default::default() };
@@ -371,8 +427,14 @@ async fn no_tenant_sees_changes_or_detects_another_tenants_work() {
                 }
                 model.last.insert((tenant, document_id.clone()), None);
                 model.deleted.insert((tenant, document_id));
+                *checked.entry("deletes").or_default() += 1;
             }
         }
+    }
+
+    eprintln!("isolation: {} jobs submitted; checked {checked:?}", model.jobs.len());
+    for what in ["foreign or hidden jobs asked about", "search hits", "documents read that another tenant holds"] {
+        assert!(checked.get(what).copied().unwrap_or(0) > 0, "seed {seed}: the run checked no {what}");
     }
 
     // The end state, once every job has finished.
@@ -388,7 +450,11 @@ async fn no_tenant_sees_changes_or_detects_another_tenants_work() {
         if status == "cancelled" {
             let by_owner = model.cancelled_by_owner.contains(&job.job_id)
                 || model.deleted.contains(&(job.tenant, job.document_id.clone()));
-            assert!(by_owner, "seed {seed}: job {} of tenant {} was cancelled, not by its tenant", job.job_id, job.tenant);
+            assert!(
+                by_owner,
+                "seed {seed}: job {} of tenant {} was cancelled, not by its tenant",
+                job.job_id, job.tenant
+            );
         }
     }
     // Each tenant's last word on each document holds, in that tenant only.
@@ -400,7 +466,10 @@ async fn no_tenant_sees_changes_or_detects_another_tenants_work() {
             Some(job_id) if finished[job_id]["status"] == "completed" => {
                 assert_eq!(status, 200, "seed {seed}: tenant {tenant}'s {document_id} is gone: {body}");
                 let document: Value = serde_json::from_str(&body).unwrap();
-                assert_eq!(document["version"], finished[job_id]["version"], "seed {seed}: {document_id} of tenant {tenant}");
+                assert_eq!(
+                    document["version"], finished[job_id]["version"],
+                    "seed {seed}: {document_id} of tenant {tenant}"
+                );
             }
             Some(_) => {}
         }

@@ -221,4 +221,11 @@ async fn each_tenant_has_its_own_bound_on_queued_jobs() {
     assert!(body["error"]["message"].as_str().unwrap().contains("MILLRACE_MAX_QUEUED_JOBS_PER_TENANT=2"), "{body}");
     // Another tenant is not held back.
     assert_eq!(ingest(&app, &globex, json!({ "content": "globex doc" })).await.0, 202);
+    // An admin sees each tenant's share in the stats.
+    let stats: Value = app.get("/v1/stats").await.json().await.unwrap();
+    assert_eq!(stats["tenants"]["max_queued_jobs"], 2);
+    assert_eq!(
+        stats["tenants"]["queued"],
+        json!([{ "tenant": "acme", "queued_jobs": 2 }, { "tenant": "globex", "queued_jobs": 1 }])
+    );
 }

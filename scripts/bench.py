@@ -17,6 +17,7 @@ import json
 import os
 import pathlib
 import platform
+import secrets
 import shutil
 import signal
 import statistics
@@ -33,26 +34,30 @@ API = f"http://127.0.0.1:{HTTP_BASE}"
 # The release binaries: the stack's, the fake upstream's and the load generator's.
 TARGET_DIR = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/millrace/target"))
 RELEASE = TARGET_DIR / "release"
+# The stack's bootstrap admin key for this run (every API call needs a key).
+ADMIN_KEY = "mr_bench_" + secrets.token_urlsafe(32)
 
 
 def stack_env(data_dir, settings, drop=()):
     """The environment for scripts/stack.sh: its own data folder, the offset ports, the release
-    binaries, quiet logs and `settings`; the caller's database and the keys in `drop` unset."""
+    binaries, quiet logs, this run's admin key and `settings`; the caller's database and API key
+    and the variables in `drop` unset."""
     env = dict(os.environ)
     env.update({
         "MILLRACE_DATA_DIR": str(data_dir), "MILLRACE_HTTP_PORT_BASE": str(HTTP_BASE),
         "MILLRACE_GRPC_PORT_BASE": str(GRPC_BASE), "MILLRACE_REDIS_PORT": str(REDIS_PORT),
         "MILLRACE_PG_PORT": str(PG_PORT), "MILLRACE_PROFILE": "release", "RUST_LOG": "warn",
-        "CARGO_TARGET_DIR": str(TARGET_DIR), **settings,
+        "CARGO_TARGET_DIR": str(TARGET_DIR), "MILLRACE_ADMIN_KEY": ADMIN_KEY, **settings,
     })
-    for key in ("MILLRACE_DATABASE_URL", *drop):
+    for key in ("MILLRACE_DATABASE_URL", "MILLRACE_API_KEY", *drop):
         env.pop(key, None)
     return env
 
 
 def call(method, path, body=None):
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(API + path, data=data, method=method, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json", "authorization": f"Bearer {ADMIN_KEY}"}
+    req = urllib.request.Request(API + path, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=120) as resp:
         raw = resp.read()
         return json.loads(raw) if raw else None

@@ -7,6 +7,7 @@
 #   tracing   scripts/bench_tracing.py: throughput with OTLP export on and off (~5 min)
 #   reingest  scripts/bench_reingest.py: incremental re-ingest against a first ingest
 #   chunking  cargo bench -p millrace-chunking --bench chunking (criterion)
+#   keys      cargo bench -p millrace-auth --bench key_check: what the key check adds (criterion)
 # The local embedding model against PyTorch needs the pyref venv; see scripts/bench_embeddings.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +20,9 @@ for part in ${BENCH:-pipeline gateway quota tracing}; do
     tracing) python3 scripts/bench_tracing.py ;;
     reingest) python3 scripts/bench_reingest.py ;;
     chunking) cargo bench -p millrace-chunking --bench chunking ;;
+    keys) cargo bench -p millrace-auth --bench key_check ;;
     *)
-        echo "bench: unknown part $part (pipeline, gateway, quota, tracing, reingest, chunking)" >&2
+        echo "bench: unknown part $part (pipeline, gateway, quota, tracing, reingest, chunking, keys)" >&2
         exit 2
         ;;
     esac

@@ -10,6 +10,7 @@ pub mod http;
 use ::http::Method;
 use millrace_common::ApiError;
 
+use crate::limits::KeyLimits;
 use crate::{Authenticator, Caller, Scope};
 
 /// What a route asks of its caller.
@@ -31,11 +32,18 @@ pub type Rules = fn(&Method, &str) -> Access;
 pub struct Door {
     authenticator: Authenticator,
     rules: Rules,
+    limits: Option<KeyLimits>,
 }
 
 impl Door {
     pub fn new(authenticator: Authenticator, rules: Rules) -> Self {
-        Self { authenticator, rules }
+        Self { authenticator, rules, limits: None }
+    }
+
+    /// Enforces each key's `rpm` (after authentication and the scope check).
+    pub fn with_limits(mut self, limits: KeyLimits) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     pub fn authenticator(&self) -> &Authenticator {
@@ -43,7 +51,7 @@ impl Door {
     }
 
     /// The caller of a request to `path`, or None for a public route; 401 or 403 (or 503 when
-    /// the key store is down) otherwise.
+    /// the key store is down, 429 when the key's requests per minute are used up) otherwise.
     pub async fn admit(
         &self,
         method: &Method,
@@ -55,6 +63,9 @@ impl Door {
             Access::Needs(scope) => {
                 let caller = self.authenticator.authenticate(authorization).await?;
                 caller.require(scope)?;
+                if let Some(limits) = &self.limits {
+                    limits.admit(&caller).await?;
+                }
                 Ok(Some(caller))
             }
         }

@@ -7,12 +7,14 @@
 //!   store, through a per-replica cache of at most a second);
 //! - [`door`]: the authenticator and a service's table of route scopes, as an axum middleware
 //!   and a tower layer for tonic;
+//! - [`KeyLimits`]: each key's requests per minute, on the shared Redis limiter;
 //! - [`AuditLog`]: who did what, in `audit_events` beside the keys.
 
 pub mod audit;
 pub mod authenticator;
 mod caller;
 pub mod door;
+pub mod limits;
 mod scope;
 pub mod secret;
 pub mod store;
@@ -21,6 +23,7 @@ pub use audit::{AuditEvent, AuditLog, AuditQuery};
 pub use authenticator::{AuthConfig, Authenticator};
 pub use caller::{Caller, DEFAULT_COLLECTION, DEFAULT_TENANT, is_valid_name};
 pub use door::{Access, Door, Rules};
+pub use limits::KeyLimits;
 pub use scope::{Scope, UnknownScope};
 pub use secret::AdminKey;
 pub use store::{KeyRecord, KeyStore, NewKey, StoreError};

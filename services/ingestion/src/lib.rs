@@ -18,7 +18,7 @@ pub mod watch;
 use std::sync::Arc;
 
 use millrace_auth::door::grpc::DoorLayer;
-use millrace_auth::{AuditLog, Authenticator, Door};
+use millrace_auth::{AuditLog, Authenticator, Door, KeyLimits};
 use millrace_common::server::AdminService;
 use millrace_common::{ConfigError, Host, grpc_client, redis_conn};
 use millrace_fetch::{AddressPolicy, Resolver, SystemResolver, UrlGuard};
@@ -101,7 +101,11 @@ impl Application {
         let store = authenticator.store().cloned();
         let audit = AuditLog::new(store.clone());
         let access = api::keys::Access { audit: audit.clone(), store };
-        let door = Door::new(authenticator, auth::rules);
+        let limits = KeyLimits::new(
+            redis_conn::shared(&config.service.redis_url).map_err(BuildError::Redis)?,
+            &config.service.key_prefix,
+        );
+        let door = Door::new(authenticator, auth::rules).with_limits(limits);
         let guard = DoorLayer::new(door.clone());
         let admin = AdminService::new(move || {
             let pool = pool.clone();

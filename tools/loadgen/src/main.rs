@@ -30,6 +30,9 @@ struct Args {
     /// A header as NAME:VALUE, sent with every request; repeatable.
     #[arg(long = "header", value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// An API key, sent as `Authorization: Bearer <key>` (millrace's APIs need one).
+    #[arg(long, env = "MILLRACE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Requests per second.
     #[arg(long, default_value_t = 500)]
     rate: u32,
@@ -164,6 +167,12 @@ fn report(target: &str, round: u32, args: &Args, outcomes: Vec<Outcome>, elapsed
 fn client(args: &Args) -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::CONTENT_TYPE, "application/json".parse()?);
+    if let Some(key) = &args.api_key {
+        let mut value: reqwest::header::HeaderValue =
+            format!("Bearer {}", key.trim()).parse().context("--api-key holds characters a header cannot carry")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     for (name, value) in &args.headers {
         headers.insert(
             reqwest::header::HeaderName::from_bytes(name.as_bytes()).with_context(|| format!("header {name}"))?,

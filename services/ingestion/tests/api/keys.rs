@@ -139,3 +139,26 @@ async fn revocation_is_seen_by_two_replicas_within_a_second() {
     eprintln!("revocation seen by both replicas within {worst:?} (at most 1 s + {MARGIN:?} allowed)");
     assert!(worst <= Duration::from_secs(1) + MARGIN, "a revoked key worked for {worst:?}");
 }
+
+#[tokio::test]
+async fn a_keys_requests_per_minute_are_shared_by_replicas_and_answered_429() {
+    let first = spawn_app_with_keys(&[]).await;
+    let second = spawn_replica(&first, &[]).await;
+    let body = json!({"tenant": "acme", "name": "slow", "scopes": ["read"], "rpm": 3});
+    let created: Value = first.post_json("/v1/keys", &body).await.json().await.unwrap();
+    let secret = created["key"].as_str().unwrap().to_owned();
+    assert_eq!(status_with(&first, &secret, "/v1/jobs").await, StatusCode::OK);
+    assert_eq!(status_with(&second, &secret, "/v1/jobs").await, StatusCode::OK);
+    assert_eq!(status_with(&first, &secret, "/v1/jobs").await, StatusCode::OK);
+    // The fourth in the minute, on either replica.
+    for app in [&second, &first] {
+        let response = client_with_key(Some(&secret)).get(app.url("/v1/jobs")).send().await.unwrap();
+        let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=61).contains(&retry_after), "{retry_after}");
+        let (code, message) = assert_error(response, StatusCode::TOO_MANY_REQUESTS).await;
+        assert_eq!(code, "rate_limited");
+        assert!(message.contains("3 requests per minute"), "{message}");
+    }
+    // Other keys (and the admin key, which has no limit) are not affected.
+    assert_eq!(first.get("/v1/jobs").await.status(), StatusCode::OK);
+}

@@ -11,6 +11,7 @@ mod keys;
 mod multipart;
 mod ops;
 mod options;
+mod scopes;
 mod search;
 mod stats;
 mod tenants;

@@ -42,9 +42,24 @@ pub async fn check_health(channel: Channel) -> Result<(), String> {
     let response = client
         .check(HealthCheckRequest { service: String::new() })
         .await
-        .map_err(|status| format!("unreachable: {}", status.message()))?;
+        .map_err(|status| format!("unreachable: {}", with_causes(&status)))?;
     match response.into_inner().status() {
         ServingStatus::Serving => Ok(()),
         other => Err(format!("status {}", other.as_str_name())),
     }
+}
+
+/// The status' message and the errors under it: a refused TLS handshake says why only there
+/// ("transport error: … received fatal alert: CertificateRequired").
+fn with_causes(status: &tonic::Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut cause = std::error::Error::source(status);
+    while let Some(err) = cause {
+        let message = err.to_string();
+        if !text.contains(&message) {
+            text = format!("{text}: {message}");
+        }
+        cause = err.source();
+    }
+    text
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use millrace_testkit::tls::{CertFiles, ServerTls, TestCa};
 use millrace_testkit::{ChildProcess, Postgres, RedisServer, cargo_bin, free_port, wait_for_http};
 use serde_json::{Value, json};
 
@@ -65,6 +66,8 @@ pub struct StackOptions {
     /// Replicas of a service beyond the first, as more processes of it. Extra metadata and
     /// embeddings replicas are spread over the gateway replicas.
     pub replicas: Vec<(&'static str, usize)>,
+    /// TLS on every connection ([`StackOptions::tls`]).
+    pub tls: bool,
 }
 
 impl StackOptions {
@@ -116,6 +119,91 @@ impl StackOptions {
         self.skip.push(service);
         self
     }
+
+    /// TLS on every connection: Redis speaks only TLS and requires client certificates,
+    /// services reach each other over `https://` with mutual TLS (each has its own certificate;
+    /// all but ingestion require one of their callers), and PostgreSQL runs with `ssl=on` and
+    /// `sslmode=verify-full` if the bundled build can (it has no OpenSSL: then cleartext).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+}
+
+/// The certificates of a stack on TLS, all signed by one test CA.
+pub struct StackTls {
+    pub ca: TestCa,
+    redis_server: ServerTls,
+    postgres_server: ServerTls,
+    /// The services' client certificate for Redis.
+    pub redis_client: CertFiles,
+    /// Each service's certificate: its gRPC server's, and its client certificate to the others.
+    pub services: BTreeMap<&'static str, CertFiles>,
+    /// Whether PostgreSQL runs with TLS (the bundled build cannot).
+    pub postgres: bool,
+}
+
+impl StackTls {
+    fn new() -> anyhow::Result<Self> {
+        let ca = TestCa::new("millrace-e2e")?;
+        let services = SERVICES
+            .iter()
+            .map(|name| Ok((*name, ca.issue(name, &["127.0.0.1", name])?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            redis_server: ca.server("redis", true)?,
+            postgres_server: ca.server("postgres", false)?,
+            redis_client: ca.issue("redis-client", &["millrace"])?,
+            services,
+            postgres: Postgres::bin_dir().is_ok_and(|bin| Postgres::supports_tls(&bin)),
+            ca,
+        })
+    }
+
+    /// The settings every service gets: Redis' CA and client certificate, the services' CA,
+    /// and mutual TLS on every gRPC server (ingestion overrides it).
+    fn env(&self) -> Vec<(String, String)> {
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let mut env = vec![
+            ("MILLRACE_REDIS_CA_FILE".into(), path(self.ca.ca_file())),
+            ("MILLRACE_REDIS_CLIENT_CERT_FILE".into(), path(&self.redis_client.cert)),
+            ("MILLRACE_REDIS_CLIENT_KEY_FILE".into(), path(&self.redis_client.key)),
+            ("MILLRACE_GRPC_TLS_CA_FILE".into(), path(self.ca.ca_file())),
+            ("MILLRACE_GRPC_TLS_CLIENT_AUTH".into(), "require".into()),
+        ];
+        if self.postgres {
+            env.push(("MILLRACE_DATABASE_CA_FILE".into(), path(self.ca.ca_file())));
+        }
+        env
+    }
+
+    /// A service's own settings: its certificate; ingestion's gRPC is public (key-authenticated).
+    fn service_env(&self, name: &str) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if let Some(files) = self.services.get(name) {
+            env.push(("MILLRACE_GRPC_TLS_CERT_FILE".into(), files.cert.to_string_lossy().into_owned()));
+            env.push(("MILLRACE_GRPC_TLS_KEY_FILE".into(), files.key.to_string_lossy().into_owned()));
+        }
+        if name == "ingestion" {
+            env.push(("MILLRACE_GRPC_TLS_CLIENT_AUTH".into(), "none".into()));
+        }
+        env
+    }
+
+    /// A Redis client with the services' CA and client certificate.
+    fn redis_client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(redis::RedisError::from);
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: Some(redis::ClientTlsConfig {
+                    client_cert: read(&self.redis_client.cert)?,
+                    client_key: read(&self.redis_client.key)?,
+                }),
+                root_cert: Some(read(self.ca.ca_file())?),
+            },
+        )
+    }
 }
 
 pub struct Service {
@@ -134,22 +222,35 @@ pub struct Stack {
     pub replicas: Vec<(String, Service)>,
     pub http: reqwest::Client,
     pub key_prefix: String,
+    /// The certificates, when the stack runs on TLS.
+    pub tls: Option<StackTls>,
+    /// The settings every service got (a test starts another process with them).
+    pub env: Vec<(String, String)>,
 }
 
 impl Stack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
-        let redis = if options.durable_redis {
-            RedisServer::start_with_args(&[
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                options.appendfsync.unwrap_or("always"),
-            ])?
+        let tls = if options.tls { Some(StackTls::new()?) } else { None };
+        let durable: &[&str] = if options.durable_redis {
+            &["--appendonly", "yes", "--appendfsync", options.appendfsync.unwrap_or("always")]
         } else {
-            RedisServer::start()?
+            &[]
         };
-        let postgres = Postgres::start()?;
+        let redis = match &tls {
+            Some(tls) => RedisServer::start_tls(&tls.redis_server, durable)?,
+            None => RedisServer::start_with_args(durable)?,
+        };
+        let postgres = match &tls {
+            Some(tls) if tls.postgres => Postgres::builder().tls(&tls.postgres_server).start()?,
+            _ => Postgres::start()?,
+        };
         let database_url = postgres.create_database("millrace")?;
+        // The services check the server's certificate and name; the harness' own connections
+        // (`Stack::postgres`) stay cleartext, which the server's pg_hba lets in.
+        let service_database_url = match &tls {
+            Some(tls) if tls.postgres => format!("{database_url}?sslmode=verify-full"),
+            _ => database_url.clone(),
+        };
         let key_prefix = "e2e".to_owned();
 
         let fake = match &options.upstream {
@@ -168,10 +269,11 @@ impl Stack {
         };
 
         let ports: BTreeMap<&str, (u16, u16)> = SERVICES.iter().map(|s| (*s, (free_port(), free_port()))).collect();
-        let grpc_url = |name: &str| format!("http://127.0.0.1:{}", ports[name].1);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let grpc_url = |name: &str| format!("{scheme}://127.0.0.1:{}", ports[name].1);
         let mut common: Vec<(String, String)> = vec![
             ("MILLRACE_REDIS_URL".into(), redis.url.clone()),
-            ("MILLRACE_DATABASE_URL".into(), database_url.clone()),
+            ("MILLRACE_DATABASE_URL".into(), service_database_url),
             ("MILLRACE_ADMIN_KEY".into(), ADMIN_KEY.into()),
             ("MILLRACE_KEY_PREFIX".into(), key_prefix.clone()),
             ("MILLRACE_STORAGE_URL".into(), grpc_url("storage")),
@@ -200,6 +302,9 @@ impl Stack {
             // A test that wants the local model sets MILLRACE_EMBEDDINGS_PROVIDER=local.
             common.push(("MILLRACE_EMBEDDINGS_PROVIDER".into(), "hashing".into()));
         }
+        if let Some(tls) = &tls {
+            common.extend(tls.env());
+        }
         common.extend(options.env.iter().cloned());
 
         let spawn = |name: &str, replica: usize, ports: (u16, u16), gateway_grpc: Option<u16>| {
@@ -211,8 +316,11 @@ impl Stack {
                 .env("MILLRACE_HTTP_ADDR", format!("127.0.0.1:{}", ports.0))
                 .env("MILLRACE_GRPC_ADDR", format!("127.0.0.1:{}", ports.1))
                 .env("MILLRACE_CONSUMER_NAME", consumer);
+            if let Some(tls) = &tls {
+                builder = builder.envs(tls.service_env(name));
+            }
             if let Some(port) = gateway_grpc {
-                builder = builder.env("MILLRACE_LLM_GATEWAY_URL", format!("http://127.0.0.1:{port}"));
+                builder = builder.env("MILLRACE_LLM_GATEWAY_URL", format!("{scheme}://127.0.0.1:{port}"));
             }
             for (service, key, value) in &options.service_env {
                 if *service == name {
@@ -253,6 +361,8 @@ impl Stack {
             replicas,
             http: with_key(reqwest::Client::builder(), ADMIN_KEY).timeout(Duration::from_secs(30)).build()?,
             key_prefix,
+            tls,
+            env: common,
         };
         let all = stack.services.iter().map(|(name, service)| ((*name).to_owned(), service));
         for (name, service) in all.chain(stack.replicas.iter().map(|(name, service)| (name.clone(), service))) {
@@ -352,7 +462,11 @@ impl Stack {
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
+        let client = match &self.tls {
+            Some(tls) => tls.redis_client(&self.redis.url),
+            None => redis::Client::open(self.redis.url.as_str()),
+        };
+        client.unwrap().get_multiplexed_async_connection().await.unwrap()
     }
 
     pub async fn postgres(&self) -> tokio_postgres::Client {

@@ -311,7 +311,10 @@ pub fn load_or_exit<C>(check_only: bool, from_settings: impl FnOnce(&Settings) -
 pub struct ServiceConfig {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
-    pub redis_url: String,
+    /// Where Redis is, and its TLS (`MILLRACE_REDIS_URL` and `MILLRACE_REDIS_*_FILE`).
+    pub redis: crate::redis_conn::RedisConfig,
+    /// TLS of the gRPC server and of the channels to `https://` peers (`MILLRACE_GRPC_TLS_*`).
+    pub grpc_tls: crate::tls::GrpcTls,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub key_prefix: String,
     /// This replica's name in consumer groups; stable across restarts so that a restarted
@@ -379,17 +382,11 @@ impl ServiceConfig {
             "{service}-{}",
             std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "local".to_owned())
         );
-        let redis_url: String = settings.get_or("REDIS_URL", "redis://127.0.0.1:6379".to_owned())?;
-        if !redis_url.starts_with("redis://")
-            && !redis_url.starts_with("rediss://")
-            && !redis_url.starts_with("unix://")
-        {
-            return Err(ConfigError::new("REDIS_URL", format!("{redis_url:?} is not a redis:// URL")));
-        }
         Ok(Self {
             http_addr: settings.get_or("HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], http_port)))?,
             grpc_addr: settings.get_or("GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], grpc_port)))?,
-            redis_url,
+            redis: crate::redis_conn::RedisConfig::load(settings)?,
+            grpc_tls: crate::tls::GrpcTls::load(settings)?,
             key_prefix: settings.get_or("KEY_PREFIX", "millrace".to_owned())?,
             consumer_name: settings.get_or("CONSUMER_NAME", default_consumer)?,
             shutdown_deadline: settings.duration_ms("SHUTDOWN_DEADLINE_MS", 20_000)?,

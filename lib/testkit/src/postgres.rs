@@ -1,4 +1,6 @@
-//! A private PostgreSQL with pgvector: initdb into a tempdir, postgres on a free port.
+//! A private PostgreSQL with pgvector: initdb into a tempdir, postgres on a free port. A
+//! [`PostgresBuilder`] starts other variants: with TLS (`ssl=on`), from another binary
+//! directory (the bundled build has no OpenSSL; Debian's has, without pgvector).
 //!
 //! PostgreSQL refuses to run as root. As root, initdb and postgres run inside a user namespace
 //! where they are uid 1000 (`unshare --user --map-user=1000`), which needs no chown.
@@ -14,6 +16,7 @@ use anyhow::{Context, anyhow, bail};
 use tempfile::TempDir;
 
 use crate::process::{ChildProcess, ensure_running, find_program};
+use crate::tls::ServerTls;
 use crate::{Signal, free_port, millrace_home};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -57,28 +60,47 @@ impl Postgres {
     /// initdb + postgres (fsync off) on a free port, waits until it accepts connections and creates
     /// the `vector` extension.
     pub fn start() -> anyhow::Result<Self> {
-        let bin = Self::bin_dir()?;
-        let dir = tempfile::Builder::new().prefix("millrace-pg-").tempdir()?;
-        let data_dir = dir.path().join("data");
-        initdb(&bin, &data_dir, dir.path())?;
+        Self::builder().start()
+    }
 
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port();
-            let mut process = spawn_postgres(&bin, &data_dir, dir.path(), port)?;
-            let url = url(port, "postgres");
-            match wait_ready(&mut process, &url) {
-                Ok(()) => {
-                    let pg = Self { port, url, process, data_dir, dir };
-                    pg.execute("postgres", "CREATE EXTENSION IF NOT EXISTS vector")?;
-                    pg.execute("template1", "CREATE EXTENSION IF NOT EXISTS vector")?;
-                    return Ok(pg);
-                }
-                // Most likely the port was taken between free_port() and bind: try another.
-                Err(e) => last_error = Some(e),
-            }
+    /// A server other than [`Postgres::start`]'s.
+    pub fn builder() -> PostgresBuilder {
+        PostgresBuilder { bin_dir: None, tls: None, vector: true }
+    }
+
+    /// Whether the PostgreSQL in `bin` can speak TLS (it was built with OpenSSL, as its
+    /// `pg_config --configure` says). The bundled build (`pgserver`) cannot.
+    pub fn supports_tls(bin: &Path) -> bool {
+        Command::new(bin.join("pg_config")).arg("--configure").output().is_ok_and(|output| {
+            let configure = String::from_utf8_lossy(&output.stdout);
+            configure.contains("--with-openssl") || configure.contains("--with-ssl=openssl")
+        })
+    }
+
+    /// The system's PostgreSQL binaries (Debian's `/usr/lib/postgresql/<major>/bin`, the newest),
+    /// if installed.
+    pub fn system_bin_dir() -> Option<PathBuf> {
+        let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry.path().join("bin"))))
+            .filter(|(_, bin): &(u32, PathBuf)| bin.join("postgres").is_file() && bin.join("initdb").is_file())
+            .collect();
+        dirs.sort();
+        dirs.pop().map(|(_, bin)| bin)
+    }
+
+    /// A binary directory whose PostgreSQL speaks TLS: the bundled one if it can, else the
+    /// system's (which has no pgvector).
+    pub fn tls_bin_dir() -> anyhow::Result<PathBuf> {
+        if let Ok(bundled) = Self::bin_dir()
+            && Self::supports_tls(&bundled)
+        {
+            return Ok(bundled);
         }
-        Err(last_error.unwrap_or_else(|| anyhow!("postgres did not start")))
+        Self::system_bin_dir()
+            .filter(|bin| Self::supports_tls(bin))
+            .context("no PostgreSQL with TLS: the bundled build has no OpenSSL; install Debian's postgresql package")
     }
 
     /// One server for all the tests of this process: started by the first caller, stopped (and its
@@ -155,6 +177,83 @@ impl Postgres {
     }
 }
 
+/// How to start a [`Postgres`] other than the default one.
+#[derive(Debug, Clone)]
+pub struct PostgresBuilder {
+    bin_dir: Option<PathBuf>,
+    tls: Option<ServerTls>,
+    vector: bool,
+}
+
+impl PostgresBuilder {
+    /// The directory holding `initdb` and `postgres` (default: [`Postgres::bin_dir`]).
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    /// `ssl=on` with this certificate and key; with `require_client_cert`, a TLS connection
+    /// must present a certificate signed by its CA.
+    pub fn tls(mut self, tls: &ServerTls) -> Self {
+        self.tls = Some(tls.clone());
+        self
+    }
+
+    /// No `vector` extension (a build without pgvector).
+    pub fn without_vector(mut self) -> Self {
+        self.vector = false;
+        self
+    }
+
+    pub fn start(self) -> anyhow::Result<Postgres> {
+        let bin = match self.bin_dir {
+            Some(dir) => dir,
+            None => Postgres::bin_dir()?,
+        };
+        let dir = tempfile::Builder::new().prefix("millrace-pg-").tempdir()?;
+        let data_dir = dir.path().join("data");
+        initdb(&bin, &data_dir, dir.path())?;
+        let mut extra = Vec::new();
+        if let Some(tls) = &self.tls {
+            std::fs::write(data_dir.join("pg_hba.conf"), hba(tls.require_client_cert))?;
+            for (name, path) in [("ssl_cert_file", &tls.cert), ("ssl_key_file", &tls.key), ("ssl_ca_file", &tls.ca)] {
+                extra.push("-c".to_owned());
+                extra.push(format!("{name}={}", path.display()));
+            }
+            extra.extend(["-c".to_owned(), "ssl=on".to_owned()]);
+        }
+
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            let mut process = spawn_postgres(&bin, &data_dir, dir.path(), port, &extra)?;
+            let url = url(port, "postgres");
+            match wait_ready(&mut process, &url) {
+                Ok(()) => {
+                    let pg = Postgres { port, url, process, data_dir, dir };
+                    if self.vector {
+                        pg.execute("postgres", "CREATE EXTENSION IF NOT EXISTS vector")?;
+                        pg.execute("template1", "CREATE EXTENSION IF NOT EXISTS vector")?;
+                    }
+                    return Ok(pg);
+                }
+                // Most likely the port was taken between free_port() and bind: try another.
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow!("postgres did not start")))
+    }
+}
+
+/// Authentication of a TLS server: a TLS connection needs a client certificate signed by the
+/// CA if required (the first matching line decides, so it cannot fall through); cleartext is
+/// still let in for the harness' own connections (readiness, `execute`). Tests tell TLS
+/// sessions by `pg_stat_ssl`.
+fn hba(require_client_cert: bool) -> String {
+    let method = if require_client_cert { "trust clientcert=verify-ca" } else { "trust" };
+    format!("hostssl all all 127.0.0.1/32 {method}\nhost all all 127.0.0.1/32 trust\n")
+}
+
 fn url(port: u16, database: &str) -> String {
     format!("postgres://postgres@127.0.0.1:{port}/{database}")
 }
@@ -202,7 +301,13 @@ fn initdb(bin: &Path, data_dir: &Path, log_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_postgres(bin: &Path, data_dir: &Path, log_dir: &Path, port: u16) -> anyhow::Result<ChildProcess> {
+fn spawn_postgres(
+    bin: &Path,
+    data_dir: &Path,
+    log_dir: &Path,
+    port: u16,
+    extra: &[String],
+) -> anyhow::Result<ChildProcess> {
     let (program, mut args) = as_pg_user(&bin.join("postgres"))?;
     args.extend(
         [
@@ -220,6 +325,7 @@ fn spawn_postgres(bin: &Path, data_dir: &Path, log_dir: &Path, port: u16) -> any
         ]
         .map(str::to_owned),
     );
+    args.extend(extra.iter().cloned());
     // `unshare` execs postgres, so the child's pid is the postmaster's.
     ChildProcess::builder(program)
         .name(format!("postgres-{port}"))

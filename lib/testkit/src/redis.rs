@@ -1,4 +1,5 @@
-//! A private redis-server on a free port, with its working directory in a tempdir.
+//! A private redis-server on a free port, with its working directory in a tempdir; optionally
+//! speaking TLS only ([`RedisServer::start_tls`]).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,6 +11,7 @@ use anyhow::{Context, bail};
 use tempfile::TempDir;
 
 use crate::process::{ChildProcess, ensure_running, find_program};
+use crate::tls::ServerTls;
 use crate::{Signal, free_port};
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -24,10 +26,11 @@ static SHARED: Mutex<Option<Arc<RedisServer>>> = Mutex::new(None);
 #[derive(Debug)]
 pub struct RedisServer {
     pub port: u16,
-    /// `redis://127.0.0.1:PORT`
+    /// `redis://127.0.0.1:PORT`, or `rediss://127.0.0.1:PORT` for a TLS server.
     pub url: String,
     process: ChildProcess,
     dir: TempDir,
+    tls: bool,
 }
 
 impl RedisServer {
@@ -39,6 +42,18 @@ impl RedisServer {
     /// Starts redis-server with extra command-line arguments after the defaults, e.g.
     /// `&["--appendonly", "yes"]` (later arguments override earlier ones).
     pub fn start_with_args(args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(args, None)
+    }
+
+    /// Starts redis-server speaking TLS only (no cleartext port) with `tls`'s certificate;
+    /// with `require_client_cert`, clients need a certificate signed by its CA
+    /// (`--tls-auth-clients yes`). Its URL is `rediss://127.0.0.1:PORT`. Debian's redis-server
+    /// is built with TLS.
+    pub fn start_tls(tls: &ServerTls, args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(args, Some(tls))
+    }
+
+    fn spawn(args: &[&str], tls: Option<&ServerTls>) -> anyhow::Result<Self> {
         let binary = std::env::var("MILLRACE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         let binary = find_program(&binary)
             .with_context(|| format!("{binary} not found: run scripts/setup.sh (or set MILLRACE_REDIS_SERVER)"))?;
@@ -47,9 +62,24 @@ impl RedisServer {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
             let dir_arg = dir.path().to_string_lossy().into_owned();
-            let mut argv: Vec<String> = vec![
-                "--port".into(),
-                port.to_string(),
+            let mut argv: Vec<String> = match tls {
+                None => vec!["--port".into(), port.to_string()],
+                Some(tls) => vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                    "--tls-cert-file".into(),
+                    tls.cert.to_string_lossy().into_owned(),
+                    "--tls-key-file".into(),
+                    tls.key.to_string_lossy().into_owned(),
+                    "--tls-ca-cert-file".into(),
+                    tls.ca.to_string_lossy().into_owned(),
+                    "--tls-auth-clients".into(),
+                    (if tls.require_client_cert { "yes" } else { "no" }).into(),
+                ],
+            };
+            argv.extend([
                 "--bind".into(),
                 "127.0.0.1".into(),
                 "--dir".into(),
@@ -60,7 +90,7 @@ impl RedisServer {
                 "no".into(),
                 "--daemonize".into(),
                 "no".into(),
-            ];
+            ]);
             argv.extend(args.iter().map(|a| (*a).to_owned()));
             let mut process = ChildProcess::builder(&binary)
                 .name(format!("redis-{port}"))
@@ -69,9 +99,11 @@ impl RedisServer {
                 .graceful_stop(Signal::SIGTERM, Duration::from_secs(2))
                 .cleanup_on_orphan(dir.path())
                 .spawn()?;
-            match wait_ready(&mut process, port) {
+            match wait_ready(&mut process, port, tls.is_some()) {
                 Ok(()) => {
-                    return Ok(Self { port, url: format!("redis://127.0.0.1:{port}"), process, dir });
+                    let scheme = if tls.is_some() { "rediss" } else { "redis" };
+                    let url = format!("{scheme}://127.0.0.1:{port}");
+                    return Ok(Self { port, url, process, dir, tls: tls.is_some() });
                 }
                 // Most likely the port was taken between free_port() and bind: try another.
                 Err(e) => last_error = Some(e),
@@ -106,7 +138,7 @@ impl RedisServer {
     /// Kills the server if it runs and starts it again on the same port and directory.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.process.restart()?;
-        wait_ready(&mut self.process, self.port)
+        wait_ready(&mut self.process, self.port, self.tls)
     }
 
     /// The underlying process (pid, logs, signals).
@@ -115,11 +147,14 @@ impl RedisServer {
     }
 }
 
-fn wait_ready(process: &mut ChildProcess, port: u16) -> anyhow::Result<()> {
+/// Until the server answers PING; a TLS server until it accepts connections (it loads no data,
+/// so it serves as soon as it listens).
+fn wait_ready(process: &mut ChildProcess, port: u16, tls: bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         ensure_running(process)?;
-        if ping(port).unwrap_or(false) {
+        let ready = if tls { listens(port) } else { ping(port).unwrap_or(false) };
+        if ready {
             return Ok(());
         }
         if Instant::now() >= deadline {
@@ -130,6 +165,11 @@ fn wait_ready(process: &mut ChildProcess, port: u16) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn listens(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
 /// Whether the server answers PING with PONG (not LOADING or an error).

@@ -208,7 +208,13 @@ mod tests {
         ]);
         let config = crate::Config::from_settings(&settings).unwrap();
         let fetcher = millrace_fetch::Fetcher::new(config.fetch.clone()).unwrap();
-        let storage = millrace_common::grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, None).unwrap();
+        let storage = millrace_common::grpc_client::lazy_channel(
+            "STORAGE_URL",
+            &config.storage_url,
+            None,
+            &config.service.grpc_tls,
+        )
+        .unwrap();
         let handler = ChunkingHandler::new(store.clone(), &config, fetcher, StoredChunks::new(storage));
 
         // Seconds of splitting: far past the 300 ms limit.

@@ -37,7 +37,12 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Host> {
         metrics::register();
         let fetcher = Fetcher::new(config.fetch.clone())?;
-        let storage = millrace_common::grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, None)?;
+        let storage = millrace_common::grpc_client::lazy_channel(
+            "STORAGE_URL",
+            &config.storage_url,
+            None,
+            &config.service.grpc_tls,
+        )?;
         let base = StageBase::open(Stage::Chunking, &config.service).await?;
         let stored = reuse::StoredChunks::new(storage.clone());
         let handler = handler::ChunkingHandler::new(base.jobs.clone(), &config, fetcher, stored);

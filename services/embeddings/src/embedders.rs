@@ -6,6 +6,7 @@ pub use millrace_encoder::hashing;
 pub mod local;
 
 use millrace_common::HandlerError;
+use millrace_common::tls::GrpcTls;
 use millrace_pipeline::runtime::GATEWAY_BREAKER;
 use millrace_resilience::{BreakerConfig, CircuitBreaker};
 use tonic::transport::Channel;
@@ -22,7 +23,7 @@ impl Embedder {
     /// Builds the configured backend; the local one loads its model here, so a missing or
     /// broken model folder stops the service at start.
     /// `breaker` guards the calls to the gateway, if the backend makes any.
-    pub fn new(provider: &Provider, dimensions: usize, breaker: &BreakerConfig) -> anyhow::Result<Self> {
+    pub fn new(provider: &Provider, dimensions: usize, breaker: &BreakerConfig, tls: &GrpcTls) -> anyhow::Result<Self> {
         Ok(match provider {
             Provider::Local(local) => Self::Local(local::LocalEmbedder::start(
                 &local.model_dir,
@@ -31,7 +32,7 @@ impl Embedder {
             )?),
             Provider::Hashing => Self::Hashing(hashing::HashingEmbedder::new(dimensions)),
             Provider::Gateway { gateway_url, model } => {
-                let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url, None)?;
+                let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url, None, tls)?;
                 let breaker = CircuitBreaker::new(GATEWAY_BREAKER, breaker.clone());
                 Self::Gateway(gateway::GatewayEmbedder::new(channel, model.clone(), dimensions, breaker))
             }

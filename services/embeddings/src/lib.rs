@@ -32,7 +32,12 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Host> {
         // The model loads first: a missing model stops the service before it touches Redis.
         metrics::describe_all();
-        let embedder = Arc::new(Embedder::new(&config.provider, config.dimensions, &config.gateway_breaker)?);
+        let embedder = Arc::new(Embedder::new(
+            &config.provider,
+            config.dimensions,
+            &config.gateway_breaker,
+            &config.service.grpc_tls,
+        )?);
         let base = StageBase::open(Stage::Embeddings, &config.service).await?;
         tracing::info!(embedder = embedder.name(), model = %embedder.model(), dimensions = config.dimensions, "embedder chosen");
         metrics::register(embedder.name());

@@ -58,7 +58,7 @@ impl Application {
     /// [`Application::build`] with the resolver that submitted URLs are checked with (tests
     /// map names to addresses without DNS).
     pub async fn build_with_resolver(config: Config, resolver: Arc<dyn Resolver>) -> Result<Host, BuildError> {
-        let pool = redis_conn::pool(&config.service.redis_url, REDIS_POOL_SIZE).map_err(BuildError::Redis)?;
+        let pool = redis_conn::pool(&config.service.redis, REDIS_POOL_SIZE).map_err(BuildError::Redis)?;
         let keys = Keys::new(config.service.key_prefix.clone());
         metrics::register();
         let jobs = JobStore::new(pool.clone(), keys.clone(), config.service.job_retention)
@@ -66,18 +66,20 @@ impl Application {
         tokio::spawn(admission::warn_unless_durable(pool.clone()));
         let sampled_jobs = jobs.clone();
         let metrics_interval = config.metrics_interval;
-        let storage = grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, Some(config.downstream_timeout))?;
+        let tls = &config.service.grpc_tls;
+        let storage =
+            grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, Some(config.downstream_timeout), tls)?;
         let embeddings =
-            grpc_client::lazy_channel("EMBEDDINGS_URL", &config.embeddings_url, Some(config.downstream_timeout))?;
+            grpc_client::lazy_channel("EMBEDDINGS_URL", &config.embeddings_url, Some(config.downstream_timeout), tls)?;
         let peers = stats::Peers::new(
             pool.clone(),
             keys.clone(),
             stats::PeerChannels {
-                chunking: grpc_client::lazy_channel("CHUNKING_URL", &config.chunking_url, None)?,
-                metadata: grpc_client::lazy_channel("METADATA_URL", &config.metadata_url, None)?,
+                chunking: grpc_client::lazy_channel("CHUNKING_URL", &config.chunking_url, None, tls)?,
+                metadata: grpc_client::lazy_channel("METADATA_URL", &config.metadata_url, None, tls)?,
                 embeddings: embeddings.clone(),
                 storage: storage.clone(),
-                llm_gateway: grpc_client::lazy_channel("LLM_GATEWAY_URL", &config.llm_gateway_url, None)?,
+                llm_gateway: grpc_client::lazy_channel("LLM_GATEWAY_URL", &config.llm_gateway_url, None, tls)?,
             },
         );
 
@@ -113,7 +115,7 @@ impl Application {
             async move { stats::own_stats(&pool, &keys).await }
         });
         let urls = UrlGuard::new(AddressPolicy::new(config.fetch.allow_private), resolver);
-        let redis = redis_conn::client(&config.service.redis_url).map_err(|err| BuildError::Redis(err.to_string()))?;
+        let redis = redis_conn::client(&config.service.redis).map_err(|err| BuildError::Redis(err.to_string()))?;
         let watchers = watch::Watchers::new(jobs.clone(), redis, config.watchers);
         let core = Arc::new(Core::new(config, jobs, storage, embeddings, peers, urls, audit));
         Ok(host

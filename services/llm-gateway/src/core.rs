@@ -88,7 +88,7 @@ impl Gateway {
     /// Builds every upstream's client, limiter and breaker. Nothing connects yet.
     pub fn build(config: &Config) -> Result<Self, StartError> {
         let keys = Keys::new(config.service.key_prefix.clone());
-        let redis = millrace_common::redis_conn::shared(&config.service.redis_url).map_err(StartError::Redis)?;
+        let redis = millrace_common::redis_conn::shared(&config.service.redis).map_err(StartError::Redis)?;
         let mut members = Vec::with_capacity(config.upstreams.len());
         for upstream in &config.upstreams {
             let client: Arc<dyn Upstream> = Arc::new(OpenAiUpstream::new(upstream)?);

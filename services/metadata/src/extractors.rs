@@ -8,6 +8,7 @@ mod llm;
 use llm::GroupResult;
 
 use millrace_common::HandlerError;
+use millrace_common::tls::GrpcTls;
 use millrace_pipeline::runtime::GATEWAY_BREAKER;
 use millrace_proto::{Chunk, ChunkBatch};
 use millrace_resilience::{BreakerConfig, CircuitBreaker};
@@ -34,11 +35,11 @@ pub enum Extractor {
 
 impl Extractor {
     /// `breaker` guards the calls to the gateway, if the extractor makes any.
-    pub fn new(provider: &Provider, breaker: &BreakerConfig) -> anyhow::Result<Self> {
+    pub fn new(provider: &Provider, breaker: &BreakerConfig, tls: &GrpcTls) -> anyhow::Result<Self> {
         Ok(match provider {
             Provider::Extractive => Self::Extractive,
             Provider::Llm { gateway_url, model, chunks_per_request } => {
-                let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url, None)?;
+                let channel = millrace_common::grpc_client::lazy_channel("LLM_GATEWAY_URL", gateway_url, None, tls)?;
                 let breaker = CircuitBreaker::new(GATEWAY_BREAKER, breaker.clone());
                 Self::Llm {
                     llm: Box::new(llm::LlmExtractor::new(channel, model.clone(), breaker)),

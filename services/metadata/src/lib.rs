@@ -22,7 +22,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Host> {
         let base = StageBase::open(Stage::Metadata, &config.service).await?;
         metrics::describe_all();
-        let extractor = Extractor::new(&config.provider, &config.gateway_breaker)?;
+        let extractor = Extractor::new(&config.provider, &config.gateway_breaker, &config.service.grpc_tls)?;
         tracing::info!(extractor = extractor.name(), "metadata extractor chosen");
         metrics::register(extractor.name());
         let gateway = extractor.readiness();

@@ -1,6 +1,7 @@
 //! The storage service's settings, read from `MILLRACE_*` variables and checked before any
 //! port is bound.
 
+use millrace_common::postgres::{Database, DatabaseTls};
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_pipeline::Stage;
 use millrace_pipeline::runtime::worker_config;
@@ -23,8 +24,12 @@ impl Config {
         if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
             return Err(ConfigError::new("DATABASE_URL", "must be a postgres:// URL"));
         }
+        let database_tls = DatabaseTls::load(settings)?;
+        // The URL's sslmode and the TLS files are checked now, before a port is bound.
+        Database::new("DATABASE_URL", &database_url, &database_tls)?;
         let store = StoreConfig {
             database_url,
+            database_tls,
             dimensions: settings.positive("EMBEDDING_DIM", 384)?,
             hnsw_m: settings.positive("HNSW_M", 16)?,
             hnsw_ef_construction: settings.positive("HNSW_EF_CONSTRUCTION", 64)?,

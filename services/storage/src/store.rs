@@ -157,6 +157,7 @@ impl PgStore {
         let pool = millrace_common::postgres::pool(
             "MILLRACE_DATABASE_URL",
             &config.database_url,
+            &config.database_tls,
             config.pool_size,
             config.pool_timeout,
         )

@@ -14,4 +14,5 @@ mod limits;
 mod observability;
 mod ops;
 mod races;
+mod tls;
 mod tracing;

@@ -12,7 +12,7 @@ fn the_service_refuses_to_start_without_its_model() {
         max_batch: 32,
         max_wait: std::time::Duration::from_millis(5),
     });
-    let err = match Embedder::new(&provider, 384, &Default::default()) {
+    let err = match Embedder::new(&provider, 384, &Default::default(), &Default::default()) {
         Ok(embedder) => panic!("started with {}", embedder.name()),
         Err(err) => err.to_string(),
     };

@@ -60,6 +60,7 @@ async fn fake_admin(stats: StatsResponse) -> (SocketAddr, CancellationToken) {
         http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         limits: millrace_common::ServerLimits::DEFAULT,
+        grpc_tls: None,
     };
     let addr = listeners.grpc_addr().unwrap();
     let admin = AdminService::new(move || {

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use millrace_common::postgres::DatabaseTls;
+
 use super::StoreError;
 
 /// pgvector's limits for an HNSW index on `vector`.
@@ -12,8 +14,12 @@ const MAX_EF: u32 = 1000;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// `postgres://user:password@host:port/database` (MILLRACE_DATABASE_URL). TLS is not used.
+    /// `postgres://user:password@host:port/database` (MILLRACE_DATABASE_URL); its `sslmode`
+    /// says whether and how TLS is used (`millrace_common::postgres`).
     pub database_url: String,
+    /// The TLS files of the connections (MILLRACE_DATABASE_CA_FILE and the client's
+    /// certificate and key).
+    pub database_tls: DatabaseTls,
     /// Embedding dimension (MILLRACE_EMBEDDING_DIM); fixed once the schema exists.
     pub dimensions: usize,
     /// HNSW `m`: links per node. Used when the index is created.
@@ -32,6 +38,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             database_url: "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+            database_tls: DatabaseTls::default(),
             dimensions: 384,
             hnsw_m: 16,
             hnsw_ef_construction: 64,
@@ -74,6 +81,7 @@ impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreConfig")
             .field("database_url", &redact_url(&self.database_url))
+            .field("database_tls", &self.database_tls)
             .field("dimensions", &self.dimensions)
             .field("hnsw_m", &self.hnsw_m)
             .field("hnsw_ef_construction", &self.hnsw_ef_construction)

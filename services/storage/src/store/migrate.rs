@@ -2,7 +2,8 @@
 //! `millrace_migrations`. Replicas starting together serialise on an advisory lock, held on a
 //! connection of its own so that it is released even if migrating fails half-way.
 
-use tokio_postgres::{Client, NoTls};
+use millrace_common::postgres::Database;
+use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use super::{StoreConfig, StoreError};
@@ -32,8 +33,9 @@ pub(crate) struct SchemaInfo {
 
 pub(crate) async fn migrate(config: &StoreConfig) -> Result<SchemaInfo, StoreError> {
     config.validate()?;
-    let (client, connection) = config.database_url.parse::<tokio_postgres::Config>()?.connect(NoTls).await?;
-    let conn_task = tokio::spawn(connection);
+    let database = Database::new("MILLRACE_DATABASE_URL", &config.database_url, &config.database_tls)
+        .map_err(|err| StoreError::Config(err.to_string()))?;
+    let (client, conn_task) = database.connect().await?;
     let result = migrate_locked(&client, config).await;
     // Closing the session releases the advisory lock whatever happened.
     drop(client);

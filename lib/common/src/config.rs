@@ -311,6 +311,9 @@ pub fn load_or_exit<C>(check_only: bool, from_settings: impl FnOnce(&Settings) -
 pub struct ServiceConfig {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// Where `/metrics` is served instead of the HTTP port (`MILLRACE_METRICS_ADDR`), so that
+    /// who may scrape and who may call the API can be told apart; None keeps it on the HTTP port.
+    pub metrics_addr: Option<SocketAddr>,
     pub redis_url: String,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub key_prefix: String,
@@ -389,6 +392,7 @@ impl ServiceConfig {
         Ok(Self {
             http_addr: settings.get_or("HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], http_port)))?,
             grpc_addr: settings.get_or("GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], grpc_port)))?,
+            metrics_addr: settings.get("METRICS_ADDR")?,
             redis_url,
             key_prefix: settings.get_or("KEY_PREFIX", "millrace".to_owned())?,
             consumer_name: settings.get_or("CONSUMER_NAME", default_consumer)?,

@@ -6,6 +6,7 @@ mod file;
 mod tiers;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ pub use tiers::{TIERS, Tier};
 pub const SERVICE: &str = "llm-gateway";
 pub const HTTP_PORT: u16 = 8065;
 pub const GRPC_PORT: u16 = 9065;
+/// `/metrics` has a port of its own, so that the API (public to `llm` keys) and the scrape
+/// (monitoring only) can be reached by different callers: HTTP port + 10.
+pub const METRICS_PORT: u16 = 8075;
 pub const DEFAULT_CHAT_MODEL: &str = "gpt-4o-mini";
 pub const DEFAULT_EMBED_MODEL: &str = "text-embedding-3-small";
 /// The name of the upstream given by `MILLRACE_LLM_BASE_URL`.
@@ -147,10 +151,12 @@ impl Config {
     /// | `MILLRACE_LLM_COMPLETION_ESTIMATE` | 256 completion tokens reserved without `max_tokens` |
     /// | `MILLRACE_MAX_DAILY_COST_USD` | unset: no budget |
     /// | `MILLRACE_LLM_PROBE_INTERVAL_MS` | 30000: how often each upstream is probed (informational) |
+    /// | `MILLRACE_METRICS_ADDR` | `0.0.0.0:8075`: `/metrics`, apart from the API |
     ///
     /// plus those of [`ServiceConfig`] (HTTP port 8065, gRPC port 9065).
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let mut service = ServiceConfig::load(settings, SERVICE, HTTP_PORT, GRPC_PORT)?;
+        service.metrics_addr = Some(settings.get_or("METRICS_ADDR", SocketAddr::from(([0, 0, 0, 0], METRICS_PORT)))?);
         let mut upstreams = Vec::new();
         if let Some(raw) = settings.raw("LLM_BASE_URL") {
             upstreams.push(env_upstream(settings, raw)?);
@@ -273,6 +279,11 @@ mod tests {
         assert!(config.upstreams.is_empty());
         assert_eq!(config.service.http_addr.port(), 8065);
         assert_eq!(config.service.grpc_addr.port(), 9065);
+        assert_eq!(
+            config.service.metrics_addr.map(|addr| addr.port()),
+            Some(METRICS_PORT),
+            "metrics apart from the API"
+        );
         assert_eq!(config.timeout, Duration::from_secs(120));
         assert_eq!(config.service.limits.request_timeout, Duration::from_secs(130), "outlasts a call's deadline");
         assert_eq!(config.retry.max_retries, 3);

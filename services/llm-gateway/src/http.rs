@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{any, get, post};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -29,8 +29,10 @@ use crate::metrics;
 pub use error::OpenAiError;
 use millrace_openai::ApiError;
 
-/// The header that ties a call to a millrace job, for accounting and logs.
-const JOB_ID_HEADER: &str = "x-millrace-job-id";
+/// The job an HTTP call is charged to: none. Only the stages name a job, over gRPC (an internal
+/// door: mutual TLS when configured); a public caller must not be able to bill its spend to
+/// someone's job, so the HTTP API reads no `x-millrace-job-id`.
+const NO_JOB: &str = "";
 
 /// The `/v1` routes, to merge into the service's HTTP router. Any other `/v1/…` path answers
 /// OpenAI's 404, so SDK users see a clear error rather than an empty body. Bodies are bounded by
@@ -53,10 +55,6 @@ async fn not_found(method: Method, uri: Uri) -> OpenAiError {
 
 async fn method_not_allowed(method: Method, uri: Uri) -> OpenAiError {
     ApiError::method_not_allowed(format!("Method {method} is not allowed on {}", uri.path())).into()
-}
-
-fn job_id(headers: &HeaderMap) -> String {
-    headers.get(JOB_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default().to_owned()
 }
 
 /// The request body as a JSON object, or the 400 (or 413) OpenAI answers for anything else.

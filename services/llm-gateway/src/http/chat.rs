@@ -15,7 +15,6 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _};
@@ -24,7 +23,7 @@ use millrace_openai::{
 };
 use serde_json::{Map, Value};
 
-use super::{OpenAiError, field, field_at, finish, job_id, json_object, kind, unix_now};
+use super::{NO_JOB, OpenAiError, field, field_at, finish, json_object, kind, unix_now};
 use crate::core::Gateway;
 use crate::error::UpstreamError;
 use crate::metrics;
@@ -33,12 +32,8 @@ use crate::upstream::{ChatAnswer, ChatCompletion, ChatDelta, ChatStream, Message
 const METHOD: &str = "openai_chat";
 const STREAM_METHOD: &str = "openai_chat_stream";
 
-pub(super) async fn completions(
-    State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let job_id = job_id(&headers);
+pub(super) async fn completions(State(gateway): State<Arc<Gateway>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let job_id = NO_JOB.to_owned();
     let request = match parse(body) {
         Ok(request) => request,
         Err(err) => return OpenAiError::from(err).into_response(),

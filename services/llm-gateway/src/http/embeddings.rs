@@ -6,28 +6,23 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use millrace_openai::{ApiError, EmbeddingUsage, EmbeddingsResponse, EncodedEmbedding};
 use serde_json::Value;
 
-use super::{OpenAiError, field, finish, job_id, json_object, kind};
+use super::{NO_JOB, OpenAiError, field, finish, json_object, kind};
 use crate::core::Gateway;
 use crate::upstream::EmbeddingAnswer;
 
 const METHOD: &str = "openai_embeddings";
 
-pub(super) async fn create(
-    State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let job_id = job_id(&headers);
+pub(super) async fn create(State(gateway): State<Arc<Gateway>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let job_id = NO_JOB;
     let request = match parse(body) {
         Ok(request) => request,
         Err(err) => return OpenAiError::from(err).into_response(),
     };
-    match finish(METHOD, &job_id, gateway.embed(request.model, request.inputs, &job_id).await) {
+    match finish(METHOD, job_id, gateway.embed(request.model, request.inputs, job_id).await) {
         Ok(answer) => axum::Json(list(answer, request.encoding)).into_response(),
         Err(err) => err.into_response(),
     }

@@ -12,6 +12,8 @@ use tonic::transport::Channel;
 pub struct TestGateway {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// `/metrics` is served here, not on the HTTP port.
+    pub metrics_addr: SocketAddr,
     pub client: LlmGatewayClient<Channel>,
     pub shutdown: CancellationToken,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
@@ -35,7 +37,7 @@ impl TestGateway {
     }
 
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.text().await.unwrap()
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr)).await.unwrap().text().await.unwrap()
     }
 
     /// The first upstream's last probe in `/v1/limits`, once there is one (the sampler probes
@@ -62,6 +64,7 @@ pub async fn spawn_gateway(pairs: &[(&str, &str)]) -> TestGateway {
     let mut all = vec![
         ("HTTP_ADDR", "127.0.0.1:0"),
         ("GRPC_ADDR", "127.0.0.1:0"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
         ("SHUTDOWN_DEADLINE_MS", "2000"),
         ("REDIS_URL", redis.url.as_str()),
         ("KEY_PREFIX", prefix.as_str()),
@@ -72,12 +75,14 @@ pub async fn spawn_gateway(pairs: &[(&str, &str)]) -> TestGateway {
     let config = Config::from_settings(&Settings::from_pairs(all)).unwrap();
     let app = Application::build(config).await.unwrap();
     let (http_addr, grpc_addr) = (app.http_addr(), app.grpc_addr());
+    let metrics_addr = app.metrics_addr().unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let client = LlmGatewayClient::connect(format!("http://{grpc_addr}")).await.unwrap();
     TestGateway {
         http_addr,
         grpc_addr,
+        metrics_addr,
         client,
         shutdown,
         task: Some(task),

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 trap 'echo; scripts/stack.sh down; exit 0' INT TERM
 scripts/stack.sh up
 export MILLRACE_URL="http://127.0.0.1:${MILLRACE_HTTP_PORT_BASE:-8060}"
+# The stack's bootstrap admin key (stack.sh made the file unless MILLRACE_ADMIN_KEY is set).
+MILLRACE_API_KEY="${MILLRACE_API_KEY:-${MILLRACE_ADMIN_KEY:-$(cat "${MILLRACE_DATA_DIR:-.millrace}/admin.key")}}"
+export MILLRACE_API_KEY
 millrace="${CARGO_TARGET_DIR:-target}/${MILLRACE_PROFILE:-release}/millrace"
 # examples/README.md describes the examples; it is not one of them.
 mapfile -t examples < <(find examples -type f ! -name README.md | sort)

@@ -4,6 +4,10 @@
 # to the document (status, content type, headers, body schema), schema-invalid input must be
 # refused and valid input accepted.
 #
+# Every request carries the stack's bootstrap admin key (made by scripts/stack.sh in the temporary
+# data directory); schemathesis' `ignored_auth` check also sends requests without it, which must
+# be refused with 401.
+#
 # It starts what the API needs on free ports in a temporary directory, through scripts/stack.sh
 # (Redis, PostgreSQL and the six services, embeddings with the hashing provider so no model
 # loads), and stops it all at the end, whatever happens.
@@ -70,7 +74,7 @@ export MILLRACE_EMBEDDINGS_PROVIDER=hashing
 # Generated URLs name hosts that do not exist: their jobs fail at chunking's fetch quickly, so
 # that event streams (which end with the job) do not wait the default 30 s.
 export MILLRACE_FETCH_TIMEOUT_MS=2000
-unset MILLRACE_DATABASE_URL MILLRACE_SCALE MILLRACE_LLM_BASE_URL MILLRACE_LLM_UPSTREAMS_FILE
+unset MILLRACE_DATABASE_URL MILLRACE_ADMIN_KEY MILLRACE_API_KEY MILLRACE_SCALE MILLRACE_LLM_BASE_URL MILLRACE_LLM_UPSTREAMS_FILE
 
 stop() {
     local status=$?
@@ -101,5 +105,7 @@ args=(
 [ -n "${SCHEMATHESIS_MAX_TIME:-}" ] && args+=(--max-time "$SCHEMATHESIS_MAX_TIME")
 [ -n "${SCHEMATHESIS_SEED:-}" ] && args+=(--seed "$SCHEMATHESIS_SEED")
 log "schemathesis ${args[*]}"
+# After the log line: the key is not printed.
+args+=(--header "Authorization: Bearer $(tr -d '[:space:]' <"$DATA_DIR/admin.key")")
 # From the temporary directory, where schemathesis keeps its cache.
 (cd "$DATA_DIR" && "$VENV/bin/schemathesis" "${args[@]}")

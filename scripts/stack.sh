@@ -12,6 +12,10 @@
 # order ingestion, chunking, metadata, embeddings, storage, llm-gateway. MILLRACE_DATABASE_URL
 # uses an existing PostgreSQL (with pgvector) instead of starting one.
 #
+# Every API call needs a key. The bootstrap admin key is MILLRACE_ADMIN_KEY if set; else the one
+# in $MILLRACE_DATA_DIR/admin.key (made on the first `up`: random, mode 600), which ingestion and
+# the llm-gateway are given and the `millrace` command line reads by itself.
+#
 # MILLRACE_SCALE runs more replicas of the stream stages, e.g. "metadata=3 embeddings=2" (at
 # most 9 each): replica N of a service listens 10 × (N - 1) ports above the first one
 # (metadata-2 on 8072/9072) and joins the same consumer group. Ingestion and the gateway are
@@ -64,6 +68,23 @@ alive() {
     local pid
     pid="$(cat "$1")"
     kill -0 "$pid" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ]
+}
+
+ADMIN_KEY_FILE="$DATA_DIR/admin.key"
+
+# The bootstrap admin key: MILLRACE_ADMIN_KEY, else the key file, made now if missing.
+admin_key() {
+    if [ -n "${MILLRACE_ADMIN_KEY:-}" ]; then
+        echo "$MILLRACE_ADMIN_KEY"
+        return
+    fi
+    if [ ! -s "$ADMIN_KEY_FILE" ]; then
+        mkdir -p "$DATA_DIR"
+        # 32 random bytes, base64url: the same strength as the keys the API makes.
+        (umask 077 && printf 'mr_%s\n' "$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" >"$ADMIN_KEY_FILE")
+    fi
+    chmod 600 "$ADMIN_KEY_FILE"
+    tr -d '[:space:]' <"$ADMIN_KEY_FILE"
 }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -125,7 +146,10 @@ start_service() {
     [ -x "$bin" ] || die "no binary $bin (run: cargo build --release --workspace --bins)"
     port_busy "$http" && die "port $http for $name is taken"
     port_busy "$grpc" && die "port $grpc for $name is taken"
-    MILLRACE_HTTP_ADDR="127.0.0.1:$http" MILLRACE_GRPC_ADDR="127.0.0.1:$grpc" \
+    # Only the services that authenticate callers hold the admin key.
+    local secrets=()
+    case "$binary" in ingestion | llm-gateway) secrets=("MILLRACE_ADMIN_KEY=$(admin_key)") ;; esac
+    env ${secrets[@]+"${secrets[@]}"} MILLRACE_HTTP_ADDR="127.0.0.1:$http" MILLRACE_GRPC_ADDR="127.0.0.1:$grpc" \
         MILLRACE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" MILLRACE_DATABASE_URL="$(database_url)" \
         MILLRACE_CONSUMER_NAME="$name-local" \
         MILLRACE_STORAGE_URL="http://127.0.0.1:$((GRPC_BASE + 4))" \
@@ -151,6 +175,11 @@ up() {
         wait_ready "$name" "http://127.0.0.1:$http/readyz"
     done
     log "up. API: http://127.0.0.1:$HTTP_BASE (OpenAPI at /openapi.json); logs in $LOG_DIR"
+    if [ -n "${MILLRACE_ADMIN_KEY:-}" ]; then
+        log "admin key: MILLRACE_ADMIN_KEY (from your environment)"
+    else
+        log "admin key: $ADMIN_KEY_FILE (the millrace CLI reads it; curl: -H \"Authorization: Bearer \$(cat $ADMIN_KEY_FILE)\")"
+    fi
     for entry in "${SERVICES[@]}"; do
         IFS=: read -r name _ http grpc <<<"$entry"
         printf 'stack:   %-12s http://127.0.0.1:%s  grpc 127.0.0.1:%s\n' "$name" "$http" "$grpc"

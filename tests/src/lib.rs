@@ -12,6 +12,37 @@ use anyhow::{Context, bail};
 use millrace_testkit::{ChildProcess, Postgres, RedisServer, cargo_bin, free_port, wait_for_http};
 use serde_json::{Value, json};
 
+/// The bootstrap admin key (`MILLRACE_ADMIN_KEY`) of every stack: ingestion and the gateway
+/// accept it, [`Stack::http`] and [`Stack::ingestion_grpc`] send it.
+pub const ADMIN_KEY: &str = "e2e-admin-key-7f3c9a1d2b";
+
+/// A client builder that sends `Authorization: Bearer <key>` on every request.
+pub fn with_key(builder: reqwest::ClientBuilder, key: &str) -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+    builder.default_headers(headers)
+}
+
+/// A gRPC client's interceptor that sends `authorization: Bearer <key>`.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    pub fn new(key: &str) -> Self {
+        Self(format!("Bearer {key}").parse().unwrap())
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+/// A gRPC channel whose calls carry a key.
+pub type Authed = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
 pub const SERVICES: [&str; 6] = ["llm-gateway", "storage", "embeddings", "metadata", "chunking", "ingestion"];
 
 /// How to start a stack.
@@ -143,6 +174,7 @@ impl Stack {
         let mut common: Vec<(String, String)> = vec![
             ("MILLRACE_REDIS_URL".into(), redis.url.clone()),
             ("MILLRACE_DATABASE_URL".into(), database_url.clone()),
+            ("MILLRACE_ADMIN_KEY".into(), ADMIN_KEY.into()),
             ("MILLRACE_KEY_PREFIX".into(), key_prefix.clone()),
             ("MILLRACE_STORAGE_URL".into(), grpc_url("storage")),
             ("MILLRACE_EMBEDDINGS_URL".into(), grpc_url("embeddings")),
@@ -227,7 +259,7 @@ impl Stack {
             fake,
             services,
             replicas,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            http: with_key(reqwest::Client::builder(), ADMIN_KEY).timeout(Duration::from_secs(30)).build()?,
             key_prefix,
         };
         let all = stack.services.iter().map(|(name, service)| ((*name).to_owned(), service));
@@ -241,6 +273,22 @@ impl Stack {
 
     pub fn api(&self) -> String {
         format!("http://127.0.0.1:{}", self.services["ingestion"].http_port)
+    }
+
+    /// A gRPC channel to a service whose calls carry `key`.
+    pub async fn grpc_channel(&self, service: &str, key: &str) -> Authed {
+        let port = self.services[service].grpc_port;
+        let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Authed::new(channel, Bearer::new(key))
+    }
+
+    /// Ingestion's gRPC API, called with the admin key.
+    pub async fn ingestion_grpc(&self) -> millrace_proto::v1::ingestion_client::IngestionClient<Authed> {
+        millrace_proto::v1::ingestion_client::IngestionClient::new(self.grpc_channel("ingestion", ADMIN_KEY).await)
     }
 
     pub fn service(&mut self, name: &str) -> &mut Service {

@@ -11,6 +11,11 @@ pub const DEFAULT_TENANT: &str = "default";
 /// The collection of a document submitted without one.
 pub const DEFAULT_COLLECTION: &str = "default";
 
+/// Whether `text` may name a tenant or a collection: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+pub fn is_valid_name(text: &str) -> bool {
+    (1..=64).contains(&text.len()) && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Caller {
     /// The key's id (never its secret); `admin` for the bootstrap `MILLRACE_ADMIN_KEY`.
@@ -21,6 +26,8 @@ pub struct Caller {
     pub collections: Option<Vec<String>>,
     /// Requests per minute at the door; `None` means no per-key limit.
     pub rpm: Option<u32>,
+    /// LLM tokens per minute on the llm-gateway; `None` means no per-key limit.
+    pub tpm: Option<u32>,
     /// Spending limit per UTC day on the llm-gateway; `None` means none.
     pub daily_budget_usd: Option<f64>,
 }
@@ -34,6 +41,7 @@ impl Caller {
             scopes: vec![Scope::Admin],
             collections: None,
             rpm: None,
+            tpm: None,
             daily_budget_usd: None,
         }
     }
@@ -97,6 +105,14 @@ mod tests {
         let limited = reader(Some(vec!["hr".into()]));
         assert!(limited.may_use("hr"));
         assert!(!limited.may_use("default"));
+    }
+
+    #[test]
+    fn names_are_short_and_plain() {
+        assert!(is_valid_name("acme-corp_2.eu"));
+        assert!(
+            !is_valid_name("") && !is_valid_name("a/b") && !is_valid_name("a b") && !is_valid_name(&"x".repeat(65))
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The JSON job API over HTTP. Handlers only translate between HTTP and [`Core`]; every rule
 //! lives in `validate` and every operation in `core`, shared with the gRPC service.
 
+mod audit;
 mod dlq;
 mod documents;
 mod ingest;
 mod jobs;
+pub mod keys;
 mod multipart;
 mod search;
 mod stats;
@@ -17,7 +19,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
+use millrace_auth::Door;
 use millrace_common::{ApiError, ErrorCode};
 use serde::de::DeserializeOwned;
 
@@ -30,11 +33,18 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 /// Body limit of requests that carry no document (search, retries).
 const SMALL_BODY_BYTES: usize = 1024 * 1024;
 
-/// The service's own routes (health, readiness and metrics are merged in by the caller).
-pub fn router(core: Arc<Core>, watchers: Watchers) -> Router {
+/// The service's own routes (health, readiness and metrics are merged in by the caller), each
+/// behind the door: a key with the scope `crate::auth::rules` gives the route.
+pub fn router(core: Arc<Core>, watchers: Watchers, access: keys::Access, door: Door) -> Router {
     let document_body = DefaultBodyLimit::max(core.config().max_body_bytes());
-    // Event streams are served by the watchers, not by `Core`.
+    // Event streams are served by the watchers, keys and the audit log by the key store, not
+    // by `Core`.
     let events = Router::new().route("/v1/jobs/{id}/events", get(jobs::events)).with_state(watchers);
+    let access = Router::new()
+        .route("/v1/keys", post(keys::create).get(keys::list).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
+        .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/v1/audit", get(audit::list))
+        .with_state(access);
     Router::new()
         .route("/v1/ingest", post(ingest::ingest).layer(document_body))
         // A batch is bounded like one document's body: large documents go one by one.
@@ -50,6 +60,8 @@ pub fn router(core: Arc<Core>, watchers: Watchers) -> Router {
         .route("/openapi.json", get(openapi))
         .with_state(core)
         .merge(events)
+        .merge(access)
+        .route_layer(axum::middleware::from_fn_with_state(door, millrace_auth::door::http::require_key))
 }
 
 /// JSON errors for paths and methods no route matches, so that every answer has one shape.

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use millrace_auth::AuthConfig;
 use millrace_common::{ConfigError, ServiceConfig, Settings};
 use millrace_fetch::FetchConfig;
 
@@ -48,6 +49,9 @@ pub struct Config {
     /// Readers of job events at once, in all (`MILLRACE_MAX_WATCHERS`) and per client
     /// (`MILLRACE_MAX_WATCHERS_PER_CLIENT`).
     pub watchers: WatcherCaps,
+    /// Who may call: the bootstrap key (`MILLRACE_ADMIN_KEY`), the key store
+    /// (`MILLRACE_DATABASE_URL`) and how long a key check is cached (`MILLRACE_KEY_CACHE_MS`).
+    pub auth: AuthConfig,
 }
 
 /// `MILLRACE_MAX_WATCHERS` and `MILLRACE_MAX_WATCHERS_PER_CLIENT`.
@@ -121,6 +125,7 @@ impl Config {
                 format!("must be at most MILLRACE_MAX_WATCHERS ({})", watchers.total),
             ));
         }
+        let auth = AuthConfig::from_settings(settings)?;
         Ok(Self {
             service,
             storage_url,
@@ -138,6 +143,7 @@ impl Config {
             fetch,
             metrics_interval,
             watchers,
+            auth,
         })
     }
 
@@ -180,6 +186,8 @@ mod tests {
         assert_eq!(config.tenant_id, "default");
         assert_eq!(config.status_url("j1"), "/v1/jobs/j1");
         assert!(!config.fetch.allow_private);
+        assert!(config.auth.admin_key.is_none() && config.auth.database_url.is_none());
+        assert_eq!(config.auth.key_cache, Duration::from_millis(1000));
     }
 
     #[test]
@@ -214,6 +222,8 @@ mod tests {
             ("MILLRACE_MAX_WATCHERS", "many"),
             ("MILLRACE_MAX_WATCHERS_PER_CLIENT", "0"),
             ("MILLRACE_MAX_WATCHERS_PER_CLIENT", "2000"),
+            ("MILLRACE_KEY_CACHE_MS", "1500"),
+            ("MILLRACE_DATABASE_URL", "redis://x"),
         ] {
             let err = Config::from_settings(&Settings::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{value}");

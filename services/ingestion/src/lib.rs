@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod core;
@@ -16,10 +17,14 @@ pub mod watch;
 
 use std::sync::Arc;
 
+use millrace_auth::door::grpc::DoorLayer;
+use millrace_auth::{AuditLog, Authenticator, Door};
+use millrace_common::server::AdminService;
 use millrace_common::{ConfigError, Host, grpc_client, redis_conn};
 use millrace_fetch::{AddressPolicy, Resolver, SystemResolver, UrlGuard};
 use millrace_pipeline::{JobStore, Keys};
 use tonic::service::Routes;
+use tower::Layer as _;
 
 pub use crate::config::Config;
 pub use crate::core::Core;
@@ -89,19 +94,29 @@ impl Application {
                 move || grpc_client::check_health(channel.clone())
             });
 
+        // Every route but health, readiness, metrics and the API's description needs a key
+        // (`auth::rules`); the Admin service is guarded too, so it is served here rather than
+        // by the host.
+        let authenticator = Authenticator::from_config(&config.auth)?;
+        let store = authenticator.store().cloned();
+        let access = api::keys::Access { audit: AuditLog::new(store.clone()), store };
+        let door = Door::new(authenticator, auth::rules);
+        let guard = DoorLayer::new(door.clone());
+        let admin = AdminService::new(move || {
+            let pool = pool.clone();
+            let keys = keys.clone();
+            async move { stats::own_stats(&pool, &keys).await }
+        });
         let urls = UrlGuard::new(AddressPolicy::new(config.fetch.allow_private), resolver);
         let redis = redis_conn::client(&config.service.redis_url).map_err(|err| BuildError::Redis(err.to_string()))?;
         let watchers = watch::Watchers::new(jobs.clone(), redis, config.watchers);
         let core = Arc::new(Core::new(config, jobs, storage, embeddings, peers, urls));
         Ok(host
-            .with_routes(api::router(core.clone(), watchers.clone()))
+            .with_routes(api::router(core.clone(), watchers.clone(), access, door))
             .with_fallbacks(api::with_json_fallbacks)
-            .with_grpc(Routes::new(grpc::IngestionGrpc::server(core, watchers)))
-            .with_admin(move || {
-                let pool = pool.clone();
-                let keys = keys.clone();
-                async move { stats::own_stats(&pool, &keys).await }
-            })
+            .with_grpc(
+                Routes::new(guard.layer(grpc::IngestionGrpc::server(core, watchers))).add_service(guard.layer(admin)),
+            )
             .with_sampler(move |stop| metrics::sample_jobs(sampled_jobs, metrics_interval, stop)))
     }
 }

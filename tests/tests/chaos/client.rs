@@ -32,7 +32,7 @@ pub struct Reply {
 
 impl Api {
     pub fn new(bases: Vec<String>) -> Self {
-        let http = reqwest::Client::builder()
+        let http = millrace_e2e::with_key(reqwest::Client::builder(), millrace_e2e::ADMIN_KEY)
             .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(2))
             .build()

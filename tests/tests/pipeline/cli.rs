@@ -9,7 +9,14 @@ use serde_json::Value;
 /// Runs the `millrace` binary against `url`.
 pub(crate) async fn millrace(url: &str, args: &[&str]) -> Output {
     let binary = millrace_testkit::cargo_bin("millrace").unwrap();
-    tokio::process::Command::new(binary).arg("--url").arg(url).args(args).output().await.unwrap()
+    tokio::process::Command::new(binary)
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .env("MILLRACE_API_KEY", millrace_e2e::ADMIN_KEY)
+        .output()
+        .await
+        .unwrap()
 }
 
 pub(crate) fn stderr(output: &Output) -> String {

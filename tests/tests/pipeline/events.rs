@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use millrace_e2e::{Stack, StackOptions, long_text};
 use millrace_proto::v1::WatchJobRequest;
-use millrace_proto::v1::ingestion_client::IngestionClient;
 use serde_json::{Value, json};
 
 /// One SSE event: its id, type and JSON data.
@@ -105,8 +104,7 @@ async fn a_jobs_events_arrive_in_order_and_the_stream_closes_after_the_last() {
     assert_eq!(body["error"]["code"], "not_found");
 
     // The same events over gRPC (WatchJob), ending with the stream.
-    let port = stack.services["ingestion"].grpc_port;
-    let mut client = IngestionClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
+    let mut client = stack.ingestion_grpc().await;
     let request = WatchJobRequest { job_id: job_id.to_owned(), after_event_id: String::new() };
     let mut watched = client.watch_job(request).await.unwrap().into_inner();
     let mut over_grpc = Vec::new();

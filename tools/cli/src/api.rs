@@ -42,10 +42,22 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(base: &str) -> Result<Self, Failure> {
+    /// An API at `base` called with `key` (as `Authorization: Bearer`), if any.
+    pub fn new(base: &str, key: Option<String>) -> Result<Self, Failure> {
         let base = base.trim_end_matches('/').to_owned();
         reqwest::Url::parse(&base).map_err(|err| Failure::Usage(format!("--url {base:?} is not a URL: {err}")))?;
-        Ok(Self { base, http: reqwest::Client::new() })
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = key {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| Failure::Usage("the API key holds characters a header cannot carry".into()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .map_err(|err| Failure::Usage(format!("cannot build an HTTP client: {err}")))?;
+        Ok(Self { base, http })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, Failure> {

@@ -1,5 +1,6 @@
 //! `millrace`: the command line of the ingestion service's API. Every command takes `--url`
-//! (default `MILLRACE_URL`, then http://127.0.0.1:8060) and `--json` (machine-readable output).
+//! (default `MILLRACE_URL`, then http://127.0.0.1:8060), `--api-key` (default `MILLRACE_API_KEY`,
+//! then the local stack's `.millrace/admin.key`) and `--json` (machine-readable output).
 //! A failure prints one line and exits 1 when the server refused, 2 for bad input or an
 //! unreachable server; `ingest` exits 1 when any document failed, `dlq retry` when any entry
 //! was refused.
@@ -7,6 +8,8 @@
 mod api;
 mod dlq;
 mod ingest;
+mod key;
+mod keys;
 
 use std::process::ExitCode;
 
@@ -26,6 +29,10 @@ struct Cli {
     /// The ingestion service's HTTP address.
     #[arg(long, global = true, env = "MILLRACE_URL", default_value = "http://127.0.0.1:8060")]
     url: String,
+    /// The API key to send (`Authorization: Bearer`); else MILLRACE_API_KEY, else the local
+    /// stack's .millrace/admin.key.
+    #[arg(long, global = true, env = "MILLRACE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -83,6 +90,11 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// API keys: create (the secret is shown once), list, revoke. Needs an admin key.
+    Keys {
+        #[command(subcommand)]
+        action: keys::KeysAction,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,7 +132,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let api = Api::new(&cli.url)?;
+    // clap has already taken MILLRACE_API_KEY into `api_key` when the flag is absent.
+    let api = Api::new(&cli.url, key::resolve(cli.api_key)?)?;
     let json = cli.json;
     match cli.command {
         Command::Ingest { inputs, include, exclude, wait, concurrency } => {
@@ -207,6 +220,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             return Ok(if none_refused { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
+        Command::Keys { action } => keys::run(&api, action, json).await?,
         Command::Delete { document_id } => {
             api.delete(&format!("/v1/documents/{document_id}")).await?;
             if json {

@@ -291,11 +291,10 @@ async fn unknown_stages_and_bad_requests_get_the_apis_errors() {
 
 #[tokio::test]
 async fn the_same_over_grpc() {
-    use millrace_proto::v1::ingestion_client::IngestionClient;
     use millrace_proto::v1::{JobStatus as Proto, ListDeadLettersRequest, RetryDeadLettersRequest};
 
     let app = spawn_app().await;
-    let mut client = IngestionClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let mut client = app.ingestion_grpc().await;
     let job_id = app.ingest("over grpc").await["job_id"].as_str().unwrap().to_owned();
     let id = dead_letter(&app, "chunking", &job_id, None, "parser crashed").await;
 

@@ -9,10 +9,10 @@ use millrace_proto::v1::{
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{ADMIN_KEY, Authed, TestApp, spawn_app, spawn_app_with};
 
-async fn client(app: &TestApp) -> IngestionClient<Channel> {
-    IngestionClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap()
+async fn client(app: &TestApp) -> IngestionClient<Authed> {
+    app.ingestion_grpc().await
 }
 
 fn submit(content: &[u8]) -> SubmitRequest {
@@ -91,7 +91,7 @@ async fn admin_stats_report_the_chunking_queue() {
     let app = spawn_app().await;
     app.ingest("one").await;
     app.ingest("two").await;
-    let mut admin = AdminClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let mut admin = AdminClient::new(app.grpc_channel(Some(ADMIN_KEY)).await);
     let stats = admin.stats(StatsRequest {}).await.unwrap().into_inner();
     assert_eq!(stats.service, "ingestion");
     assert_eq!((stats.concurrency_limit, stats.concurrency_in_use), (0, 0));

@@ -1,6 +1,8 @@
 //! Spawns the ingestion service in-process on port 0 against a private redis-server; the
 //! other services point at closed ports (they are not part of these tests). Submitted URLs are
-//! checked with a table resolver ([`resolver`]): no DNS query leaves the process.
+//! checked with a table resolver ([`resolver`]): no DNS query leaves the process. Every client
+//! sends the bootstrap admin key ([`ADMIN_KEY`]) unless a test asks for another; the key store
+//! points at a closed port unless a test starts PostgreSQL.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -8,18 +10,54 @@ use std::sync::Arc;
 use millrace_common::Settings;
 use millrace_fetch::StaticResolver;
 use millrace_ingestion::{Application, Config};
-use millrace_testkit::RedisServer;
+use millrace_testkit::{Postgres, RedisServer};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub const PREFIX: &str = "itest";
+/// The bootstrap admin key of every test app (`MILLRACE_ADMIN_KEY`).
+pub const ADMIN_KEY: &str = "itest-admin-key-0123456789";
+
+/// A gRPC client's interceptor that sends `authorization: Bearer <key>` (or nothing).
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    pub fn new(key: Option<&str>) -> Self {
+        Self(key.map(|key| format!("Bearer {key}").parse().expect("an ASCII key")))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A gRPC channel whose calls carry a key.
+pub type Authed = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// A reqwest client that sends `Authorization: Bearer <key>` on every request (or nothing).
+pub fn client_with_key(key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().expect("an ASCII key"));
+    }
+    reqwest::Client::builder().default_headers(headers).build().expect("a client")
+}
 
 pub struct TestApp {
     pub address: String,
     pub grpc_addr: SocketAddr,
     pub client: reqwest::Client,
-    pub redis: RedisServer,
+    pub redis: Arc<RedisServer>,
+    /// The key store's server, when the test started one ([`spawn_app_with_keys`]).
+    pub postgres: Option<Arc<Postgres>>,
+    pub database_url: Option<String>,
     shutdown: CancellationToken,
 }
 
@@ -44,6 +82,30 @@ pub async fn spawn_app() -> TestApp {
 /// `overrides` are `MILLRACE_*` settings applied over the test defaults.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let redis = RedisServer::start().expect("redis-server starts");
+    spawn_app_on(Arc::new(redis), None, overrides).await
+}
+
+/// An app with a key store: PostgreSQL (one server per test process, a database per app).
+pub async fn spawn_app_with_keys(overrides: &[(&str, &str)]) -> TestApp {
+    let postgres = Postgres::shared().expect("postgres starts");
+    let url = postgres.create_unique_database("keys").expect("a database");
+    let redis = RedisServer::start().expect("redis-server starts");
+    let mut app = spawn_app_on(Arc::new(redis), Some(url), overrides).await;
+    app.postgres = Some(postgres);
+    app
+}
+
+/// Another replica of `app`: the same Redis and key store, its own ports (and cache).
+pub async fn spawn_replica(app: &TestApp, overrides: &[(&str, &str)]) -> TestApp {
+    let mut replica = spawn_app_on(app.redis.clone(), app.database_url.clone(), overrides).await;
+    replica.postgres = app.postgres.clone();
+    replica
+}
+
+async fn spawn_app_on(redis: Arc<RedisServer>, database_url: Option<String>, overrides: &[(&str, &str)]) -> TestApp {
+    let database = database_url
+        .clone()
+        .unwrap_or_else(|| format!("postgres://millrace@127.0.0.1:{}/millrace", millrace_testkit::free_port()));
     let closed = format!("http://127.0.0.1:{}", millrace_testkit::free_port());
     let mut pairs: Vec<(String, String)> = vec![
         ("HTTP_ADDR".into(), "127.0.0.1:0".into()),
@@ -57,6 +119,8 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("LLM_GATEWAY_URL".into(), closed),
         ("DOWNSTREAM_TIMEOUT_MS".into(), "2000".into()),
         ("SHUTDOWN_DEADLINE_MS".into(), "1000".into()),
+        ("ADMIN_KEY".into(), ADMIN_KEY.into()),
+        ("DATABASE_URL".into(), database),
     ];
     pairs.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let config = Config::from_settings(&Settings::from_pairs(pairs)).expect("valid config");
@@ -65,10 +129,33 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let grpc_addr = app.grpc_addr();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    TestApp { address, grpc_addr, client: reqwest::Client::new(), redis, shutdown }
+    TestApp {
+        address,
+        grpc_addr,
+        client: client_with_key(Some(ADMIN_KEY)),
+        redis,
+        postgres: None,
+        database_url,
+        shutdown,
+    }
 }
 
 impl TestApp {
+    /// A gRPC channel to the app whose calls carry `key` (or no key).
+    pub async fn grpc_channel(&self, key: Option<&str>) -> Authed {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("a URL")
+            .connect()
+            .await
+            .expect("gRPC connects");
+        Authed::new(channel, Bearer::new(key))
+    }
+
+    /// The Ingestion gRPC service, called with the admin key.
+    pub async fn ingestion_grpc(&self) -> millrace_proto::v1::ingestion_client::IngestionClient<Authed> {
+        millrace_proto::v1::ingestion_client::IngestionClient::new(self.grpc_channel(Some(ADMIN_KEY)).await)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
@@ -105,6 +192,15 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// Creates a key of `tenant` with `scopes` through the API; returns (id, secret).
+    pub async fn create_key(&self, tenant: &str, scopes: &[&str]) -> (String, String) {
+        let body = serde_json::json!({ "tenant": tenant, "name": format!("test {scopes:?}"), "scopes": scopes });
+        let response = self.post_json("/v1/keys", &body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let key: Value = response.json().await.expect("json body");
+        (key["id"].as_str().expect("an id").to_owned(), key["key"].as_str().expect("a secret").to_owned())
     }
 
     /// The job's record as the API shows it.

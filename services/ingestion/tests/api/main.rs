@@ -7,6 +7,7 @@ mod grpc;
 mod helpers;
 mod ingest;
 mod jobs;
+mod keys;
 mod multipart;
 mod ops;
 mod options;

@@ -5,11 +5,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use millrace_proto::v1::WatchJobRequest;
-use millrace_proto::v1::ingestion_client::IngestionClient;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{ADMIN_KEY, TestApp, spawn_app, spawn_app_with};
 
 /// Clients blocked in a command (XREAD BLOCK) on the app's redis-server.
 async fn blocked_clients(app: &TestApp) -> u64 {
@@ -33,7 +32,7 @@ async fn wait_blocked(app: &TestApp, want: u64) -> u64 {
 /// Opens the job's event stream from `from` (a local address) and checks it was accepted.
 async fn open(app: &TestApp, job_id: &str, from: &str) -> Response {
     let client = reqwest::Client::builder().local_address(from.parse::<IpAddr>().unwrap()).build().unwrap();
-    client.get(app.url(&format!("/v1/jobs/{job_id}/events"))).send().await.unwrap()
+    client.get(app.url(&format!("/v1/jobs/{job_id}/events"))).bearer_auth(ADMIN_KEY).send().await.unwrap()
 }
 
 async fn refused(response: Response, status: StatusCode, code: &str) {
@@ -59,7 +58,7 @@ async fn readers_of_one_job_share_one_blocking_read_and_all_see_its_end() {
         assert_eq!(response.status(), StatusCode::OK);
         readers.push(response);
     }
-    let mut grpc = IngestionClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let mut grpc = app.ingestion_grpc().await;
     let request = WatchJobRequest { job_id: job_id.clone(), after_event_id: String::new() };
     let mut watched = grpc.watch_job(request).await.unwrap().into_inner();
     assert_eq!(wait_blocked(&app, 1).await, 1, "six readers of one job, one blocking read");
@@ -98,7 +97,7 @@ async fn watchers_are_capped_per_client_with_429_and_in_total_with_503() {
     refused(open(&app, &job_id, "127.0.0.2").await, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
 
     // gRPC counts against the same caps (its peer is 127.0.0.1).
-    let mut grpc = IngestionClient::connect(format!("http://{}", app.grpc_addr)).await.unwrap();
+    let mut grpc = app.ingestion_grpc().await;
     let request = WatchJobRequest { job_id: job_id.clone(), after_event_id: String::new() };
     assert_eq!(grpc.watch_job(request.clone()).await.unwrap_err().code(), tonic::Code::ResourceExhausted);
 

@@ -33,6 +33,9 @@ const CALL_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
+    /// Who may call the HTTP API: `MILLRACE_ADMIN_KEY`, the key store at `MILLRACE_DATABASE_URL`
+    /// and `MILLRACE_KEY_CACHE_MS` (as ingestion reads them).
+    pub auth: millrace_auth::AuthConfig,
     /// Empty when neither `MILLRACE_LLM_BASE_URL` nor `MILLRACE_LLM_UPSTREAMS_FILE` is set.
     pub upstreams: Vec<UpstreamConfig>,
     /// Used when a request leaves `model` empty.
@@ -152,6 +155,9 @@ impl Config {
     /// | `MILLRACE_MAX_DAILY_COST_USD` | unset: no budget |
     /// | `MILLRACE_LLM_PROBE_INTERVAL_MS` | 30000: how often each upstream is probed (informational) |
     /// | `MILLRACE_METRICS_ADDR` | `0.0.0.0:8075`: `/metrics`, apart from the API |
+    /// | `MILLRACE_DATABASE_URL` | unset: only the admin key is known (and it holds no `llm`) |
+    /// | `MILLRACE_ADMIN_KEY` | unset: keys from the database only |
+    /// | `MILLRACE_KEY_CACHE_MS` | 1000 (at most): how long a key check is trusted |
     ///
     /// plus those of [`ServiceConfig`] (HTTP port 8065, gRPC port 9065).
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
@@ -189,6 +195,7 @@ impl Config {
         };
         Ok(Self {
             service,
+            auth: millrace_auth::AuthConfig::from_settings(settings)?,
             upstreams,
             chat_model: settings.get_or("LLM_CHAT_MODEL", DEFAULT_CHAT_MODEL.to_owned())?,
             embed_model: settings.get_or("LLM_EMBED_MODEL", DEFAULT_EMBED_MODEL.to_owned())?,

@@ -67,6 +67,7 @@ def container_env(container: dict, configmaps: dict[str, dict]) -> dict[str, str
     """The variables Kubernetes would set: whole ConfigMaps (`envFrom`), then `env` in order,
     with Secret references replaced by stand-ins and `$(VAR)` expanded from earlier variables."""
     env: dict[str, str] = {}
+    from_secrets: set[str] = set()
     for source in container.get("envFrom", []):
         name = source.get("configMapRef", {}).get("name")
         if name not in configmaps:
@@ -76,11 +77,19 @@ def container_env(container: dict, configmaps: dict[str, dict]) -> dict[str, str
         source = var.get("valueFrom", {})
         if "secretKeyRef" in source:
             value = SECRET_STAND_INS.get(var["name"], "stand-in")
+            from_secrets.add(var["name"])
         elif "fieldRef" in source:
             value = FIELD_STAND_INS[source["fieldRef"]["fieldPath"]]
         else:
             value = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), str(var.get("value", "")))
         env[var["name"]] = value
+    # A pod given a CA for Redis or PostgreSQL has a TLS URL in its Secret: so has the stand-in.
+    redis_tls = {"MILLRACE_REDIS_CA_FILE", "MILLRACE_REDIS_CLIENT_CERT_FILE"} & set(env)
+    if "MILLRACE_REDIS_URL" in from_secrets and redis_tls:
+        env["MILLRACE_REDIS_URL"] = env["MILLRACE_REDIS_URL"].replace("redis://", "rediss://", 1)
+    database_tls = {"MILLRACE_DATABASE_CA_FILE", "MILLRACE_DATABASE_CLIENT_CERT_FILE"} & set(env)
+    if "MILLRACE_DATABASE_URL" in from_secrets and database_tls:
+        env["MILLRACE_DATABASE_URL"] += "?sslmode=verify-full"
     return env
 
 

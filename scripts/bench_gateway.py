@@ -10,6 +10,9 @@ each rate, rounds alternate between three targets with the same chat completion 
 - gateway + limiter: through a gateway whose upstream has RPM and TPM quotas (set far above the
   load), so every call also reserves and settles quota in Redis, as in production.
 
+Every call carries an `llm`-scoped key (the API needs one since issue 12): a PostgreSQL runs for
+the key store, and the key check is cached, as in production.
+
 Overhead is a gateway's percentile minus the direct percentile of the same round; the median
 over rounds is quoted. Memory is each gateway's VmRSS idle and its largest sampled VmRSS while
 the highest rate runs; CPU is the gateway's user+system time per request.
@@ -18,6 +21,7 @@ usage: scripts/bench_gateway.py [--rates 500,2000] [--seconds S] [--rounds R]
 Standard library only; needs the release binaries (make build-release).
 """
 import argparse
+import hashlib
 import json
 import os
 import pathlib
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -41,6 +46,9 @@ BODY = json.dumps({
     "max_tokens": 32,
 })
 TARGETS = ["direct", "gateway", "gateway + limiter"]
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The key every call sends; its SHA-256 is what the key store keeps.
+KEY = "mr_bench-llm-key-0123456789abcdefghijklmnopqrstuvwx"
 
 
 def free_port():
@@ -80,11 +88,29 @@ class RssSampler(threading.Thread):
             time.sleep(0.1)
 
 
+def add_llm_key(database_url, gateway_port):
+    """Makes KEY an `llm` key of the store: the gateway creates the tables on its first lookup
+    (a refused call), then the key's row is inserted as `POST /v1/keys` would write it."""
+    request = urllib.request.Request(f"http://127.0.0.1:{gateway_port}/v1/models",
+                                     headers={"Authorization": "Bearer mr_unknown"})
+    try:
+        urllib.request.urlopen(request, timeout=5)
+    except urllib.error.HTTPError as err:
+        if err.code != 401:
+            sys.exit(f"bench: the gateway answered {err.code} to an unknown key")
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    sql = ("INSERT INTO api_keys (id, tenant, name, key_hash, prefix, scopes) "
+           f"VALUES ('key_bench', 'default', 'bench', '{digest}', '{KEY[:8]}', ARRAY['llm'])")
+    psql = pathlib.Path(os.environ.get("MILLRACE_HOME", pathlib.Path.home() / ".cache/millrace")) / "pgserver/bin/psql"
+    subprocess.run([str(psql) if psql.exists() else "psql", database_url, "-qc", sql], check=True, capture_output=True)
+
+
 def start_gateway(redis_port, fake_port, extra, log):
-    http, grpc = free_port(), free_port()
+    http, grpc, metrics = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MILLRACE_")}
     env.update({
         "MILLRACE_HTTP_ADDR": f"127.0.0.1:{http}", "MILLRACE_GRPC_ADDR": f"127.0.0.1:{grpc}",
+        "MILLRACE_METRICS_ADDR": f"127.0.0.1:{metrics}",
         "MILLRACE_REDIS_URL": f"redis://127.0.0.1:{redis_port}", "MILLRACE_KEY_PREFIX": f"bench{http}",
         "MILLRACE_LLM_BASE_URL": f"http://127.0.0.1:{fake_port}/v1",
         "MILLRACE_LLM_CHAT_MODEL": "gpt-4o-mini", "MILLRACE_LLM_EMBED_MODEL": "text-embedding-3-small",
@@ -97,7 +123,7 @@ def start_gateway(redis_port, fake_port, extra, log):
 
 def loadgen(urls, rate, seconds, rounds):
     args = [str(BIN / "millrace-loadgen"), "--body", BODY, "--rate", str(rate), "--seconds", str(seconds),
-            "--rounds", str(rounds), "--warmup", "3"]
+            "--rounds", str(rounds), "--warmup", "3", "--header", f"Authorization:Bearer {KEY}"]
     for name, url in urls.items():
         args += ["--target", f"{name}={url}"]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
@@ -118,7 +144,12 @@ def main():
     work = pathlib.Path(tempfile.mkdtemp(prefix="millrace-bench-gateway-"))
     log = open(work / "services.log", "w")
     procs = []
+    pg_dir = work / "pg" / "data"
     try:
+        pg_port = free_port()
+        subprocess.run([str(ROOT / "scripts/pg.sh"), "start", str(pg_dir), str(pg_port)], check=True, stdout=log, stderr=log)
+        database_url = subprocess.run([str(ROOT / "scripts/pg.sh"), "url", str(pg_port)], check=True,
+                                      capture_output=True, text=True).stdout.strip()
         redis_port = free_port()
         procs.append(subprocess.Popen(
             ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -128,10 +159,12 @@ def main():
                                 stdout=log, stderr=log)
         procs.append(fake)
         wait_http(f"http://127.0.0.1:{fake_port}/stats", "fake-openai", fake)
-        plain, plain_port = start_gateway(redis_port, fake_port, {}, log)
+        keys = {"MILLRACE_DATABASE_URL": database_url}
+        plain, plain_port = start_gateway(redis_port, fake_port, keys, log)
         limited, limited_port = start_gateway(
-            redis_port, fake_port, {"MILLRACE_LLM_RPM": "10000000", "MILLRACE_LLM_TPM": "10000000000"}, log)
+            redis_port, fake_port, {**keys, "MILLRACE_LLM_RPM": "10000000", "MILLRACE_LLM_TPM": "10000000000"}, log)
         procs += [plain, limited]
+        add_llm_key(database_url, plain_port)
         gateways = {"gateway": plain.pid, "gateway + limiter": limited.pid}
         idle = {name: bench.rss_mb(pid) for name, pid in gateways.items()}
         urls = {
@@ -157,6 +190,8 @@ def main():
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=10)
+        if pg_dir.exists():
+            subprocess.run([str(ROOT / "scripts/pg.sh"), "stop", str(pg_dir)], stdout=log, stderr=log)
         log.close()
         shutil.rmtree(work, ignore_errors=True)
     report(args, rates, results, idle, peaks, cpu)

@@ -40,6 +40,9 @@ class CodeChanged(Exception):
 @dataclass
 class Code:
     ports: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # Per service: the port /metrics has to itself (MILLRACE_METRICS_ADDR's default), or None
+    # when /metrics is on the http port.
+    metrics_ports: dict[str, int | None] = field(default_factory=dict)
     health_paths: set[str] = field(default_factory=set)
     shutdown_deadline_ms: int = 0
     key_prefix_default: str = ""
@@ -100,6 +103,7 @@ def read_code(root: pathlib.Path | None = None) -> Code:
         code.names_read |= set(reads)
         facts = defaults[service]
         code.ports[service] = (facts["ports"]["http"], facts["ports"]["grpc"])
+        code.metrics_ports[service] = facts["ports"].get("metrics")
         if facts.get("consumes"):
             code.consumes[service] = facts["consumes"]
 

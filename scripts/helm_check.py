@@ -160,10 +160,14 @@ class Checker:
         # Ports: the defaults each service binds (ServiceConfig::load(settings, "name", http, grpc)).
         code_ports = self.code_ports = facts.ports
         self.code_graph: dict[str, set[str]] = {}
+        self.code_metrics_ports = facts.metrics_ports
         for svc, (http, grpc) in code_ports.items():
             ports = services[svc]["ports"]
             if (ports["http"], ports["grpc"]) != (http, grpc):
                 self.fail("ports", f"services.{svc}.ports is {ports['http']}/{ports['grpc']}, the service uses {http}/{grpc}")
+            if ports.get("metrics") != facts.metrics_ports.get(svc):
+                self.fail("ports", f"services.{svc}.ports.metrics is {ports.get('metrics')}, the service serves /metrics on "
+                                   f"{facts.metrics_ports.get(svc) or 'its http port'}")
         for port_name in ("http", "grpc"):
             if f"name: {port_name}" not in self.template_text["service.yaml"]:
                 self.fail("ports", f"service.yaml has no port named {port_name}")
@@ -304,6 +308,14 @@ class Checker:
             },
             # A chat-only upstream: embeddings stay local (384), no MILLRACE_LLM_EMBED_MODEL.
             "chat-only-upstream": {"llm": {"baseUrl": "https://api.groq.com/openai/v1"}},
+            # TLS everywhere, the gRPC certificates from cert-manager, the LLM API open to one namespace.
+            "tls-and-llm-api": {
+                "tls": {"grpc": {"enabled": True, "certManager": {"enabled": True}},
+                        "redis": {"caSecret": {"name": "redis-ca"}, "clientCertSecret": {"name": "redis-client"}},
+                        "postgresql": {"caSecret": {"name": "pg-ca"}}},
+                "auth": {"keyCacheMs": 500},
+                "networkPolicy": {"llmGatewayFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}}}]},
+            },
             "model-volume": {
                 "llm": {"embeddingDim": 384},
                 "services": {"embeddings": {"modelVolume": {"persistentVolumeClaim": {"claimName": "millrace-model"}}}},
@@ -405,13 +417,17 @@ class Checker:
             # Ports: the container's, the Service's, the listen addresses and the code's defaults agree.
             cports = {p["name"]: p["containerPort"] for p in container["ports"]}
             http, grpc = self.code_ports[svc]
-            if cports != {"http": http, "grpc": grpc}:
-                fail(f"{svc}: container ports {cports}, the service listens on {http}/{grpc}")
+            metrics = self.code_metrics_ports.get(svc)
+            want_ports = {"http": http, "grpc": grpc} | ({"metrics": metrics} if metrics else {})
+            if cports != want_ports:
+                fail(f"{svc}: container ports {cports}, the service listens on {want_ports}")
             if data.get("MILLRACE_HTTP_ADDR") != f"0.0.0.0:{http}" or data.get("MILLRACE_GRPC_ADDR") != f"0.0.0.0:{grpc}":
                 fail(f"{svc}: listen addresses {data.get('MILLRACE_HTTP_ADDR')}/{data.get('MILLRACE_GRPC_ADDR')}")
+            if data.get("MILLRACE_METRICS_ADDR", f"0.0.0.0:{metrics}" if metrics else None) != (f"0.0.0.0:{metrics}" if metrics else None):
+                fail(f"{svc}: MILLRACE_METRICS_ADDR {data.get('MILLRACE_METRICS_ADDR')}, the metrics port is {metrics}")
             sports = {p["name"]: p for p in service["spec"]["ports"]}
-            if set(sports) != {"http", "grpc"} or any(not p.get("appProtocol") or p["targetPort"] != n for n, p in sports.items()):
-                fail(f"{svc}: Service ports must be http and grpc, each with appProtocol and its named targetPort")
+            if set(sports) != set(want_ports) or any(not p.get("appProtocol") or p["targetPort"] != n for n, p in sports.items()):
+                fail(f"{svc}: Service ports must be {sorted(want_ports)}, each with appProtocol and its named targetPort")
 
             # Probes, drain, security.
             probes = {k: container.get(k, {}).get("httpGet", {}) for k in ("startupProbe", "livenessProbe", "readinessProbe")}
@@ -442,8 +458,11 @@ class Checker:
             env = {e["name"]: e for e in container.get("env", [])}
             refs = {n: e["valueFrom"]["secretKeyRef"] for n, e in env.items() if "secretKeyRef" in e.get("valueFrom", {})}
             expected_refs = {"MILLRACE_REDIS_URL": values["redis"]["existingSecret"]}
-            if svc == "storage":
+            # PostgreSQL: storage's chunks, and the API keys ingestion and the gateway look up.
+            if svc in ("storage", "ingestion", "llm-gateway"):
                 expected_refs["MILLRACE_DATABASE_URL"] = values["postgresql"]["existingSecret"]
+            if svc in ("ingestion", "llm-gateway"):
+                expected_refs["MILLRACE_ADMIN_KEY"] = values["auth"]["adminKeySecret"]
             if svc == "llm-gateway" and values["llm"]["baseUrl"]:
                 expected_refs["MILLRACE_LLM_API_KEY"] = values["llm"]["existingSecret"]
             if refs != expected_refs:
@@ -463,13 +482,15 @@ class Checker:
             otel = values["otel"]["endpoint"]
             if (env.get("OTEL_EXPORTER_OTLP_ENDPOINT", {}).get("value") or "") != otel:
                 fail(f"{svc}: OTEL_EXPORTER_OTLP_ENDPOINT is not otel.endpoint")
-            # gRPC addresses of the callees: the callee's Service and grpc port.
+            # gRPC addresses of the callees: the callee's Service and grpc port (https:// over TLS).
+            scheme = "https" if values["tls"]["grpc"]["enabled"] else "http"
             for callee in self.code_graph[svc]:
                 var = url_var(callee)
-                if data.get(var) != f"http://{name[callee]}:{self.code_ports[callee][1]}":
+                if data.get(var) != f"{scheme}://{name[callee]}:{self.code_ports[callee][1]}":
                     fail(f"{svc}: {var}={data.get(var)!r}, the {callee} Service is {name[callee]}:{self.code_ports[callee][1]}")
             if svc in stages and data.get("MILLRACE_CONCURRENCY") != str(sv["concurrency"]):
                 fail(f"{svc}: MILLRACE_CONCURRENCY is not services.{svc}.concurrency")
+            self.check_tls(label, values, svc, name[svc], data, container, spec, by_kind)
         gw = cms.get(name["llm-gateway"], {}).get("data", {})
         gwv = values["services"]["llm-gateway"]
         expected_replicas = gwv["autoscaling"]["maxReplicas"] if gwv["autoscaling"]["enabled"] else gwv["replicas"]
@@ -536,10 +557,11 @@ class Checker:
             for svc in SERVICES:
                 sm = monitors.get(name[svc])
                 service = by_kind["Service"][name[svc]]
-                if not sm or sm["spec"]["endpoints"][0].get("port") != "http" or sm["spec"]["endpoints"][0].get("path") != "/metrics" \
+                port = "metrics" if self.code_metrics_ports.get(svc) else "http"
+                if not sm or sm["spec"]["endpoints"][0].get("port") != port or sm["spec"]["endpoints"][0].get("path") != "/metrics" \
                         or service["metadata"]["labels"].get(sm["spec"].get("jobLabel")) != svc \
                         or any(service["metadata"]["labels"].get(k) != v for k, v in sm["spec"]["selector"]["matchLabels"].items()):
-                    fail(f"{svc}: ServiceMonitor must scrape /metrics on http, select the Service, and make job={svc}")
+                    fail(f"{svc}: ServiceMonitor must scrape /metrics on {port}, select the Service, and make job={svc}")
         elif monitors:
             fail("ServiceMonitors rendered although disabled")
         dashboards = [d for n, d in cms.items() if n.endswith("-dashboard")]
@@ -561,18 +583,26 @@ class Checker:
                 if not pol:
                     fail(f"{svc}: no NetworkPolicy")
                     continue
-                callers, outside = set(), False
+                callers, outside, monitored = set(), False, set()
+                # Prometheus scrapes the metrics port, or the http port of a service without one.
+                scrape = "metrics" if self.code_metrics_ports.get(svc) else "http"
                 for rule in pol["spec"].get("ingress", []):
                     ports = {p["port"] for p in rule.get("ports", [])}
                     peers = rule.get("from")
                     if peers is None:
                         outside = True
                         continue
+                    if svc == "llm-gateway" and ports == {"http"} and peers == values["networkPolicy"]["llmGatewayFrom"]:
+                        continue  # the OpenAI-compatible API, open to the peers the values name
                     for peer in peers:
                         if "podSelector" in peer and "namespaceSelector" not in peer:
                             callers.add(peer["podSelector"]["matchLabels"].get("app.kubernetes.io/component"))
-                        elif ports != {"http"} or peer.get("namespaceSelector", {}).get("matchLabels") != values["networkPolicy"]["metricsNamespaceSelector"]:
+                        elif peer.get("namespaceSelector", {}).get("matchLabels") == values["networkPolicy"]["metricsNamespaceSelector"]:
+                            monitored |= ports
+                        else:
                             outside = True
+                if monitored != {scrape}:
+                    fail(f"{svc}: the monitoring namespace reaches ports {sorted(monitored)}, want only {scrape}")
                 expected = {c for c, callees in self.code_graph.items() if svc in callees}
                 if callers != expected:
                     fail(f"{svc}: NetworkPolicy admits {sorted(callers)}, the code's callers are {sorted(expected)}")
@@ -580,6 +610,41 @@ class Checker:
                     fail(f"{svc}: {'reachable' if outside else 'not reachable'} from outside the namespace")
         elif policies:
             fail("NetworkPolicies rendered although disabled")
+
+
+    def check_tls(self, label: str, values: dict, svc: str, full: str, data: dict, container: dict, spec: dict, by_kind: dict) -> None:
+        """Every certificate or key file a setting names lies in a Secret mounted read-only there;
+        gRPC TLS gives each service its own Secret (and a Certificate when cert-manager issues it),
+        mutual TLS on every service but ingestion."""
+        def fail(msg: str) -> None:
+            self.fail("render", f"{label}: {svc}: {msg}")
+
+        mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for var, path in data.items():
+            if not var.endswith("_FILE") or not var.startswith("MILLRACE_"):
+                continue
+            mount = mounts.get(str(pathlib.PurePosixPath(path).parent))
+            secret = volumes.get(mount["name"], {}).get("secret") if mount else None
+            if not mount or not secret or mount.get("readOnly") is not True:
+                fail(f"{var}={path} is not in a Secret mounted read-only")
+        grpc = values["tls"]["grpc"]
+        if grpc["enabled"]:
+            mount = mounts.get("/etc/millrace/tls/grpc")
+            secret = volumes.get(mount["name"], {}).get("secret", {}).get("secretName") if mount else None
+            if secret != f"{full}-tls":
+                fail(f"the gRPC identity comes from {secret}, want its own Secret {full}-tls")
+            want_auth = "none" if svc == "ingestion" else grpc["clientAuth"]
+            if data.get("MILLRACE_GRPC_TLS_CLIENT_AUTH") != want_auth:
+                fail(f"MILLRACE_GRPC_TLS_CLIENT_AUTH is {data.get('MILLRACE_GRPC_TLS_CLIENT_AUTH')}, want {want_auth}")
+            certificate = by_kind.get("Certificate", {}).get(f"{full}-tls")
+            if grpc["certManager"]["enabled"] != bool(certificate):
+                fail("a Certificate exactly when tls.grpc.certManager.enabled")
+            elif certificate and (certificate["spec"]["secretName"] != secret or full not in certificate["spec"].get("dnsNames", [])
+                                  or not {"server auth", "client auth"} <= set(certificate["spec"].get("usages", []))):
+                fail(f"the Certificate must fill {secret}, name the Service {full} and serve server and client auth")
+        elif any(var.startswith("MILLRACE_GRPC_TLS_") for var in data):
+            fail("gRPC TLS settings although tls.grpc.enabled is false")
 
 
 # ---------------------------------------------------------------- helpers

@@ -61,6 +61,19 @@ MUTATIONS = [
      "MILLRACE_EMBEDDING_DIM {'embeddings': '384', 'storage': '384'}, expected 1536 for gateway embeddings"),
     (T + "deployment.yaml", "mountPath: /models/all-MiniLM-L6-v2", "mountPath: /models",
      "embeddings: modelVolume must be mounted read-only at /models/all-MiniLM-L6-v2"),
+    # Issue 12: the gateway's metrics port, who may reach its API, keys and certificates from Secrets.
+    ("helm/millrace/values.yaml", "ports: {http: 8065, grpc: 9065, metrics: 8075}", "ports: {http: 8065, grpc: 9065}",
+     "services.llm-gateway.ports.metrics is None, the service serves /metrics on 8075"),
+    (T + "networkpolicy.yaml", '        - port: {{ ternary "metrics" "http" (hasKey $svc.ports "metrics") }}', "        - port: http",
+     "llm-gateway: the monitoring namespace reaches ports ['http'], want only metrics"),
+    (T + "servicemonitor.yaml", '    - port: {{ ternary "metrics" "http" (hasKey $svc.ports "metrics") }}', "    - port: http",
+     "llm-gateway: ServiceMonitor must scrape /metrics on metrics"),
+    (T + "deployment.yaml", '{{- if has $name (list "ingestion" "llm-gateway") }}\n            - name: MILLRACE_ADMIN_KEY',
+     '{{- if has $name (list "ingestion") }}\n            - name: MILLRACE_ADMIN_KEY', "llm-gateway: secret references"),
+    (T + "_helpers.tpl", '{{- printf "%s-tls" (include "millrace.name" .) -}}', '{{- printf "%s-grpc" (include "millrace.fullname" .root) -}}',
+     "the gRPC identity comes from millrace-grpc, want its own Secret"),
+    (T + "configmap.yaml", '(ternary "https" "http" $root.Values.tls.grpc.enabled)', '"http"',
+     "MILLRACE_STORAGE_URL='http://millrace-storage:9064', the storage Service is"),
 ]
 
 # What the code says comes from the binaries (`--describe`, scripts/code_facts.py): these change

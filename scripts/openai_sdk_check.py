@@ -4,7 +4,7 @@
 The gateway's own tests speak HTTP by hand; this speaks it as the SDK does (its default base64
 embeddings, its SSE parser, its error classes), which is what users of the API will run.
 
-    python scripts/openai_sdk_check.py --base-url http://127.0.0.1:8065/v1
+    python scripts/openai_sdk_check.py --base-url http://127.0.0.1:8065/v1 --api-key mr_…
 
 Does a chat completion, a streamed completion with usage, and an embedding; prints a JSON
 summary on stdout and exits non-zero if any check fails. Needs `pip install openai`
@@ -13,6 +13,7 @@ summary on stdout and exits non-zero if any check fails. Needs `pip install open
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -20,6 +21,8 @@ import time
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-url", required=True, help="the gateway's API root, with /v1")
+    parser.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", ""),
+                        help="a key with the `llm` scope (default: $OPENAI_API_KEY)")
     parser.add_argument("--chat-model", default="gpt-4o-mini")
     parser.add_argument("--embed-model", default="text-embedding-3-small")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per request")
@@ -31,8 +34,8 @@ def main() -> int:
         print(json.dumps({"ok": False, "error": "the openai package is not installed (pip install openai)"}))
         return 2
 
-    # The gateway needs no key; the SDK insists on one. No retries: a failure should show.
-    client = openai.OpenAI(base_url=args.base_url, api_key="unused", timeout=args.timeout, max_retries=0)
+    # The gateway's API takes `llm`-scoped keys (virtual keys). No retries: a failure should show.
+    client = openai.OpenAI(base_url=args.base_url, api_key=args.api_key, timeout=args.timeout, max_retries=0)
     summary = {"ok": True, "sdk_version": openai.__version__, "checks": {}}
 
     def check(name, run):
@@ -93,10 +96,20 @@ def main() -> int:
             return {"status": err.status_code, "message": err.message}
         raise AssertionError("an empty messages list was accepted")
 
+    def unauthenticated():
+        # A wrong key is OpenAI's 401, which the SDK raises as AuthenticationError.
+        stranger = openai.OpenAI(base_url=args.base_url, api_key="mr_not-a-key", timeout=args.timeout, max_retries=0)
+        try:
+            stranger.models.list()
+        except openai.AuthenticationError as err:
+            return {"status": err.status_code, "message": err.message}
+        raise AssertionError("an unknown key was accepted")
+
     check("chat", chat)
     check("stream", stream)
     check("embedding", embedding)
     check("bad_request", refused)
+    check("unauthenticated", unauthenticated)
 
     chat_ok, stream_ok = summary["checks"]["chat"]["ok"], summary["checks"]["stream"]["ok"]
     if chat_ok and stream_ok:

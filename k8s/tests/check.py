@@ -43,7 +43,7 @@ K8S = ROOT / "k8s"
 SCHEMAS = K8S / "tests/schemas"
 KUBERNETES_VERSION = "1.31.0"
 # What users apply, and test-only overlays that render the optional components.
-TARGETS = ["overlays/dev", "overlays/prod", "tests/overlays/embedding-model"]
+TARGETS = ["overlays/dev", "overlays/prod", "tests/overlays/embedding-model", "tests/overlays/tls"]
 DASHBOARD_CONFIGMAP = "millrace-grafana-dashboard"
 SERVICES = code_facts.SERVICES
 CUSTOM_SCHEMAS = {
@@ -51,7 +51,11 @@ CUSTOM_SCHEMAS = {
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule.json",
+    ("cert-manager.io/v1", "Certificate"): "certificate.json",
+    ("cert-manager.io/v1", "Issuer"): "issuer.json",
 }
+# Namespaces labelled so may call the llm-gateway's OpenAI-compatible API (components/llm-api).
+LLM_API_NAMESPACE_LABEL = {"millrace.io/llm-api": "allowed"}
 
 
 class Problems(list):
@@ -111,11 +115,46 @@ def by_kind(resources: list[dict], kind: str) -> dict[str, dict]:
     return {r["metadata"]["name"]: r for r in resources if r["kind"] == kind}
 
 
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions) selects pods with `labels`."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def namespaces_admitted(policies: dict[str, dict], pod_labels: dict, port: str) -> list[dict]:
+    """The namespace selectors (of peers from other namespaces) that some policy selecting these
+    pods admits on `port`; a rule without `from` admits everything ({})."""
+    admitted = []
+    for policy in policies.values():
+        if not selects(policy["spec"].get("podSelector", {}), pod_labels):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            ports = [p.get("port") for p in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            peers = rule.get("from")
+            if peers is None:
+                admitted.append({})
+                continue
+            admitted += [p.get("namespaceSelector", {}).get("matchLabels", {}) for p in peers if "namespaceSelector" in p or "ipBlock" in p]
+    return admitted
+
+
 def policy_allows(policies: dict[str, dict], target_pod_labels: dict, source: str, port: str) -> bool:
     """Whether some NetworkPolicy selecting the target admits pods of `source` on `port`."""
     for policy in policies.values():
-        selector = policy["spec"].get("podSelector", {}).get("matchLabels", {})
-        if any(target_pod_labels.get(k) != v for k, v in selector.items()):
+        if not selects(policy["spec"].get("podSelector", {}), target_pod_labels):
             continue
         for rule in policy["spec"].get("ingress", []):
             ports = [p.get("port") for p in rule.get("ports", [])]
@@ -169,17 +208,21 @@ def check_consistency(target: str, resources: list[dict], code: code_facts.Code,
             problems.add(where, f"no Deployment {name}")
             continue
         http, grpc = code.ports[service]
+        metrics = code.metrics_ports.get(service)
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
         ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
-        if ports != {"http": http, "grpc": grpc}:
-            problems.add(where, f"container ports {ports}, the code listens on http {http}, grpc {grpc}")
+        want_ports = {"http": http, "grpc": grpc} | ({"metrics": metrics} if metrics else {})
+        if ports != want_ports:
+            problems.add(where, f"container ports {ports}, the code listens on {want_ports}")
         svc = services.get(name)
         if svc is None:
             problems.add(where, f"no Service {name}")
         else:
             sports = {p["name"]: (p["port"], p.get("targetPort"), p.get("appProtocol")) for p in svc["spec"]["ports"]}
             want = {"http": (http, "http", "http"), "grpc": (grpc, "grpc", "grpc")}
+            if metrics:
+                want["metrics"] = (metrics, "metrics", "http")
             if sports != want:
                 problems.add(where, f"Service ports {sports}, want {want}")
             if svc["spec"]["selector"] != deployment["spec"]["selector"]["matchLabels"]:
@@ -246,7 +289,9 @@ def check_consistency(target: str, resources: list[dict], code: code_facts.Code,
             if callee not in SERVICES:
                 problems.add(where, f"reads {url_var}, which names no known service")
                 continue
-            want = f"http://millrace-{callee}:{code.ports[callee][1]}"
+            # Over TLS (a CA to verify the callee with) the peers are called over https://.
+            scheme = "https" if env.get("MILLRACE_GRPC_TLS_CA_FILE") else "http"
+            want = f"{scheme}://millrace-{callee}:{code.ports[callee][1]}"
             if env.get(f"MILLRACE_{url_var}") != want:
                 problems.add(where, f"MILLRACE_{url_var} is {env.get(f'MILLRACE_{url_var}')!r}, want {want!r}")
             callee_labels = deployments.get(f"millrace-{callee}", {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
@@ -263,6 +308,7 @@ def check_consistency(target: str, resources: list[dict], code: code_facts.Code,
     for policy in policies.values():
         selector = policy["spec"].get("podSelector", {})
         only_ingestion = selector == {"matchLabels": {"app.kubernetes.io/name": "millrace-ingestion"}}
+        only_gateway = selector == {"matchLabels": {"app.kubernetes.io/name": "millrace-llm-gateway"}}
         for rule in policy["spec"].get("ingress", []):
             peers = rule.get("from")
             outside = [p for p in (peers or [{}]) if peers is None or "namespaceSelector" in p or "ipBlock" in p]
@@ -277,14 +323,34 @@ def check_consistency(target: str, resources: list[dict], code: code_facts.Code,
                 and len(p["namespaceSelector"]["matchLabels"]) == 1 else None
                 for p in outside
             }
-            allowed = (namespaces == {"monitoring"} and ports == ["http"]) or (
+            llm_api = only_gateway and ports == ["http"] and all(
+                set(p) == {"namespaceSelector"} and p["namespaceSelector"] == {"matchLabels": LLM_API_NAMESPACE_LABEL}
+                for p in outside
+            )
+            allowed = llm_api or (namespaces == {"monitoring"} and ports in (["http"], ["metrics"])) or (
                 namespaces == {"keda"} and ports == ["redis"]
                 and selector == {"matchLabels": {"app.kubernetes.io/name": "millrace-redis"}}
             )
             if not allowed:
                 problems.add(target, f"NetworkPolicy {policy['metadata']['name']} admits traffic from outside the namespace "
                                      f"to {selector or 'every pod'} (ports {ports or 'all'}); only ingestion may be open, "
-                                     "Prometheus from `monitoring` on http and KEDA from `keda` on Redis")
+                                     "Prometheus from `monitoring` on http or metrics, the llm-gateway's http from namespaces "
+                                     f"labelled {LLM_API_NAMESPACE_LABEL} and KEDA from `keda` on Redis")
+    # A service with a metrics port of its own keeps its http port (its API) from Prometheus, and
+    # opens the metrics port to it alone.
+    for service in SERVICES:
+        metrics = code.metrics_ports.get(service)
+        labels = deployments.get(f"millrace-{service}", {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+        if not metrics or not labels:
+            continue
+        monitoring = {"kubernetes.io/metadata.name": "monitoring"}
+        api = namespaces_admitted(policies, labels, "http")
+        if monitoring in api or {} in api:
+            problems.add(f"{target} {service}", "its http port (the API) is open to the monitoring namespace or everyone; "
+                                               "Prometheus scrapes its metrics port")
+        if namespaces_admitted(policies, labels, "metrics") != [monitoring]:
+            problems.add(f"{target} {service}", f"its metrics port admits {namespaces_admitted(policies, labels, 'metrics')}, "
+                                               "want the monitoring namespace alone")
 
     # Stream stages: KEDA watches the stream and group the code reads from.
     prefix = envs.get("chunking", {}).get("MILLRACE_KEY_PREFIX") or code.key_prefix_default
@@ -339,9 +405,10 @@ def check_consistency(target: str, resources: list[dict], code: code_facts.Code,
             matched = [s for s in services.values() if all(s["metadata"].get("labels", {}).get(k) == v for k, v in selector.items())]
             if [s["metadata"]["name"] for s in matched] != [f"millrace-{service}"]:
                 problems.add(where, f"selects {[s['metadata']['name'] for s in matched]}, not just millrace-{service}")
+            port = "metrics" if code.metrics_ports.get(service) else "http"
             for endpoint in monitor["spec"].get("endpoints", []):
-                if endpoint.get("port") != "http" or endpoint.get("path") != "/metrics":
-                    problems.add(where, f"scrapes {endpoint.get('port')} {endpoint.get('path')}, the metrics are at http /metrics")
+                if endpoint.get("port") != port or endpoint.get("path") != "/metrics":
+                    problems.add(where, f"scrapes {endpoint.get('port')} {endpoint.get('path')}, the metrics are at {port} /metrics")
             job_label = monitor["spec"].get("jobLabel")
             for s in matched:
                 if s["metadata"].get("labels", {}).get(job_label) != service:

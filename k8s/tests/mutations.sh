@@ -63,6 +63,13 @@ case_ "netpol: storage no longer admits chunking" k8s/base/networkpolicies.yaml 
 case_ "netpol: caller the code lacks"       k8s/base/networkpolicies.yaml 's/app.kubernetes.io\/name: millrace-metadata$/app.kubernetes.io\/name: millrace-storage/'
 case_ "netpol: scrape policy opened to every namespace" k8s/base/networkpolicies.yaml 's/              kubernetes.io\/metadata.name: monitoring/              {}/'
 case_ "netpol: storage open to everyone"    k8s/base/networkpolicies.yaml '/name: millrace-storage$/,/^  ingress:$/{s/^  ingress:$/  ingress:\n    - ports: [{port: grpc, protocol: TCP}]/}'
+case_ "netpol: gateway API open to Prometheus" k8s/base/networkpolicies.yaml '/    matchExpressions:/,+1d'
+case_ "netpol: gateway metrics open to all"  k8s/base/networkpolicies.yaml '/port: metrics, protocol: TCP/{s/- {port: metrics, protocol: TCP}/- {port: metrics, protocol: TCP}\n    - ports: [{port: metrics, protocol: TCP}]/}'
+case_ "servicemonitor: gateway on its API"  k8s/components/monitoring/servicemonitors.yaml 's/- port: metrics/- port: http/'
+case_ "code: gateway metrics port not declared" k8s/base/llm-gateway.yaml 's/containerPort: 8075/containerPort: 8076/'
+case_ "llm-api: opened to every namespace"  k8s/components/llm-api/networkpolicy.yaml 's/millrace.io\/llm-api: allowed/{}/'
+case_ "tls: a peer called over http"         k8s/components/tls/kustomization.yaml 's|MILLRACE_STORAGE_URL=https://|MILLRACE_STORAGE_URL=http://|'
+case_ "cert-manager: unknown usage"          k8s/components/cert-manager/certificates.yaml '0,/usages: \[server auth/{s/usages: \[server auth/usages: [serverauth/}'
 case_ "hpa: LLM_REPLICAS != maxReplicas"    k8s/base/llm-gateway.yaml 's/value: "4"/value: "3"/'
 case_ "securityContext: writable root"      k8s/base/pod-defaults.yaml 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/'
 case_ "rule: bad severity, copy regenerated"   deploy/prometheus/alerts.yml '0,/severity: warning/{s/severity: warning/severity: urgent/}' regen

@@ -210,6 +210,8 @@ pub struct Service {
     pub process: ChildProcess,
     pub http_port: u16,
     pub grpc_port: u16,
+    /// Where `/metrics` is served: the http port, but for the gateway (a port of its own).
+    pub metrics_port: u16,
 }
 
 pub struct Stack {
@@ -322,12 +324,18 @@ impl Stack {
             if let Some(port) = gateway_grpc {
                 builder = builder.env("MILLRACE_LLM_GATEWAY_URL", format!("{scheme}://127.0.0.1:{port}"));
             }
+            // The gateway serves /metrics apart from its API, on a port of its own.
+            let metrics_port = if name == "llm-gateway" { free_port() } else { ports.0 };
+            if metrics_port != ports.0 {
+                builder = builder.env("MILLRACE_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
+            }
             for (service, key, value) in &options.service_env {
                 if *service == name {
                     builder = builder.env(key, value);
                 }
             }
-            anyhow::Ok((label, Service { process: builder.spawn()?, http_port: ports.0, grpc_port: ports.1 }))
+            let service = Service { process: builder.spawn()?, http_port: ports.0, grpc_port: ports.1, metrics_port };
+            anyhow::Ok((label, service))
         };
         let count = |name: &str| options.replicas.iter().find(|(s, _)| *s == name).map_or(1, |(_, n)| (*n).max(1));
         let mut services = BTreeMap::new();
@@ -518,7 +526,7 @@ impl Stack {
             .get(name)
             .or_else(|| self.replicas.iter().find(|(label, _)| label == name).map(|(_, service)| service))
             .unwrap_or_else(|| panic!("service {name} is not running"));
-        let url = format!("http://127.0.0.1:{}/metrics", service.http_port);
+        let url = format!("http://127.0.0.1:{}/metrics", service.metrics_port);
         let response = self.http.get(&url).send().await.unwrap();
         assert_eq!(response.status(), 200, "GET {url}");
         let text = response.text().await.unwrap();

@@ -26,6 +26,41 @@ storage: []
 llm-gateway: []
 {{- end -}}
 
+{{/* "true" for the services that connect to PostgreSQL: storage (chunks), ingestion and the llm-gateway (API keys). */}}
+{{- define "millrace.usesDatabase" -}}
+{{- if has . (list "ingestion" "storage" "llm-gateway") -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The Secrets a service's pod mounts under /etc/millrace/tls (tls values), as volumes
+(name: secret) with their mount paths. Call with (dict "root" $ "name" "storage").
+*/}}
+{{- define "millrace.tlsMounts" -}}
+{{- $tls := .root.Values.tls -}}
+{{- if $tls.grpc.enabled }}
+- {name: grpc-tls, dir: /etc/millrace/tls/grpc, secret: {{ include "millrace.grpcSecret" . }}}
+{{- end }}
+{{- if $tls.redis.caSecret.name }}
+- {name: redis-ca, dir: /etc/millrace/tls/redis-ca, secret: {{ $tls.redis.caSecret.name }}}
+{{- end }}
+{{- if $tls.redis.clientCertSecret.name }}
+- {name: redis-client, dir: /etc/millrace/tls/redis-client, secret: {{ $tls.redis.clientCertSecret.name }}}
+{{- end }}
+{{- if include "millrace.usesDatabase" .name }}
+{{- if $tls.postgresql.caSecret.name }}
+- {name: postgres-ca, dir: /etc/millrace/tls/postgres-ca, secret: {{ $tls.postgresql.caSecret.name }}}
+{{- end }}
+{{- if $tls.postgresql.clientCertSecret.name }}
+- {name: postgres-client, dir: /etc/millrace/tls/postgres-client, secret: {{ $tls.postgresql.clientCertSecret.name }}}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The Secret with a service's gRPC certificate, key and CA: <release>-<service>-tls. */}}
+{{- define "millrace.grpcSecret" -}}
+{{- printf "%s-tls" (include "millrace.name" .) -}}
+{{- end -}}
+
 {{/* The environment variable carrying a service's gRPC address to its callers. */}}
 {{- define "millrace.urlVar" -}}
 MILLRACE_{{ . | upper | replace "-" "_" }}_URL

@@ -311,6 +311,9 @@ pub fn load_or_exit<C>(check_only: bool, from_settings: impl FnOnce(&Settings) -
 pub struct ServiceConfig {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// Where `/metrics` is served instead of the HTTP port (`MILLRACE_METRICS_ADDR`), so that
+    /// who may scrape and who may call the API can be told apart; None keeps it on the HTTP port.
+    pub metrics_addr: Option<SocketAddr>,
     /// Where Redis is, and its TLS (`MILLRACE_REDIS_URL` and `MILLRACE_REDIS_*_FILE`).
     pub redis: crate::redis_conn::RedisConfig,
     /// TLS of the gRPC server and of the channels to `https://` peers (`MILLRACE_GRPC_TLS_*`).
@@ -385,6 +388,7 @@ impl ServiceConfig {
         Ok(Self {
             http_addr: settings.get_or("HTTP_ADDR", SocketAddr::from(([0, 0, 0, 0], http_port)))?,
             grpc_addr: settings.get_or("GRPC_ADDR", SocketAddr::from(([0, 0, 0, 0], grpc_port)))?,
+            metrics_addr: settings.get("METRICS_ADDR")?,
             redis: crate::redis_conn::RedisConfig::load(settings)?,
             grpc_tls: crate::tls::GrpcTls::load(settings)?,
             key_prefix: settings.get_or("KEY_PREFIX", "millrace".to_owned())?,

@@ -24,10 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 
 use serde::Serialize;
+use tokio::net::TcpListener;
 
 use crate::config::{Command, ConfigError, Read, ServiceConfig, Settings};
 use crate::error::ApiError;
-use crate::server::{AdminService, Listeners, OPS_ROUTES, Readiness, ops_router, serve};
+use crate::server::{AdminService, Listeners, OPS_ROUTES, Readiness, metrics_router, ops_router, serve};
 
 /// How long the listeners get to close after the drain, unless the service says otherwise.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -42,6 +43,8 @@ pub struct Host {
     listeners: Listeners,
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
+    /// `/metrics` on a listener of its own (`MILLRACE_METRICS_ADDR`), not on the HTTP port.
+    metrics: Option<TcpListener>,
     routes: Router,
     fallbacks: fn(Router) -> Router,
     grpc: Routes,
@@ -59,11 +62,16 @@ impl Host {
     pub async fn bind(service: &'static str, config: &ServiceConfig) -> std::io::Result<Self> {
         let listeners = Listeners::bind(config).await?;
         let (http_addr, grpc_addr) = (listeners.http_addr()?, listeners.grpc_addr()?);
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
             service,
             listeners,
             http_addr,
             grpc_addr,
+            metrics,
             routes: Router::new(),
             fallbacks: std::convert::identity,
             grpc: Routes::builder().routes(),
@@ -82,6 +90,11 @@ impl Host {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// Where `/metrics` is served when not on the HTTP port (the bound address: port 0 resolved).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
     }
 
     /// Serves these HTTP routes besides `/healthz`, `/readyz` and `/metrics`.
@@ -173,8 +186,15 @@ impl Host {
             Some(admin) => self.grpc.add_service(admin),
             None => self.grpc,
         };
-        let router = (self.fallbacks)(self.routes.merge(ops_router(service, self.readiness)));
-        let mut server = tokio::spawn(serve(service, self.listeners, router, grpc, draining.clone(), stop.clone()));
+        let router = (self.fallbacks)(self.routes.merge(ops_router(service, self.readiness, self.metrics.is_none())));
+        let served = serve(service, self.listeners, router, grpc, draining.clone(), stop.clone());
+        let metrics = self.metrics.map(|listener| serve_metrics(service, listener, stop.clone()));
+        let mut server = tokio::spawn(async move {
+            match metrics {
+                Some(metrics) => tokio::try_join!(served, metrics).map(|_| ()),
+                None => served.await,
+            }
+        });
 
         // Without work of its own, a service's work is over at the signal.
         let work = match self.work {
@@ -207,6 +227,13 @@ impl Host {
         tracing::info!(service, "stopped");
         worked.and(served)
     }
+}
+
+/// `/metrics` alone on its own listener, until the ports close (metrics keep answering while
+/// the service drains).
+async fn serve_metrics(service: &'static str, listener: TcpListener, stop: CancellationToken) -> std::io::Result<()> {
+    tracing::info!(service, metrics_addr = %listener.local_addr()?, "serving /metrics apart from the API");
+    axum::serve(listener, metrics_router()).with_graceful_shutdown(stop.cancelled_owned()).await
 }
 
 fn joined(served: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::Result<()> {
@@ -280,6 +307,8 @@ pub struct Description {
 pub struct Ports {
     pub http: u16,
     pub grpc: u16,
+    /// `/metrics`' own port (`MILLRACE_METRICS_ADDR`); None: on the HTTP port.
+    pub metrics: Option<u16>,
 }
 
 /// Runs the service's real config loader on `settings` made for describing (a missing required
@@ -295,7 +324,11 @@ pub fn describe<C: Describe>(
     let (service_config, consumes) = config.described();
     let variables: Vec<Read> = settings.reads().into_values().collect();
     let peers = variables.iter().filter(|read| read.peer).map(|read| read.name.clone()).collect();
-    let ports = Ports { http: service_config.http_addr.port(), grpc: service_config.grpc_addr.port() };
+    let ports = Ports {
+        http: service_config.http_addr.port(),
+        grpc: service_config.grpc_addr.port(),
+        metrics: service_config.metrics_addr.map(|addr| addr.port()),
+    };
     Ok(Description { service, ports, health_routes: OPS_ROUTES, consumes, variables, peers })
 }
 
@@ -317,7 +350,7 @@ mod tests {
             ServiceConfig::load(settings, "x", 8000, 9000)
         })
         .unwrap();
-        assert_eq!(described.ports, Ports { http: 8000, grpc: 7000 });
+        assert_eq!(described.ports, Ports { http: 8000, grpc: 7000, metrics: None });
         assert_eq!(described.health_routes, ["/healthz", "/readyz", "/metrics"]);
         assert_eq!(described.peers, ["MILLRACE_STORAGE_URL"]);
         let names: Vec<&str> = described.variables.iter().map(|read| read.name.as_str()).collect();

@@ -107,10 +107,10 @@ const HEALTHZ: &str = "/healthz";
 const READYZ: &str = "/readyz";
 const METRICS: &str = "/metrics";
 
-/// The [`OPS_ROUTES`].
-pub fn ops_router(service: &'static str, readiness: Readiness) -> Router {
-    let metrics = metrics_handle();
-    Router::new()
+/// The [`OPS_ROUTES`]; `/metrics` only `with_metrics` (else it has a listener of its own:
+/// [`metrics_router`]).
+pub fn ops_router(service: &'static str, readiness: Readiness, with_metrics: bool) -> Router {
+    let router = Router::new()
         .route(HEALTHZ, get(move || async move { axum::Json(json!({"status": "ok", "service": service})) }))
         .route(
             READYZ,
@@ -124,8 +124,14 @@ pub fn ops_router(service: &'static str, readiness: Readiness) -> Router {
                     (status, axum::Json(body)).into_response()
                 }
             }),
-        )
-        .route(METRICS, get(move || std::future::ready(metrics.render())))
+        );
+    if with_metrics { router.merge(metrics_router()) } else { router }
+}
+
+/// `/metrics` alone, for a metrics port of its own (`MILLRACE_METRICS_ADDR`).
+pub fn metrics_router() -> Router {
+    let metrics = metrics_handle();
+    Router::new().route(METRICS, get(move || std::future::ready(metrics.render())))
 }
 
 type StatsFn = Arc<dyn Fn() -> BoxFuture<'static, Result<StatsResponse, ApiError>> + Send + Sync>;

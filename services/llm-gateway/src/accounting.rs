@@ -1,6 +1,10 @@
 //! Tokens and dollars: each answer's `usage` priced by model, added to the caller's job (when it
-//! named one), to today's spend shared by every replica in Redis, and to per-model metrics; and
-//! the daily budget checked before each call.
+//! named one), to today's spend shared by every replica in Redis (in all, and per virtual key
+//! when a key called), and to per-model metrics; and the daily budgets (the gateway's, a key's)
+//! checked before each call.
+//!
+//! A key's spend is counted after its answers, so calls of one key in flight together may pass
+//! its budget by what they cost: the budget stops the next call, not the running ones.
 //!
 //! Accounting never fails a call that the upstream answered: a Redis error is logged and
 //! counted, because the tokens are spent either way.
@@ -19,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::config::Price;
 use crate::error::UpstreamError;
+use crate::key_limits::VirtualKey;
 use crate::metrics;
 use crate::upstream::Usage;
 
@@ -56,6 +61,8 @@ struct Charge {
     usage: Usage,
     cost: f64,
     job_id: String,
+    /// The virtual key that called (HTTP API), or empty.
+    key_id: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -84,6 +91,36 @@ impl Accounting {
         Ok(())
     }
 
+    /// Refuses the call when the key's spend of the UTC day has reached its own budget. Read
+    /// from Redis on every call of a key with a budget; when Redis cannot say, the check passes,
+    /// as the gateway's own does.
+    pub async fn check_key_budget(&self, key: &VirtualKey) -> Result<(), UpstreamError> {
+        let Some(budget_usd) = key.daily_budget_usd else { return Ok(()) };
+        let mut conn = self.conn.clone();
+        let spent = redis::cmd("HGET")
+            .arg(self.keys.llm_spend(&today()))
+            .arg(key_spend_field(&key.id))
+            .query_async::<Option<f64>>(&mut conn)
+            .await;
+        let spent_usd = match spent {
+            Ok(usd) => usd.unwrap_or(0.0),
+            Err(err) => {
+                tracing::warn!(key_id = %key.id, error = %err, "cannot read the key's spend; its budget check passes");
+                return Ok(());
+            }
+        };
+        if spent_usd >= budget_usd {
+            metrics::key_refusal("budget");
+            return Err(UpstreamError::KeyBudgetExceeded {
+                key_id: key.id.clone(),
+                spent_usd,
+                budget_usd,
+                resets_in: until_utc_midnight(),
+            });
+        }
+        Ok(())
+    }
+
     pub async fn snapshot(&self) -> BudgetSnapshot {
         let spent_usd = self.spent_today().await;
         BudgetSnapshot {
@@ -96,7 +133,13 @@ impl Accounting {
 
     /// Prices `usage` of `model` and counts it in the metrics at once; the returned write adds
     /// it to the day's spend and the job in Redis, and can run after the answer has gone back.
-    pub fn record(self: &Arc<Self>, model: &str, usage: Usage, job_id: &str) -> impl Future<Output = ()> + use<> {
+    pub fn record(
+        self: &Arc<Self>,
+        model: &str,
+        usage: Usage,
+        job_id: &str,
+        key_id: &str,
+    ) -> impl Future<Output = ()> + use<> {
         metrics::tokens(model, usage.prompt_tokens, usage.completion_tokens);
         let cost = match self.price(model) {
             Some(price) => price.cost(usage.prompt_tokens, usage.completion_tokens),
@@ -106,12 +149,20 @@ impl Accounting {
             }
         };
         metrics::cost(model, cost);
-        let (accounting, model, job_id) = (self.clone(), model.to_owned(), job_id.to_owned());
-        async move { accounting.store(&model, usage, cost, &job_id).await }
+        let charge = Charge {
+            day: today(),
+            model: model.to_owned(),
+            usage,
+            cost,
+            job_id: job_id.to_owned(),
+            key_id: key_id.to_owned(),
+        };
+        let accounting = self.clone();
+        async move { accounting.store(charge).await }
     }
 
-    async fn store(&self, model: &str, usage: Usage, cost: f64, job_id: &str) {
-        let charge = Charge { day: today(), model: model.to_owned(), usage, cost, job_id: job_id.to_owned() };
+    async fn store(&self, charge: Charge) {
+        let (model, job_id) = (charge.model.clone(), charge.job_id.clone());
         if let Err(err) = self.charges.write(charge).await {
             metrics::accounting_error();
             tracing::warn!(model, job_id, error = %err, "cannot record LLM usage in redis");
@@ -202,11 +253,15 @@ async fn write_charges(
     let mut by_model: BTreeMap<(&str, &str), (f64, u64, u64)> = BTreeMap::new();
     let mut by_day: BTreeMap<&str, f64> = BTreeMap::new();
     let mut by_job: BTreeMap<&str, LlmUsage> = BTreeMap::new();
+    let mut by_key: BTreeMap<(&str, &str), f64> = BTreeMap::new();
     for charge in &charges {
         let (prompt, completion) = (u64::from(charge.usage.prompt_tokens), u64::from(charge.usage.completion_tokens));
         let model = by_model.entry((&charge.day, &charge.model)).or_default();
         *model = (model.0 + charge.cost, model.1 + prompt, model.2 + completion);
         *by_day.entry(&charge.day).or_default() += charge.cost;
+        if !charge.key_id.is_empty() {
+            *by_key.entry((&charge.day, &charge.key_id)).or_default() += charge.cost;
+        }
         if !charge.job_id.is_empty() {
             let job = by_job.entry(&charge.job_id).or_default();
             job.prompt_tokens += prompt;
@@ -221,6 +276,10 @@ async fn write_charges(
         pipe.cmd("HINCRBY").arg(&key).arg(format!("prompt_tokens:{model}")).arg(prompt).ignore();
         pipe.cmd("HINCRBY").arg(&key).arg(format!("completion_tokens:{model}")).arg(completion).ignore();
     }
+    // Each key's spend of the day beside the day's totals (one hash, one expiry).
+    for ((day, key_id), cost) in &by_key {
+        pipe.cmd("HINCRBYFLOAT").arg(keys.llm_spend(day)).arg(key_spend_field(key_id)).arg(cost).ignore();
+    }
     // The day's new totals are the only answers kept, in the order of `by_day`.
     for (day, cost) in &by_day {
         let key = keys.llm_spend(day);
@@ -233,6 +292,11 @@ async fn write_charges(
         remember(spent, (*day).to_owned(), usd);
     }
     Ok(())
+}
+
+/// The field of a key's spend in the day's spend hash (beside `usd` and `usd:{model}`).
+fn key_spend_field(key_id: &str) -> String {
+    format!("key_usd:{key_id}")
 }
 
 fn today() -> String {

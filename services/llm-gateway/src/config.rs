@@ -6,6 +6,7 @@ mod file;
 mod tiers;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ pub use tiers::{TIERS, Tier};
 pub const SERVICE: &str = "llm-gateway";
 pub const HTTP_PORT: u16 = 8065;
 pub const GRPC_PORT: u16 = 9065;
+/// `/metrics` has a port of its own, so that the API (public to `llm` keys) and the scrape
+/// (monitoring only) can be reached by different callers: HTTP port + 10.
+pub const METRICS_PORT: u16 = 8075;
 pub const DEFAULT_CHAT_MODEL: &str = "gpt-4o-mini";
 pub const DEFAULT_EMBED_MODEL: &str = "text-embedding-3-small";
 /// The name of the upstream given by `MILLRACE_LLM_BASE_URL`.
@@ -29,6 +33,9 @@ const CALL_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Config {
     pub service: ServiceConfig,
+    /// Who may call the HTTP API: `MILLRACE_ADMIN_KEY`, the key store at `MILLRACE_DATABASE_URL`
+    /// and `MILLRACE_KEY_CACHE_MS` (as ingestion reads them).
+    pub auth: millrace_auth::AuthConfig,
     /// Empty when neither `MILLRACE_LLM_BASE_URL` nor `MILLRACE_LLM_UPSTREAMS_FILE` is set.
     pub upstreams: Vec<UpstreamConfig>,
     /// Used when a request leaves `model` empty.
@@ -147,10 +154,15 @@ impl Config {
     /// | `MILLRACE_LLM_COMPLETION_ESTIMATE` | 256 completion tokens reserved without `max_tokens` |
     /// | `MILLRACE_MAX_DAILY_COST_USD` | unset: no budget |
     /// | `MILLRACE_LLM_PROBE_INTERVAL_MS` | 30000: how often each upstream is probed (informational) |
+    /// | `MILLRACE_METRICS_ADDR` | `0.0.0.0:8075`: `/metrics`, apart from the API |
+    /// | `MILLRACE_DATABASE_URL` | unset: only the admin key is known (and it holds no `llm`) |
+    /// | `MILLRACE_ADMIN_KEY` | unset: keys from the database only |
+    /// | `MILLRACE_KEY_CACHE_MS` | 1000 (at most): how long a key check is trusted |
     ///
     /// plus those of [`ServiceConfig`] (HTTP port 8065, gRPC port 9065).
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {
         let mut service = ServiceConfig::load(settings, SERVICE, HTTP_PORT, GRPC_PORT)?;
+        service.metrics_addr = Some(settings.get_or("METRICS_ADDR", SocketAddr::from(([0, 0, 0, 0], METRICS_PORT)))?);
         let mut upstreams = Vec::new();
         if let Some(raw) = settings.raw("LLM_BASE_URL") {
             upstreams.push(env_upstream(settings, raw)?);
@@ -183,6 +195,7 @@ impl Config {
         };
         Ok(Self {
             service,
+            auth: millrace_auth::AuthConfig::from_settings(settings)?,
             upstreams,
             chat_model: settings.get_or("LLM_CHAT_MODEL", DEFAULT_CHAT_MODEL.to_owned())?,
             embed_model: settings.get_or("LLM_EMBED_MODEL", DEFAULT_EMBED_MODEL.to_owned())?,
@@ -273,6 +286,11 @@ mod tests {
         assert!(config.upstreams.is_empty());
         assert_eq!(config.service.http_addr.port(), 8065);
         assert_eq!(config.service.grpc_addr.port(), 9065);
+        assert_eq!(
+            config.service.metrics_addr.map(|addr| addr.port()),
+            Some(METRICS_PORT),
+            "metrics apart from the API"
+        );
         assert_eq!(config.timeout, Duration::from_secs(120));
         assert_eq!(config.service.limits.request_timeout, Duration::from_secs(130), "outlasts a call's deadline");
         assert_eq!(config.retry.max_retries, 3);

@@ -1,8 +1,9 @@
 //! The gateway's one code path for every call, whatever door it came in by (gRPC from the other
-//! services, the OpenAI-compatible HTTP API from anyone): check the request, fill in the
-//! default model, refuse it if the day's budget is spent, then make attempts on the upstreams
-//! of the model ([`Upstreams`]) within the call's time budget, and account for what each answer
-//! cost.
+//! services, naming their job; the OpenAI-compatible HTTP API from `llm` keys): check the
+//! request, fill in the default model, refuse it if the day's budget is spent, or if the calling
+//! key is over its own limits ([`KeyLimits`]), then make attempts on the upstreams of the model
+//! ([`Upstreams`]) within the call's time budget, and account for what each answer cost (to
+//! the job, to the key).
 //!
 //! Each attempt leases an upstream (breaker permit, concurrency slot, quota reserved from an
 //! estimate of the tokens), and its outcome settles all three: the estimate is corrected from
@@ -27,6 +28,7 @@ use tracing::Instrument as _;
 use crate::accounting::{Accounting, BudgetSnapshot};
 use crate::config::Config;
 use crate::error::{StartError, UpstreamError};
+use crate::key_limits::{KeyAdmission, KeyLimits, VirtualKey};
 use crate::upstream::{ChatAnswer, ChatCompletion, ChatStream, EmbeddingAnswer, OpenAiUpstream, Upstream, Usage};
 use crate::upstreams::{Lease, Member, Upstreams};
 use crate::{metrics, spans};
@@ -40,6 +42,7 @@ const TOKENS_PER_ANSWER: u64 = 3;
 pub struct Gateway {
     upstreams: Upstreams,
     accounting: Arc<Accounting>,
+    key_limits: KeyLimits,
     chat_model: String,
     embed_model: String,
     timeout: Duration,
@@ -108,10 +111,12 @@ impl Gateway {
             let breaker = CircuitBreaker::new(format!("upstream:{}", upstream.name), config.breaker.clone());
             members.push(Member::new(upstream.clone(), client, limiter, breaker));
         }
+        let key_limits = KeyLimits::new(redis.clone(), keys.clone(), config.limiter.clone(), config.shared_limits);
         let accounting = Accounting::new(redis, keys, config.prices.clone(), config.max_daily_cost_usd);
         Ok(Self {
             upstreams: Upstreams::new(members),
             accounting: Arc::new(accounting),
+            key_limits,
             chat_model: config.chat_model.clone(),
             embed_model: config.embed_model.clone(),
             timeout: config.timeout,
@@ -141,16 +146,27 @@ impl Gateway {
         models
     }
 
-    /// `request.model` empty means the default chat model.
-    pub async fn chat(&self, request: ChatCompletion, job_id: &str) -> Result<ChatAnswer, UpstreamError> {
+    /// `request.model` empty means the default chat model. `job_id` is the stages' (gRPC),
+    /// `key` the virtual key of an HTTP call.
+    pub async fn chat(
+        &self,
+        request: ChatCompletion,
+        job_id: &str,
+        key: Option<&VirtualKey>,
+    ) -> Result<ChatAnswer, UpstreamError> {
         let span = spans::gen_ai_span("chat", or_default(&request.model, &self.chat_model), job_id);
-        let answer = self.chat_untraced(request, job_id).instrument(span.clone()).await;
+        let answer = self.chat_untraced(request, job_id, key).instrument(span.clone()).await;
         spans::record_gen_ai(&span, answer.as_ref().map(|answer| (answer.model.as_str(), answer.usage)));
         answer
     }
 
-    async fn chat_untraced(&self, mut request: ChatCompletion, job_id: &str) -> Result<ChatAnswer, UpstreamError> {
-        let (tokens, deadline) = self.admit_chat(&mut request).await?;
+    async fn chat_untraced(
+        &self,
+        mut request: ChatCompletion,
+        job_id: &str,
+        key: Option<&VirtualKey>,
+    ) -> Result<ChatAnswer, UpstreamError> {
+        let (tokens, deadline, admission) = self.admit_chat(&mut request, key).await?;
         let answer = self
             .attempts("chat", &request.model, tokens, deadline, |client, left| {
                 let request = &request;
@@ -161,15 +177,20 @@ impl Gateway {
                 }
             })
             .await?;
-        self.record(&answer.model, answer.usage, job_id);
+        self.record(&answer.model, answer.usage, job_id, key, admission);
         Ok(answer)
     }
 
     /// A streamed answer: deltas of content, the last one with the finish reason and usage.
     /// Failures before the stream starts are retried like [`Gateway::chat`]; a stream cut off
     /// part-way ends with an error item (it cannot be replayed) and counts against the upstream.
-    pub async fn chat_stream(&self, mut request: ChatCompletion, job_id: &str) -> Result<ChatStream, UpstreamError> {
-        let (tokens, deadline) = self.admit_chat(&mut request).await?;
+    pub async fn chat_stream(
+        &self,
+        mut request: ChatCompletion,
+        job_id: &str,
+        key: Option<&VirtualKey>,
+    ) -> Result<ChatStream, UpstreamError> {
+        let (tokens, deadline, admission) = self.admit_chat(&mut request, key).await?;
         let (stream, lease) = self
             .attempt_leased("chat_stream", &request.model, tokens, deadline, |client, left| {
                 let request = &request;
@@ -178,10 +199,22 @@ impl Gateway {
             .await?;
         let (accounting, bookkeeping) = (self.accounting.clone(), self.bookkeeping.clone());
         let job_id = job_id.to_owned();
+        let key_id = key.map(|key| key.id.clone()).unwrap_or_default();
+        // The stream ends once: the key's reservation is settled with it.
+        let admission = std::sync::Mutex::new(Some(admission));
         let book = move |lease, outcome, usage: Option<Usage>, model: String| {
-            let store = usage.map(|usage| accounting.record(&model, usage, &job_id));
+            let store = usage.map(|usage| accounting.record(&model, usage, &job_id, &key_id));
+            let admission = millrace_common::sync::lock(&admission).take();
+            // What the upstream reported, if it did (else the key's estimate stays).
+            let reported = match &outcome {
+                Outcome::Answered(usage) => usage.map(used_tokens),
+                Outcome::Unhealthy | Outcome::Neutral => None,
+            };
             bookkeeping.spawn(async move {
                 settle(lease, outcome).await;
+                if let Some(admission) = admission {
+                    admission.settle(reported).await;
+                }
                 if let Some(store) = store {
                     store.await;
                 }
@@ -196,9 +229,10 @@ impl Gateway {
         model: String,
         inputs: Vec<String>,
         job_id: &str,
+        key: Option<&VirtualKey>,
     ) -> Result<EmbeddingAnswer, UpstreamError> {
         let span = spans::gen_ai_span("embeddings", or_default(&model, &self.embed_model), job_id);
-        let answer = self.embed_untraced(model, inputs, job_id).instrument(span.clone()).await;
+        let answer = self.embed_untraced(model, inputs, job_id, key).instrument(span.clone()).await;
         spans::record_gen_ai(&span, answer.as_ref().map(|answer| (answer.model.as_str(), answer.usage)));
         answer
     }
@@ -208,6 +242,7 @@ impl Gateway {
         model: String,
         inputs: Vec<String>,
         job_id: &str,
+        key: Option<&VirtualKey>,
     ) -> Result<EmbeddingAnswer, UpstreamError> {
         let model = self.model_for(model, &self.embed_model)?;
         check_inputs(&inputs)?;
@@ -215,6 +250,7 @@ impl Gateway {
             return Ok(EmbeddingAnswer { model, vectors: Vec::new(), usage: Usage::default() });
         }
         self.accounting.check_budget().await?;
+        let admission = self.admit_key(key, inputs.iter().map(|input| estimate_text(input)).sum()).await?;
         let deadline = Instant::now() + self.timeout;
         let mut vectors = Vec::with_capacity(inputs.len());
         let mut usage = Usage::default();
@@ -236,7 +272,7 @@ impl Gateway {
             usage.total_tokens = usage.total_tokens.saturating_add(answer.usage.total_tokens);
             answered_by = answer.model;
         }
-        self.record(&answered_by, usage, job_id);
+        self.record(&answered_by, usage, job_id, key, admission);
         Ok(EmbeddingAnswer { model: answered_by, vectors, usage })
     }
 
@@ -304,9 +340,23 @@ impl Gateway {
         }
     }
 
-    /// Counts an answer's usage and cost, and stores them as bookkeeping.
-    fn record(&self, model: &str, usage: Usage, job_id: &str) {
-        self.bookkeeping.spawn(self.accounting.record(model, usage, job_id));
+    /// Counts an answer's usage and cost, and stores them (and settles the key's token
+    /// reservation) as bookkeeping.
+    fn record(&self, model: &str, usage: Usage, job_id: &str, key: Option<&VirtualKey>, admission: KeyAdmission) {
+        let key_id = key.map_or("", |key| key.id.as_str());
+        let store = self.accounting.record(model, usage, job_id, key_id);
+        self.bookkeeping.spawn(async move {
+            admission.settle(Some(used_tokens(usage))).await;
+            store.await;
+        });
+    }
+
+    /// The calling key's own limits: its budget, then its RPM and TPM (for `tokens`, an
+    /// estimate). Nothing for the stages' calls.
+    async fn admit_key(&self, key: Option<&VirtualKey>, tokens: u64) -> Result<KeyAdmission, UpstreamError> {
+        let Some(key) = key else { return Ok(KeyAdmission::default()) };
+        self.accounting.check_key_budget(key).await?;
+        self.key_limits.admit(key, tokens).await
     }
 
     /// The model asked for, or the default; refused if no upstream serves it.
@@ -319,13 +369,19 @@ impl Gateway {
     }
 
     /// What every chat call goes through before its attempts: the model filled in and known,
-    /// the request checked, the budget not spent. Returns the tokens to reserve and the call's
-    /// deadline.
-    async fn admit_chat(&self, request: &mut ChatCompletion) -> Result<(u64, Instant), UpstreamError> {
+    /// the request checked, the budgets not spent, the key within its limits. Returns the tokens
+    /// to reserve, the call's deadline and the key's admission.
+    async fn admit_chat(
+        &self,
+        request: &mut ChatCompletion,
+        key: Option<&VirtualKey>,
+    ) -> Result<(u64, Instant, KeyAdmission), UpstreamError> {
         request.model = self.model_for(std::mem::take(&mut request.model), &self.chat_model)?;
         check_chat(request)?;
         self.accounting.check_budget().await?;
-        Ok((self.chat_tokens(request), Instant::now() + self.timeout))
+        let tokens = self.chat_tokens(request);
+        let admission = self.admit_key(key, tokens).await?;
+        Ok((tokens, Instant::now() + self.timeout, admission))
     }
 
     /// Tokens to reserve for a chat call: the prompt estimated from its length, plus
@@ -437,13 +493,17 @@ async fn settle(lease: Lease, outcome: Outcome) {
         Outcome::Answered(usage) => {
             breaker.success();
             if let (Some(reservation), Some(usage)) = (reservation, usage) {
-                let used = usage.total_tokens.max(usage.prompt_tokens.saturating_add(usage.completion_tokens));
-                reservation.settle(u64::from(used)).await;
+                reservation.settle(used_tokens(usage)).await;
             }
         }
         Outcome::Unhealthy => breaker.failure(),
         Outcome::Neutral => drop(breaker),
     }
+}
+
+/// The tokens an answer counts against a TPM quota.
+fn used_tokens(usage: Usage) -> u64 {
+    u64::from(usage.total_tokens.max(usage.prompt_tokens.saturating_add(usage.completion_tokens)))
 }
 
 /// Passes a stream through, and when it ends hands its lease, how it ended and (if it

@@ -46,6 +46,22 @@ pub enum UpstreamError {
         "the daily LLM budget is spent: ${spent_usd:.4} of ${budget_usd:.2} (MILLRACE_MAX_DAILY_COST_USD); it resets at 00:00 UTC"
     )]
     BudgetExceeded { spent_usd: f64, budget_usd: f64, resets_in: Duration },
+    /// The calling key's own requests or tokens per minute are used up (`retry_after` None: the
+    /// request is larger than the key's whole TPM).
+    #[error("{}", key_rate_limited(key_id, limit, *retry_after))]
+    KeyRateLimited { key_id: String, limit: &'static str, retry_after: Option<Duration> },
+    /// The calling key's spend of the UTC day reached its `daily_budget_usd`.
+    #[error("the daily budget of key {key_id} is spent: ${spent_usd:.4} of ${budget_usd:.2}; it resets at 00:00 UTC")]
+    KeyBudgetExceeded { key_id: String, spent_usd: f64, budget_usd: f64, resets_in: Duration },
+}
+
+fn key_rate_limited(key_id: &str, limit: &str, retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(wait) => {
+            format!("key {key_id} is over its {limit} per minute limit; retry in {} s", retry_after_secs(wait))
+        }
+        None => format!("the request is larger than the tokens per minute key {key_id} may use at all"),
+    }
 }
 
 impl UpstreamError {
@@ -53,7 +69,10 @@ impl UpstreamError {
         match self {
             Self::NotConfigured | Self::InvalidRequest(_) | Self::Rejected { .. } => ErrorCode::InvalidArgument,
             Self::UnknownModel(_) => ErrorCode::NotFound,
-            Self::RateLimited { .. } | Self::BudgetExceeded { .. } => ErrorCode::RateLimited,
+            Self::RateLimited { .. }
+            | Self::BudgetExceeded { .. }
+            | Self::KeyRateLimited { .. }
+            | Self::KeyBudgetExceeded { .. } => ErrorCode::RateLimited,
             Self::Server { .. }
             | Self::Connect(_)
             | Self::InvalidResponse(_)
@@ -78,7 +97,9 @@ impl UpstreamError {
             | Self::UnknownModel(_)
             | Self::AllOpen { .. }
             | Self::Busy { .. }
-            | Self::BudgetExceeded { .. } => false,
+            | Self::BudgetExceeded { .. }
+            | Self::KeyRateLimited { .. }
+            | Self::KeyBudgetExceeded { .. } => false,
         }
     }
 
@@ -86,7 +107,8 @@ impl UpstreamError {
         match self {
             Self::RateLimited { retry_after, .. } => *retry_after,
             Self::AllOpen { retry_in, .. } => Some(*retry_in),
-            Self::BudgetExceeded { resets_in, .. } => Some(*resets_in),
+            Self::BudgetExceeded { resets_in, .. } | Self::KeyBudgetExceeded { resets_in, .. } => Some(*resets_in),
+            Self::KeyRateLimited { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -96,7 +118,12 @@ impl UpstreamError {
     pub fn is_callers_fault(&self) -> bool {
         matches!(
             self,
-            Self::NotConfigured | Self::InvalidRequest(_) | Self::UnknownModel(_) | Self::BudgetExceeded { .. }
+            Self::NotConfigured
+                | Self::InvalidRequest(_)
+                | Self::UnknownModel(_)
+                | Self::BudgetExceeded { .. }
+                | Self::KeyRateLimited { .. }
+                | Self::KeyBudgetExceeded { .. }
         )
     }
 
@@ -121,6 +148,8 @@ impl UpstreamError {
             Self::AllOpen { .. } => "circuit_open",
             Self::Busy { .. } => "busy",
             Self::BudgetExceeded { .. } => "budget_exceeded",
+            Self::KeyRateLimited { .. } => "key_rate_limited",
+            Self::KeyBudgetExceeded { .. } => "key_budget_exceeded",
         }
     }
 }
@@ -152,6 +181,8 @@ pub enum StartError {
     HttpClient(#[from] reqwest::Error),
     #[error("cannot set up redis (MILLRACE_REDIS_URL): {0}")]
     Redis(String),
+    #[error("cannot set up the key store: {0}")]
+    Auth(millrace_common::ConfigError),
 }
 
 #[cfg(test)]

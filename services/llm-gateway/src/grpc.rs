@@ -32,7 +32,8 @@ impl LlmGatewayService {
             temperature: request.temperature,
             max_tokens: request.max_tokens,
         };
-        let answer = self.gateway.chat(completion, &request.job_id).await?;
+        // The stages' calls bill their job and carry no key: gRPC is the internal door.
+        let answer = self.gateway.chat(completion, &request.job_id, None).await?;
         Ok(ChatResponse {
             model: answer.model,
             content: answer.content,
@@ -42,7 +43,7 @@ impl LlmGatewayService {
     }
 
     async fn embed_once(&self, request: LlmEmbedRequest) -> Result<LlmEmbedResponse, UpstreamError> {
-        let answer = self.gateway.embed(request.model, request.inputs, &request.job_id).await?;
+        let answer = self.gateway.embed(request.model, request.inputs, &request.job_id, None).await?;
         Ok(LlmEmbedResponse {
             model: answer.model,
             vectors: answer.vectors.into_iter().map(|values| Vector { values }).collect(),

@@ -1,6 +1,8 @@
 //! The OpenAI-compatible HTTP API (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`), so
 //! that any OpenAI SDK or tool pointed at the gateway gets the same limits, retries, budget and
-//! accounting as the other services' gRPC calls: both doors lead to [`Gateway`].
+//! accounting as the other services' gRPC calls: both doors lead to [`Gateway`]. Every call
+//! needs an `llm`-scoped key ([`auth`]: virtual keys), which carries its own limits (RPM, TPM,
+//! a daily budget) and is what a call is charged to: never a job (see [`NO_JOB`]).
 //!
 //! Request bodies are read as JSON objects and checked field by field, as OpenAI does, so that
 //! every 400 names the field at fault (`param`); unknown fields are ignored, as OpenAI ignores
@@ -8,6 +10,7 @@
 //! "code"}}`), which the SDKs parse into their exceptions, rather than the shared
 //! `millrace_common::ApiError` shape the other services' routes use.
 
+pub mod auth;
 mod chat;
 mod embeddings;
 mod error;
@@ -18,33 +21,44 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{any, get, post};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::core::Gateway;
 use crate::error::UpstreamError;
+use crate::key_limits::VirtualKey;
 use crate::metrics;
 pub use error::OpenAiError;
+use millrace_auth::{Authenticator, Caller};
 use millrace_openai::ApiError;
 
-/// The header that ties a call to a millrace job, for accounting and logs.
-const JOB_ID_HEADER: &str = "x-millrace-job-id";
+/// The job an HTTP call is charged to: none. Only the stages name a job, over gRPC (an internal
+/// door: mutual TLS when configured); a public caller must not be able to bill its spend to
+/// someone's job, so the HTTP API reads no `x-millrace-job-id`.
+const NO_JOB: &str = "";
 
 /// The `/v1` routes, to merge into the service's HTTP router. Any other `/v1/…` path answers
 /// OpenAI's 404, so SDK users see a clear error rather than an empty body. Bodies are bounded by
 /// the servers' shared `MILLRACE_MAX_BODY_BYTES` (4 MiB: OpenAI's own largest embeddings request,
 /// 300,000 tokens, fits; it was 64 MiB, which let a few callers hold gigabytes).
-pub fn routes(gateway: Arc<Gateway>) -> Router {
+pub fn routes(gateway: Arc<Gateway>, authenticator: Authenticator) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat::completions).fallback(method_not_allowed))
         .route("/v1/embeddings", post(embeddings::create).fallback(method_not_allowed))
         .route("/v1/models", get(models::list).fallback(method_not_allowed))
         // Model ids may hold slashes (`meta-llama/Llama-3.1-8B`).
         .route("/v1/models/{*id}", get(models::retrieve).fallback(method_not_allowed))
+        // On the routes above only: an unknown path stays a 404 for anyone.
+        .route_layer(axum::middleware::from_fn_with_state(authenticator, auth::require_llm_key))
         .route("/v1/{*rest}", any(not_found))
         .with_state(gateway)
+}
+
+/// The virtual key of a call, from the [`Caller`] the door admitted.
+fn virtual_key(caller: &Caller) -> VirtualKey {
+    VirtualKey::from(caller)
 }
 
 async fn not_found(method: Method, uri: Uri) -> OpenAiError {
@@ -53,10 +67,6 @@ async fn not_found(method: Method, uri: Uri) -> OpenAiError {
 
 async fn method_not_allowed(method: Method, uri: Uri) -> OpenAiError {
     ApiError::method_not_allowed(format!("Method {method} is not allowed on {}", uri.path())).into()
-}
-
-fn job_id(headers: &HeaderMap) -> String {
-    headers.get(JOB_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::trim).unwrap_or_default().to_owned()
 }
 
 /// The request body as a JSON object, or the 400 (or 413) OpenAI answers for anything else.
@@ -113,23 +123,23 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// Counts and logs a call's outcome, as the gRPC door does for its calls.
-fn finish<T>(method: &'static str, job_id: &str, result: Result<T, UpstreamError>) -> Result<T, OpenAiError> {
+fn finish<T>(method: &'static str, key_id: &str, result: Result<T, UpstreamError>) -> Result<T, OpenAiError> {
     match result {
         Ok(value) => {
             metrics::call(method, "ok");
             Ok(value)
         }
-        Err(err) => Err(failed(method, job_id, err)),
+        Err(err) => Err(failed(method, key_id, err)),
     }
 }
 
 /// Counts and logs a failed call, and says it OpenAI's way.
-fn failed(method: &'static str, job_id: &str, err: UpstreamError) -> OpenAiError {
+fn failed(method: &'static str, key_id: &str, err: UpstreamError) -> OpenAiError {
     metrics::call(method, err.kind());
     if err.is_callers_fault() {
-        tracing::debug!(method, job_id, error = %err, "refused");
+        tracing::debug!(method, key_id, error = %err, "refused");
     } else {
-        tracing::warn!(method, job_id, kind = err.kind(), error = %err, "upstream call failed");
+        tracing::warn!(method, key_id, kind = err.kind(), error = %err, "upstream call failed");
     }
     err.into()
 }

@@ -1,10 +1,12 @@
 //! The LLM gateway: the single door through which the other services reach upstream
 //! OpenAI-compatible APIs, so that keys, retries, limits and token accounting live in one place.
 //!
-//! gRPC `millrace.v1.LlmGateway` (Chat, Embed) and `millrace.v1.Admin`; HTTP: the
-//! OpenAI-compatible `/v1/chat/completions` (streaming too), `/v1/embeddings` and `/v1/models`,
-//! `/v1/limits` (every upstream's quota, use, breaker and last probe, and the budget),
-//! `/healthz`, `/readyz` (Redis answers; upstreams are not its business) and `/metrics`.
+//! gRPC `millrace.v1.LlmGateway` (Chat, Embed: the stages' internal door, mutual TLS when
+//! configured) and `millrace.v1.Admin`; HTTP: the OpenAI-compatible `/v1/chat/completions`
+//! (streaming too), `/v1/embeddings` and `/v1/models` for `llm`-scoped keys (virtual keys, with
+//! their own RPM, TPM and daily budget), `/v1/limits` for `admin` keys (every upstream's quota,
+//! use, breaker and last probe, and the budget), `/healthz`, `/readyz` (Redis answers; upstreams
+//! are not its business); `/metrics` on a port of its own (`MILLRACE_METRICS_ADDR`).
 
 mod accounting;
 mod config;
@@ -13,6 +15,7 @@ mod drain;
 mod error;
 mod grpc;
 mod http;
+mod key_limits;
 mod limits;
 pub mod metrics;
 mod spans;
@@ -72,6 +75,7 @@ impl Application {
         }
         metrics::register(config.max_daily_cost_usd);
         let gateway = Arc::new(Gateway::build(&config)?);
+        let authenticator = millrace_auth::Authenticator::from_config(&config.auth).map_err(StartError::Auth)?;
         // Ready means the gateway's own dependency (Redis) answers, never an upstream's health:
         // see `Gateway::probe_upstreams`.
         let in_flight = drain::InFlight::default();
@@ -91,7 +95,10 @@ impl Application {
                 let gateway = ping_gateway.clone();
                 async move { gateway.ping_redis().await }
             })
-            .with_routes(limits::routes(gateway.clone()).merge(http::routes(gateway.clone())))
+            .with_routes(
+                limits::routes(gateway.clone(), authenticator.clone())
+                    .merge(http::routes(gateway.clone(), authenticator)),
+            )
             .with_grpc(grpc)
             .with_admin(move || {
                 let in_use = u32::try_from(admin_in_flight.count()).unwrap_or(u32::MAX);

@@ -17,8 +17,12 @@ use crate::config::SERVICE;
 use crate::core::{Gateway, Limits};
 use crate::metrics;
 
-pub fn routes(gateway: Arc<Gateway>) -> Router {
-    Router::new().route("/v1/limits", get(limits)).with_state(gateway)
+/// `/v1/limits` shows the upstreams' addresses and the spend: an operators' page, for `admin` keys.
+pub fn routes(gateway: Arc<Gateway>, authenticator: millrace_auth::Authenticator) -> Router {
+    Router::new()
+        .route("/v1/limits", get(limits))
+        .route_layer(axum::middleware::from_fn_with_state(authenticator, crate::http::auth::require_admin_key))
+        .with_state(gateway)
 }
 
 async fn limits(State(gateway): State<Arc<Gateway>>) -> Json<Limits> {

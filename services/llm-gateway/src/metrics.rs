@@ -22,6 +22,9 @@ millrace_common::declare_metrics! {
     COST: gauge("millrace_llm_gateway_cost_usd_total", "US dollars spent, by model (grows only; use rate() or increase()).");
     /// Calls refused because the daily budget is spent.
     BUDGET_REFUSALS: counter("millrace_llm_gateway_budget_refusals_total", "Calls refused because the day's spend reached MILLRACE_MAX_DAILY_COST_USD.");
+    /// Calls of a virtual key refused for its own limits, by `limit` (`requests`, `tokens`,
+    /// `budget`); per key they would be a series per key, so the key is in the log line only.
+    KEY_REFUSALS: counter("millrace_llm_gateway_key_refusals_total", "Calls refused for their key's own limit, by limit (requests, tokens, budget).");
     /// Usage that could not be written to Redis (job or daily spend).
     ACCOUNTING_ERRORS: counter("millrace_llm_gateway_accounting_errors_total", "Usage records that could not be written to Redis.");
     /// Calls answered, by method (gRPC `chat`, `embed`; HTTP `openai_chat`, `openai_chat_stream`,
@@ -45,6 +48,9 @@ pub fn register(budget_usd: Option<f64>) {
     describe(millrace_resilience::metrics::METRICS);
     metrics::counter!(BUDGET_REFUSALS).increment(0);
     metrics::counter!(ACCOUNTING_ERRORS).increment(0);
+    for limit in ["requests", "tokens", "budget"] {
+        metrics::counter!(KEY_REFUSALS, "limit" => limit).increment(0);
+    }
     if let Some(budget) = budget_usd {
         metrics::gauge!(DAILY_BUDGET).set(budget);
     }
@@ -97,6 +103,10 @@ pub fn cost(model: &str, usd: f64) {
 
 pub fn budget_refusal() {
     metrics::counter!(BUDGET_REFUSALS).increment(1);
+}
+
+pub fn key_refusal(limit: &'static str) {
+    metrics::counter!(KEY_REFUSALS, "limit" => limit).increment(1);
 }
 
 pub fn accounting_error() {

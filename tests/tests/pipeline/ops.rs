@@ -63,7 +63,8 @@ async fn services_are_ready_and_a_sigterm_mid_job_drains_cleanly() {
         millrace_testkit::wait_for_http(&format!("http://127.0.0.1:{port}/readyz"), Duration::from_secs(30))
             .await
             .unwrap_or_else(|err| panic!("{name} not ready: {err}\n{}", stack.logs()));
-        let metrics = stack.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+        let metrics_port = stack.services[name].metrics_port;
+        let metrics = stack.http.get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap();
         assert_eq!(metrics.status(), 200, "{name} /metrics");
     }
 

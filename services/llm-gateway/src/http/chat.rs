@@ -13,9 +13,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
+use axum::extract::{Extension, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _};
@@ -24,9 +23,12 @@ use millrace_openai::{
 };
 use serde_json::{Map, Value};
 
-use super::{OpenAiError, field, field_at, finish, job_id, json_object, kind, unix_now};
+use millrace_auth::Caller;
+
+use super::{NO_JOB, OpenAiError, field, field_at, finish, json_object, kind, unix_now, virtual_key};
 use crate::core::Gateway;
 use crate::error::UpstreamError;
+use crate::key_limits::VirtualKey;
 use crate::metrics;
 use crate::upstream::{ChatAnswer, ChatCompletion, ChatDelta, ChatStream, Message, Usage};
 
@@ -35,21 +37,21 @@ const STREAM_METHOD: &str = "openai_chat_stream";
 
 pub(super) async fn completions(
     State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let job_id = job_id(&headers);
+    let key = virtual_key(&caller);
     let request = match parse(body) {
         Ok(request) => request,
         Err(err) => return OpenAiError::from(err).into_response(),
     };
     if request.stream {
-        return match stream(&gateway, request, job_id).await {
+        return match stream(&gateway, request, key).await {
             Ok(response) => response,
             Err(err) => err.into_response(),
         };
     }
-    match finish(METHOD, &job_id, gateway.chat(request.completion, &job_id).await) {
+    match finish(METHOD, &key.id, gateway.chat(request.completion, NO_JOB, Some(&key)).await) {
         Ok(answer) => axum::Json(completion(answer)).into_response(),
         Err(err) => err.into_response(),
     }
@@ -214,15 +216,15 @@ fn openai_finish_reason(reason: String) -> String {
     if reason == "refusal" { "stop".to_owned() } else { reason }
 }
 
-async fn stream(gateway: &Gateway, request: ChatRequest, job_id: String) -> Result<Response, OpenAiError> {
-    let failed = |err| super::failed(STREAM_METHOD, &job_id, err);
-    let mut upstream = gateway.chat_stream(request.completion, &job_id).await.map_err(failed)?;
+async fn stream(gateway: &Gateway, request: ChatRequest, key: VirtualKey) -> Result<Response, OpenAiError> {
+    let failed = |err| super::failed(STREAM_METHOD, &key.id, err);
+    let mut upstream = gateway.chat_stream(request.completion, NO_JOB, Some(&key)).await.map_err(failed)?;
     let first = match upstream.next().await {
         Some(Ok(delta)) => delta,
         Some(Err(err)) => return Err(failed(err)),
         None => return Err(failed(UpstreamError::InvalidResponse("the stream ended before any content".to_owned()))),
     };
-    let relay = Relay::new(first, upstream, request.include_usage, job_id);
+    let relay = Relay::new(first, upstream, request.include_usage, key.id);
     let events = relay.events().map(|data| Ok::<_, Infallible>(Event::default().data(data)));
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
 }
@@ -235,7 +237,7 @@ struct Relay {
     created: u64,
     model: String,
     include_usage: bool,
-    job_id: String,
+    key_id: String,
     usage: Option<Usage>,
     finish_sent: bool,
     ready: VecDeque<String>,
@@ -243,14 +245,14 @@ struct Relay {
 }
 
 impl Relay {
-    fn new(first: ChatDelta, upstream: ChatStream, include_usage: bool, job_id: String) -> Self {
+    fn new(first: ChatDelta, upstream: ChatStream, include_usage: bool, key_id: String) -> Self {
         let mut relay = Self {
             upstream,
             id: completion_id(),
             created: unix_now(),
             model: first.model.clone(),
             include_usage,
-            job_id,
+            key_id,
             usage: None,
             finish_sent: false,
             ready: VecDeque::new(),
@@ -318,7 +320,7 @@ impl Relay {
     }
 
     fn push_error(&mut self, err: UpstreamError) {
-        let answer = super::failed(STREAM_METHOD, &self.job_id, err);
+        let answer = super::failed(STREAM_METHOD, &self.key_id, err);
         self.ready.push_back(answer.body().to_string());
         self.ended = true;
     }

@@ -4,14 +4,15 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use millrace_openai::{ApiError, EmbeddingUsage, EmbeddingsResponse, EncodedEmbedding};
 use serde_json::Value;
 
-use super::{OpenAiError, field, finish, job_id, json_object, kind};
+use millrace_auth::Caller;
+
+use super::{NO_JOB, OpenAiError, field, finish, json_object, kind, virtual_key};
 use crate::core::Gateway;
 use crate::upstream::EmbeddingAnswer;
 
@@ -19,15 +20,15 @@ const METHOD: &str = "openai_embeddings";
 
 pub(super) async fn create(
     State(gateway): State<Arc<Gateway>>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let job_id = job_id(&headers);
+    let key = virtual_key(&caller);
     let request = match parse(body) {
         Ok(request) => request,
         Err(err) => return OpenAiError::from(err).into_response(),
     };
-    match finish(METHOD, &job_id, gateway.embed(request.model, request.inputs, &job_id).await) {
+    match finish(METHOD, &key.id, gateway.embed(request.model, request.inputs, NO_JOB, Some(&key)).await) {
         Ok(answer) => axum::Json(list(answer, request.encoding)).into_response(),
         Err(err) => err.into_response(),
     }

@@ -71,6 +71,17 @@ impl From<UpstreamError> for OpenAiError {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
                     .with_code("insufficient_quota")
             }
+            UpstreamError::KeyRateLimited { retry_after, .. } => {
+                // Waiting helps unless the request can never fit the key's TPM.
+                retryable = retry_after.is_some();
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+                    .with_code("rate_limit_exceeded")
+            }
+            UpstreamError::KeyBudgetExceeded { .. } => {
+                retryable = false;
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "insufficient_quota", message)
+                    .with_code("insufficient_quota")
+            }
             UpstreamError::NotConfigured => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", message).with_code("not_configured")
             }

@@ -7,6 +7,7 @@ mod config;
 mod embed;
 mod errors;
 mod helpers;
+mod keys;
 mod limits;
 mod openai_http;
 mod ops;

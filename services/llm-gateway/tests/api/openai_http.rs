@@ -15,7 +15,7 @@ fn url(gateway: &TestGateway, path: &str) -> String {
 }
 
 async fn post(gateway: &TestGateway, path: &str, body: &Value) -> reqwest::Response {
-    reqwest::Client::new().post(url(gateway, path)).json(body).send().await.unwrap()
+    gateway.http().post(url(gateway, path)).json(body).send().await.unwrap()
 }
 
 /// Asserts OpenAI's error shape and status; returns the `error` object.
@@ -79,7 +79,8 @@ async fn chat_completions_answer_in_openais_shape() {
     body["max_completion_tokens"] = json!(200);
     body["seed"] = json!(1);
     body["user"] = json!("someone");
-    let response = reqwest::Client::new()
+    let response = gateway
+        .http()
         .post(url(&gateway, "/v1/chat/completions"))
         .header("X-Millrace-Job-Id", "job-http-1")
         .json(&body)
@@ -184,16 +185,16 @@ async fn models_are_listed_and_unknown_ones_are_404() {
     ])
     .await;
 
-    let list: Value = gateway.get("/v1/models").await.json().await.unwrap();
+    let list: Value = gateway.api_get("/v1/models").await.json().await.unwrap();
     assert_eq!(list["object"], "list");
     let data = list["data"].as_array().unwrap();
     let ids: Vec<&str> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["fake-chat", "fake-embed", "org/model-7b"]);
     assert!(data.iter().all(|m| m["object"] == "model" && m["owned_by"] == "millrace" && m["created"].is_i64()));
 
-    let one: Value = gateway.get("/v1/models/org/model-7b").await.json().await.unwrap();
+    let one: Value = gateway.api_get("/v1/models/org/model-7b").await.json().await.unwrap();
     assert_eq!((one["id"].as_str(), one["object"].as_str()), (Some("org/model-7b"), Some("model")));
-    let error = openai_error(gateway.get("/v1/models/gpt-9").await, 404).await;
+    let error = openai_error(gateway.api_get("/v1/models/gpt-9").await, 404).await;
     assert_eq!(error["code"], "model_not_found");
 
     let mut body = chat_body("hello");
@@ -211,7 +212,7 @@ async fn models_are_listed_and_unknown_ones_are_404() {
 async fn malformed_bodies_are_400s_naming_the_field() {
     let fake = spawn_fake(Default::default()).await;
     let gateway = gateway_for(&fake, &[]).await;
-    let client = reqwest::Client::new();
+    let client = gateway.http();
 
     let response = client.post(url(&gateway, "/v1/chat/completions")).body("{\"model\": \"m\", ").send().await.unwrap();
     let error = openai_error(response, 400).await;
@@ -267,7 +268,7 @@ async fn unknown_routes_and_methods_answer_openai_errors_and_ops_routes_still_wo
     assert!(error["message"].as_str().unwrap().contains("/v1/nope"));
     let error = openai_error(post(&gateway, "/v1/completions", &json!({})).await, 404).await;
     assert_eq!(error["code"], "not_found");
-    openai_error(gateway.get("/v1/chat/completions").await, 405).await;
+    openai_error(gateway.api_get("/v1/chat/completions").await, 405).await;
 
     assert_eq!(gateway.get("/healthz").await.status(), 200);
     assert_eq!(gateway.get("/v1/limits").await.status(), 200);
@@ -316,7 +317,7 @@ async fn upstream_failures_become_502_504_and_503() {
     let unconfigured = spawn_gateway(&[]).await;
     let error = openai_error(post(&unconfigured, "/v1/chat/completions", &chat_body("hello")).await, 503).await;
     assert!(error["message"].as_str().unwrap().contains("MILLRACE_LLM_BASE_URL"), "{error}");
-    let models: Value = unconfigured.get("/v1/models").await.json().await.unwrap();
+    let models: Value = unconfigured.api_get("/v1/models").await.json().await.unwrap();
     assert_eq!(models["data"], json!([]));
 }
 
@@ -452,6 +453,8 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
             .arg("fake-chat")
             .arg("--embed-model")
             .arg("fake-embed")
+            .arg("--api-key")
+            .arg(&gateway.llm_key)
             .kill_on_drop(true)
             .output(),
     )
@@ -466,4 +469,5 @@ async fn the_official_openai_python_sdk_works_against_the_gateway() {
     assert_eq!(summary["ok"], true, "{summary}");
     assert_eq!(summary["stream_matches_chat"], true, "the fake is deterministic: {summary}");
     assert_eq!(summary["checks"]["embedding"]["dimensions"], 384);
+    assert_eq!(summary["checks"]["unauthenticated"]["status"], 401, "{summary}");
 }

@@ -16,6 +16,16 @@ async fn ready_without_an_upstream() {
     assert_eq!(gateway.get("/healthz").await.status(), 200);
 }
 
+/// The API is for `llm` keys, the scrape for monitoring: `/metrics` is served on its own port
+/// only, so each can be opened to different callers.
+#[tokio::test]
+async fn metrics_are_served_apart_from_the_api() {
+    let gateway = spawn_gateway(&[]).await;
+    assert_ne!(gateway.metrics_addr.port(), gateway.http_addr.port());
+    assert!(gateway.metrics().await.contains("millrace_llm_gateway_"), "the metrics port serves the metrics");
+    assert_eq!(gateway.get("/metrics").await.status(), 404, "the API port does not");
+}
+
 #[tokio::test]
 async fn not_ready_without_redis() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

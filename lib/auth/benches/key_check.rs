@@ -39,7 +39,7 @@ fn setup() -> Setup {
     let postgres = Postgres::start().unwrap();
     let url = postgres.create_database("keybench").unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let store = KeyStore::new("DATABASE_URL", &url).unwrap();
+    let store = KeyStore::new("DATABASE_URL", &url, &Default::default()).unwrap();
     let key = NewKey {
         tenant: "bench".into(),
         name: "bench".into(),

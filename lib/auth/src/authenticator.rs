@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use millrace_common::postgres::DatabaseTls;
 use millrace_common::{ApiError, ConfigError, Settings};
 
 use self::cache::Cache;
@@ -32,6 +33,8 @@ pub struct AuthConfig {
     pub admin_key: Option<AdminKey>,
     /// Where keys are stored (`MILLRACE_DATABASE_URL`); unset, only the admin key works.
     pub database_url: Option<String>,
+    /// The TLS of that connection (`MILLRACE_DATABASE_CA_FILE`, `MILLRACE_DATABASE_CLIENT_*_FILE`).
+    pub database_tls: DatabaseTls,
     /// How long a key check is remembered (`MILLRACE_KEY_CACHE_MS`, at most 1000; 0 = never).
     pub key_cache: Duration,
 }
@@ -63,12 +66,13 @@ impl AuthConfig {
                 "must be at most 1000: a revoked key must be refused by every replica within a second",
             ));
         }
-        Ok(Self { admin_key, database_url, key_cache })
+        let database_tls = DatabaseTls::load(settings)?;
+        Ok(Self { admin_key, database_url, database_tls, key_cache })
     }
 
     /// The key store these settings name, if any (connects nothing yet).
     pub fn key_store(&self) -> Result<Option<KeyStore>, ConfigError> {
-        self.database_url.as_deref().map(|url| KeyStore::new("DATABASE_URL", url)).transpose()
+        self.database_url.as_deref().map(|url| KeyStore::new("DATABASE_URL", url, &self.database_tls)).transpose()
     }
 }
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use millrace_common::postgres::DatabaseTls;
 use millrace_common::{ApiError, ConfigError};
 use serde::Serialize;
 use tokio::sync::OnceCell;
@@ -191,8 +192,8 @@ fn select_columns() -> String {
 
 impl KeyStore {
     /// A store on `url` (`variable` names the setting in errors). Connects nothing yet.
-    pub fn new(variable: &str, url: &str) -> Result<Self, ConfigError> {
-        let pool = millrace_common::postgres::pool(variable, url, POOL_SIZE, CONNECT_TIMEOUT)?;
+    pub fn new(variable: &str, url: &str, tls: &DatabaseTls) -> Result<Self, ConfigError> {
+        let pool = millrace_common::postgres::pool(variable, url, tls, POOL_SIZE, CONNECT_TIMEOUT)?;
         Ok(Self::from_pool(pool))
     }
 

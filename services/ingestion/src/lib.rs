@@ -104,7 +104,7 @@ impl Application {
         let audit = AuditLog::new(store.clone());
         let access = api::keys::Access { audit: audit.clone(), store };
         let limits = KeyLimits::new(
-            redis_conn::shared(&config.service.redis_url).map_err(BuildError::Redis)?,
+            redis_conn::shared(&config.service.redis).map_err(BuildError::Redis)?,
             &config.service.key_prefix,
         );
         let door = Door::new(authenticator, auth::rules).with_limits(limits);

@@ -141,7 +141,7 @@ pub async fn spawn_gateway(pairs: &[(&str, &str)]) -> TestGateway {
         .iter()
         .find(|(name, _)| *name == "DATABASE_URL")
         .map_or(database_url.clone(), |(_, url)| (*url).to_owned());
-    let store = KeyStore::new("DATABASE_URL", &database_url).unwrap();
+    let store = KeyStore::new("DATABASE_URL", &database_url, &Default::default()).unwrap();
     let llm_key = store.create(&llm_key(None, None, None)).await.unwrap().1;
     let app = Application::build(config).await.unwrap();
     let (http_addr, grpc_addr) = (app.http_addr(), app.grpc_addr());

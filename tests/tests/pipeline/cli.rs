@@ -19,6 +19,21 @@ pub(crate) async fn millrace(url: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs the `millrace` binary against `url` with no key in its environment but `env`.
+async fn millrace_env(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let binary = millrace_testkit::cargo_bin("millrace").unwrap();
+    tokio::process::Command::new(binary)
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .env_remove("MILLRACE_API_KEY")
+        .env_remove("MILLRACE_DATA_DIR")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap()
+}
+
 pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -84,6 +99,48 @@ async fn bad_paths_and_a_stopped_server_get_one_line_and_their_exit_codes() {
     let message = stderr(&stopped);
     assert!(message.starts_with(&format!("millrace: cannot reach the millrace API at {closed}: ")), "{message}");
     assert_eq!(message.lines().count(), 1, "{message}");
+}
+
+#[tokio::test]
+async fn keys_are_made_listed_and_revoked_and_the_key_comes_from_flag_env_or_file() {
+    let mut options = StackOptions::default();
+    for service in ["llm-gateway", "storage", "embeddings", "metadata", "chunking"] {
+        options = options.skip(service);
+    }
+    let stack = Stack::start(options).await.unwrap();
+    let api = stack.api();
+    let made =
+        millrace(&api, &["keys", "create", "--tenant", "acme", "--name", "ci", "--scope", "read", "--json"]).await;
+    assert!(made.status.success(), "{}", stderr(&made));
+    let key: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let (id, secret) = (key["id"].as_str().unwrap(), key["key"].as_str().unwrap());
+    assert_eq!(key["scopes"], serde_json::json!(["read"]));
+
+    // --api-key wins over MILLRACE_API_KEY (the admin key): a read key may list jobs, not keys.
+    let jobs = millrace(&api, &["--api-key", secret, "jobs"]).await;
+    assert!(jobs.status.success(), "{}", stderr(&jobs));
+    let denied = millrace(&api, &["--api-key", secret, "keys", "list"]).await;
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(stderr(&denied).contains("answered 403"), "{}", stderr(&denied));
+
+    let listed = millrace(&api, &["keys", "list", "--tenant", "acme"]).await;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains(id) && text.contains("active") && !text.contains(&secret[10..]), "{text}");
+    let revoked = millrace(&api, &["keys", "revoke", id]).await;
+    assert_eq!(String::from_utf8_lossy(&revoked.stdout).trim(), format!("revoked {id}"));
+
+    // With neither flag nor variable, the local stack's key file; with none at all, 401.
+    let dir = tempdir("cli-keys");
+    std::fs::write(dir.join("admin.key"), format!("{}\n", millrace_e2e::ADMIN_KEY)).unwrap();
+    let from_file =
+        millrace_env(&api, &["keys", "list", "--json"], &[("MILLRACE_DATA_DIR", dir.to_str().unwrap())]).await;
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    let empty = tempdir("cli-nokey");
+    let no_key = millrace_env(&api, &["jobs"], &[("MILLRACE_DATA_DIR", empty.to_str().unwrap())]).await;
+    assert_eq!(no_key.status.code(), Some(1));
+    assert!(stderr(&no_key).contains("answered 401"), "{}", stderr(&no_key));
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&empty).unwrap();
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

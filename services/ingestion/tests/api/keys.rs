@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, client_with_key, spawn_app_with_keys, spawn_replica};
+use crate::helpers::{TestApp, assert_error, client_with_key, spawn_app, spawn_app_with_keys, spawn_replica};
 
 /// How often a test asks whether a revoked key is refused yet.
 const POLL: Duration = Duration::from_millis(20);
@@ -161,4 +161,17 @@ async fn a_keys_requests_per_minute_are_shared_by_replicas_and_answered_429() {
     }
     // Other keys (and the admin key, which has no limit) are not affected.
     assert_eq!(first.get("/v1/jobs").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn with_the_key_store_down_a_stored_key_gets_503_and_the_bootstrap_key_still_works() {
+    // The test app's key store is a closed port.
+    let app = spawn_app().await;
+    let response = client_with_key(Some("mr_some-key-from-the-store")).get(app.url("/v1/jobs")).send().await.unwrap();
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (code, message) = assert_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(code, "unavailable");
+    assert!(!message.contains("mr_some-key"), "{message}");
+    assert_eq!(app.get("/v1/jobs").await.status(), StatusCode::OK);
+    assert_error(client_with_key(None).get(app.url("/v1/jobs")).send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
 }

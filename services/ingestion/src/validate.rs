@@ -180,13 +180,10 @@ pub const MAX_COLLECTION_CHARS: usize = 64;
 /// Most collections one search names.
 pub const MAX_SEARCH_COLLECTIONS: usize = 100;
 
-/// A collection name: 1 to 64 of `A-Z a-z 0-9 . _ -` (it is part of Redis keys and log lines,
-/// so nothing that needs quoting).
+/// A collection name: 1 to 64 of `A-Z a-z 0-9 . _ -`, as a tenant's (`millrace_auth::is_valid_name`:
+/// both go into Redis keys and log lines, so nothing that needs quoting).
 pub fn validate_collection(name: String, field: &str) -> Result<String, ApiError> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_COLLECTION_CHARS
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
+    if millrace_auth::is_valid_name(&name) {
         Ok(name)
     } else {
         Err(ApiError::invalid(format!(

@@ -220,6 +220,7 @@ pub async fn serve(
         // With client authentication required, a caller without a certificate signed by the
         // services' CA is refused at the handshake, before any call.
         grpc_server = grpc_server.tls_config(tls).map_err(std::io::Error::other)?;
+        tracing::info!(service, %grpc_addr, "gRPC over TLS only");
     }
     // The span goes on the service's own router, where the matched route is known.
     let router = router.layer(axum::middleware::from_fn(crate::telemetry::context::http_server_span));

@@ -44,6 +44,9 @@ async fn a_stack_on_tls_ingests_and_searches_and_refuses_a_service_without_a_cer
     assert_eq!(status, 503, "{ready}");
     for peer in ["storage", "embeddings"] {
         assert_eq!(ready["checks"][peer]["ok"], false, "{ready}");
+        // Why is in the error ("received fatal alert: CertificateRequired"), unless the client
+        // saw only the close or the readiness check's 2 s ran out on a loaded machine:
+        // lib/common's tests check the reason.
     }
     // Redis still lets it in: it has the Redis client certificate, which is another matter.
     assert_eq!(ready["checks"]["redis"]["ok"], true, "{ready}");

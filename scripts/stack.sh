@@ -147,9 +147,11 @@ start_service() {
     port_busy "$http" && die "port $http for $name is taken"
     port_busy "$grpc" && die "port $grpc for $name is taken"
     # Only the services that authenticate callers hold the admin key.
-    local secrets=()
-    case "$binary" in ingestion | llm-gateway) secrets=("MILLRACE_ADMIN_KEY=$(admin_key)") ;; esac
-    env ${secrets[@]+"${secrets[@]}"} MILLRACE_HTTP_ADDR="127.0.0.1:$http" MILLRACE_GRPC_ADDR="127.0.0.1:$grpc" \
+    local extra_env=()
+    case "$binary" in ingestion | llm-gateway) extra_env=("MILLRACE_ADMIN_KEY=$(admin_key)") ;; esac
+    # The gateway serves /metrics on a port of its own (8075 with the default bases).
+    [ "$binary" = llm-gateway ] && extra_env+=("MILLRACE_METRICS_ADDR=127.0.0.1:$((http + 10))")
+    env ${extra_env[@]+"${extra_env[@]}"} MILLRACE_HTTP_ADDR="127.0.0.1:$http" MILLRACE_GRPC_ADDR="127.0.0.1:$grpc" \
         MILLRACE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" MILLRACE_DATABASE_URL="$(database_url)" \
         MILLRACE_CONSUMER_NAME="$name-local" \
         MILLRACE_STORAGE_URL="http://127.0.0.1:$((GRPC_BASE + 4))" \

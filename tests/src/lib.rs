@@ -122,8 +122,8 @@ impl StackOptions {
 
     /// TLS on every connection: Redis speaks only TLS and requires client certificates,
     /// services reach each other over `https://` with mutual TLS (each has its own certificate;
-    /// all but ingestion require one of their callers), and PostgreSQL runs with `ssl=on` and
-    /// `sslmode=verify-full` if the bundled build can (it has no OpenSSL: then cleartext).
+    /// all but ingestion require one of their callers), and PostgreSQL runs with `ssl=on`
+    /// ([`Postgres::tls_bin_dir`]'s build) and the services connect with `sslmode=verify-full`.
     pub fn tls(mut self) -> Self {
         self.tls = true;
         self
@@ -139,8 +139,6 @@ pub struct StackTls {
     pub redis_client: CertFiles,
     /// Each service's certificate: its gRPC server's, and its client certificate to the others.
     pub services: BTreeMap<&'static str, CertFiles>,
-    /// Whether PostgreSQL runs with TLS (the bundled build cannot).
-    pub postgres: bool,
 }
 
 impl StackTls {
@@ -155,7 +153,6 @@ impl StackTls {
             postgres_server: ca.server("postgres", false)?,
             redis_client: ca.issue("redis-client", &["millrace"])?,
             services,
-            postgres: Postgres::bin_dir().is_ok_and(|bin| Postgres::supports_tls(&bin)),
             ca,
         })
     }
@@ -170,11 +167,8 @@ impl StackTls {
             ("MILLRACE_REDIS_CLIENT_KEY_FILE".into(), path(&self.redis_client.key)),
             ("MILLRACE_GRPC_TLS_CA_FILE".into(), path(self.ca.ca_file())),
             ("MILLRACE_GRPC_TLS_CLIENT_AUTH".into(), "require".into()),
-        ];
-        if self.postgres {
-            env.push(("MILLRACE_DATABASE_CA_FILE".into(), path(self.ca.ca_file())));
-        }
-        env
+            ("MILLRACE_DATABASE_CA_FILE".into(), path(self.ca.ca_file())),
+        ]
     }
 
     /// A service's own settings: its certificate; ingestion's gRPC is public (key-authenticated).
@@ -243,15 +237,15 @@ impl Stack {
             None => RedisServer::start_with_args(durable)?,
         };
         let postgres = match &tls {
-            Some(tls) if tls.postgres => Postgres::builder().tls(&tls.postgres_server).start()?,
-            _ => Postgres::start()?,
+            Some(tls) => Postgres::builder().bin_dir(Postgres::tls_bin_dir()?).tls(&tls.postgres_server).start()?,
+            None => Postgres::start()?,
         };
         let database_url = postgres.create_database("millrace")?;
         // The services check the server's certificate and name; the harness' own connections
         // (`Stack::postgres`) stay cleartext, which the server's pg_hba lets in.
         let service_database_url = match &tls {
-            Some(tls) if tls.postgres => format!("{database_url}?sslmode=verify-full"),
-            _ => database_url.clone(),
+            Some(_) => format!("{database_url}?sslmode=verify-full"),
+            None => database_url.clone(),
         };
         let key_prefix = "e2e".to_owned();
 

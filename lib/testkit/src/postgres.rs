@@ -1,6 +1,6 @@
 //! A private PostgreSQL with pgvector: initdb into a tempdir, postgres on a free port. A
 //! [`PostgresBuilder`] starts other variants: with TLS (`ssl=on`), from another binary
-//! directory (the bundled build has no OpenSSL; Debian's has, without pgvector).
+//! directory (the bundled build has no OpenSSL: [`Postgres::tls_bin_dir`] has).
 //!
 //! PostgreSQL refuses to run as root. As root, initdb and postgres run inside a user namespace
 //! where they are uid 1000 (`unshare --user --map-user=1000`), which needs no chown.
@@ -65,42 +65,31 @@ impl Postgres {
 
     /// A server other than [`Postgres::start`]'s.
     pub fn builder() -> PostgresBuilder {
-        PostgresBuilder { bin_dir: None, tls: None, vector: true }
+        PostgresBuilder { bin_dir: None, tls: None }
     }
 
-    /// Whether the PostgreSQL in `bin` can speak TLS (it was built with OpenSSL, as its
-    /// `pg_config --configure` says). The bundled build (`pgserver`) cannot.
+    /// Whether the PostgreSQL in `bin` can speak TLS: its `postgres` links OpenSSL's libssl.
+    /// The bundled build (`pgserver`) does not.
     pub fn supports_tls(bin: &Path) -> bool {
-        Command::new(bin.join("pg_config")).arg("--configure").output().is_ok_and(|output| {
-            let configure = String::from_utf8_lossy(&output.stdout);
-            configure.contains("--with-openssl") || configure.contains("--with-ssl=openssl")
-        })
+        std::fs::read(bin.join("postgres")).is_ok_and(|binary| binary.windows(9).any(|w| w == b"libssl.so"))
     }
 
-    /// The system's PostgreSQL binaries (Debian's `/usr/lib/postgresql/<major>/bin`, the newest),
-    /// if installed.
-    pub fn system_bin_dir() -> Option<PathBuf> {
-        let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(Result::ok)
-            .filter_map(|entry| Some((entry.file_name().to_str()?.parse().ok()?, entry.path().join("bin"))))
-            .filter(|(_, bin): &(u32, PathBuf)| bin.join("postgres").is_file() && bin.join("initdb").is_file())
-            .collect();
-        dirs.sort();
-        dirs.pop().map(|(_, bin)| bin)
-    }
-
-    /// A binary directory whose PostgreSQL speaks TLS: the bundled one if it can, else the
-    /// system's (which has no pgvector).
+    /// A binary directory whose PostgreSQL speaks TLS and has pgvector: `$MILLRACE_PG_TLS_BIN` if
+    /// set, else `${MILLRACE_HOME:-$HOME/.cache/millrace}/pg-tls/bin`, which scripts/setup.sh
+    /// installs (PostgreSQL 18 built with OpenSSL, given the bundled pgvector).
     pub fn tls_bin_dir() -> anyhow::Result<PathBuf> {
-        if let Ok(bundled) = Self::bin_dir()
-            && Self::supports_tls(&bundled)
-        {
-            return Ok(bundled);
+        let dir = match std::env::var_os("MILLRACE_PG_TLS_BIN").filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => millrace_home().join("pg-tls").join("bin"),
+        };
+        if !dir.join("initdb").is_file() || !Self::supports_tls(&dir) {
+            bail!(
+                "no PostgreSQL with TLS in {}: run scripts/setup.sh (or set MILLRACE_PG_TLS_BIN to the bin directory of \
+                 a PostgreSQL built with OpenSSL and with pgvector)",
+                dir.display()
+            );
         }
-        Self::system_bin_dir()
-            .filter(|bin| Self::supports_tls(bin))
-            .context("no PostgreSQL with TLS: the bundled build has no OpenSSL; install Debian's postgresql package")
+        Ok(dir)
     }
 
     /// One server for all the tests of this process: started by the first caller, stopped (and its
@@ -182,7 +171,6 @@ impl Postgres {
 pub struct PostgresBuilder {
     bin_dir: Option<PathBuf>,
     tls: Option<ServerTls>,
-    vector: bool,
 }
 
 impl PostgresBuilder {
@@ -196,12 +184,6 @@ impl PostgresBuilder {
     /// must present a certificate signed by its CA.
     pub fn tls(mut self, tls: &ServerTls) -> Self {
         self.tls = Some(tls.clone());
-        self
-    }
-
-    /// No `vector` extension (a build without pgvector).
-    pub fn without_vector(mut self) -> Self {
-        self.vector = false;
         self
     }
 
@@ -231,10 +213,8 @@ impl PostgresBuilder {
             match wait_ready(&mut process, &url) {
                 Ok(()) => {
                     let pg = Postgres { port, url, process, data_dir, dir };
-                    if self.vector {
-                        pg.execute("postgres", "CREATE EXTENSION IF NOT EXISTS vector")?;
-                        pg.execute("template1", "CREATE EXTENSION IF NOT EXISTS vector")?;
-                    }
+                    pg.execute("postgres", "CREATE EXTENSION IF NOT EXISTS vector")?;
+                    pg.execute("template1", "CREATE EXTENSION IF NOT EXISTS vector")?;
                     return Ok(pg);
                 }
                 // Most likely the port was taken between free_port() and bind: try another.

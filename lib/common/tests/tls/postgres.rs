@@ -1,6 +1,6 @@
-//! PostgreSQL's sslmodes against a server with `ssl=on`. The bundled PostgreSQL (with pgvector)
-//! is built without OpenSSL, so this runs Debian's PostgreSQL (`Postgres::tls_bin_dir`), which
-//! has no pgvector: none is needed to test the connection.
+//! PostgreSQL's sslmodes against a server with `ssl=on`. The bundled PostgreSQL is built
+//! without OpenSSL, so this runs the TLS build that scripts/setup.sh installs beside it
+//! (`Postgres::tls_bin_dir`).
 
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ async fn require_and_verify_full_connect_and_verify_full_refuses_a_wrong_host_or
         ca: ca.ca_file().to_path_buf(),
         require_client_cert: false,
     };
-    let pg = Postgres::builder().bin_dir(bin).tls(&server).without_vector().start().unwrap();
+    let pg = Postgres::builder().bin_dir(bin).tls(&server).start().unwrap();
     let at = |host: &str, mode: &str| format!("postgres://postgres@{host}:{}/postgres?sslmode={mode}", pg.port);
     let trusted = tls_with_ca(&ca);
     let other_ca = TestCa::new("other").unwrap();
@@ -90,7 +90,7 @@ async fn require_and_verify_full_connect_and_verify_full_refuses_a_wrong_host_or
 async fn a_server_that_requires_client_certificates_lets_in_only_clients_with_one() {
     let bin = Postgres::tls_bin_dir().unwrap();
     let ca = TestCa::new("pg").unwrap();
-    let pg = Postgres::builder().bin_dir(bin).tls(&ca.server("pg", true).unwrap()).without_vector().start().unwrap();
+    let pg = Postgres::builder().bin_dir(bin).tls(&ca.server("pg", true).unwrap()).start().unwrap();
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=verify-full", pg.port);
     let client = ca.issue("client", &["postgres"]).unwrap();
     let settings = Settings::from_pairs([

@@ -34,7 +34,7 @@ mod test_metrics;
 
 pub use breaker::{BreakerConfig, BreakerOpen, BreakerSnapshot, BreakerState, CallPermit, CircuitBreaker};
 pub use coalesce::Coalescer;
-pub use limiter::{LimiterConfig, LimiterSnapshot, Quota, RateLimited, RateLimiter, Reservation};
+pub use limiter::{LimiterConfig, LimiterSnapshot, PerKeyLimiters, Quota, RateLimited, RateLimiter, Reservation};
 pub use retry::RetryPolicy;
 
 #[cfg(test)]

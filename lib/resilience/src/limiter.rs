@@ -24,7 +24,10 @@
 //! settlement and a local fallback (governor and redis-cell are GCRA).
 
 mod log;
+mod per_key;
 mod redis_log;
+
+pub use per_key::PerKeyLimiters;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,20 +10,12 @@
 //! Tokens are counted like the upstream's TPM: the estimate is reserved before the call and
 //! replaced by the answer's usage after it ([`KeyAdmission::settle`]).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use millrace_common::sync::lock;
 use millrace_pipeline::Keys;
-use millrace_resilience::{LimiterConfig, Quota, RateLimiter, Reservation};
+use millrace_resilience::{LimiterConfig, PerKeyLimiters, Quota, RateLimiter, Reservation};
 use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use crate::error::UpstreamError;
-
-/// Limiters kept per replica at most; past it they are dropped and made again (their logs live
-/// in Redis, so a shared limiter loses nothing).
-const MAX_LIMITERS: usize = 10_000;
 
 /// The key a call of the HTTP API came with: its id (never its secret) and its limits.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,23 +52,32 @@ impl KeyAdmission {
 }
 
 pub struct KeyLimits {
-    conn: ConnectionManager,
-    keys: Keys,
-    config: LimiterConfig,
-    shared: bool,
-    limiters: Mutex<HashMap<String, RateLimiter>>,
+    limiters: PerKeyLimiters,
 }
 
 impl KeyLimits {
     /// `shared`: through Redis (`MILLRACE_LLM_SHARED_LIMITS`), as the upstreams' limiters are.
     pub fn new(conn: ConnectionManager, keys: Keys, config: LimiterConfig, shared: bool) -> Self {
-        Self { conn, keys, config, shared, limiters: Mutex::new(HashMap::new()) }
+        let limiters = PerKeyLimiters::new(move |key_id, quota| {
+            let name = format!("key:{key_id}");
+            if shared {
+                let redis_key = keys.llm_limiter(&name);
+                RateLimiter::shared(name, quota, config.clone(), conn.clone(), redis_key)
+            } else {
+                RateLimiter::local(name, quota, config.clone())
+            }
+        });
+        Self { limiters }
     }
 
     /// Takes one request of `tokens` (an estimate) from the key's RPM and TPM, or refuses at once
     /// with the wait until it would fit (none: it never fits the key's TPM).
     pub async fn admit(&self, key: &VirtualKey, tokens: u64) -> Result<KeyAdmission, UpstreamError> {
-        let Some(limiter) = self.limiter(key) else { return Ok(KeyAdmission::default()) };
+        let quota = key.quota();
+        if quota.is_unlimited() {
+            return Ok(KeyAdmission::default());
+        }
+        let limiter = self.limiters.get(&key.id, quota);
         match limiter.acquire(tokens, Instant::now()).await {
             Ok(reservation) => Ok(KeyAdmission(Some(reservation))),
             Err(limited) => {
@@ -89,30 +90,5 @@ impl KeyLimits {
                 })
             }
         }
-    }
-
-    /// The key's limiter, made on first use (and again if the key's limits changed); none when
-    /// the key has no RPM or TPM.
-    fn limiter(&self, key: &VirtualKey) -> Option<RateLimiter> {
-        let quota = key.quota();
-        if quota.is_unlimited() {
-            return None;
-        }
-        let mut limiters = lock(&self.limiters);
-        if let Some(limiter) = limiters.get(&key.id).filter(|limiter| limiter.quota() == quota) {
-            return Some(limiter.clone());
-        }
-        if limiters.len() >= MAX_LIMITERS {
-            limiters.clear();
-        }
-        let name = format!("key:{}", key.id);
-        let limiter = if self.shared {
-            let redis_key = self.keys.llm_limiter(&name);
-            RateLimiter::shared(name, quota, self.config.clone(), self.conn.clone(), redis_key)
-        } else {
-            RateLimiter::local(name, quota, self.config.clone())
-        };
-        limiters.insert(key.id.clone(), limiter.clone());
-        Some(limiter)
     }
 }

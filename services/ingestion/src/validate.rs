@@ -552,6 +552,9 @@ pub const MAX_SEARCH_WEIGHT: f64 = 1_000_000.0;
 /// Most document ids one search filter names.
 pub const MAX_FILTER_DOCUMENT_IDS: usize = 1000;
 
+/// Most content types one search filter names (repeats included).
+pub const MAX_FILTER_CONTENT_TYPES: usize = 100;
+
 /// A search filter as received. Times are Unix milliseconds: the HTTP API parses its RFC 3339
 /// strings first ([`unix_ms_from_rfc3339`]).
 #[derive(Debug, Clone, Default)]
@@ -686,6 +689,19 @@ fn search_weight(weight: Option<f64>, field: &str) -> Result<f32, ApiError> {
 }
 
 fn validate_filter(filter: SearchFilterQuery) -> Result<ValidFilter, ApiError> {
+    // Counted as sent, repeats included, as the schema's `maxItems` counts them.
+    if filter.document_ids.len() > MAX_FILTER_DOCUMENT_IDS {
+        return Err(ApiError::invalid(format!(
+            "`filter.document_ids` names {} documents; at most {MAX_FILTER_DOCUMENT_IDS} are accepted",
+            filter.document_ids.len()
+        )));
+    }
+    if filter.content_types.len() > MAX_FILTER_CONTENT_TYPES {
+        return Err(ApiError::invalid(format!(
+            "`filter.content_types` names {} types; at most {MAX_FILTER_CONTENT_TYPES} are accepted",
+            filter.content_types.len()
+        )));
+    }
     let named = filter.document_id.into_iter().map(|id| (id, "filter.document_id".to_owned()));
     let listed = filter.document_ids.into_iter().enumerate().map(|(i, id)| (id, format!("filter.document_ids[{i}]")));
     let mut document_ids: Vec<String> = Vec::new();
@@ -694,12 +710,6 @@ fn validate_filter(filter: SearchFilterQuery) -> Result<ValidFilter, ApiError> {
         if !document_ids.contains(&id) {
             document_ids.push(id);
         }
-    }
-    if document_ids.len() > MAX_FILTER_DOCUMENT_IDS {
-        return Err(ApiError::invalid(format!(
-            "`filter.document_ids` names {} documents; at most {MAX_FILTER_DOCUMENT_IDS} are accepted",
-            document_ids.len()
-        )));
     }
     let mut content_types: Vec<String> = Vec::new();
     for (i, content_type) in filter.content_types.into_iter().enumerate() {
@@ -1151,6 +1161,11 @@ mod tests {
         refused(
             SearchFilterQuery { document_ids: (0..1001).map(|i| i.to_string()).collect(), ..Default::default() },
             "at most 1000",
+        );
+        refused(SearchFilterQuery { document_ids: vec!["same".into(); 1001], ..Default::default() }, "at most 1000");
+        refused(
+            SearchFilterQuery { content_types: vec!["text/plain".into(); 101], ..Default::default() },
+            "at most 100",
         );
         refused(
             SearchFilterQuery { content_types: vec!["Text/Markdown".into()], ..Default::default() },

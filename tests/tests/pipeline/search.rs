@@ -258,38 +258,35 @@ async fn every_filter_holds_in_every_mode() {
     let t2 = now_rfc3339(&stack).await;
 
     let all: BTreeSet<&str> = ["a", "b", "c", "d"].into();
-    let cases: Vec<(Value, Option<Vec<&str>>, &[&str])> = vec![
-        (json!({}), None, &["a", "b", "c", "d"]),
-        (json!({"document_id": "b"}), None, &["b"]),
-        (json!({"document_ids": ["a", "d", "missing"]}), None, &["a", "d"]),
-        (json!({"content_types": ["text/markdown"]}), None, &["b", "d"]),
-        (json!({"content_types": ["text/plain", "text/markdown"]}), None, &["a", "b", "c", "d"]),
-        (json!({"source_prefix": "https://docs.example.com/guide/"}), None, &["a", "c"]),
-        (json!({"source_prefix": "https://docs.example.com/"}), None, &["a", "b", "c"]),
-        (json!({"metadata": {"team": "harbour"}}), None, &["a", "c"]),
-        (json!({"metadata": {"team": "harbour", "year": 2024}}), None, &["a"]),
-        (json!({"metadata": {"tags": ["faq"]}}), None, &["b"]),
-        (json!({"metadata": {"year": "2024"}}), None, &[]),
-        (json!({"created_before": t1}), None, &["a", "b"]),
-        (json!({"created_after": t1}), None, &["c", "d"]),
-        (json!({"updated_after": t1}), None, &["a", "c", "d"]),
-        (json!({"updated_before": t1}), None, &["b"]),
-        (json!({"created_after": t1, "created_before": t2}), None, &["c", "d"]),
-        (json!({"updated_after": t2}), None, &[]),
-        (json!({}), Some(vec!["archive"]), &["c"]),
-        (json!({}), Some(vec!["default"]), &["a", "b", "d"]),
-        (json!({"metadata": {"team": "harbour"}, "content_types": ["text/plain"]}), Some(vec!["default"]), &["a"]),
+    let cases: Vec<(Value, Value, &[&str])> = vec![
+        (json!({}), json!(null), &["a", "b", "c", "d"]),
+        (json!({"document_id": "b"}), json!(null), &["b"]),
+        (json!({"document_ids": ["a", "d", "missing"]}), json!(null), &["a", "d"]),
+        (json!({"content_types": ["text/markdown"]}), json!(null), &["b", "d"]),
+        (json!({"content_types": ["text/plain", "text/markdown"]}), json!(null), &["a", "b", "c", "d"]),
+        (json!({"source_prefix": "https://docs.example.com/guide/"}), json!(null), &["a", "c"]),
+        (json!({"source_prefix": "https://docs.example.com/"}), json!(null), &["a", "b", "c"]),
+        (json!({"metadata": {"team": "harbour"}}), json!(null), &["a", "c"]),
+        (json!({"metadata": {"team": "harbour", "year": 2024}}), json!(null), &["a"]),
+        (json!({"metadata": {"tags": ["faq"]}}), json!(null), &["b"]),
+        (json!({"metadata": {"year": "2024"}}), json!(null), &[]),
+        (json!({"created_before": t1}), json!(null), &["a", "b"]),
+        (json!({"created_after": t1}), json!(null), &["c", "d"]),
+        (json!({"updated_after": t1}), json!(null), &["a", "c", "d"]),
+        (json!({"updated_before": t1}), json!(null), &["b"]),
+        (json!({"created_after": t1, "created_before": t2}), json!(null), &["c", "d"]),
+        (json!({"updated_after": t2}), json!(null), &[]),
+        (json!({}), json!(["archive"]), &["c"]),
+        (json!({}), json!(["default"]), &["a", "b", "d"]),
+        (json!({"metadata": {"team": "harbour"}, "content_types": ["text/plain"]}), json!(["default"]), &["a"]),
     ];
     for (filter, collections, expected) in &cases {
         let expected: BTreeSet<&str> = expected.iter().copied().collect();
         assert!(expected.is_subset(&all));
         for mode in ["hybrid", "vector", "keyword"] {
             for group_by in ["document", "chunk"] {
-                let mut body = json!({"query": "millrace weir sluice tailrace", "top_k": 10, "mode": mode,
-                                      "group_by": group_by, "filter": filter});
-                if let Some(collections) = collections {
-                    body["collections"] = json!(collections);
-                }
+                let body = json!({"query": "millrace weir sluice tailrace", "top_k": 10, "mode": mode,
+                                  "group_by": group_by, "filter": filter, "collections": collections});
                 let answer = stack.search_body(&body).await;
                 assert_eq!(id_set(&answer), expected, "{body} -> {answer}");
                 assert_eq!(ids(&answer).len(), expected.len(), "one chunk each: {answer}");
@@ -374,7 +371,7 @@ async fn a_filtered_search_fills_top_k_from_beyond_the_first_candidates() {
     for i in 0..6 {
         let content = format!(
             "Small note {i} on orchards: apples, pears, plums, cherries, quinces, bees, hives, honey, wax, \
-             blossom, pruning, grafting and the harvest, which a retired lighthouse keeper records."
+             blossom, pruning, grafting and the harvest, tended by a keeper of bees."
         );
         jobs.push(
             stack

@@ -13,6 +13,8 @@
 //!   document leaves a tombstone below which no version is stored or committed again.
 //! - Batches go in with binary COPY into a temporary table and one `INSERT ... SELECT`, a handful
 //!   of round trips per batch; the HNSW index insert is the real cost (see DESIGN.md, Storage).
+//!   PostgreSQL computes each chunk's `search_text` (a stored generated column) on the way in.
+//! - Search (vector, keyword, hybrid) is in `search.rs`.
 
 mod config;
 mod error;

@@ -144,8 +144,10 @@ async fn each_mode_finds_exact_text_first_groups_by_document_and_highlights_the_
     assert!(ids(&answer).iter().filter(|id| **id == "guide").count() >= 2, "{answer}");
 
     // Highlights point at the query's words in the text, every occurrence.
-    let answer = stack.search_body(&json!({"query": "E0499 lighthouse", "mode": "keyword", "group_by": "chunk"})).await;
-    let errors = results(&answer).iter().find(|hit| hit["document_id"] == "errors").expect("found");
+    let answer = stack
+        .search_body(&json!({"query": "E0499 lighthouse", "top_k": 30, "mode": "keyword", "group_by": "chunk"}))
+        .await;
+    let errors = results(&answer).iter().find(|hit| hit["document_id"] == "errors").expect("the errors chunk");
     let parts = highlighted(errors["text"].as_str().unwrap(), &errors["highlights"]);
     assert_eq!(parts.iter().filter(|p| p.as_str() == "E0499").count(), 1, "{parts:?} in {errors}");
     assert_eq!(parts.iter().filter(|p| p.to_lowercase() == "lighthouse").count(), 1, "{parts:?}");

@@ -604,6 +604,16 @@ pub struct ValidFilter {
 }
 
 impl ValidFilter {
+    /// Whether a time range is empty (`after` at or past `before`): valid, and no document can
+    /// match, so there is nothing to ask storage (which refuses such a range).
+    /// Likewise metadata holding a NUL character, which PostgreSQL's jsonb cannot store.
+    pub fn matches_nothing(&self) -> bool {
+        let empty = |after: Option<i64>, before: Option<i64>| after.zip(before).is_some_and(|(a, b)| a >= b);
+        empty(self.created_after_ms, self.created_before_ms)
+            || empty(self.updated_after_ms, self.updated_before_ms)
+            || holds_nul(&self.metadata)
+    }
+
     pub fn to_proto(&self) -> proto::SearchFilter {
         let metadata_json = match &self.metadata {
             serde_json::Value::Object(map) if map.is_empty() => String::new(),
@@ -621,6 +631,15 @@ impl ValidFilter {
             updated_after_unix_ms: self.updated_after_ms,
             updated_before_unix_ms: self.updated_before_ms,
         }
+    }
+}
+
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(key, value)| key.contains('\0') || holds_nul(value)),
+        _ => false,
     }
 }
 
@@ -644,6 +663,10 @@ pub fn validate_search(search: SearchQuery) -> Result<ValidSearch, ApiError> {
     }
     if search.query.chars().count() > MAX_QUERY_CHARS {
         return Err(ApiError::invalid(format!("`query` is longer than {MAX_QUERY_CHARS} characters")));
+    }
+    // PostgreSQL text cannot hold NUL, and the keyword retriever searches with the query's text.
+    if search.query.contains('\0') {
+        return Err(ApiError::invalid("`query` must not contain NUL characters"));
     }
     let top_k = match search.top_k {
         None => DEFAULT_TOP_K,
@@ -684,7 +707,8 @@ pub fn validate_search(search: SearchQuery) -> Result<ValidSearch, ApiError> {
 fn search_weight(weight: Option<f64>, field: &str) -> Result<f32, ApiError> {
     match weight {
         None => Ok(DEFAULT_SEARCH_WEIGHT),
-        Some(w) if w.is_finite() && (0.0..=MAX_SEARCH_WEIGHT).contains(&w) => Ok(w as f32),
+        // The sign bit too: `-1e-400` reads as -0.0, and it is below 0 all the same.
+        Some(w) if w.is_finite() && w.is_sign_positive() && w <= MAX_SEARCH_WEIGHT => Ok(w as f32),
         Some(w) => Err(ApiError::invalid(format!("`{field}` must be a number from 0 to {MAX_SEARCH_WEIGHT}, not {w}"))),
     }
 }
@@ -728,6 +752,9 @@ fn validate_filter(filter: SearchFilterQuery) -> Result<ValidFilter, ApiError> {
     let source_prefix = filter.source_prefix.filter(|prefix| !prefix.is_empty());
     if source_prefix.as_ref().is_some_and(|prefix| prefix.chars().count() > MAX_SOURCE_CHARS) {
         return Err(ApiError::invalid(format!("`filter.source_prefix` is longer than {MAX_SOURCE_CHARS} characters")));
+    }
+    if source_prefix.as_ref().is_some_and(|prefix| prefix.contains('\0')) {
+        return Err(ApiError::invalid("`filter.source_prefix` must not contain NUL characters"));
     }
     let metadata = validate_metadata(filter.metadata, "filter.metadata")?;
     // An empty range (after >= before) is valid and matches nothing, as in SQL.
@@ -1070,6 +1097,8 @@ mod tests {
         assert!(ok(Some(-1)).is_err());
         assert!(validate_search(SearchQuery { query: "  ".into(), ..Default::default() }).is_err());
         assert!(validate_search(SearchQuery { query: "a".repeat(8193), ..Default::default() }).is_err());
+        let err = validate_search(SearchQuery { query: "E0499\0".into(), ..Default::default() }).unwrap_err();
+        assert!(err.message.contains("NUL"), "{}", err.message);
     }
 
     fn search_with(filter: SearchFilterQuery) -> Result<ValidSearch, ApiError> {
@@ -1116,7 +1145,8 @@ mod tests {
         assert_eq!((search.vector_weight, search.keyword_weight), (1.0, 1.0));
         let search = weights(Some(0.0), Some(2.5)).unwrap();
         assert_eq!((search.vector_weight, search.keyword_weight), (0.0, 2.5));
-        for bad in [-0.5, f64::NAN, f64::INFINITY, 1e7] {
+        let below_zero: f64 = "-1e-400".parse().unwrap();
+        for bad in [-0.5, f64::NAN, f64::INFINITY, 1e7, below_zero] {
             let err = weights(Some(bad), None).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidArgument, "{bad}");
             assert!(err.message.contains("weights.vector"), "{}", err.message);
@@ -1143,6 +1173,26 @@ mod tests {
         assert_eq!(filter.source_prefix, None, "an empty prefix is none");
         // An empty range is allowed: it matches nothing.
         assert_eq!((filter.created_after_ms, filter.created_before_ms), (Some(5), Some(3)));
+        assert!(filter.matches_nothing());
+        let range = |after, before| {
+            search_with(SearchFilterQuery { updated_after_ms: after, updated_before_ms: before, ..Default::default() })
+                .unwrap()
+                .filter
+                .matches_nothing()
+        };
+        assert!(range(Some(7), Some(7)), "`before` is exclusive");
+        assert!(!range(Some(6), Some(7)));
+        assert!(!range(Some(7), None) && !range(None, Some(7)));
+        let metadata = |metadata| {
+            search_with(SearchFilterQuery { metadata: Some(metadata), ..Default::default() })
+                .unwrap()
+                .filter
+                .matches_nothing()
+        };
+        assert!(!metadata(serde_json::json!({"team": "docs", "tags": ["a"]})));
+        assert!(metadata(serde_json::json!({"team": "do\u{0}cs"})));
+        assert!(metadata(serde_json::json!({"a\u{0}": 1})));
+        assert!(metadata(serde_json::json!({"tags": [{"x": "\u{0}"}]})));
         let proto = filter.to_proto();
         assert_eq!(proto.document_id, None, "one list for storage");
         assert_eq!(proto.document_ids, ["a", "b"]);
@@ -1177,6 +1227,7 @@ mod tests {
             "filter.source_prefix",
         );
         refused(SearchFilterQuery { metadata: Some(serde_json::json!("x")), ..Default::default() }, "filter.metadata");
+        refused(SearchFilterQuery { source_prefix: Some("a\0".into()), ..Default::default() }, "filter.source_prefix");
     }
 
     #[test]

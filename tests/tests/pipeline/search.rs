@@ -278,6 +278,8 @@ async fn every_filter_holds_in_every_mode() {
         (json!({"updated_before": t1}), json!(null), &["b"]),
         (json!({"created_after": t1, "created_before": t2}), json!(null), &["c", "d"]),
         (json!({"updated_after": t2}), json!(null), &[]),
+        // An empty range is no error: nothing matches it.
+        (json!({"created_after": t1, "created_before": t1}), json!(null), &[]),
         (json!({}), json!(["archive"]), &["c"]),
         (json!({}), json!(["default"]), &["a", "b", "d"]),
         (json!({"metadata": {"team": "harbour"}, "content_types": ["text/plain"]}), json!(["default"]), &["a"]),

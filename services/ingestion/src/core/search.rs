@@ -156,6 +156,9 @@ impl Core {
     /// before anything is embedded.
     pub async fn search(&self, caller: &Caller, search: ValidSearch) -> Result<SearchResults, ApiError> {
         let collections = searched_collections(caller, search.collections)?;
+        if search.filter.matches_nothing() {
+            return Ok(SearchResults { hits: Vec::new(), mode: search.mode, group_by: search.group_by });
+        }
         let vector = if search.mode.embeds_query() { self.embed_query(&search.query).await? } else { Vec::new() };
         let response = self
             .storage

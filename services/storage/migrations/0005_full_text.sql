@@ -38,6 +38,14 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                  websearch_to_tsquery('simple'::regconfig, query) AS all_words) AS parts
 $$;
 
+-- The precise half of the query: all its English-stemmed content words, or all its words as
+-- written. Few chunks match it, and those rank first; search takes its matches before the broad
+-- query's (which a common word can make match most chunks).
+CREATE OR REPLACE FUNCTION millrace_search_query_all(query text) RETURNS tsquery
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT websearch_to_tsquery('english'::regconfig, query) || websearch_to_tsquery('simple'::regconfig, query)
+$$;
+
 -- Computed by PostgreSQL on insert (the staging table of upsert_chunks, made with LIKE, leaves it
 -- out). Adding a stored generated column rewrites the table under an exclusive lock: every
 -- existing chunk gets its tsvector here, which on a large table takes a while (minutes per

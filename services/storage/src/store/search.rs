@@ -301,18 +301,34 @@ impl PgStore {
         pool: usize,
     ) -> Result<Ranked, StoreError> {
         let limit = i64::try_from(pool).unwrap_or(i64::MAX);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request.query, &tenant_id, &limit];
+        let cap = i64::try_from(keyword_match_cap(pool)).unwrap_or(i64::MAX);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request.query, &tenant_id, &limit, &cap];
         let filter = FilterParams::new(&request.filter);
         let conditions = filter.conditions(&mut params);
-        // The query is built once per statement (an InitPlan), so that the GIN index scan can use
-        // it and ranking does not rebuild it per row. Normalisation 1 (divide by 1 + log of the
-        // chunk's length) keeps long chunks from winning by repetition alone.
+        // Ranking reads every matching chunk's tsvector, and one common word of a query can match
+        // most chunks: ranking is bounded to `cap` matches of the precise query (all words), then
+        // `cap` of the broad one (any word), in the GIN scan's order. A query's tsquery is built
+        // once per statement (an InitPlan), so that the GIN scan can use it and ranking does not
+        // rebuild it per row. ts_rank_cd rewards the query's words close together; normalisation
+        // 1 (divide by 1 + log of the chunk's length) keeps long chunks from winning by repetition.
         let sql = format!(
-            "SELECT c.document_id, c.version, c.chunk_index, ts_rank_cd(c.search_text, (SELECT millrace_search_query($1)), 1)::float8 AS score
-             FROM chunks c
-             JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
-             WHERE c.tenant_id = $2 AND c.search_text @@ (SELECT millrace_search_query($1)){conditions}
-             ORDER BY score DESC, c.document_id, c.chunk_index
+            "WITH matches AS MATERIALIZED (
+                 (SELECT c.document_id, c.version, c.chunk_index, c.search_text
+                  FROM chunks c
+                  JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
+                  WHERE c.tenant_id = $2 AND c.search_text @@ (SELECT millrace_search_query_all($1)){conditions}
+                  LIMIT $4)
+                 UNION ALL
+                 (SELECT c.document_id, c.version, c.chunk_index, c.search_text
+                  FROM chunks c
+                  JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
+                  WHERE c.tenant_id = $2 AND c.search_text @@ (SELECT millrace_search_query($1)){conditions}
+                  LIMIT $4))
+             SELECT document_id, version, chunk_index,
+                    max(ts_rank_cd(search_text, (SELECT millrace_search_query($1)), 1))::float8 AS score
+             FROM matches
+             GROUP BY document_id, version, chunk_index
+             ORDER BY score DESC, document_id, chunk_index
              LIMIT $3"
         );
         let client = self.pool.get().await?;
@@ -407,6 +423,11 @@ fn candidate_pool(request: &SearchRequest) -> usize {
         (_, GroupBy::Document) => (k * 10).max(100),
     };
     pool.clamp(1, MAX_POOL)
+}
+
+/// Matches of each half of a keyword query that are ranked (see `keyword_candidates`).
+fn keyword_match_cap(pool: usize) -> usize {
+    (pool * 5).clamp(500, 5000)
 }
 
 /// The filter's values, owned, and its SQL conditions (one statement per combination of filters

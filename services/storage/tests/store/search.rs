@@ -551,3 +551,23 @@ async fn invalid_searches_are_permanent_invalid_input() {
             .is_empty()
     );
 }
+
+/// Ranking is bounded to a cap of matches per half of the query; the precise half (all the
+/// words) is taken on its own, so an exact sentence is found even when a common word of it
+/// matches far more chunks than the cap, all stored before it.
+#[tokio::test]
+async fn an_exact_sentence_is_found_among_more_common_word_matches_than_are_ranked() {
+    let t = TestStore::new().await;
+    let crowd: Vec<ChunkRow> = (0..1200)
+        .map(|i| text_chunk("t1", "crowd", i, &format!("python notes number {i}, order of things"), axis(0, 0.0), "en"))
+        .collect();
+    put(&t, version("t1", "crowd", 1, 1200, json!({})), crowd).await;
+    let sentence = "Python dictionaries keep insertion order since version 3.7.";
+    put(&t, version("t1", "dict", 1, 1, json!({})), vec![text_chunk("t1", "dict", 0, sentence, axis(5, 0.0), "en")])
+        .await;
+    for group_by in [GroupBy::Chunk, GroupBy::Document] {
+        let search = request(SearchMode::Keyword, "python dictionaries keep insertion order", vec![], 1, group_by);
+        let hits = t.store.search("t1", &search).await.unwrap();
+        assert_eq!(ids(&hits), [("dict", 0)], "{group_by:?}");
+    }
+}

@@ -68,6 +68,16 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT websearch_to_tsquery('english'::regconfig, query) || websearch_to_tsquery('simple'::regconfig, query)
 $$;
 
+-- The broad half that search scans: any of the English-stemmed content words except `common`
+-- ones (those in a large share of all chunks, from the column's statistics), which would make
+-- the GIN scan visit most of the table and say little about relevance; NULL if none is left.
+CREATE OR REPLACE FUNCTION millrace_search_query_any(query text, common text[]) RETURNS tsquery
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''', ' | ')::tsquery
+    FROM unnest(to_tsvector('english'::regconfig, query))
+    WHERE lexeme <> ALL (common)
+$$;
+
 -- Computed by PostgreSQL on insert (the staging table of upsert_chunks, made with LIKE, leaves it
 -- out). Adding a stored generated column rewrites the table under an exclusive lock: every
 -- existing chunk gets its tsvector here, which on a large table takes a while (minutes per

@@ -161,7 +161,7 @@ impl StackTls {
     /// and mutual TLS on every gRPC server (ingestion overrides it).
     fn env(&self) -> Vec<(String, String)> {
         let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
-        let mut env = vec![
+        vec![
             ("MILLRACE_REDIS_CA_FILE".into(), path(self.ca.ca_file())),
             ("MILLRACE_REDIS_CLIENT_CERT_FILE".into(), path(&self.redis_client.cert)),
             ("MILLRACE_REDIS_CLIENT_KEY_FILE".into(), path(&self.redis_client.key)),

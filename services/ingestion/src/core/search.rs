@@ -50,6 +50,7 @@ impl Core {
                 top_k: search.top_k,
                 filter: Some(SearchFilter { document_id: search.document_id, metadata_json, ..Default::default() }),
                 collections,
+                ..Default::default()
             })
             .await
             .map_err(|status| downstream("storage", status))?

@@ -5,16 +5,38 @@
 -- `simple` (lower-cased words, no stemming, no stop words).
 CREATE OR REPLACE FUNCTION millrace_text_search_config(language text) RETURNS regconfig
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT (CASE lower(language)
-        WHEN 'ar' THEN 'arabic' WHEN 'ca' THEN 'catalan' WHEN 'da' THEN 'danish' WHEN 'de' THEN 'german'
-        WHEN 'el' THEN 'greek' WHEN 'en' THEN 'english' WHEN 'es' THEN 'spanish' WHEN 'eu' THEN 'basque'
-        WHEN 'fi' THEN 'finnish' WHEN 'fr' THEN 'french' WHEN 'ga' THEN 'irish' WHEN 'hi' THEN 'hindi'
-        WHEN 'hu' THEN 'hungarian' WHEN 'hy' THEN 'armenian' WHEN 'id' THEN 'indonesian' WHEN 'it' THEN 'italian'
-        WHEN 'lt' THEN 'lithuanian' WHEN 'ne' THEN 'nepali' WHEN 'nl' THEN 'dutch' WHEN 'no' THEN 'norwegian'
-        WHEN 'nb' THEN 'norwegian' WHEN 'pt' THEN 'portuguese' WHEN 'ro' THEN 'romanian' WHEN 'ru' THEN 'russian'
-        WHEN 'sr' THEN 'serbian' WHEN 'sv' THEN 'swedish' WHEN 'ta' THEN 'tamil' WHEN 'tr' THEN 'turkish'
-        WHEN 'yi' THEN 'yiddish'
-        ELSE 'simple' END)::regconfig
+    -- regconfig constants, not a cast of the CASE's text: that would look the name up per row.
+    SELECT CASE lower(language)
+        WHEN 'ar' THEN 'arabic'::regconfig
+        WHEN 'ca' THEN 'catalan'::regconfig
+        WHEN 'da' THEN 'danish'::regconfig
+        WHEN 'de' THEN 'german'::regconfig
+        WHEN 'el' THEN 'greek'::regconfig
+        WHEN 'en' THEN 'english'::regconfig
+        WHEN 'es' THEN 'spanish'::regconfig
+        WHEN 'eu' THEN 'basque'::regconfig
+        WHEN 'fi' THEN 'finnish'::regconfig
+        WHEN 'fr' THEN 'french'::regconfig
+        WHEN 'ga' THEN 'irish'::regconfig
+        WHEN 'hi' THEN 'hindi'::regconfig
+        WHEN 'hu' THEN 'hungarian'::regconfig
+        WHEN 'hy' THEN 'armenian'::regconfig
+        WHEN 'id' THEN 'indonesian'::regconfig
+        WHEN 'it' THEN 'italian'::regconfig
+        WHEN 'lt' THEN 'lithuanian'::regconfig
+        WHEN 'nb' THEN 'norwegian'::regconfig
+        WHEN 'ne' THEN 'nepali'::regconfig
+        WHEN 'nl' THEN 'dutch'::regconfig
+        WHEN 'no' THEN 'norwegian'::regconfig
+        WHEN 'pt' THEN 'portuguese'::regconfig
+        WHEN 'ro' THEN 'romanian'::regconfig
+        WHEN 'ru' THEN 'russian'::regconfig
+        WHEN 'sr' THEN 'serbian'::regconfig
+        WHEN 'sv' THEN 'swedish'::regconfig
+        WHEN 'ta' THEN 'tamil'::regconfig
+        WHEN 'tr' THEN 'turkish'::regconfig
+        WHEN 'yi' THEN 'yiddish'::regconfig
+        ELSE 'simple'::regconfig END
 $$;
 
 -- What keyword search matches: the chunk's words stemmed in its own language, plus every word as
@@ -36,6 +58,24 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     FROM (SELECT (SELECT string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''', ' | ')
                   FROM unnest(to_tsvector('english'::regconfig, query)))::tsquery AS any_word,
                  websearch_to_tsquery('simple'::regconfig, query) AS all_words) AS parts
+$$;
+
+-- The precise half of the query: all its English-stemmed content words, or all its words as
+-- written. Few chunks match it, and those rank first; search takes its matches before the broad
+-- query's (which a common word can make match most chunks).
+CREATE OR REPLACE FUNCTION millrace_search_query_all(query text) RETURNS tsquery
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT websearch_to_tsquery('english'::regconfig, query) || websearch_to_tsquery('simple'::regconfig, query)
+$$;
+
+-- The broad half that search scans: any of the English-stemmed content words except `common`
+-- ones (those in a large share of all chunks, from the column's statistics), which would make
+-- the GIN scan visit most of the table and say little about relevance; NULL if none is left.
+CREATE OR REPLACE FUNCTION millrace_search_query_any(query text, common text[]) RETURNS tsquery
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT string_agg('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''', ' | ')::tsquery
+    FROM unnest(to_tsvector('english'::regconfig, query))
+    WHERE lexeme <> ALL (common)
 $$;
 
 -- Computed by PostgreSQL on insert (the staging table of upsert_chunks, made with LIKE, leaves it

@@ -51,6 +51,10 @@ impl Storage for StorageService {
     async fn search(&self, request: Request<VectorSearchRequest>) -> Result<Response<SearchResponse>, Status> {
         let request = request.into_inner();
         let mode = match ProtoMode::try_from(request.mode) {
+            // Callers from before keyword search send a vector and no text: for them the default
+            // stays what it was. A text makes the default hybrid; asking for hybrid without one
+            // is refused.
+            Ok(ProtoMode::Unspecified) if request.query.trim().is_empty() => SearchMode::Vector,
             Ok(ProtoMode::Unspecified | ProtoMode::Hybrid) => SearchMode::Hybrid,
             Ok(ProtoMode::Vector) => SearchMode::Vector,
             Ok(ProtoMode::Keyword) => SearchMode::Keyword,

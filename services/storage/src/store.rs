@@ -116,6 +116,8 @@ pub struct PgStore {
     config: Arc<StoreConfig>,
     /// Whether pgvector supports `hnsw.iterative_scan` (learnt while migrating).
     iterative_scan: Arc<AtomicBool>,
+    /// Lexemes too common to scan for (see `search.rs`).
+    common_lexemes: Arc<search::CommonLexemes>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -141,7 +143,12 @@ impl PgStore {
             config.pool_timeout,
         )
         .map_err(|err| StoreError::Config(err.to_string()))?;
-        let store = Self { pool, config: Arc::new(config.clone()), iterative_scan: Arc::new(AtomicBool::new(false)) };
+        let store = Self {
+            pool,
+            config: Arc::new(config.clone()),
+            iterative_scan: Arc::new(AtomicBool::new(false)),
+            common_lexemes: Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }

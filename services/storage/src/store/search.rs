@@ -13,7 +13,9 @@
 //!   agree with what the keyword retriever found.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use pgvector::Vector;
 use serde_json::Value;
@@ -23,6 +25,15 @@ use super::{MAX_TOP_K, PgStore, StoreError, finite_score};
 
 /// Reciprocal rank fusion's constant: a result at rank r adds weight / (RRF_K + r).
 pub const RRF_K: f64 = 60.0;
+
+/// A lexeme in more than this share of all chunks is left out of the broad keyword query's scan.
+const COMMON_LEXEME_SHARE: f32 = 0.05;
+
+/// How long the common lexemes are reused before they are read again.
+const COMMON_LEXEMES_TTL: Duration = Duration::from_secs(60);
+
+/// The common lexemes and when they were read (see `PgStore::common_lexemes`).
+pub(crate) type CommonLexemes = std::sync::Mutex<Option<(Instant, Arc<Vec<String>>)>>;
 
 /// Largest candidate pool a retriever takes (pgvector's largest `ef_search`).
 const MAX_POOL: usize = 1000;
@@ -301,21 +312,39 @@ impl PgStore {
         pool: usize,
     ) -> Result<Ranked, StoreError> {
         let limit = i64::try_from(pool).unwrap_or(i64::MAX);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request.query, &tenant_id, &limit];
+        let cap = i64::try_from(keyword_match_cap(pool)).unwrap_or(i64::MAX);
+        let client = self.pool.get().await?;
+        let common = self.common_lexemes(&client).await?;
+        let common: &Vec<String> = &common;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request.query, &tenant_id, &limit, &cap, &common];
         let filter = FilterParams::new(&request.filter);
         let conditions = filter.conditions(&mut params);
-        // The query is built once per statement (an InitPlan), so that the GIN index scan can use
-        // it and ranking does not rebuild it per row. Normalisation 1 (divide by 1 + log of the
-        // chunk's length) keeps long chunks from winning by repetition alone.
+        // Ranking reads every matching chunk's tsvector, and one common word of a query can match
+        // most chunks: ranking is bounded to `cap` matches of the precise query (all words), then
+        // `cap` of the broad one (any word but the common ones), in the GIN scan's order. A query's tsquery is built
+        // once per statement (an InitPlan), so that the GIN scan can use it and ranking does not
+        // rebuild it per row. ts_rank_cd rewards the query's words close together; normalisation
+        // 1 (divide by 1 + log of the chunk's length) keeps long chunks from winning by repetition.
         let sql = format!(
-            "SELECT c.document_id, c.version, c.chunk_index, ts_rank_cd(c.search_text, (SELECT millrace_search_query($1)), 1)::float8 AS score
-             FROM chunks c
-             JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
-             WHERE c.tenant_id = $2 AND c.search_text @@ (SELECT millrace_search_query($1)){conditions}
-             ORDER BY score DESC, c.document_id, c.chunk_index
+            "WITH matches AS MATERIALIZED (
+                 (SELECT c.document_id, c.version, c.chunk_index, c.search_text
+                  FROM chunks c
+                  JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
+                  WHERE c.tenant_id = $2 AND c.search_text @@ (SELECT millrace_search_query_all($1)){conditions}
+                  LIMIT $4)
+                 UNION ALL
+                 (SELECT c.document_id, c.version, c.chunk_index, c.search_text
+                  FROM chunks c
+                  JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
+                  WHERE c.tenant_id = $2 AND c.search_text @@ (SELECT millrace_search_query_any($1, $5::text[])){conditions}
+                  LIMIT $4))
+             SELECT document_id, version, chunk_index,
+                    max(ts_rank_cd(search_text, (SELECT millrace_search_query($1)), 1))::float8 AS score
+             FROM matches
+             GROUP BY document_id, version, chunk_index
+             ORDER BY score DESC, document_id, chunk_index
              LIMIT $3"
         );
-        let client = self.pool.get().await?;
         let statement = client.prepare_cached(&sql).await?;
         let rows = client.query(&statement, &params).await?;
         rows.iter()
@@ -324,6 +353,33 @@ impl PgStore {
                 Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, finite_score(score)))
             })
             .collect()
+    }
+
+    /// The lexemes in more than [`COMMON_LEXEME_SHARE`] of all chunks, from the statistics
+    /// ANALYZE keeps on `search_text` (none before the first ANALYZE), fetched at most once per
+    /// [`COMMON_LEXEMES_TTL`].
+    async fn common_lexemes(&self, client: &deadpool_postgres::Client) -> Result<Arc<Vec<String>>, StoreError> {
+        if let Ok(cache) = self.common_lexemes.lock()
+            && let Some((fetched, lexemes)) = cache.as_ref()
+            && fetched.elapsed() < COMMON_LEXEMES_TTL
+        {
+            return Ok(Arc::clone(lexemes));
+        }
+        let statement = client
+            .prepare_cached(
+                "SELECT coalesce(array_agg(e.lexeme), '{}')
+                 FROM pg_stats s,
+                      unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS e(lexeme, share)
+                 WHERE s.schemaname = current_schema() AND s.tablename = 'chunks' AND s.attname = 'search_text'
+                   AND e.lexeme IS NOT NULL AND e.share > $1",
+            )
+            .await?;
+        let lexemes: Vec<String> = client.query_one(&statement, &[&COMMON_LEXEME_SHARE]).await?.try_get(0)?;
+        let lexemes = Arc::new(lexemes);
+        if let Ok(mut cache) = self.common_lexemes.lock() {
+            *cache = Some((Instant::now(), Arc::clone(&lexemes)));
+        }
+        Ok(lexemes)
     }
 
     /// Text, metadata, collection and highlights of each group's best chunk, in order. A chunk
@@ -407,6 +463,11 @@ fn candidate_pool(request: &SearchRequest) -> usize {
         (_, GroupBy::Document) => (k * 10).max(100),
     };
     pool.clamp(1, MAX_POOL)
+}
+
+/// Matches of each half of a keyword query that are ranked (see `keyword_candidates`).
+fn keyword_match_cap(pool: usize) -> usize {
+    (pool * 5).clamp(500, 5000)
 }
 
 /// The filter's values, owned, and its SQL conditions (one statement per combination of filters

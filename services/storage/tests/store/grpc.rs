@@ -94,10 +94,17 @@ async fn search_over_grpc_carries_mode_grouping_filters_scores_and_highlights() 
     };
     assert!(service.search(Request::new(markdown_only)).await.unwrap().into_inner().results.is_empty());
 
+    // A caller from before keyword search (a vector, no text, no mode) gets vector search.
+    let old_caller = VectorSearchRequest { query: String::new(), ..base.clone() };
+    let response = service.search(Request::new(old_caller)).await.unwrap().into_inner();
+    assert_eq!(response.results[0].document_id, "intro");
+    assert!(response.results.iter().all(|h| h.keyword_score.is_none()));
+
     for bad in [
         VectorSearchRequest { mode: 9, ..base.clone() },
         VectorSearchRequest { group_by: 9, ..base.clone() },
-        VectorSearchRequest { query: String::new(), ..base.clone() },
+        VectorSearchRequest { query: String::new(), mode: SearchMode::Hybrid as i32, ..base.clone() },
+        VectorSearchRequest { query: String::new(), mode: SearchMode::Keyword as i32, ..base.clone() },
         VectorSearchRequest { vector: vec![], ..base.clone() },
         VectorSearchRequest { tenant_id: String::new(), ..base.clone() },
         VectorSearchRequest {

@@ -551,3 +551,57 @@ async fn invalid_searches_are_permanent_invalid_input() {
             .is_empty()
     );
 }
+
+/// Ranking is bounded to a cap of matches per half of the query; the precise half (all the
+/// words) is taken on its own, so an exact sentence is found even when a common word of it
+/// matches far more chunks than the cap, all stored before it.
+#[tokio::test]
+async fn an_exact_sentence_is_found_among_more_common_word_matches_than_are_ranked() {
+    let t = TestStore::new().await;
+    let crowd: Vec<ChunkRow> = (0..1200)
+        .map(|i| text_chunk("t1", "crowd", i, &format!("python notes number {i}, order of things"), axis(0, 0.0), "en"))
+        .collect();
+    put(&t, version("t1", "crowd", 1, 1200, json!({})), crowd).await;
+    let sentence = "Python dictionaries keep insertion order since version 3.7.";
+    put(&t, version("t1", "dict", 1, 1, json!({})), vec![text_chunk("t1", "dict", 0, sentence, axis(5, 0.0), "en")])
+        .await;
+    for group_by in [GroupBy::Chunk, GroupBy::Document] {
+        let search = request(SearchMode::Keyword, "python dictionaries keep insertion order", vec![], 1, group_by);
+        let hits = t.store.search("t1", &search).await.unwrap();
+        assert_eq!(ids(&hits), [("dict", 0)], "{group_by:?}");
+    }
+}
+
+/// Once ANALYZE has seen that a word is in most chunks, the broad query's scan leaves it out
+/// (it would visit most of the table): the rare word of a query still decides, and a query of
+/// common words alone still finds chunks holding all of them.
+#[tokio::test]
+async fn common_words_are_left_out_of_the_broad_scan_but_still_match() {
+    let t = TestStore::new().await;
+    let crowd: Vec<ChunkRow> = (0..300)
+        .map(|i| text_chunk("t1", "crowd", i, &format!("common filler words, line {i}"), axis(0, 0.0), "en"))
+        .collect();
+    put(&t, version("t1", "crowd", 1, 300, json!({})), crowd).await;
+    let rare = "a zeppelin among common filler words";
+    put(&t, version("t1", "rare", 1, 1, json!({})), vec![text_chunk("t1", "rare", 0, rare, axis(1, 0.0), "en")]).await;
+    let only_zeppelin = "zeppelin alone";
+    put(&t, version("t1", "z", 1, 1, json!({})), vec![text_chunk("t1", "z", 0, only_zeppelin, axis(2, 0.0), "en")])
+        .await;
+    t.exec("ANALYZE chunks").await;
+    let common = t
+        .text_rows(
+            "SELECT e FROM pg_stats, unnest(most_common_elems::text::text[], most_common_elem_freqs) AS x(e, f)
+             WHERE tablename = 'chunks' AND attname = 'search_text' AND e IS NOT NULL AND f > 0.5",
+        )
+        .await;
+    assert!(common.contains(&"filler".to_owned()), "{common:?}");
+    // A new store reads the statistics at once.
+    let store = millrace_storage::store::PgStore::connect(&t.config).await.unwrap();
+    let hits =
+        store.search("t1", &request(SearchMode::Keyword, "zeppelin filler", vec![], 5, GroupBy::Chunk)).await.unwrap();
+    assert_eq!(ids(&hits)[..2], [("rare", 0), ("z", 0)], "all words first, then the rare one: {hits:?}");
+    assert_eq!(hits.len(), 2, "the common word alone is not scanned for");
+    let hits =
+        store.search("t1", &request(SearchMode::Keyword, "common filler", vec![], 5, GroupBy::Chunk)).await.unwrap();
+    assert_eq!(hits.len(), 5, "common words together still match (the precise half)");
+}

@@ -78,6 +78,26 @@ async fn keyword_search_does_not_call_the_embeddings_service() {
     }
 }
 
+/// A filter nothing can match (an empty time range, metadata holding NUL, which jsonb cannot
+/// store) is answered at once: no storage call (storage is not running here), no error.
+#[tokio::test]
+async fn a_filter_that_matches_nothing_is_answered_without_storage() {
+    let app = spawn_app().await;
+    for filter in [
+        json!({"created_after": "2026-01-01T00:00:00Z", "created_before": "2026-01-01T00:00:00Z"}),
+        json!({"updated_after": "2026-01-02T00:00:00Z", "updated_before": "2026-01-01T23:00:00-01:00"}),
+        json!({"metadata": {"team": "a\u{0}b"}}),
+    ] {
+        for mode in ["hybrid", "keyword"] {
+            let body = json!({"query": "q", "mode": mode, "group_by": "chunk", "filter": filter});
+            let response = app.post_json("/v1/search", &body).await;
+            assert_eq!(response.status(), StatusCode::OK, "{body}");
+            let answer: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(answer, json!({"results": [], "mode": mode, "group_by": "chunk"}), "{body}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn documents_answer_503_when_storage_is_unreachable() {
     let app = spawn_app().await;

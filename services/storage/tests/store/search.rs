@@ -407,6 +407,17 @@ async fn a_filtered_search_finds_matches_beyond_the_first_hnsw_candidates() {
             }
         }
     }
+    // A filter so selective that the iterative scan stops (hnsw.max_scan_tuples) before it
+    // finds them all: the exact plan answers instead.
+    t.exec(&format!("ALTER DATABASE \"{db}\" SET hnsw.max_scan_tuples = 50")).await;
+    let store = millrace_storage::store::PgStore::connect(&config).await.unwrap();
+    for mode in [SearchMode::Vector, SearchMode::Hybrid] {
+        let search =
+            SearchRequest { filter: markdown.clone(), ..request(mode, "rust notes", axis(0, 0.0), 5, GroupBy::Chunk) };
+        let hits = store.search("t1", &search).await.unwrap();
+        assert_eq!(hits.len(), 5, "{mode:?} beyond max_scan_tuples: {hits:?}");
+    }
+
     // Unfiltered, grouped by document: the crowd's 400 chunks fill the first candidate pools
     // (100, then 400), a deeper one finds the other documents.
     let hits = store.search("t1", &request(SearchMode::Vector, "", axis(0, 0.0), 4, GroupBy::Document)).await.unwrap();

@@ -240,6 +240,7 @@ async fn every_filter_holds_in_every_mode() {
     stack.wait_for_jobs_completed(&first, JOBS).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t1 = now_rfc3339(&stack).await;
+    let t1_ms = unix_ms(&stack, &t1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = vec![
         stack
@@ -296,6 +297,41 @@ async fn every_filter_holds_in_every_mode() {
                 assert_eq!(ids(&answer).len(), expected.len(), "one chunk each: {answer}");
             }
         }
+    }
+
+    // gRPC takes the same conditions, times in Unix milliseconds.
+    let mut grpc = stack.ingestion_grpc().await;
+    let filtered = |filter: SearchFilter, collections: Vec<String>| SearchRequest {
+        query: "millrace weir sluice tailrace".into(),
+        top_k: 10,
+        mode: SearchMode::Hybrid as i32,
+        group_by: SearchGroupBy::Document as i32,
+        filter: Some(filter),
+        collections,
+        ..Default::default()
+    };
+    for (filter, collections, expected) in [
+        (
+            SearchFilter {
+                created_after_unix_ms: Some(t1_ms),
+                metadata_json: r#"{"team": "harbour"}"#.into(),
+                content_types: vec!["text/plain".into()],
+                source_prefix: Some("https://docs.example.com/guide/".into()),
+                ..Default::default()
+            },
+            vec![],
+            vec!["c"],
+        ),
+        (SearchFilter { updated_before_unix_ms: Some(t1_ms), ..Default::default() }, vec![], vec!["b"]),
+        (
+            SearchFilter { document_ids: vec!["a".into(), "c".into()], ..Default::default() },
+            vec!["default".into()],
+            vec!["a"],
+        ),
+    ] {
+        let response = grpc.search(filtered(filter.clone(), collections)).await.unwrap().into_inner();
+        let found: Vec<&str> = response.results.iter().map(|hit| hit.document_id.as_str()).collect();
+        assert_eq!(found, expected, "{filter:?}");
     }
 
     // Malformed filters are refused with the usual error body.
@@ -405,6 +441,17 @@ async fn a_filtered_search_fills_top_k_from_beyond_the_first_candidates() {
             }
         }
     }
+}
+
+/// An RFC 3339 time as Unix milliseconds, by PostgreSQL.
+async fn unix_ms(stack: &Stack, time: &str) -> i64 {
+    let row = stack
+        .postgres()
+        .await
+        .query_one("SELECT (extract(epoch FROM $1::text::timestamptz) * 1000)::bigint", &[&time])
+        .await
+        .unwrap();
+    row.get(0)
 }
 
 /// PostgreSQL's clock, which stamps the documents' versions, as RFC 3339.

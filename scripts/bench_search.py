@@ -355,14 +355,15 @@ def llamaindex_main(argv):
 
         def _get_text_embeddings(self, texts):
             out = []
-            for start in range(0, len(texts), 64):
-                out += embed_rpc(texts[start:start + 64], timeout=600)
+            # Small requests: the service has a deadline per request, and batches passes itself.
+            for start in range(0, len(texts), 16):
+                out += embed_rpc(texts[start:start + 16], timeout=600)
             return out
 
         async def _aget_query_embedding(self, query):
             return self._get_query_embedding(query)
 
-    Settings.embed_model = MillraceEmbedding(model_name="all-MiniLM-L6-v2", embed_batch_size=64)
+    Settings.embed_model = MillraceEmbedding(model_name="all-MiniLM-L6-v2", embed_batch_size=16)
     names = args.pages.read_text().split()
     documents = [
         Document(text=main_text((args.root / name).read_text(encoding="utf-8")), id_=name,

@@ -419,7 +419,7 @@ def columns(env):
 def grow(env, target, seed_rows, copy_no):
     """Copies the seed corpus (the ingested pages) under new document ids until chunks holds
     about `target` rows: same text, the vector plus uniform noise of ±0.02 per dimension (so
-    HNSW sees clusters like real ones, not duplicates), metadata {"shard": copy % 10}. The
+    HNSW sees clusters like real ones, not duplicates), metadata {"shard": copy % 10} on the documents and their chunks. The
     chunks' secondary indexes are dropped during the copy and rebuilt after, as a bulk load
     would. Returns the next copy number."""
     have = int(psql("SELECT count(*) FROM chunks", env))
@@ -450,6 +450,7 @@ def grow(env, target, seed_rows, copy_no):
             UPDATE bench_docs SET document_id = document_id || {suffix},
                 metadata = metadata || jsonb_build_object('shard', {copy_no % 10});
             UPDATE bench_chunks SET document_id = document_id || {suffix},
+                metadata = metadata || jsonb_build_object('shard', {copy_no % 10}),
                 embedding = (SELECT array_agg(e + (random() - 0.5) * 0.04) FROM unnest(embedding::real[]) e)::vector;
             INSERT INTO documents ({doc_cols}) SELECT {doc_cols} FROM bench_docs;
             INSERT INTO chunks ({cols}) SELECT {cols} FROM bench_chunks;
@@ -461,7 +462,8 @@ def grow(env, target, seed_rows, copy_no):
     started = time.monotonic()
     for index in indexes:
         psql(f"SET maintenance_work_mem = '1GB'; {index}", env)
-    psql("VACUUM ANALYZE chunks; VACUUM ANALYZE documents", env)
+    psql("VACUUM ANALYZE chunks", env)
+    psql("VACUUM ANALYZE documents", env)
     print(f"bench: {have} chunks; indexes rebuilt in {time.monotonic() - started:.0f} s", file=sys.stderr)
     return copy_no
 

@@ -161,7 +161,7 @@ impl StackTls {
     /// and mutual TLS on every gRPC server (ingestion overrides it).
     fn env(&self) -> Vec<(String, String)> {
         let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
-        let mut env = vec![
+        vec![
             ("MILLRACE_REDIS_CA_FILE".into(), path(self.ca.ca_file())),
             ("MILLRACE_REDIS_CLIENT_CERT_FILE".into(), path(&self.redis_client.cert)),
             ("MILLRACE_REDIS_CLIENT_KEY_FILE".into(), path(&self.redis_client.key)),
@@ -552,4 +552,45 @@ pub fn long_text(topic: &str, paragraphs: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n\n")
+}
+
+/// Search helpers (hybrid search, issue 14).
+impl Stack {
+    /// Submits a document given as the whole JSON body of `POST /v1/ingest` and returns its job id.
+    pub async fn ingest_json(&self, body: &Value) -> String {
+        let (status, answer, _) = self.post("/v1/ingest", body).await;
+        assert_eq!(status, 202, "ingest refused: {answer}");
+        answer["job_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits for every job and asserts that each completed.
+    pub async fn wait_for_jobs_completed(&self, job_ids: &[String], timeout: Duration) {
+        for job_id in job_ids {
+            let job = self.wait_for_job(job_id, timeout).await.unwrap();
+            assert_eq!(job["status"], "completed", "{job}");
+        }
+    }
+
+    /// `POST /v1/search` with this body, which must succeed; the whole answer.
+    pub async fn search_body(&self, body: &Value) -> Value {
+        let (status, answer, _) = self.post("/v1/search", body).await;
+        assert_eq!(status, 200, "search {body} failed: {answer}");
+        answer
+    }
+}
+
+/// The parts of `text` a search result's `highlights` point at (code point offsets, end
+/// exclusive); panics on an offset outside the text.
+pub fn highlighted(text: &str, highlights: &Value) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    highlights
+        .as_array()
+        .unwrap_or_else(|| panic!("highlights is not an array: {highlights}"))
+        .iter()
+        .map(|span| {
+            let (start, end) = (span["start"].as_u64().unwrap() as usize, span["end"].as_u64().unwrap() as usize);
+            assert!(start < end && end <= chars.len(), "highlight {span} outside a text of {} chars", chars.len());
+            chars[start..end].iter().collect()
+        })
+        .collect()
 }

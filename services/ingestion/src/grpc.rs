@@ -12,12 +12,14 @@ use millrace_proto::v1::ingestion_server::{Ingestion, IngestionServer};
 use millrace_proto::v1::{
     CancelJobRequest, DeleteDocumentRequest, DeleteDocumentResponse, GetJobRequest, Job, JobEvent,
     ListDeadLettersRequest, ListDeadLettersResponse, ListJobsRequest, ListJobsResponse, RetryDeadLettersRequest,
-    RetryDeadLettersResponse, SearchHit, SearchRequest, SearchResponse, SubmitRequest, SubmitResponse, WatchJobRequest,
+    RetryDeadLettersResponse, SearchRequest, SearchResponse, SubmitRequest, SubmitResponse, WatchJobRequest,
 };
 use tonic::{Request, Response, Status};
 
 use crate::core::{self, Core};
-use crate::validate::{self, Payload, RawOptions, SearchQuery, Submission};
+use crate::validate::{
+    self, Payload, RawOptions, SearchFilterQuery, SearchGroupBy, SearchMode, SearchQuery, Submission,
+};
 use crate::watch::Watchers;
 
 pub struct IngestionGrpc {
@@ -138,25 +140,25 @@ impl Ingestion for IngestionGrpc {
         let search = validate::validate_search(SearchQuery {
             query: request.query,
             top_k: (request.top_k != 0).then_some(i64::from(request.top_k)),
-            document_id: filter.document_id,
-            metadata: Some(metadata),
+            mode: SearchMode::from_proto(request.mode)?,
+            group_by: SearchGroupBy::from_proto(request.group_by)?,
+            vector_weight: request.vector_weight.map(f64::from),
+            keyword_weight: request.keyword_weight.map(f64::from),
+            filter: SearchFilterQuery {
+                document_id: filter.document_id,
+                document_ids: filter.document_ids,
+                content_types: filter.content_types,
+                source_prefix: filter.source_prefix,
+                created_after_ms: filter.created_after_unix_ms,
+                created_before_ms: filter.created_before_unix_ms,
+                updated_after_ms: filter.updated_after_unix_ms,
+                updated_before_ms: filter.updated_before_unix_ms,
+                metadata: Some(metadata),
+            },
             collections: Some(request.collections),
         })?;
-        let hits = self.core.search(&caller, search).await?;
-        Ok(Response::new(SearchResponse {
-            results: hits
-                .into_iter()
-                .map(|hit| SearchHit {
-                    document_id: hit.document_id,
-                    chunk_index: hit.chunk_index,
-                    text: hit.text,
-                    score: hit.score,
-                    metadata_json: hit.metadata.to_string(),
-                    collection: hit.collection,
-                    ..Default::default()
-                })
-                .collect(),
-        }))
+        let found = self.core.search(&caller, search).await?;
+        Ok(Response::new(SearchResponse { results: found.hits.iter().map(|hit| hit.to_proto()).collect() }))
     }
 
     async fn list_dead_letters(

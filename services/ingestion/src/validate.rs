@@ -8,6 +8,7 @@ use millrace_common::{ApiError, ErrorCode};
 use millrace_fetch::FetchError;
 use millrace_pipeline::JobOptions;
 use millrace_pipeline::content::{self, media_type};
+use millrace_proto::v1 as proto;
 use sha2::{Digest, Sha256};
 
 /// Content types the pipeline can parse: the one list, in `millrace_pipeline::content`, to
@@ -434,15 +435,192 @@ pub fn metadata_from_json(text: &str, field: &str) -> Result<serde_json::Value, 
     validate_metadata(Some(value), field)
 }
 
+/// Which retrievers a search uses (`mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchMode {
+    /// Keyword and vector rankings fused by reciprocal rank fusion.
+    #[default]
+    Hybrid,
+    /// Nearest embeddings only (cosine similarity).
+    Vector,
+    /// PostgreSQL full text only: the query is never embedded.
+    Keyword,
+}
+
+impl SearchMode {
+    pub const NAMES: [&'static str; 3] = ["hybrid", "vector", "keyword"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hybrid => "hybrid",
+            Self::Vector => "vector",
+            Self::Keyword => "keyword",
+        }
+    }
+
+    /// `mode` as a JSON caller names it; absent is hybrid.
+    pub fn from_name(name: Option<&str>) -> Result<Self, ApiError> {
+        match name {
+            None | Some("hybrid") => Ok(Self::Hybrid),
+            Some("vector") => Ok(Self::Vector),
+            Some("keyword") => Ok(Self::Keyword),
+            Some(other) => {
+                Err(ApiError::invalid(format!("`mode` must be one of {}, not {other:?}", Self::NAMES.join(", "))))
+            }
+        }
+    }
+
+    /// `mode` as a gRPC caller sends it; unspecified (0) is hybrid.
+    pub fn from_proto(value: i32) -> Result<Self, ApiError> {
+        match proto::SearchMode::try_from(value) {
+            Ok(proto::SearchMode::Unspecified | proto::SearchMode::Hybrid) => Ok(Self::Hybrid),
+            Ok(proto::SearchMode::Vector) => Ok(Self::Vector),
+            Ok(proto::SearchMode::Keyword) => Ok(Self::Keyword),
+            Err(_) => Err(ApiError::invalid(format!("`mode` {value} is not a SearchMode"))),
+        }
+    }
+
+    pub fn to_proto(self) -> proto::SearchMode {
+        match self {
+            Self::Hybrid => proto::SearchMode::Hybrid,
+            Self::Vector => proto::SearchMode::Vector,
+            Self::Keyword => proto::SearchMode::Keyword,
+        }
+    }
+
+    /// Whether the query needs an embedding (a call to the embeddings service).
+    pub fn embeds_query(self) -> bool {
+        self != Self::Keyword
+    }
+}
+
+/// What one search result is (`group_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchGroupBy {
+    /// A document's best chunk, with its other matching chunks; `top_k` counts documents.
+    #[default]
+    Document,
+    /// One chunk; `top_k` counts chunks.
+    Chunk,
+}
+
+impl SearchGroupBy {
+    pub const NAMES: [&'static str; 2] = ["document", "chunk"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Document => "document",
+            Self::Chunk => "chunk",
+        }
+    }
+
+    /// `group_by` as a JSON caller names it; absent is document.
+    pub fn from_name(name: Option<&str>) -> Result<Self, ApiError> {
+        match name {
+            None | Some("document") => Ok(Self::Document),
+            Some("chunk") => Ok(Self::Chunk),
+            Some(other) => {
+                Err(ApiError::invalid(format!("`group_by` must be one of {}, not {other:?}", Self::NAMES.join(", "))))
+            }
+        }
+    }
+
+    /// `group_by` as a gRPC caller sends it; unspecified (0) is document.
+    pub fn from_proto(value: i32) -> Result<Self, ApiError> {
+        match proto::SearchGroupBy::try_from(value) {
+            Ok(proto::SearchGroupBy::Unspecified | proto::SearchGroupBy::Document) => Ok(Self::Document),
+            Ok(proto::SearchGroupBy::Chunk) => Ok(Self::Chunk),
+            Err(_) => Err(ApiError::invalid(format!("`group_by` {value} is not a SearchGroupBy"))),
+        }
+    }
+
+    pub fn to_proto(self) -> proto::SearchGroupBy {
+        match self {
+            Self::Document => proto::SearchGroupBy::Document,
+            Self::Chunk => proto::SearchGroupBy::Chunk,
+        }
+    }
+}
+
+/// A retriever's weight in the fusion when the caller gives none.
+pub const DEFAULT_SEARCH_WEIGHT: f32 = 1.0;
+
+/// Largest accepted fusion weight: only the ratio of the two matters, and a bound keeps every
+/// score finite.
+pub const MAX_SEARCH_WEIGHT: f64 = 1_000_000.0;
+
+/// Most document ids one search filter names.
+pub const MAX_FILTER_DOCUMENT_IDS: usize = 1000;
+
+/// Most content types one search filter names (repeats included).
+pub const MAX_FILTER_CONTENT_TYPES: usize = 100;
+
+/// A search filter as received. Times are Unix milliseconds: the HTTP API parses its RFC 3339
+/// strings first ([`unix_ms_from_rfc3339`]).
+#[derive(Debug, Clone, Default)]
+pub struct SearchFilterQuery {
+    /// One document (older clients); the same as a one-element `document_ids`.
+    pub document_id: Option<String>,
+    pub document_ids: Vec<String>,
+    pub content_types: Vec<String>,
+    /// Empty means none.
+    pub source_prefix: Option<String>,
+    pub created_after_ms: Option<i64>,
+    pub created_before_ms: Option<i64>,
+    pub updated_after_ms: Option<i64>,
+    pub updated_before_ms: Option<i64>,
+    pub metadata: Option<serde_json::Value>,
+}
+
 /// A search request as received.
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
     pub query: String,
     pub top_k: Option<i64>,
-    pub document_id: Option<String>,
-    pub metadata: Option<serde_json::Value>,
+    pub mode: SearchMode,
+    pub group_by: SearchGroupBy,
+    pub vector_weight: Option<f64>,
+    pub keyword_weight: Option<f64>,
+    pub filter: SearchFilterQuery,
     /// None or empty: every collection the key may use.
     pub collections: Option<Vec<String>>,
+}
+
+/// Filter conditions that passed every check; storage applies them inside its index scans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidFilter {
+    /// `document_id` and `document_ids` together, without repeats; empty: any document.
+    pub document_ids: Vec<String>,
+    /// Supported content types, without repeats; empty: any.
+    pub content_types: Vec<String>,
+    pub source_prefix: Option<String>,
+    pub created_after_ms: Option<i64>,
+    pub created_before_ms: Option<i64>,
+    pub updated_after_ms: Option<i64>,
+    pub updated_before_ms: Option<i64>,
+    /// An object the chunk's metadata must contain, or `{}`.
+    pub metadata: serde_json::Value,
+}
+
+impl ValidFilter {
+    pub fn to_proto(&self) -> proto::SearchFilter {
+        let metadata_json = match &self.metadata {
+            serde_json::Value::Object(map) if map.is_empty() => String::new(),
+            other => other.to_string(),
+        };
+        proto::SearchFilter {
+            // Always sent as `document_ids`, so storage has one list to read.
+            document_id: None,
+            metadata_json,
+            document_ids: self.document_ids.clone(),
+            content_types: self.content_types.clone(),
+            source_prefix: self.source_prefix.clone(),
+            created_after_unix_ms: self.created_after_ms,
+            created_before_unix_ms: self.created_before_ms,
+            updated_after_unix_ms: self.updated_after_ms,
+            updated_before_unix_ms: self.updated_before_ms,
+        }
+    }
 }
 
 /// A search request that passed every check.
@@ -450,9 +628,11 @@ pub struct SearchQuery {
 pub struct ValidSearch {
     pub query: String,
     pub top_k: u32,
-    pub document_id: Option<String>,
-    /// An object of equalities, or `{}`.
-    pub metadata: serde_json::Value,
+    pub mode: SearchMode,
+    pub group_by: SearchGroupBy,
+    pub vector_weight: f32,
+    pub keyword_weight: f32,
+    pub filter: ValidFilter,
     /// The collections named (valid names, no repeats); empty: every one the key may use.
     pub collections: Vec<String>,
 }
@@ -469,10 +649,9 @@ pub fn validate_search(search: SearchQuery) -> Result<ValidSearch, ApiError> {
         Some(k) if (1..=i64::from(MAX_TOP_K)).contains(&k) => k as u32,
         Some(k) => return Err(ApiError::invalid(format!("`top_k` must be between 1 and {MAX_TOP_K}, not {k}"))),
     };
-    if let Some(id) = &search.document_id {
-        validate_document_id(id).map_err(|err| ApiError::invalid(format!("filter: {}", err.message)))?;
-    }
-    let metadata = validate_metadata(search.metadata, "filter.metadata")?;
+    let vector_weight = search_weight(search.vector_weight, "weights.vector")?;
+    let keyword_weight = search_weight(search.keyword_weight, "weights.keyword")?;
+    let filter = validate_filter(search.filter)?;
     let named = search.collections.unwrap_or_default();
     if named.len() > MAX_SEARCH_COLLECTIONS {
         return Err(ApiError::invalid(format!(
@@ -487,7 +666,92 @@ pub fn validate_search(search: SearchQuery) -> Result<ValidSearch, ApiError> {
             collections.push(name);
         }
     }
-    Ok(ValidSearch { query: search.query, top_k, document_id: search.document_id, metadata, collections })
+    Ok(ValidSearch {
+        query: search.query,
+        top_k,
+        mode: search.mode,
+        group_by: search.group_by,
+        vector_weight,
+        keyword_weight,
+        filter,
+        collections,
+    })
+}
+
+/// A fusion weight: finite, from 0 (the retriever's ranking counts for nothing) to
+/// [`MAX_SEARCH_WEIGHT`]; absent is [`DEFAULT_SEARCH_WEIGHT`].
+fn search_weight(weight: Option<f64>, field: &str) -> Result<f32, ApiError> {
+    match weight {
+        None => Ok(DEFAULT_SEARCH_WEIGHT),
+        Some(w) if w.is_finite() && (0.0..=MAX_SEARCH_WEIGHT).contains(&w) => Ok(w as f32),
+        Some(w) => Err(ApiError::invalid(format!("`{field}` must be a number from 0 to {MAX_SEARCH_WEIGHT}, not {w}"))),
+    }
+}
+
+fn validate_filter(filter: SearchFilterQuery) -> Result<ValidFilter, ApiError> {
+    // Counted as sent, repeats included, as the schema's `maxItems` counts them.
+    if filter.document_ids.len() > MAX_FILTER_DOCUMENT_IDS {
+        return Err(ApiError::invalid(format!(
+            "`filter.document_ids` names {} documents; at most {MAX_FILTER_DOCUMENT_IDS} are accepted",
+            filter.document_ids.len()
+        )));
+    }
+    if filter.content_types.len() > MAX_FILTER_CONTENT_TYPES {
+        return Err(ApiError::invalid(format!(
+            "`filter.content_types` names {} types; at most {MAX_FILTER_CONTENT_TYPES} are accepted",
+            filter.content_types.len()
+        )));
+    }
+    let named = filter.document_id.into_iter().map(|id| (id, "filter.document_id".to_owned()));
+    let listed = filter.document_ids.into_iter().enumerate().map(|(i, id)| (id, format!("filter.document_ids[{i}]")));
+    let mut document_ids: Vec<String> = Vec::new();
+    for (id, field) in named.chain(listed) {
+        validate_document_id(&id).map_err(|err| ApiError::invalid(format!("`{field}`: {}", err.message)))?;
+        if !document_ids.contains(&id) {
+            document_ids.push(id);
+        }
+    }
+    let mut content_types: Vec<String> = Vec::new();
+    for (i, content_type) in filter.content_types.into_iter().enumerate() {
+        // Exactly as stored: a filter that silently matched nothing would look like no results.
+        if !SUPPORTED_CONTENT_TYPES.contains(&content_type.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "`filter.content_types[{i}]` {content_type:?} is not a stored content type; use one of {}",
+                SUPPORTED_CONTENT_TYPES.join(", ")
+            )));
+        }
+        if !content_types.contains(&content_type) {
+            content_types.push(content_type);
+        }
+    }
+    let source_prefix = filter.source_prefix.filter(|prefix| !prefix.is_empty());
+    if source_prefix.as_ref().is_some_and(|prefix| prefix.chars().count() > MAX_SOURCE_CHARS) {
+        return Err(ApiError::invalid(format!("`filter.source_prefix` is longer than {MAX_SOURCE_CHARS} characters")));
+    }
+    let metadata = validate_metadata(filter.metadata, "filter.metadata")?;
+    // An empty range (after >= before) is valid and matches nothing, as in SQL.
+    Ok(ValidFilter {
+        document_ids,
+        content_types,
+        source_prefix,
+        created_after_ms: filter.created_after_ms,
+        created_before_ms: filter.created_before_ms,
+        updated_after_ms: filter.updated_after_ms,
+        updated_before_ms: filter.updated_before_ms,
+        metadata,
+    })
+}
+
+/// An RFC 3339 time (`2026-12-07T10:00:00Z`, `2026-12-07T11:00:00.5+01:00`) as Unix
+/// milliseconds, any finer fraction dropped (rounded down, as the stored times are read).
+pub fn unix_ms_from_rfc3339(text: &str, field: &str) -> Result<i64, ApiError> {
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(|err| {
+        ApiError::invalid(format!(
+            "`{field}` must be an RFC 3339 time such as 2026-01-31T09:30:00Z, not {text:?}: {err}"
+        ))
+    })?;
+    // RFC 3339 years are 0000 to 9999: always within i64 milliseconds.
+    Ok(i64::try_from(time.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap_or(i64::MAX))
 }
 
 /// `limit` of a job listing: default 50, 1 to 1000.
@@ -805,6 +1069,130 @@ mod tests {
         assert!(ok(Some(-1)).is_err());
         assert!(validate_search(SearchQuery { query: "  ".into(), ..Default::default() }).is_err());
         assert!(validate_search(SearchQuery { query: "a".repeat(8193), ..Default::default() }).is_err());
+    }
+
+    fn search_with(filter: SearchFilterQuery) -> Result<ValidSearch, ApiError> {
+        validate_search(SearchQuery { query: "q".into(), filter, ..Default::default() })
+    }
+
+    #[test]
+    fn modes_and_grouping_have_defaults_and_refuse_unknown_values() {
+        assert_eq!(SearchMode::from_name(None).unwrap(), SearchMode::Hybrid);
+        for name in SearchMode::NAMES {
+            assert_eq!(SearchMode::from_name(Some(name)).unwrap().as_str(), name);
+        }
+        let err = SearchMode::from_name(Some("semantic")).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        assert!(err.message.contains("hybrid, vector, keyword"), "{}", err.message);
+        assert_eq!(SearchGroupBy::from_name(None).unwrap(), SearchGroupBy::Document);
+        assert_eq!(SearchGroupBy::from_name(Some("chunk")).unwrap(), SearchGroupBy::Chunk);
+        assert!(SearchGroupBy::from_name(Some("Document")).is_err());
+        // gRPC: unspecified is the default, an unknown number is refused.
+        assert_eq!(SearchMode::from_proto(0).unwrap(), SearchMode::Hybrid);
+        assert_eq!(SearchMode::from_proto(3).unwrap(), SearchMode::Keyword);
+        assert_eq!(SearchMode::from_proto(9).unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(SearchGroupBy::from_proto(0).unwrap(), SearchGroupBy::Document);
+        assert_eq!(SearchGroupBy::from_proto(2).unwrap(), SearchGroupBy::Chunk);
+        assert!(SearchGroupBy::from_proto(-1).is_err());
+        for mode in [SearchMode::Hybrid, SearchMode::Vector, SearchMode::Keyword] {
+            assert_eq!(SearchMode::from_proto(mode.to_proto() as i32).unwrap(), mode);
+        }
+        assert!(!SearchMode::Keyword.embeds_query());
+        assert!(SearchMode::Hybrid.embeds_query() && SearchMode::Vector.embeds_query());
+    }
+
+    #[test]
+    fn weights_are_finite_and_not_negative() {
+        let weights = |vector, keyword| {
+            validate_search(SearchQuery {
+                query: "q".into(),
+                vector_weight: vector,
+                keyword_weight: keyword,
+                ..Default::default()
+            })
+        };
+        let search = weights(None, None).unwrap();
+        assert_eq!((search.vector_weight, search.keyword_weight), (1.0, 1.0));
+        let search = weights(Some(0.0), Some(2.5)).unwrap();
+        assert_eq!((search.vector_weight, search.keyword_weight), (0.0, 2.5));
+        for bad in [-0.5, f64::NAN, f64::INFINITY, 1e7] {
+            let err = weights(Some(bad), None).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{bad}");
+            assert!(err.message.contains("weights.vector"), "{}", err.message);
+            assert!(weights(None, Some(bad)).unwrap_err().message.contains("weights.keyword"));
+        }
+    }
+
+    #[test]
+    fn filters_are_checked_and_normalised() {
+        let filter = search_with(SearchFilterQuery {
+            document_id: Some("a".into()),
+            document_ids: vec!["b".into(), "a".into()],
+            content_types: vec!["text/markdown".into(), "text/markdown".into()],
+            source_prefix: Some(String::new()),
+            created_after_ms: Some(5),
+            created_before_ms: Some(3),
+            metadata: Some(serde_json::json!({"team": "x"})),
+            ..Default::default()
+        })
+        .unwrap()
+        .filter;
+        assert_eq!(filter.document_ids, ["a", "b"]);
+        assert_eq!(filter.content_types, ["text/markdown"]);
+        assert_eq!(filter.source_prefix, None, "an empty prefix is none");
+        // An empty range is allowed: it matches nothing.
+        assert_eq!((filter.created_after_ms, filter.created_before_ms), (Some(5), Some(3)));
+        let proto = filter.to_proto();
+        assert_eq!(proto.document_id, None, "one list for storage");
+        assert_eq!(proto.document_ids, ["a", "b"]);
+        assert_eq!(proto.metadata_json, r#"{"team":"x"}"#);
+        assert_eq!(search_with(SearchFilterQuery::default()).unwrap().filter.to_proto().metadata_json, "");
+
+        let refused = |filter: SearchFilterQuery, field: &str| {
+            let err = search_with(filter).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument);
+            assert!(err.message.contains(field), "{field}: {}", err.message);
+        };
+        refused(SearchFilterQuery { document_id: Some(String::new()), ..Default::default() }, "filter.document_id");
+        refused(
+            SearchFilterQuery { document_ids: vec!["ok".into(), "a\nb".into()], ..Default::default() },
+            "filter.document_ids[1]",
+        );
+        refused(
+            SearchFilterQuery { document_ids: (0..1001).map(|i| i.to_string()).collect(), ..Default::default() },
+            "at most 1000",
+        );
+        refused(SearchFilterQuery { document_ids: vec!["same".into(); 1001], ..Default::default() }, "at most 1000");
+        refused(
+            SearchFilterQuery { content_types: vec!["text/plain".into(); 101], ..Default::default() },
+            "at most 100",
+        );
+        refused(
+            SearchFilterQuery { content_types: vec!["Text/Markdown".into()], ..Default::default() },
+            "filter.content_types[0]",
+        );
+        refused(
+            SearchFilterQuery { source_prefix: Some("s".repeat(2049)), ..Default::default() },
+            "filter.source_prefix",
+        );
+        refused(SearchFilterQuery { metadata: Some(serde_json::json!("x")), ..Default::default() }, "filter.metadata");
+    }
+
+    #[test]
+    fn rfc3339_times_become_unix_milliseconds() {
+        assert_eq!(unix_ms_from_rfc3339("1970-01-01T00:00:00Z", "t").unwrap(), 0);
+        assert_eq!(unix_ms_from_rfc3339("2026-12-07T01:00:00.250+01:00", "t").unwrap(), 1_796_601_600_250);
+        // Finer fractions are dropped, before 1970 too.
+        assert_eq!(unix_ms_from_rfc3339("1970-01-01T00:00:00.0019Z", "t").unwrap(), 1);
+        assert_eq!(unix_ms_from_rfc3339("1969-12-31T23:59:59.9999Z", "t").unwrap(), -1);
+        // The extremes RFC 3339 allows (what schemathesis generates) parse.
+        assert!(unix_ms_from_rfc3339("0001-01-01T00:00:00+23:59", "t").is_ok());
+        assert!(unix_ms_from_rfc3339("9999-12-31T23:59:59.999999-23:59", "t").is_ok());
+        for bad in ["", "yesterday", "2026-12-07", "2026-12-07 10:00:00", "2026-13-01T00:00:00Z", "1796601600000"] {
+            let err = unix_ms_from_rfc3339(bad, "filter.created_after").unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument, "{bad:?}");
+            assert!(err.message.contains("filter.created_after"), "{}", err.message);
+        }
     }
 
     #[test]

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use millrace_common::ApiError;
 use millrace_proto::storage_server::Storage;
 use millrace_proto::{
-    DeleteDocumentRequest, DeleteDocumentResponse, DiscardVersionRequest, DiscardVersionResponse, Document,
-    GetDocumentRequest, SearchHit, SearchResponse, StoredChunk, StoredChunkEntry, StoredChunksRequest,
-    StoredChunksResponse, Vector, VectorSearchRequest,
+    ChunkMatch, DeleteDocumentRequest, DeleteDocumentResponse, DiscardVersionRequest, DiscardVersionResponse, Document,
+    GetDocumentRequest, Highlight, SearchGroupBy as ProtoGroupBy, SearchHit, SearchMode as ProtoMode, SearchResponse,
+    StoredChunk, StoredChunkEntry, StoredChunksRequest, StoredChunksResponse, Vector, VectorSearchRequest,
 };
 use tonic::{Request, Response, Status};
 
-use crate::store::{PgStore, SearchFilter, StoreError};
+use crate::store::{GroupBy, PgStore, SearchFilter, SearchMode, SearchRequest, StoreError};
 
 /// Content hashes per `StoredChunks` request: keeps an answer (vectors included) well under
 /// gRPC's 4 MiB message limit.
@@ -50,9 +50,17 @@ fn require_id(document_id: &str) -> Result<(), Status> {
 impl Storage for StorageService {
     async fn search(&self, request: Request<VectorSearchRequest>) -> Result<Response<SearchResponse>, Status> {
         let request = request.into_inner();
-        if request.vector.is_empty() {
-            return Err(ApiError::invalid("vector is required").into());
-        }
+        let mode = match ProtoMode::try_from(request.mode) {
+            Ok(ProtoMode::Unspecified | ProtoMode::Hybrid) => SearchMode::Hybrid,
+            Ok(ProtoMode::Vector) => SearchMode::Vector,
+            Ok(ProtoMode::Keyword) => SearchMode::Keyword,
+            Err(_) => return Err(ApiError::invalid(format!("unknown search mode {}", request.mode)).into()),
+        };
+        let group_by = match ProtoGroupBy::try_from(request.group_by) {
+            Ok(ProtoGroupBy::Unspecified | ProtoGroupBy::Document) => GroupBy::Document,
+            Ok(ProtoGroupBy::Chunk) => GroupBy::Chunk,
+            Err(_) => return Err(ApiError::invalid(format!("unknown group_by {}", request.group_by)).into()),
+        };
         let top_k = if request.top_k == 0 { 10 } else { request.top_k.min(100) } as usize;
         let filter = request.filter.unwrap_or_default();
         let metadata = if filter.metadata_json.trim().is_empty() {
@@ -63,27 +71,58 @@ impl Storage for StorageService {
                 _ => return Err(ApiError::invalid("filter.metadata must be a JSON object").into()),
             }
         };
-        let hits = self
-            .store
-            .search(
-                tenant(&request.tenant_id)?,
-                &request.vector,
-                top_k,
-                &SearchFilter { document_id: filter.document_id, metadata, collections: request.collections },
-            )
-            .await
-            .map_err(status)?;
+        let search = SearchRequest {
+            query: request.query,
+            vector: request.vector,
+            top_k,
+            mode,
+            group_by,
+            vector_weight: request.vector_weight.unwrap_or(1.0),
+            keyword_weight: request.keyword_weight.unwrap_or(1.0),
+            filter: SearchFilter {
+                document_id: filter.document_id.filter(|id| !id.is_empty()),
+                document_ids: filter.document_ids,
+                content_types: filter.content_types,
+                source_prefix: filter.source_prefix,
+                created_after_unix_ms: filter.created_after_unix_ms,
+                created_before_unix_ms: filter.created_before_unix_ms,
+                updated_after_unix_ms: filter.updated_after_unix_ms,
+                updated_before_unix_ms: filter.updated_before_unix_ms,
+                metadata,
+                collections: request.collections,
+            },
+        };
+        let hits = self.store.search(tenant(&request.tenant_id)?, &search).await.map_err(status)?;
         Ok(Response::new(SearchResponse {
             results: hits
                 .into_iter()
                 .map(|hit| SearchHit {
                     document_id: hit.document_id,
-                    chunk_index: hit.chunk_index as u32,
+                    chunk_index: u32::try_from(hit.chunk_index).unwrap_or_default(),
                     text: hit.text,
                     score: hit.score,
                     metadata_json: hit.metadata.to_string(),
                     collection: hit.collection,
-                    ..Default::default()
+                    vector_score: hit.vector_score,
+                    keyword_score: hit.keyword_score,
+                    vector_rank: hit.vector_rank,
+                    keyword_rank: hit.keyword_rank,
+                    rank: hit.rank,
+                    highlights: hit
+                        .highlights
+                        .into_iter()
+                        .map(|span| Highlight { start: span.start, end: span.end })
+                        .collect(),
+                    other_chunks: hit
+                        .other_chunks
+                        .into_iter()
+                        .map(|chunk| ChunkMatch {
+                            chunk_index: u32::try_from(chunk.chunk_index).unwrap_or_default(),
+                            score: chunk.score,
+                            vector_score: chunk.vector_score,
+                            keyword_score: chunk.keyword_score,
+                        })
+                        .collect(),
                 })
                 .collect(),
         }))

@@ -3,7 +3,7 @@
 //! Other services never hold database connections; they call this one over gRPC.
 
 pub mod config;
-mod grpc;
+pub mod grpc;
 mod handler;
 pub mod metrics;
 pub mod store;

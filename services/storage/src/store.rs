@@ -13,10 +13,13 @@
 //!   document leaves a tombstone below which no version is stored or committed again.
 //! - Batches go in with binary COPY into a temporary table and one `INSERT ... SELECT`, a handful
 //!   of round trips per batch; the HNSW index insert is the real cost (see DESIGN.md, Storage).
+//!   PostgreSQL computes each chunk's `search_text` (a stored generated column) on the way in.
+//! - Search (vector, keyword, hybrid) is in `search.rs`.
 
 mod config;
 mod error;
 mod migrate;
+mod search;
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 pub use config::StoreConfig;
 pub use error::StoreError;
+pub use search::{ChunkMatch, GroupBy, Highlight, RRF_K, SearchFilter, SearchHit, SearchMode, SearchRequest};
 
 /// Largest `top_k` a search accepts (pgvector's largest `ef_search`).
 pub const MAX_TOP_K: usize = 1000;
@@ -86,31 +90,6 @@ pub struct CommitOutcome {
     /// The document was deleted after this version was submitted: it was not made visible and
     /// its chunks were deleted.
     pub document_deleted: bool,
-}
-
-/// Restricts a search.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SearchFilter {
-    /// Only this document.
-    pub document_id: Option<String>,
-    /// A JSON object of equalities that the hit's metadata must contain (`@>`).
-    pub metadata: Option<Value>,
-    /// Only chunks of these collections; empty: every collection of the tenant.
-    pub collections: Vec<String>,
-}
-
-/// One search result.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SearchHit {
-    pub document_id: String,
-    pub collection: String,
-    pub version: i64,
-    pub chunk_index: i32,
-    pub text: String,
-    /// Cosine similarity: 1 - cosine distance (1 is identical direction).
-    pub score: f32,
-    /// The document's metadata merged with the chunk's (the chunk's keys win).
-    pub metadata: Value,
 }
 
 /// A document's visible version, and when it was made visible.
@@ -396,92 +375,6 @@ impl PgStore {
             .await?;
         tx.commit().await?;
         Ok(deleted)
-    }
-
-    /// The `top_k` chunks nearest to `query` (cosine) among the visible versions of the tenant's
-    /// documents (of `filter.collections`, if any), nearest first. The tenant and collections are
-    /// conditions of the index scan itself (with pgvector's iterative scan the HNSW scan goes on
-    /// until `top_k` rows pass them), never a filter over its first results: a tenant with few
-    /// chunks among many of another tenant's still gets its `top_k`.
-    #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT chunks", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "chunks"))]
-    pub async fn search(
-        &self,
-        tenant_id: &str,
-        query: &[f32],
-        top_k: usize,
-        filter: &SearchFilter,
-    ) -> Result<Vec<SearchHit>, StoreError> {
-        if tenant_id.is_empty() {
-            return Err(StoreError::InvalidInput("tenant_id is empty".to_owned()));
-        }
-        self.check_vector(query)?;
-        if top_k > MAX_TOP_K {
-            return Err(StoreError::InvalidInput(format!("top_k must be at most {MAX_TOP_K}, got {top_k}")));
-        }
-        if top_k == 0 {
-            return Ok(Vec::new());
-        }
-        if let Some(metadata) = &filter.metadata
-            && !metadata.is_object()
-        {
-            return Err(StoreError::InvalidInput("the metadata filter must be a JSON object".to_owned()));
-        }
-
-        let embedding = Vector::from(query.to_vec());
-        let limit = i64::try_from(top_k).unwrap_or(i64::MAX);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&embedding, &tenant_id, &limit];
-        // One statement per filter combination rather than `$n IS NULL OR ...`, so that each gets
-        // its own plan (the HNSW index scan for unfiltered queries).
-        let mut conditions = String::new();
-        if let Some(document_id) = &filter.document_id {
-            params.push(document_id);
-            conditions.push_str(&format!(" AND c.document_id = ${}", params.len()));
-        }
-        if let Some(metadata) = &filter.metadata {
-            params.push(metadata);
-            conditions.push_str(&format!(" AND (d.metadata || c.metadata) @> ${}", params.len()));
-        }
-        if !filter.collections.is_empty() {
-            params.push(&filter.collections);
-            conditions.push_str(&format!(" AND c.collection = ANY(${})", params.len()));
-        }
-        let sql = format!(
-            "SELECT c.document_id, c.version, c.chunk_index, c.text, d.metadata || c.metadata,
-                    1 - (c.embedding <=> $1), c.collection
-             FROM chunks c
-             JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
-             WHERE c.tenant_id = $2{conditions}
-             ORDER BY c.embedding <=> $1
-             LIMIT $3"
-        );
-
-        let mut client = self.pool.get().await?;
-        let statement = client.prepare_cached(&sql).await?;
-        let tx = client.transaction().await?;
-        // HNSW returns at most ef_search candidates; iterative scans (pgvector 0.8) keep going
-        // when filters reject some of them.
-        let ef_search = self.config.hnsw_ef_search.max(u32::try_from(top_k).unwrap_or(u32::MAX)).min(1000);
-        let mut settings = format!("SET LOCAL hnsw.ef_search = {ef_search};");
-        if self.iterative_scan.load(Ordering::Relaxed) {
-            settings.push_str(" SET LOCAL hnsw.iterative_scan = strict_order;");
-        }
-        tx.batch_execute(&settings).await?;
-        let rows = tx.query(&statement, &params).await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|row| {
-                let score: Option<f64> = row.try_get(5)?;
-                Ok(SearchHit {
-                    document_id: row.try_get(0)?,
-                    version: row.try_get(1)?,
-                    chunk_index: row.try_get(2)?,
-                    text: row.try_get(3)?,
-                    metadata: row.try_get(4)?,
-                    score: finite_score(score),
-                    collection: row.try_get(6)?,
-                })
-            })
-            .collect()
     }
 
     /// The visible version of a document.

@@ -14,5 +14,6 @@ mod limits;
 mod observability;
 mod ops;
 mod races;
+mod search;
 mod tls;
 mod tracing;

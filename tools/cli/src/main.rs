@@ -10,6 +10,7 @@ mod dlq;
 mod ingest;
 mod key;
 mod keys;
+mod search;
 
 use std::process::ExitCode;
 
@@ -75,11 +76,37 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Search the stored chunks.
+    /// Search the stored documents: hybrid (keyword and vector rankings fused), vector or
+    /// keyword; one result per document unless --group-by chunk.
     Search {
         query: String,
+        /// Results wanted (documents, or chunks with --group-by chunk).
         #[arg(long, default_value_t = 5)]
         top_k: u32,
+        /// hybrid (the server's default), vector (embeddings only) or keyword (full text only).
+        #[arg(long, value_parser = PossibleValuesParser::new(search::MODES))]
+        mode: Option<String>,
+        /// document (the server's default: one result per document, with its other matching
+        /// chunks) or chunk.
+        #[arg(long, value_parser = PossibleValuesParser::new(search::GROUP_BY))]
+        group_by: Option<String>,
+        /// Search only this collection (repeatable); none: every collection the key may use.
+        #[arg(long = "collection", value_name = "NAME")]
+        collections: Vec<String>,
+        /// A condition (repeatable; all must hold). `document_id=ID` and `content_type=TYPE`
+        /// (repeatable: any of them), `source_prefix=PREFIX`, `created_after=`,
+        /// `created_before=`, `updated_after=`, `updated_before=` (RFC 3339 times,
+        /// 2026-01-31T09:30:00Z). Any other key is a metadata equality, its value JSON when it
+        /// parses (`year=2024` a number, `draft=true` a boolean, `code="0042"` a string), else
+        /// text (`team=docs`); `metadata.KEY=VALUE` for a key named like one above.
+        #[arg(long = "filter", value_name = "KEY=VALUE")]
+        filters: Vec<String>,
+        /// Hybrid mode: the vector ranking's weight in the fusion (default 1).
+        #[arg(long)]
+        vector_weight: Option<f64>,
+        /// Hybrid mode: the keyword ranking's weight in the fusion (default 1).
+        #[arg(long)]
+        keyword_weight: Option<f64>,
     },
     /// Every service's limits: quotas, use, breakers, budget.
     Limits,
@@ -182,21 +209,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 print_job(&job);
             }
         }
-        Command::Search { query, top_k } => {
-            let answer = api.post("/v1/search", &json!({ "query": query, "top_k": top_k })).await?;
+        Command::Search { query, top_k, mode, group_by, collections, filters, vector_weight, keyword_weight } => {
+            let body = search::body(&search::Request {
+                query: &query,
+                top_k,
+                mode: mode.as_deref(),
+                group_by: group_by.as_deref(),
+                collections: &collections,
+                filters: &filters,
+                vector_weight,
+                keyword_weight,
+            })?;
+            let answer = api.post("/v1/search", &body).await?;
             if json {
                 print_json(&answer);
             } else {
-                for hit in answer["results"].as_array().into_iter().flatten() {
-                    let snippet: String = text(&hit["text"]).split_whitespace().collect::<Vec<_>>().join(" ");
-                    let snippet: String = snippet.chars().take(160).collect();
-                    println!(
-                        "{:.3}  {}#{}  {snippet}",
-                        hit["score"].as_f64().unwrap_or(0.0),
-                        text(&hit["document_id"]),
-                        hit["chunk_index"]
-                    );
-                }
+                search::print_human(&answer);
             }
         }
         Command::Limits => {

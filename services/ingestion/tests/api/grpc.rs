@@ -3,8 +3,8 @@
 use millrace_proto::v1::admin_client::AdminClient;
 use millrace_proto::v1::ingestion_client::IngestionClient;
 use millrace_proto::v1::{
-    CancelJobRequest, DeleteDocumentRequest, GetJobRequest, JobStatus, ListJobsRequest, SearchRequest, StatsRequest,
-    SubmitRequest,
+    CancelJobRequest, DeleteDocumentRequest, GetJobRequest, JobStatus, ListJobsRequest, SearchFilter, SearchMode,
+    SearchRequest, StatsRequest, SubmitRequest,
 };
 use tonic::Code;
 use tonic::transport::Channel;
@@ -93,6 +93,28 @@ async fn bad_input_maps_to_grpc_codes() {
     assert_eq!(code(client.search(search("q", 101)).await), Code::InvalidArgument);
     // Valid, but embeddings and storage are not running.
     assert_eq!(code(client.search(search("q", 0)).await), Code::Unavailable);
+    let bad = [
+        SearchRequest { mode: 9, ..search("q", 0) },
+        SearchRequest { group_by: -1, ..search("q", 0) },
+        SearchRequest { vector_weight: Some(f32::NAN), ..search("q", 0) },
+        SearchRequest { keyword_weight: Some(-1.0), ..search("q", 0) },
+        SearchRequest {
+            filter: Some(SearchFilter { content_types: vec!["text/x-unknown".into()], ..Default::default() }),
+            ..search("q", 0)
+        },
+        SearchRequest {
+            filter: Some(SearchFilter { document_id: Some(String::new()), ..Default::default() }),
+            ..search("q", 0)
+        },
+    ];
+    for request in bad {
+        assert_eq!(code(client.search(request.clone()).await), Code::InvalidArgument, "{request:?}");
+    }
+    // Keyword mode goes to storage without embedding the query.
+    let keyword = SearchRequest { mode: SearchMode::Keyword as i32, ..search("q", 0) };
+    let status = client.search(keyword).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().starts_with("storage service"), "{}", status.message());
     let delete = DeleteDocumentRequest { tenant_id: "default".into(), document_id: "d".into(), through_version: 0 };
     assert_eq!(code(client.delete_document(delete).await), Code::Unavailable);
     assert!(app.chunking_entries().await.is_empty());

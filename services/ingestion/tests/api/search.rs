@@ -17,11 +17,33 @@ async fn bad_search_bodies_are_refused() {
         json!({"query": "x".repeat(8193)}),
         json!({"query": "q", "filter": {"metadata": [1]}}),
         json!({"query": "q", "filter": {"document_id": ""}}),
+        json!({"query": "q", "filter": {"document_ids": ["a", "b\nc"]}}),
+        json!({"query": "q", "mode": "semantic"}),
+        json!({"query": "q", "mode": "Hybrid"}),
+        json!({"query": "q", "group_by": "page"}),
+        json!({"query": "q", "weights": {"vector": -0.5}}),
+        json!({"query": "q", "weights": {"keyword": 1e300}}),
+        json!({"query": "q", "filter": {"created_after": "yesterday"}}),
+        json!({"query": "q", "filter": {"updated_before": "2026-12-07 10:00:00"}}),
+        json!({"query": "q", "filter": {"content_types": ["text/x-unknown"]}}),
+        json!({"query": "q", "filter": {"source_prefix": "s".repeat(2049)}}),
     ] {
         let (code, _) = assert_error(app.post_json("/v1/search", &body).await, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(code, "invalid_argument", "{body}");
     }
-    for body in [json!({}), json!({"query": 3}), json!({"query": "q", "top_k": "ten"})] {
+    for body in [
+        json!({}),
+        json!({"query": 3}),
+        json!({"query": "q", "top_k": "ten"}),
+        json!({"query": "q", "mode": 1}),
+        json!({"query": "q", "weights": [1, 2]}),
+        json!({"query": "q", "weights": {"vector": "1"}}),
+        json!({"query": "q", "weights": {"dense": 1}}),
+        // A misspelt condition is refused rather than ignored (which would widen the search).
+        json!({"query": "q", "filter": {"content_type": "text/plain"}}),
+        json!({"query": "q", "filter": {"document_ids": "a"}}),
+        json!({"query": "q", "filter": {"created_after": 1796601600000_i64}}),
+    ] {
         assert_error(app.post_json("/v1/search", &body).await, StatusCode::BAD_REQUEST).await;
     }
     assert_error(app.post_raw("/v1/search", "{").await, StatusCode::BAD_REQUEST).await;
@@ -34,6 +56,26 @@ async fn search_answers_503_when_embeddings_is_unreachable() {
     let (code, message) = assert_error(app.post_json("/v1/search", &body).await, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(code, "unavailable");
     assert!(message.starts_with("embeddings service"), "{message}");
+}
+
+/// Keyword search needs no embedding: it goes to storage without calling the embeddings
+/// service, while the other modes call it first.
+#[tokio::test]
+async fn keyword_search_does_not_call_the_embeddings_service() {
+    let app = spawn_app().await;
+    let body = json!({"query": "E0499", "mode": "keyword", "group_by": "chunk", "weights": {"keyword": 2},
+                      "filter": {"document_ids": ["a"], "content_types": ["text/plain"], "source_prefix": "https://x/",
+                                 "created_after": "2026-01-01T00:00:00Z", "updated_before": "2026-12-31T23:59:59.5+01:00",
+                                 "metadata": {"team": "search"}}});
+    let (code, message) = assert_error(app.post_json("/v1/search", &body).await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(code, "unavailable");
+    assert!(message.starts_with("storage service"), "{message}");
+    for mode in ["hybrid", "vector"] {
+        let body = json!({"query": "E0499", "mode": mode});
+        let (_, message) =
+            assert_error(app.post_json("/v1/search", &body).await, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert!(message.starts_with("embeddings service"), "{mode}: {message}");
+    }
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 pub use millrace_storage::store::DocumentVersion;
-use millrace_storage::store::{ChunkRow, PgStore, StoreConfig};
+use millrace_storage::store::{ChunkRow, PgStore, SearchFilter, SearchHit, SearchRequest, StoreConfig, StoreError};
 use millrace_testkit::Postgres;
 use serde_json::{Value, json};
 
@@ -37,6 +37,12 @@ impl TestStore {
         let (client, conn) = tokio_postgres::connect(&self.config.database_url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
         client.query(sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+    }
+
+    /// Runs statements outside the store.
+    pub async fn exec(&self, sql: &str) {
+        let db = self.config.database_url.rsplit('/').next().unwrap().to_owned();
+        self.pg.execute(&db, sql).unwrap();
     }
 
     pub async fn chunk_count(&self, document_id: &str, version: i64) -> i64 {
@@ -86,4 +92,15 @@ pub fn version(tenant: &str, doc: &str, version: i64, chunk_count: i32, metadata
         content_type: "text/plain".to_owned(),
         fingerprint: format!("fp-{doc}-{version}"),
     }
+}
+
+/// The nearest `top_k` chunks, one hit per chunk (vector mode, as search was before issue 14).
+pub async fn vsearch(
+    store: &PgStore,
+    tenant: &str,
+    vector: &[f32],
+    top_k: usize,
+    filter: &SearchFilter,
+) -> Result<Vec<SearchHit>, StoreError> {
+    store.search(tenant, &SearchRequest::nearest(vector.to_vec(), top_k, filter.clone())).await
 }

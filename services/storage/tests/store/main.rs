@@ -2,9 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod grpc;
 mod helpers;
+mod search;
 
-use helpers::{DIM, TestStore, axis, chunk, chunks, version};
+use helpers::{DIM, TestStore, axis, chunk, chunks, version, vsearch};
 use millrace_storage::store::{ChunkRow, PgStore, SearchFilter, StoreConfig, StoreError};
 use serde_json::json;
 
@@ -27,24 +29,24 @@ async fn commit_switches_versions_and_old_chunks_disappear() {
     let t = TestStore::new().await;
     t.store.upsert_chunks(&chunks("t1", "doc", 1, 3)).await.unwrap();
     // Nothing is visible before the first commit.
-    assert!(t.store.search("t1", &axis(0, 0.1), 10, &SearchFilter::default()).await.unwrap().is_empty());
+    assert!(vsearch(&t.store, "t1", &axis(0, 0.1), 10, &SearchFilter::default()).await.unwrap().is_empty());
 
     let outcome = t.store.commit_version(&version("t1", "doc", 1, 3, json!({}))).await.unwrap();
     assert!(outcome.switched);
     assert_eq!((outcome.previous_version, outcome.current_version, outcome.deleted_chunks), (None, 1, 0));
-    let hits = t.store.search("t1", &axis(0, 0.1), 10, &SearchFilter::default()).await.unwrap();
+    let hits = vsearch(&t.store, "t1", &axis(0, 0.1), 10, &SearchFilter::default()).await.unwrap();
     assert_eq!(hits.len(), 3);
     assert!(hits.iter().all(|h| h.version == 1));
 
     // Version 2 is written while version 1 stays the one searched.
     t.store.upsert_chunks(&chunks("t1", "doc", 2, 2)).await.unwrap();
-    let hits = t.store.search("t1", &axis(0, 0.1), 10, &SearchFilter::default()).await.unwrap();
+    let hits = vsearch(&t.store, "t1", &axis(0, 0.1), 10, &SearchFilter::default()).await.unwrap();
     assert!(hits.iter().all(|h| h.version == 1) && hits.len() == 3);
 
     let outcome = t.store.commit_version(&version("t1", "doc", 2, 2, json!({}))).await.unwrap();
     assert!(outcome.switched);
     assert_eq!((outcome.previous_version, outcome.current_version, outcome.deleted_chunks), (Some(1), 2, 3));
-    let hits = t.store.search("t1", &axis(0, 0.1), 10, &SearchFilter::default()).await.unwrap();
+    let hits = vsearch(&t.store, "t1", &axis(0, 0.1), 10, &SearchFilter::default()).await.unwrap();
     assert_eq!(hits.len(), 2);
     assert!(hits.iter().all(|h| h.version == 2 && h.text.contains("v2")));
     assert_eq!(t.chunk_count("doc", 1).await, 0);
@@ -74,7 +76,7 @@ async fn older_version_committed_after_newer_stays_invisible() {
     assert!(!outcome.switched);
     assert_eq!((outcome.previous_version, outcome.current_version), (Some(2), 2));
     assert_eq!(t.store.get_document("t1", "doc").await.unwrap().unwrap().document.version, 2);
-    let hits = t.store.search("t1", &axis(0, 0.0), 10, &SearchFilter::default()).await.unwrap();
+    let hits = vsearch(&t.store, "t1", &axis(0, 0.0), 10, &SearchFilter::default()).await.unwrap();
     assert!(hits.iter().all(|h| h.version == 2));
     assert_eq!(t.chunk_count("doc", 1).await, 0);
     assert_eq!(t.chunk_count("doc", 2).await, 2);
@@ -113,7 +115,7 @@ async fn default_384_dimensions_round_trip() {
         .collect();
     assert_eq!(store.upsert_chunks(&rows).await.unwrap(), 50);
     store.commit_version(&version("t1", "doc", 1, 50, json!({}))).await.unwrap();
-    let hits = store.search("t1", &rows[17].embedding, 3, &SearchFilter::default()).await.unwrap();
+    let hits = vsearch(&store, "t1", &rows[17].embedding, 3, &SearchFilter::default()).await.unwrap();
     assert_eq!(hits[0].chunk_index, 17);
     assert!((hits[0].score - 1.0).abs() < 1e-4, "{}", hits[0].score);
 }
@@ -168,7 +170,7 @@ async fn a_deleted_document_stays_deleted_until_submitted_again() {
     assert!(outcome.document_deleted && !outcome.switched, "{outcome:?}");
     assert_eq!(t.store.get_document("t1", "doc").await.unwrap(), None);
     assert_eq!(t.chunk_count("doc", 2).await, 0);
-    assert!(t.store.search("t1", &axis(0, 0.1), 5, &SearchFilter::default()).await.unwrap().is_empty());
+    assert!(vsearch(&t.store, "t1", &axis(0, 0.1), 5, &SearchFilter::default()).await.unwrap().is_empty());
 
     // Submitted again after the delete: version 3 is a document again.
     t.store.upsert_chunks(&chunks("t1", "doc", 3, 2)).await.unwrap();
@@ -195,35 +197,31 @@ async fn search_returns_nearest_first_and_respects_filters() {
     t.store.upsert_chunks(&[chunk("t2", "doc-a", 1, 0, axis(5, 0.0))]).await.unwrap();
     t.store.commit_version(&version("t2", "doc-a", 1, 1, json!({}))).await.unwrap();
 
-    let hits = t.store.search("t1", &axis(5, 0.0), 3, &SearchFilter::default()).await.unwrap();
+    let hits = vsearch(&t.store, "t1", &axis(5, 0.0), 3, &SearchFilter::default()).await.unwrap();
     assert_eq!(hits.len(), 3);
     assert_eq!((hits[0].document_id.as_str(), hits[0].chunk_index), ("doc-b", 1));
     assert!(hits[0].score > 0.99, "score {}", hits[0].score);
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "ordered by similarity");
     assert_eq!(hits[0].metadata, json!({ "lang": "fr", "chunk": 1 }), "document and chunk metadata merged");
 
-    let only_a = SearchFilter { document_id: Some("doc-a".to_owned()), metadata: None, collections: vec![] };
-    let hits = t.store.search("t1", &axis(5, 0.0), 10, &only_a).await.unwrap();
+    let only_a = SearchFilter { document_id: Some("doc-a".to_owned()), ..SearchFilter::default() };
+    let hits = vsearch(&t.store, "t1", &axis(5, 0.0), 10, &only_a).await.unwrap();
     assert_eq!(hits.len(), 4);
     assert!(hits.iter().all(|h| h.document_id == "doc-a"));
 
-    let english = SearchFilter { document_id: None, metadata: Some(json!({ "lang": "en" })), collections: vec![] };
-    let hits = t.store.search("t1", &axis(5, 0.0), 10, &english).await.unwrap();
+    let english = SearchFilter { metadata: Some(json!({ "lang": "en" })), ..SearchFilter::default() };
+    let hits = vsearch(&t.store, "t1", &axis(5, 0.0), 10, &english).await.unwrap();
     assert_eq!(hits.len(), 4);
     assert!(hits.iter().all(|h| h.document_id == "doc-a"));
 
-    let intro = SearchFilter {
-        document_id: None,
-        metadata: Some(json!({ "lang": "fr", "section": "intro" })),
-        collections: vec![],
-    };
-    let hits = t.store.search("t1", &axis(0, 0.0), 10, &intro).await.unwrap();
+    let intro = SearchFilter { metadata: Some(json!({ "lang": "fr", "section": "intro" })), ..SearchFilter::default() };
+    let hits = vsearch(&t.store, "t1", &axis(0, 0.0), 10, &intro).await.unwrap();
     assert_eq!(hits.iter().map(|h| (h.document_id.as_str(), h.chunk_index)).collect::<Vec<_>>(), [("doc-b", 2)]);
 
-    assert!(t.store.search("t1", &axis(0, 0.0), 0, &SearchFilter::default()).await.unwrap().is_empty());
-    assert!(t.store.search("nobody", &axis(0, 0.0), 5, &SearchFilter::default()).await.unwrap().is_empty());
-    let bad_filter = SearchFilter { document_id: None, metadata: Some(json!(["lang"])), collections: vec![] };
-    let err = t.store.search("t1", &axis(0, 0.0), 5, &bad_filter).await.unwrap_err();
+    assert!(vsearch(&t.store, "t1", &axis(0, 0.0), 0, &SearchFilter::default()).await.unwrap().is_empty());
+    assert!(vsearch(&t.store, "nobody", &axis(0, 0.0), 5, &SearchFilter::default()).await.unwrap().is_empty());
+    let bad_filter = SearchFilter { metadata: Some(json!(["lang"])), ..SearchFilter::default() };
+    let err = vsearch(&t.store, "t1", &axis(0, 0.0), 5, &bad_filter).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidInput(_)) && !err.is_retryable());
 }
 
@@ -254,8 +252,8 @@ async fn filtered_search_through_the_hnsw_index_still_finds_top_k() {
     assert!(plan.contains("chunks_embedding_hnsw"), "the test needs the HNSW path:\n{plan}");
 
     let store = PgStore::connect(&t.config).await.unwrap();
-    let french = SearchFilter { document_id: None, metadata: Some(json!({ "lang": "fr" })), collections: vec![] };
-    let hits = store.search("t1", &axis(0, 0.0), 5, &french).await.unwrap();
+    let french = SearchFilter { metadata: Some(json!({ "lang": "fr" })), ..SearchFilter::default() };
+    let hits = vsearch(&store, "t1", &axis(0, 0.0), 5, &french).await.unwrap();
     assert_eq!(hits.len(), 5);
     assert_eq!((hits[0].document_id.as_str(), hits[0].chunk_index), ("small", 0));
 }
@@ -296,17 +294,17 @@ async fn a_small_tenant_among_a_large_one_still_gets_its_top_k() {
     assert!(plan.contains("chunks_embedding_hnsw"), "the test needs the HNSW path:\n{plan}");
 
     let store = PgStore::connect(&t.config).await.unwrap();
-    let hits = store.search("small", &axis(0, 0.0), 6, &SearchFilter::default()).await.unwrap();
+    let hits = vsearch(&store, "small", &axis(0, 0.0), 6, &SearchFilter::default()).await.unwrap();
     assert_eq!(hits.len(), 6, "every chunk of the small tenant, though 300 others are nearer");
     assert!(hits.iter().all(|hit| hit.document_id == "mine"));
     let hr = SearchFilter { collections: vec!["hr".to_owned()], ..SearchFilter::default() };
-    let hits = store.search("small", &axis(0, 0.0), 3, &hr).await.unwrap();
+    let hits = vsearch(&store, "small", &axis(0, 0.0), 3, &hr).await.unwrap();
     assert_eq!(hits.iter().map(|hit| hit.chunk_index).collect::<Vec<_>>(), [3, 4, 5]);
     assert!(hits.iter().all(|hit| hit.collection == "hr"));
     let neither = SearchFilter { collections: vec!["legal".to_owned()], ..SearchFilter::default() };
-    assert!(store.search("small", &axis(0, 0.0), 3, &neither).await.unwrap().is_empty());
+    assert!(vsearch(&store, "small", &axis(0, 0.0), 3, &neither).await.unwrap().is_empty());
     // The big tenant never sees the small one's chunks, however near they are.
-    let hits = store.search("big", &axis(0, 0.9), 20, &SearchFilter::default()).await.unwrap();
+    let hits = vsearch(&store, "big", &axis(0, 0.9), 20, &SearchFilter::default()).await.unwrap();
     assert!(hits.iter().all(|hit| hit.document_id == "crowd"));
 }
 
@@ -329,9 +327,9 @@ async fn a_new_version_moves_the_document_to_its_collection() {
     let record = t.store.get_document("t1", "doc").await.unwrap().unwrap();
     assert_eq!((record.document.version, record.document.collection.as_str()), (2, "hr"));
     let default = SearchFilter { collections: vec!["default".to_owned()], ..SearchFilter::default() };
-    assert!(t.store.search("t1", &axis(0, 0.0), 5, &default).await.unwrap().is_empty());
+    assert!(vsearch(&t.store, "t1", &axis(0, 0.0), 5, &default).await.unwrap().is_empty());
     let hr = SearchFilter { collections: vec!["hr".to_owned()], ..SearchFilter::default() };
-    assert_eq!(t.store.search("t1", &axis(0, 0.0), 5, &hr).await.unwrap().len(), 2);
+    assert_eq!(vsearch(&t.store, "t1", &axis(0, 0.0), 5, &hr).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -345,7 +343,7 @@ async fn delete_removes_the_document_from_search() {
     t.store.upsert_chunks(&chunks("t1", "gone", 2, 1)).await.unwrap();
 
     assert_eq!(t.store.delete_document("t1", "gone", 0).await.unwrap(), Some(4));
-    let hits = t.store.search("t1", &axis(0, 0.0), 10, &SearchFilter::default()).await.unwrap();
+    let hits = vsearch(&t.store, "t1", &axis(0, 0.0), 10, &SearchFilter::default()).await.unwrap();
     assert!(hits.iter().all(|h| h.document_id == "kept") && hits.len() == 2);
     assert_eq!(t.store.get_document("t1", "gone").await.unwrap(), None);
     assert_eq!(t.store.stored_chunks("t1", "gone", &["hash-gone-1-0".to_owned()]).await.unwrap(), (0, vec![]));
@@ -388,7 +386,7 @@ async fn dimension_mismatch_is_a_clear_permanent_error() {
 
     wrong.embedding = vec![f32::NAN; DIM];
     assert!(!t.store.upsert_chunks(&[wrong]).await.unwrap_err().is_retryable());
-    let err = t.store.search("t1", &[1.0, 0.0], 5, &SearchFilter::default()).await.unwrap_err();
+    let err = vsearch(&t.store, "t1", &[1.0, 0.0], 5, &SearchFilter::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::DimensionMismatch { .. }) && !err.is_retryable());
 
     // The same database opened with another dimension refuses to start, naming the setting.
@@ -408,7 +406,7 @@ async fn migrations_are_idempotent_and_safe_from_concurrent_replicas() {
     c.unwrap();
     t.store.migrate().await.unwrap();
     t.store.ping().await.unwrap();
-    assert_eq!(t.scalar("SELECT count(*) FROM millrace_migrations").await, 4, "each migration recorded once");
+    assert_eq!(t.scalar("SELECT count(*) FROM millrace_migrations").await, 5, "each migration recorded once");
     // The HNSW index exists with the configured parameters.
     let options = t.scalar("SELECT count(*) FROM pg_class WHERE relname = 'chunks_embedding_hnsw' AND reloptions @> ARRAY['m=16', 'ef_construction=64']").await;
     assert_eq!(options, 1);

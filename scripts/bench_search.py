@@ -472,6 +472,7 @@ def latency(modes, queries, samples):
     """{(mode, filtered): [ms, ...]}, the cells interleaved so that all see the same machine."""
     cells = [(mode, filtered) for mode in modes for filtered in (False, True)]
     times = {cell: [] for cell in cells}
+    short = {cell: 0 for cell in cells}
     words = [q["query"] for q in queries]
     counter = 0
     for _ in range(10):  # warm-up: connections, caches, plans
@@ -487,9 +488,9 @@ def latency(modes, queries, samples):
             started = time.perf_counter()
             answer = search(query, mode, filter={"metadata": {"shard": 3}} if filtered else None)
             times[(mode, filtered)].append((time.perf_counter() - started) * 1000)
-            if filtered and len(answer["results"]) < TOP_K:
-                sys.exit(f"bench: a filtered search returned {len(answer['results'])} results")
-    return times
+            if len(answer["results"]) < TOP_K:
+                short[(mode, filtered)] += 1
+    return times, short
 
 
 def p99(values):
@@ -581,6 +582,7 @@ def main():
                 copy_no = grow(env, size, seed_rows, copy_no)
                 stored = int(psql("SELECT count(*) FROM chunks", env))
                 lat[stored] = latency([m for m in modes], queries, args.samples)
+                print(f"bench: {stored} chunks measured; searches with fewer than {TOP_K} results: {lat[stored][1]}", file=sys.stderr)
             psql("DROP TABLE IF EXISTS bench_seed_documents, bench_seed_chunks", env)
     finally:
         subprocess.run([stack, "down"], env=env, stdout=subprocess.DEVNULL)
@@ -593,13 +595,13 @@ def main():
           f"ingested in {ingest_seconds:.0f} s" + (f"; LlamaIndex: {li['nodes']} nodes, index built in {li['build_seconds']:.0f} s" if li else "") + "\n")
     if results:
         quality_table(results, queries)
-    for size, times in lat.items():
+    for size, (times, short) in lat.items():
         print(f"\n### Search latency through `POST /v1/search`, {size:,} chunks ({args.samples} searches a cell, ms)\n")
-        print("| mode | p50 | p99 | p50 filtered | p99 filtered |\n|---|---:|---:|---:|---:|")
+        print("| mode | p50 | p99 | p50 filtered | p99 filtered | answers under top 10 (plain / filtered) |\n|---|---:|---:|---:|---:|---:|")
         for mode in modes:
             plain, filtered = times[(mode, False)], times[(mode, True)]
             print(f"| {mode or 'vector (today)'} | {statistics.median(plain):.1f} | {p99(plain):.1f} | "
-                  f"{statistics.median(filtered):.1f} | {p99(filtered):.1f} |")
+                  f"{statistics.median(filtered):.1f} | {p99(filtered):.1f} | {short[(mode, False)]} / {short[(mode, True)]} |")
 
 
 if __name__ == "__main__":

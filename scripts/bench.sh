@@ -9,7 +9,7 @@
 #   chunking  cargo bench -p millrace-chunking --bench chunking (criterion)
 #   keys      cargo bench -p millrace-auth --bench key_check: what the key check adds (criterion)
 #   search    scripts/bench_search.py: search quality on the Python docs (python3-doc) against
-#             LlamaIndex, and search latency at 10k and 100k chunks (~30 min)
+#             LlamaIndex, and search latency at 10k and 100k chunks (~1 h on 2 busy cores)
 # The local embedding model against PyTorch needs the pyref venv; see scripts/bench_embeddings.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."

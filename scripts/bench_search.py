@@ -19,7 +19,7 @@
    printed. Every query is a new string (a labelled query plus a counter word), so the query
    embedding cache never answers and the time includes embedding the query.
 
-usage: scripts/bench_search.py [--sizes 10000,100000] [--samples 200] [--skip-latency]
+usage: scripts/bench_search.py [--sizes 10000,100000] [--samples 100] [--skip-latency]
                                [--skip-llamaindex] [--profile release|debug]
 Standard library only (the LlamaIndex part runs in its venv); runs its own stack on offset
 ports in a temporary data folder.
@@ -524,7 +524,7 @@ def main():
         return llamaindex_main(sys.argv[2:])
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,100000", help="chunk counts for latency, comma-separated")
-    parser.add_argument("--samples", type=int, default=200, help="timed searches per mode and filter and size")
+    parser.add_argument("--samples", type=int, default=100, help="timed searches per mode and filter and size")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--latency-only", action="store_true",
                         help="no quality runs; the latency seed is tutorial/, faq/ and howto/ alone (faster)")

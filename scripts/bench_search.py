@@ -589,8 +589,9 @@ def main():
         shutil.rmtree(data_dir, ignore_errors=True)
 
     print(f"Machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end\n")
-    print(f"### Quality ({len(queries)} queries: {sum(q['kind'] == 'paraphrase' for q in queries)} paraphrased, "
-          f"{sum(q['kind'] == 'exact' for q in queries)} exact; top {TOP_K} documents)\n")
+    if results:
+        print(f"### Quality ({len(queries)} queries: {sum(q['kind'] == 'paraphrase' for q in queries)} paraphrased, "
+              f"{sum(q['kind'] == 'exact' for q in queries)} exact; top {TOP_K} documents)\n")
     print(f"Corpus: {len(names)} pages of {root} ({', '.join(SECTIONS)}), {chunks} millrace chunks, "
           f"ingested in {ingest_seconds:.0f} s" + (f"; LlamaIndex: {li['nodes']} nodes, index built in {li['build_seconds']:.0f} s" if li else "") + "\n")
     if results:

@@ -8,9 +8,39 @@
 #   reingest  scripts/bench_reingest.py: incremental re-ingest against a first ingest
 #   chunking  cargo bench -p millrace-chunking --bench chunking (criterion)
 #   keys      cargo bench -p millrace-auth --bench key_check: what the key check adds (criterion)
+#   search    scripts/bench_search.py: search quality on the Python docs (python3-doc) against
+#             LlamaIndex, and search latency at 10k and 100k chunks (~1 h on 2 busy cores)
 # The local embedding model against PyTorch needs the pyref venv; see scripts/bench_embeddings.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MILLRACE_HOME="${MILLRACE_HOME:-$HOME/.cache/millrace}"
+# The peer baseline of `search`, pinned: LlamaIndex's core and grpcio (to call our embeddings
+# service, so both sides use the same model and the same vectors; no PyTorch).
+LLAMAINDEX_VERSION="0.14.25"
+GRPCIO_VERSION="1.85.4"
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# The corpus of `search`: Debian's python3-doc (the Python documentation as HTML).
+ensure_python_doc() {
+    if [ -f /usr/share/doc/python3-doc/html/library/json.html ]; then return; fi
+    command -v apt-get >/dev/null || { echo "bench: install Debian's python3-doc (needs apt-get)" >&2; exit 1; }
+    echo "bench: apt-get install python3-doc" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-doc >/dev/null
+}
+
+ensure_llamaindex_venv() {
+    local venv="$MILLRACE_HOME/venv-llamaindex"
+    if "$venv/bin/python" -c "import grpc, llama_index.core as c; assert c.__version__ == '$LLAMAINDEX_VERSION'" >/dev/null 2>&1; then
+        return
+    fi
+    echo "bench: making $venv (llama-index-core $LLAMAINDEX_VERSION)" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "llama-index-core==$LLAMAINDEX_VERSION" "grpcio==$GRPCIO_VERSION"
+}
 for part in ${BENCH:-pipeline gateway quota tracing}; do
     echo "## bench: $part" >&2
     case "$part" in
@@ -21,8 +51,13 @@ for part in ${BENCH:-pipeline gateway quota tracing}; do
     reingest) python3 scripts/bench_reingest.py ;;
     chunking) cargo bench -p millrace-chunking --bench chunking ;;
     keys) cargo bench -p millrace-auth --bench key_check ;;
+    search)
+        ensure_python_doc
+        ensure_llamaindex_venv
+        python3 scripts/bench_search.py
+        ;;
     *)
-        echo "bench: unknown part $part (pipeline, gateway, quota, tracing, reingest, chunking, keys)" >&2
+        echo "bench: unknown part $part (pipeline, gateway, quota, tracing, reingest, chunking, keys, search)" >&2
         exit 2
         ;;
     esac

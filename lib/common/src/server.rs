@@ -241,7 +241,9 @@ pub async fn serve(
             .trace_fn(crate::telemetry::context::grpc_server_span)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listeners.grpc),
+                // TCP_NODELAY, as tonic's own `serve` sets: with Nagle on, a reply written in
+                // several frames waits for the caller's delayed ACK (about 40 ms a call).
+                tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true)),
                 stop.cancelled_owned(),
             )
             .await

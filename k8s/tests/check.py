@@ -132,10 +132,9 @@ def selects(selector: dict, labels: dict) -> bool:
     return True
 
 
-def namespaces_admitted(policies: dict[str, dict], pod_labels: dict, port: str) -> list[dict]:
-    """The namespace selectors (of peers from other namespaces) that some policy selecting these
-    pods admits on `port`; a rule without `from` admits everything ({})."""
-    admitted = []
+def ingress_peers(policies: dict[str, dict], pod_labels: dict, port: str):
+    """The `from` list of each ingress rule on `port` (a rule naming no ports covers every port)
+    of the policies selecting these pods; None for a rule without `from`, which admits anyone."""
     for policy in policies.values():
         if not selects(policy["spec"].get("podSelector", {}), pod_labels):
             continue
@@ -143,30 +142,30 @@ def namespaces_admitted(policies: dict[str, dict], pod_labels: dict, port: str) 
             ports = [p.get("port") for p in rule.get("ports", [])]
             if ports and port not in ports:
                 continue
-            peers = rule.get("from")
-            if peers is None:
-                admitted.append({})
-                continue
-            admitted += [p.get("namespaceSelector", {}).get("matchLabels", {}) for p in peers if "namespaceSelector" in p or "ipBlock" in p]
+            yield rule.get("from")
+
+
+def namespaces_admitted(policies: dict[str, dict], pod_labels: dict, port: str) -> list[dict]:
+    """The namespace selectors (of peers from other namespaces) that some policy selecting these
+    pods admits on `port`; a rule without `from` admits everything ({})."""
+    admitted = []
+    for peers in ingress_peers(policies, pod_labels, port):
+        if peers is None:
+            admitted.append({})
+            continue
+        admitted += [p.get("namespaceSelector", {}).get("matchLabels", {}) for p in peers if "namespaceSelector" in p or "ipBlock" in p]
     return admitted
 
 
 def policy_allows(policies: dict[str, dict], target_pod_labels: dict, source: str, port: str) -> bool:
     """Whether some NetworkPolicy selecting the target admits pods of `source` on `port`."""
-    for policy in policies.values():
-        if not selects(policy["spec"].get("podSelector", {}), target_pod_labels):
-            continue
-        for rule in policy["spec"].get("ingress", []):
-            ports = [p.get("port") for p in rule.get("ports", [])]
-            if ports and port not in ports:
-                continue
-            peers = rule.get("from")
-            if peers is None:
+    for peers in ingress_peers(policies, target_pod_labels, port):
+        if peers is None:
+            return True
+        for peer in peers:
+            labels = peer.get("podSelector", {}).get("matchLabels")
+            if labels == {"app.kubernetes.io/name": f"millrace-{source}"} and "namespaceSelector" not in peer:
                 return True
-            for peer in peers:
-                labels = peer.get("podSelector", {}).get("matchLabels")
-                if labels == {"app.kubernetes.io/name": f"millrace-{source}"} and "namespaceSelector" not in peer:
-                    return True
     return False
 
 

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use millrace_common::sync::lock;
+
 use super::{Quota, RateLimiter};
 
 /// Limiters kept per replica at most; past it they are dropped and made again (a shared
@@ -32,7 +34,7 @@ impl PerKeyLimiters {
     /// The limiter of `key_id` with `quota`: the one made before, or a new one if none was or
     /// its quota differs (a key's limits changed).
     pub fn get(&self, key_id: &str, quota: Quota) -> RateLimiter {
-        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut limiters = lock(&self.limiters);
         if let Some(limiter) = limiters.get(key_id).filter(|limiter| limiter.quota() == quota) {
             return limiter.clone();
         }

@@ -6,6 +6,10 @@
 //! Rust writes chunking entries (`JobStore::create`); the Lua scripts write the others with the
 //! same names, which the script tests check by decoding what each script wrote.
 //!
+//! Two streams outside the stages have their own entries: the history stream's
+//! [`HistoryEntry`] (what the durable history in PostgreSQL must record) and the crawl stream's
+//! [`CrawlEntry`] (a page for a crawl to fetch).
+//!
 //! Every entry also carries the job's tenant and collection, copied from the job's record by
 //! whoever writes the entry (never from a caller of a stage): a stage acts on the record's tenant
 //! and refuses an entry whose tenant is not its job's ([`EntryRef::foreign`]).
@@ -134,6 +138,142 @@ impl BatchRef {
     }
 }
 
+/// The kind of a history entry (`kind`).
+pub const KIND: &str = "kind";
+/// The run a history or crawl entry is for (empty in a history entry of a job of no run).
+pub const RUN_ID: &str = "run_id";
+/// The page a crawl entry or a `page_skipped` history entry names.
+pub const URL: &str = "url";
+/// Links followed from the crawl's start page to reach the page (0 for the start page).
+pub const DEPTH: &str = "depth";
+/// Why a page was skipped.
+pub const REASON: &str = "reason";
+/// The HTTP status of a skipped page's fetch, when there was an answer.
+pub const HTTP_STATUS: &str = "http_status";
+
+/// One entry of the history stream (`Keys::history_stream`): what the durable history must
+/// record. At-least-once: the reader's writes are idempotent (a job's row is upserted from its
+/// record, which is read when the entry is handled, so entries only say what to look at).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryEntry {
+    /// A job was created, or reopened by a retry (`kind` = `job_queued`).
+    JobQueued { job_id: String, tenant: String, run_id: String },
+    /// A job reached a final status (`job_finished`; written by `FINISH`, and by the creation
+    /// of a job that completed at once because its document was unchanged).
+    JobFinished { job_id: String, tenant: String, run_id: String },
+    /// A crawl did not take a page, and why (`page_skipped`): disallowed by robots.txt, out of
+    /// scope, excluded, a content type millrace does not parse, too large, a fetch error...
+    PageSkipped { run_id: String, tenant: String, url: String, reason: String, http_status: Option<u16>, depth: u32 },
+    /// A run has nothing left to do: no item or page still to submit, no job unfinished
+    /// (`run_done`; written once per run by the script that saw both counts reach zero).
+    RunDone { run_id: String, tenant: String },
+}
+
+impl HistoryEntry {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::JobQueued { .. } => "job_queued",
+            Self::JobFinished { .. } => "job_finished",
+            Self::PageSkipped { .. } => "page_skipped",
+            Self::RunDone { .. } => "run_done",
+        }
+    }
+
+    pub fn tenant(&self) -> &str {
+        match self {
+            Self::JobQueued { tenant, .. }
+            | Self::JobFinished { tenant, .. }
+            | Self::PageSkipped { tenant, .. }
+            | Self::RunDone { tenant, .. } => tenant,
+        }
+    }
+
+    /// The entry's fields, in the order they are written (the Lua scripts write the same).
+    pub fn to_fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![(KIND, self.kind().to_owned())];
+        match self {
+            Self::JobQueued { job_id, tenant, run_id } | Self::JobFinished { job_id, tenant, run_id } => {
+                fields.extend([(JOB_ID, job_id.clone()), (TENANT, tenant.clone()), (RUN_ID, run_id.clone())]);
+            }
+            Self::PageSkipped { run_id, tenant, url, reason, http_status, depth } => {
+                fields.extend([
+                    (RUN_ID, run_id.clone()),
+                    (TENANT, tenant.clone()),
+                    (URL, url.clone()),
+                    (REASON, reason.clone()),
+                    (DEPTH, depth.to_string()),
+                ]);
+                fields.extend(http_status.map(|status| (HTTP_STATUS, status.to_string())));
+            }
+            Self::RunDone { run_id, tenant } => fields.extend([(RUN_ID, run_id.clone()), (TENANT, tenant.clone())]),
+        }
+        fields
+    }
+
+    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
+        let text = |name: &str| fields.get(name).cloned().unwrap_or_default();
+        let required = |name: &str| {
+            fields.get(name).filter(|v| !v.is_empty()).cloned().ok_or(format!("history entry has no {name}"))
+        };
+        let kind = fields.get(KIND).ok_or("history entry has no kind")?;
+        Ok(match kind.as_str() {
+            "job_queued" => Self::JobQueued { job_id: required(JOB_ID)?, tenant: text(TENANT), run_id: text(RUN_ID) },
+            "job_finished" => {
+                Self::JobFinished { job_id: required(JOB_ID)?, tenant: text(TENANT), run_id: text(RUN_ID) }
+            }
+            "page_skipped" => Self::PageSkipped {
+                run_id: required(RUN_ID)?,
+                tenant: text(TENANT),
+                url: required(URL)?,
+                reason: text(REASON),
+                http_status: fields.get(HTTP_STATUS).and_then(|v| v.parse().ok()),
+                depth: fields.get(DEPTH).and_then(|v| v.parse().ok()).unwrap_or(0),
+            },
+            "run_done" => Self::RunDone { run_id: required(RUN_ID)?, tenant: text(TENANT) },
+            other => return Err(format!("history entry of unknown kind {other:?}")),
+        })
+    }
+}
+
+/// One page for a crawl to fetch (an entry of `Keys::crawl_stream`), with the run's tenant and
+/// collection copied from the run's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrawlEntry {
+    pub run_id: String,
+    pub tenant: String,
+    pub collection: String,
+    /// Normalised (see the crawler); already counted in the run's `pending`.
+    pub url: String,
+    pub depth: u32,
+}
+
+impl CrawlEntry {
+    pub fn to_fields(&self, traceparent: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut fields = vec![
+            (RUN_ID, self.run_id.clone()),
+            (TENANT, self.tenant.clone()),
+            (COLLECTION, self.collection.clone()),
+            (URL, self.url.clone()),
+            (DEPTH, self.depth.to_string()),
+        ];
+        fields.extend(traceparent.map(|value| (TRACEPARENT, value.to_owned())));
+        fields
+    }
+
+    pub fn from_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
+        let required = |name: &str| {
+            fields.get(name).filter(|v| !v.is_empty()).cloned().ok_or(format!("crawl entry has no {name}"))
+        };
+        Ok(Self {
+            run_id: required(RUN_ID)?,
+            tenant: required(TENANT)?,
+            collection: required(COLLECTION)?,
+            url: required(URL)?,
+            depth: fields.get(DEPTH).map_or(Ok(0), |v| v.parse().map_err(|_| "crawl entry has a bad depth"))?,
+        })
+    }
+}
+
 /// The job an entry names, whatever else it holds or lacks: enough to act on the job of an
 /// entry that is given up on or dead-lettered because it is malformed.
 pub fn job_id(fields: &HashMap<String, String>) -> Option<&str> {
@@ -201,6 +341,39 @@ mod tests {
         assert!(!entry("acme").foreign(&job));
         assert!(!entry("").foreign(&job), "an entry written before entries carried the tenant");
         assert!(entry("globex").foreign(&job));
+    }
+
+    #[test]
+    fn history_and_crawl_entries_read_back_what_they_write() {
+        let entries = [
+            HistoryEntry::JobQueued { job_id: "j".into(), tenant: "acme".into(), run_id: String::new() },
+            HistoryEntry::JobFinished { job_id: "j".into(), tenant: "acme".into(), run_id: "r".into() },
+            HistoryEntry::PageSkipped {
+                run_id: "r".into(),
+                tenant: "acme".into(),
+                url: "http://a.example/x".into(),
+                reason: "robots.txt".into(),
+                http_status: Some(404),
+                depth: 2,
+            },
+            HistoryEntry::RunDone { run_id: "r".into(), tenant: "acme".into() },
+        ];
+        for entry in entries {
+            assert_eq!(HistoryEntry::from_fields(&decoded(entry.to_fields())), Ok(entry.clone()));
+        }
+        let crawl = CrawlEntry {
+            run_id: "r".into(),
+            tenant: "acme".into(),
+            collection: "web".into(),
+            url: "http://a.example/".into(),
+            depth: 1,
+        };
+        assert_eq!(CrawlEntry::from_fields(&decoded(crawl.to_fields(Some("00-t")))), Ok(crawl));
+        let unknown = HashMap::from([(KIND.to_owned(), "job_exploded".to_owned())]);
+        assert_eq!(
+            HistoryEntry::from_fields(&unknown),
+            Err("history entry of unknown kind \"job_exploded\"".to_owned())
+        );
     }
 
     #[test]

@@ -198,6 +198,17 @@ pub struct Job {
     /// Tempo; absent for jobs recorded without tracing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// The run the job is part of, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The HTTP status of the fetch of the document's URL (by the chunking stage, or by the
+    /// crawler that submitted the page), once there was an answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// How many times the job was started: 1, and one more for each retry that reopened it.
+    pub attempts: u64,
+    /// When the current attempt started (the creation, or the last retry).
+    pub last_attempt_at: String,
 }
 
 impl Job {
@@ -257,6 +268,10 @@ impl Job {
                 .and_then(|m| serde_json::from_str(m).ok())
                 .unwrap_or_else(|| serde_json::json!({})),
             trace_id: fields.get("trace_id").filter(|id| !id.is_empty()).cloned(),
+            run_id: fields.get("run_id").filter(|id| !id.is_empty()).cloned(),
+            http_status: fields.get("http_status").and_then(|status| status.parse().ok()),
+            attempts: number("gen") + 1,
+            last_attempt_at: millis("last_attempt_ms").or_else(|| millis("created_ms")).unwrap_or_default(),
         };
         job.progress = job.compute_progress();
         let started_ms = fields.get("started_ms").and_then(|v| v.parse::<i64>().ok());

@@ -89,7 +89,6 @@ impl Keys {
         format!("{}:embcache:{model}:{content_hash}", self.prefix)
     }
 
-    /// Version counter of a document.
     /// LLM spend of one UTC day (`YYYY-MM-DD`), across every gateway replica: a hash of
     /// `usd`, and `usd:{model}`, `prompt_tokens:{model}`, `completion_tokens:{model}`.
     pub fn llm_spend(&self, day: &str) -> String {
@@ -101,6 +100,7 @@ impl Keys {
         format!("{}:llm:limit:{upstream}", self.prefix)
     }
 
+    /// Version counter of a document.
     pub fn document_version(&self, tenant_id: &str, document_id: &str) -> String {
         format!("{}:docver:{tenant_id}:{document_id}", self.prefix)
     }
@@ -109,5 +109,36 @@ impl Keys {
     /// still running.
     pub fn document_jobs(&self, tenant_id: &str, document_id: &str) -> String {
         format!("{}:docjobs:{tenant_id}:{document_id}", self.prefix)
+    }
+
+    /// What happened to jobs and runs, for the durable history (a stream of
+    /// [`crate::entry::HistoryEntry`], read by the ingestion service, which keeps jobs and runs
+    /// in PostgreSQL): written by job creation, `FINISH`, a retry that reopens a job, and the
+    /// crawler.
+    pub fn history_stream(&self) -> String {
+        format!("{}:stream:history", self.prefix)
+    }
+
+    /// Pages of crawls to fetch (a stream of [`crate::entry::CrawlEntry`], read by the chunking
+    /// service's crawler).
+    pub fn crawl_stream(&self) -> String {
+        format!("{}:stream:crawl", self.prefix)
+    }
+
+    /// A run's live state (a hash; see [`crate::run`] for its fields), kept while the run is
+    /// going and for the retention period after.
+    pub fn run(&self, run_id: &str) -> String {
+        format!("{}{{{run_id}}}", self.run_prefix())
+    }
+
+    /// What [`Keys::run`] puts before `{run_id}`: the scripts that find a job's run from its
+    /// record (`FINISH`) build the key from it.
+    pub fn run_prefix(&self) -> String {
+        format!("{}:run:", self.prefix)
+    }
+
+    /// The normalised URLs a crawl has already taken into its frontier (a set), for dedup.
+    pub fn run_seen(&self, run_id: &str) -> String {
+        format!("{}:seen", self.run(run_id))
     }
 }

@@ -13,6 +13,7 @@ pub mod entry;
 pub mod events;
 mod job;
 mod keys;
+pub mod run;
 pub mod runtime;
 mod scripts;
 mod stage;
@@ -20,9 +21,10 @@ mod store;
 mod usage;
 
 pub use counts::{Backlog, JobStatusCounts};
-pub use entry::{BatchRef, EntryRef};
+pub use entry::{BatchRef, CrawlEntry, EntryRef, HistoryEntry};
 pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, LlmUsage, fingerprint};
 pub use keys::Keys;
+pub use run::{CrawlScope, CrawlSpec, NewRun, RunState, RunStatus};
 pub use stage::Stage;
 pub use store::{
     CancelOutcome, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredCounts, StoredOutcome,

@@ -29,8 +29,18 @@ pub(crate) static COMPLETE_HALF: LazyLock<Script> =
 pub(crate) static RECORD_STORED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/record_stored.lua")));
 
-/// Moves a job to a final status, once.
-pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/finish.lua")));
+/// Moves a job to a final status, once (and settles its run, if it has one).
+pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| with_settle_run(include_str!("scripts/finish.lua")));
+
+/// Adds to a run's count of work still to submit, and settles the run.
+pub(crate) static RUN_PROGRESS: LazyLock<Script> =
+    LazyLock::new(|| with_settle_run(include_str!("scripts/run_progress.lua")));
+
+/// A script that may finish a run: Redis scripts share no functions, so `settle_run` is
+/// prepended to each.
+fn with_settle_run(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", include_str!("scripts/settle_run.lua")))
+}
 
 /// Retries the job of a dead-lettered entry (see `dead_letters`).
 pub(crate) static RETRY_JOB: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/retry_job.lua")));

@@ -10,7 +10,7 @@ use prost::Message as _;
 use redis::AsyncCommands;
 
 use crate::scripts::{COMMIT_CHUNKS, COMPLETE_HALF, FINISH, RECORD_STORED};
-use crate::{BatchRef, EntryRef, Job, JobOptions, JobStatus, Keys, Stage};
+use crate::{BatchRef, EntryRef, HistoryEntry, Job, JobOptions, JobStatus, Keys, Stage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobStoreError {
@@ -57,6 +57,10 @@ pub struct NewJob {
     pub options: JobOptions,
     /// See [`crate::fingerprint`]; empty for a URL (its content is not known yet).
     pub fingerprint: String,
+    /// The run the job is part of (see [`crate::run`]): the job counts in its `open` jobs.
+    pub run_id: Option<String>,
+    /// The HTTP status of the fetch that gave `content`, when the submitter fetched it (a crawl).
+    pub http_status: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +177,15 @@ impl JobStore {
             enqueue.arg(name).arg(value);
         }
         let mut pipe = self.record_pipe(&job_id, &new.tenant_id, &fields, now);
+        if let Some(run_id) = &new.run_id {
+            pipe.hincr(self.keys.run(run_id), "open", 1).ignore();
+        }
+        pipe.add_command(self.history(&HistoryEntry::JobQueued {
+            job_id: job_id.clone(),
+            tenant: new.tenant_id.clone(),
+            run_id: new.run_id.clone().unwrap_or_default(),
+        }))
+        .ignore();
         pipe.cmd("SET")
             .arg(self.keys.content(&job_id))
             .arg(&new.content)
@@ -214,6 +227,23 @@ impl JobStore {
             .query_async::<()>(&mut conn)
             .await?;
         job_from_fields(fields)
+    }
+
+    /// The command that appends `entry` to the history stream.
+    pub fn history(&self, entry: &HistoryEntry) -> redis::Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.keys.history_stream()).arg("*");
+        for (name, value) in entry.to_fields() {
+            cmd.arg(name).arg(value);
+        }
+        cmd
+    }
+
+    /// Appends `entry` to the history stream.
+    pub async fn record_history(&self, entry: &HistoryEntry) -> Result<(), JobStoreError> {
+        let mut conn = self.conn().await?;
+        self.history(entry).query_async::<()>(&mut conn).await?;
+        Ok(())
     }
 
     /// A transaction that writes a new job's record (expiring with the retention period) and
@@ -279,6 +309,12 @@ impl JobStore {
             .arg("completed")
             .arg("unchanged")
             .arg("1")
+            .ignore()
+            .add_command(self.history(&HistoryEntry::JobFinished {
+                job_id: job_id.clone(),
+                tenant: new.tenant_id.clone(),
+                run_id: new.run_id.clone().unwrap_or_default(),
+            }))
             .ignore()
             .expire(self.keys.job_events(&job_id), self.retention.as_secs().max(1) as i64)
             .ignore()
@@ -609,6 +645,7 @@ impl JobStore {
             .key(self.keys.job_events(job_id))
             .key(self.keys.job_status_counts())
             .key(self.keys.tenant_backlog())
+            .key(self.keys.history_stream())
             .arg(status.as_str())
             .arg(now_millis())
             .arg(self.retention.as_secs().max(1))
@@ -617,6 +654,7 @@ impl JobStore {
             .arg(message)
             .arg(generation.map(|g| g.to_string()).unwrap_or_default())
             .arg(if refuse_if_committing { "1" } else { "" })
+            .arg(self.keys.run_prefix())
             .invoke_async(&mut conn)
             .await?;
         Ok(result)
@@ -690,6 +728,9 @@ fn job_fields(job_id: &str, new: &NewJob, version: u64, status: JobStatus, now: 
         ("options", serde_json::to_string(&new.options).unwrap_or_else(|_| "{}".to_owned())),
         ("metadata", new.metadata.to_string()),
         ("created_ms", now.to_string()),
+        ("last_attempt_ms", now.to_string()),
+        ("run_id", new.run_id.clone().unwrap_or_default()),
+        ("http_status", new.http_status.map(|status| status.to_string()).unwrap_or_default()),
         ("chunks_total", "0".into()),
         ("metadata_done", "0".into()),
         ("embedded", "0".into()),

@@ -187,6 +187,8 @@ mod tests {
             url: None,
             options: JobOptions::default(),
             fingerprint: String::new(),
+            run_id: None,
+            http_status: None,
         };
         let job = store.create(new).await.unwrap();
         let entry =

@@ -1,9 +1,12 @@
 -- FINISH: Moves a job to a final status, once: a finished job never changes status again. The
 -- job leaves its tenant's backlog (once: the `in_backlog` flag of its record).
--- KEYS: job, active set, finished zset, events, job status counts, tenant backlog
+-- The history stream gets `job_finished`; a job of a run leaves the run's `open` count and may
+-- finish the run (settle_run, prepended).
+-- KEYS: job, active set, finished zset, events, job status counts, tenant backlog, history stream
 -- ARGV: status, now ms, retention secs, job id, error stage, error message, generation ('' for
 --   any: the caller acts on the job, not for one of its entries), '1' to refuse while the job is
---   committing its last batch (a cancel)
+--   committing its last batch (a cancel), the run key's prefix (`Keys::run_prefix`; the key is
+--   the prefix, then `{run_id}`)
 -- Returns 1 if this call finished the job, 0 if it was already finished, -2 if unknown, -3 if the
 --   generation is not the job's, 2 if refused because the job is committing.
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -33,4 +36,14 @@ else
   redis.call('XADD', KEYS[4], '*', 'type', ARGV[1])
 end
 redis.call('EXPIRE', KEYS[4], ARGV[3])
+local tenant = redis.call('HGET', KEYS[1], 'tenant_id') or ''
+local run_id = redis.call('HGET', KEYS[1], 'run_id') or ''
+redis.call('XADD', KEYS[7], '*', 'kind', 'job_finished', 'job_id', ARGV[4], 'tenant', tenant, 'run_id', run_id)
+if run_id ~= '' then
+  local run_key = ARGV[9] .. '{' .. run_id .. '}'
+  if redis.call('EXISTS', run_key) == 1 then
+    redis.call('HINCRBY', run_key, 'open', -1)
+    settle_run(run_key, KEYS[7], run_id, ARGV[2])
+  end
+end
 return 1

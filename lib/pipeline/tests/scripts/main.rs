@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod each_script;
+mod runs;
 mod tenants;
 
 use std::time::Duration;
@@ -34,6 +35,8 @@ fn new_job(document_id: &str, content: &str) -> NewJob {
         url: None,
         options: Default::default(),
         fingerprint: format!("fingerprint-of-{content}"),
+        run_id: None,
+        http_status: None,
     }
 }
 

@@ -138,6 +138,8 @@ impl Core {
             url: document.url,
             options: document.options,
             fingerprint,
+            run_id: None,
+            http_status: None,
         };
         let visible = self.visible_version(caller, &new).await?;
         if let Some((version, chunks)) = unchanged(&new, visible.as_ref())

@@ -1,0 +1,92 @@
+//! A run's counts and its history: every job is recorded in the history stream when it is
+//! created and when it finishes, and a run is done exactly once, when nothing is left to submit
+//! and none of its jobs is unfinished.
+
+use std::collections::HashMap;
+
+use millrace_pipeline::{CrawlEntry, CrawlSpec, HistoryEntry, JobStatus, JobStore, NewJob, NewRun, RunStatus};
+use redis::AsyncCommands;
+
+use super::{new_job, store};
+
+async fn history(store: &JobStore) -> Vec<HistoryEntry> {
+    let mut conn = store.pool().get().await.unwrap();
+    let reply: redis::streams::StreamRangeReply = conn.xrange_all(store.keys().history_stream()).await.unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|id| {
+            let fields: HashMap<String, String> =
+                id.map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap())).collect();
+            HistoryEntry::from_fields(&fields).unwrap()
+        })
+        .collect()
+}
+
+fn in_run(run_id: &str, document_id: &str) -> NewJob {
+    NewJob { run_id: Some(run_id.into()), ..new_job(document_id, document_id) }
+}
+
+#[tokio::test]
+async fn an_item_run_is_done_once_when_every_item_is_submitted_and_finished() {
+    let store = store();
+    let run = NewRun { run_id: "r1".into(), tenant: "t".into(), collection: "default".into(), items: 2, crawl: None };
+    store.create_run(&run).await.unwrap();
+    let first = store.create(in_run("r1", "a")).await.unwrap();
+    assert_eq!(store.run_progress("r1", -1).await.unwrap(), Some(false));
+    // The first job finishes while the second item is still to submit: not done.
+    assert!(store.finish(&first.job_id, JobStatus::Completed, None).await.unwrap());
+    let state = store.run_state("r1").await.unwrap().unwrap();
+    assert_eq!((state.status, state.pending, state.open), (RunStatus::Running, 1, 0));
+    let second = store.create(in_run("r1", "b")).await.unwrap();
+    assert_eq!(store.run_progress("r1", -1).await.unwrap(), Some(false));
+    assert!(store.finish(&second.job_id, JobStatus::Failed, Some(("chunking", "boom"))).await.unwrap());
+    let state = store.run_state("r1").await.unwrap().unwrap();
+    assert_eq!((state.status, state.pending, state.open), (RunStatus::Done, 0, 0));
+    assert!(state.finished_ms.is_some());
+    // Nothing settles it twice.
+    assert_eq!(store.run_progress("r1", 0).await.unwrap(), Some(false));
+    let job = store.get(&second.job_id).await.unwrap().unwrap();
+    assert_eq!((job.run_id.as_deref(), job.attempts), (Some("r1"), 1));
+
+    let (t, r) = ("t".to_owned(), "r1".to_owned());
+    assert_eq!(
+        history(&store).await,
+        [
+            HistoryEntry::JobQueued { job_id: first.job_id.clone(), tenant: t.clone(), run_id: r.clone() },
+            HistoryEntry::JobFinished { job_id: first.job_id, tenant: t.clone(), run_id: r.clone() },
+            HistoryEntry::JobQueued { job_id: second.job_id.clone(), tenant: t.clone(), run_id: r.clone() },
+            HistoryEntry::JobFinished { job_id: second.job_id, tenant: t.clone(), run_id: r.clone() },
+            HistoryEntry::RunDone { run_id: r, tenant: t },
+        ]
+    );
+    assert_eq!(store.run_progress("unknown", -1).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_crawl_starts_with_its_start_page_pending_and_a_cancelled_run_is_never_done() {
+    let store = store();
+    let spec: CrawlSpec = serde_json::from_value(serde_json::json!({"url": "http://site.example/"})).unwrap();
+    let run = NewRun { run_id: "c1".into(), tenant: "t".into(), collection: "web".into(), items: 0, crawl: Some(spec) };
+    store.create_run(&run).await.unwrap();
+    let mut conn = store.pool().get().await.unwrap();
+    let reply: redis::streams::StreamRangeReply = conn.xrange_all(store.keys().crawl_stream()).await.unwrap();
+    let fields: HashMap<String, String> =
+        reply.ids[0].map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap())).collect();
+    let seed = CrawlEntry::from_fields(&fields).unwrap();
+    assert_eq!((seed.url.as_str(), seed.depth, seed.collection.as_str()), ("http://site.example/", 0, "web"));
+    let state = store.run_state("c1").await.unwrap().unwrap();
+    assert_eq!((state.pending, state.crawl.unwrap().max_pages), (1, 100));
+
+    // The start page finds two links (+2), becomes a job, and is done (−1).
+    store.run_progress("c1", 2).await.unwrap();
+    let page = store.create(in_run("c1", "page")).await.unwrap();
+    store.run_progress("c1", -1).await.unwrap();
+    assert!(store.cancel_run("c1").await.unwrap());
+    assert!(!store.cancel_run("c1").await.unwrap(), "already cancelled");
+    store.run_progress("c1", -2).await.unwrap();
+    store.finish(&page.job_id, JobStatus::Completed, None).await.unwrap();
+    let state = store.run_state("c1").await.unwrap().unwrap();
+    assert_eq!((state.status, state.pending, state.open), (RunStatus::Cancelled, 0, 0));
+    assert!(!history(&store).await.iter().any(|entry| matches!(entry, HistoryEntry::RunDone { .. })));
+}

@@ -229,6 +229,29 @@ impl JobStore {
         let changed: i64 = script.key(key).arg(now_millis()).invoke_async(&mut conn).await?;
         Ok(changed == 1)
     }
+
+    /// Reopens a run for `items` more items (a retry of its failed ones): `pending` goes up by
+    /// that many and a `done` run is `running` again (a cancelled one stays cancelled), with a
+    /// full retention again. Returns false if the run is unknown or cancelled.
+    pub async fn reopen_run(&self, run_id: &str, items: u64) -> Result<bool, JobStoreError> {
+        let mut conn = self.pool().get().await?;
+        let script = redis::Script::new(
+            "local status = redis.call('HGET', KEYS[1], 'status')
+             if not status or status == 'cancelled' then return 0 end
+             redis.call('HINCRBY', KEYS[1], 'pending', ARGV[1])
+             redis.call('HSET', KEYS[1], 'status', 'running')
+             redis.call('HDEL', KEYS[1], 'finished_ms')
+             redis.call('EXPIRE', KEYS[1], ARGV[2])
+             return 1",
+        );
+        let reopened: i64 = script
+            .key(self.keys().run(run_id))
+            .arg(items)
+            .arg(self.retention().as_secs().max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(reopened == 1)
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@
 mod audit;
 mod dlq;
 mod documents;
-mod ingest;
+pub(crate) mod ingest;
 mod jobs;
 pub mod keys;
 mod multipart;
+mod runs;
 mod search;
 mod stats;
 
@@ -51,6 +52,11 @@ pub fn router(core: Arc<Core>, watchers: Watchers, access: keys::Access, door: D
         .route("/v1/ingest/batch", post(ingest::batch).layer(document_body))
         .route("/v1/jobs", get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get).delete(jobs::cancel))
+        .route("/v1/runs", post(runs::create).layer(document_body).get(runs::list))
+        .route("/v1/runs/{id}", get(runs::get).delete(runs::cancel))
+        .route("/v1/runs/{id}/items", get(runs::items))
+        .route("/v1/runs/{id}/report.csv", get(runs::report))
+        .route("/v1/runs/{id}/retry-failed", post(runs::retry_failed))
         .route("/v1/search", post(search::search).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
         .route("/v1/documents/{id}", get(documents::get).delete(documents::delete))
         .route("/v1/stats", get(stats::stats))

@@ -152,6 +152,10 @@ impl Config {
     pub fn status_url(&self, job_id: &str) -> String {
         format!("{}/v1/jobs/{job_id}", self.public_url.as_deref().unwrap_or(""))
     }
+
+    pub fn run_url(&self, run_id: &str) -> String {
+        format!("{}/v1/runs/{run_id}", self.public_url.as_deref().unwrap_or(""))
+    }
 }
 
 impl millrace_common::host::Describe for Config {

@@ -11,6 +11,7 @@
 mod dead_letters;
 mod documents;
 mod jobs;
+mod runs;
 mod search;
 mod submit;
 
@@ -28,11 +29,13 @@ use tonic::transport::Channel;
 pub use self::dead_letters::stage;
 pub use self::documents::DocumentInfo;
 pub use self::jobs::{job_visible, unknown_job};
+pub use self::runs::{Page, RunAccepted, push_csv_field};
 pub use self::search::Hit;
 pub use self::submit::{Accepted, count_rejection};
 use crate::admission::RedisMemory;
 use crate::budget::BudgetGuard;
 use crate::config::Config;
+use crate::history::HistoryStore;
 use crate::stats::{Peers, PipelineStats};
 
 /// Everything the operations need; cheap to clone.
@@ -48,6 +51,8 @@ pub struct Core {
     redis_memory: Arc<RedisMemory>,
     /// Where deletes, cancels and dead-letter retries are recorded.
     audit: AuditLog,
+    /// The durable history of runs and jobs (PostgreSQL).
+    history: HistoryStore,
 }
 
 impl Core {
@@ -70,7 +75,18 @@ impl Core {
             urls,
             redis_memory: Arc::default(),
             audit,
+            history: HistoryStore::none(),
         }
+    }
+
+    /// With the durable history in `history` (without it, every history call is a 503).
+    pub fn with_history(mut self, history: HistoryStore) -> Self {
+        self.history = history;
+        self
+    }
+
+    pub fn history(&self) -> &HistoryStore {
+        &self.history
     }
 
     pub fn config(&self) -> &Config {

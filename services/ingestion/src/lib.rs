@@ -10,6 +10,7 @@ pub mod budget;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod history;
 pub mod metrics;
 pub mod stats;
 pub mod validate;
@@ -117,13 +118,33 @@ impl Application {
         let urls = UrlGuard::new(AddressPolicy::new(config.fetch.allow_private), resolver);
         let redis = redis_conn::client(&config.service.redis).map_err(|err| BuildError::Redis(err.to_string()))?;
         let watchers = watch::Watchers::new(jobs.clone(), redis, config.watchers);
-        let core = Arc::new(Core::new(config, jobs, storage, embeddings, peers, urls, audit));
+        let history = history::HistoryStore::new(config.auth.database_url.as_deref(), &config.auth.database_tls)?;
+        let (service_config, metrics_every) = (config.service.clone(), config.metrics_interval);
+        let core = Arc::new(
+            Core::new(config, jobs.clone(), storage, embeddings, peers, urls, audit).with_history(history.clone()),
+        );
+        let history_redis =
+            redis_conn::client(&service_config.redis).map_err(|err| BuildError::Redis(err.to_string()))?;
+        let feeder_core = core.clone();
         Ok(host
             .with_routes(api::router(core.clone(), watchers.clone(), access, door))
             .with_fallbacks(api::with_json_fallbacks)
             .with_grpc(
                 Routes::new(guard.layer(grpc::IngestionGrpc::server(core, watchers))).add_service(guard.layer(admin)),
             )
-            .with_sampler(move |stop| metrics::sample_jobs(sampled_jobs, metrics_interval, stop)))
+            .with_sampler(move |stop| metrics::sample_jobs(sampled_jobs, metrics_interval, stop))
+            // The durable history: its worker and the feeder of runs' items, on every replica.
+            .with_sampler(move |stop| {
+                history::spawn_worker(
+                    &service_config,
+                    jobs,
+                    history.clone(),
+                    history::hooks::Hooks::default(),
+                    history_redis,
+                    metrics_every,
+                    stop.clone(),
+                );
+                tokio::spawn(history::feeder::run(feeder_core, history, stop));
+            }))
     }
 }

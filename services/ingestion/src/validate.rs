@@ -802,6 +802,137 @@ pub fn list_limit_param(text: Option<&str>) -> Result<usize, ApiError> {
     list_limit(limit)
 }
 
+/// Most items one run takes.
+pub const MAX_RUN_ITEMS: usize = 100_000;
+/// Longest run name.
+pub const MAX_RUN_NAME_CHARS: usize = 200;
+/// Most pages one crawl may take, and its deepest link depth.
+pub const MAX_CRAWL_PAGES: u32 = 100_000;
+pub const MAX_CRAWL_DEPTH: u32 = 100;
+/// Most include or exclude patterns of a crawl, and the longest.
+pub const MAX_CRAWL_PATTERNS: usize = 50;
+pub const MAX_CRAWL_PATTERN_CHARS: usize = 1000;
+
+/// A run as `POST /v1/runs` takes it: a list of items or a crawl (not both).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub name: Option<String>,
+    pub collection: Option<String>,
+    pub items: Option<Vec<serde_json::Value>>,
+    pub crawl: Option<serde_json::Value>,
+    pub webhook: Option<serde_json::Value>,
+}
+
+/// A run's request after the pure checks.
+#[derive(Debug, Clone)]
+pub struct ValidRun {
+    pub name: String,
+    pub collection: String,
+    pub items: Vec<serde_json::Value>,
+    pub crawl: Option<millrace_pipeline::CrawlSpec>,
+    pub webhook: Option<crate::history::hooks::Spec>,
+}
+
+/// The pure checks of a run (422 with what is wrong): one of `items` (1 to
+/// [`MAX_RUN_ITEMS`] objects; each is checked when it is submitted, and refused then if it is
+/// not valid) or `crawl` (its URL, bounds and patterns); a webhook's shape.
+pub fn validate_run(request: RunRequest) -> Result<ValidRun, ApiError> {
+    let name = request.name.unwrap_or_default();
+    if name.chars().count() > MAX_RUN_NAME_CHARS {
+        return Err(ApiError::invalid(format!("`name` is longer than {MAX_RUN_NAME_CHARS} characters")));
+    }
+    if name.contains('\0') {
+        return Err(ApiError::invalid("`name` must not contain NUL"));
+    }
+    let collection = validate_collection(
+        request.collection.filter(|c| !c.is_empty()).unwrap_or_else(|| millrace_auth::DEFAULT_COLLECTION.to_owned()),
+        "collection",
+    )?;
+    let (items, crawl) = match (request.items, request.crawl) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("give either `items` or `crawl`, not both")),
+        (None, None) => return Err(ApiError::invalid("`items` or `crawl` is required")),
+        (Some(items), None) => (validate_run_items(items)?, None),
+        (None, Some(crawl)) => (Vec::new(), Some(validate_crawl(crawl)?)),
+    };
+    let webhook = request
+        .webhook
+        .map(|value| {
+            serde_json::from_value::<crate::history::hooks::Spec>(value)
+                .map_err(|err| ApiError::invalid(format!("`webhook` is not valid: {err}")))
+        })
+        .transpose()?;
+    Ok(ValidRun { name, collection, items, crawl, webhook })
+}
+
+fn validate_run_items(items: Vec<serde_json::Value>) -> Result<Vec<serde_json::Value>, ApiError> {
+    if items.is_empty() {
+        return Err(ApiError::invalid("`items` must not be empty"));
+    }
+    if items.len() > MAX_RUN_ITEMS {
+        return Err(ApiError::invalid(format!(
+            "`items` has {} items; a run takes at most {MAX_RUN_ITEMS}",
+            items.len()
+        )));
+    }
+    if let Some(index) = items.iter().position(|item| !item.is_object()) {
+        return Err(ApiError::invalid(format!("items[{index}] must be an object, as `POST /v1/ingest` takes")));
+    }
+    if let Some(index) = items.iter().position(holds_nul) {
+        return Err(ApiError::invalid(format!("items[{index}] holds a NUL character")));
+    }
+    Ok(items)
+}
+
+/// A crawl's spec: its shape (`CrawlSpec`, no unknown field), an http(s) start URL, its bounds
+/// and its patterns. Whether the start URL's host may be fetched is checked by the caller.
+pub fn validate_crawl(value: serde_json::Value) -> Result<millrace_pipeline::CrawlSpec, ApiError> {
+    let mut spec: millrace_pipeline::CrawlSpec =
+        serde_json::from_value(value).map_err(|err| ApiError::invalid(format!("`crawl` is not valid: {err}")))?;
+    spec.url = validate_url(&spec.url).map_err(|err| ApiError::invalid(err.message.replace("`url`", "`crawl.url`")))?;
+    if spec.max_pages == 0 || spec.max_pages > MAX_CRAWL_PAGES {
+        return Err(ApiError::invalid(format!("`crawl.max_pages` must be between 1 and {MAX_CRAWL_PAGES}")));
+    }
+    if spec.max_depth > MAX_CRAWL_DEPTH {
+        return Err(ApiError::invalid(format!("`crawl.max_depth` must be at most {MAX_CRAWL_DEPTH}")));
+    }
+    for (field, patterns) in [("include", &spec.include), ("exclude", &spec.exclude)] {
+        if patterns.len() > MAX_CRAWL_PATTERNS {
+            return Err(ApiError::invalid(format!("`crawl.{field}` has more than {MAX_CRAWL_PATTERNS} patterns")));
+        }
+        if patterns.iter().any(|p| p.is_empty() || p.chars().count() > MAX_CRAWL_PATTERN_CHARS || p.contains('\0')) {
+            return Err(ApiError::invalid(format!(
+                "`crawl.{field}` patterns must have 1 to {MAX_CRAWL_PATTERN_CHARS} characters"
+            )));
+        }
+    }
+    Ok(spec)
+}
+
+/// A listing's `cursor` (opaque: what an earlier page gave as `next_cursor`).
+pub fn cursor_param(text: Option<&str>) -> Result<Option<String>, ApiError> {
+    match text.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(text) => crate::history::store::decode_cursor(text)
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid("`cursor` is not a cursor this API gave")),
+    }
+}
+
+/// An item listing's `status`.
+pub const ITEM_STATUSES: [&str; 9] =
+    ["pending", "submitted", "queued", "running", "completed", "failed", "cancelled", "skipped", "refused"];
+
+pub fn item_status_param(text: Option<&str>) -> Result<Option<String>, ApiError> {
+    match text.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(text) if ITEM_STATUSES.contains(&text) => Ok(Some(text.to_owned())),
+        Some(text) => {
+            Err(ApiError::invalid(format!("unknown item status {text:?}; use one of {}", ITEM_STATUSES.join(", "))))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,7 +33,7 @@ pub(crate) struct IngestRequest {
 }
 
 impl IngestRequest {
-    fn into_submission(self) -> Result<Submission, ApiError> {
+    pub(crate) fn into_submission(self) -> Result<Submission, ApiError> {
         Ok(Submission {
             payload: Submission::payload_from_fields(self.content, self.content_base64, self.url)?,
             document_id: self.document_id,

@@ -38,7 +38,7 @@ impl Core {
         let result = async {
             let document = self.validate(caller, submission).await?;
             self.capacity(&caller.tenant).await?.admit(document.content.len() as u64)?;
-            self.create(caller, document).await
+            self.create(caller, document, None).await
         }
         .await;
         if let Err(err) = &result {
@@ -75,7 +75,7 @@ impl Core {
             let result = match document {
                 Err(err) => Err(err),
                 Ok(document) => match capacity.admit(document.content.len() as u64) {
-                    Ok(()) => self.create(caller, document).await,
+                    Ok(()) => self.create(caller, document, None).await,
                     Err(err) => Err(err),
                 },
             };
@@ -85,6 +85,25 @@ impl Core {
             results.push(result);
         }
         Ok(results)
+    }
+
+    /// Submits one item of a run (the feeder): as [`Core::submit`], the job counted in the run.
+    pub async fn submit_in_run(
+        &self,
+        caller: &Caller,
+        submission: Submission,
+        run_id: &str,
+    ) -> Result<Accepted, ApiError> {
+        let result = async {
+            let document = self.validate(caller, submission).await?;
+            self.capacity(&caller.tenant).await?.admit(document.content.len() as u64)?;
+            self.create(caller, document, Some(run_id.to_owned())).await
+        }
+        .await;
+        if let Err(err) = &result {
+            count_rejection(err);
+        }
+        result
     }
 
     /// The pure checks, whether the key may write the collection (403), then, for a URL, the
@@ -113,7 +132,12 @@ impl Core {
         Ok(document)
     }
 
-    async fn create(&self, caller: &Caller, document: ValidDocument) -> Result<Accepted, ApiError> {
+    async fn create(
+        &self,
+        caller: &Caller,
+        document: ValidDocument,
+        run_id: Option<String>,
+    ) -> Result<Accepted, ApiError> {
         // A URL's content is not known yet: no fingerprint, so it is always processed.
         let fingerprint = if document.url.is_some() {
             String::new()
@@ -138,7 +162,7 @@ impl Core {
             url: document.url,
             options: document.options,
             fingerprint,
-            run_id: None,
+            run_id,
             http_status: None,
         };
         let visible = self.visible_version(caller, &new).await?;

@@ -11,6 +11,7 @@ mod keys;
 mod multipart;
 mod ops;
 mod options;
+mod runs;
 mod scopes;
 mod search;
 mod stats;

@@ -28,7 +28,7 @@ use tonic::transport::Channel;
 
 pub use self::dead_letters::stage;
 pub use self::documents::DocumentInfo;
-pub use self::jobs::{job_visible, unknown_job};
+pub use self::jobs::{JobListing, job_visible, unknown_job};
 pub use self::runs::{Page, RunAccepted, push_csv_field};
 pub use self::search::Hit;
 pub use self::submit::{Accepted, count_rejection};

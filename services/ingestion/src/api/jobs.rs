@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use std::convert::Infallible;
 
 use super::{is_stream_id, path_param};
-use crate::core::Core;
+use crate::core::{Core, JobListing};
 use crate::validate;
 use crate::watch::Watchers;
 
@@ -28,6 +28,11 @@ pub(crate) struct ListParams {
     limit: Option<String>,
     /// Admin keys only: another tenant's jobs.
     tenant: Option<String>,
+    cursor: Option<String>,
+    run_id: Option<String>,
+    collection: Option<String>,
+    created_after: Option<String>,
+    created_before: Option<String>,
 }
 
 pub(crate) async fn list(
@@ -45,8 +50,24 @@ pub(crate) async fn list(
         })?),
     };
     let limit = validate::list_limit_param(params.limit.as_deref())?;
-    let jobs = core.list_jobs(&caller, params.tenant.as_deref(), status, limit).await?;
-    Ok(Json(json!({ "jobs": jobs })))
+    let nonempty = |value: Option<String>| value.filter(|v| !v.is_empty());
+    let collection = nonempty(params.collection).map(|c| validate::validate_collection(c, "collection")).transpose()?;
+    let run_id = nonempty(params.run_id);
+    if run_id.as_ref().is_some_and(|id| id.len() > 128) {
+        return Err(ApiError::invalid("`run_id` is longer than 128 characters"));
+    }
+    let listing = JobListing {
+        tenant: params.tenant,
+        status,
+        run_id,
+        collection,
+        created_after: nonempty(params.created_after),
+        created_before: nonempty(params.created_before),
+        cursor: validate::cursor_param(params.cursor.as_deref())?,
+        limit,
+    };
+    let page = core.list_job_page(&caller, listing).await?;
+    Ok(Json(json!({ "jobs": page.items, "next_cursor": page.next_cursor })))
 }
 
 pub(crate) async fn get(

@@ -5,6 +5,7 @@
 
 pub mod feeder;
 pub mod hooks;
+pub mod jobs;
 pub mod runs;
 pub mod store;
 pub mod worker;

@@ -310,3 +310,59 @@ async fn runs_are_listed_newest_first_with_a_cursor() {
     assert_eq!(second["runs"][0]["run_id"], created[0].as_str());
     assert_eq!(second["next_cursor"], Value::Null);
 }
+
+#[tokio::test]
+async fn jobs_are_listed_from_the_history_by_cursor_and_filters() {
+    let app = spawn_app_with_keys(&[]).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let collection = if i % 2 == 0 { "even" } else { "odd" };
+        let response =
+            app.post_json("/v1/ingest", &json!({"content": format!("doc {i}"), "collection": collection})).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        ids.push(response.json::<Value>().await.unwrap()["job_id"].as_str().unwrap().to_owned());
+    }
+    ids.reverse();
+    let store = store(&app);
+    assert!(store.finish(&ids[0], JobStatus::Completed, None).await.unwrap());
+    // Until the history has every job, later pages would miss some: wait for it.
+    wait_for(&app, "/v1/jobs?limit=4&status=completed", |page| page["jobs"].as_array().unwrap().len() == 1).await;
+    let mut listed = Vec::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let page: Value = app.get(&format!("/v1/jobs?limit=2&cursor={cursor}")).await.json().await.unwrap();
+        pages += 1;
+        listed.extend(page["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+        assert!(pages < 10);
+    }
+    assert_eq!(listed, ids, "every job once, newest first");
+    assert_eq!(pages, 3);
+    let even: Value = app.get("/v1/jobs?collection=even").await.json().await.unwrap();
+    assert_eq!(even["jobs"].as_array().unwrap().len(), 3);
+    let first: Value = app.get(&format!("/v1/jobs/{}", ids[0])).await.json().await.unwrap();
+    assert_eq!(first["attempts"], 1);
+    assert!(first["last_attempt_at"].is_string());
+    let future: Value = app.get("/v1/jobs?created_after=2999-01-01T00:00:00Z").await.json().await.unwrap();
+    assert_eq!(future["jobs"], json!([]));
+    let past: Value = app.get("/v1/jobs?created_before=2000-01-01T00:00:00Z").await.json().await.unwrap();
+    assert_eq!(past["jobs"], json!([]));
+    let none: Value = app.get("/v1/jobs?run_id=run_none").await.json().await.unwrap();
+    assert_eq!(none["jobs"], json!([]));
+    for query in ["created_after=yesterday", "cursor=%21%21", "collection=a%20b"] {
+        assert_error(app.get(&format!("/v1/jobs?{query}")).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    // Once Redis has forgotten them, the history still lists them, as last recorded.
+    let mut conn = app.redis().await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+    let all: Value = app.get("/v1/jobs?limit=10").await.json().await.unwrap();
+    let after: Vec<&str> = all["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap()).collect();
+    assert_eq!(after, ids);
+    assert_eq!(all["jobs"][0]["status"], "completed");
+    let completed: Value = app.get("/v1/jobs?status=completed").await.json().await.unwrap();
+    assert_eq!(completed["jobs"].as_array().unwrap().len(), 1);
+}

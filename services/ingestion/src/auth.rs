@@ -15,6 +15,7 @@ pub fn rules(method: &Method, path: &str) -> Access {
         ("POST", "/v1/ingest" | "/v1/ingest/batch") => Needs(Ingest),
         ("DELETE", "/v1/jobs/{id}") => Needs(Ingest),
         ("GET", "/v1/jobs" | "/v1/jobs/{id}" | "/v1/jobs/{id}/events" | "/v1/documents/{id}") => Needs(Read),
+        ("GET", "/v1/runs/{id}/webhooks") => Needs(Read),
         ("POST", "/v1/search") => Needs(Search),
         ("DELETE", "/v1/documents/{id}") => Needs(Delete),
         // gRPC (every call is a POST). Health and reflection are served outside the door.

@@ -13,6 +13,7 @@ mod documents;
 mod jobs;
 mod search;
 mod submit;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ use crate::admission::RedisMemory;
 use crate::budget::BudgetGuard;
 use crate::config::Config;
 use crate::stats::{Peers, PipelineStats};
+use crate::webhooks::Outbox;
 
 /// Everything the operations need; cheap to clone.
 #[derive(Clone)]
@@ -48,6 +50,8 @@ pub struct Core {
     redis_memory: Arc<RedisMemory>,
     /// Where deletes, cancels and dead-letter retries are recorded.
     audit: AuditLog,
+    /// The webhook outbox, when there is a database (`MILLRACE_DATABASE_URL`).
+    outbox: Option<Outbox>,
 }
 
 impl Core {
@@ -70,7 +74,22 @@ impl Core {
             urls,
             redis_memory: Arc::default(),
             audit,
+            outbox: None,
         }
+    }
+
+    pub fn with_outbox(mut self, outbox: Option<Outbox>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// The webhook outbox, if there is a database to keep it in.
+    pub fn outbox(&self) -> Option<&Outbox> {
+        self.outbox.as_ref()
+    }
+
+    pub fn urls(&self) -> &UrlGuard {
+        &self.urls
     }
 
     pub fn config(&self) -> &Config {

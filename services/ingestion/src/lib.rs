@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod stats;
 pub mod validate;
 pub mod watch;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -117,7 +118,15 @@ impl Application {
         let urls = UrlGuard::new(AddressPolicy::new(config.fetch.allow_private), resolver);
         let redis = redis_conn::client(&config.service.redis).map_err(|err| BuildError::Redis(err.to_string()))?;
         let watchers = watch::Watchers::new(jobs.clone(), redis, config.watchers);
-        let core = Arc::new(Core::new(config, jobs, storage, embeddings, peers, urls, audit));
+        let deliverer = webhooks::Deliverer::from_config(&config, &urls)?;
+        let core = Arc::new(
+            Core::new(config, jobs, storage, embeddings, peers, urls, audit)
+                .with_outbox(deliverer.as_ref().map(|deliverer| deliverer.outbox().clone())),
+        );
+        let host = match deliverer {
+            Some(deliverer) => deliverer.start(host, metrics_interval),
+            None => host,
+        };
         Ok(host
             .with_routes(api::router(core.clone(), watchers.clone(), access, door))
             .with_fallbacks(api::with_json_fallbacks)

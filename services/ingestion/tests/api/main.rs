@@ -17,3 +17,4 @@ mod stats;
 mod tenants;
 mod url;
 mod watch;
+mod webhooks;

@@ -190,6 +190,24 @@ impl Fetcher {
         }
     }
 
+    /// POSTs `body` with `headers` to `url` under the same rules as a fetch (the URL checked as
+    /// written, its addresses at connect time, the host's concurrency limit and the time
+    /// limit) and returns the answer's status. No redirect is followed: a 3xx is the answer.
+    /// The answer's body is not read. Webhooks are sent with it.
+    pub async fn post(&self, url: &str, headers: reqwest::header::HeaderMap, body: Vec<u8>) -> Result<u16, FetchError> {
+        let (url, _) = self.policy().check_url(url)?;
+        let limit = self.inner.config.timeout;
+        let send = async {
+            let _permit = self.inner.limiter.acquire(url.host_str().unwrap_or_default()).await?;
+            let response = self.inner.client.post(url.clone()).headers(headers).body(body).send().await;
+            response.map(|response| response.status().as_u16()).map_err(request_error)
+        };
+        match tokio::time::timeout(limit, send).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Timeout { limit }),
+        }
+    }
+
     /// One request, under its host's limit (held until the body is read).
     async fn get(&self, url: &Url, user_agent: Option<&str>) -> Result<Hop, FetchError> {
         let _permit = self.inner.limiter.acquire(url.host_str().unwrap_or_default()).await?;

@@ -11,6 +11,7 @@ mod multipart;
 mod runs;
 mod search;
 mod stats;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ pub fn router(core: Arc<Core>, watchers: Watchers, access: keys::Access, door: D
         .route("/v1/runs/{id}/retry-failed", post(runs::retry_failed))
         .route("/v1/search", post(search::search).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
         .route("/v1/documents/{id}", get(documents::get).delete(documents::delete))
+        .route("/v1/runs/{id}/webhooks", get(webhooks::log))
         .route("/v1/stats", get(stats::stats))
         .route("/v1/limits", get(stats::limits))
         .route("/v1/dlq", get(dlq::list))

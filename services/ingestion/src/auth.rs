@@ -17,6 +17,7 @@ pub fn rules(method: &Method, path: &str) -> Access {
         ("POST", "/v1/runs" | "/v1/runs/{id}/retry-failed") | ("DELETE", "/v1/runs/{id}") => Needs(Ingest),
         ("GET", "/v1/runs" | "/v1/runs/{id}" | "/v1/runs/{id}/items" | "/v1/runs/{id}/report.csv") => Needs(Read),
         ("GET", "/v1/jobs" | "/v1/jobs/{id}" | "/v1/jobs/{id}/events" | "/v1/documents/{id}") => Needs(Read),
+        ("GET", "/v1/runs/{id}/webhooks") => Needs(Read),
         ("POST", "/v1/search") => Needs(Search),
         ("DELETE", "/v1/documents/{id}") => Needs(Delete),
         // gRPC (every call is a POST). Health and reflection are served outside the door.

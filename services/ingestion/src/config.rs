@@ -53,6 +53,9 @@ pub struct Config {
     /// Who may call: the bootstrap key (`MILLRACE_ADMIN_KEY`), the key store
     /// (`MILLRACE_DATABASE_URL`) and how long a key check is cached (`MILLRACE_KEY_CACHE_MS`).
     pub auth: AuthConfig,
+    /// Webhook deliveries: retry window and delays, time limit, poll interval, concurrency
+    /// (`MILLRACE_WEBHOOK_*`).
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 /// `MILLRACE_MAX_WATCHERS` and `MILLRACE_MAX_WATCHERS_PER_CLIENT`.
@@ -121,6 +124,7 @@ impl Config {
             ));
         }
         let auth = AuthConfig::from_settings(settings)?;
+        let webhooks = crate::webhooks::WebhookConfig::from_settings(settings)?;
         Ok(Self {
             service,
             storage_url,
@@ -139,6 +143,7 @@ impl Config {
             metrics_interval,
             watchers,
             auth,
+            webhooks,
         })
     }
 

@@ -14,6 +14,7 @@ mod jobs;
 mod runs;
 mod search;
 mod submit;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ use crate::budget::BudgetGuard;
 use crate::config::Config;
 use crate::history::HistoryStore;
 use crate::stats::{Peers, PipelineStats};
+use crate::webhooks::Outbox;
 
 /// Everything the operations need; cheap to clone.
 #[derive(Clone)]
@@ -53,6 +55,8 @@ pub struct Core {
     audit: AuditLog,
     /// The durable history of runs and jobs (PostgreSQL).
     history: HistoryStore,
+    /// The webhook outbox, when there is a database (`MILLRACE_DATABASE_URL`).
+    outbox: Option<Outbox>,
 }
 
 impl Core {
@@ -76,6 +80,7 @@ impl Core {
             redis_memory: Arc::default(),
             audit,
             history: HistoryStore::none(),
+            outbox: None,
         }
     }
 
@@ -87,6 +92,20 @@ impl Core {
 
     pub fn history(&self) -> &HistoryStore {
         &self.history
+    }
+
+    pub fn with_outbox(mut self, outbox: Option<Outbox>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// The webhook outbox, if there is a database to keep it in.
+    pub fn outbox(&self) -> Option<&Outbox> {
+        self.outbox.as_ref()
+    }
+
+    pub fn urls(&self) -> &UrlGuard {
+        &self.urls
     }
 
     pub fn config(&self) -> &Config {

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod stats;
 pub mod validate;
 pub mod watch;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -120,12 +121,20 @@ impl Application {
         let watchers = watch::Watchers::new(jobs.clone(), redis, config.watchers);
         let history = history::HistoryStore::new(config.auth.database_url.as_deref(), &config.auth.database_tls)?;
         let (service_config, metrics_every) = (config.service.clone(), config.metrics_interval);
+        let deliverer = webhooks::Deliverer::from_config(&config, &urls)?;
+        let outbox = deliverer.as_ref().map(|deliverer| deliverer.outbox().clone());
         let core = Arc::new(
-            Core::new(config, jobs.clone(), storage, embeddings, peers, urls, audit).with_history(history.clone()),
+            Core::new(config, jobs.clone(), storage, embeddings, peers, urls, audit)
+                .with_history(history.clone())
+                .with_outbox(outbox.clone()),
         );
         let history_redis =
             redis_conn::client(&service_config.redis).map_err(|err| BuildError::Redis(err.to_string()))?;
         let feeder_core = core.clone();
+        let host = match deliverer {
+            Some(deliverer) => deliverer.start(host, metrics_interval),
+            None => host,
+        };
         Ok(host
             .with_routes(api::router(core.clone(), watchers.clone(), access, door))
             .with_fallbacks(api::with_json_fallbacks)
@@ -139,7 +148,7 @@ impl Application {
                     &service_config,
                     jobs,
                     history.clone(),
-                    history::hooks::Hooks::default(),
+                    history::hooks::Hooks::new(outbox),
                     history_redis,
                     metrics_every,
                     stop.clone(),

@@ -23,6 +23,12 @@ millrace_common::declare_metrics! {
     JOBS_FINISHED: counter("millrace_ingestion_jobs_finished_total", "Jobs that finished, in the whole deployment, by status (completed, failed, cancelled).");
     /// Dead-lettered entries retried and refused through the dead-letter API, by `stage`.
     DEAD_LETTERS_RETRIED: counter("millrace_ingestion_dead_letters_retried_total", "Dead-lettered entries retried through the dead-letter API, by stage.");
+    WEBHOOKS_DELIVERED: counter("millrace_ingestion_webhooks_delivered_total", "Webhook deliveries a receiver answered with 2xx, made by this replica.");
+    WEBHOOKS_RETRIED: counter("millrace_ingestion_webhook_retries_total", "Webhook attempts that failed (no 2xx, time-out, refused address) and will be retried, made by this replica.");
+    WEBHOOKS_FAILED: counter("millrace_ingestion_webhooks_failed_total", "Webhook deliveries given up after the retry window (MILLRACE_WEBHOOK_RETRY_FOR_SECS), by this replica.");
+    WEBHOOK_DELIVERY_LAG: histogram("millrace_ingestion_webhook_delivery_lag_seconds", "Time from an event to its webhook's successful delivery, retries included, in seconds.");
+    WEBHOOKS_PENDING: gauge("millrace_ingestion_webhooks_pending", "Webhook deliveries not yet delivered nor given up, in the whole deployment.");
+    WEBHOOK_OLDEST_PENDING: gauge("millrace_ingestion_webhook_oldest_pending_seconds", "Age of the oldest webhook delivery not yet delivered nor given up, in seconds.");
     DEAD_LETTERS_REFUSED: counter("millrace_ingestion_dead_letters_refused_total", "Dead-lettered entries a retry refused (job cancelled, completed or expired), by stage.");
 }
 
@@ -35,6 +41,9 @@ pub fn register() {
     metrics::counter!(JOBS_SUBMITTED).increment(0);
     metrics::counter!(JOBS_UNCHANGED).increment(0);
     metrics::counter!(URLS_REFUSED).increment(0);
+    metrics::counter!(WEBHOOKS_DELIVERED).increment(0);
+    metrics::counter!(WEBHOOKS_RETRIED).increment(0);
+    metrics::counter!(WEBHOOKS_FAILED).increment(0);
 }
 
 /// Samples jobs by status every `interval` until `stop`.

@@ -63,8 +63,8 @@ impl HistoryHandler {
         if !spec.events.contains(&event) {
             return Ok(());
         }
-        let body = json!({ "event": event.name(), "run_id": run_id, "job": job });
-        let event_id = format!("{}:{}:{}", job.job_id, job.attempts, event.name());
+        let body = json!({ "event": event.as_str(), "run_id": run_id, "job": job });
+        let event_id = format!("{}:{}:{}", job.job_id, job.attempts, event.as_str());
         self.hooks.enqueue(&run, &spec, event, event_id, body).await.map_err(HandlerError::Retry)
     }
 

@@ -18,3 +18,4 @@ mod stats;
 mod tenants;
 mod url;
 mod watch;
+mod webhooks;

@@ -1,0 +1,160 @@
+//! The delivery loop every replica runs: claim due deliveries, POST each, record the attempt.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use millrace_fetch::{FetchError, Fetcher};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::{Claimed, Outcome};
+use super::{DELIVERY_HEADER, DeliveryStatus, EVENT_HEADER, Outbox, OutboxError, SIGNATURE_HEADER, WebhookConfig};
+use crate::metrics;
+
+/// Makes the deliveries of the outbox. Cheap to clone.
+#[derive(Clone)]
+pub struct Deliverer {
+    outbox: Outbox,
+    fetcher: Fetcher,
+    config: WebhookConfig,
+}
+
+impl std::fmt::Debug for Deliverer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliverer").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Deliverer {
+    /// `fetcher` carries the address rules and the POST's time limit.
+    pub fn new(outbox: Outbox, fetcher: Fetcher, config: WebhookConfig) -> Self {
+        Self { outbox, fetcher, config }
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// One pass: claims up to `concurrency` due deliveries and makes one attempt of each, at
+    /// once. Returns the number of attempts made.
+    pub async fn run_once(&self) -> Result<usize, OutboxError> {
+        let claimed = self.outbox.claim(self.config.concurrency, self.config.lease(), self.config.retry_for).await?;
+        let attempts = claimed.len();
+        for result in join_all(claimed.iter().map(|claimed| self.attempt(claimed))).await {
+            // One row's failure to record must not stop the others; the row is due again when
+            // its lease runs out.
+            if let Err(err) = result {
+                tracing::warn!(error = %err, "cannot record a webhook attempt");
+            }
+        }
+        Ok(attempts)
+    }
+
+    /// Delivers until `stop`: again at once after a pass that found work, else after the poll
+    /// interval. An unreachable database is logged once per outage and retried.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut down = false;
+        loop {
+            let wait = match self.run_once().await {
+                Ok(0) => {
+                    down = false;
+                    self.config.poll
+                }
+                Ok(_) => {
+                    down = false;
+                    Duration::ZERO
+                }
+                Err(err) => {
+                    if !down {
+                        tracing::warn!(error = %err, "webhook outbox unavailable; deliveries wait");
+                    }
+                    down = true;
+                    self.config.poll.max(Duration::from_secs(1))
+                }
+            };
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn attempt(&self, claimed: &Claimed) -> Result<(), OutboxError> {
+        let started = Instant::now();
+        let result = self.fetcher.post(&claimed.url, headers(claimed), claimed.body.clone().into_bytes()).await;
+        let outcome = match result {
+            Ok(status) if (200..300).contains(&status) => {
+                Outcome { http_status: Some(status), error: None, duration: started.elapsed(), permanent: false }
+            }
+            Ok(status) => Outcome {
+                http_status: Some(status),
+                error: Some(format!("the receiver answered HTTP {status}")),
+                duration: started.elapsed(),
+                permanent: false,
+            },
+            // Every answer but a 2xx is retried (a receiver's 4xx may be a deploy in progress);
+            // a refused address or an invalid URL is not, until the rules change.
+            Err(err) => Outcome {
+                http_status: None,
+                error: Some(describe(&err)),
+                duration: started.elapsed(),
+                permanent: matches!(err, FetchError::Refused { .. } | FetchError::InvalidUrl { .. }),
+            },
+        };
+        let retry_in = self.config.backoff(claimed.attempt);
+        let Some(status) = self.outbox.finish(claimed, &outcome, retry_in, self.config.retry_for).await? else {
+            tracing::info!(event_id = %claimed.event_id, attempt = claimed.attempt, "webhook attempt superseded");
+            return Ok(());
+        };
+        let url = millrace_fetch::loggable(&claimed.url);
+        match status {
+            DeliveryStatus::Delivered => {
+                ::metrics::counter!(metrics::WEBHOOKS_DELIVERED).increment(1);
+                ::metrics::histogram!(metrics::WEBHOOK_DELIVERY_LAG)
+                    .record((claimed.age + outcome.duration).as_secs_f64());
+                tracing::info!(event_id = %claimed.event_id, event = %claimed.event, url = %url, attempt = claimed.attempt, "webhook delivered");
+            }
+            DeliveryStatus::Pending => {
+                ::metrics::counter!(metrics::WEBHOOKS_RETRIED).increment(1);
+                tracing::info!(
+                    event_id = %claimed.event_id, event = %claimed.event, url = %url, attempt = claimed.attempt,
+                    http_status = outcome.http_status, error = outcome.error.as_deref().unwrap_or(""),
+                    retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
+                    "webhook attempt failed; retrying"
+                );
+            }
+            DeliveryStatus::Failed => {
+                ::metrics::counter!(metrics::WEBHOOKS_FAILED).increment(1);
+                tracing::warn!(
+                    event_id = %claimed.event_id, event = %claimed.event, url = %url, attempts = claimed.attempt,
+                    error = outcome.error.as_deref().unwrap_or(""),
+                    "webhook not delivered; given up"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn headers(claimed: &Claimed) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(EVENT_HEADER, HeaderValue::from_static(claimed.event.as_str()));
+    // A hex digest and an id we made are always valid header values; a row that somehow holds
+    // another id goes without the header rather than not at all.
+    if let Ok(value) = HeaderValue::from_str(&super::signature(&claimed.secret, claimed.body.as_bytes())) {
+        headers.insert(SIGNATURE_HEADER, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&claimed.event_id) {
+        headers.insert(DELIVERY_HEADER, value);
+    }
+    headers
+}
+
+fn describe(err: &FetchError) -> String {
+    match err {
+        FetchError::Refused { reason } => format!("refused: {reason}"),
+        other => other.to_string(),
+    }
+}

@@ -375,13 +375,15 @@ impl JobStore {
         let mut conn = self.pool().get().await?;
         let job_id = entry.job_id.as_str();
         let keys = self.keys();
-        let (batches, tenant_id): (Option<u32>, Option<String>) = redis::cmd("HMGET")
+        let (batches, tenant_id, run_id): (Option<u32>, Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(keys.job(job_id))
             .arg("batches_total")
             .arg("tenant_id")
+            .arg("run_id")
             .query_async(&mut conn)
             .await?;
         let (mut batches, tenant_id) = (batches.unwrap_or(0), tenant_id.unwrap_or_default());
+        let run_key = keys.run(run_id.as_deref().unwrap_or_default());
         for _ in 0..2 {
             let mut invocation = RETRY_JOB.prepare_invoke();
             invocation
@@ -397,7 +399,11 @@ impl JobStore {
             for stage in Stage::ALL {
                 invocation.key(keys.dead_letters(stage));
             }
-            invocation.key(keys.job_status_counts()).key(keys.tenant_backlog());
+            invocation
+                .key(keys.job_status_counts())
+                .key(keys.tenant_backlog())
+                .key(keys.history_stream())
+                .key(&run_key);
             for batch in 0..batches {
                 invocation
                     .key(keys.batch(job_id, batch))

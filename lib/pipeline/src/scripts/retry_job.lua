@@ -13,7 +13,9 @@
 -- needs is still there.
 -- KEYS: job, join, events, active set, finished zset, content, the chunking, metadata, embeddings
 --   and storage streams, their four dead-letter streams, the job status counts, the tenant backlog,
---   then per batch its payload, metadata result and embeddings result. The reopened job counts as
+--   the history stream, the job's run (any key if it has none), then per batch its payload,
+--   metadata result and embeddings result. A reopened job's attempt starts now (`last_attempt_ms`),
+--   it is recorded `job_queued` in the history again, and it counts in its run's `open` jobs again. The reopened job counts as
 --   queued or running again, and in its tenant's backlog; its failure stays counted (finishes are
 --   a counter). Entries put back carry the job's tenant and collection, from its record.
 -- ARGV: job id, ttl, stage number of the entry (1 chunking … 4 storage), entry id, batches,
@@ -63,7 +65,7 @@ if not chunked and redis.call('EXISTS', KEYS[6]) == 0 then return {'content'} en
 local halves = {}
 if chunked then
   for i = 0, batches - 1 do
-    local k = 17 + 3 * i
+    local k = 19 + 3 * i
     if redis.call('EXISTS', KEYS[k]) == 0 then return {'batch', tostring(i)} end
     local m = redis.call('HEXISTS', KEYS[2], 'm:' .. i) == 1
     local e = redis.call('HEXISTS', KEYS[2], 'e:' .. i) == 1
@@ -83,6 +85,13 @@ if redis.call('HSETNX', KEYS[1], 'in_backlog', '1') == 1 then
   redis.call('HINCRBY', KEYS[16], tenant, 1)
 end
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+local clock = redis.call('TIME')
+redis.call('HSET', KEYS[1], 'last_attempt_ms', tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000))
+local run_id = redis.call('HGET', KEYS[1], 'run_id') or ''
+if run_id ~= '' and redis.call('EXISTS', KEYS[18]) == 1 then
+  redis.call('HINCRBY', KEYS[18], 'open', 1)
+end
+redis.call('XADD', KEYS[17], '*', 'kind', 'job_queued', 'job_id', ARGV[1], 'tenant', tenant, 'run_id', run_id)
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'trace_id', string.sub(ARGV[6], 4, 35))
 end
@@ -117,6 +126,6 @@ for i = 7, #ARGV - 1, 2 do
 end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'type', 'retried', 'stage', STAGES[stage], 'error', previous)
 for i = 1, #KEYS do
-  if i <= 3 or i == 6 or i >= 17 then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+  if i <= 3 or i == 6 or i >= 19 then redis.call('EXPIRE', KEYS[i], ARGV[2]) end
 end
 return {'retried', reopened, tostring(queued[1]), tostring(queued[2]), tostring(queued[3]), tostring(queued[4])}

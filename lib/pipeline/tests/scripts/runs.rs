@@ -90,3 +90,68 @@ async fn a_crawl_starts_with_its_start_page_pending_and_a_cancelled_run_is_never
     assert_eq!((state.status, state.pending, state.open), (RunStatus::Cancelled, 0, 0));
     assert!(!history(&store).await.iter().any(|entry| matches!(entry, HistoryEntry::RunDone { .. })));
 }
+
+#[tokio::test]
+async fn a_dead_letter_retry_reopens_the_job_in_its_run_and_in_the_history() {
+    let store = store();
+    let run = NewRun { run_id: "r9".into(), tenant: "t".into(), collection: "default".into(), items: 1, crawl: None };
+    store.create_run(&run).await.unwrap();
+    let job = store.create(in_run("r9", "a")).await.unwrap();
+    assert_eq!(store.run_progress("r9", -1).await.unwrap(), Some(false));
+    let job_entry = super::entry(&job.job_id, 0);
+    assert!(store.fail(&job_entry, millrace_pipeline::Stage::Chunking, "it broke").await.unwrap());
+    let state = store.run_state("r9").await.unwrap().unwrap();
+    assert_eq!((state.status, state.open), (RunStatus::Done, 0));
+    let before = store.get(&job.job_id).await.unwrap().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+
+    let mut conn = store.pool().get().await.unwrap();
+    let mut add = redis::cmd("XADD");
+    add.arg(store.keys().dead_letters(millrace_pipeline::Stage::Chunking)).arg("*");
+    for (name, value) in job_entry.to_fields(None) {
+        add.arg(name).arg(value);
+    }
+    let id: String = add.arg("source_stream").arg("chunking").query_async(&mut conn).await.unwrap();
+    let report =
+        store.retry_dead_letters(millrace_pipeline::Stage::Chunking, Some(std::slice::from_ref(&id))).await.unwrap();
+    assert_eq!(report.retried.len(), 1, "{report:?}");
+
+    let after = store.get(&job.job_id).await.unwrap().unwrap();
+    assert_eq!((after.status, after.attempts), (JobStatus::Queued, 2));
+    assert!(
+        after.last_attempt_at > before.last_attempt_at,
+        "{} then {}",
+        before.last_attempt_at,
+        after.last_attempt_at
+    );
+    assert_eq!(store.run_state("r9").await.unwrap().unwrap().open, 1);
+    let queued: Vec<HistoryEntry> = history(&store)
+        .await
+        .into_iter()
+        .filter(|entry| matches!(entry, HistoryEntry::JobQueued { job_id, .. } if *job_id == job.job_id))
+        .collect();
+    assert_eq!(queued.len(), 2, "created, then reopened");
+    assert_eq!(
+        queued[1],
+        HistoryEntry::JobQueued { job_id: job.job_id.clone(), tenant: "t".into(), run_id: "r9".into() }
+    );
+
+    // A job of no run is recorded too, and touches no run.
+    let lone = store.create(new_job("lone", "lone")).await.unwrap();
+    let lone_entry = super::entry(&lone.job_id, 0);
+    assert!(store.fail(&lone_entry, millrace_pipeline::Stage::Chunking, "it broke").await.unwrap());
+    let mut add = redis::cmd("XADD");
+    add.arg(store.keys().dead_letters(millrace_pipeline::Stage::Chunking)).arg("*");
+    for (name, value) in lone_entry.to_fields(None) {
+        add.arg(name).arg(value);
+    }
+    let id: String = add.arg("source_stream").arg("chunking").query_async(&mut conn).await.unwrap();
+    let report =
+        store.retry_dead_letters(millrace_pipeline::Stage::Chunking, Some(std::slice::from_ref(&id))).await.unwrap();
+    assert_eq!(report.retried.len(), 1, "{report:?}");
+    let last = history(&store).await.pop().unwrap();
+    assert_eq!(
+        last,
+        HistoryEntry::JobQueued { job_id: lone.job_id, tenant: new_job("x", "x").tenant_id, run_id: String::new() }
+    );
+}

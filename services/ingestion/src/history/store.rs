@@ -237,16 +237,15 @@ pub async fn upsert_job_on(client: &tokio_postgres::Client, job: &Job) -> Result
     Ok(())
 }
 
-/// An opaque cursor: the key of the last row of a page.
+/// An opaque cursor: the key of the last row of a page, in hex (so that any string of hex
+/// pairs is a cursor: it names a point in the order, whatever it holds).
 pub fn encode_cursor(key: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes())
+    hex::encode(key.as_bytes())
 }
 
 pub fn decode_cursor(cursor: &str) -> Option<String> {
-    use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    String::from_utf8(bytes).ok().filter(|key| !key.is_empty() && key.len() <= 128)
+    let bytes = hex::decode(cursor).ok().filter(|bytes| !bytes.is_empty() && bytes.len() <= 128)?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 pub fn text(row: &Row, column: &str) -> String {

@@ -14,6 +14,7 @@ mod limits;
 mod observability;
 mod ops;
 mod races;
+mod runs;
 mod search;
 mod tls;
 mod tracing;

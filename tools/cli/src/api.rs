@@ -68,6 +68,12 @@ impl Api {
         self.send(self.http.post(self.url(path)).json(body)).await
     }
 
+    /// A text answer as it is (a CSV report).
+    pub async fn get_text(&self, path: &str) -> Result<String, Failure> {
+        let response = self.check(self.http.get(self.url(path)).send().await).await?;
+        response.text().await.map_err(|err| unreachable(&self.base, &err))
+    }
+
     pub async fn delete(&self, path: &str) -> Result<Value, Failure> {
         self.send(self.http.delete(self.url(path))).await
     }

@@ -10,6 +10,7 @@ mod dlq;
 mod ingest;
 mod key;
 mod keys;
+mod runs;
 mod search;
 
 use std::process::ExitCode;
@@ -69,6 +70,38 @@ enum Command {
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
+    },
+    /// Crawl a site as one run: its pages are fetched, ingested and reported on.
+    Crawl {
+        url: String,
+        /// Pages taken at most.
+        #[arg(long, default_value_t = 100)]
+        max_pages: u32,
+        /// Links followed at most from the start page (the server's default: 3).
+        #[arg(long)]
+        max_depth: Option<u32>,
+        /// host (the start page's host) or prefix (under the start page's directory).
+        #[arg(long, value_parser = PossibleValuesParser::new(["host", "prefix"]))]
+        scope: Option<String>,
+        #[arg(long)]
+        collection: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Follow the run to its end with a progress bar, then show its summary.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List the runs of the key's tenant, newest first.
+    Runs {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show a run's summary; with --report, save its CSV report.
+    Run {
+        id: String,
+        /// Where to write the report (one row per item).
+        #[arg(long, value_name = "FILE")]
+        report: Option<std::path::PathBuf>,
     },
     /// Show one job; with --follow, its events until it ends.
     Job {
@@ -191,6 +224,20 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 }
             }
         }
+        Command::Crawl { url, max_pages, max_depth, scope, collection, name, wait } => {
+            let crawl = runs::Crawl { url, max_pages, max_depth, scope, collection, name };
+            let (answer, clean) = runs::crawl(&api, &crawl, wait, json).await?;
+            if json {
+                print_json(&answer);
+            } else if wait {
+                runs::print_summary(&answer);
+            } else {
+                println!("run {} started: {}", text(&answer["run_id"]), text(&answer["status_url"]));
+            }
+            return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        Command::Runs { limit } => runs::list(&api, limit, json).await?,
+        Command::Run { id, report } => runs::show(&api, &id, report, json).await?,
         Command::Job { id, follow } => {
             if follow {
                 let mut events = api.events(&id).await?;

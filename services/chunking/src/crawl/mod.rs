@@ -305,6 +305,10 @@ impl CrawlHandler {
         if !scope.contains(&url) {
             return Ok(skipped(Skip::new("out_of_scope", "not on the crawl's host or under its prefix")));
         }
+        // The SSRF rules first: a page that may not be fetched costs no robots.txt request.
+        if let Err(err) = self.fetcher.check(url.as_str()).await {
+            return Ok(skipped(Skip::new(err.kind(), err.to_string())));
+        }
         let robots = self.robots(&entry.run_id, &url).await?;
         let mut links = Vec::new();
         if seed && spec.sitemap {

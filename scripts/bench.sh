@@ -6,6 +6,8 @@
 #   quota     scripts/bench_quota.py: RPM saturation with 1 and 3 metadata replicas (~12 min)
 #   tracing   scripts/bench_tracing.py: throughput with OTLP export on and off (~5 min)
 #   reingest  scripts/bench_reingest.py: incremental re-ingest against a first ingest
+#   crawl     scripts/bench_crawl.py: a 5,000-page local site crawled at 1,200 requests/min per
+#             host by two chunking replicas (~5 min)
 #   chunking  cargo bench -p millrace-chunking --bench chunking (criterion)
 #   keys      cargo bench -p millrace-auth --bench key_check: what the key check adds (criterion)
 #   search    scripts/bench_search.py: search quality on the Python docs (python3-doc) against
@@ -49,6 +51,7 @@ for part in ${BENCH:-pipeline gateway quota tracing}; do
     quota) python3 scripts/bench_quota.py ;;
     tracing) python3 scripts/bench_tracing.py ;;
     reingest) python3 scripts/bench_reingest.py ;;
+    crawl) python3 scripts/bench_crawl.py ;;
     chunking) cargo bench -p millrace-chunking --bench chunking ;;
     keys) cargo bench -p millrace-auth --bench key_check ;;
     search)
@@ -57,7 +60,7 @@ for part in ${BENCH:-pipeline gateway quota tracing}; do
         python3 scripts/bench_search.py
         ;;
     *)
-        echo "bench: unknown part $part (pipeline, gateway, quota, tracing, reingest, chunking, keys, search)" >&2
+        echo "bench: unknown part $part (pipeline, gateway, quota, tracing, reingest, crawl, chunking, keys, search)" >&2
         exit 2
         ;;
     esac

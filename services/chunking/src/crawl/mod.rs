@@ -16,8 +16,9 @@
 //!    the reason) and takes the page out of `pending`, once.
 //!
 //! Skip reasons start with a short code: `robots`, `max_pages`, `status`, `too_large`,
-//! `timeout`, `too_many_redirects`, `refused`, `network`, `content_type`, `canonical`,
-//! `duplicate`, `out_of_scope`, `invalid_url`, `error`.
+//! `timeout`, `too_many_redirects`, `refused`, `content_type`, `canonical`, `duplicate`,
+//! `out_of_scope`, `invalid_url`, and `error` for an entry given up on (a network error, a
+//! 429 or a 5xx retried through `MILLRACE_MAX_DELIVERIES`).
 
 mod html;
 mod robots;

@@ -21,11 +21,17 @@ struct Crawl {
     redis: RedisServer,
     site: TestSite,
     service: ChildProcess,
+    /// More chunking services (the benchmark's replicas).
+    more: Vec<ChildProcess>,
     store: JobStore,
 }
 
 /// Redis, the site and the chunking service, with `env` on top of the defaults.
 fn start(options: SiteOptions, env: &[(&str, String)]) -> Crawl {
+    start_replicas(options, env, 1)
+}
+
+fn start_replicas(options: SiteOptions, env: &[(&str, String)], replicas: usize) -> Crawl {
     let redis = RedisServer::start().unwrap();
     let site = TestSite::start_with(options).unwrap();
     let mut vars: BTreeMap<String, String> = [
@@ -51,11 +57,20 @@ fn start(options: SiteOptions, env: &[(&str, String)]) -> Crawl {
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-    let service =
-        ChildProcess::spawn(env!("CARGO_BIN_EXE_millrace-chunking"), std::iter::empty::<&str>(), vars).unwrap();
+    let spawn = |n: usize| {
+        let mut vars = vars.clone();
+        if n > 0 {
+            vars.insert("MILLRACE_HTTP_ADDR".into(), format!("127.0.0.1:{}", free_port()));
+            vars.insert("MILLRACE_GRPC_ADDR".into(), format!("127.0.0.1:{}", free_port()));
+            vars.insert("MILLRACE_CONSUMER_NAME".into(), format!("chunking-{n}"));
+        }
+        ChildProcess::spawn(env!("CARGO_BIN_EXE_millrace-chunking"), std::iter::empty::<&str>(), vars).unwrap()
+    };
+    let service = spawn(0);
+    let more = (1..replicas).map(spawn).collect();
     let pool = millrace_common::redis_conn::pool(redis.url.as_str(), 4).unwrap();
     let store = JobStore::new(pool, Keys::new(PREFIX), Duration::from_secs(3600));
-    Crawl { redis, site, service, store }
+    Crawl { redis, site, service, more, store }
 }
 
 fn spec(site: &TestSite, max_pages: u32, max_depth: u32) -> CrawlSpec {
@@ -417,4 +432,107 @@ async fn a_cancelled_crawl_takes_no_more_pages_and_without_the_allowlist_nothing
     assert!(reason.starts_with("refused"), "{reason}");
     assert_eq!(other.requests().len(), 0);
     assert_eq!(crawl.state("refused").await.status, RunStatus::Done);
+}
+
+/// The crawl benchmark (`BENCH=crawl make bench`, through scripts/bench_crawl.py): a large site
+/// crawled at a per-host limit by `CRAWL_BENCH_REPLICAS` chunking services; prints one line
+/// `CRAWL_BENCH {json}` with what the site counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark of several minutes: scripts/bench_crawl.py runs it"]
+async fn crawl_bench() {
+    let number = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (sections, per_section) = (number("CRAWL_BENCH_SECTIONS", 50), number("CRAWL_BENCH_PAGES_PER_SECTION", 100));
+    let (rpm, replicas) = (number("CRAWL_BENCH_RPM", 1200), number("CRAWL_BENCH_REPLICAS", 2));
+    let window_ms = number("CRAWL_BENCH_WINDOW_MS", 60_000);
+    let options = SiteOptions {
+        sections,
+        pages_per_section: per_section,
+        slow: Duration::from_millis(100),
+        ..SiteOptions::default()
+    };
+    let crawl = start_replicas(
+        options,
+        &[
+            ("MILLRACE_CRAWL_HOST_RPM", rpm.to_string()),
+            ("MILLRACE_CRAWL_LIMIT_WINDOW_MS", window_ms.to_string()),
+            ("MILLRACE_CRAWL_CONCURRENCY", "8".to_owned()),
+            ("MILLRACE_CRAWL_REPLICAS", replicas.to_string()),
+            // The chunking stage parses the pages taken meanwhile: one at a time per replica.
+            ("MILLRACE_CONCURRENCY", "1".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ],
+        replicas,
+    );
+    let started = Instant::now();
+    crawl.create_run("bench", spec(&crawl.site, 1_000_000, 3)).await;
+    let state = crawl.crawled("bench", Duration::from_secs(3600)).await;
+    let elapsed = started.elapsed();
+    let requests = crawl.site.requests();
+    let window = Duration::from_millis(window_ms as u64);
+    let first = requests.first().map(|r| r.at).unwrap_or_default();
+    let last = requests.last().map(|r| r.at).unwrap_or_default();
+    // Requests in each whole fixed window from the first request.
+    let whole = ((last - first).as_millis() / window.as_millis()) as usize;
+    let per_window: Vec<usize> = (0..whole)
+        .map(|k| {
+            let (from, to) = (first + window * k as u32, first + window * (k as u32 + 1));
+            requests.iter().filter(|r| r.at >= from && r.at < to).count()
+        })
+        .collect();
+    let report = serde_json::json!({
+        "html_pages": crawl.site.html_pages().len() + 1,
+        "pages_taken": state.pages,
+        "requests": requests.len(),
+        "elapsed_s": elapsed.as_secs_f64(),
+        "crawl_span_s": (last - first).as_secs_f64(),
+        "rpm": rpm,
+        "window_ms": window_ms,
+        "replicas": replicas,
+        "max_in_any_window": crawl.site.max_in_window(window),
+        "per_whole_window": per_window,
+        "pages_per_s": state.pages as f64 / elapsed.as_secs_f64(),
+    });
+    println!("CRAWL_BENCH {report}");
+    assert!(crawl.site.max_in_window(window) <= rpm);
+    // Every HTML page, and /slow (100 ms here, under the fetch time limit).
+    assert_eq!(state.pages as usize, crawl.site.html_pages().len() + 1);
+    drop(crawl.more);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_job_records_the_http_status_of_its_fetch() {
+    let crawl = start(SiteOptions::default(), &[]);
+    let submit = |path: &str| {
+        let url = crawl.site.url(path);
+        millrace_pipeline::NewJob {
+            tenant_id: "acme".into(),
+            collection: "web".into(),
+            document_id: url.clone(),
+            content_type: String::new(),
+            source: url.clone(),
+            metadata: serde_json::json!({}),
+            content: Vec::new(),
+            content_hash: String::new(),
+            url: Some(url),
+            options: Default::default(),
+            fingerprint: String::new(),
+            run_id: None,
+            http_status: None,
+        }
+    };
+    let found = crawl.store.create(submit("/section/1")).await.unwrap();
+    let missing = crawl.store.create(submit("/missing/7")).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let found = crawl.store.get(&found.job_id).await.unwrap().unwrap();
+        let missing = crawl.store.get(&missing.job_id).await.unwrap().unwrap();
+        if found.http_status.is_some() && missing.status == JobStatus::Failed {
+            assert_eq!(found.http_status, Some(200));
+            assert_eq!(missing.http_status, Some(404));
+            assert!(missing.error.as_ref().is_some_and(|e| e.message.contains("404")), "{:?}", missing.error);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{found:?}\n{missing:?}\n{}", crawl.service.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

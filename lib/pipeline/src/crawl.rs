@@ -7,12 +7,22 @@
 //! 2. [`JobStore::page_done`]: the new links join the frontier, a page not taken is recorded
 //!    in the history, and the page leaves the run's `pending`, once (`Keys::run_done`).
 
+use std::sync::LazyLock;
+
 use millrace_common::time::now_millis;
 use redis::AsyncCommands as _;
 
 use crate::entry::CrawlEntry;
 use crate::scripts::CRAWL_PAGE;
 use crate::{Job, JobStore, JobStoreError, NewJob};
+
+/// Sets a job record's `http_status` only if the record exists (HSET would make a stub of an
+/// expired one).
+static SET_HTTP_STATUS: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'http_status', ARGV[1]) end return 0",
+    )
+});
 
 /// Transactions retried at most when other pages of the run are taken meanwhile.
 const MAX_ATTEMPTS: usize = 100;
@@ -148,10 +158,7 @@ impl JobStore {
     /// if the record still exists.
     pub async fn set_http_status(&self, job_id: &str, status: u16) -> Result<(), JobStoreError> {
         let mut conn = self.pool().get().await?;
-        let script = redis::Script::new(
-            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'http_status', ARGV[1]) end return 0",
-        );
-        let _: i64 = script.key(self.keys().job(job_id)).arg(status).invoke_async(&mut conn).await?;
+        let _: i64 = SET_HTTP_STATUS.key(self.keys().job(job_id)).arg(status).invoke_async(&mut conn).await?;
         Ok(())
     }
 }

@@ -161,3 +161,15 @@ async fn a_cancelled_run_takes_no_new_links() {
     assert_eq!((state.status, state.pending), (RunStatus::Cancelled, 0));
     assert_eq!(crawl_entries(&store).await.len(), 1, "only the start page's entry");
 }
+
+#[tokio::test]
+async fn a_url_jobs_http_status_goes_on_its_record_only_if_it_exists() {
+    let store = store();
+    let job = store.create(new_job("doc", "text")).await.unwrap();
+    store.set_http_status(&job.job_id, 203).await.unwrap();
+    assert_eq!(store.get(&job.job_id).await.unwrap().unwrap().http_status, Some(203));
+    store.set_http_status("no-such-job", 404).await.unwrap();
+    let mut conn = store.pool().get().await.unwrap();
+    let exists: bool = conn.exists(store.keys().job("no-such-job")).await.unwrap();
+    assert!(!exists, "no stub record for a job that is gone");
+}

@@ -7,6 +7,8 @@
 #   tracing   scripts/bench_tracing.py: throughput with OTLP export on and off (~5 min)
 #   reingest  scripts/bench_reingest.py: incremental re-ingest against a first ingest
 #   runs      scripts/bench_runs.py: a run of 20,000 items; listing, paging and its report
+#   crawl     scripts/bench_crawl.py: a 5,000-page local site crawled at 1,200 requests/min per
+#             host by two chunking replicas (~5 min)
 #   chunking  cargo bench -p millrace-chunking --bench chunking (criterion)
 #   keys      cargo bench -p millrace-auth --bench key_check: what the key check adds (criterion)
 #   search    scripts/bench_search.py: search quality on the Python docs (python3-doc) against
@@ -51,6 +53,7 @@ for part in ${BENCH:-pipeline gateway quota tracing}; do
     tracing) python3 scripts/bench_tracing.py ;;
     reingest) python3 scripts/bench_reingest.py ;;
     runs) python3 scripts/bench_runs.py ;;
+    crawl) python3 scripts/bench_crawl.py ;;
     chunking) cargo bench -p millrace-chunking --bench chunking ;;
     keys) cargo bench -p millrace-auth --bench key_check ;;
     search)
@@ -59,7 +62,7 @@ for part in ${BENCH:-pipeline gateway quota tracing}; do
         python3 scripts/bench_search.py
         ;;
     *)
-        echo "bench: unknown part $part (pipeline, gateway, quota, tracing, reingest, runs, chunking, keys, search)" >&2
+        echo "bench: unknown part $part (pipeline, gateway, quota, tracing, reingest, runs, crawl, chunking, keys, search)" >&2
         exit 2
         ;;
     esac

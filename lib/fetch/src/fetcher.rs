@@ -4,6 +4,8 @@
 //! limit, and each request under its host's concurrency limit.
 
 use std::error::Error as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -114,12 +116,15 @@ impl Fetcher {
     /// [`Fetcher::fetch`] sending `user_agent` as `User-Agent` (the crawler's, which robots.txt
     /// rules are matched against) instead of the fetcher's own.
     pub async fn fetch_as(&self, url: &str, user_agent: Option<&str>) -> Result<Fetched, FetchError> {
+        self.fetch_with(url, &FetchOptions { user_agent, gate: None }).await
+    }
+
+    /// [`Fetcher::fetch`] with options: a `User-Agent`, and a gate each request (each redirect
+    /// hop) waits at first, e.g. a per-host rate limit. Time spent at the gate does not count
+    /// in the fetch's time limit: only the requests themselves do.
+    pub async fn fetch_with(&self, url: &str, options: &FetchOptions<'_>) -> Result<Fetched, FetchError> {
         let started = Instant::now();
-        let limit = self.inner.config.timeout;
-        let result = match tokio::time::timeout(limit, self.follow(url, user_agent)).await {
-            Ok(result) => result,
-            Err(_) => Err(FetchError::Timeout { limit }),
-        };
+        let result = self.follow(url, options).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         metrics::histogram!(crate::FETCH_DURATION).record(started.elapsed().as_secs_f64());
         match &result {
@@ -143,11 +148,22 @@ impl Fetcher {
         result
     }
 
-    async fn follow(&self, url: &str, user_agent: Option<&str>) -> Result<Fetched, FetchError> {
+    async fn follow(&self, url: &str, options: &FetchOptions<'_>) -> Result<Fetched, FetchError> {
         let (mut current, _) = self.policy().check_url(url)?;
         let mut redirects = 0u32;
+        let limit = self.inner.config.timeout;
+        let mut left = limit;
         loop {
-            let hop = self.get(&current, user_agent).await.map_err(|err| after_redirects(err, redirects, &current))?;
+            if let Some(gate) = options.gate {
+                gate.admit(&current).await?;
+            }
+            let hop_started = Instant::now();
+            let hop = match tokio::time::timeout(left, self.get(&current, options.user_agent)).await {
+                Ok(hop) => hop,
+                Err(_) => Err(FetchError::Timeout { limit }),
+            };
+            left = left.saturating_sub(hop_started.elapsed());
+            let hop = hop.map_err(|err| after_redirects(err, redirects, &current))?;
             match hop {
                 Hop::Done { bytes, content_type, status } => {
                     return Ok(Fetched {
@@ -244,6 +260,21 @@ impl Fetcher {
         }
         Ok(Hop::Done { bytes, content_type, status: status.as_u16() })
     }
+}
+
+/// Options of [`Fetcher::fetch_with`].
+#[derive(Default, Clone, Copy)]
+pub struct FetchOptions<'a> {
+    /// Sent as `User-Agent` instead of the fetcher's own.
+    pub user_agent: Option<&'a str>,
+    /// Waited at before every request (every hop of a redirect chain).
+    pub gate: Option<&'a dyn RequestGate>,
+}
+
+/// What a request waits for before it is sent (a crawler's per-host rate limit): an error
+/// gives up the fetch.
+pub trait RequestGate: Send + Sync {
+    fn admit<'a>(&'a self, url: &'a Url) -> Pin<Box<dyn Future<Output = Result<(), FetchError>> + Send + 'a>>;
 }
 
 enum Hop {

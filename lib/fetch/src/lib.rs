@@ -29,7 +29,7 @@ mod resolver;
 pub use check::UrlGuard;
 pub use config::{DEFAULT_MAX_BYTES, FetchConfig};
 pub use error::FetchError;
-pub use fetcher::{Fetched, Fetcher, loggable};
+pub use fetcher::{FetchOptions, Fetched, Fetcher, RequestGate, loggable};
 pub use guard::{AddressPolicy, Refusal, parse_url};
 pub use reqwest::Url;
 pub use resolver::{Lookup, Resolver, StaticResolver, SystemResolver};

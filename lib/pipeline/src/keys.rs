@@ -141,4 +141,21 @@ impl Keys {
     pub fn run_seen(&self, run_id: &str) -> String {
         format!("{}:seen", self.run(run_id))
     }
+
+    /// The pages a crawl took, normalised URL → job id (a hash): written with the job, in the
+    /// same transaction, so a redelivered page finds its job instead of making a second one.
+    pub fn run_pages(&self, run_id: &str) -> String {
+        format!("{}:pages", self.run(run_id))
+    }
+
+    /// The crawl entries (normalised URLs) the crawler has finished with (a set), so that a
+    /// redelivered entry is not counted twice.
+    pub fn run_done(&self, run_id: &str) -> String {
+        format!("{}:done", self.run(run_id))
+    }
+
+    /// A crawl's cached robots.txt of one origin (`http://host:port`).
+    pub fn run_robots(&self, run_id: &str, origin: &str) -> String {
+        format!("{}:robots:{origin}", self.run(run_id))
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod content;
 mod counts;
+mod crawl;
 pub mod dead_letters;
 pub mod entry;
 pub mod events;
@@ -21,6 +22,7 @@ mod store;
 mod usage;
 
 pub use counts::{Backlog, JobStatusCounts};
+pub use crawl::{PageDone, PageJob, PageOutcome};
 pub use entry::{BatchRef, CrawlEntry, EntryRef, HistoryEntry};
 pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, LlmUsage, fingerprint};
 pub use keys::Keys;

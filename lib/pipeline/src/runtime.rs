@@ -49,9 +49,19 @@ impl StageBase {
             pool: self.pool,
             handler,
             breaker: None,
+            extra_worker: None,
         }
     }
 }
+
+/// A second stream worker's run, started with the stage's.
+type ExtraWorker = Box<
+    dyn FnOnce(
+            tokio_util::sync::CancellationToken,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), millrace_streams::StreamError>> + Send>>
+        + Send,
+>;
 
 /// A stage service: its stream worker on a host.
 pub struct StageService<H> {
@@ -64,6 +74,8 @@ pub struct StageService<H> {
     handler: H,
     /// The stage's breaker toward its downstream: while open, the worker stops pulling.
     breaker: Option<CircuitBreaker>,
+    /// Another stream this service consumes (the chunking service's crawl stream).
+    extra_worker: Option<ExtraWorker>,
 }
 
 /// The stream-worker settings of a stage, read from `MILLRACE_*` variables.
@@ -121,6 +133,15 @@ impl<H: Handler> StageService<H> {
         self
     }
 
+    /// Also consumes another stream with its own consumer group and handler (same delivery
+    /// rules: ack after the handler, reclaim, dead letters), started and drained with the
+    /// stage's worker. Not gated by the stage's breaker.
+    pub fn with_worker<H2: Handler>(mut self, worker: WorkerConfig, handler: H2) -> Self {
+        let worker = StreamWorker::new(worker, self.client.clone(), self.pool.clone(), handler);
+        self.extra_worker = Some(Box::new(move |shutdown| Box::pin(async move { worker.run(shutdown).await })));
+        self
+    }
+
     /// Adds a readiness check (a dependency that must answer before the stage takes traffic).
     pub fn with_check<F, Fut>(mut self, name: &'static str, check: F) -> Self
     where
@@ -141,6 +162,7 @@ impl<H: Handler> StageService<H> {
         }
         let handle = worker.handle();
         let (pool, keys, stage, breaker) = (self.pool, self.keys, self.stage, self.breaker);
+        let extra_worker = self.extra_worker;
         millrace_common::metrics::describe(millrace_resilience::metrics::METRICS);
         self.host
             .with_admin(move || {
@@ -156,7 +178,16 @@ impl<H: Handler> StageService<H> {
                     Ok(stats)
                 }
             })
-            .with_work(move |shutdown| async move { worker.run(shutdown).await.map_err(std::io::Error::other) })
+            .with_work(move |shutdown| async move {
+                let result = match extra_worker {
+                    Some(extra) => {
+                        let (stage, extra) = tokio::join!(worker.run(shutdown.clone()), extra(shutdown));
+                        stage.and(extra)
+                    }
+                    None => worker.run(shutdown).await,
+                };
+                result.map_err(std::io::Error::other)
+            })
     }
 }
 

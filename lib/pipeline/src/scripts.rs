@@ -36,6 +36,11 @@ pub(crate) static FINISH: LazyLock<Script> = LazyLock::new(|| with_settle_run(in
 pub(crate) static RUN_PROGRESS: LazyLock<Script> =
     LazyLock::new(|| with_settle_run(include_str!("scripts/run_progress.lua")));
 
+/// Ends the crawler's work on one page: new links join the frontier, a skipped page is
+/// recorded, the page leaves `pending`, once per page; and settles the run.
+pub(crate) static CRAWL_PAGE: LazyLock<Script> =
+    LazyLock::new(|| with_settle_run(include_str!("scripts/crawl_page.lua")));
+
 /// A script that may finish a run: Redis scripts share no functions, so `settle_run` is
 /// prepended to each.
 fn with_settle_run(body: &str) -> Script {

@@ -157,11 +157,28 @@ impl JobStore {
     /// Each submission of a document gets the next version number of that document.
     pub async fn create(&self, new: NewJob) -> Result<Job, JobStoreError> {
         let mut conn = self.conn().await?;
+        let (pipe, fields) = self.create_pipe(&mut conn, &new).await?;
+        pipe.query_async::<()>(&mut conn).await?;
+        job_from_fields(fields)
+    }
+
+    /// The new job as read back from what [`JobStore::create_pipe`] writes.
+    pub(crate) fn new_job(fields: Vec<(&'static str, String)>) -> Result<Job, JobStoreError> {
+        job_from_fields(fields)
+    }
+
+    /// The transaction [`JobStore::create`] runs (its version number is taken on `conn` first),
+    /// for callers that add their own steps to it (the crawler's per-page marker).
+    pub(crate) async fn create_pipe(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        new: &NewJob,
+    ) -> Result<(redis::Pipeline, Vec<(&'static str, String)>), JobStoreError> {
         let job_id = uuid::Uuid::now_v7().to_string();
         let version: u64 = conn.incr(self.keys.document_version(&new.tenant_id, &new.document_id), 1).await?;
         let now = now_millis();
         let ttl = self.retention.as_secs().max(1);
-        let mut fields = job_fields(&job_id, &new, version, JobStatus::Queued, now);
+        let mut fields = job_fields(&job_id, new, version, JobStatus::Queued, now);
         // Counted in its tenant's backlog until FINISH takes it out (see `Keys::tenant_backlog`).
         fields.push((IN_BACKLOG, "1".to_owned()));
         let retention_ms = self.retention.as_millis() as i64;
@@ -223,10 +240,8 @@ impl JobStore {
             .arg("queued")
             .ignore()
             .expire(self.keys.job_events(&job_id), ttl as i64)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        job_from_fields(fields)
+            .ignore();
+        Ok((pipe, fields))
     }
 
     /// The command that appends `entry` to the history stream.

@@ -17,6 +17,7 @@ mod pdf;
 mod postgres;
 mod process;
 mod redis;
+pub mod site;
 pub mod tls;
 
 use std::collections::BTreeSet;
@@ -32,6 +33,7 @@ pub use pdf::pdf_from_objects;
 pub use postgres::{Postgres, PostgresBuilder};
 pub use process::{ChildProcess, ChildProcessBuilder};
 pub use redis::RedisServer;
+pub use site::{SiteOptions, SiteRequest, TestSite};
 
 /// Ports handed out by this process, so that two servers started at once never get the same one.
 static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());

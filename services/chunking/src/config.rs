@@ -18,6 +18,11 @@
 //! | `MILLRACE_MAX_CONCURRENT_PARSES` | CPU count | parse children running at once |
 //! | `MILLRACE_PARSE_CHILD` | this binary | program run as the parse child (with `--parse-child`); tests point it at the built binary |
 //! | `MILLRACE_BATCH_SIZE` | 32 | chunks per batch |
+//! | `MILLRACE_CRAWL_USER_AGENT` | `MillraceBot/<version>` | the crawler's `User-Agent`, matched against robots.txt groups by its product token |
+//! | `MILLRACE_CRAWL_HOST_RPM` | 60 | requests per minute to one host (scheme, host, port) by every replica together |
+//! | `MILLRACE_CRAWL_CONCURRENCY` | 4 | crawl pages handled at once per replica |
+//! | `MILLRACE_CRAWL_ROBOTS_TTL_SECS` | 3600 | how long a run's robots.txt is cached in Redis |
+//! | `MILLRACE_CRAWL_LIMIT_WINDOW_MS` / `_LIMIT_MARGIN_MS` / `MILLRACE_CRAWL_REPLICAS` | 60000 / 500 / 1 | the host limiter's window, margin, and replicas sharing it while Redis is away |
 //!
 //! A job's `options.chunk_size` / `options.chunk_overlap` override the sizes for that job.
 
@@ -59,6 +64,8 @@ pub struct Config {
     pub fetch: FetchConfig,
     /// The storage service, asked what the visible version holds for unchanged chunks.
     pub storage_url: String,
+    /// The crawler (`MILLRACE_CRAWL_*`), a second worker on the crawl stream.
+    pub crawl: crate::crawl::CrawlConfig,
 }
 
 impl Config {
@@ -123,6 +130,7 @@ impl Config {
                 ConfigError::new("PARSE_CHILD", format!("cannot find this program to run parse children: {err}"))
             })?,
         };
+        let crawl = crate::crawl::CrawlConfig::from_settings(settings, &service)?;
         Ok(Self {
             service,
             worker,
@@ -137,6 +145,7 @@ impl Config {
             model_dir,
             fetch: FetchConfig::from_settings(settings)?,
             storage_url: settings.grpc_url("STORAGE_URL", "http://127.0.0.1:9064")?,
+            crawl,
         })
     }
 }

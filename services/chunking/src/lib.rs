@@ -1,4 +1,4 @@
-//! The chunking stage: reads a job's document, parses it to text (plain text, Markdown, HTML,
+//! The chunking stage (and the crawler, [`crawl`]): reads a job's document, parses it to text (plain text, Markdown, HTML,
 //! PDF, DOCX), cuts the text into chunks sized in the embedding model's own tokens, then stores
 //! the chunks in batches and enqueues each batch for metadata and embeddings.
 //!
@@ -8,6 +8,7 @@
 //! process with hard limits ([`parse_child`]).
 
 pub mod config;
+pub mod crawl;
 mod handler;
 pub mod metrics;
 mod parse;
@@ -45,9 +46,12 @@ impl Application {
         )?;
         let base = StageBase::open(Stage::Chunking, &config.service).await?;
         let stored = reuse::StoredChunks::new(storage.clone());
-        let handler = handler::ChunkingHandler::new(base.jobs.clone(), &config, fetcher, stored);
+        let handler = handler::ChunkingHandler::new(base.jobs.clone(), &config, fetcher.clone(), stored);
+        let redis = millrace_common::redis_conn::shared(&config.service.redis).map_err(anyhow::Error::msg)?;
+        let crawler = crawl::CrawlHandler::new(base.jobs.clone(), fetcher, config.crawl.clone(), redis);
         let service = base
             .into_service(config.worker, handler)
+            .with_worker(config.crawl.worker.clone(), crawler)
             .with_check("storage", move || millrace_common::grpc_client::check_health(storage.clone()));
         Ok(service.into_host())
     }

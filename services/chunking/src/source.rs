@@ -29,7 +29,17 @@ pub async fn load(store: &JobStore, fetcher: &Fetcher, job: &Job) -> Result<Opti
             .unwrap_or_else(|| job.content_type.clone());
         return Ok(Some(Document { bytes, content_type }));
     }
-    let fetched = fetcher.fetch(&job.url).await.map_err(|err| fetch_error(&job.url, err))?;
+    let fetched = match fetcher.fetch(&job.url).await {
+        Ok(fetched) => fetched,
+        Err(err) => {
+            // The status the server answered goes on the job's record (its report row).
+            if let FetchError::Status(status) = err {
+                store.set_http_status(&job.job_id, status).await?;
+            }
+            return Err(fetch_error(&job.url, err));
+        }
+    };
+    store.set_http_status(&job.job_id, fetched.status).await?;
     // The type the caller declared wins; else the server's, if it names one we parse; else
     // the file name and the bytes decide.
     let declared = Some(job.content_type.as_str()).filter(|t| !content::is_generic(Some(t)));

@@ -330,6 +330,50 @@ async fn the_allowlist_lets_one_host_and_port_through_and_no_other() {
     assert!(from_env.fetch(&format!("http://{other}/doc/c.md")).await.is_err());
 }
 
+/// Counts the requests it admits and makes each wait.
+struct SlowGate {
+    admitted: Mutex<Vec<String>>,
+    wait: Duration,
+}
+
+impl millrace_fetch::RequestGate for SlowGate {
+    fn admit<'a>(
+        &'a self,
+        url: &'a millrace_fetch::Url,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), FetchError>> + Send + 'a>> {
+        Box::pin(async move {
+            self.admitted.lock().unwrap().push(url.path().to_owned());
+            tokio::time::sleep(self.wait).await;
+            if url.path() == "/doc/closed.md" {
+                return Err(FetchError::Network("the gate is closed".into()));
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_gate_admits_every_hop_and_its_wait_is_not_the_fetchs_time() {
+    let (addr, server) = spawn_server().await;
+    // A 400 ms limit, and a gate that holds each of the four requests for 250 ms.
+    let fetcher = lenient_fetcher(FetchConfig { timeout: Duration::from_millis(400), ..config() });
+    let gate = SlowGate { admitted: Mutex::new(Vec::new()), wait: Duration::from_millis(250) };
+    let options = millrace_fetch::FetchOptions { user_agent: None, gate: Some(&gate) };
+    let started = Instant::now();
+    let fetched = fetcher.fetch_with(&format!("http://{addr}/redirect/2"), &options).await.unwrap();
+    assert_eq!((fetched.redirects, fetched.status), (3, 200));
+    assert!(started.elapsed() >= Duration::from_millis(1000), "{:?}", started.elapsed());
+    assert_eq!(*gate.admitted.lock().unwrap(), ["/redirect/2", "/redirect/1", "/redirect/0", "/doc/final.md"]);
+    assert_eq!(server.total_hits(), 4);
+    // A gate's refusal ends the fetch before the request is sent.
+    let err = fetcher.fetch_with(&format!("http://{addr}/doc/closed.md"), &options).await.unwrap_err();
+    assert_eq!(err, FetchError::Network("the gate is closed".into()));
+    assert_eq!(server.hits("/doc/closed.md"), 0);
+    // The requests' own time still counts.
+    let err = fetcher.fetch_with(&format!("http://{addr}/slow"), &options).await.unwrap_err();
+    assert_eq!(err, FetchError::Timeout { limit: Duration::from_millis(400) });
+}
+
 #[tokio::test]
 async fn a_user_agent_can_be_given_per_fetch() {
     let (addr, _) = spawn_server().await;

@@ -2,6 +2,7 @@
 //! can run into, each played step by step with the job store's own calls.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod crawl;
 mod each_script;
 mod runs;
 mod tenants;

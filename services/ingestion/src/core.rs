@@ -27,7 +27,7 @@ use millrace_proto::v1::storage_client::StorageClient;
 use tonic::transport::Channel;
 
 pub use self::dead_letters::stage;
-pub use self::documents::DocumentInfo;
+pub use self::documents::{DocumentInfo, DocumentList, DocumentQuery};
 pub use self::jobs::{job_visible, unknown_job};
 pub use self::search::Hit;
 pub use self::submit::{Accepted, count_rejection};

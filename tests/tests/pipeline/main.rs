@@ -15,5 +15,6 @@ mod observability;
 mod ops;
 mod races;
 mod search;
+mod sync;
 mod tls;
 mod tracing;

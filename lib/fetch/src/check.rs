@@ -35,7 +35,7 @@ impl UrlGuard {
 
     /// The rules of `config`, with the system resolver.
     pub fn from_config(config: &FetchConfig) -> Self {
-        Self::new(AddressPolicy::new(config.allow_private), Arc::new(SystemResolver))
+        Self::new(AddressPolicy::from_config(config), Arc::new(SystemResolver))
     }
 
     pub fn policy(&self) -> &AddressPolicy {
@@ -56,11 +56,12 @@ impl UrlGuard {
     /// address by then. Returns the parsed URL.
     pub async fn check(&self, url: &str) -> Result<Url, FetchError> {
         let (url, host) = self.policy.check_url(url)?;
+        let allowed_host = self.policy.allows_host_of(&url);
         if let Host::Name(name) = host {
             match tokio::time::timeout(LOOKUP_TIMEOUT, self.resolver.lookup(&name)).await {
                 Ok(Ok(addresses)) => {
                     for ip in addresses {
-                        self.policy.check_resolved(&name, ip)?;
+                        self.policy.check_resolved_for(&name, ip, allowed_host)?;
                     }
                 }
                 Ok(Err(err)) => {
@@ -145,6 +146,25 @@ mod tests {
         let err = guard.check("http://metadata.google.internal/computeMetadata/v1/").await.unwrap_err();
         assert_eq!(err, FetchError::Refused { reason: "metadata.google.internal is a cloud metadata address".into() });
         assert_eq!(resolver.lookups("metadata.google.internal"), 0);
+    }
+
+    #[tokio::test]
+    async fn an_allowlisted_name_may_resolve_to_an_internal_address_on_its_port_only() {
+        let resolver = Arc::new(
+            StaticResolver::new()
+                .with("site.test", [ip("10.0.0.5")])
+                .with("other.test", [ip("10.0.0.5")])
+                .with("meta.test", [ip("169.254.169.254")]),
+        );
+        let policy = AddressPolicy::new(false).allow_hosts(["site.test:8080".to_owned(), "meta.test:80".to_owned()]);
+        let guard = UrlGuard::new(policy, resolver);
+        guard.check("http://site.test:8080/a").await.unwrap();
+        assert!(guard.check("http://site.test:8081/a").await.is_err());
+        assert!(guard.check("http://other.test:8080/a").await.is_err());
+        assert_eq!(
+            guard.check("http://meta.test/").await.unwrap_err(),
+            FetchError::Refused { reason: "meta.test resolves to 169.254.169.254, a cloud metadata address".into() }
+        );
     }
 
     #[tokio::test]

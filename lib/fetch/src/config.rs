@@ -29,6 +29,11 @@ pub struct FetchConfig {
     /// Whether loopback, private, CGNAT, link-local and unique-local addresses may be fetched
     /// (`MILLRACE_FETCH_ALLOW_PRIVATE`): for tests and internal deployments.
     pub allow_private: bool,
+    /// `host:port` pairs exempt from the private-address rule (`MILLRACE_FETCH_ALLOW_HOSTS`,
+    /// comma-separated, e.g. `127.0.0.1:8080,site.test:443`): a test's local server or one
+    /// internal site, while every other internal address stays refused. Metadata addresses are
+    /// never exempt. Kept as the URL parser writes them (lowercase, IPv6 in brackets).
+    pub allow_hosts: Vec<String>,
 }
 
 impl Default for FetchConfig {
@@ -39,6 +44,7 @@ impl Default for FetchConfig {
             max_redirects: 5,
             per_host_concurrency: 4,
             allow_private: false,
+            allow_hosts: Vec::new(),
         }
     }
 }
@@ -62,8 +68,34 @@ impl FetchConfig {
         let per_host_concurrency: usize =
             settings.positive("FETCH_PER_HOST_CONCURRENCY", defaults.per_host_concurrency)?;
         let allow_private: bool = settings.get_or("FETCH_ALLOW_PRIVATE", defaults.allow_private)?;
-        Ok(Self { max_bytes, timeout, max_redirects, per_host_concurrency, allow_private })
+        let allow_hosts = match settings.get_or("FETCH_ALLOW_HOSTS", String::new())?.trim() {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(str::trim)
+                .filter(|entry| !entry.is_empty())
+                .map(|entry| normalise_host_port(entry).map_err(|reason| ConfigError::new("FETCH_ALLOW_HOSTS", reason)))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Self { max_bytes, timeout, max_redirects, per_host_concurrency, allow_private, allow_hosts })
     }
+}
+
+/// `Site.Test:8080` → `site.test:8080`, `[::1]:80` → `[::1]:80`: the host as the URL parser
+/// writes it (so it compares equal to a fetched URL's host) and an explicit port.
+pub(crate) fn normalise_host_port(entry: &str) -> Result<String, String> {
+    let (host, port) = entry
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty() && (!host.contains(':') || host.ends_with(']')))
+        .ok_or_else(|| format!("{entry:?} is not host:port (an IPv6 address goes in brackets: [::1]:8080)"))?;
+    let port: u16 = port.parse().map_err(|_| format!("{entry:?} has no valid port"))?;
+    let url = reqwest::Url::parse(&format!("http://{host}:{port}/"))
+        .map_err(|err| format!("{entry:?} is not a valid host: {err}"))?;
+    if url.path() != "/" || url.username() != "" || url.query().is_some() {
+        return Err(format!("{entry:?} is not host:port"));
+    }
+    let host = url.host_str().filter(|host| !host.is_empty()).ok_or_else(|| format!("{entry:?} has no host"))?;
+    Ok(format!("{host}:{port}"))
 }
 
 #[cfg(test)]
@@ -79,6 +111,23 @@ mod tests {
         assert_eq!(config.max_redirects, 5);
         assert_eq!(config.per_host_concurrency, 4);
         assert!(!config.allow_private);
+        assert!(config.allow_hosts.is_empty());
+    }
+
+    #[test]
+    fn allowed_hosts_are_normalised_host_port_pairs() {
+        let config = FetchConfig::from_settings(&Settings::from_pairs([(
+            "FETCH_ALLOW_HOSTS",
+            " 127.0.0.1:8080, Site.Test:80 ,[::1]:9000,,2130706433:81",
+        )]))
+        .unwrap();
+        assert_eq!(config.allow_hosts, ["127.0.0.1:8080", "site.test:80", "[::1]:9000", "127.0.0.1:81"]);
+        for bad in
+            ["127.0.0.1", "127.0.0.1:", "127.0.0.1:http", ":80", "::1:80", "a b:80", "h:70000", "h/p:80", "u@h:80"]
+        {
+            let err = FetchConfig::from_settings(&Settings::from_pairs([("FETCH_ALLOW_HOSTS", bad)])).unwrap_err();
+            assert_eq!(err.variable, "MILLRACE_FETCH_ALLOW_HOSTS", "{bad}");
+        }
     }
 
     #[test]

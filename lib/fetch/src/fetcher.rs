@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use millrace_common::Settings;
 use reqwest::Url;
-use reqwest::header::{CONTENT_TYPE, LOCATION};
+use reqwest::header::{CONTENT_TYPE, LOCATION, USER_AGENT};
 
 use crate::check::UrlGuard;
 use crate::config::FetchConfig;
@@ -31,6 +31,8 @@ pub struct Fetched {
     pub file_name: Option<String>,
     /// Redirects followed.
     pub redirects: u32,
+    /// The final response's HTTP status (a 2xx).
+    pub status: u16,
 }
 
 /// Fetches documents under the rules of a [`FetchConfig`]; cheap to clone (one HTTP client
@@ -62,7 +64,8 @@ impl Fetcher {
         Self::new(config)
     }
 
-    /// A fetcher with the system resolver and the rules of `config`.
+    /// A fetcher with the system resolver and the rules of `config` (`allow_private` and the
+    /// `allow_hosts` allowlist).
     pub fn new(config: FetchConfig) -> Result<Self, FetchError> {
         let guard = UrlGuard::from_config(&config);
         Self::with_guard(config, guard)
@@ -105,9 +108,15 @@ impl Fetcher {
     /// Fetches `url` under every limit. The addresses a name resolves to are checked when the
     /// connection is made, so a check done earlier (at submit) cannot be outwitted by DNS.
     pub async fn fetch(&self, url: &str) -> Result<Fetched, FetchError> {
+        self.fetch_as(url, None).await
+    }
+
+    /// [`Fetcher::fetch`] sending `user_agent` as `User-Agent` (the crawler's, which robots.txt
+    /// rules are matched against) instead of the fetcher's own.
+    pub async fn fetch_as(&self, url: &str, user_agent: Option<&str>) -> Result<Fetched, FetchError> {
         let started = Instant::now();
         let limit = self.inner.config.timeout;
-        let result = match tokio::time::timeout(limit, self.follow(url)).await {
+        let result = match tokio::time::timeout(limit, self.follow(url, user_agent)).await {
             Ok(result) => result,
             Err(_) => Err(FetchError::Timeout { limit }),
         };
@@ -134,16 +143,17 @@ impl Fetcher {
         result
     }
 
-    async fn follow(&self, url: &str) -> Result<Fetched, FetchError> {
+    async fn follow(&self, url: &str, user_agent: Option<&str>) -> Result<Fetched, FetchError> {
         let (mut current, _) = self.policy().check_url(url)?;
         let mut redirects = 0u32;
         loop {
-            let hop = self.get(&current).await.map_err(|err| after_redirects(err, redirects, &current))?;
+            let hop = self.get(&current, user_agent).await.map_err(|err| after_redirects(err, redirects, &current))?;
             match hop {
-                Hop::Done(bytes, content_type) => {
+                Hop::Done { bytes, content_type, status } => {
                     return Ok(Fetched {
                         bytes,
                         content_type,
+                        status,
                         file_name: file_name(&current),
                         final_url: current,
                         redirects,
@@ -199,9 +209,13 @@ impl Fetcher {
     }
 
     /// One request, under its host's limit (held until the body is read).
-    async fn get(&self, url: &Url) -> Result<Hop, FetchError> {
+    async fn get(&self, url: &Url, user_agent: Option<&str>) -> Result<Hop, FetchError> {
         let _permit = self.inner.limiter.acquire(url.host_str().unwrap_or_default()).await?;
-        let mut response = self.inner.client.get(url.clone()).send().await.map_err(request_error)?;
+        let mut request = self.inner.client.get(url.clone());
+        if let Some(agent) = user_agent {
+            request = request.header(USER_AGENT, agent);
+        }
+        let mut response = request.send().await.map_err(request_error)?;
         let status = response.status();
         if status.is_redirection()
             && let Some(location) = response.headers().get(LOCATION)
@@ -228,12 +242,12 @@ impl Fetcher {
             }
             bytes.extend_from_slice(&chunk);
         }
-        Ok(Hop::Done(bytes, content_type))
+        Ok(Hop::Done { bytes, content_type, status: status.as_u16() })
     }
 }
 
 enum Hop {
-    Done(Vec<u8>, Option<String>),
+    Done { bytes: Vec<u8>, content_type: Option<String>, status: u16 },
     Redirect(String),
 }
 

@@ -64,6 +64,9 @@ enum Class {
 pub struct AddressPolicy {
     allow_private: bool,
     exempt: Vec<IpAddr>,
+    /// `host:port` pairs (as [`crate::FetchConfig::allow_hosts`] keeps them) whose URLs may
+    /// reach internal addresses.
+    allow_hosts: Vec<String>,
 }
 
 impl AddressPolicy {
@@ -71,7 +74,43 @@ impl AddressPolicy {
     /// addresses through (tests, internal deployments). Metadata, unspecified, multicast,
     /// broadcast and reserved addresses stay refused whatever it says.
     pub fn new(allow_private: bool) -> Self {
-        Self { allow_private, exempt: Vec::new() }
+        Self { allow_private, exempt: Vec::new(), allow_hosts: Vec::new() }
+    }
+
+    /// The rules of a config: `allow_private` and the allowlist of `host:port` pairs.
+    pub fn from_config(config: &crate::FetchConfig) -> Self {
+        Self::new(config.allow_private).allow_hosts(config.allow_hosts.iter().cloned())
+    }
+
+    /// Exempts URLs on these `host:port` pairs (normalised as `MILLRACE_FETCH_ALLOW_HOSTS`
+    /// is) from the private-address rule: `127.0.0.1:8080` lets a test's server be fetched
+    /// while 127.0.0.1 on any other port, and every other internal address, stays refused.
+    /// Metadata, unspecified, multicast and reserved addresses stay refused even there.
+    pub fn allow_hosts(mut self, hosts: impl IntoIterator<Item = String>) -> Self {
+        self.allow_hosts.extend(hosts);
+        self
+    }
+
+    /// Whether `url`'s host and port (the scheme's default if none) are on the allowlist.
+    pub fn allows_host_of(&self, url: &Url) -> bool {
+        match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => {
+                let wanted = format!("{host}:{port}");
+                self.allow_hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(&wanted))
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether some allowlisted pair has this name as its host (whatever the port). The
+    /// connect-time resolver sees only the name; the port was checked on the URL before the
+    /// request ([`AddressPolicy::check_url`] runs on every hop), so this is enough there.
+    pub(crate) fn allows_name(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.');
+        self.allow_hosts
+            .iter()
+            .filter_map(|allowed| allowed.rsplit_once(':').map(|(host, _)| host))
+            .any(|host| host.eq_ignore_ascii_case(name))
     }
 
     /// Allows one address whatever the rules, e.g. the test server on 127.0.0.1 while every
@@ -87,36 +126,47 @@ impl AddressPolicy {
 
     /// Checks one address: "10.0.0.1 is a private address".
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
-        self.refusal(ip).map_or(Ok(()), |class| Err(Refusal { reason: format!("{ip} is {class}") }))
+        self.refusal(ip, false).map_or(Ok(()), |class| Err(Refusal { reason: format!("{ip} is {class}") }))
     }
 
     /// Checks an address a name resolved to: "intranet.example resolves to 10.0.0.1, a private
     /// address".
     pub fn check_resolved(&self, name: &str, ip: IpAddr) -> Result<(), Refusal> {
-        self.refusal(ip).map_or(Ok(()), |class| Err(Refusal { reason: format!("{name} resolves to {ip}, {class}") }))
+        self.check_resolved_for(name, ip, false)
+    }
+
+    /// [`AddressPolicy::check_resolved`], with internal addresses allowed when `allowed_host`
+    /// (the name is on the allowlist).
+    pub(crate) fn check_resolved_for(&self, name: &str, ip: IpAddr, allowed_host: bool) -> Result<(), Refusal> {
+        self.refusal(ip, allowed_host)
+            .map_or(Ok(()), |class| Err(Refusal { reason: format!("{name} resolves to {ip}, {class}") }))
     }
 
     /// Checks a host name before it is resolved: metadata names are refused always, `localhost`
     /// (and `*.localhost`, which resolvers answer locally) unless private addresses are allowed.
     pub fn check_name(&self, name: &str) -> Result<(), Refusal> {
+        self.check_name_for(name, false)
+    }
+
+    pub(crate) fn check_name_for(&self, name: &str, allowed_host: bool) -> Result<(), Refusal> {
         let normalised = name.trim_end_matches('.').to_ascii_lowercase();
         if METADATA_NAMES.contains(&normalised.as_str()) {
             return Err(Refusal { reason: format!("{name} is a cloud metadata address") });
         }
-        if !self.allow_private && (normalised == "localhost" || normalised.ends_with(".localhost")) {
+        if !self.allow_private && !allowed_host && (normalised == "localhost" || normalised.ends_with(".localhost")) {
             return Err(Refusal { reason: format!("{name} is a loopback address") });
         }
         Ok(())
     }
 
     /// Why `ip` is refused, as "a private address"; `None` when it is allowed.
-    fn refusal(&self, ip: IpAddr) -> Option<String> {
+    fn refusal(&self, ip: IpAddr, allowed_host: bool) -> Option<String> {
         if self.exempt.contains(&ip) {
             return None;
         }
         match classify(ip) {
             Class::Public => None,
-            Class::Internal(_) if self.allow_private => None,
+            Class::Internal(_) if self.allow_private || allowed_host => None,
             Class::Internal(class) | Class::Forbidden(class) => Some(class),
         }
     }
@@ -165,9 +215,14 @@ impl AddressPolicy {
     pub(crate) fn check_url(&self, text: &str) -> Result<(Url, Host), FetchError> {
         let url = parse_url(text)?;
         let host = host_of(&url).ok_or_else(|| FetchError::InvalidUrl { reason: "the URL has no host".to_owned() })?;
+        let allowed_host = self.allows_host_of(&url);
         match &host {
-            Host::Ip(ip) => self.check_ip(*ip)?,
-            Host::Name(name) => self.check_name(name)?,
+            Host::Ip(ip) => {
+                if let Some(class) = self.refusal(*ip, allowed_host) {
+                    return Err(Refusal { reason: format!("{ip} is {class}") }.into());
+                }
+            }
+            Host::Name(name) => self.check_name_for(name, allowed_host)?,
         }
         Ok((url, host))
     }
@@ -388,6 +443,44 @@ mod tests {
         let policy = AddressPolicy::new(false).exempt("127.0.0.1".parse().unwrap());
         assert_eq!(reason(&policy, "127.0.0.1"), None);
         assert!(reason(&policy, "127.0.0.2").is_some());
+    }
+
+    #[test]
+    fn allowlisted_host_port_pairs_pass_and_nothing_else() {
+        let policy = AddressPolicy::new(false).allow_hosts([
+            "127.0.0.1:8080".to_owned(),
+            "site.test:80".to_owned(),
+            "[::1]:9000".to_owned(),
+            "169.254.169.254:80".to_owned(),
+            "metadata.google.internal:80".to_owned(),
+        ]);
+        let check = |text: &str| policy.check_url(text).map(|_| ()).map_err(|err| err.to_string());
+        assert_eq!(check("http://127.0.0.1:8080/a?b=1"), Ok(()));
+        assert_eq!(check("https://127.0.0.1:8080/"), Ok(()), "the scheme does not matter, host and port do");
+        assert_eq!(check("http://2130706433:8080/"), Ok(()), "any spelling of the address");
+        assert_eq!(check("http://127.0.0.1:8081/"), Err("refused: 127.0.0.1 is a loopback address".into()));
+        assert_eq!(check("http://127.0.0.1/"), Err("refused: 127.0.0.1 is a loopback address".into()));
+        assert_eq!(check("http://127.0.0.2:8080/"), Err("refused: 127.0.0.2 is a loopback address".into()));
+        assert_eq!(check("http://[::1]:9000/"), Ok(()));
+        assert!(check("http://[::1]:8080/").is_err());
+        assert_eq!(check("http://SITE.test/x"), Ok(()), "port 80 is http's default");
+        assert!(policy.allows_host_of(&Url::parse("http://site.test/x").unwrap()));
+        assert!(!policy.allows_host_of(&Url::parse("https://site.test/x").unwrap()), "https defaults to 443");
+        // Metadata stays refused even when listed.
+        assert_eq!(
+            check("http://169.254.169.254/"),
+            Err("refused: 169.254.169.254 is a cloud metadata address".into())
+        );
+        assert!(check("http://metadata.google.internal/").is_err());
+        // Names: the connect-time resolver knows only the name, the URL check has the port.
+        assert!(policy.allows_name("site.test") && policy.allows_name("Site.Test."));
+        assert!(!policy.allows_name("other.test"));
+        assert!(policy.check_resolved_for("site.test", "10.0.0.1".parse().unwrap(), true).is_ok());
+        assert!(policy.check_resolved_for("site.test", "169.254.169.254".parse().unwrap(), true).is_err());
+        assert!(policy.check_resolved_for("site.test", "10.0.0.1".parse().unwrap(), false).is_err());
+        let localhost = AddressPolicy::new(false).allow_hosts(["localhost:3000".to_owned()]);
+        assert!(localhost.check_url("http://localhost:3000/").is_ok());
+        assert!(localhost.check_url("http://localhost:3001/").is_err());
     }
 
     #[test]

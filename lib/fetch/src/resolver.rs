@@ -106,7 +106,8 @@ impl Resolve for GuardedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            policy.check_name(&host)?;
+            let allowed_host = policy.allows_name(&host);
+            policy.check_name_for(&host, allowed_host)?;
             let addresses = resolver.lookup(&host).await?;
             if addresses.is_empty() {
                 return Err(io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address")).into());
@@ -114,7 +115,7 @@ impl Resolve for GuardedResolver {
             // Refuse if any address is refused rather than drop it: a name that mixes public
             // and internal answers is being used to probe.
             for ip in &addresses {
-                if let Err(refusal) = policy.check_resolved(&host, *ip) {
+                if let Err(refusal) = policy.check_resolved_for(&host, *ip, allowed_host) {
                     tracing::warn!(host = %host, address = %ip, reason = %refusal, "connection refused by the address rules");
                     return Err(refusal.into());
                 }

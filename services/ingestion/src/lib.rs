@@ -115,7 +115,7 @@ impl Application {
             let keys = keys.clone();
             async move { stats::own_stats(&pool, &keys).await }
         });
-        let urls = UrlGuard::new(AddressPolicy::new(config.fetch.allow_private), resolver);
+        let urls = UrlGuard::new(AddressPolicy::from_config(&config.fetch), resolver);
         let redis = redis_conn::client(&config.service.redis).map_err(|err| BuildError::Redis(err.to_string()))?;
         let watchers = watch::Watchers::new(jobs.clone(), redis, config.watchers);
         let deliverer = webhooks::Deliverer::from_config(&config, &urls)?;

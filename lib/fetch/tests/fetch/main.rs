@@ -97,6 +97,11 @@ async fn busy(State(server): Shared, uri: Uri) -> Response {
     "done".into_response()
 }
 
+async fn agent(State(server): Shared, uri: Uri, headers: axum::http::HeaderMap) -> Response {
+    server.hit(&uri);
+    headers.get(header::USER_AGENT).and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned().into_response()
+}
+
 async fn status(State(server): Shared, uri: Uri, Path(code): Path<u16>) -> Response {
     server.hit(&uri);
     StatusCode::from_u16(code).unwrap().into_response()
@@ -114,6 +119,7 @@ async fn spawn_server() -> (SocketAddr, Arc<Server>) {
         .route("/slow-body", get(slow_body))
         .route("/busy", get(busy))
         .route("/status/{code}", get(status))
+        .route("/agent", get(agent))
         .with_state(server.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -128,6 +134,7 @@ fn config() -> FetchConfig {
         max_redirects: 3,
         per_host_concurrency: 2,
         allow_private: true,
+        allow_hosts: Vec::new(),
     }
 }
 
@@ -278,6 +285,60 @@ async fn internal_addresses_are_refused_unless_allowed() {
     assert_eq!(server.total_hits(), 0);
     lenient_fetcher(config()).fetch(&url).await.unwrap();
     assert_eq!(server.total_hits(), 1);
+}
+
+#[tokio::test]
+async fn the_allowlist_lets_one_host_and_port_through_and_no_other() {
+    let (addr, server) = spawn_server().await;
+    let (other, other_server) = spawn_server().await;
+    let resolver = Arc::new(
+        StaticResolver::new()
+            .with("site.test", [IpAddr::from([127, 0, 0, 1])])
+            .with("elsewhere.test", [IpAddr::from([127, 0, 0, 1])]),
+    );
+    let config = FetchConfig {
+        allow_private: false,
+        allow_hosts: vec![addr.to_string(), format!("site.test:{}", addr.port())],
+        ..config()
+    };
+    let fetcher =
+        Fetcher::with_guard(config.clone(), UrlGuard::new(AddressPolicy::from_config(&config), resolver)).unwrap();
+    let fetched = fetcher.fetch(&format!("http://{addr}/doc/a.md")).await.unwrap();
+    assert_eq!((fetched.bytes.as_slice(), fetched.status), (&b"# a.md\n"[..], 200));
+    // By name: checked on the URL (name and port), then at connect time (the name's addresses).
+    fetcher.check(&format!("http://site.test:{}/doc/b.md", addr.port())).await.unwrap();
+    fetcher.fetch(&format!("http://site.test:{}/doc/b.md", addr.port())).await.unwrap();
+    assert_eq!(server.total_hits(), 2);
+
+    // The same address on another port, another name on the same port: refused.
+    let url = format!("http://{other}/doc/a.md");
+    assert_eq!(refused_reason(fetcher.fetch(&url).await), "127.0.0.1 is a loopback address");
+    assert!(fetcher.check(&url).await.is_err());
+    let url = format!("http://elsewhere.test:{}/doc/a.md", addr.port());
+    assert_eq!(refused_reason(fetcher.fetch(&url).await), "elsewhere.test resolves to 127.0.0.1, a loopback address");
+    // A redirect from the allowed host to one that is not: refused at the hop.
+    let reason = refused_reason(fetcher.fetch(&format!("http://{addr}/to?location=http://{other}/doc/x.md")).await);
+    assert!(reason.contains("127.0.0.1 is a loopback address"), "{reason}");
+    assert!(reason.starts_with("redirect from"), "{reason}");
+    assert_eq!(other_server.total_hits(), 0);
+    assert_eq!(server.hits("/doc/x.md"), 0);
+
+    // Read from MILLRACE_FETCH_ALLOW_HOSTS by `Fetcher::from_settings`, with the system resolver.
+    let settings = millrace_common::Settings::from_pairs([("FETCH_ALLOW_HOSTS", addr.to_string())]);
+    let from_env = Fetcher::from_settings(&settings).unwrap();
+    from_env.fetch(&format!("http://{addr}/doc/c.md")).await.unwrap();
+    assert!(from_env.fetch(&format!("http://{other}/doc/c.md")).await.is_err());
+}
+
+#[tokio::test]
+async fn a_user_agent_can_be_given_per_fetch() {
+    let (addr, _) = spawn_server().await;
+    let fetcher = lenient_fetcher(config());
+    let url = format!("http://{addr}/agent");
+    let own = fetcher.fetch(&url).await.unwrap();
+    assert!(String::from_utf8(own.bytes).unwrap().starts_with("millrace-fetch/"));
+    let crawler = fetcher.fetch_as(&url, Some("millrace-crawler/1.0 (+https://example.com/bot)")).await.unwrap();
+    assert_eq!(crawler.bytes, b"millrace-crawler/1.0 (+https://example.com/bot)");
 }
 
 #[tokio::test]

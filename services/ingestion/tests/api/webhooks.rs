@@ -365,3 +365,34 @@ async fn the_run_webhook_log_is_tenant_scoped_and_never_shows_the_secret() {
     let response = app.get("/v1/runs/run_hooks/webhooks?tenant=acme").await;
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_redirect_is_an_answer_not_followed() {
+    let (outbox, _) = outbox().await;
+    let (receiver, receiver_url) = Receiver::start(&[], 200, Duration::ZERO).await;
+    let target = receiver_url.clone();
+    // A receiver that sends every request elsewhere (307 keeps the method and body).
+    let app = axum::Router::new().route(
+        "/moved",
+        post(move || {
+            let target = target.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, target)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let moved = format!("http://{}/moved", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    outbox.enqueue(delivery("run.completed:r6", "r6", &moved)).await.unwrap();
+    // Both are allowed, so that only not following keeps the second from being reached.
+    let config = config(Duration::from_millis(300));
+    let allow_hosts = vec![host_port(&moved), host_port(&receiver_url)];
+    let fetch = FetchConfig { timeout: config.timeout, allow_hosts, ..FetchConfig::default() };
+    let guard = UrlGuard::new(AddressPolicy::from_config(&fetch), Arc::new(SystemResolver));
+    let deliverer = Deliverer::new(outbox.clone(), Fetcher::with_guard(fetch, guard).unwrap(), config);
+    let deliveries = settle(&deliverer, "r6", Duration::from_secs(10)).await;
+    let d = &deliveries[0];
+    assert_eq!((d.status, d.last_http_status), (DeliveryStatus::Failed, Some(307)));
+    assert!(d.attempt_log.iter().all(|a| a.http_status == Some(307)), "{d:?}");
+    assert!(receiver.got().is_empty(), "the redirect was not followed");
+}

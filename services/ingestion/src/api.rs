@@ -59,6 +59,7 @@ pub fn router(core: Arc<Core>, watchers: Watchers, access: keys::Access, door: D
         .route("/v1/runs/{id}/report.csv", get(runs::report))
         .route("/v1/runs/{id}/retry-failed", post(runs::retry_failed))
         .route("/v1/search", post(search::search).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
+        .route("/v1/documents", get(documents::list))
         .route("/v1/documents/{id}", get(documents::get).delete(documents::delete))
         .route("/v1/runs/{id}/webhooks", get(webhooks::log))
         .route("/v1/stats", get(stats::stats))

@@ -10,9 +10,10 @@ use millrace_common::ApiError;
 use millrace_pipeline::JobStatus;
 use millrace_proto::v1::ingestion_server::{Ingestion, IngestionServer};
 use millrace_proto::v1::{
-    CancelJobRequest, DeleteDocumentRequest, DeleteDocumentResponse, GetJobRequest, Job, JobEvent,
-    ListDeadLettersRequest, ListDeadLettersResponse, ListJobsRequest, ListJobsResponse, RetryDeadLettersRequest,
-    RetryDeadLettersResponse, SearchRequest, SearchResponse, SubmitRequest, SubmitResponse, WatchJobRequest,
+    CancelJobRequest, DeleteDocumentRequest, DeleteDocumentResponse, Document, GetJobRequest, Job, JobEvent,
+    ListDeadLettersRequest, ListDeadLettersResponse, ListDocumentsRequest, ListDocumentsResponse, ListJobsRequest,
+    ListJobsResponse, RetryDeadLettersRequest, RetryDeadLettersResponse, SearchRequest, SearchResponse, SubmitRequest,
+    SubmitResponse, WatchJobRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -200,5 +201,47 @@ impl Ingestion for IngestionGrpc {
         let request = request.into_inner();
         let chunks_deleted = self.core.delete_document(&caller, Some(&request.tenant_id), &request.document_id).await?;
         Ok(Response::new(DeleteDocumentResponse { deleted: true, chunks_deleted }))
+    }
+
+    /// A page of the caller's documents; `tenant_id` may name another tenant for an admin key
+    /// only. One collection at most may be named (`collections`), as over HTTP.
+    async fn list_documents(
+        &self,
+        request: Request<ListDocumentsRequest>,
+    ) -> Result<Response<ListDocumentsResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        if request.collections.len() > 1 {
+            return Err(ApiError::invalid("name at most one collection").into());
+        }
+        let query = core::DocumentQuery {
+            collection: request.collections.into_iter().next(),
+            document_id_prefix: Some(request.document_id_prefix),
+            source_prefix: Some(request.source_prefix),
+            cursor: Some(request.cursor),
+            limit: Some(request.limit).filter(|limit| *limit > 0),
+        };
+        let list = self.core.list_documents(&caller, Some(&request.tenant_id), query).await?;
+        let tenant_id = core::tenant_for(&caller, Some(&request.tenant_id))?;
+        Ok(Response::new(ListDocumentsResponse {
+            documents: list
+                .documents
+                .into_iter()
+                .map(|info| Document {
+                    tenant_id: tenant_id.clone(),
+                    document_id: info.document_id,
+                    version: info.version,
+                    content_hash: info.content_hash,
+                    chunk_count: info.chunk_count,
+                    metadata_json: info.metadata.to_string(),
+                    source: info.source,
+                    content_type: info.content_type,
+                    updated_at: info.updated_at,
+                    fingerprint: String::new(),
+                    collection: info.collection,
+                })
+                .collect(),
+            next_cursor: list.next_cursor.unwrap_or_default(),
+        }))
     }
 }

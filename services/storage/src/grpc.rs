@@ -8,12 +8,16 @@ use millrace_common::ApiError;
 use millrace_proto::storage_server::Storage;
 use millrace_proto::{
     ChunkMatch, DeleteDocumentRequest, DeleteDocumentResponse, DiscardVersionRequest, DiscardVersionResponse, Document,
-    GetDocumentRequest, Highlight, SearchGroupBy as ProtoGroupBy, SearchHit, SearchMode as ProtoMode, SearchResponse,
-    StoredChunk, StoredChunkEntry, StoredChunksRequest, StoredChunksResponse, Vector, VectorSearchRequest,
+    GetDocumentRequest, Highlight, ListDocumentsRequest, ListDocumentsResponse, SearchGroupBy as ProtoGroupBy,
+    SearchHit, SearchMode as ProtoMode, SearchResponse, StoredChunk, StoredChunkEntry, StoredChunksRequest,
+    StoredChunksResponse, Vector, VectorSearchRequest,
 };
 use tonic::{Request, Response, Status};
 
-use crate::store::{GroupBy, PgStore, SearchFilter, SearchMode, SearchRequest, StoreError};
+use crate::store::{
+    DEFAULT_LIST_LIMIT, DocumentRecord, GroupBy, ListDocuments, MAX_LIST_LIMIT, PgStore, SearchFilter, SearchMode,
+    SearchRequest, StoreError,
+};
 
 /// Content hashes per `StoredChunks` request: keeps an answer (vectors included) well under
 /// gRPC's 4 MiB message limit.
@@ -141,19 +145,34 @@ impl Storage for StorageService {
             .await
             .map_err(status)?
             .ok_or_else(|| ApiError::not_found(format!("document {:?} not found", request.document_id)))?;
-        let (updated_at_unix_ms, document) = (found.updated_at_unix_ms, found.document);
-        Ok(Response::new(Document {
-            tenant_id: document.tenant_id,
-            document_id: document.document_id,
-            version: document.version as u64,
-            content_hash: document.content_hash,
-            chunk_count: document.chunk_count as u32,
-            metadata_json: document.metadata.to_string(),
-            source: document.source,
-            content_type: document.content_type,
-            fingerprint: document.fingerprint,
-            collection: document.collection,
-            updated_at: millrace_common::time::rfc3339_from_millis(updated_at_unix_ms),
+        Ok(Response::new(document_message(found)))
+    }
+
+    async fn list_documents(
+        &self,
+        request: Request<ListDocumentsRequest>,
+    ) -> Result<Response<ListDocumentsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit as usize {
+            0 => DEFAULT_LIST_LIMIT,
+            limit => limit.min(MAX_LIST_LIMIT),
+        };
+        let query = ListDocuments {
+            tenant_id: tenant(&request.tenant_id)?.to_owned(),
+            collections: request.collections,
+            document_id_prefix: request.document_id_prefix,
+            source_prefix: request.source_prefix,
+            after: request.cursor,
+            limit,
+        };
+        let page = self.store.list_documents(&query).await.map_err(status)?;
+        let next_cursor = match page.documents.last() {
+            Some(last) if page.more => last.document.document_id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListDocumentsResponse {
+            documents: page.documents.into_iter().map(document_message).collect(),
+            next_cursor,
         }))
     }
 
@@ -223,5 +242,22 @@ impl Storage for StorageService {
             .await
             .map_err(status)?;
         Ok(Response::new(DiscardVersionResponse { chunks_deleted: deleted }))
+    }
+}
+
+fn document_message(found: DocumentRecord) -> Document {
+    let (updated_at_unix_ms, document) = (found.updated_at_unix_ms, found.document);
+    Document {
+        tenant_id: document.tenant_id,
+        document_id: document.document_id,
+        version: document.version as u64,
+        content_hash: document.content_hash,
+        chunk_count: document.chunk_count as u32,
+        metadata_json: document.metadata.to_string(),
+        source: document.source,
+        content_type: document.content_type,
+        fingerprint: document.fingerprint,
+        collection: document.collection,
+        updated_at: millrace_common::time::rfc3339_from_millis(updated_at_unix_ms),
     }
 }

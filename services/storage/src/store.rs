@@ -18,6 +18,7 @@
 
 mod config;
 mod error;
+mod list;
 mod migrate;
 mod search;
 
@@ -33,6 +34,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 pub use config::StoreConfig;
 pub use error::StoreError;
+pub use list::{DEFAULT_LIST_LIMIT, DocumentPage, ListDocuments, MAX_LIST_LIMIT};
 pub use search::{ChunkMatch, GroupBy, Highlight, RRF_K, SearchFilter, SearchHit, SearchMode, SearchRequest};
 
 /// Largest `top_k` a search accepts (pgvector's largest `ef_search`).

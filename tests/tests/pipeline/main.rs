@@ -16,5 +16,6 @@ mod ops;
 mod races;
 mod runs;
 mod search;
+mod sync;
 mod tls;
 mod tracing;

@@ -91,6 +91,29 @@ impl Api {
         self.send(self.http.post(self.url("/v1/ingest")).multipart(form)).await
     }
 
+    /// Uploads a file as document `document_id` with `source` (and into `collection`, if
+    /// given), as `millrace sync` does.
+    pub async fn upload_as(
+        &self,
+        file: &Path,
+        document_id: &str,
+        source: &str,
+        collection: Option<&str>,
+    ) -> Result<Value, Failure> {
+        let bytes = tokio::fs::read(file)
+            .await
+            .map_err(|err| Failure::Usage(format!("cannot read {}: {err}", file.display())))?;
+        let name = file.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut form = reqwest::multipart::Form::new()
+            .part("file", reqwest::multipart::Part::bytes(bytes).file_name(name))
+            .text("document_id", document_id.to_owned())
+            .text("source", source.to_owned());
+        if let Some(collection) = collection {
+            form = form.text("collection", collection.to_owned());
+        }
+        self.send(self.http.post(self.url("/v1/ingest")).multipart(form)).await
+    }
+
     /// A job's events, from its start, until the server closes the stream after the last.
     pub async fn events(&self, job_id: &str) -> Result<Events, Failure> {
         let response = self.http.get(self.url(&format!("/v1/jobs/{job_id}/events"))).send().await;

@@ -89,19 +89,7 @@ pub fn inputs(args: &[String], selection: &Selection) -> Result<Vec<Input>, Fail
         let metadata =
             std::fs::metadata(path).map_err(|err| Failure::Usage(format!("cannot read {arg}: {}", describe(&err))))?;
         if metadata.is_dir() {
-            let relative =
-                |entry: &walkdir::DirEntry| entry.path().strip_prefix(path).unwrap_or(entry.path()).to_owned();
-            let walk = walkdir::WalkDir::new(path).sort_by_file_name().into_iter().filter_entry(|entry| {
-                entry.depth() == 0
-                    || !(entry.file_name().to_string_lossy().starts_with('.')
-                        || entry.file_type().is_dir() && selection.prunes(&relative(entry)))
-            });
-            for entry in walk {
-                let entry = entry.map_err(|err| Failure::Usage(format!("cannot read {arg}: {err}")))?;
-                if entry.file_type().is_file() && selection.takes(&relative(&entry)) {
-                    inputs.push(Input::File(entry.into_path()));
-                }
-            }
+            inputs.extend(files_under(path, selection)?.into_iter().map(Input::File));
         } else {
             inputs.push(Input::File(path.to_path_buf()));
         }
@@ -112,6 +100,24 @@ pub fn inputs(args: &[String], selection: &Selection) -> Result<Vec<Input>, Fail
         ));
     }
     Ok(inputs)
+}
+
+/// The files under directory `path` that `selection` takes, hidden ones skipped, in name order.
+pub fn files_under(path: &Path, selection: &Selection) -> Result<Vec<PathBuf>, Failure> {
+    let relative = |entry: &walkdir::DirEntry| entry.path().strip_prefix(path).unwrap_or(entry.path()).to_owned();
+    let walk = walkdir::WalkDir::new(path).sort_by_file_name().into_iter().filter_entry(|entry| {
+        entry.depth() == 0
+            || !(entry.file_name().to_string_lossy().starts_with('.')
+                || entry.file_type().is_dir() && selection.prunes(&relative(entry)))
+    });
+    let mut files = Vec::new();
+    for entry in walk {
+        let entry = entry.map_err(|err| Failure::Usage(format!("cannot read {}: {err}", path.display())))?;
+        if entry.file_type().is_file() && selection.takes(&relative(&entry)) {
+            files.push(entry.into_path());
+        }
+    }
+    Ok(files)
 }
 
 fn describe(err: &std::io::Error) -> String {

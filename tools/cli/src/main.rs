@@ -12,6 +12,7 @@ mod key;
 mod keys;
 mod runs;
 mod search;
+mod sync;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,33 @@ enum Command {
         #[arg(long)]
         wait: bool,
         /// Documents submitted and followed at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
+    /// Mirror a folder into millrace: ingest new and changed files (of the types millrace
+    /// parses), skip unchanged ones, delete the documents whose files are gone. Documents are
+    /// `PREFIX` + the file's path relative to DIR; nothing outside the prefix is touched.
+    Sync {
+        dir: std::path::PathBuf,
+        /// The documents' id prefix (default: DIR's name and `/`, e.g. `notes/`).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// The collection the documents go into (default: the server's).
+        #[arg(long)]
+        collection: Option<String>,
+        /// Only files whose path relative to DIR matches (repeatable), as for `ingest`.
+        #[arg(long, value_name = "GLOB")]
+        include: Vec<String>,
+        /// Skip files (and directories) that match (repeatable), as for `ingest`.
+        #[arg(long, value_name = "GLOB")]
+        exclude: Vec<String>,
+        /// Say what would be added, changed and deleted, and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait for every job to end.
+        #[arg(long)]
+        wait: bool,
+        /// Documents submitted (or deleted) at once.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,
     },
@@ -204,6 +232,17 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 print_json(&report);
             } else {
                 ingest::print_human(&report);
+            }
+            return Ok(if all_succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        Command::Sync { dir, prefix, collection, include, exclude, dry_run, wait, concurrency } => {
+            let selection = ingest::Selection::new(&include, &exclude)?;
+            let options = sync::Options { dir, prefix, collection, selection, dry_run, wait, concurrency };
+            let (report, all_succeeded) = sync::run(&api, options).await?;
+            if json {
+                print_json(&report);
+            } else {
+                sync::print_human(&report);
             }
             return Ok(if all_succeeded { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }

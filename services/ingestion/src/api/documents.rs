@@ -12,7 +12,7 @@ use millrace_common::ApiError;
 use serde::Deserialize;
 
 use super::path_param;
-use crate::core::{Core, DocumentInfo};
+use crate::core::{Core, DocumentInfo, DocumentList, DocumentQuery};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct TenantParam {
@@ -42,4 +42,34 @@ pub(crate) async fn delete(
     let tenant = tenant(params)?;
     core.delete_document(&caller, tenant.as_deref(), &path_param(id)?).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The query of a listing; an unknown parameter is a 400, so a misspelt filter is not
+/// silently a listing of everything.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListParams {
+    tenant: Option<String>,
+    collection: Option<String>,
+    document_id_prefix: Option<String>,
+    source_prefix: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/documents?collection=&document_id_prefix=&source_prefix=&cursor=&limit=`.
+pub(crate) async fn list(
+    State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<DocumentList>, ApiError> {
+    let Query(params) = params.map_err(|err| ApiError::bad_request(err.body_text()))?;
+    let query = DocumentQuery {
+        collection: params.collection,
+        document_id_prefix: params.document_id_prefix,
+        source_prefix: params.source_prefix,
+        cursor: params.cursor,
+        limit: params.limit,
+    };
+    Ok(Json(core.list_documents(&caller, params.tenant.as_deref(), query).await?))
 }

@@ -4,7 +4,7 @@
 
 use millrace_auth::Caller;
 use millrace_common::ApiError;
-use millrace_proto::v1::{DeleteDocumentRequest, Document, GetDocumentRequest};
+use millrace_proto::v1::{DeleteDocumentRequest, Document, GetDocumentRequest, ListDocumentsRequest};
 use serde::Serialize;
 
 use super::{Core, downstream, json_object, store_error, tenant_for};
@@ -23,6 +23,46 @@ pub struct DocumentInfo {
     pub updated_at: String,
 }
 
+impl From<Document> for DocumentInfo {
+    fn from(document: Document) -> Self {
+        Self {
+            metadata: json_object(&document.metadata_json),
+            document_id: document.document_id,
+            collection: document.collection,
+            version: document.version,
+            chunk_count: document.chunk_count,
+            content_hash: document.content_hash,
+            source: document.source,
+            content_type: document.content_type,
+            updated_at: document.updated_at,
+        }
+    }
+}
+
+/// Documents per page of a listing unless asked otherwise, and at most.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// What a listing asks for (`GET /v1/documents`' query, gRPC `ListDocuments`).
+#[derive(Debug, Clone, Default)]
+pub struct DocumentQuery {
+    pub collection: Option<String>,
+    /// Only documents whose id starts with this.
+    pub document_id_prefix: Option<String>,
+    /// Only documents whose source starts with this.
+    pub source_prefix: Option<String>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// A page of documents; `next_cursor` is absent on the last page.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocumentList {
+    pub documents: Vec<DocumentInfo>,
+    pub next_cursor: Option<String>,
+}
+
 impl Core {
     pub async fn get_document(
         &self,
@@ -37,16 +77,43 @@ impl Core {
             .await?
             .filter(|document| caller.may_use(&document.collection))
             .ok_or_else(|| unknown_document(document_id))?;
-        Ok(DocumentInfo {
-            metadata: json_object(&document.metadata_json),
-            document_id: document.document_id,
-            collection: document.collection,
-            version: document.version,
-            chunk_count: document.chunk_count,
-            content_hash: document.content_hash,
-            source: document.source,
-            content_type: document.content_type,
-            updated_at: document.updated_at,
+        Ok(DocumentInfo::from(document))
+    }
+
+    /// A page of the tenant's documents in id order, limited to the collections the key may
+    /// use (a named collection it may not use is a 403, as for search).
+    pub async fn list_documents(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        query: DocumentQuery,
+    ) -> Result<DocumentList, ApiError> {
+        let tenant_id = tenant_for(caller, tenant)?;
+        let collections = match query.collection.filter(|collection| !collection.is_empty()) {
+            Some(collection) if caller.may_use(&collection) => vec![collection],
+            Some(collection) => {
+                return Err(ApiError::permission_denied(format!("this key may not use collection {collection:?}")));
+            }
+            None => caller.collections.clone().unwrap_or_default(),
+        };
+        let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+        if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+            return Err(ApiError::invalid(format!("`limit` must be 1 to {MAX_LIST_LIMIT}")));
+        }
+        let request = ListDocumentsRequest {
+            tenant_id,
+            collections,
+            document_id_prefix: query.document_id_prefix.unwrap_or_default(),
+            source_prefix: query.source_prefix.unwrap_or_default(),
+            cursor: query.cursor.unwrap_or_default(),
+            limit,
+        };
+        let page =
+            self.storage.clone().list_documents(request).await.map_err(|status| downstream("storage", status))?;
+        let page = page.into_inner();
+        Ok(DocumentList {
+            documents: page.documents.into_iter().map(DocumentInfo::from).collect(),
+            next_cursor: Some(page.next_cursor).filter(|cursor| !cursor.is_empty()),
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod batch;
 mod dlq;
+mod documents;
 mod grpc;
 mod helpers;
 mod ingest;

@@ -6,8 +6,8 @@
 use millrace_proto::v1::admin_client::AdminClient;
 use millrace_proto::v1::ingestion_client::IngestionClient;
 use millrace_proto::v1::{
-    CancelJobRequest, DeleteDocumentRequest, GetJobRequest, ListDeadLettersRequest, ListJobsRequest,
-    RetryDeadLettersRequest, SearchRequest, StatsRequest, SubmitRequest, WatchJobRequest,
+    CancelJobRequest, DeleteDocumentRequest, GetJobRequest, ListDeadLettersRequest, ListDocumentsRequest,
+    ListJobsRequest, RetryDeadLettersRequest, SearchRequest, StatsRequest, SubmitRequest, WatchJobRequest,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -28,6 +28,8 @@ fn http_routes() -> Vec<(Method, &'static str, Option<Value>, Needs)> {
         (Method::GET, "/v1/jobs/no-such-job", None, Some("read")),
         (Method::GET, "/v1/jobs/no-such-job/events", None, Some("read")),
         (Method::GET, "/v1/documents/no-such-doc", None, Some("read")),
+        (Method::GET, "/v1/documents", None, Some("read")),
+        (Method::GET, "/v1/runs/no-such-run/webhooks", None, Some("read")),
         (Method::POST, "/v1/search", Some(json!({"query": "matrix"})), Some("search")),
         (Method::DELETE, "/v1/documents/no-such-doc", None, Some("delete")),
         (Method::GET, "/v1/stats", None, Some("admin")),
@@ -58,7 +60,7 @@ fn http_routes() -> Vec<(Method, &'static str, Option<Value>, Needs)> {
 }
 
 /// Every gRPC method and the scope it needs (health and reflection are public).
-const GRPC_METHODS: [(&str, Needs); 12] = [
+const GRPC_METHODS: [(&str, Needs); 13] = [
     ("Ingestion/Submit", Some("ingest")),
     ("Ingestion/CancelJob", Some("ingest")),
     ("Ingestion/GetJob", Some("read")),
@@ -66,6 +68,7 @@ const GRPC_METHODS: [(&str, Needs); 12] = [
     ("Ingestion/WatchJob", Some("read")),
     ("Ingestion/Search", Some("search")),
     ("Ingestion/DeleteDocument", Some("delete")),
+    ("Ingestion/ListDocuments", Some("read")),
     ("Ingestion/ListDeadLetters", Some("admin")),
     ("Ingestion/RetryDeadLetters", Some("admin")),
     ("Admin/Stats", Some("admin")),
@@ -195,6 +198,7 @@ async fn grpc_call(channel: Authed, method: &str) -> Code {
                 .await
                 .map(drop),
         ),
+        "Ingestion/ListDocuments" => code(ingestion.list_documents(ListDocumentsRequest::default()).await.map(drop)),
         "Ingestion/ListDeadLetters" => {
             code(ingestion.list_dead_letters(ListDeadLettersRequest::default()).await.map(drop))
         }

@@ -121,12 +121,19 @@ fn config(retry_for: Duration) -> WebhookConfig {
     }
 }
 
-/// A deliverer whose targets may be private addresses only if `allow_private` (the receiver
-/// listens on 127.0.0.1).
-fn deliverer(outbox: &Outbox, config: WebhookConfig, allow_private: bool) -> Deliverer {
-    let fetch = FetchConfig { timeout: config.timeout, allow_private, ..FetchConfig::default() };
-    let guard = UrlGuard::new(AddressPolicy::new(allow_private), Arc::new(SystemResolver));
+/// A deliverer under the address rules, with the receiver at `url` (on 127.0.0.1) exempt from
+/// the private-address rule by the allowlist (`MILLRACE_FETCH_ALLOW_HOSTS`) if `allowed`.
+fn deliverer(outbox: &Outbox, config: WebhookConfig, url: &str, allowed: bool) -> Deliverer {
+    let allow_hosts = if allowed { vec![host_port(url)] } else { Vec::new() };
+    let fetch = FetchConfig { timeout: config.timeout, allow_hosts, ..FetchConfig::default() };
+    let guard = UrlGuard::new(AddressPolicy::from_config(&fetch), Arc::new(SystemResolver));
     Deliverer::new(outbox.clone(), Fetcher::with_guard(fetch, guard).unwrap(), config)
+}
+
+/// `127.0.0.1:PORT` of a receiver's URL.
+fn host_port(url: &str) -> String {
+    let parsed = reqwest::Url::parse(url).unwrap();
+    format!("{}:{}", parsed.host_str().unwrap(), parsed.port().unwrap())
 }
 
 fn delivery(event_id: &str, run_id: &str, url: &str) -> NewDelivery {
@@ -166,7 +173,7 @@ async fn a_delivery_is_signed_and_enqueued_once_per_event() {
     outbox.enqueue(again).await.unwrap();
 
     let deliveries =
-        settle(&deliverer(&outbox, config(Duration::from_secs(60)), true), "r1", Duration::from_secs(10)).await;
+        settle(&deliverer(&outbox, config(Duration::from_secs(60)), &url, true), "r1", Duration::from_secs(10)).await;
     assert_eq!(deliveries.len(), 1);
     let d = &deliveries[0];
     assert_eq!((d.status, d.attempts, d.last_http_status), (DeliveryStatus::Delivered, 1, Some(200)));
@@ -189,7 +196,7 @@ async fn a_signature_under_another_secret_does_not_verify() {
     let mut wrong = delivery("run.completed:r2", "r2", &url);
     wrong.secret = "not-the-shared-secret".into();
     outbox.enqueue(wrong).await.unwrap();
-    settle(&deliverer(&outbox, config(Duration::from_secs(60)), true), "r2", Duration::from_secs(10)).await;
+    settle(&deliverer(&outbox, config(Duration::from_secs(60)), &url, true), "r2", Duration::from_secs(10)).await;
     let got = receiver.got();
     assert_eq!(got.len(), 1);
     assert!(!got[0].signature_ok, "the receiver's check can fail");
@@ -201,7 +208,7 @@ async fn a_receiver_that_fails_twice_gets_three_attempts_and_one_delivery() {
     let (receiver, url) = Receiver::start(&[500, 503], 200, Duration::ZERO).await;
     outbox.enqueue(delivery("run.completed:r3", "r3", &url)).await.unwrap();
     let deliveries =
-        settle(&deliverer(&outbox, config(Duration::from_secs(60)), true), "r3", Duration::from_secs(10)).await;
+        settle(&deliverer(&outbox, config(Duration::from_secs(60)), &url, true), "r3", Duration::from_secs(10)).await;
     let d = &deliveries[0];
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 3));
     let statuses: Vec<Option<u16>> = d.attempt_log.iter().map(|a| a.http_status).collect();
@@ -225,12 +232,22 @@ async fn a_private_target_is_refused_without_a_request_and_not_retried() {
     let (receiver, url) = Receiver::start(&[], 200, Duration::ZERO).await;
     outbox.enqueue(delivery("run.completed:r4", "r4", &url)).await.unwrap();
     let deliveries =
-        settle(&deliverer(&outbox, config(Duration::from_secs(60)), false), "r4", Duration::from_secs(10)).await;
+        settle(&deliverer(&outbox, config(Duration::from_secs(60)), &url, false), "r4", Duration::from_secs(10)).await;
     let d = &deliveries[0];
     assert_eq!((d.status, d.attempts, d.last_http_status), (DeliveryStatus::Failed, 1, None));
     let error = d.last_error.as_deref().unwrap();
     assert!(error.contains("refused") && error.contains("127.0.0.1 is a loopback address"), "{error}");
     assert!(receiver.got().is_empty(), "nothing reached the receiver");
+
+    // An allowlist naming another port of the same host does not let it through either.
+    outbox.enqueue(delivery("run.completed:r4b", "r4b", &url)).await.unwrap();
+    let elsewhere = url.replace(&host_port(&url), "127.0.0.1:9");
+    let deliveries =
+        settle(&deliverer(&outbox, config(Duration::from_secs(60)), &elsewhere, true), "r4b", Duration::from_secs(10))
+            .await;
+    assert_eq!((deliveries[0].status, deliveries[0].attempts), (DeliveryStatus::Failed, 1));
+    assert!(deliveries[0].last_error.as_deref().unwrap().contains("loopback"), "{deliveries:?}");
+    assert!(receiver.got().is_empty());
 }
 
 #[tokio::test]
@@ -240,7 +257,7 @@ async fn a_delivery_is_given_up_after_the_retry_window() {
     outbox.enqueue(delivery("run.completed:r5", "r5", &url)).await.unwrap();
     let window = Duration::from_millis(800);
     let started = tokio::time::Instant::now();
-    let deliveries = settle(&deliverer(&outbox, config(window), true), "r5", Duration::from_secs(10)).await;
+    let deliveries = settle(&deliverer(&outbox, config(window), &url, true), "r5", Duration::from_secs(10)).await;
     let d = &deliveries[0];
     assert_eq!(d.status, DeliveryStatus::Failed);
     assert!(started.elapsed() >= window, "not given up before the window ends");
@@ -260,8 +277,8 @@ async fn two_replicas_never_make_the_same_delivery_at_once() {
     for n in 0..24 {
         first.enqueue(delivery(&format!("run.completed:x{n}"), "shared", &url)).await.unwrap();
     }
-    let a = deliverer(&first, config(Duration::from_secs(60)), true);
-    let b = deliverer(&second, config(Duration::from_secs(60)), true);
+    let a = deliverer(&first, config(Duration::from_secs(60)), &url, true);
+    let b = deliverer(&second, config(Duration::from_secs(60)), &url, true);
     let stop = tokio_util::sync::CancellationToken::new();
     let loops = [tokio::spawn(a.clone().run(stop.clone())), tokio::spawn(b.clone().run(stop.clone()))];
     millrace_testkit::wait_until(Duration::from_secs(20), Duration::from_millis(50), || async {
@@ -285,8 +302,10 @@ async fn two_replicas_never_make_the_same_delivery_at_once() {
 
 #[tokio::test]
 async fn the_run_webhook_log_is_tenant_scoped_and_never_shows_the_secret() {
+    let (receiver, url) = Receiver::start(&[502], 200, Duration::ZERO).await;
+    let allowed = host_port(&url);
     let app = spawn_app_with_keys(&[
-        ("FETCH_ALLOW_PRIVATE", "true"),
+        ("FETCH_ALLOW_HOSTS", allowed.as_str()),
         ("WEBHOOK_POLL_MS", "20"),
         ("WEBHOOK_RETRY_BASE_MS", "50"),
     ])
@@ -308,7 +327,6 @@ async fn the_run_webhook_log_is_tenant_scoped_and_never_shows_the_secret() {
     .await
     .unwrap();
 
-    let (receiver, url) = Receiver::start(&[502], 200, Duration::ZERO).await;
     // The app's own delivery loop delivers what anyone enqueues.
     outbox_on(&database).enqueue(delivery("run.completed:run_hooks", "run_hooks", &url)).await.unwrap();
     let acme = client_with_key(Some(&acme_key));
@@ -346,4 +364,35 @@ async fn the_run_webhook_log_is_tenant_scoped_and_never_shows_the_secret() {
     // An admin names the tenant.
     let response = app.get("/v1/runs/run_hooks/webhooks?tenant=acme").await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_redirect_is_an_answer_not_followed() {
+    let (outbox, _) = outbox().await;
+    let (receiver, receiver_url) = Receiver::start(&[], 200, Duration::ZERO).await;
+    let target = receiver_url.clone();
+    // A receiver that sends every request elsewhere (307 keeps the method and body).
+    let app = axum::Router::new().route(
+        "/moved",
+        post(move || {
+            let target = target.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, target)]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let moved = format!("http://{}/moved", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    outbox.enqueue(delivery("run.completed:r6", "r6", &moved)).await.unwrap();
+    // Both are allowed, so that only not following keeps the second from being reached.
+    let config = config(Duration::from_millis(300));
+    let allow_hosts = vec![host_port(&moved), host_port(&receiver_url)];
+    let fetch = FetchConfig { timeout: config.timeout, allow_hosts, ..FetchConfig::default() };
+    let guard = UrlGuard::new(AddressPolicy::from_config(&fetch), Arc::new(SystemResolver));
+    let deliverer = Deliverer::new(outbox.clone(), Fetcher::with_guard(fetch, guard).unwrap(), config);
+    let deliveries = settle(&deliverer, "r6", Duration::from_secs(10)).await;
+    let d = &deliveries[0];
+    assert_eq!((d.status, d.last_http_status), (DeliveryStatus::Failed, Some(307)));
+    assert!(d.attempt_log.iter().all(|a| a.http_status == Some(307)), "{d:?}");
+    assert!(receiver.got().is_empty(), "the redirect was not followed");
 }

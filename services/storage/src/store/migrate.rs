@@ -24,6 +24,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "fences", sql: include_str!("../../migrations/0003_fences.sql") },
     Migration { version: 4, name: "collections", sql: include_str!("../../migrations/0004_collections.sql") },
     Migration { version: 5, name: "full_text", sql: include_str!("../../migrations/0005_full_text.sql") },
+    Migration { version: 6, name: "document_list", sql: include_str!("../../migrations/0006_document_list.sql") },
 ];
 
 /// What migrating learned about the database.

@@ -171,3 +171,166 @@ async fn a_run_of_content_and_urls_is_reported_retried_and_kept_after_redis_forg
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
     assert_eq!(rest["next_cursor"], Value::Null);
 }
+
+/// One webhook delivery as the receiver got it.
+#[derive(Debug, Clone)]
+struct Delivery {
+    event: String,
+    signature: String,
+    body: Vec<u8>,
+}
+
+/// A webhook receiver on a free loopback port: records every POST and answers 200.
+async fn receiver() -> (u16, Arc<std::sync::Mutex<Vec<Delivery>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let deliveries = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let received = deliveries.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let received = received.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buffer = [0u8; 8192];
+                // Read the head, then the body its content-length announces.
+                let (head, length) = loop {
+                    let n = socket.read(&mut buffer).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buffer[..n]);
+                    if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&data[..end]).to_string();
+                        let length = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+                        data.drain(..end + 4);
+                        break (head, length);
+                    }
+                };
+                while data.len() < length {
+                    let n = socket.read(&mut buffer).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    data.extend_from_slice(&buffer[..n]);
+                }
+                received.lock().unwrap().push(Delivery {
+                    event: header(&head, "x-millrace-event").unwrap_or_default(),
+                    signature: header(&head, "x-millrace-signature").unwrap_or_default(),
+                    body: data,
+                });
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            });
+        }
+    });
+    (port, deliveries)
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+    })
+}
+
+fn signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2_11::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn a_crawl_run_through_the_api_reports_pages_taken_and_skipped_and_calls_its_webhook() {
+    let site = millrace_testkit::TestSite::start_with(millrace_testkit::SiteOptions {
+        sections: 2,
+        pages_per_section: 3,
+        slow: Duration::from_millis(200),
+        big_bytes: 64 * 1024,
+    })
+    .unwrap();
+    let (hook_port, deliveries) = receiver().await;
+    let stack = Stack::start(
+        StackOptions::default()
+            .env("MILLRACE_FETCH_ALLOW_HOSTS", format!("{},127.0.0.1:{hook_port}", site.host_port()))
+            .env("MILLRACE_CRAWL_HOST_RPM", 6000)
+            .env("MILLRACE_WEBHOOK_POLL_MS", 100),
+    )
+    .await
+    .unwrap();
+    let secret = "s3cret-of-the-run";
+    let (status, accepted, _) = stack
+        .post(
+            "/v1/runs",
+            &json!({"name": "site", "collection": "web",
+                "crawl": {"url": site.url("/"), "max_pages": 1000, "max_depth": 3},
+                "webhook": {"url": format!("http://127.0.0.1:{hook_port}/hook"), "secret": secret,
+                            "events": ["run.completed", "job.completed", "job.failed"]}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().unwrap().to_owned();
+    let run = wait_for_run(&stack, &run_id, |run| run["status"] == "done").await;
+    assert_eq!(run["kind"], "crawl");
+
+    // Every HTML page of the site was taken and completed; the rest skipped, each with why.
+    let rows = report(&stack, &run_id).await;
+    let by_url = |path: &str| rows.iter().find(|row| row[0] == site.url(path)).cloned();
+    for page in site.html_pages() {
+        let row = by_url(&page).unwrap_or_else(|| panic!("no row of {page}: {rows:?}"));
+        assert_eq!((row[2].as_str(), row[3].as_str()), ("completed", "200"), "{page}: {row:?}");
+    }
+    for (path, reason, http_status) in [
+        ("/private/1", "robots", ""),
+        ("/missing/1", "status", "404"),
+        ("/logo.png", "content_type", "200"),
+        ("/dup", "canonical", "200"),
+        ("/loop/a", "too_many_redirects", ""),
+    ] {
+        let row = by_url(path).unwrap_or_else(|| panic!("no row of {path}: {rows:?}"));
+        assert_eq!(row[2], "skipped", "{path}: {row:?}");
+        assert!(row[9].starts_with(reason), "{path} skipped as {:?}, not {reason}", row[9]);
+        assert_eq!(row[3], http_status, "{path}: {row:?}");
+    }
+    let taken = rows.iter().filter(|row| row[2] == "completed").count() as i64;
+    assert_eq!(run["counts"]["completed"].as_i64(), Some(taken), "{run}");
+    assert!(run["skipped"].as_array().unwrap().iter().any(|s| s["reason"].as_str().unwrap().starts_with("robots")));
+    let (_, skipped) = stack.get(&format!("/v1/runs/{run_id}/items?status=skipped&limit=1000")).await;
+    let skipped = skipped["items"].as_array().unwrap().len();
+    assert_eq!(rows.len(), taken as usize + skipped + rows.iter().filter(|r| r[2] == "failed").count(), "{rows:?}");
+
+    // The webhook: one job event per finished job and one run.completed, each signed.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = deliveries.lock().unwrap().clone();
+        if got.iter().any(|d| d.event == "run.completed")
+            && got.iter().filter(|d| d.event.starts_with("job.")).count() as i64 >= taken
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "webhooks never arrived: {} so far", got.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = deliveries.lock().unwrap().clone();
+    for delivery in &got {
+        assert_eq!(delivery.signature, signature(secret, &delivery.body), "a delivery of {}", delivery.event);
+        let body: Value = serde_json::from_slice(&delivery.body).unwrap();
+        if delivery.event == "run.completed" {
+            assert_eq!(body["run_id"], run_id.as_str());
+            assert_eq!(body["counts"]["completed"].as_i64(), Some(taken), "{body}");
+        } else {
+            assert_eq!(
+                (body["event"].as_str(), body["run_id"].as_str()),
+                (Some(delivery.event.as_str()), Some(run_id.as_str()))
+            );
+            assert!(body["job"]["job_id"].is_string());
+        }
+    }
+    assert_eq!(got.iter().filter(|d| d.event == "run.completed").count(), 1);
+    let completed: std::collections::BTreeSet<String> = got
+        .iter()
+        .filter(|d| d.event == "job.completed")
+        .map(|d| serde_json::from_slice::<Value>(&d.body).unwrap()["job"]["job_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(completed.len() as i64, taken, "one job.completed per page taken");
+    assert!(site.hits("/private/1") == 0, "robots.txt is honoured");
+}

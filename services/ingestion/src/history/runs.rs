@@ -370,7 +370,7 @@ impl HistoryStore {
             .execute(
                 "UPDATE run_items i
                  SET status = 'pending', attempts_before = i.attempts_before + j.attempts, job_id = NULL,
-                     spec = CASE WHEN r.kind = 'crawl' THEN jsonb_build_object('url', j.url, 'document_id', j.document_id)
+                     spec = CASE WHEN r.kind = 'crawl' THEN jsonb_build_object('url', i.url, 'document_id', j.document_id)
                                  ELSE i.spec END,
                      url = CASE WHEN i.url = '' THEN j.url ELSE i.url END,
                      document_id = CASE WHEN i.document_id = '' THEN j.document_id ELSE i.document_id END

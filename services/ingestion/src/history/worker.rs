@@ -38,11 +38,11 @@ impl HistoryHandler {
         };
         self.history.upsert_job(&job).await.map_err(failed)?;
         if let Some(run_id) = job.run_id.as_deref().filter(|id| !id.is_empty()) {
-            if !job.url.is_empty() {
-                self.history
-                    .record_crawl_page(run_id, &job.url, &job.document_id, &job.job_id)
-                    .await
-                    .map_err(failed)?;
+            // A crawler's page job carries its page in `source` (the crawler fetched it); one
+            // that `retry-failed` made again is a URL job.
+            let page = if job.url.is_empty() { &job.source } else { &job.url };
+            if !page.is_empty() {
+                self.history.record_crawl_page(run_id, page, &job.document_id, &job.job_id).await.map_err(failed)?;
             }
             if finished {
                 self.job_hook(run_id, &job).await?;

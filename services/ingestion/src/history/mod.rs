@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::store::{HistoryError, HistoryStore};
 
-/// Starts the history worker on this replica (until `stop`). Without a database it does not
-/// start: entries wait on the stream for a replica that has one.
+/// Starts the history worker on this replica (until `stop`), once the database answers.
+/// Without a database it does not start: entries wait on the stream for a replica that has one.
 pub fn spawn_worker(
     service: &ServiceConfig,
     jobs: JobStore,
@@ -52,8 +52,21 @@ pub fn spawn_worker(
     };
     let pool = jobs.pool().clone();
     let handler = worker::HistoryHandler { jobs, history, hooks };
-    let worker = StreamWorker::new(config, redis, pool, handler);
     tokio::spawn(async move {
+        // Entries wait on the stream while the database is away: reading them now would only
+        // defer them again and again.
+        let mut logged = false;
+        while let Err(err) = handler.history.client().await {
+            if !logged {
+                tracing::warn!(error = %err, "history unavailable; the history worker waits for it");
+                logged = true;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        let worker = StreamWorker::new(config, redis, pool, handler);
         if let Err(err) = worker.run(stop).await {
             tracing::error!(error = %err, "history worker stopped");
         }

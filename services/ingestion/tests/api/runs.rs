@@ -325,8 +325,13 @@ async fn jobs_are_listed_from_the_history_by_cursor_and_filters() {
     ids.reverse();
     let store = store(&app);
     assert!(store.finish(&ids[0], JobStatus::Completed, None).await.unwrap());
-    // Until the history has every job, later pages would miss some: wait for it.
-    wait_for(&app, "/v1/jobs?limit=4&status=completed", |page| page["jobs"].as_array().unwrap().len() == 1).await;
+    // Until the history has every job, later pages would miss some: wait for it. (A cursor
+    // past every id, "zz" in hex, reads the history alone.)
+    wait_for(&app, "/v1/jobs?limit=10&cursor=7a7a", |page| page["jobs"].as_array().unwrap().len() == 5).await;
+    wait_for(&app, "/v1/jobs?limit=10&cursor=7a7a&status=completed", |page| {
+        page["jobs"].as_array().unwrap().len() == 1
+    })
+    .await;
     let mut listed = Vec::new();
     let mut cursor = String::new();
     let mut pages = 0;

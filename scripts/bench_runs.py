@@ -68,7 +68,13 @@ def main():
     args = parser.parse_args()
 
     data_dir = pathlib.Path(tempfile.mkdtemp(prefix="millrace-bench-runs-"))
-    env = bench.stack_env(data_dir, {"MILLRACE_PROFILE": args.profile})
+    # The whole run fits under the queue bounds, so `--until submitted` is reached without
+    # waiting for the pipeline (the feeder holds back what does not fit, by design).
+    env = bench.stack_env(data_dir, {
+        "MILLRACE_PROFILE": args.profile,
+        "MILLRACE_MAX_QUEUED_JOBS_PER_TENANT": str(max(args.items, 10_000)),
+        "MILLRACE_MAX_QUEUED_JOBS": str(max(args.items, 100_000)),
+    })
     stack = str(bench.ROOT / "scripts/stack.sh")
     try:
         subprocess.run([stack, "up"], check=True, env=env, stdout=subprocess.DEVNULL)

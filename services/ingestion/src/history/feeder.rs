@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use millrace_auth::{Caller, Scope};
 use millrace_common::{ApiError, ErrorCode};
 use serde_json::Value;
@@ -20,6 +21,8 @@ use crate::core::Core;
 
 /// Items claimed at once from one run.
 const FEED_BATCH: u64 = 200;
+/// Items of one claim submitted at once.
+const SUBMIT_CONCURRENCY: usize = 8;
 /// How long the feeder rests when there was nothing to submit (or no room).
 const IDLE: Duration = Duration::from_millis(250);
 
@@ -86,29 +89,35 @@ fn run_caller(run: &RunRow) -> Caller {
     }
 }
 
-/// Submits claimed items in order, stopping at the first that finds no room (it and those
-/// after it stay pending for the next pass).
+/// Submits claimed items, a few at once (each waits on Redis, storage and, for a URL, DNS);
+/// one that finds no room (or a service down) is left out of the outcomes, so it stays pending
+/// for the next pass.
 async fn submit_items(core: &Core, caller: &Caller, run: &RunRow, items: Vec<ClaimedItem>) -> Vec<(i64, ItemOutcome)> {
-    let mut outcomes = Vec::with_capacity(items.len());
-    for item in items {
-        let submission = serde_json::from_value::<IngestRequest>(with_collection(item.spec, &run.collection))
-            .map_err(|err| ApiError::bad_request(format!("the item has the wrong shape: {err}")))
-            .and_then(IngestRequest::into_submission);
-        let result = match submission {
-            Ok(submission) => core.submit_in_run(caller, submission, &run.run_id).await,
-            Err(err) => Err(err),
-        };
-        match result {
-            Ok(accepted) => outcomes
-                .push((item.id, ItemOutcome::Submitted { job_id: accepted.job_id, document_id: accepted.document_id })),
-            Err(err) if is_transient(&err) => {
-                tracing::debug!(run_id = %run.run_id, error = %err.message, "run item waits for room");
-                break;
+    futures::stream::iter(items)
+        .map(|item| async move {
+            let submission = serde_json::from_value::<IngestRequest>(with_collection(item.spec, &run.collection))
+                .map_err(|err| ApiError::bad_request(format!("the item has the wrong shape: {err}")))
+                .and_then(IngestRequest::into_submission);
+            let result = match submission {
+                Ok(submission) => core.submit_in_run(caller, submission, &run.run_id).await,
+                Err(err) => Err(err),
+            };
+            match result {
+                Ok(accepted) => Some((
+                    item.id,
+                    ItemOutcome::Submitted { job_id: accepted.job_id, document_id: accepted.document_id },
+                )),
+                Err(err) if is_transient(&err) => {
+                    tracing::debug!(run_id = %run.run_id, error = %err.message, "run item waits for room");
+                    None
+                }
+                Err(err) => Some((item.id, ItemOutcome::Refused { reason: err.message })),
             }
-            Err(err) => outcomes.push((item.id, ItemOutcome::Refused { reason: err.message })),
-        }
-    }
-    outcomes
+        })
+        .buffered(SUBMIT_CONCURRENCY)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
 }
 
 /// An item without a collection goes to its run's.

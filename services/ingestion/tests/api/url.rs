@@ -117,6 +117,25 @@ async fn allow_private_lets_internal_urls_in_but_never_metadata() {
 }
 
 #[tokio::test]
+async fn the_allowlist_lets_in_only_its_host_port_pairs() {
+    let app = spawn_app_with(&[("FETCH_ALLOW_HOSTS", "127.0.0.1:9,intranet.example.com:443")]).await;
+    for url in ["http://127.0.0.1:9/doc.md", "https://intranet.example.com/doc.pdf"] {
+        let response = app.post_json("/v1/ingest", &json!({ "url": url })).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{url}");
+    }
+    for (url, reason) in [
+        ("http://127.0.0.1:10/doc.md", "127.0.0.1 is a loopback address"),
+        ("http://127.0.0.2:9/doc.md", "127.0.0.2 is a loopback address"),
+        ("http://intranet.example.com:8443/doc.pdf", "intranet.example.com resolves to 10.0.0.5, a private address"),
+    ] {
+        let (_, message) =
+            assert_error(app.post_json("/v1/ingest", &json!({ "url": url })).await, StatusCode::UNPROCESSABLE_ENTITY)
+                .await;
+        assert!(message.contains(reason), "{url}: {message}");
+    }
+}
+
+#[tokio::test]
 async fn batch_items_by_url_are_checked_one_by_one() {
     let app = spawn_app().await;
     let body = json!({"documents": [

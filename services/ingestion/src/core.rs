@@ -13,7 +13,7 @@ mod documents;
 mod jobs;
 mod search;
 mod submit;
-mod webhooks;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 

@@ -13,7 +13,7 @@ mod spec;
 
 pub use self::config::WebhookConfig;
 pub use self::deliver::Deliverer;
-pub use self::outbox::{Attempt, Delivery, DeliveryStatus, NewDelivery, Outbox, OutboxError};
+pub use self::outbox::{Attempt, Delivery, DeliveryStatus, LogPage, LogQuery, NewDelivery, Outbox, OutboxError};
 pub use self::sign::{SIGNATURE_HEADER, signature};
 pub use self::spec::{WebhookEvent, WebhookSpec, check_spec};
 

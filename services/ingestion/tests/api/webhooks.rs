@@ -364,6 +364,41 @@ async fn the_run_webhook_log_is_tenant_scoped_and_never_shows_the_secret() {
     // An admin names the tenant.
     let response = app.get("/v1/runs/run_hooks/webhooks?tenant=acme").await;
     assert_eq!(response.status(), StatusCode::OK);
+
+    // Pages and a status filter: two more events to a target the rules refuse fail at once.
+    for n in 0..2 {
+        let refused = delivery(&format!("job.failed:j{n}"), "run_hooks", "http://127.0.0.1:9/hook");
+        outbox_on(&database).enqueue(refused).await.unwrap();
+    }
+    let get = |query: &'static str| acme.get(app.url(&format!("/v1/runs/run_hooks/webhooks{query}"))).send();
+    for _ in 0..200 {
+        let page: Value = get("?status=failed").await.unwrap().json().await.unwrap();
+        if page["deliveries"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let failed: Value = get("?status=failed").await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = failed["deliveries"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["job.failed:j0", "job.failed:j1"], "{failed}");
+    assert!(failed["deliveries"][0]["last_error"].as_str().unwrap().contains("loopback"), "{failed}");
+    let first: Value = get("?limit=2").await.unwrap().json().await.unwrap();
+    assert_eq!(first["deliveries"].as_array().unwrap().len(), 2);
+    assert_eq!(first["deliveries"][0]["id"], "run.completed:run_hooks");
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let url = app.url(&format!("/v1/runs/run_hooks/webhooks?limit=2&cursor={cursor}"));
+    let last: Value = acme.get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(last["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(last["deliveries"][0]["id"], "job.failed:j1");
+    assert!(last["next_cursor"].is_null(), "{last}");
+    for (query, status) in [
+        ("?status=lost", StatusCode::UNPROCESSABLE_ENTITY),
+        ("?limit=0", StatusCode::UNPROCESSABLE_ENTITY),
+        ("?cursor=abc", StatusCode::UNPROCESSABLE_ENTITY),
+        ("?secret=1", StatusCode::BAD_REQUEST),
+    ] {
+        assert_error(get(query).await.unwrap(), status).await;
+    }
 }
 
 #[tokio::test]

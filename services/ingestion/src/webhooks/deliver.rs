@@ -38,7 +38,7 @@ impl Deliverer {
     /// One pass: claims up to `concurrency` due deliveries and makes one attempt of each, at
     /// once. Returns the number of attempts made.
     pub async fn run_once(&self) -> Result<usize, OutboxError> {
-        let claimed = self.outbox.claim(self.config.concurrency, self.config.lease(), self.config.retry_for).await?;
+        let claimed = self.outbox.claim(self.config.concurrency, self.config.lease, self.config.retry_for).await?;
         let attempts = claimed.len();
         for result in join_all(claimed.iter().map(|claimed| self.attempt(claimed))).await {
             // One row's failure to record must not stop the others; the row is due again when

@@ -118,6 +118,7 @@ fn config(retry_for: Duration) -> WebhookConfig {
         timeout: Duration::from_secs(5),
         poll: Duration::from_millis(20),
         concurrency: 8,
+        lease: Duration::from_secs(30),
     }
 }
 
@@ -430,4 +431,35 @@ async fn a_redirect_is_an_answer_not_followed() {
     assert_eq!((d.status, d.last_http_status), (DeliveryStatus::Failed, Some(307)));
     assert!(d.attempt_log.iter().all(|a| a.http_status == Some(307)), "{d:?}");
     assert!(receiver.got().is_empty(), "the redirect was not followed");
+}
+
+#[tokio::test]
+async fn a_lease_that_runs_out_lets_another_replica_deliver_and_the_late_one_records_nothing() {
+    let (first, url_db) = outbox().await;
+    let second = outbox_on(&url_db);
+    // Every answer takes 600 ms; the first replica's lease is shorter, as if it had stalled.
+    let (receiver, url) = Receiver::start(&[], 200, Duration::from_millis(600)).await;
+    first.enqueue(delivery("run.completed:r7", "r7", &url)).await.unwrap();
+    let slow = deliverer(
+        &first,
+        WebhookConfig { lease: Duration::from_millis(200), ..config(Duration::from_secs(60)) },
+        &url,
+        true,
+    );
+    let other = deliverer(&second, config(Duration::from_secs(60)), &url, true);
+    let stalled = tokio::spawn(async move { slow.run_once().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The lease is over: the other replica claims the delivery again (attempt 2).
+    assert_eq!(other.run_once().await.unwrap(), 1);
+    assert_eq!(stalled.await.unwrap(), 1);
+    let deliveries = first.deliveries("acme", "r7").await.unwrap();
+    let d = &deliveries[0];
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 2));
+    // The first replica's answer came after its lease: it recorded nothing over attempt 2.
+    let attempts: Vec<u32> = d.attempt_log.iter().map(|a| a.attempt).collect();
+    assert_eq!(attempts, [2]);
+    // At least once: the receiver saw the event twice, under one delivery id to drop the repeat.
+    let got = receiver.got();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|r| r.delivery == "run.completed:r7" && r.signature_ok));
 }

@@ -14,7 +14,7 @@ mod jobs;
 mod runs;
 mod search;
 mod submit;
-mod webhooks;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 

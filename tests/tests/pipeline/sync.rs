@@ -112,6 +112,24 @@ async fn a_folder_is_mirrored_then_changes_and_deletions_follow() {
     assert_eq!(hits[0]["document_id"], "kb/wheel.md", "{hits:?}");
     let tide = stack.search("tide mills store the sea", 5).await;
     assert!(tide.iter().all(|hit| hit["document_id"] != "kb/tide.txt"), "{tide:?}");
+    // The same listing over gRPC, a page of one at a time.
+    let mut grpc = stack.ingestion_grpc().await;
+    let (mut ids, mut cursor) = (Vec::new(), String::new());
+    loop {
+        let request = millrace_proto::v1::ListDocumentsRequest {
+            document_id_prefix: "kb/".into(),
+            cursor: cursor.clone(),
+            limit: 1,
+            ..Default::default()
+        };
+        let page = grpc.list_documents(request).await.unwrap().into_inner();
+        ids.extend(page.documents.iter().map(|d| (d.document_id.clone(), d.version, d.content_hash.clone())));
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    assert_eq!(ids, listed);
     assert_eq!(stack.get("/v1/documents/elsewhere").await.0, 200);
     assert_eq!(stack.get("/v1/documents/kb%2Ftide.txt").await.0, 404);
     std::fs::remove_dir_all(&dir).unwrap();

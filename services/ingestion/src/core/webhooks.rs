@@ -4,18 +4,26 @@ use millrace_auth::Caller;
 use millrace_common::ApiError;
 
 use super::{Core, store_error, tenant_for};
-use crate::webhooks::Delivery;
+use crate::webhooks::{LogPage, LogQuery};
+
+/// Deliveries per page of the log unless asked otherwise, and at most.
+pub const DEFAULT_LOG_LIMIT: usize = 100;
+pub const MAX_LOG_LIMIT: usize = 1000;
 
 impl Core {
-    /// The deliveries of run `run_id`, oldest first, each with its attempts. A run of another
-    /// tenant, or of a collection the key may not use, is a 404 like a missing one.
+    /// A page of run `run_id`'s deliveries, oldest first, each with its attempts. A run of
+    /// another tenant, or of a collection the key may not use, is a 404 like a missing one.
     pub async fn run_webhooks(
         &self,
         caller: &Caller,
         tenant: Option<&str>,
         run_id: &str,
-    ) -> Result<Vec<Delivery>, ApiError> {
+        query: &LogQuery,
+    ) -> Result<LogPage, ApiError> {
         let tenant = tenant_for(caller, tenant)?;
+        if !(1..=MAX_LOG_LIMIT).contains(&query.limit) {
+            return Err(ApiError::invalid(format!("`limit` must be 1 to {MAX_LOG_LIMIT}")));
+        }
         // The run's live state says whose it is; once runs are kept in PostgreSQL, the durable
         // record should answer instead, so the log outlives the Redis hash.
         let run = self.jobs.run_state(run_id).await.map_err(store_error)?;
@@ -23,10 +31,10 @@ impl Core {
             Some(run) if run.tenant == tenant && caller.may_use(&run.collection) => {}
             _ => return Err(ApiError::not_found(format!("no run {run_id:?}"))),
         }
-        let outbox = self
-            .outbox
-            .as_ref()
-            .ok_or_else(|| ApiError::not_found("no webhook deliveries: webhooks need MILLRACE_DATABASE_URL"))?;
-        Ok(outbox.deliveries(&tenant, run_id).await?)
+        let Some(outbox) = self.outbox.as_ref() else {
+            // Without a database no webhook is ever queued: the log is empty.
+            return Ok(LogPage { deliveries: Vec::new(), next: None });
+        };
+        Ok(outbox.log(&tenant, run_id, query).await?)
     }
 }

@@ -22,6 +22,10 @@ pub struct WebhookConfig {
     pub poll: Duration,
     /// Deliveries one replica makes at once (`MILLRACE_WEBHOOK_CONCURRENCY`).
     pub concurrency: usize,
+    /// How long a claimed delivery stays this replica's: the POST's time limit and 30 s, so a
+    /// replica that dies mid-delivery leaves the row to the others once it runs out, and one
+    /// that is merely slow has recorded its attempt long before.
+    pub lease: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -33,6 +37,7 @@ impl Default for WebhookConfig {
             timeout: Duration::from_secs(10),
             poll: Duration::from_secs(1),
             concurrency: 16,
+            lease: Duration::from_secs(40),
         }
     }
 }
@@ -53,13 +58,8 @@ impl WebhookConfig {
         let timeout = Duration::from_millis(settings.positive("WEBHOOK_TIMEOUT_MS", ms(defaults.timeout))?);
         let poll = Duration::from_millis(settings.positive("WEBHOOK_POLL_MS", ms(defaults.poll))?);
         let concurrency = settings.positive("WEBHOOK_CONCURRENCY", defaults.concurrency)?;
-        Ok(Self { retry_for, retry_base, retry_max, timeout, poll, concurrency })
-    }
-
-    /// How long a claimed delivery stays another replica's: past the POST's time limit, so a
-    /// replica that dies mid-delivery leaves the row to the others once it runs out.
-    pub fn lease(&self) -> Duration {
-        self.timeout + Duration::from_secs(30)
+        let lease = timeout + Duration::from_secs(30);
+        Ok(Self { retry_for, retry_base, retry_max, timeout, poll, concurrency, lease })
     }
 
     /// The wait after the `attempts`-th failed attempt: `base · 2^(attempts−1)` capped at `max`,

@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use millrace_fetch::{FetchError, Fetcher};
+use millrace_common::{ConfigError, Host};
+use millrace_fetch::{FetchConfig, FetchError, Fetcher, UrlGuard};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use tokio_util::sync::CancellationToken;
 
@@ -38,7 +39,7 @@ impl Deliverer {
     /// One pass: claims up to `concurrency` due deliveries and makes one attempt of each, at
     /// once. Returns the number of attempts made.
     pub async fn run_once(&self) -> Result<usize, OutboxError> {
-        let claimed = self.outbox.claim(self.config.concurrency, self.config.lease(), self.config.retry_for).await?;
+        let claimed = self.outbox.claim(self.config.concurrency, self.config.lease, self.config.retry_for).await?;
         let attempts = claimed.len();
         for result in join_all(claimed.iter().map(|claimed| self.attempt(claimed))).await {
             // One row's failure to record must not stop the others; the row is due again when
@@ -134,6 +135,51 @@ impl Deliverer {
             }
         }
         Ok(())
+    }
+}
+
+/// Connections of one replica to the outbox: a claim, a few attempts' records and the log.
+const POOL_SIZE: usize = 4;
+/// How long a call waits for a connection (or a connect) before the outbox counts as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Deliverer {
+    /// The outbox in the key store's database and its deliverer (targets checked by `urls`, the
+    /// submit rules), or None without `MILLRACE_DATABASE_URL`: no webhooks then.
+    pub fn from_config(config: &crate::Config, urls: &UrlGuard) -> Result<Option<Self>, ConfigError> {
+        let Some(url) = config.auth.database_url.as_deref() else {
+            return Ok(None);
+        };
+        let pool = millrace_common::postgres::pool(
+            "DATABASE_URL",
+            url,
+            &config.auth.database_tls,
+            POOL_SIZE,
+            CONNECT_TIMEOUT,
+        )?;
+        let fetch = FetchConfig { timeout: config.webhooks.timeout, ..config.fetch.clone() };
+        let fetcher = Fetcher::with_guard(fetch, urls.clone())
+            .map_err(|err| ConfigError::new("WEBHOOK_TIMEOUT_MS", format!("cannot build the webhook client: {err}")))?;
+        Ok(Some(Self::new(Outbox::new(pool), fetcher, config.webhooks.clone())))
+    }
+
+    /// Runs the delivery loop and the backlog gauges on `host` until it stops.
+    pub fn start(self, host: Host, metrics_interval: Duration) -> Host {
+        let outbox = self.outbox().clone();
+        host.with_sampler(move |stop| {
+            tokio::spawn(self.run(stop));
+        })
+        .with_sampler(move |stop| {
+            millrace_common::metrics::spawn_sampler(metrics_interval, stop, move || {
+                let outbox = outbox.clone();
+                async move {
+                    if let Ok((pending, oldest)) = outbox.backlog().await {
+                        ::metrics::gauge!(metrics::WEBHOOKS_PENDING).set(pending as f64);
+                        ::metrics::gauge!(metrics::WEBHOOK_OLDEST_PENDING).set(oldest.as_secs_f64());
+                    }
+                }
+            });
+        })
     }
 }
 

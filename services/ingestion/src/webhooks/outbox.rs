@@ -20,6 +20,8 @@ const SCHEMA: &str = "
 SELECT pg_advisory_xact_lock(7305731);
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
     event_id text PRIMARY KEY,
+    -- The log's order and cursor.
+    seq bigserial NOT NULL,
     tenant text NOT NULL,
     run_id text NOT NULL,
     event text NOT NULL,
@@ -35,7 +37,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     last_error text
 );
 CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS webhook_deliveries_by_run ON webhook_deliveries (tenant, run_id, created_at);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_by_run ON webhook_deliveries (tenant, run_id, seq);
 CREATE TABLE IF NOT EXISTS webhook_attempts (
     id bigserial PRIMARY KEY,
     event_id text NOT NULL REFERENCES webhook_deliveries (event_id) ON DELETE CASCADE,
@@ -91,6 +93,14 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
     fn parse(text: &str) -> Result<Self, OutboxError> {
         match text {
             "pending" => Ok(Self::Pending),
@@ -125,6 +135,23 @@ pub struct Delivery {
     pub last_http_status: Option<u16>,
     pub last_error: Option<String>,
     pub attempt_log: Vec<Attempt>,
+}
+
+/// Which deliveries of a run the log shows: of one status, after a cursor, a page at a time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogQuery {
+    pub status: Option<DeliveryStatus>,
+    /// The previous page's `next_cursor`.
+    pub after: Option<i64>,
+    /// Page size (at least 1).
+    pub limit: usize,
+}
+
+/// A page of the log; `next` is the cursor of the next page, if there is one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogPage {
+    pub deliveries: Vec<Delivery>,
+    pub next: Option<i64>,
 }
 
 /// A row a replica has claimed: what it needs to make one attempt.
@@ -315,11 +342,7 @@ impl Outbox {
         } else {
             DeliveryStatus::Pending
         };
-        let status_text = match status {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Failed => "failed",
-        };
+        let status_text = status.as_str();
         let http_status = outcome.http_status.map(i32::from);
         let attempt = i32::try_from(claimed.attempt).unwrap_or(i32::MAX);
         let duration_ms = i32::try_from(outcome.duration.as_millis()).unwrap_or(i32::MAX);
@@ -357,24 +380,43 @@ impl Outbox {
         Ok(Some(status))
     }
 
-    /// The deliveries of a run in `tenant`, oldest first, each with its attempts.
+    /// Every delivery of a run in `tenant`, oldest first, each with its attempts.
     pub async fn deliveries(&self, tenant: &str, run_id: &str) -> Result<Vec<Delivery>, OutboxError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.log(tenant, run_id, &LogQuery { status: None, after, limit: 1000 }).await?;
+            all.extend(page.deliveries);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// A page of a run's deliveries in `tenant`, oldest first, each with its attempts.
+    pub async fn log(&self, tenant: &str, run_id: &str, query: &LogQuery) -> Result<LogPage, OutboxError> {
         let client = self.client().await?;
+        let limit = i64::try_from(query.limit.max(1) + 1).unwrap_or(i64::MAX);
         let rows = client
             .query(
                 &format!(
-                    "SELECT event_id, event, url, status, attempts, last_http_status, last_error,
+                    "SELECT seq, event_id, event, url, status, attempts, last_http_status, last_error,
                             {} AS created_at, {} AS finished_at,
                             CASE WHEN status = 'pending' THEN {} END AS next_attempt_at
-                     FROM webhook_deliveries WHERE tenant = $1 AND run_id = $2
-                     ORDER BY created_at, event_id",
+                     FROM webhook_deliveries
+                     WHERE tenant = $1 AND run_id = $2 AND seq > $3 AND ($4::text IS NULL OR status = $4)
+                     ORDER BY seq LIMIT $5",
                     rfc3339("created_at"),
                     rfc3339("finished_at"),
                     rfc3339("next_attempt_at"),
                 ),
-                &[&tenant, &run_id],
+                &[&tenant, &run_id, &query.after.unwrap_or(0), &query.status.map(DeliveryStatus::as_str), &limit],
             )
             .await?;
+        let more = rows.len() > query.limit.max(1);
+        let rows = &rows[..rows.len().min(query.limit.max(1))];
+        let next = if more { rows.last().map(|row| row.try_get::<_, i64>("seq")).transpose()? } else { None };
         let ids: Vec<String> = rows.iter().map(|row| row.try_get("event_id")).collect::<Result<_, _>>()?;
         let attempts = client
             .query(
@@ -399,7 +441,7 @@ impl Outbox {
                 });
             }
         }
-        Ok(deliveries)
+        Ok(LogPage { deliveries, next })
     }
 
     /// Deliveries not yet delivered nor given up, in all tenants, and the age of the oldest:

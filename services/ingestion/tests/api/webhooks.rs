@@ -118,6 +118,7 @@ fn config(retry_for: Duration) -> WebhookConfig {
         timeout: Duration::from_secs(5),
         poll: Duration::from_millis(20),
         concurrency: 8,
+        lease: Duration::from_secs(30),
     }
 }
 
@@ -364,6 +365,41 @@ async fn the_run_webhook_log_is_tenant_scoped_and_never_shows_the_secret() {
     // An admin names the tenant.
     let response = app.get("/v1/runs/run_hooks/webhooks?tenant=acme").await;
     assert_eq!(response.status(), StatusCode::OK);
+
+    // Pages and a status filter: two more events to a target the rules refuse fail at once.
+    for n in 0..2 {
+        let refused = delivery(&format!("job.failed:j{n}"), "run_hooks", "http://127.0.0.1:9/hook");
+        outbox_on(&database).enqueue(refused).await.unwrap();
+    }
+    let get = |query: &'static str| acme.get(app.url(&format!("/v1/runs/run_hooks/webhooks{query}"))).send();
+    for _ in 0..200 {
+        let page: Value = get("?status=failed").await.unwrap().json().await.unwrap();
+        if page["deliveries"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let failed: Value = get("?status=failed").await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = failed["deliveries"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["job.failed:j0", "job.failed:j1"], "{failed}");
+    assert!(failed["deliveries"][0]["last_error"].as_str().unwrap().contains("loopback"), "{failed}");
+    let first: Value = get("?limit=2").await.unwrap().json().await.unwrap();
+    assert_eq!(first["deliveries"].as_array().unwrap().len(), 2);
+    assert_eq!(first["deliveries"][0]["id"], "run.completed:run_hooks");
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let url = app.url(&format!("/v1/runs/run_hooks/webhooks?limit=2&cursor={cursor}"));
+    let last: Value = acme.get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(last["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(last["deliveries"][0]["id"], "job.failed:j1");
+    assert!(last["next_cursor"].is_null(), "{last}");
+    for (query, status) in [
+        ("?status=lost", StatusCode::UNPROCESSABLE_ENTITY),
+        ("?limit=0", StatusCode::UNPROCESSABLE_ENTITY),
+        ("?cursor=abc", StatusCode::UNPROCESSABLE_ENTITY),
+        ("?secret=1", StatusCode::BAD_REQUEST),
+    ] {
+        assert_error(get(query).await.unwrap(), status).await;
+    }
 }
 
 #[tokio::test]
@@ -395,4 +431,35 @@ async fn a_redirect_is_an_answer_not_followed() {
     assert_eq!((d.status, d.last_http_status), (DeliveryStatus::Failed, Some(307)));
     assert!(d.attempt_log.iter().all(|a| a.http_status == Some(307)), "{d:?}");
     assert!(receiver.got().is_empty(), "the redirect was not followed");
+}
+
+#[tokio::test]
+async fn a_lease_that_runs_out_lets_another_replica_deliver_and_the_late_one_records_nothing() {
+    let (first, url_db) = outbox().await;
+    let second = outbox_on(&url_db);
+    // Every answer takes 600 ms; the first replica's lease is shorter, as if it had stalled.
+    let (receiver, url) = Receiver::start(&[], 200, Duration::from_millis(600)).await;
+    first.enqueue(delivery("run.completed:r7", "r7", &url)).await.unwrap();
+    let slow = deliverer(
+        &first,
+        WebhookConfig { lease: Duration::from_millis(200), ..config(Duration::from_secs(60)) },
+        &url,
+        true,
+    );
+    let other = deliverer(&second, config(Duration::from_secs(60)), &url, true);
+    let stalled = tokio::spawn(async move { slow.run_once().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The lease is over: the other replica claims the delivery again (attempt 2).
+    assert_eq!(other.run_once().await.unwrap(), 1);
+    assert_eq!(stalled.await.unwrap(), 1);
+    let deliveries = first.deliveries("acme", "r7").await.unwrap();
+    let d = &deliveries[0];
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 2));
+    // The first replica's answer came after its lease: it recorded nothing over attempt 2.
+    let attempts: Vec<u32> = d.attempt_log.iter().map(|a| a.attempt).collect();
+    assert_eq!(attempts, [2]);
+    // At least once: the receiver saw the event twice, under one delivery id to drop the repeat.
+    let got = receiver.got();
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|r| r.delivery == "run.completed:r7" && r.signature_ok));
 }

@@ -129,8 +129,14 @@ class Walk:
         self.console_clean(where)
 
     def shot(self, name):
+        """The whole page (up to 2,400 px tall) at the window's width."""
         os.makedirs(SHOTS, exist_ok=True)
+        size = self.d.get_window_size()
+        height = self.d.execute_script("return document.documentElement.scrollHeight")
+        self.d.set_window_size(size["width"], min(max(height + 140, size["height"]), 2400))
+        time.sleep(0.2)
         self.d.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+        self.d.set_window_size(size["width"], size["height"])
 
     # -- the walk --------------------------------------------------------------------------------
     def sign_in(self):
@@ -264,6 +270,16 @@ class Walk:
         _, dlq = api("GET", "/v1/dlq?stage=storage")
         self.check(dlq["total"] == 0, f"dead letters left: {dlq}")
         self.page_sound("dead letters (retried)")
+        # The retried document is stored; delete it from its page.
+        self.go(f"#/documents/{FAULTY_DOC}")
+        self.until_text("section[aria-labelledby=doc-title]", "text/markdown")
+        self.css("section[aria-labelledby=doc-title] button.danger").click()
+        self.wait.until(ec.alert_is_present())
+        self.d.switch_to.alert.accept()
+        self.until_text("main .note", f"{FAULTY_DOC} deleted")
+        status, _ = api("GET", f"/v1/documents/{FAULTY_DOC}")
+        self.check(status == 404, f"the deleted document is still there: {status}")
+        self.page_sound("documents (deleted)")
 
     def keys(self):
         self.go("#/keys")

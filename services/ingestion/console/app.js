@@ -11,6 +11,20 @@ const SCOPES = ["ingest", "read", "search", "delete", "admin", "llm"];
 const PAGE_SIZE = 20;
 
 let consoleConfig = { trace_url: null };
+// What this deployment's API offers beyond the core, read once from its own description
+// (/openapi.json): cursor pages of jobs, the document listing and runs. A page uses them when
+// they are there and says what it lacks when they are not, without calling a missing route.
+const capabilities = { jobCursor: false, documentList: false, runs: false };
+
+async function loadCapabilities() {
+  const doc = await fetch("/openapi.json").then((r) => (r.ok ? r.json() : null)).catch(() => null);
+  if (!doc) return;
+  const paths = doc.paths || {};
+  const jobList = ((doc.components || {}).schemas || {}).JobList;
+  capabilities.jobCursor = !!(jobList && jobList.properties && jobList.properties.next_cursor);
+  capabilities.documentList = !!(paths["/v1/documents"] && paths["/v1/documents"].get);
+  capabilities.runs = !!(paths["/v1/runs"] && paths["/v1/runs"].get);
+}
 // The current page's work (timers, requests, event streams) stops when the page changes.
 let page = new AbortController();
 
@@ -267,6 +281,8 @@ const ROUTES = [
   [/^#\/dlq$/, deadLettersPage],
   [/^#\/search$/, searchPage],
   [/^#\/keys$/, keysPage],
+  [/^#\/runs$/, runsPage],
+  [/^#\/runs\/(.+)$/, runPage],
 ];
 
 function route() {
@@ -447,37 +463,57 @@ function renderLimits(section, limits) {
 
 function jobsPage() {
   const params = query();
+  const cursorMode = capabilities.jobCursor;
   const status = h("select", { name: "status" },
-    ["", "queued", "running", "completed", "failed", "cancelled"].map((s) => h("option", { value: s, selected: params.get("status") === s }, s || "any")));
+    ["", "queued", "running", "completed", "failed", "cancelled"].map((s) => h("option", { value: s, selected: (params.get("status") || "") === s }, s || "any")));
   const doc = h("input", { name: "document", value: params.get("document") || "", placeholder: "document id contains" });
+  const collection = h("input", { name: "collection", value: params.get("collection") || "", placeholder: "any" });
   const tenant = h("input", { name: "tenant", value: params.get("tenant") || "", placeholder: "admin keys: another tenant" });
   const form = h("form", { class: "inline panel", role: "search", "aria-label": "Filter jobs" },
-    field("Status", status), field("Document", doc), field("Tenant", tenant), h("button", { type: "submit" }, "Filter"));
+    field("Status", status), cursorMode ? field("Collection", collection) : field("Document", doc), field("Tenant", tenant),
+    h("button", { type: "submit" }, "Filter"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const next = new URLSearchParams();
     if (status.value) next.set("status", status.value);
-    if (doc.value.trim()) next.set("document", doc.value.trim());
+    if (!cursorMode && doc.value.trim()) next.set("document", doc.value.trim());
+    if (cursorMode && collection.value.trim()) next.set("collection", collection.value.trim());
+    if (params.get("run_id")) next.set("run_id", params.get("run_id"));
     if (tenant.value.trim()) next.set("tenant", tenant.value.trim());
     location.hash = `#/jobs${next.toString() ? `?${next}` : ""}`;
   });
   const list = h("div", { "aria-live": "polite" });
-  const note = h("p", { class: "muted small" },
-    "The newest 500 jobs matching the filter, ", PAGE_SIZE, " per page; unfinished jobs update live.");
-  render("Jobs", form, note, list);
-  const pageNo = Math.max(1, Number(params.get("page")) || 1);
+  const note = h("p", { class: "muted small" }, cursorMode
+    ? `${PAGE_SIZE} jobs per page, newest first; unfinished jobs update live.`
+    : `The newest 500 jobs matching the filter, ${PAGE_SIZE} per page; unfinished jobs update live.`);
+  render("Jobs", form, note, params.get("run_id") ? h("p", {}, `Jobs of run ${params.get("run_id")}.`) : null, list);
   guarded(list, async () => {
-    const search = new URLSearchParams({ limit: "500" });
-    if (params.get("status")) search.set("status", params.get("status"));
-    if (params.get("tenant")) search.set("tenant", params.get("tenant"));
-    const body = await api("GET", `/v1/jobs?${search}`);
-    const needle = (params.get("document") || "").toLowerCase();
-    const jobs = body.jobs.filter((job) => !needle || job.document_id.toLowerCase().includes(needle));
-    const pages = Math.max(1, Math.ceil(jobs.length / PAGE_SIZE));
-    const shown = jobs.slice((pageNo - 1) * PAGE_SIZE, pageNo * PAGE_SIZE);
-    const rows = shown.map((job) => jobRow(job));
-    clear(list, table(`${jobs.length} jobs`, ["Job", "Document", "Status", ["Progress", "hide-narrow"], ["Chunks", "num"], ["Created", "hide-narrow"]], rows, "No jobs match."),
-      pager(pageNo, pages, params));
+    const search = new URLSearchParams();
+    for (const name of ["status", "tenant"].concat(cursorMode ? ["collection", "run_id", "cursor"] : [])) {
+      if (params.get(name)) search.set(name, params.get(name));
+    }
+    let shown;
+    let pagerNode;
+    let caption;
+    if (cursorMode) {
+      search.set("limit", String(PAGE_SIZE));
+      const body = await api("GET", `/v1/jobs?${search}`);
+      shown = body.jobs;
+      caption = `${shown.length} jobs on this page`;
+      pagerNode = cursorPager("#/jobs", params, body.next_cursor, "Job pages");
+    } else {
+      search.set("limit", "500");
+      const body = await api("GET", `/v1/jobs?${search}`);
+      const needle = (params.get("document") || "").toLowerCase();
+      const jobs = body.jobs.filter((job) => !needle || job.document_id.toLowerCase().includes(needle));
+      const pages = Math.max(1, Math.ceil(jobs.length / PAGE_SIZE));
+      const pageNo = Math.min(pages, Math.max(1, Number(params.get("page")) || 1));
+      shown = jobs.slice((pageNo - 1) * PAGE_SIZE, pageNo * PAGE_SIZE);
+      caption = `${jobs.length} jobs`;
+      pagerNode = pager(pageNo, pages, params);
+    }
+    clear(list, table(caption, ["Job", "Document", "Status", ["Progress", "hide-narrow"], ["Chunks", "num"], ["Created", "hide-narrow"]],
+      shown.map((job) => jobRow(job)), "No jobs match."), pagerNode);
     // Live status: follow the unfinished jobs on this page (the API caps readers per key).
     for (const job of shown.filter((j) => !FINAL.has(j.status)).slice(0, 10)) {
       followEvents(job.job_id, async (event) => {
@@ -489,6 +525,20 @@ function jobsPage() {
       }, page.signal).catch(() => {});
     }
   });
+}
+
+// Links to the first page and the next one of a cursor-paginated listing (the browser's Back
+// goes to the page before).
+function cursorPager(base, params, next, label) {
+  if (!next && !params.get("cursor")) return null;
+  const link = (cursor, text) => {
+    const p = new URLSearchParams(params);
+    if (cursor) p.set("cursor", cursor);
+    else p.delete("cursor");
+    return h("a", { href: `${base}${p.toString() ? `?${p}` : ""}`, class: "button secondary" }, text);
+  };
+  return h("nav", { "aria-label": label, class: "inline" },
+    params.get("cursor") ? link(null, "First page") : null, " ", next ? link(next, "Next page") : h("span", { class: "muted" }, "Last page"));
 }
 
 function jobRow(job) {
@@ -663,14 +713,17 @@ function renderTimeline(section, job, events) {
 }
 
 function renderEvents(section, events) {
+  const origin = events.length ? eventTime(events[0]) : NaN;
+  const clock = { hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3, hour12: false };
   const rows = events.map((event) => h("tr", {},
-    h("td", { class: "mono" }, event.at ? new Date(event.at).toLocaleTimeString(undefined, { hour12: false, fractionalSecondDigits: 3 }) : event.id),
+    h("td", { class: "mono" }, event.at ? new Date(event.at).toLocaleTimeString(undefined, clock) : event.id),
+    h("td", { class: "num" }, Number.isFinite(origin) ? `+${fmtMs(eventTime(event) - origin)}` : ""),
     h("td", {}, badge(event.type)),
     h("td", {}, event.stage || ""),
     h("td", { class: "num" }, event.batch ?? ""),
     h("td", { class: "num" }, event.chunks ?? ""),
     h("td", {}, event.error || "")));
-  clear(section, section.firstChild, table(null, ["Time", "Event", "Stage", ["Batch", "num"], ["Chunks", "num"], "Error"], rows));
+  clear(section, section.firstChild, table(null, ["Time", ["Since queued", "num"], "Event", "Stage", ["Batch", "num"], ["Chunks", "num"], "Error"], rows));
 }
 
 // A document's chunks, through the search API: a vector search restricted to the document,
@@ -684,7 +737,7 @@ async function documentChunks(documentId) {
 
 async function renderChunks(section, job) {
   const hits = await documentChunks(job.document_id);
-  const items = hits.map((hit) => h("details", { class: "hit" },
+  const items = hits.map((hit, i) => h("details", { class: "hit", open: i === 0 },
     h("summary", {}, `Chunk ${hit.chunk_index}: ${hit.text.slice(0, 90)}${hit.text.length > 90 ? "…" : ""}`),
     h("p", {}, hit.text),
     h("pre", { "aria-label": `metadata of chunk ${hit.chunk_index}` }, JSON.stringify(hit.metadata, null, 2))));
@@ -703,12 +756,13 @@ function uploadPage() {
     h("p", { class: "muted small" }, "Text, Markdown, HTML, PDF and DOCX."), files);
   const urls = h("textarea", { name: "urls", rows: 3, placeholder: "https://example.com/page.html" });
   const collection = h("input", { name: "collection", placeholder: "default", pattern: "[A-Za-z0-9._\\-]{1,64}" });
-  const urlForm = h("form", { class: "panel" }, field("URLs, one per line", urls), field("Collection", collection, "Optional; the key may be limited to some collections."),
+  const urlForm = h("form", { class: "panel" }, field("URLs, one per line", urls),
     h("p", {}, h("button", { type: "submit" }, "Submit URLs")));
+  const where = h("div", { class: "panel" }, field("Collection", collection, "For the files and URLs below; optional (default: default). A key may be limited to some collections."));
   const progress = h("section", { "aria-labelledby": "progress-title" }, h("h2", { id: "progress-title" }, "Submitted"));
   const list = h("ul", { class: "panel", "aria-live": "polite", id: "uploads" });
   progress.append(list);
-  render("Upload", h("section", { class: "panel", "aria-label": "Files" }, drop), urlForm, progress);
+  render("Upload", where, h("section", { class: "panel", "aria-label": "Files" }, drop), urlForm, progress);
   const label = drop.querySelector("label");
   label.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") {
@@ -783,7 +837,23 @@ function documentsPage(documentId) {
   const body = h("div");
   render("Documents", form, body);
   if (!documentId) {
-    body.append(h("p", { class: "muted" }, "Open a document by its id (the job list names them). A listing of all documents comes with the document listing API."));
+    if (!capabilities.documentList) {
+      body.append(h("p", { class: "muted" }, "Open a document by its id (the job list names them). This API has no document listing."));
+      return;
+    }
+    const params = query();
+    guarded(body, async () => {
+      const search = new URLSearchParams({ limit: String(PAGE_SIZE) });
+      for (const name of ["document_id_prefix", "cursor", "collection"]) if (params.get(name)) search.set(name, params.get(name));
+      const list = await api("GET", `/v1/documents?${search}`);
+      const rows = list.documents.map((doc) => h("tr", {},
+        h("td", { class: "mono" }, h("a", { href: `#/documents/${encodeURIComponent(doc.document_id)}` }, doc.document_id)),
+        h("td", { class: "num" }, doc.version), h("td", { class: "num" }, doc.chunk_count),
+        h("td", { class: "hide-narrow" }, doc.content_type), h("td", { class: "hide-narrow" }, doc.collection || ""),
+        h("td", { class: "hide-narrow" }, fmtTime(doc.updated_at))));
+      clear(body, table("Documents, by id", ["Document", ["Version", "num"], ["Chunks", "num"], ["Type", "hide-narrow"], ["Collection", "hide-narrow"], ["Updated", "hide-narrow"]],
+        rows, "No documents."), cursorPager("#/documents", params, list.next_cursor, "Document pages"));
+    });
     return;
   }
   guarded(body, async () => {
@@ -835,7 +905,8 @@ function deadLettersPage() {
   render("Dead letters", report, body);
   const load = () => guarded(body, async () => {
     const list = await api("GET", "/v1/dlq?limit=100");
-    const sections = list.stages.map((stage) => {
+    const empty = list.stages.filter((stage) => stage.count === 0).map((stage) => stage.stage);
+    const sections = list.stages.filter((stage) => stage.count > 0).map((stage) => {
       const rows = stage.entries.map((entry) => h("tr", { "data-entry": entry.id },
         h("td", { class: "mono" }, entry.id),
         h("td", { class: "mono" }, h("a", { href: `#/jobs/${encodeURIComponent(entry.job_id)}` }, entry.job_id.slice(0, 12))),
@@ -849,7 +920,7 @@ function deadLettersPage() {
         table(null, ["Entry", "Job", ["Batch", "num"], ["Deliveries", "num"], "Error", "Job status", ""], rows, "No dead letters."),
         stage.entries.length ? h("p", {}, h("button", { type: "button", class: "secondary", onclick: () => retry(stage.stage, null) }, `Retry all of ${stage.stage}`)) : null);
     });
-    clear(body, h("p", { class: "muted" }, `${list.total} dead letters in all.`), sections);
+    clear(body, h("p", { class: "muted" }, `${list.total} dead letters in all`, empty.length ? `; none in ${empty.join(", ")}.` : "."), sections);
   });
   const retry = (stage, ids) => guarded(report, async () => {
     const result = await api("POST", `/v1/dlq/${stage}/retry`, ids ? { ids } : {});
@@ -976,6 +1047,87 @@ function keysPage() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Runs (when the API has them): the list, and a run's counts, failures, items and report.
+
+function runsPage() {
+  const params = query();
+  const body = h("div", { "aria-live": "polite" });
+  render("Runs", body);
+  guarded(body, async () => {
+    const search = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (params.get("cursor")) search.set("cursor", params.get("cursor"));
+    const list = await api("GET", `/v1/runs?${search}`);
+    const rows = list.runs.map((run) => h("tr", {},
+      h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(run.run_id)}` }, run.name || run.run_id)),
+      h("td", {}, run.kind), h("td", {}, badge(run.status)), h("td", { class: "num" }, fmtNum(run.items)),
+      h("td", { class: "hide-narrow" }, run.collection), h("td", { class: "hide-narrow" }, fmtTime(run.created_at)),
+      h("td", { class: "hide-narrow" }, fmtTime(run.finished_at))));
+    clear(body, table(null, ["Run", "Kind", "Status", ["Items", "num"], ["Collection", "hide-narrow"], ["Started", "hide-narrow"], ["Ended", "hide-narrow"]],
+      rows, "No runs yet (POST /v1/runs, or `millrace crawl`)."), cursorPager("#/runs", params, list.next_cursor, "Run pages"));
+  });
+}
+
+function runPage(runId) {
+  const params = query();
+  const summary = h("section", { class: "panel", "aria-labelledby": "run-summary" }, h("h2", { id: "run-summary" }, "Summary"));
+  const items = h("section", { class: "panel", "aria-labelledby": "run-items" }, h("h2", { id: "run-items" }, "Items"));
+  const errors = h("div");
+  render(`Run ${runId}`, errors, summary, items);
+  const path = `/v1/runs/${encodeURIComponent(runId)}`;
+  const act = (method, suffix, done) => guarded(errors, async () => {
+    const result = await api(method, `${path}${suffix}`);
+    clear(errors, h("div", { class: "note", role: "status" }, done(result)));
+  });
+  const download = () => guarded(errors, async () => {
+    const response = await fetch(`${path}/report.csv`, { headers: headers(), signal: page.signal });
+    if (!response.ok) throw await failure(response);
+    const url = URL.createObjectURL(await response.blob());
+    const a = h("a", { href: url, download: `run-${runId}.csv` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  });
+  every(3000, () => guarded(errors, async () => {
+    const run = await api("GET", path);
+    const c = run.counts;
+    clear(summary, summary.firstChild,
+      h("p", {}, badge(run.status), ` ${run.name} · ${run.kind} · collection ${run.collection}`),
+      h("progress", { max: 100, value: Math.round(run.progress * 100), "aria-label": "run progress" }), ` ${Math.round(run.progress * 100)}%`,
+      h("dl", { class: "kv" }, [
+        ["Items", fmtNum(run.items)], ["Pending", c.pending], ["In progress", c.in_progress], ["Completed", c.completed],
+        ["Failed", c.failed], ["Cancelled", c.cancelled], ["Skipped", c.skipped], ["Refused", c.refused],
+        ["Tokens", fmtNum(run.tokens)], ["Cost", `$${(run.cost_usd || 0).toFixed(5)}`],
+        ["Started", fmtTime(run.created_at)], ["Ended", fmtTime(run.finished_at)],
+      ].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+      run.failures && run.failures.length ? [h("h3", {}, "Failures by reason"),
+        table(null, ["Reason", ["Items", "num"]], run.failures.map((f) => h("tr", {}, h("td", {}, f.reason), h("td", { class: "num" }, f.count))))] : null,
+      h("p", { class: "inline" },
+        h("button", { type: "button", class: "secondary", onclick: download }, "Download report (CSV)"), " ",
+        h("a", { href: `#/jobs?run_id=${encodeURIComponent(runId)}`, class: "button secondary" }, "Its jobs"), " ",
+        c.failed || c.refused ? h("button", { type: "button", onclick: () => act("POST", "/retry-failed", (r) => `Retry asked: ${JSON.stringify(r)}`) }, "Retry failed items") : null, " ",
+        run.status === "running" ? h("button", { type: "button", class: "danger", onclick: () => act("DELETE", "", () => "Run cancelled.") }, "Cancel run") : null));
+  }));
+  const statusFilter = params.get("status") || "";
+  guarded(items, async () => {
+    const search = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (statusFilter) search.set("status", statusFilter);
+    if (params.get("cursor")) search.set("cursor", params.get("cursor"));
+    const list = await api("GET", `${path}/items?${search}`);
+    const rows = list.items.map((item) => h("tr", {},
+      h("td", { class: "mono" }, item.url || item.document_id),
+      h("td", {}, badge(item.status)),
+      h("td", { class: "num hide-narrow" }, item.http_status ?? "—"),
+      h("td", { class: "num" }, item.chunks),
+      h("td", { class: "num hide-narrow" }, item.attempts),
+      h("td", {}, item.job_id ? h("a", { href: `#/jobs/${encodeURIComponent(item.job_id)}` }, item.job_id.slice(0, 12)) : "—"),
+      h("td", {}, item.error || "")));
+    append(items, table(null, ["Item", "Status", ["HTTP", "num hide-narrow"], ["Chunks", "num"], ["Attempts", "num hide-narrow"], "Job", "Error"], rows, "No items."),
+      cursorPager(`#/runs/${encodeURIComponent(runId)}`, params, list.next_cursor, "Item pages"));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 
 document.getElementById("sign-out").addEventListener("click", () => {
   sessionStorage.removeItem(KEY_ITEM);
@@ -986,8 +1138,10 @@ document.getElementById("sign-out").addEventListener("click", () => {
 window.addEventListener("hashchange", () => {
   if (!location.hash.startsWith("#/signin")) route();
 });
-fetch("config.json")
-  .then((r) => (r.ok ? r.json() : {}))
-  .then((config) => { consoleConfig = Object.assign(consoleConfig, config); })
-  .catch(() => {})
-  .finally(route);
+Promise.all([
+  fetch("config.json").then((r) => (r.ok ? r.json() : {})).then((config) => { consoleConfig = Object.assign(consoleConfig, config); }),
+  loadCapabilities(),
+]).catch(() => {}).finally(() => {
+  document.getElementById("nav-runs").hidden = !capabilities.runs;
+  route();
+});

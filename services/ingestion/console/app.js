@@ -372,7 +372,7 @@ function stat(label, value, note, share) {
   const meter = typeof share === "number"
     ? h("div", { class: `meter${share >= 0.9 ? " hot" : ""}`, role: "meter", "aria-label": label,
       "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": Math.round(share * 100) },
-    h("span", { style: null }))
+    h("span"))
     : null;
   if (meter) meter.firstChild.style.width = `${Math.min(100, share * 100)}%`;
   return h("div", { class: "stat" }, h("div", { class: "label" }, label), h("div", { class: "value" }, value),
@@ -558,7 +558,7 @@ function pager(current, pages, params) {
     next.set("page", String(n));
     return h("a", { href: `#/jobs?${next}`, class: "button secondary" }, label);
   };
-  return h("nav", { "aria-label": "Job pages", class: "inline", style: null },
+  return h("nav", { "aria-label": "Job pages", class: "inline" },
     current > 1 ? link(current - 1, "Previous page") : null, ` Page ${current} of ${pages} `,
     current < pages ? link(current + 1, "Next page") : null);
 }
@@ -615,8 +615,11 @@ function renderSummary(section, job) {
     ["Tenant / collection", `${job.tenant_id || "—"} / ${job.collection || "—"}`],
     ["Content", `${job.content_type || "—"}, ${fmtNum(job.content_bytes)} bytes`],
     ["Source", job.source || job.url || "—"],
+    job.http_status ? ["Fetch", `HTTP ${job.http_status}`] : null,
     ["Chunks", `${job.chunks.stored} stored of ${job.chunks.total} (${job.chunks.reused || 0} reused, ${job.chunks.metadata_failed || 0} without LLM metadata)`],
     ["Batches", `${job.batches_stored ?? "—"} / ${job.batches_total ?? "—"}`],
+    ["Attempts", job.attempts === undefined ? "—" : `${job.attempts}${job.last_attempt_at ? `, last ${fmtTime(job.last_attempt_at)}` : ""}`],
+    job.run_id ? ["Run", h("a", { href: `#/runs/${encodeURIComponent(job.run_id)}` }, job.run_id)] : null,
     ["LLM use", job.llm ? `${fmtNum(job.llm.prompt_tokens)} + ${fmtNum(job.llm.completion_tokens)} tokens, $${(job.llm.cost_usd || 0).toFixed(5)}` : "—"],
     ["Created", fmtTime(job.created_at)],
     ["Finished", fmtTime(job.finished_at)],
@@ -632,7 +635,7 @@ function renderSummary(section, job) {
   }
   clear(section, section.firstChild,
     job.error ? h("div", { class: "alert", role: "alert" }, h("strong", {}, `Failed at ${job.error.stage}: `), job.error.message) : null,
-    h("dl", { class: "kv" }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])), actions);
+    h("dl", { class: "kv" }, pairs.filter(Boolean).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])), actions);
 }
 
 function eventTime(event) {
@@ -750,15 +753,38 @@ async function renderChunks(section, job) {
 // Upload: files (drag and drop or picker) and URLs, each followed to its end.
 
 function uploadPage() {
-  const files = h("input", { type: "file", multiple: true, class: "visually-hidden", id: "upload-files" });
+  // The label below is the keyboard's way in (Enter or Space), so the input itself takes no tab stop.
+  const files = h("input", { type: "file", multiple: true, class: "visually-hidden", id: "upload-files", tabindex: -1 });
   const drop = h("div", { class: "drop", id: "drop" },
-    h("p", {}, "Drop files here, or ", h("label", { for: "upload-files", class: "button secondary", tabindex: 0, role: "button", style: null }, "choose files"), "."),
+    h("p", {}, "Drop files here, or ", h("label", { for: "upload-files", class: "button secondary", tabindex: 0, role: "button" }, "choose files"), "."),
     h("p", { class: "muted small" }, "Text, Markdown, HTML, PDF and DOCX."), files);
   const urls = h("textarea", { name: "urls", rows: 3, placeholder: "https://example.com/page.html" });
   const collection = h("input", { name: "collection", placeholder: "default", pattern: "[A-Za-z0-9._\\-]{1,64}" });
   const urlForm = h("form", { class: "panel" }, field("URLs, one per line", urls),
     h("p", {}, h("button", { type: "submit" }, "Submit URLs")));
-  const where = h("div", { class: "panel" }, field("Collection", collection, "For the files and URLs below; optional (default: default). A key may be limited to some collections."));
+  const metadata = h("textarea", { name: "metadata", rows: 2, placeholder: '{"team": "research"}', spellcheck: "false" });
+  const where = h("div", { class: "panel grid" },
+    field("Collection", collection, "For the files and URLs below; optional (default: default). A key may be limited to some collections."),
+    field("Metadata (JSON object)", metadata, "Optional; copied into every chunk."));
+  // The metadata as the API takes it, or an error shown where it was typed.
+  const metadataText = () => {
+    const text = metadata.value.trim();
+    if (!text) return null;
+    let value;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      value = undefined;
+    }
+    if (!value || typeof value !== "object" || Array.isArray(value)) {
+      metadata.setCustomValidity("Metadata must be a JSON object, such as {\"team\": \"research\"}.");
+      metadata.reportValidity();
+      throw new Error("metadata is not a JSON object");
+    }
+    metadata.setCustomValidity("");
+    return JSON.stringify(value);
+  };
+  metadata.addEventListener("input", () => metadata.setCustomValidity(""));
   const progress = h("section", { "aria-labelledby": "progress-title" }, h("h2", { id: "progress-title" }, "Submitted"));
   const list = h("ul", { class: "panel", "aria-live": "polite", id: "uploads" });
   progress.append(list);
@@ -772,7 +798,14 @@ function uploadPage() {
   });
 
   const submitFile = (file) => {
+    let meta;
+    try {
+      meta = metadataText();
+    } catch (_) {
+      return;
+    }
     const form = new FormData();
+    if (meta) form.append("metadata", meta);
     form.append("file", file, file.name);
     form.append("document_id", file.name);
     form.append("source", file.name);
@@ -792,8 +825,15 @@ function uploadPage() {
   });
   urlForm.addEventListener("submit", (event) => {
     event.preventDefault();
+    let meta;
+    try {
+      meta = metadataText();
+    } catch (_) {
+      return;
+    }
     for (const url of urls.value.split(/\s+/).filter(Boolean)) {
       const body = { url };
+      if (meta) body.metadata = JSON.parse(meta);
       if (collection.value.trim()) body.collection = collection.value.trim();
       track(list, url, api("POST", "/v1/ingest", body));
     }
@@ -889,7 +929,7 @@ function documentsPage(documentId) {
       chunks);
     guarded(chunks, async () => {
       const hits = await documentChunks(documentId);
-      append(chunks, hits.map((hit) => h("details", { class: "hit" },
+      append(chunks, hits.map((hit, i) => h("details", { class: "hit", open: i === 0 },
         h("summary", {}, `Chunk ${hit.chunk_index}: ${hit.text.slice(0, 90)}${hit.text.length > 90 ? "…" : ""}`),
         h("p", {}, hit.text), h("pre", {}, JSON.stringify(hit.metadata, null, 2)))));
     });
@@ -1088,7 +1128,9 @@ function runPage(runId) {
     a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 1000);
   });
-  every(3000, () => guarded(errors, async () => {
+  const live = h("div");
+  errors.append(live);
+  every(3000, () => guarded(clear(live), async () => {
     const run = await api("GET", path);
     const c = run.counts;
     clear(summary, summary.firstChild,
@@ -1109,7 +1151,10 @@ function runPage(runId) {
         run.status === "running" ? h("button", { type: "button", class: "danger", onclick: () => act("DELETE", "", () => "Run cancelled.") }, "Cancel run") : null));
   }));
   const statusFilter = params.get("status") || "";
-  guarded(items, async () => {
+  const itemList = h("div");
+  items.append(itemList);
+  // The items refresh with the summary while the run goes on.
+  every(3000, () => guarded(clear(itemList), async () => {
     const search = new URLSearchParams({ limit: String(PAGE_SIZE) });
     if (statusFilter) search.set("status", statusFilter);
     if (params.get("cursor")) search.set("cursor", params.get("cursor"));
@@ -1122,13 +1167,18 @@ function runPage(runId) {
       h("td", { class: "num hide-narrow" }, item.attempts),
       h("td", {}, item.job_id ? h("a", { href: `#/jobs/${encodeURIComponent(item.job_id)}` }, item.job_id.slice(0, 12)) : "—"),
       h("td", {}, item.error || "")));
-    append(items, table(null, ["Item", "Status", ["HTTP", "num hide-narrow"], ["Chunks", "num"], ["Attempts", "num hide-narrow"], "Job", "Error"], rows, "No items."),
+    clear(itemList, table(null, ["Item", "Status", ["HTTP", "num hide-narrow"], ["Chunks", "num"], ["Attempts", "num hide-narrow"], "Job", "Error"], rows, "No items."),
       cursorPager(`#/runs/${encodeURIComponent(runId)}`, params, list.next_cursor, "Item pages"));
-  });
+  }));
 }
 
 // ---------------------------------------------------------------------------------------------
 
+// The skip link moves focus, not the route (the hash holds the page).
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  main().focus();
+});
 document.getElementById("sign-out").addEventListener("click", () => {
   sessionStorage.removeItem(KEY_ITEM);
   history.replaceState(null, "", "#/signin");

@@ -221,6 +221,10 @@ class Walk:
         self.check(status == 202, f"batch refused: {status}")
         self.go("#/jobs")
         self.wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr[data-job]")) == 20)
+        # Live status: the jobs just submitted finish on the page without a reload.
+        unfinished = "return [...document.querySelectorAll('td[data-status]')].filter(t => !['completed', 'failed', 'cancelled'].includes(t.dataset.status)).length"
+        print(f"console: jobs: {self.d.execute_script(unfinished)} of 20 unfinished when the page showed, followed live")
+        WebDriverWait(self.d, WAIT).until(lambda d: d.execute_script(unfinished) == 0, "jobs on the page never finished")
         first = set(self.d.execute_script("return [...document.querySelectorAll('tr[data-job]')].map(r => r.dataset.job)"))
         self.d.find_element(By.LINK_TEXT, "Next page").click()
         self.wait.until(lambda d: "page=2" in d.current_url or "cursor=" in d.current_url)

@@ -514,8 +514,9 @@ function jobsPage() {
     }
     clear(list, table(caption, ["Job", "Document", "Status", ["Progress", "hide-narrow"], ["Chunks", "num"], ["Created", "hide-narrow"]],
       shown.map((job) => jobRow(job)), "No jobs match."), pagerNode);
-    // Live status: follow the unfinished jobs on this page (the API caps readers per key).
-    for (const job of shown.filter((j) => !FINAL.has(j.status)).slice(0, 10)) {
+    // Live status: follow the unfinished jobs on this page; a page (20) stays under the API's
+    // readers per key (MILLRACE_MAX_WATCHERS_PER_CLIENT, 32 by default).
+    for (const job of shown.filter((j) => !FINAL.has(j.status))) {
       followEvents(job.job_id, async (event) => {
         if (event.type === "batch" || FINAL.has(event.type) || event.type === "chunked" || event.type === "retried") {
           const fresh = await api("GET", `/v1/jobs/${encodeURIComponent(job.job_id)}`).catch(() => null);

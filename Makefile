@@ -35,7 +35,8 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 ## Every test: format, lints, unit and integration tests, end-to-end tests with real processes,
-## the Kubernetes manifests, the Helm chart (helm-check, below) and the images.
+## the web console in a headless browser, the Kubernetes manifests, the Helm chart (helm-check,
+## below) and the images.
 test: setup lint build k8s-test
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
@@ -44,7 +45,17 @@ test: setup lint build k8s-test
 		cargo test --workspace --no-fail-fast; \
 	fi
 	@scripts/schemathesis.sh
+	@tests/console/run.sh
 	@scripts/images.sh check
+
+## The web console's browser tests alone (part of `make test`), and the same walk writing the
+## screenshots the README shows to docs/console.
+.PHONY: console-test console-screenshots
+console-test: setup build
+	@tests/console/run.sh
+
+console-screenshots: setup build
+	@CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console tests/console/run.sh
 
 ## OCI image archives of the six services in .millrace/images, without a container engine
 ## (scripts/images.py); MODEL=1 bakes the embedding model into the embeddings image.

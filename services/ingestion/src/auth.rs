@@ -12,6 +12,8 @@ pub fn rules(method: &Method, path: &str) -> Access {
     match (method.as_str(), path) {
         // HTTP: health, readiness and metrics are served outside the door; this is the rest.
         ("GET", "/openapi.json") => Public,
+        // The web console's page and assets: they hold no data; the calls they make carry a key.
+        ("GET", "/ui" | "/ui/" | "/ui/app.js" | "/ui/app.css" | "/ui/config.json") => Public,
         ("POST", "/v1/ingest" | "/v1/ingest/batch") => Needs(Ingest),
         ("DELETE", "/v1/jobs/{id}") => Needs(Ingest),
         ("POST", "/v1/runs" | "/v1/runs/{id}/retry-failed") | ("DELETE", "/v1/runs/{id}") => Needs(Ingest),
@@ -48,5 +50,7 @@ mod tests {
         assert_eq!(rules(&Method::POST, "/millrace.v1.Ingestion/NewMethod"), Access::Needs(Scope::Admin));
         assert_eq!(rules(&Method::POST, "/openapi.json"), Access::Needs(Scope::Admin));
         assert_eq!(rules(&Method::GET, "/openapi.json"), Access::Public);
+        assert_eq!(rules(&Method::GET, "/ui/"), Access::Public);
+        assert_eq!(rules(&Method::POST, "/ui/"), Access::Needs(Scope::Admin));
     }
 }

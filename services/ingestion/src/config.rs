@@ -42,6 +42,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Deadline of one call to storage or embeddings (`MILLRACE_DOWNSTREAM_TIMEOUT_MS`).
     pub downstream_timeout: Duration,
+    /// Where the web console links a job's trace: a trace UI's URL with `{trace_id}` in it,
+    /// e.g. `https://jaeger.example/trace/{trace_id}` (`MILLRACE_TRACE_URL`); no link without it.
+    pub trace_url: Option<String>,
     /// The rules for documents submitted by URL (`MILLRACE_FETCH_*`): this service checks a URL
     /// at submit with the same rules the chunking stage fetches it under.
     pub fetch: FetchConfig,
@@ -109,6 +112,19 @@ impl Config {
         if downstream_timeout.is_zero() {
             return Err(ConfigError::new("DOWNSTREAM_TIMEOUT_MS", "must be greater than zero"));
         }
+        let trace_url = match settings.raw("TRACE_URL").map(str::trim).filter(|url| !url.is_empty()) {
+            None => None,
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(ConfigError::new("TRACE_URL", format!("{url:?} is not an http(s) URL")));
+            }
+            Some(url) if !url.contains("{trace_id}") => {
+                return Err(ConfigError::new(
+                    "TRACE_URL",
+                    format!("{url:?} has no `{{trace_id}}` for the trace id to go in"),
+                ));
+            }
+            Some(url) => Some(url.to_owned()),
+        };
         let fetch = FetchConfig::from_settings(settings)?;
         let metrics_interval = millrace_common::metrics::sample_interval(settings)?;
         // A reader costs a task and its buffers; a thousand per replica is far past any
@@ -139,6 +155,7 @@ impl Config {
             max_queued_jobs_per_tenant,
             public_url,
             downstream_timeout,
+            trace_url,
             fetch,
             metrics_interval,
             watchers,
@@ -202,6 +219,14 @@ mod tests {
     }
 
     #[test]
+    fn trace_url_is_a_pattern_with_the_trace_id() {
+        assert_eq!(Config::from_settings(&Settings::default()).unwrap().trace_url, None);
+        let pattern = "https://jaeger.example/trace/{trace_id}";
+        let config = Config::from_settings(&Settings::from_pairs([("TRACE_URL", pattern)])).unwrap();
+        assert_eq!(config.trace_url.as_deref(), Some(pattern));
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (name, value) in [
             ("MILLRACE_STORAGE_URL", "127.0.0.1:9064"),
@@ -220,6 +245,8 @@ mod tests {
             ("MILLRACE_MAX_QUEUED_JOBS_PER_TENANT", "0"),
             ("MILLRACE_PUBLIC_URL", "ftp://x"),
             ("MILLRACE_DOWNSTREAM_TIMEOUT_MS", "0"),
+            ("MILLRACE_TRACE_URL", "jaeger/trace/{trace_id}"),
+            ("MILLRACE_TRACE_URL", "https://jaeger.example/trace/"),
             ("MILLRACE_FETCH_ALLOW_PRIVATE", "maybe"),
             ("MILLRACE_FETCH_TIMEOUT_MS", "0"),
             ("MILLRACE_MAX_WATCHERS", "0"),

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod budget;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod grpc;
 pub mod history;

@@ -2,6 +2,7 @@
 //! The ingestion service's API, over HTTP and gRPC, against a real redis-server.
 
 mod batch;
+mod console;
 mod dlq;
 mod documents;
 mod grpc;

@@ -40,7 +40,7 @@ impl Robots {
         let mut sitemaps = Vec::new();
         // Rules of the groups naming us, and of the `*` groups.
         let (mut ours, mut any) = (Vec::new(), Vec::new());
-        let (mut named_us, mut named_any) = (false, false);
+        let mut named_us = false;
         // The current group's agents are still being read (no rule since the last agent line).
         let mut in_agents = false;
         let (mut group_is_ours, mut group_is_any) = (false, false);
@@ -57,7 +57,6 @@ impl Robots {
                     let agent = value.to_ascii_lowercase();
                     if agent == "*" {
                         group_is_any = true;
-                        named_any = true;
                     } else if !token.is_empty() && agent == token {
                         group_is_ours = true;
                         named_us = true;
@@ -85,7 +84,6 @@ impl Robots {
                 _ => in_agents = false,
             }
         }
-        let _ = named_any;
         Self { rules: if named_us { ours } else { any }, disallow_all: false, sitemaps }
     }
 

@@ -155,11 +155,16 @@ impl Core {
             items.truncate(limit);
             items.last().map(|item| encode_cursor(&item.item_id.to_string()))
         });
-        for item in &mut items {
-            if matches!(item.status.as_str(), "submitted" | "queued" | "running")
-                && let Some(job_id) = &item.job_id
-                && let Some(job) = self.jobs.get(job_id).await.map_err(store_error)?
-            {
+        let unfinished: Vec<usize> = (0..items.len())
+            .filter(|&i| {
+                matches!(items[i].status.as_str(), "submitted" | "queued" | "running") && items[i].job_id.is_some()
+            })
+            .collect();
+        let ids: Vec<String> = unfinished.iter().filter_map(|&i| items[i].job_id.clone()).collect();
+        let live = self.jobs.get_many(&ids).await.map_err(store_error)?;
+        for (&i, job) in unfinished.iter().zip(live) {
+            if let Some(job) = job {
+                let item = &mut items[i];
                 item.status = job.status.as_str().to_owned();
                 item.attempts = item.attempts.max(job.attempts.min(i32::MAX as u64) as i32);
                 item.last_attempt_at = Some(job.last_attempt_at.clone());

@@ -236,13 +236,20 @@ impl JobStore {
         if job_ids.is_empty() {
             return Ok(Vec::new());
         }
+        // A few dozen records per round trip: one answer stays small (a connection's response
+        // timeout bounds each).
+        const PER_TRIP: usize = 50;
         let mut conn = self.pool().get().await?;
-        let mut pipe = redis::pipe();
-        for job_id in job_ids {
-            pipe.hgetall(self.keys().job(job_id));
+        let mut jobs = Vec::with_capacity(job_ids.len());
+        for ids in job_ids.chunks(PER_TRIP) {
+            let mut pipe = redis::pipe();
+            for job_id in ids {
+                pipe.hgetall(self.keys().job(job_id));
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            jobs.extend(hashes.iter().map(crate::Job::from_hash));
         }
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
-        Ok(hashes.iter().map(crate::Job::from_hash).collect())
+        Ok(jobs)
     }
 
     /// Reopens a run for `items` more items (a retry of its failed ones): `pending` goes up by

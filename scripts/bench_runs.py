@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -46,10 +47,18 @@ def timed(action, rounds):
     return statistics.median(times), result, times
 
 
+def call(method, path):
+    """`bench.call`, with the server's error message shown when it answers an error."""
+    try:
+        return bench.call(method, path)
+    except urllib.error.HTTPError as err:
+        sys.exit(f"bench: {method} {path} answered {err.code}: {err.read().decode(errors='replace')}")
+
+
 def page_through(run_id):
     items, cursor, pages = 0, "", 0
     while True:
-        answer = bench.call("GET", f"/v1/runs/{run_id}/items?limit=1000&cursor={cursor}")
+        answer = call("GET", f"/v1/runs/{run_id}/items?limit=1000&cursor={cursor}")
         items += len(answer["items"])
         pages += 1
         cursor = answer["next_cursor"]

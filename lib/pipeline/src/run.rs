@@ -230,6 +230,28 @@ impl JobStore {
         Ok(changed == 1)
     }
 
+    /// Several jobs' records in one round trip (`None` for each unknown or expired one), in the
+    /// order asked: the live state of a page of a run's items.
+    pub async fn get_many(&self, job_ids: &[String]) -> Result<Vec<Option<crate::Job>>, JobStoreError> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A few dozen records per round trip: one answer stays small (a connection's response
+        // timeout bounds each).
+        const PER_TRIP: usize = 50;
+        let mut conn = self.pool().get().await?;
+        let mut jobs = Vec::with_capacity(job_ids.len());
+        for ids in job_ids.chunks(PER_TRIP) {
+            let mut pipe = redis::pipe();
+            for job_id in ids {
+                pipe.hgetall(self.keys().job(job_id));
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            jobs.extend(hashes.iter().map(crate::Job::from_hash));
+        }
+        Ok(jobs)
+    }
+
     /// Reopens a run for `items` more items (a retry of its failed ones): `pending` goes up by
     /// that many and a `done` run is `running` again (a cancelled one stays cancelled), with a
     /// full retention again. Returns false if the run is unknown or cancelled.

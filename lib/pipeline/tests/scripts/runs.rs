@@ -155,3 +155,15 @@ async fn a_dead_letter_retry_reopens_the_job_in_its_run_and_in_the_history() {
         HistoryEntry::JobQueued { job_id: lone.job_id, tenant: new_job("x", "x").tenant_id, run_id: String::new() }
     );
 }
+
+#[tokio::test]
+async fn get_many_reads_jobs_in_the_order_asked_with_none_for_the_missing() {
+    let store = store();
+    let a = store.create(new_job("many-a", "a")).await.unwrap();
+    let b = store.create(new_job("many-b", "b")).await.unwrap();
+    let asked = [b.job_id.clone(), "no-such-job".to_owned(), a.job_id.clone()];
+    let got = store.get_many(&asked).await.unwrap();
+    let ids: Vec<Option<&str>> = got.iter().map(|job| job.as_ref().map(|job| job.job_id.as_str())).collect();
+    assert_eq!(ids, [Some(b.job_id.as_str()), None, Some(a.job_id.as_str())]);
+    assert!(store.get_many(&[]).await.unwrap().is_empty());
+}

@@ -113,10 +113,13 @@ impl Core {
         rows.truncate(limit);
         let last_scanned = rows.last().map(|row| row.id.clone());
         let mut page: BTreeMap<String, Value> = BTreeMap::new();
+        let unfinished: Vec<String> =
+            rows.iter().filter(|row| !is_final(&row.status)).map(|row| row.id.clone()).collect();
+        let mut live = self.jobs.get_many(&unfinished).await.map_err(store_error)?.into_iter();
         for row in rows {
             if is_final(&row.status) {
                 page.insert(row.id, row.record);
-            } else if let Some(job) = self.jobs.get(&row.id).await.map_err(store_error)? {
+            } else if let Some(job) = live.next().flatten() {
                 if matches(&job) {
                     page.insert(row.id, serde_json::to_value(&job).unwrap_or(Value::Null));
                 }

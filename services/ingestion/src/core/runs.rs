@@ -6,7 +6,7 @@
 
 use millrace_auth::Caller;
 use millrace_common::ApiError;
-use millrace_pipeline::{JobStatus, NewRun};
+use millrace_pipeline::{JobStatus, NewRun, RunStatus};
 use serde_json::{Value, json};
 
 use super::{Core, store_error, tenant_for};
@@ -110,8 +110,15 @@ impl Core {
     async fn run_summary(&self, run: &RunRow) -> Result<Value, ApiError> {
         let totals = self.history.run_totals(&run.run_id).await?;
         let live = self.jobs.run_state(&run.run_id).await.map_err(store_error)?;
-        // The history learns that a run is done from the history stream, a moment later.
-        let status = live.as_ref().map(|state| state.status.as_str());
+        // The history learns that a run is done from the history stream, a moment later, and
+        // reads its last jobs again then: until it has, the run is shown running, so that a
+        // `done` run's counts are final. A cancel shows at once.
+        let status = match live.as_ref().map(|state| state.status) {
+            Some(RunStatus::Cancelled) => Some("cancelled"),
+            Some(RunStatus::Done) if run.status == "running" => Some("running"),
+            Some(RunStatus::Running) => Some("running"),
+            _ => None,
+        };
         let pending = live.as_ref().map_or(0, |state| state.pending);
         Ok(summary(run, &totals, status, pending))
     }
@@ -155,11 +162,16 @@ impl Core {
             items.truncate(limit);
             items.last().map(|item| encode_cursor(&item.item_id.to_string()))
         });
-        for item in &mut items {
-            if matches!(item.status.as_str(), "submitted" | "queued" | "running")
-                && let Some(job_id) = &item.job_id
-                && let Some(job) = self.jobs.get(job_id).await.map_err(store_error)?
-            {
+        let unfinished: Vec<usize> = (0..items.len())
+            .filter(|&i| {
+                matches!(items[i].status.as_str(), "submitted" | "queued" | "running") && items[i].job_id.is_some()
+            })
+            .collect();
+        let ids: Vec<String> = unfinished.iter().filter_map(|&i| items[i].job_id.clone()).collect();
+        let live = self.jobs.get_many(&ids).await.map_err(store_error)?;
+        for (&i, job) in unfinished.iter().zip(live) {
+            if let Some(job) = job {
+                let item = &mut items[i];
                 item.status = job.status.as_str().to_owned();
                 item.attempts = item.attempts.max(job.attempts.min(i32::MAX as u64) as i32);
                 item.last_attempt_at = Some(job.last_attempt_at.clone());

@@ -39,7 +39,7 @@ pub fn spawn_worker(
         group: worker::GROUP.to_owned(),
         consumer: service.consumer_name.clone(),
         dead_letter_stream: format!("{}:dlq", keys.history_stream()),
-        concurrency: 8,
+        concurrency: worker::CONCURRENCY,
         block: Duration::from_secs(2),
         visibility_timeout: Duration::from_secs(60),
         reclaim_interval: Duration::from_secs(5),

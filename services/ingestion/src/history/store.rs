@@ -13,8 +13,10 @@ use tokio::sync::OnceCell;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-/// Connections of one replica: the history worker, the feeder and the listings share them.
-const POOL_SIZE: usize = 8;
+/// Connections of one replica: the history worker (at most `worker::CONCURRENCY` at once), the
+/// feeder (one) and the API's reads share them; the rest is the API's, so that a worker catching
+/// up on a large run does not starve the reads.
+const POOL_SIZE: usize = 16;
 /// How long a call waits for a connection before the history counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 

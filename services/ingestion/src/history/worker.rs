@@ -14,6 +14,8 @@ use super::store::{HistoryError, HistoryStore};
 
 /// The consumer group of the history stream.
 pub const GROUP: &str = "history";
+/// Entries handled at once per replica (each holds a database connection).
+pub const CONCURRENCY: usize = 4;
 
 #[derive(Clone)]
 pub struct HistoryHandler {

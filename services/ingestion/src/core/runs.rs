@@ -87,7 +87,7 @@ impl Core {
     }
 
     /// The run if the caller may see it (its tenant's, any for admin; a collection it may use).
-    async fn visible_run(&self, caller: &Caller, run_id: &str) -> Result<RunRow, ApiError> {
+    pub(super) async fn visible_run(&self, caller: &Caller, run_id: &str) -> Result<RunRow, ApiError> {
         let unknown = || ApiError::not_found(format!("no run {run_id:?}"));
         if run_id.is_empty() || run_id.len() > 128 {
             return Err(unknown());

@@ -3,7 +3,7 @@
 use millrace_auth::Caller;
 use millrace_common::ApiError;
 
-use super::{Core, store_error, tenant_for};
+use super::{Core, tenant_for};
 use crate::webhooks::{LogPage, LogQuery};
 
 /// Deliveries per page of the log unless asked otherwise, and at most.
@@ -24,12 +24,10 @@ impl Core {
         if !(1..=MAX_LOG_LIMIT).contains(&query.limit) {
             return Err(ApiError::invalid(format!("`limit` must be 1 to {MAX_LOG_LIMIT}")));
         }
-        // The run's live state says whose it is; once runs are kept in PostgreSQL, the durable
-        // record should answer instead, so the log outlives the Redis hash.
-        let run = self.jobs.run_state(run_id).await.map_err(store_error)?;
-        match run {
-            Some(run) if run.tenant == tenant && caller.may_use(&run.collection) => {}
-            _ => return Err(ApiError::not_found(format!("no run {run_id:?}"))),
+        // The durable record says whose the run is, so the log outlives the run's Redis hash.
+        let run = self.visible_run(caller, run_id).await?;
+        if run.tenant != tenant {
+            return Err(ApiError::not_found(format!("no run {run_id:?}")));
         }
         let Some(outbox) = self.outbox.as_ref() else {
             // Without a database no webhook is ever queued: the log is empty.

@@ -13,7 +13,6 @@ use axum::routing::post;
 use hmac::{Hmac, KeyInit, Mac};
 use millrace_fetch::{AddressPolicy, FetchConfig, Fetcher, SystemResolver, UrlGuard};
 use millrace_ingestion::webhooks::{Deliverer, DeliveryStatus, NewDelivery, Outbox, WebhookConfig, WebhookEvent};
-use millrace_pipeline::{JobStore, Keys, NewRun};
 use millrace_testkit::Postgres;
 use serde_json::{Value, json};
 use sha2_11::Sha256;
@@ -314,26 +313,21 @@ async fn the_run_webhook_log_is_tenant_scoped_and_never_shows_the_secret() {
     let database = app.database_url.clone().unwrap();
     let (_, acme_key) = app.create_key("acme", &["read"]).await;
     let (_, other_key) = app.create_key("other", &["read"]).await;
-    let pool = deadpool_redis::Config::from_url(app.redis.url.clone())
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .unwrap();
-    let jobs = JobStore::new(pool, Keys::new(PREFIX), Duration::from_secs(3600));
-    jobs.create_run(&NewRun {
-        run_id: "run_hooks".into(),
-        tenant: "acme".into(),
-        collection: "default".into(),
-        items: 1,
-        crawl: None,
-    })
-    .await
-    .unwrap();
+    // The run, made through the API by a key of its tenant: its durable record says whose it is.
+    let (_, acme_writer) = app.create_key("acme", &["ingest"]).await;
+    let body = json!({"name": "hooks", "items": [{"document_id": "d", "content": "hello"}]});
+    let response = client_with_key(Some(&acme_writer)).post(app.url("/v1/runs")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let accepted: Value = response.json().await.unwrap();
+    let run_id = accepted["run_id"].as_str().unwrap().to_owned();
+    let log_path = format!("/v1/runs/{run_id}/webhooks");
 
     // The app's own delivery loop delivers what anyone enqueues.
-    outbox_on(&database).enqueue(delivery("run.completed:run_hooks", "run_hooks", &url)).await.unwrap();
+    outbox_on(&database).enqueue(delivery(&format!("run.completed:{run_id}"), &run_id, &url)).await.unwrap();
     let acme = client_with_key(Some(&acme_key));
     let mut log = Value::Null;
     for _ in 0..200 {
-        let response = acme.get(app.url("/v1/runs/run_hooks/webhooks")).send().await.unwrap();
+        let response = acme.get(app.url(&log_path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         log = response.json().await.unwrap();
         if log["deliveries"][0]["status"] == "delivered" {
@@ -343,9 +337,9 @@ async fn the_run_webhook_log_is_tenant_scoped_and_never_shows_the_secret() {
     }
     assert_eq!(log["deliveries"][0]["status"], "delivered", "delivered by the app: {log}");
     assert_eq!(receiver.got().len(), 2);
-    assert_eq!(log["run_id"], "run_hooks");
+    assert_eq!(log["run_id"], run_id.as_str());
     let d = &log["deliveries"][0];
-    assert_eq!(d["id"], "run.completed:run_hooks");
+    assert_eq!(d["id"], format!("run.completed:{run_id}"));
     assert_eq!(d["event"], "run.completed");
     assert_eq!(d["attempts"], 2);
     assert_eq!(d["attempt_log"][0]["http_status"], 502);
@@ -357,21 +351,21 @@ async fn the_run_webhook_log_is_tenant_scoped_and_never_shows_the_secret() {
 
     // Another tenant's run answers as a missing one does.
     let other = client_with_key(Some(&other_key));
-    let response = other.get(app.url("/v1/runs/run_hooks/webhooks")).send().await.unwrap();
+    let response = other.get(app.url(&log_path)).send().await.unwrap();
     let (_, foreign) = assert_error(response, StatusCode::NOT_FOUND).await;
     let response = other.get(app.url("/v1/runs/run_nope/webhooks")).send().await.unwrap();
     let (_, missing) = assert_error(response, StatusCode::NOT_FOUND).await;
-    assert_eq!(foreign.replace("run_hooks", "X"), missing.replace("run_nope", "X"));
+    assert_eq!(foreign.replace(&run_id, "X"), missing.replace("run_nope", "X"));
     // An admin names the tenant.
-    let response = app.get("/v1/runs/run_hooks/webhooks?tenant=acme").await;
+    let response = app.get(&format!("{log_path}?tenant=acme")).await;
     assert_eq!(response.status(), StatusCode::OK);
 
     // Pages and a status filter: two more events to a target the rules refuse fail at once.
     for n in 0..2 {
-        let refused = delivery(&format!("job.failed:j{n}"), "run_hooks", "http://127.0.0.1:9/hook");
+        let refused = delivery(&format!("job.failed:j{n}"), &run_id, "http://127.0.0.1:9/hook");
         outbox_on(&database).enqueue(refused).await.unwrap();
     }
-    let get = |query: &'static str| acme.get(app.url(&format!("/v1/runs/run_hooks/webhooks{query}"))).send();
+    let get = |query: &'static str| acme.get(app.url(&format!("{log_path}{query}"))).send();
     for _ in 0..200 {
         let page: Value = get("?status=failed").await.unwrap().json().await.unwrap();
         if page["deliveries"].as_array().unwrap().len() == 2 {
@@ -385,9 +379,9 @@ async fn the_run_webhook_log_is_tenant_scoped_and_never_shows_the_secret() {
     assert!(failed["deliveries"][0]["last_error"].as_str().unwrap().contains("loopback"), "{failed}");
     let first: Value = get("?limit=2").await.unwrap().json().await.unwrap();
     assert_eq!(first["deliveries"].as_array().unwrap().len(), 2);
-    assert_eq!(first["deliveries"][0]["id"], "run.completed:run_hooks");
+    assert_eq!(first["deliveries"][0]["id"], format!("run.completed:{run_id}"));
     let cursor = first["next_cursor"].as_str().unwrap().to_owned();
-    let url = app.url(&format!("/v1/runs/run_hooks/webhooks?limit=2&cursor={cursor}"));
+    let url = app.url(&format!("{log_path}?limit=2&cursor={cursor}"));
     let last: Value = acme.get(url).send().await.unwrap().json().await.unwrap();
     assert_eq!(last["deliveries"].as_array().unwrap().len(), 1);
     assert_eq!(last["deliveries"][0]["id"], "job.failed:j1");

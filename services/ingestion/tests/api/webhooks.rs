@@ -17,7 +17,7 @@ use millrace_testkit::Postgres;
 use serde_json::{Value, json};
 use sha2_11::Sha256;
 
-use crate::helpers::{PREFIX, assert_error, client_with_key, spawn_app_with_keys};
+use crate::helpers::{assert_error, client_with_key, spawn_app_with_keys};
 
 const SECRET: &str = "whsec-test-0123456789";
 

@@ -392,26 +392,12 @@ impl PgStore {
         check_ids(tenant_id, document_id)?;
         let client = self.pool.get().await?;
         let statement = client
-            .prepare_cached(
-                "SELECT tenant_id, document_id, version, content_hash, chunk_count, metadata, source, content_type,
-                        fingerprint, (extract(epoch FROM updated_at) * 1000)::bigint, collection
-                 FROM documents WHERE tenant_id = $1 AND document_id = $2",
-            )
+            .prepare_cached(&format!(
+                "SELECT {DOCUMENT_COLUMNS} FROM documents WHERE tenant_id = $1 AND document_id = $2"
+            ))
             .await?;
         let Some(row) = client.query_opt(&statement, &[&tenant_id, &document_id]).await? else { return Ok(None) };
-        let document = DocumentVersion {
-            tenant_id: row.try_get(0)?,
-            document_id: row.try_get(1)?,
-            version: row.try_get(2)?,
-            content_hash: row.try_get(3)?,
-            chunk_count: row.try_get(4)?,
-            metadata: row.try_get(5)?,
-            source: row.try_get(6)?,
-            content_type: row.try_get(7)?,
-            fingerprint: row.try_get(8)?,
-            collection: row.try_get(10)?,
-        };
-        Ok(Some(DocumentRecord { document, updated_at_unix_ms: row.try_get(9)? }))
+        Ok(Some(document_record(&row)?))
     }
 
     /// Deletes a document's versions up to `through_version` (the last one submitted before the
@@ -577,6 +563,27 @@ fn object_or_empty(value: &Value) -> Value {
 /// the API's schema refuses; schemathesis found it). Such a query is similar to nothing: 0.
 fn finite_score(score: Option<f64>) -> f32 {
     score.filter(|s| s.is_finite()).map_or(0.0, |s| s as f32)
+}
+
+/// The `documents` columns [`document_record`] reads, in its order.
+pub(crate) const DOCUMENT_COLUMNS: &str = "tenant_id, document_id, version, content_hash, chunk_count, metadata, \
+     source, content_type, fingerprint, (extract(epoch FROM updated_at) * 1000)::bigint, collection";
+
+/// A document's row, selected as [`DOCUMENT_COLUMNS`].
+pub(crate) fn document_record(row: &tokio_postgres::Row) -> Result<DocumentRecord, tokio_postgres::Error> {
+    let document = DocumentVersion {
+        tenant_id: row.try_get(0)?,
+        document_id: row.try_get(1)?,
+        version: row.try_get(2)?,
+        content_hash: row.try_get(3)?,
+        chunk_count: row.try_get(4)?,
+        metadata: row.try_get(5)?,
+        source: row.try_get(6)?,
+        content_type: row.try_get(7)?,
+        fingerprint: row.try_get(8)?,
+        collection: row.try_get(10)?,
+    };
+    Ok(DocumentRecord { document, updated_at_unix_ms: row.try_get(9)? })
 }
 
 #[cfg(test)]

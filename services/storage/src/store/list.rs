@@ -2,7 +2,7 @@
 //! primary key, so a page costs the same at any depth and a document added or removed between
 //! pages moves nothing else).
 
-use super::{DocumentRecord, DocumentVersion, PgStore, StoreError};
+use super::{DOCUMENT_COLUMNS, DocumentRecord, PgStore, StoreError, document_record};
 
 /// Documents per page unless asked otherwise, and at most.
 pub const DEFAULT_LIST_LIMIT: usize = 100;
@@ -46,9 +46,8 @@ impl PgStore {
         // The cursor is a range of `documents_by_id_bytes` (migration 6), read in its order;
         // one more row than the page says whether another page follows.
         let statement = client
-            .prepare_cached(
-                "SELECT tenant_id, document_id, version, content_hash, chunk_count, metadata, source, content_type,
-                        (extract(epoch FROM updated_at) * 1000)::bigint, collection
+            .prepare_cached(&format!(
+                "SELECT {DOCUMENT_COLUMNS}
                  FROM documents
                  WHERE tenant_id = $1
                    AND (cardinality($2::text[]) = 0 OR collection = ANY($2))
@@ -56,8 +55,8 @@ impl PgStore {
                    AND starts_with(source, $4)
                    AND document_id COLLATE \"C\" > $5 COLLATE \"C\"
                  ORDER BY document_id COLLATE \"C\"
-                 LIMIT $6",
-            )
+                 LIMIT $6"
+            ))
             .await?;
         let limit = i64::try_from(query.limit + 1).unwrap_or(i64::MAX);
         let rows = client
@@ -78,21 +77,10 @@ impl PgStore {
             .iter()
             .take(query.limit)
             .map(|row| {
-                Ok(DocumentRecord {
-                    document: DocumentVersion {
-                        tenant_id: row.try_get(0)?,
-                        document_id: row.try_get(1)?,
-                        version: row.try_get(2)?,
-                        content_hash: row.try_get(3)?,
-                        chunk_count: row.try_get(4)?,
-                        metadata: row.try_get(5)?,
-                        source: row.try_get(6)?,
-                        content_type: row.try_get(7)?,
-                        fingerprint: String::new(),
-                        collection: row.try_get(9)?,
-                    },
-                    updated_at_unix_ms: row.try_get(8)?,
-                })
+                // The listing does not show what decides an unchanged resubmission.
+                let mut record = document_record(row)?;
+                record.document.fingerprint.clear();
+                Ok(record)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(DocumentPage { documents, more })

@@ -26,7 +26,7 @@ pub use crawl::{PageDone, PageJob, PageOutcome};
 pub use entry::{BatchRef, CrawlEntry, EntryRef, HistoryEntry};
 pub use job::{ChunkCounts, Job, JobError, JobOptions, JobStatus, LlmUsage, fingerprint};
 pub use keys::Keys;
-pub use run::{CrawlScope, CrawlSpec, NewRun, RunState, RunStatus};
+pub use run::{CrawlScope, CrawlSpec, LiveJob, NewRun, RunState, RunStatus};
 pub use stage::Stage;
 pub use store::{
     CancelOutcome, ChunkingOutcome, HalfOutcome, JobStore, JobStoreError, NewJob, StoredCounts, StoredOutcome,

@@ -107,6 +107,16 @@ impl RunStatus {
     }
 }
 
+/// A job's live status and attempt (see [`JobStore::live_many`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveJob {
+    pub status: crate::JobStatus,
+    /// As [`crate::Job::attempts`].
+    pub attempts: u64,
+    /// As [`crate::Job::last_attempt_at`].
+    pub last_attempt_at: String,
+}
+
 /// A new run's live state.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -248,6 +258,35 @@ impl JobStore {
             }
             let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
             jobs.extend(hashes.iter().map(crate::Job::from_hash));
+        }
+        Ok(jobs)
+    }
+
+    /// What a page of a run's items shows of each job still going: its status and attempt, read
+    /// with HMGET (a few fields, not the whole record: a page has up to 1,000 items). `None` for
+    /// each unknown or expired job, in the order asked.
+    pub async fn live_many(&self, job_ids: &[String]) -> Result<Vec<Option<LiveJob>>, JobStoreError> {
+        const PER_TRIP: usize = 200;
+        let mut conn = self.pool().get().await?;
+        let mut jobs = Vec::with_capacity(job_ids.len());
+        for ids in job_ids.chunks(PER_TRIP) {
+            let mut pipe = redis::pipe();
+            for job_id in ids {
+                pipe.cmd("HMGET").arg(self.keys().job(job_id)).arg(&["status", "gen", "last_attempt_ms", "created_ms"]);
+            }
+            let rows: Vec<[Option<String>; 4]> = pipe.query_async(&mut conn).await?;
+            jobs.extend(rows.into_iter().map(|[status, generation, last_attempt, created]| {
+                let status = crate::JobStatus::parse(status.as_deref()?)?;
+                let generation = generation.and_then(|text| text.parse::<u64>().ok()).unwrap_or(0);
+                let last_attempt_ms = last_attempt.or(created).and_then(|text| text.parse::<i64>().ok());
+                Some(LiveJob {
+                    status,
+                    attempts: generation + 1,
+                    last_attempt_at: last_attempt_ms
+                        .map(millrace_common::time::rfc3339_from_millis)
+                        .unwrap_or_default(),
+                })
+            }));
         }
         Ok(jobs)
     }

@@ -166,4 +166,11 @@ async fn get_many_reads_jobs_in_the_order_asked_with_none_for_the_missing() {
     let ids: Vec<Option<&str>> = got.iter().map(|job| job.as_ref().map(|job| job.job_id.as_str())).collect();
     assert_eq!(ids, [Some(b.job_id.as_str()), None, Some(a.job_id.as_str())]);
     assert!(store.get_many(&[]).await.unwrap().is_empty());
+    // The few fields a page of items shows, alike.
+    store.finish(&a.job_id, JobStatus::Completed, None).await.unwrap();
+    let live = store.live_many(&asked).await.unwrap();
+    let statuses: Vec<Option<JobStatus>> = live.iter().map(|job| job.as_ref().map(|job| job.status)).collect();
+    assert_eq!(statuses, [Some(JobStatus::Queued), None, Some(JobStatus::Completed)]);
+    let b_live = live[0].as_ref().unwrap();
+    assert_eq!((b_live.attempts, b_live.last_attempt_at.as_str()), (b.attempts, b.last_attempt_at.as_str()));
 }

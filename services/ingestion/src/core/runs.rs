@@ -168,13 +168,13 @@ impl Core {
             })
             .collect();
         let ids: Vec<String> = unfinished.iter().filter_map(|&i| items[i].job_id.clone()).collect();
-        let live = self.jobs.get_many(&ids).await.map_err(store_error)?;
+        let live = self.jobs.live_many(&ids).await.map_err(store_error)?;
         for (&i, job) in unfinished.iter().zip(live) {
             if let Some(job) = job {
                 let item = &mut items[i];
                 item.status = job.status.as_str().to_owned();
                 item.attempts = item.attempts.max(job.attempts.min(i32::MAX as u64) as i32);
-                item.last_attempt_at = Some(job.last_attempt_at.clone());
+                item.last_attempt_at = Some(job.last_attempt_at);
             }
         }
         Ok(Page { items, next_cursor: next_cursor.flatten() })

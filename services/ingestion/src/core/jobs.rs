@@ -70,6 +70,10 @@ impl Core {
     /// (and has no `next_cursor`); later pages are a 503.
     pub async fn list_job_page(&self, caller: &Caller, listing: JobListing) -> Result<Page<Value>, ApiError> {
         let tenant = tenant_for(caller, listing.tenant.as_deref())?;
+        if listing.run_id.as_deref().is_some_and(|run| run.contains('\0')) {
+            // No run id holds a NUL (and PostgreSQL text cannot): no job is of such a run.
+            return Ok(Page { items: Vec::new(), next_cursor: None });
+        }
         let limit = listing.limit;
         let bounds = (
             listing.created_after.as_deref().map(|t| validate::unix_ms_from_rfc3339(t, "created_after")).transpose()?,
@@ -95,8 +99,8 @@ impl Core {
                 .map(|status| if status.is_terminal() { status.as_str().to_owned() } else { "unfinished".to_owned() }),
             run_id: listing.run_id.clone(),
             collection: listing.collection.clone(),
-            created_after: listing.created_after.clone(),
-            created_before: listing.created_before.clone(),
+            created_after: bounds.0,
+            created_before: bounds.1,
             collections: caller.collections.clone(),
             after: listing.cursor.clone(),
             limit: limit + 1,

@@ -186,7 +186,10 @@ impl HistoryStore {
 }
 
 pub async fn upsert_job_on(client: &tokio_postgres::Client, job: &Job) -> Result<(), HistoryError> {
-    let record = serde_json::to_value(job).unwrap_or(Value::Null);
+    let record = serde_json::to_value(job).unwrap_or_else(|err| {
+        tracing::warn!(job_id = %job.job_id, error = %err, "job record not representable as JSON");
+        Value::Null
+    });
     let tokens = (job.llm.prompt_tokens + job.llm.completion_tokens) as i64;
     let error = job.error.as_ref().map(|e| e.message.clone());
     let http_status = job.http_status.map(i32::from);
@@ -213,7 +216,8 @@ pub async fn upsert_job_on(client: &tokio_postgres::Client, job: &Job) -> Result
         &job.trace_id,
     ];
     let mut all: Vec<&(dyn ToSql + Sync)> = params.to_vec();
-    let record_text = record.to_string();
+    // PostgreSQL's jsonb refuses the NUL character, which a caller's metadata may hold.
+    let record_text = record.to_string().replace("\\u0000", "\\ufffd");
     all.push(&record_text);
     client
         .execute(
@@ -247,7 +251,9 @@ pub fn encode_cursor(key: &str) -> String {
 
 pub fn decode_cursor(cursor: &str) -> Option<String> {
     let bytes = hex::decode(cursor).ok().filter(|bytes| !bytes.is_empty() && bytes.len() <= 128)?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    // Any well-formed cursor is a position (the API documents cursors as hex): one that this
+    // API did not give still reads as some key, so NUL, which PostgreSQL text refuses, goes.
+    Some(String::from_utf8_lossy(&bytes).replace('\0', ""))
 }
 
 pub fn text(row: &Row, column: &str) -> String {

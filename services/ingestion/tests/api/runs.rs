@@ -309,6 +309,9 @@ async fn runs_are_listed_newest_first_with_a_cursor() {
     let second: Value = app.get(&format!("/v1/runs?limit=2&cursor={cursor}")).await.json().await.unwrap();
     assert_eq!(second["runs"][0]["run_id"], created[0].as_str());
     assert_eq!(second["next_cursor"], Value::Null);
+    // Any well-formed cursor is a position, even one with a NUL that PostgreSQL text refuses.
+    let odd = app.get("/v1/runs?cursor=92c175d30041").await;
+    assert_eq!(odd.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -356,6 +359,12 @@ async fn jobs_are_listed_from_the_history_by_cursor_and_filters() {
     assert_eq!(future["jobs"], json!([]));
     let past: Value = app.get("/v1/jobs?created_before=2000-01-01T00:00:00Z").await.json().await.unwrap();
     assert_eq!(past["jobs"], json!([]));
+    // An offset RFC 3339 allows and PostgreSQL does not (beyond ±15:59) still bounds the list.
+    let far: Value =
+        app.get("/v1/jobs?created_after=0063-09-04T18:30:15.6-17:11&cursor=7a7a").await.json().await.unwrap();
+    assert_eq!(far["jobs"].as_array().unwrap().len(), 5, "{far}");
+    let nul: Value = app.get("/v1/jobs?run_id=%00run").await.json().await.unwrap();
+    assert_eq!(nul["jobs"], json!([]));
     let none: Value = app.get("/v1/jobs?run_id=run_none").await.json().await.unwrap();
     assert_eq!(none["jobs"], json!([]));
     for query in ["created_after=yesterday", "cursor=%21%21", "collection=a%20b"] {

@@ -2,14 +2,14 @@
 //! transaction, under `max_pages` even when pages are taken at once), and a page done once
 //! (new links counted before they are queued, a skipped page recorded, the run settled).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use millrace_pipeline::{
     CrawlEntry, CrawlSpec, HistoryEntry, JobStatus, JobStore, NewJob, NewRun, PageDone, PageJob, PageOutcome, RunStatus,
 };
 use redis::AsyncCommands;
 
-use super::{new_job, store};
+use super::{entries, new_job, store};
 
 async fn crawl_run(store: &JobStore, run_id: &str, max_pages: u32) {
     let crawl: CrawlSpec =
@@ -28,15 +28,11 @@ fn entry(run_id: &str, url: &str, depth: u32) -> CrawlEntry {
 }
 
 async fn crawl_entries(store: &JobStore) -> Vec<(String, String)> {
-    let mut conn = store.pool().get().await.unwrap();
-    let reply: redis::streams::StreamRangeReply = conn.xrange_all(store.keys().crawl_stream()).await.unwrap();
-    reply
-        .ids
+    let entries = entries(store, &store.keys().crawl_stream()).await;
+    entries
         .iter()
-        .map(|id| {
-            let fields: HashMap<String, String> =
-                id.map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap())).collect();
-            let entry = CrawlEntry::from_fields(&fields).unwrap();
+        .map(|fields| {
+            let entry = CrawlEntry::from_fields(fields).unwrap();
             (entry.url, entry.depth.to_string())
         })
         .collect()
@@ -118,17 +114,8 @@ async fn a_page_is_done_once_with_its_new_links_and_the_run_settles() {
     assert!(store.finish(&home.job_id, JobStatus::Completed, None).await.unwrap());
     assert_eq!(store.run_state("c2").await.unwrap().unwrap().status, RunStatus::Done);
 
-    let mut conn = store.pool().get().await.unwrap();
-    let reply: redis::streams::StreamRangeReply = conn.xrange_all(store.keys().history_stream()).await.unwrap();
-    let history: Vec<HistoryEntry> = reply
-        .ids
-        .iter()
-        .map(|id| {
-            let fields: HashMap<String, String> =
-                id.map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap())).collect();
-            HistoryEntry::from_fields(&fields).unwrap()
-        })
-        .collect();
+    let entries = entries(&store, &store.keys().history_stream()).await;
+    let history: Vec<HistoryEntry> = entries.iter().map(|fields| HistoryEntry::from_fields(fields).unwrap()).collect();
     let skipped: Vec<&HistoryEntry> =
         history.iter().filter(|e| matches!(e, HistoryEntry::PageSkipped { .. })).collect();
     assert_eq!(

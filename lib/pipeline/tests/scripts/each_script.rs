@@ -10,9 +10,8 @@ use millrace_pipeline::{
 };
 use millrace_proto::MetadataBatch;
 use redis::AsyncCommands;
-use redis::streams::StreamRangeReply;
 
-use super::{batch, chunk, entry, halves, new_job, one_chunk, store};
+use super::{batch, chunk, entries, entry, halves, new_job, one_chunk, store};
 
 /// Everything a script may write, to compare before and after a call: every key under the
 /// store's prefix, the job's record and join hash, how long the job's events and every stream
@@ -46,19 +45,6 @@ async fn snapshot(store: &JobStore, job_id: &str) -> Snapshot {
         streams,
         counts: conn.hgetall(keys.job_status_counts()).await.unwrap(),
     }
-}
-
-/// The fields of every entry of a stream, oldest first.
-async fn entries(store: &JobStore, stream: &str) -> Vec<HashMap<String, String>> {
-    let mut conn = store.pool().get().await.unwrap();
-    let reply: StreamRangeReply = conn.xrange_all(stream).await.unwrap();
-    reply
-        .ids
-        .iter()
-        .map(|entry| {
-            entry.map.iter().map(|(name, value)| (name.clone(), redis::from_redis_value_ref(value).unwrap())).collect()
-        })
-        .collect()
 }
 
 async fn exists(store: &JobStore, key: &str) -> bool {

@@ -49,6 +49,19 @@ fn batch(job_id: &str, batch: u32, generation: u64) -> BatchRef {
     BatchRef { job_id: job_id.to_owned(), batch, generation, tenant: "t".into(), collection: "default".into() }
 }
 
+/// The fields of every entry of a stream, oldest first.
+async fn entries(store: &JobStore, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
+    let mut conn = store.pool().get().await.unwrap();
+    let reply: redis::streams::StreamRangeReply = conn.xrange_all(stream).await.unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|entry| {
+            entry.map.iter().map(|(name, value)| (name.clone(), redis::from_redis_value_ref(value).unwrap())).collect()
+        })
+        .collect()
+}
+
 /// Chunks a job into `count` batches of one chunk, as the chunking stage would.
 async fn chunk(store: &JobStore, job_id: &str, count: u32) {
     let batches: Vec<ChunkBatch> = (0..count)

@@ -2,25 +2,13 @@
 //! created and when it finishes, and a run is done exactly once, when nothing is left to submit
 //! and none of its jobs is unfinished.
 
-use std::collections::HashMap;
-
 use millrace_pipeline::{CrawlEntry, CrawlSpec, HistoryEntry, JobStatus, JobStore, NewJob, NewRun, RunStatus};
-use redis::AsyncCommands;
 
-use super::{new_job, store};
+use super::{entries, new_job, store};
 
 async fn history(store: &JobStore) -> Vec<HistoryEntry> {
-    let mut conn = store.pool().get().await.unwrap();
-    let reply: redis::streams::StreamRangeReply = conn.xrange_all(store.keys().history_stream()).await.unwrap();
-    reply
-        .ids
-        .iter()
-        .map(|id| {
-            let fields: HashMap<String, String> =
-                id.map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap())).collect();
-            HistoryEntry::from_fields(&fields).unwrap()
-        })
-        .collect()
+    let entries = entries(store, &store.keys().history_stream()).await;
+    entries.iter().map(|fields| HistoryEntry::from_fields(fields).unwrap()).collect()
 }
 
 fn in_run(run_id: &str, document_id: &str) -> NewJob {
@@ -69,11 +57,7 @@ async fn a_crawl_starts_with_its_start_page_pending_and_a_cancelled_run_is_never
     let spec: CrawlSpec = serde_json::from_value(serde_json::json!({"url": "http://site.example/"})).unwrap();
     let run = NewRun { run_id: "c1".into(), tenant: "t".into(), collection: "web".into(), items: 0, crawl: Some(spec) };
     store.create_run(&run).await.unwrap();
-    let mut conn = store.pool().get().await.unwrap();
-    let reply: redis::streams::StreamRangeReply = conn.xrange_all(store.keys().crawl_stream()).await.unwrap();
-    let fields: HashMap<String, String> =
-        reply.ids[0].map.iter().map(|(k, v)| (k.clone(), redis::from_redis_value(v.clone()).unwrap())).collect();
-    let seed = CrawlEntry::from_fields(&fields).unwrap();
+    let seed = CrawlEntry::from_fields(&entries(&store, &store.keys().crawl_stream()).await[0]).unwrap();
     assert_eq!((seed.url.as_str(), seed.depth, seed.collection.as_str()), ("http://site.example/", 0, "web"));
     let state = store.run_state("c1").await.unwrap().unwrap();
     assert_eq!((state.pending, state.crawl.unwrap().max_pages), (1, 100));

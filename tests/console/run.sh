@@ -23,27 +23,7 @@ done
 
 # Six consecutive free ports for HTTP and six for gRPC, and one each for Redis, PostgreSQL and the
 # fake LLM upstream.
-read -r HTTP_BASE GRPC_BASE REDIS_PORT PG_PORT FAKE_PORT < <(python3 - <<'PY'
-import random, socket
-def free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-taken, picks = set(), []
-for width in (6, 6, 1, 1, 1):
-    while True:
-        base = random.randrange(20000, 60000 - width)
-        span = set(range(base, base + width))
-        if not span & taken and all(free(p) for p in span):
-            taken |= span
-            picks.append(base)
-            break
-print(*picks)
-PY
-)
+read -r HTTP_BASE GRPC_BASE REDIS_PORT PG_PORT FAKE_PORT < <(python3 "$ROOT/scripts/free_ports.py" 6 6 1 1 1)
 
 DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/millrace-console.XXXXXX")"
 export MILLRACE_DATA_DIR="$DATA_DIR" MILLRACE_PROFILE="${MILLRACE_PROFILE:-debug}"

@@ -1,7 +1,10 @@
 //! A job's progress events, as the job's scripts append them to its events stream
 //! (`Keys::job_events`): `queued`; `chunked` (chunks, batches); `batch` (stage metadata,
 //! embeddings or storage, batch, chunks, and for storage reused and metadata_failed); then one
-//! of `completed`, `failed` or `cancelled` (with the failing stage and error). A failed job that
+//! of `completed`, `failed` or `cancelled` (with the failing stage and error). `chunked` and
+//! each `batch` also say when the stage's worker took up the work it finished (`started_ms`,
+//! Unix ms, the worker's clock; the event's own time is its entry id): with the time the step
+//! before it finished, that tells a stage's time queued from its time worked. A failed job that
 //! is retried from its dead letters goes on after its `failed` event with `retried` (the stage
 //! retried, and the error it had failed with) and the events of its new attempt, so `failed` is
 //! final only when nothing follows it. The stream lives as long as the job record, so a late
@@ -17,7 +20,7 @@ use serde_json::{Map, Value};
 use crate::JobStoreError;
 
 /// Fields whose values are counts, sent as JSON numbers.
-const NUMERIC: &[&str] = &["chunks", "batches", "batch", "reused", "metadata_failed"];
+const NUMERIC: &[&str] = &["chunks", "batches", "batch", "reused", "metadata_failed", "started_ms"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobEvent {
@@ -69,6 +72,7 @@ impl JobEvent {
                 "chunks" => event.chunks = number(value),
                 "reused" => event.reused = number(value),
                 "metadata_failed" => event.metadata_failed = number(value),
+                "started_ms" => event.started_ms = number(value),
                 "unchanged" => event.unchanged = value == "1",
                 _ => {}
             }
@@ -144,20 +148,21 @@ mod tests {
                 ("batch".into(), "2".into()),
                 ("chunks".into(), "31".into()),
                 ("stage".into(), "storage".into()),
+                ("started_ms".into(), "1763999999250".into()),
             ],
         };
         assert_eq!(
             event.to_json("j1"),
             serde_json::json!({
                 "type": "batch", "job_id": "j1", "at": "2025-11-24T16:00:00Z",
-                "batch": 2, "chunks": 31, "stage": "storage",
+                "batch": 2, "chunks": 31, "stage": "storage", "started_ms": 1_763_999_999_250_u64,
             })
         );
         assert!(!event.is_final());
         let proto = event.to_proto("j1");
         assert_eq!(
-            (proto.r#type.as_str(), proto.stage.as_str(), proto.batch, proto.chunks),
-            ("batch", "storage", 2, 31)
+            (proto.r#type.as_str(), proto.stage.as_str(), proto.batch, proto.chunks, proto.started_ms),
+            ("batch", "storage", 2, 31, 1_763_999_999_250)
         );
         assert_eq!(proto.at, "2025-11-24T16:00:00Z");
         let done =

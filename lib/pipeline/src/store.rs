@@ -83,6 +83,38 @@ pub enum HalfOutcome {
     JobFinished,
 }
 
+/// The two halves of a batch that `COMPLETE_HALF` joins.
+#[derive(Debug, Clone, Copy)]
+enum Half {
+    Metadata,
+    Embeddings,
+}
+
+impl Half {
+    /// The half's letter in the job's join hash.
+    fn flag(self) -> &'static str {
+        match self {
+            Half::Metadata => "m",
+            Half::Embeddings => "e",
+        }
+    }
+
+    /// The job record's count of chunks this half has done.
+    fn counter(self) -> &'static str {
+        match self {
+            Half::Metadata => "metadata_done",
+            Half::Embeddings => "embedded",
+        }
+    }
+
+    fn stage(self) -> Stage {
+        match self {
+            Half::Metadata => Stage::Metadata,
+            Half::Embeddings => Stage::Embeddings,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredOutcome {
     pub batches_stored: u32,
@@ -454,9 +486,11 @@ impl JobStore {
 
     /// Stores the batches of a chunked document and enqueues each on both the metadata and
     /// the embeddings stream, at once, so the two stages work on a batch in parallel.
+    /// `started_ms`: when the chunking worker read the job's entry (the `chunked` event says so).
     pub async fn commit_chunks(
         &self,
         entry: &EntryRef,
+        started_ms: i64,
         batches: &[ChunkBatch],
     ) -> Result<ChunkingOutcome, JobStoreError> {
         let job_id = entry.job_id.as_str();
@@ -472,7 +506,8 @@ impl JobStore {
             .arg(self.retention.as_secs().max(1))
             .arg(now_millis())
             .arg(context::traceparent().unwrap_or_default())
-            .arg(entry.generation);
+            .arg(entry.generation)
+            .arg(started_ms);
         for batch in batches {
             invocation.key(self.keys.batch(job_id, batch.batch_index)).arg(batch.encode_to_vec());
         }
@@ -506,32 +541,38 @@ impl JobStore {
             .transpose()
     }
 
+    /// Records a batch's metadata. `started_ms`: when the metadata worker read the batch's entry
+    /// (its `batch` event says so).
     pub async fn complete_metadata(
         &self,
         entry: &BatchRef,
+        started_ms: i64,
         chunk_count: usize,
         result: &MetadataBatch,
     ) -> Result<HalfOutcome, JobStoreError> {
         let key = self.keys.metadata_result(&entry.job_id, entry.batch);
-        self.complete_half(entry, chunk_count, "m", "metadata_done", &key, result.encode_to_vec()).await
+        self.complete_half(entry, started_ms, chunk_count, Half::Metadata, &key, result.encode_to_vec()).await
     }
 
+    /// Records a batch's vectors. `started_ms`: when the embeddings worker read the batch's
+    /// entry (its `batch` event says so).
     pub async fn complete_embeddings(
         &self,
         entry: &BatchRef,
+        started_ms: i64,
         chunk_count: usize,
         result: &EmbeddingBatch,
     ) -> Result<HalfOutcome, JobStoreError> {
         let key = self.keys.embeddings_result(&entry.job_id, entry.batch);
-        self.complete_half(entry, chunk_count, "e", "embedded", &key, result.encode_to_vec()).await
+        self.complete_half(entry, started_ms, chunk_count, Half::Embeddings, &key, result.encode_to_vec()).await
     }
 
     async fn complete_half(
         &self,
         entry: &BatchRef,
+        started_ms: i64,
         chunk_count: usize,
-        half: &str,
-        counter: &str,
+        half: Half,
         result_key: &str,
         payload: Vec<u8>,
     ) -> Result<HalfOutcome, JobStoreError> {
@@ -544,16 +585,17 @@ impl JobStore {
             .key(result_key)
             .key(self.keys.stream(Stage::Storage))
             .key(self.keys.job_events(job_id))
-            .arg(half)
+            .arg(half.flag())
             .arg(batch)
             .arg(chunk_count)
             .arg(payload)
             .arg(self.retention.as_secs().max(1))
             .arg(job_id)
-            .arg(counter)
-            .arg(if half == "m" { "metadata" } else { "embeddings" })
+            .arg(half.counter())
+            .arg(half.stage().name())
             .arg(context::traceparent().unwrap_or_default())
             .arg(generation)
+            .arg(started_ms)
             .invoke_async(&mut conn)
             .await?;
         Ok(match result {
@@ -564,8 +606,14 @@ impl JobStore {
     }
 
     /// Counts a stored batch (once), with its reused chunks and failed metadata, and tells
-    /// whether every batch of the job is stored.
-    pub async fn record_stored(&self, entry: &BatchRef, counts: StoredCounts) -> Result<StoredOutcome, JobStoreError> {
+    /// whether every batch of the job is stored. `started_ms`: when the storage worker read the
+    /// batch's entry (its `batch` event says so).
+    pub async fn record_stored(
+        &self,
+        entry: &BatchRef,
+        started_ms: i64,
+        counts: StoredCounts,
+    ) -> Result<StoredOutcome, JobStoreError> {
         let (job_id, batch) = (entry.job_id.as_str(), entry.batch);
         let mut conn = self.conn().await?;
         let (batches_stored, batches_total, status): (u32, u32, String) = RECORD_STORED
@@ -578,6 +626,7 @@ impl JobStore {
             .arg(counts.metadata_failed)
             .arg(self.retention.as_secs().max(1))
             .arg(entry.generation)
+            .arg(started_ms)
             .invoke_async(&mut conn)
             .await?;
         Ok(StoredOutcome { batches_stored, batches_total, stale: status == "stale", status: JobStatus::parse(&status) })

@@ -11,6 +11,11 @@ pub struct Message {
     pub fields: HashMap<String, String>,
     /// How many times this entry has been delivered, this delivery included.
     pub delivery: u64,
+    /// When the worker read this delivery off the stream (Unix ms, the worker's clock): when
+    /// its attempt started. The stages record it with their result (`started_ms` of the job's
+    /// events), so that a job's time waiting in a stream and its time being worked on can be
+    /// told apart.
+    pub read_ms: i64,
 }
 
 impl Message {
@@ -23,7 +28,7 @@ impl Message {
             .filter_map(|(key, value)| redis::from_redis_value::<String>(value).ok().map(|v| (key, v)))
             .collect();
         let complete = fields.len() == entries;
-        (Self { id, fields, delivery }, complete)
+        (Self { id, fields, delivery, read_ms: millrace_common::time::now_millis() }, complete)
     }
 
     /// A required field; its absence makes the entry unprocessable.

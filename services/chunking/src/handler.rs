@@ -119,7 +119,7 @@ impl Handler for ChunkingHandler {
         // A document's first version has nothing stored to reuse.
         let reusable =
             if job.version > 1 { self.stored.attach(&job.tenant_id, &job.document_id, &mut batches).await? } else { 0 };
-        let outcome = self.store.commit_chunks(&entry, &batches).await?;
+        let outcome = self.store.commit_chunks(&entry, message.read_ms, &batches).await?;
         match outcome {
             ChunkingOutcome::Enqueued(count) => {
                 metrics::counter!(crate::metrics::CHUNKS).increment(chunks.len() as u64);
@@ -194,7 +194,7 @@ mod tests {
         let entry =
             EntryRef { job_id: job.job_id.clone(), generation: 0, tenant: "t".into(), collection: "default".into() };
         let fields = entry.to_fields(None).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
-        Message { id: "1-0".into(), fields, delivery: 1 }
+        Message { id: "1-0".into(), fields, delivery: 1, read_ms: millrace_common::time::now_millis() }
     }
 
     #[tokio::test]

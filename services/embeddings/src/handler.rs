@@ -77,7 +77,7 @@ impl Handler for EmbeddingsHandler {
             reused,
         };
         let batch = entry.batch;
-        let outcome = self.store.complete_embeddings(&entry, count, &result).await?;
+        let outcome = self.store.complete_embeddings(&entry, message.read_ms, count, &result).await?;
         // Counted as the job counts them: not for a job that finished meanwhile.
         if outcome != HalfOutcome::JobFinished {
             crate::metrics::batch(self.embedder.name(), todo.len(), cache_hits, reused_count);

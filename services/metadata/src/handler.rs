@@ -31,7 +31,7 @@ impl Handler for MetadataHandler {
             failed: extraction.failed,
         };
         let batch = entry.batch;
-        let outcome = self.store.complete_metadata(&entry, chunks.chunks.len(), &result).await?;
+        let outcome = self.store.complete_metadata(&entry, message.read_ms, chunks.chunks.len(), &result).await?;
         // Counted as the job counts them: not for a job that finished meanwhile.
         if outcome != HalfOutcome::JobFinished {
             crate::metrics::batch(self.extractor.name(), chunks.chunks.len(), reused, failed);

@@ -176,7 +176,7 @@ impl Handler for StorageHandler {
         metrics::histogram!(crate::metrics::UPSERT_DURATION).record(started.elapsed().as_secs_f64());
         metrics::counter!(crate::metrics::CHUNKS).increment(count as u64);
         metrics::counter!(crate::metrics::BATCHES).increment(1);
-        let stored = self.jobs.record_stored(&entry, counts).await?;
+        let stored = self.jobs.record_stored(&entry, message.read_ms, counts).await?;
         if stored.stale {
             return Ok(());
         }

@@ -89,6 +89,30 @@ async fn a_jobs_events_arrive_in_order_and_the_stream_closes_after_the_last() {
         stored_chunks += events[stored].data["chunks"].as_u64().unwrap();
     }
     assert_eq!(events.iter().filter(|e| e.kind == "batch").count() as u64, 3 * batches, "each step once: {kinds:?}");
+
+    // Each stage's result says when its worker took the work up (`started_ms`): not before the
+    // step before it finished (that step wrote the entry the worker read), not after its own
+    // result. Workers and Redis share this machine's clock.
+    let time = |event: &SseEvent| -> u64 { event.id.split_once('-').unwrap().0.parse().unwrap() };
+    let started = |event: &SseEvent| -> u64 {
+        event.data["started_ms"].as_u64().unwrap_or_else(|| panic!("no started_ms as a number: {}", event.data))
+    };
+    let check = |what: &str, event: &SseEvent, ready: u64| {
+        let (started, finished) = (started(event), time(event));
+        assert!(
+            ready <= started && started <= finished,
+            "{what}: ready at {ready}, started at {started}, finished at {finished}"
+        );
+    };
+    check("chunking", &events[1], time(&events[0]));
+    for batch in 0..batches {
+        let halves = ["metadata", "embeddings"].map(|half| &events[position(half, batch).unwrap()]);
+        for half in halves {
+            check(&format!("batch {batch} {}", half.data["stage"]), half, time(&events[1]));
+        }
+        let ready = halves.iter().map(|&half| time(half)).max().unwrap();
+        check(&format!("batch {batch} storage"), &events[position("storage", batch).unwrap()], ready);
+    }
     assert_eq!(stored_chunks, chunked["chunks"].as_u64().unwrap());
     let job = stack.job(job_id).await;
     assert_eq!(job["chunks"]["stored"].as_u64().unwrap(), stored_chunks, "{job}");
@@ -109,10 +133,15 @@ async fn a_jobs_events_arrive_in_order_and_the_stream_closes_after_the_last() {
     let mut watched = client.watch_job(request).await.unwrap().into_inner();
     let mut over_grpc = Vec::new();
     while let Some(event) = tokio::time::timeout(Duration::from_secs(30), watched.message()).await.unwrap().unwrap() {
-        over_grpc.push((event.id, event.r#type, event.chunks));
+        over_grpc.push((event.id, event.r#type, event.chunks, event.started_ms));
     }
-    let over_sse: Vec<(String, String, u64)> =
-        events.iter().map(|e| (e.id.clone(), e.kind.clone(), e.data["chunks"].as_u64().unwrap_or(0))).collect();
+    let over_sse: Vec<(String, String, u64, u64)> = events
+        .iter()
+        .map(|e| {
+            let number = |name: &str| e.data[name].as_u64().unwrap_or(0);
+            (e.id.clone(), e.kind.clone(), number("chunks"), number("started_ms"))
+        })
+        .collect();
     assert_eq!(over_grpc, over_sse);
     let unknown = WatchJobRequest { job_id: "no-such-job".into(), after_event_id: String::new() };
     assert_eq!(client.watch_job(unknown).await.unwrap_err().code(), tonic::Code::NotFound);

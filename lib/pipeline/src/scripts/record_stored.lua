@@ -2,7 +2,8 @@
 -- is the last batch of a running job, the job is marked `committing`: from then on a cancel is
 -- refused, so a version can never be both made visible and discarded.
 -- KEYS: job, join hash, events
--- ARGV: batch, chunk count, reused chunks, chunks whose metadata failed, ttl, generation
+-- ARGV: batch, chunk count, reused chunks, chunks whose metadata failed, ttl, generation, started
+--   ms (when the storage worker read the batch's entry: the `batch` event's `started_ms`)
 -- Returns {batches stored, batches total, status}; status is '' for an unknown job and 'stale'
 --   when the entry's generation is not the job's (nothing is counted).
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -14,7 +15,7 @@ if redis.call('HSETNX', KEYS[2], 's:' .. ARGV[1], '1') == 1 then
   redis.call('HINCRBY', KEYS[1], 'metadata_failed', ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'batches_stored', 1)
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', 100000, '*', 'type', 'batch', 'stage', 'storage', 'batch', ARGV[1],
-    'chunks', ARGV[2], 'reused', ARGV[3], 'metadata_failed', ARGV[4])
+    'chunks', ARGV[2], 'reused', ARGV[3], 'metadata_failed', ARGV[4], 'started_ms', ARGV[7])
   redis.call('EXPIRE', KEYS[3], ARGV[5])
 end
 local stored = tonumber(redis.call('HGET', KEYS[1], 'batches_stored') or '0')

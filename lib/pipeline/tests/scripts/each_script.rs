@@ -4,14 +4,17 @@
 //! decoder of `millrace_pipeline::entry`, so the names in the .lua files and in Rust agree.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+use millrace_pipeline::events::read_events;
 use millrace_pipeline::{
     BatchRef, ChunkingOutcome, EntryRef, HalfOutcome, JobStatus, JobStore, LlmUsage, Stage, add_llm_usage,
 };
-use millrace_proto::MetadataBatch;
+use millrace_proto::{Chunk, ChunkBatch, EmbeddingBatch, MetadataBatch};
 use redis::AsyncCommands;
+use serde_json::{Value, json};
 
-use super::{batch, chunk, entries, entry, halves, new_job, one_chunk, store};
+use super::{STARTED_MS, batch, chunk, entries, entry, halves, new_job, one_chunk, store};
 
 /// Everything a script may write, to compare before and after a call: every key under the
 /// store's prefix, the job's record and join hash, how long the job's events and every stream
@@ -63,7 +66,7 @@ async fn completed_job(store: &JobStore) -> String {
     chunk(store, &job.job_id, 2).await;
     for b in 0..2 {
         halves(store, &batch(&job.job_id, b, 0)).await;
-        store.record_stored(&batch(&job.job_id, b, 0), one_chunk()).await.unwrap();
+        store.record_stored(&batch(&job.job_id, b, 0), STARTED_MS, one_chunk()).await.unwrap();
     }
     assert!(store.finish(&job.job_id, JobStatus::Completed, None).await.unwrap());
     job.job_id
@@ -109,7 +112,7 @@ async fn commit_chunks_run_twice_enqueues_once() {
     let job = store.create(new_job("doc", "chunked twice")).await.unwrap();
     chunk(&store, &job.job_id, 2).await;
     let before = snapshot(&store, &job.job_id).await;
-    let again = store.commit_chunks(&entry(&job.job_id, 0), &[]).await.unwrap();
+    let again = store.commit_chunks(&entry(&job.job_id, 0), STARTED_MS, &[]).await.unwrap();
     assert_eq!(again, ChunkingOutcome::AlreadyDone);
     assert_eq!(snapshot(&store, &job.job_id).await, before);
 }
@@ -122,7 +125,7 @@ async fn commit_chunks_against_a_finished_job_changes_nothing() {
     let before = snapshot(&store, &job.job_id).await;
     chunk(&store, &job.job_id, 2).await;
     assert_eq!(snapshot(&store, &job.job_id).await, before);
-    let outcome = store.commit_chunks(&entry(&job.job_id, 0), &[]).await.unwrap();
+    let outcome = store.commit_chunks(&entry(&job.job_id, 0), STARTED_MS, &[]).await.unwrap();
     assert_eq!(outcome, ChunkingOutcome::JobFinished);
 }
 
@@ -164,7 +167,7 @@ async fn complete_half_run_twice_records_the_first_result_and_enqueues_storage_o
     let before = snapshot(&store, &job.job_id).await;
     // A redelivery with another result: the first one stays, storage is not enqueued again.
     let other = MetadataBatch { chunk_metadata_json: vec!["{\"title\":\"other\"}".into()], ..Default::default() };
-    assert_eq!(store.complete_metadata(&entry, 1, &other).await.unwrap(), HalfOutcome::Recorded);
+    assert_eq!(store.complete_metadata(&entry, STARTED_MS, 1, &other).await.unwrap(), HalfOutcome::Recorded);
     assert_eq!(halves(&store, &entry).await, HalfOutcome::Recorded);
     assert_eq!(snapshot(&store, &job.job_id).await, before);
     let kept = store.load_metadata(&job.job_id, 0).await.unwrap().unwrap();
@@ -212,9 +215,9 @@ async fn record_stored_run_twice_counts_the_batch_once() {
     chunk(&store, &job.job_id, 2).await;
     let entry = batch(&job.job_id, 0, 0);
     halves(&store, &entry).await;
-    let first = store.record_stored(&entry, one_chunk()).await.unwrap();
+    let first = store.record_stored(&entry, STARTED_MS, one_chunk()).await.unwrap();
     let before = snapshot(&store, &job.job_id).await;
-    let again = store.record_stored(&entry, one_chunk()).await.unwrap();
+    let again = store.record_stored(&entry, STARTED_MS, one_chunk()).await.unwrap();
     assert_eq!(again, first);
     assert_eq!((again.batches_stored, again.batches_total, again.status), (1, 2, Some(JobStatus::Running)));
     assert_eq!(snapshot(&store, &job.job_id).await, before);
@@ -225,7 +228,7 @@ async fn record_stored_against_a_finished_job_changes_nothing() {
     let store = store();
     let job_id = completed_job(&store).await;
     let before = snapshot(&store, &job_id).await;
-    let again = store.record_stored(&batch(&job_id, 1, 0), one_chunk()).await.unwrap();
+    let again = store.record_stored(&batch(&job_id, 1, 0), STARTED_MS, one_chunk()).await.unwrap();
     assert_eq!(again.status, Some(JobStatus::Completed));
     assert_eq!(snapshot(&store, &job_id).await, before);
 }
@@ -235,9 +238,57 @@ async fn record_stored_against_a_missing_job_creates_nothing() {
     let store = store();
     let job_id = unknown_job();
     let before = snapshot(&store, &job_id).await;
-    let outcome = store.record_stored(&batch(&job_id, 0, 0), one_chunk()).await.unwrap();
+    let outcome = store.record_stored(&batch(&job_id, 0, 0), STARTED_MS, one_chunk()).await.unwrap();
     assert_eq!((outcome.batches_stored, outcome.batches_total, outcome.status, outcome.stale), (0, 0, None, false));
     assert_eq!(snapshot(&store, &job_id).await, before);
+}
+
+// The events of COMMIT_CHUNKS, COMPLETE_HALF and RECORD_STORED
+
+/// Each stage's result event says when its worker took up the work it finishes (`started_ms`,
+/// as the caller gave it), as a JSON number: the console tells queued from worked with it.
+#[tokio::test]
+async fn each_result_event_carries_when_its_worker_started() {
+    let store = store();
+    let job = store.create(new_job("doc", "timed")).await.unwrap();
+    let job_id = job.job_id.as_str();
+    let chunks = ChunkBatch {
+        job_id: job_id.to_owned(),
+        chunks: vec![Chunk { text: "one".into(), ..Default::default() }],
+        ..Default::default()
+    };
+    store.commit_chunks(&entry(job_id, 0), 1_000, &[chunks]).await.unwrap();
+    let one = batch(job_id, 0, 0);
+    let metadata = MetadataBatch { chunk_metadata_json: vec!["{}".into()], ..Default::default() };
+    store.complete_metadata(&one, 2_000, 1, &metadata).await.unwrap();
+    let embeddings = EmbeddingBatch { vectors: vec![Default::default()], ..Default::default() };
+    store.complete_embeddings(&one, 3_000, 1, &embeddings).await.unwrap();
+    store.record_stored(&one, 4_000, one_chunk()).await.unwrap();
+    // A repeat records nothing, so its later start is written nowhere.
+    store.complete_metadata(&one, 9_000, 1, &metadata).await.unwrap();
+
+    let redis = millrace_testkit::RedisServer::shared().unwrap();
+    let mut conn = redis::Client::open(redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let events = read_events(&mut conn, &store.keys().job_events(job_id), "0", Duration::ZERO).await.unwrap();
+    let started: Vec<(String, Value, Value)> = events
+        .iter()
+        .map(|event| {
+            let json = event.to_json(job_id);
+            (event.kind.clone(), json["stage"].clone(), json["started_ms"].clone())
+        })
+        .collect();
+    assert_eq!(
+        started,
+        [
+            ("queued".to_owned(), Value::Null, Value::Null),
+            ("chunked".to_owned(), Value::Null, json!(1_000)),
+            ("batch".to_owned(), json!("metadata"), json!(2_000)),
+            ("batch".to_owned(), json!("embeddings"), json!(3_000)),
+            ("batch".to_owned(), json!("storage"), json!(4_000)),
+        ]
+    );
+    let proto = events[4].to_proto(job_id);
+    assert_eq!((proto.stage.as_str(), proto.started_ms), ("storage", 4_000));
 }
 
 // FINISH
@@ -336,7 +387,7 @@ async fn retry_job_writes_entries_the_typed_decoder_reads() {
     chunk(&store, &running.job_id, 2).await;
     halves(&store, &batch(&running.job_id, 0, 0)).await;
     let metadata = MetadataBatch { chunk_metadata_json: vec!["{}".into()], ..Default::default() };
-    store.complete_metadata(&batch(&running.job_id, 1, 0), 1, &metadata).await.unwrap();
+    store.complete_metadata(&batch(&running.job_id, 1, 0), STARTED_MS, 1, &metadata).await.unwrap();
     assert!(store.fail(&entry(&running.job_id, 0), Stage::Embeddings, "it broke").await.unwrap());
     let id = dead_letter(&store, Stage::Embeddings, batch(&running.job_id, 1, 0).to_fields(None)).await;
     let before = |stage| {

@@ -72,16 +72,20 @@ async fn chunk(store: &JobStore, job_id: &str, count: u32) {
             ..Default::default()
         })
         .collect();
-    store.commit_chunks(&entry(job_id, 0), &batches).await.unwrap();
+    store.commit_chunks(&entry(job_id, 0), STARTED_MS, &batches).await.unwrap();
 }
 
 /// Both halves of a batch, as metadata and embeddings would record them.
 async fn halves(store: &JobStore, entry: &BatchRef) -> HalfOutcome {
     let metadata = MetadataBatch { chunk_metadata_json: vec!["{}".into()], ..Default::default() };
-    store.complete_metadata(entry, 1, &metadata).await.unwrap();
+    store.complete_metadata(entry, STARTED_MS, 1, &metadata).await.unwrap();
     let embeddings = EmbeddingBatch { vectors: vec![Default::default()], ..Default::default() };
-    store.complete_embeddings(entry, 1, &embeddings).await.unwrap()
+    store.complete_embeddings(entry, STARTED_MS, 1, &embeddings).await.unwrap()
 }
+
+/// When the test's stand-in workers read the entries they complete (Unix ms): the `started_ms`
+/// of the events they write.
+const STARTED_MS: i64 = 1_764_000_000_123;
 
 fn one_chunk() -> StoredCounts {
     StoredCounts { chunks: 1, ..Default::default() }
@@ -119,14 +123,14 @@ async fn a_cancel_is_refused_once_the_last_batch_is_stored() {
     for b in 0..2 {
         halves(&store, &batch(&job.job_id, b, 0)).await;
     }
-    let first = store.record_stored(&batch(&job.job_id, 0, 0), one_chunk()).await.unwrap();
+    let first = store.record_stored(&batch(&job.job_id, 0, 0), STARTED_MS, one_chunk()).await.unwrap();
     assert!(!first.all_stored());
 
     let other = store.create(new_job("other", "x")).await.unwrap();
     assert_eq!(store.cancel(&other.job_id).await.unwrap(), CancelOutcome::Cancelled);
     assert_eq!(store.cancel(&other.job_id).await.unwrap(), CancelOutcome::AlreadyFinished);
 
-    let last = store.record_stored(&batch(&job.job_id, 1, 0), one_chunk()).await.unwrap();
+    let last = store.record_stored(&batch(&job.job_id, 1, 0), STARTED_MS, one_chunk()).await.unwrap();
     assert!(last.all_stored());
     assert_eq!(store.cancel(&job.job_id).await.unwrap(), CancelOutcome::Committing);
     assert_eq!(store.get(&job.job_id).await.unwrap().unwrap().status, JobStatus::Running);
@@ -175,7 +179,7 @@ async fn entries_of_a_replaced_attempt_change_nothing() {
 
     let stale = batch(&job.job_id, 1, 0);
     assert_eq!(halves(&store, &stale).await, HalfOutcome::JobFinished);
-    let counted = store.record_stored(&batch(&job.job_id, 0, 0), one_chunk()).await.unwrap();
+    let counted = store.record_stored(&batch(&job.job_id, 0, 0), STARTED_MS, one_chunk()).await.unwrap();
     assert!(counted.stale);
     assert!(!store.fail(&entry(&job.job_id, 0), Stage::Storage, "old attempt").await.unwrap());
 
@@ -183,7 +187,7 @@ async fn entries_of_a_replaced_attempt_change_nothing() {
     assert_eq!((current.status, current.generation, current.chunks.stored), (JobStatus::Running, 1, 0));
     // The current attempt's entries do count.
     assert_eq!(halves(&store, &batch(&job.job_id, 1, 1)).await, HalfOutcome::EnqueuedStorage);
-    assert!(!store.record_stored(&batch(&job.job_id, 1, 1), one_chunk()).await.unwrap().stale);
+    assert!(!store.record_stored(&batch(&job.job_id, 1, 1), STARTED_MS, one_chunk()).await.unwrap().stale);
     assert!(store.fail(&entry(&job.job_id, 1), Stage::Storage, "this attempt").await.unwrap());
 }
 

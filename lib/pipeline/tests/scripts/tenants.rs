@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use millrace_pipeline::{BatchRef, EntryRef, JobStatus, NewJob, Stage};
 use redis::AsyncCommands;
 
-use super::{batch, chunk, entry, halves, new_job, one_chunk, store};
+use super::{STARTED_MS, batch, chunk, entry, halves, new_job, one_chunk, store};
 
 fn of_tenant(tenant: &str, document_id: &str, content: &str) -> NewJob {
     NewJob { tenant_id: tenant.into(), collection: format!("{tenant}-docs"), ..new_job(document_id, content) }
@@ -103,7 +103,7 @@ async fn entries_carry_the_records_tenant_whatever_the_caller_says() {
     }
     let job = store.get(&job.job_id).await.unwrap().unwrap();
     assert!(BatchRef { tenant: "intruder".into(), ..batch(&job.job_id, 0, 0) }.foreign(&job));
-    assert!(!store.record_stored(&batch(&job.job_id, 0, 0), one_chunk()).await.unwrap().stale);
+    assert!(!store.record_stored(&batch(&job.job_id, 0, 0), STARTED_MS, one_chunk()).await.unwrap().stale);
 }
 
 fn decode(entry: &redis::streams::StreamId) -> HashMap<String, String> {

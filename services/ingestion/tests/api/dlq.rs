@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use millrace_common::time::now_millis;
 use millrace_pipeline::{BatchRef, EntryRef, JobStatus, JobStore, Keys, StoredCounts, StoredOutcome};
 use millrace_proto::{Chunk, ChunkBatch, EmbeddingBatch, MetadataBatch};
 use redis::AsyncCommands;
@@ -40,7 +41,7 @@ async fn chunk(store: &JobStore, job_id: &str, batches: u32) {
         tenant: String::new(),
         collection: String::new(),
     };
-    store.commit_chunks(&entry, &batches).await.unwrap();
+    store.commit_chunks(&entry, now_millis(), &batches).await.unwrap();
 }
 
 /// The job's current attempt, which the entries a retry puts back carry.
@@ -60,17 +61,17 @@ async fn batch_entry(store: &JobStore, job_id: &str, batch: u32) -> BatchRef {
 
 async fn metadata_done(store: &JobStore, job_id: &str, batch: u32) {
     let result = MetadataBatch { chunk_metadata_json: vec!["{}".into(); 2], ..Default::default() };
-    store.complete_metadata(&batch_entry(store, job_id, batch).await, 2, &result).await.unwrap();
+    store.complete_metadata(&batch_entry(store, job_id, batch).await, now_millis(), 2, &result).await.unwrap();
 }
 
 async fn embeddings_done(store: &JobStore, job_id: &str, batch: u32) {
     let result = EmbeddingBatch { vectors: vec![Default::default(); 2], ..Default::default() };
-    store.complete_embeddings(&batch_entry(store, job_id, batch).await, 2, &result).await.unwrap();
+    store.complete_embeddings(&batch_entry(store, job_id, batch).await, now_millis(), 2, &result).await.unwrap();
 }
 
 async fn storage_done(store: &JobStore, job_id: &str, batch: u32) -> StoredOutcome {
     let counts = StoredCounts { chunks: 2, ..Default::default() };
-    store.record_stored(&batch_entry(store, job_id, batch).await, counts).await.unwrap()
+    store.record_stored(&batch_entry(store, job_id, batch).await, now_millis(), counts).await.unwrap()
 }
 
 /// What a stage's worker does when it gives up on an entry: fail the job, then copy the entry

@@ -3,7 +3,7 @@
 
 sign in (a wrong key is refused), the overview's live figures, upload a file and watch its job
 reach `completed`, find it on the jobs page and in the search playground (highlighted), open its
-job detail (stage timeline, events, chunks, trace link), its document, a dead letter made by a
+job detail (stage timeline with each stage's time queued and worked, events, chunks, trace link), its document, a dead letter made by a
 storage fault and retried once the fault is gone (the job then completes), create a key and revoke
 it (the API then refuses it), and a read-only key's 403 on an admin page. On every page: no
 console errors, every form control labelled, nothing wider than a phone's screen. Screenshots of
@@ -12,6 +12,7 @@ each page go to $CONSOLE_SCREENSHOTS.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -254,6 +255,27 @@ class Walk:
         self.until_text("section[aria-labelledby=timeline-title]", "storage")
         for stage in ("chunking", "metadata", "embeddings", "storage"):
             self.check(stage in timeline.text, f"timeline lacks {stage}: {timeline.text}")
+        # Per stage, its time queued and its time worked, told apart (the events say when each
+        # stage's worker took its work up), in the table and in each track's label.
+        heads = self.d.execute_script(
+            "return [...arguments[0].querySelectorAll('thead th')].map(th => th.innerText.trim())", timeline
+        )
+        self.check(heads == ["Stage", "Queued", "Worked", "In stage"], f"timeline columns: {heads}")
+        times = self.d.execute_script(
+            """
+            return Object.fromEntries([...arguments[0].querySelectorAll('tr[data-stage]')].map(row =>
+              [row.dataset.stage, Object.fromEntries([...row.querySelectorAll('td[data-time]')]
+                .map(td => [td.dataset.time, td.innerText.trim()]))]));
+            """,
+            timeline,
+        )
+        for stage in ("chunking", "metadata", "embeddings", "storage"):
+            shown = times.get(stage, {})
+            for column in ("queued", "worked", "in-stage"):
+                self.check(re.fullmatch(r"\d+ ms|[\d.]+ s|\d+ min \d+ s", shown.get(column, "")), f"{stage} {column}: {shown}")
+        labels = [t.get_attribute("aria-label") for t in timeline.find_elements(By.CSS_SELECTOR, ".track")]
+        self.check(len(labels) == 4 and all("queued" in l and "worked" in l for l in labels), f"track labels: {labels}")
+        self.check("cannot" not in timeline.text, f"the timeline still says it cannot tell: {timeline.text}")
         self.until_text("section[aria-labelledby=chunks-title] details", "Chunk 0")
         trace = self.css("section[aria-labelledby=summary-title] a[href*='jaeger.example/trace/']")
         self.check(len(trace.text) == 32, f"trace link: {trace.text}")

@@ -644,35 +644,79 @@ function eventTime(event) {
   return Number.isFinite(ms) ? ms : (event.at ? Date.parse(event.at) : NaN);
 }
 
-// Per stage, from the events' times (stream ids are milliseconds): when its first input was
-// ready, when it returned its first result and its last. The events record when a stage is
-// done with a batch, not when it picked it up, so the time a batch waited in the stage's queue
-// and the time it was worked on cannot be told apart: the first span is both, for the first
-// batch; the second is the stage working through the rest.
+// Per stage of the job's latest attempt, from its events: when the stage's input was ready,
+// and for each piece of work it finished (the document for chunking, a batch for the others)
+// when its worker took it up (`started_ms`) and when it finished (the event's stream id, in
+// milliseconds). Input is ready when the step before finished: the job was queued (or retried)
+// for chunking, chunked for metadata and embeddings, both halves of a batch done for storage.
+// A dead-letter retry (`retried`) starts a new attempt, whose work is ready from the retry on.
 function stageSpans(events) {
-  const start = events.find((e) => e.type === "queued");
-  const chunked = events.find((e) => e.type === "chunked");
+  const retry = events.map((e) => e.type).lastIndexOf("retried");
+  const origin = retry >= 0 ? events[retry] : events.find((e) => e.type === "queued");
+  if (!origin) return [];
+  const from = eventTime(origin);
+  const attempt = events.slice(Math.max(retry, 0));
+  // A piece of work: `started` is null for events written before they carried it. The worker's
+  // clock and Redis's may differ a little, so a start is kept within [ready, finished].
+  const work = (event, ready) => {
+    const finished = eventTime(event);
+    const started = typeof event.started_ms === "number" ? Math.min(Math.max(event.started_ms, ready), finished) : null;
+    return { ready, started, finished };
+  };
   const spans = [];
-  if (start) {
-    const end = chunked ? eventTime(chunked) : null;
-    spans.push({ stage: "chunking", ready: eventTime(start), first: end, last: end });
-  }
-  const readyOfBatch = {};
-  for (const stage of ["metadata", "embeddings"]) {
-    const done = events.filter((e) => e.type === "batch" && e.stage === stage);
-    for (const e of done) readyOfBatch[e.batch] = Math.max(readyOfBatch[e.batch] || 0, eventTime(e));
-    if (chunked) {
-      const times = done.map(eventTime);
-      spans.push({ stage, ready: eventTime(chunked), first: times.length ? Math.min(...times) : null, last: times.length ? Math.max(...times) : null });
+  const chunkedAny = events.filter((e) => e.type === "chunked").pop();
+  const chunked = attempt.find((e) => e.type === "chunked");
+  if (retry < 0 || chunked || !chunkedAny) spans.push({ stage: "chunking", ready: from, work: chunked ? [work(chunked, from)] : [] });
+  const batchesOf = (list, stage) => list.filter((e) => e.type === "batch" && e.stage === stage);
+  if (chunkedAny) {
+    const ready = Math.max(eventTime(chunkedAny), from);
+    for (const stage of ["metadata", "embeddings"]) {
+      spans.push({ stage, ready, work: batchesOf(attempt, stage).map((e) => work(e, ready)) });
     }
   }
-  const stored = events.filter((e) => e.type === "batch" && e.stage === "storage");
+  // A half done in an earlier attempt still counts: a retry puts back only what a batch lacks.
+  const halvesDone = {};
+  for (const stage of ["metadata", "embeddings"]) {
+    for (const e of batchesOf(events, stage)) (halvesDone[e.batch] = halvesDone[e.batch] || {})[stage] = eventTime(e);
+  }
+  const readyOfBatch = {};
+  for (const [batch, done] of Object.entries(halvesDone)) {
+    if (done.metadata !== undefined && done.embeddings !== undefined) readyOfBatch[batch] = Math.max(done.metadata, done.embeddings, from);
+  }
   const readies = Object.values(readyOfBatch);
   if (readies.length) {
-    const times = stored.map(eventTime);
-    spans.push({ stage: "storage", ready: Math.min(...readies), first: times.length ? Math.min(...times) : null, last: times.length ? Math.max(...times) : null });
+    const stored = batchesOf(attempt, "storage");
+    spans.push({ stage: "storage", ready: Math.min(...readies), work: stored.map((e) => work(e, readyOfBatch[e.batch] ?? Math.min(...readies))) });
   }
-  return spans;
+  // A retry puts back only the steps the job still lacked: once the attempt has ended, a stage
+  // with nothing in it had nothing to do.
+  const ended = attempt.some((e) => FINAL.has(e.type));
+  for (const span of spans) Object.assign(span, stageTimes(span));
+  return spans.filter((span) => retry < 0 || !ended || span.work.length);
+}
+
+// A stage's times: queued, from its input being ready to its worker taking up the first piece of
+// work; worked, the time at least one piece was being worked on (the union of the pieces'
+// [started, finished]: workers take batches in parallel, so a sum would count time twice); in
+// stage, from ready to the last result. Null where the events do not say.
+function stageTimes(span) {
+  const finished = span.work.map((w) => w.finished);
+  const last = finished.length ? Math.max(...finished) : null;
+  const known = span.work.length > 0 && span.work.every((w) => w.started !== null);
+  const intervals = known ? span.work.map((w) => [w.started, w.finished]).sort((a, b) => a[0] - b[0]) : [];
+  const merged = [];
+  for (const [a, b] of intervals) {
+    const top = merged[merged.length - 1];
+    if (top && a <= top[1]) top[1] = Math.max(top[1], b);
+    else merged.push([a, b]);
+  }
+  return {
+    last,
+    merged,
+    queued: known ? merged[0][0] - span.ready : null,
+    worked: known ? merged.reduce((sum, [a, b]) => sum + (b - a), 0) : null,
+    inStage: last === null ? null : last - span.ready,
+  };
 }
 
 function renderTimeline(section, job, events) {
@@ -681,38 +725,51 @@ function renderTimeline(section, job, events) {
     clear(section, section.firstChild, h("p", { class: "muted" }, "No events yet."));
     return;
   }
-  const origin = spans[0].ready;
+  const origin = Math.min(...spans.map((s) => s.ready));
   const end = Math.max(origin + 1, ...spans.map((s) => s.last || s.ready), ...events.map(eventTime).filter(Number.isFinite));
   const pct = (t) => `${(((t - origin) / (end - origin)) * 100).toFixed(2)}%`;
+  const bar = (cls, from, to) => {
+    const node = h("span", { class: cls });
+    node.style.left = pct(from);
+    node.style.width = `max(2px, calc(${pct(to)} - ${pct(from)}))`;
+    return node;
+  };
   const rows = [];
   const tableRows = [];
+  let unknown = false;
   for (const span of spans) {
-    const track = h("div", { class: "track", role: "img",
-      "aria-label": `${span.stage}: first result after ${fmtMs(span.first === null ? null : span.first - span.ready)}, last ${fmtMs(span.last === null ? null : span.last - span.first)} later` });
-    if (span.first !== null) {
-      const wait = h("span", { class: "wait" });
-      wait.style.left = pct(span.ready);
-      wait.style.width = `calc(${pct(span.first)} - ${pct(span.ready)})`;
-      const work = h("span", { class: "work" });
-      work.style.left = pct(span.first);
-      work.style.width = `max(3px, calc(${pct(span.last)} - ${pct(span.first)}))`;
-      track.append(wait, work);
+    const label = span.last === null
+      ? `${span.stage}: waiting since ${fmtMs(span.ready - origin)} after the start, no result yet`
+      : span.queued === null
+        ? `${span.stage}: ${fmtMs(span.inStage)} in stage; queued and worked not recorded`
+        : `${span.stage}: queued ${fmtMs(span.queued)}, worked ${fmtMs(span.worked)}, ${fmtMs(span.inStage)} in stage`;
+    const track = h("div", { class: "track", role: "img", "aria-label": label });
+    if (span.queued !== null) {
+      track.append(bar("wait", span.ready, span.merged[0][0]), ...span.merged.map(([a, b]) => bar("work", a, b)));
+    } else if (span.last !== null) {
+      unknown = true;
+      track.append(bar("unknown", span.ready, span.last));
     }
     rows.push(h("div", {}, span.stage), track);
-    tableRows.push(h("tr", {}, h("th", { scope: "row" }, span.stage),
-      h("td", { class: "num" }, fmtMs(span.first === null ? null : span.first - span.ready)),
-      h("td", { class: "num" }, fmtMs(span.last === null ? null : span.last - span.first)),
-      h("td", { class: "num" }, fmtMs(span.last === null ? null : span.last - span.ready))));
+    tableRows.push(h("tr", { "data-stage": span.stage }, h("th", { scope: "row" }, span.stage),
+      h("td", { class: "num", "data-time": "queued" }, fmtMs(span.queued)),
+      h("td", { class: "num", "data-time": "worked" }, fmtMs(span.worked)),
+      h("td", { class: "num", "data-time": "in-stage" }, fmtMs(span.inStage))));
   }
+  const retried = events.some((e) => e.type === "retried");
   clear(section, section.firstChild,
     h("div", { class: "timeline" }, rows),
     h("div", { class: "legend", "aria-hidden": "true" },
-      h("span", {}, h("i", { class: "key-wait" }), "queued and working: input ready → first result"),
-      h("span", {}, h("i", { class: "key-work" }), "working through the other batches: first → last result")),
-    table(null, ["Stage", ["Input ready → first result", "num"], ["First → last result", "num"], ["In stage", "num"]], tableRows),
+      h("span", {}, h("i", { class: "key-wait" }), "queued: input ready → first work taken up"),
+      h("span", {}, h("i", { class: "key-work" }), "worked: a batch (chunking: the document) being worked on"),
+      unknown ? h("span", {}, h("i", { class: "key-unknown" }), "in stage, not split (older events)") : null),
+    table("Time per stage", ["Stage", ["Queued", "num"], ["Worked", "num"], ["In stage", "num"]], tableRows),
     h("p", { class: "muted small" },
-      "From the job's events: a stage's input is ready when the step before it finished (storage: when both halves of a batch are done). ",
-      "The events say when a stage finished a batch, not when it picked it up, so the first span holds both the first batch's time in the queue and its work. ",
+      "From the job's events. A stage's input is ready when the step before it finished (storage: when both halves of a batch are done). ",
+      "Queued: from then until its worker took up its first batch (chunking: the document). ",
+      "Worked: the time at least one of its batches was being worked on, from a worker taking it up to its result. ",
+      "In stage: from input ready to the last result; the rest of it, later batches waited. ",
+      retried ? "The job was retried: this is its latest attempt, from the retry. " : "",
       `Total ${fmtMs(end - origin)}.`));
 }
 
@@ -726,8 +783,10 @@ function renderEvents(section, events) {
     h("td", {}, event.stage || ""),
     h("td", { class: "num" }, event.batch ?? ""),
     h("td", { class: "num" }, event.chunks ?? ""),
+    // From its worker taking the work up to this result (at least 0: two clocks).
+    h("td", { class: "num hide-narrow" }, typeof event.started_ms === "number" ? fmtMs(Math.max(0, eventTime(event) - event.started_ms)) : ""),
     h("td", {}, event.error || "")));
-  clear(section, section.firstChild, table(null, ["Time", ["Since queued", "num"], "Event", "Stage", ["Batch", "num"], ["Chunks", "num"], "Error"], rows));
+  clear(section, section.firstChild, table(null, ["Time", ["Since queued", "num"], "Event", "Stage", ["Batch", "num"], ["Chunks", "num"], ["Worked", "num hide-narrow"], "Error"], rows));
 }
 
 // A document's chunks, through the search API: a vector search restricted to the document,

@@ -11,6 +11,8 @@
 #             host by two chunking replicas (~5 min)
 #   chunking  cargo bench -p millrace-chunking --bench chunking (criterion)
 #   keys      cargo bench -p millrace-auth --bench key_check: what the key check adds (criterion)
+#   fulltext  scripts/bench_fulltext.py: pipeline chunks/s with and without the full-text column
+#             (keyword search's tsvector and GIN index), rounds alternating (~8 min)
 #   search    scripts/bench_search.py: search quality on the Python docs (python3-doc) against
 #             LlamaIndex, and search latency at 10k and 100k chunks (~1 h on 2 busy cores)
 # The local embedding model against PyTorch needs the pyref venv; see scripts/bench_embeddings.py.
@@ -53,6 +55,7 @@ for part in ${BENCH:-pipeline gateway quota tracing}; do
     tracing) python3 scripts/bench_tracing.py ;;
     reingest) python3 scripts/bench_reingest.py ;;
     runs) python3 scripts/bench_runs.py ;;
+    fulltext) python3 scripts/bench_fulltext.py ;;
     crawl) python3 scripts/bench_crawl.py ;;
     chunking) cargo bench -p millrace-chunking --bench chunking ;;
     keys) cargo bench -p millrace-auth --bench key_check ;;
@@ -62,7 +65,7 @@ for part in ${BENCH:-pipeline gateway quota tracing}; do
         python3 scripts/bench_search.py
         ;;
     *)
-        echo "bench: unknown part $part (pipeline, gateway, quota, tracing, reingest, runs, crawl, chunking, keys, search)" >&2
+        echo "bench: unknown part $part (pipeline, gateway, quota, tracing, reingest, runs, fulltext, crawl, chunking, keys, search)" >&2
         exit 2
         ;;
     esac

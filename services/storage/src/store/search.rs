@@ -12,9 +12,10 @@
 //!   parsed out here: PostgreSQL's own parser and stemmers decide what matched, so highlights
 //!   agree with what the keyword retriever found.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::{Duration, Instant};
 
 use pgvector::Vector;
@@ -182,11 +183,61 @@ struct Candidate {
     /// (score, 1-based rank)
     vector: Option<(f32, u32)>,
     keyword: Option<(f32, u32)>,
+    /// How much of the query the keyword retriever found in it.
+    term_match: Option<TermMatch>,
     score: f64,
 }
 
-/// A retriever's result row: (document, version, chunk index, score), best first.
-type Ranked = Vec<(String, i64, i32, f32)>;
+/// A chunk a retriever found, in its ranking's order (best first).
+#[derive(Debug, Clone, PartialEq)]
+struct Found {
+    document_id: String,
+    version: i64,
+    chunk_index: i32,
+    score: f32,
+    /// How much of the query the keyword retriever found in the chunk (None from the vector
+    /// retriever).
+    term_match: Option<TermMatch>,
+}
+
+/// How much of the query's text a keyword match holds, strongest first. The keyword ranking
+/// orders by it before `ts_rank_cd`, and hybrid fusion weighs the keyword vote by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TermMatch {
+    /// The query's words in the order written (a copied sentence, an error message).
+    Phrase,
+    /// Every term of the query, anywhere in the chunk.
+    EveryTerm,
+    /// Some of its terms.
+    SomeTerms,
+}
+
+impl TermMatch {
+    /// The share of the keyword weight that a match of this kind carries in hybrid fusion.
+    /// Chosen on the development queries (bench/search/dev-queries.json; docs/benchmarks.md,
+    /// "Search"), before the test queries were run: at full weight, chunks sharing a few words
+    /// with a question in a user's words (mostly noise) pushed the vector retriever's answer
+    /// down; at equal weight, a chunk holding a copied sentence word for word lost to chunks
+    /// that both retrievers found loosely.
+    fn fusion_weight(self) -> f32 {
+        match self {
+            TermMatch::Phrase => 2.0,
+            TermMatch::EveryTerm => 1.0,
+            TermMatch::SomeTerms => 0.5,
+        }
+    }
+
+    /// From the keyword query's `strength` column.
+    fn from_strength(strength: i32) -> Self {
+        match strength {
+            0 => TermMatch::Phrase,
+            1 => TermMatch::EveryTerm,
+            _ => TermMatch::SomeTerms,
+        }
+    }
+}
+
+type Ranked = Vec<Found>;
 
 impl PgStore {
     /// Searches the visible versions of the tenant's documents (see the module documentation).
@@ -289,7 +340,7 @@ impl PgStore {
         // HNSW returns at most ef_search candidates; iterative scans (pgvector 0.8) keep going
         // when filters reject some of them.
         let ef_search = self.config.hnsw_ef_search.max(u32::try_from(pool).unwrap_or(u32::MAX)).min(1000);
-        let iterative = self.iterative_scan.load(Ordering::Relaxed);
+        let iterative = self.iterative_scan.load(AtomicOrdering::Relaxed);
         let mut settings = format!("SET LOCAL hnsw.ef_search = {ef_search};");
         if iterative {
             settings.push_str(" SET LOCAL hnsw.iterative_scan = strict_order;");
@@ -316,12 +367,20 @@ impl PgStore {
         rows.iter()
             .map(|row| {
                 let score: Option<f64> = row.try_get(3)?;
-                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, finite_score(score)))
+                Ok(Found {
+                    document_id: row.try_get(0)?,
+                    version: row.try_get(1)?,
+                    chunk_index: row.try_get(2)?,
+                    score: finite_score(score),
+                    term_match: None,
+                })
             })
             .collect()
     }
 
-    /// The pool's best chunks by `ts_rank_cd` of the query against `search_text`, best first.
+    /// The pool's best chunks for the query's text, best first: those holding the query as a
+    /// phrase, then those holding every term, then those holding some, each part by
+    /// `ts_rank_cd` (see [`TermMatch`]).
     async fn keyword_candidates(
         &self,
         tenant_id: &str,
@@ -337,29 +396,35 @@ impl PgStore {
         let filter = FilterParams::new(&request.filter);
         let conditions = filter.conditions(&mut params);
         // Ranking reads every matching chunk's tsvector, and one common word of a query can match
-        // most chunks: ranking is bounded to `cap` matches of the precise query (all words), then
-        // `cap` of the broad one (any word but the common ones), in the GIN scan's order. A query's tsquery is built
-        // once per statement (an InitPlan), so that the GIN scan can use it and ranking does not
-        // rebuild it per row. ts_rank_cd rewards the query's words close together; normalisation
-        // 1 (divide by 1 + log of the chunk's length) keeps long chunks from winning by repetition.
+        // most chunks: ranking is bounded to `cap` matches of the precise query (every term), then
+        // `cap` of the broad one (any term but the common ones), in the GIN scan's order. A
+        // query's tsquery is built once per statement (an InitPlan), so that the GIN scan can use
+        // it and ranking does not rebuild it per row. ts_rank_cd rewards the query's words close
+        // together; normalisation 1 (divide by 1 + log of the chunk's length) keeps long chunks
+        // from winning by repetition. The strength of the match (0 phrase, 1 every term, 2 some:
+        // TermMatch) orders first: otherwise a chunk dense in the query's common words outranks
+        // the one holding the copied sentence or the error message. Only a chunk holding every
+        // term can hold the phrase, so only those are checked for it.
         let sql = format!(
             "WITH matches AS MATERIALIZED (
-                 (SELECT c.document_id, c.version, c.chunk_index, c.search_text
+                 (SELECT c.document_id, c.version, c.chunk_index, c.search_text, true AS every_term
                   FROM chunks c
                   JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
                   WHERE c.tenant_id = $2 AND c.search_text @@ (SELECT millrace_search_query_all($1)){conditions}
                   LIMIT $4)
                  UNION ALL
-                 (SELECT c.document_id, c.version, c.chunk_index, c.search_text
+                 (SELECT c.document_id, c.version, c.chunk_index, c.search_text, false
                   FROM chunks c
                   JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
                   WHERE c.tenant_id = $2 AND c.search_text @@ (SELECT millrace_search_query_any($1, $5::text[])){conditions}
                   LIMIT $4))
              SELECT document_id, version, chunk_index,
-                    max(ts_rank_cd(search_text, (SELECT millrace_search_query($1)), 1))::float8 AS score
+                    max(ts_rank_cd(search_text, (SELECT millrace_search_query($1)), 1))::float8 AS score,
+                    CASE WHEN bool_or(every_term AND search_text @@ (SELECT millrace_search_query_phrase($1))) THEN 0
+                         WHEN bool_or(every_term) THEN 1 ELSE 2 END AS strength
              FROM matches
              GROUP BY document_id, version, chunk_index
-             ORDER BY score DESC, document_id, chunk_index
+             ORDER BY strength, score DESC, document_id, chunk_index
              LIMIT $3"
         );
         let statement = client.prepare_cached(&sql).await?;
@@ -367,7 +432,13 @@ impl PgStore {
         rows.iter()
             .map(|row| {
                 let score: Option<f64> = row.try_get(3)?;
-                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, finite_score(score)))
+                Ok(Found {
+                    document_id: row.try_get(0)?,
+                    version: row.try_get(1)?,
+                    chunk_index: row.try_get(2)?,
+                    score: finite_score(score),
+                    term_match: Some(TermMatch::from_strength(row.try_get(4)?)),
+                })
             })
             .collect()
     }
@@ -558,8 +629,8 @@ fn fuse(request: &SearchRequest, vector: Ranked, keyword: Ranked) -> Vec<Candida
     let mut candidates: Vec<Candidate> = Vec::with_capacity(vector.len() + keyword.len());
     let mut positions: HashMap<(String, i64, i32), usize> = HashMap::with_capacity(vector.len() + keyword.len());
     for (is_vector, ranked) in [(true, vector), (false, keyword)] {
-        for (rank, (document_id, version, chunk_index, score)) in (1u32..).zip(ranked) {
-            let key = (document_id, version, chunk_index);
+        for (rank, found) in (1u32..).zip(ranked) {
+            let key = (found.document_id, found.version, found.chunk_index);
             let position = *positions.entry(key.clone()).or_insert_with(|| {
                 candidates.push(Candidate {
                     document_id: key.0,
@@ -567,15 +638,17 @@ fn fuse(request: &SearchRequest, vector: Ranked, keyword: Ranked) -> Vec<Candida
                     chunk_index: key.2,
                     vector: None,
                     keyword: None,
+                    term_match: None,
                     score: 0.0,
                 });
                 candidates.len() - 1
             });
-            let found = Some((score, rank));
+            let candidate = &mut candidates[position];
             if is_vector {
-                candidates[position].vector = found;
+                candidate.vector = Some((found.score, rank));
             } else {
-                candidates[position].keyword = found;
+                candidate.keyword = Some((found.score, rank));
+                candidate.term_match = found.term_match;
             }
         }
     }
@@ -587,16 +660,24 @@ fn fuse(request: &SearchRequest, vector: Ranked, keyword: Ranked) -> Vec<Candida
                 let rrf = |found: Option<(f32, u32)>, weight: f32| {
                     found.map_or(0.0, |(_, rank)| f64::from(weight) / (RRF_K + f64::from(rank)))
                 };
-                rrf(candidate.vector, request.vector_weight) + rrf(candidate.keyword, request.keyword_weight)
+                let keyword_weight =
+                    request.keyword_weight * candidate.term_match.map_or(1.0, TermMatch::fusion_weight);
+                rrf(candidate.vector, request.vector_weight) + rrf(candidate.keyword, keyword_weight)
             }
         };
     }
-    // Ties (equal fused scores) go to the better single rank, then to a stable order.
-    let best_rank = |c: &Candidate| c.vector.map_or(u32::MAX, |v| v.1).min(c.keyword.map_or(u32::MAX, |k| k.1));
+    // One retriever: its own order (the keyword ranking puts stronger matches first, whatever
+    // their score). Fused: by score; ties go to the better single rank. Then a stable
+    // order.
+    let rank = |c: &Candidate| match request.mode {
+        SearchMode::Vector => c.vector.map_or(u32::MAX, |v| v.1),
+        SearchMode::Keyword => c.keyword.map_or(u32::MAX, |k| k.1),
+        SearchMode::Hybrid => c.vector.map_or(u32::MAX, |v| v.1).min(c.keyword.map_or(u32::MAX, |k| k.1)),
+    };
     candidates.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| best_rank(a).cmp(&best_rank(b)))
+        let by_score = if request.mode == SearchMode::Hybrid { b.score.total_cmp(&a.score) } else { Ordering::Equal };
+        by_score
+            .then_with(|| rank(a).cmp(&rank(b)))
             .then_with(|| a.document_id.cmp(&b.document_id))
             .then_with(|| a.chunk_index.cmp(&b.chunk_index))
     });
@@ -677,20 +758,48 @@ fn merge_highlights(mut spans: Vec<Highlight>) -> Vec<Highlight> {
 mod tests {
     use super::*;
 
+    fn found(document_id: &str, chunk_index: i32, term_match: Option<TermMatch>) -> Found {
+        Found { document_id: document_id.to_owned(), version: 1, chunk_index, score: 0.5, term_match }
+    }
+
     fn ranked(items: &[(&str, i32)]) -> Ranked {
-        items.iter().map(|(doc, index)| ((*doc).to_owned(), 1, *index, 0.5)).collect()
+        items.iter().map(|(doc, index)| found(doc, *index, None)).collect()
     }
 
     #[test]
     fn reciprocal_rank_fusion_adds_weighted_inverse_ranks() {
         let request = SearchRequest { keyword_weight: 2.0, ..SearchRequest::default() };
-        let fused = fuse(&request, ranked(&[("a", 0), ("b", 0)]), ranked(&[("b", 0), ("c", 0)]));
+        let every = |doc: &str| found(doc, 0, Some(TermMatch::EveryTerm));
+        let fused = fuse(&request, ranked(&[("a", 0), ("b", 0)]), vec![every("b"), every("c")]);
         let order: Vec<&str> = fused.iter().map(|c| c.document_id.as_str()).collect();
         assert_eq!(order, ["b", "c", "a"]);
         assert!((fused[0].score - (1.0 / 62.0 + 2.0 / 61.0)).abs() < 1e-12);
         assert_eq!((fused[0].vector.unwrap().1, fused[0].keyword.unwrap().1), (2, 1));
         assert!((fused[1].score - 2.0 / 62.0).abs() < 1e-12);
         assert!(fused[2].keyword.is_none());
+    }
+
+    #[test]
+    fn a_keyword_vote_weighs_what_the_match_holds_and_keyword_mode_keeps_the_stronger_first() {
+        let vector = ranked(&[("a", 0), ("b", 0), ("d", 0)]);
+        // The keyword ranking as storage returns it: strongest matches first, whatever the score.
+        let keyword = vec![
+            Found { score: 0.1, ..found("d", 0, Some(TermMatch::Phrase)) },
+            Found { score: 0.2, ..found("b", 0, Some(TermMatch::EveryTerm)) },
+            Found { score: 0.9, ..found("c", 0, Some(TermMatch::SomeTerms)) },
+            Found { score: 0.8, ..found("a", 0, Some(TermMatch::SomeTerms)) },
+        ];
+        let hybrid = fuse(&SearchRequest::default(), vector, keyword.clone());
+        let score = |doc: &str| hybrid.iter().find(|c| c.document_id == doc).unwrap().score;
+        assert!((score("d") - (1.0 / 63.0 + 2.0 / 61.0)).abs() < 1e-12, "a phrase counts double");
+        assert!((score("b") - (1.0 / 62.0 + 1.0 / 62.0)).abs() < 1e-12, "every term counts once");
+        assert!((score("c") - 0.5 / 63.0).abs() < 1e-12, "some terms count half");
+        assert!((score("a") - (1.0 / 61.0 + 0.5 / 64.0)).abs() < 1e-12);
+        let order: Vec<&str> = hybrid.iter().map(|c| c.document_id.as_str()).collect();
+        assert_eq!(order, ["d", "b", "a", "c"], "the vector's third holding the phrase wins");
+        let alone = SearchRequest { mode: SearchMode::Keyword, ..SearchRequest::default() };
+        let order: Vec<String> = fuse(&alone, Vec::new(), keyword).into_iter().map(|c| c.document_id).collect();
+        assert_eq!(order, ["d", "b", "c", "a"], "keyword mode keeps its own order despite the scores");
     }
 
     #[test]

@@ -185,7 +185,8 @@ async fn the_rerankers_failures_are_errors_that_name_it() {
     assert_eq!((status, &answer["reranked"]), (200, &json!(false)), "{answer}");
 
     // The upstream failing: 503 naming the reranker and the gateway; after a run of them the
-    // breaker opens and answers at once, with Retry-After.
+    // breaker opens and answers at once, with Retry-After. Keyword searches, whose query is not
+    // embedded (through the same failing upstream).
     let fake_port = stack.fake.as_ref().unwrap().1;
     let control = |body: Value| async move {
         let url = format!("http://127.0.0.1:{fake_port}/control");
@@ -193,14 +194,16 @@ async fn the_rerankers_failures_are_errors_that_name_it() {
         assert_eq!(response.status(), 200, "POST /control {body}");
     };
     control(json!({"error_rate": 1.0})).await;
-    let (status, answer, _) = stack.post("/v1/search", &json!({"query": query, "rerank": true})).await;
+    let (status, answer, _) =
+        stack.post("/v1/search", &json!({"query": query, "mode": "keyword", "rerank": true})).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "unavailable", "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(message.starts_with("reranker: llm-gateway service"), "{message}");
     let mut opened = None;
     for _ in 0..10 {
-        let (status, answer, headers) = stack.post("/v1/search", &json!({"query": query, "rerank": true})).await;
+        let (status, answer, headers) =
+            stack.post("/v1/search", &json!({"query": query, "mode": "keyword", "rerank": true})).await;
         assert_eq!(status, 503, "{answer}");
         if answer["error"]["message"].as_str().unwrap().contains("circuit breaker llm-gateway is open") {
             opened = Some(headers);

@@ -38,9 +38,11 @@ millrace_common::declare_metrics! {
 pub const ACTIVE_STATUSES: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Running];
 pub const FINAL_STATUSES: [JobStatus; 3] = [JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled];
 
-/// Describes the service's metrics and registers its counters at zero.
+/// Describes the service's metrics (and the `millrace_breaker_*` of the reranker's breaker toward
+/// the gateway, made after this) and registers its counters at zero.
 pub fn register() {
     describe(METRICS);
+    describe(millrace_resilience::metrics::METRICS);
     metrics::counter!(JOBS_SUBMITTED).increment(0);
     metrics::counter!(JOBS_UNCHANGED).increment(0);
     metrics::counter!(URLS_REFUSED).increment(0);

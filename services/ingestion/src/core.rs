@@ -31,7 +31,7 @@ pub use self::dead_letters::stage;
 pub use self::documents::{DocumentInfo, DocumentList, DocumentQuery};
 pub use self::jobs::{JobListing, job_visible, unknown_job};
 pub use self::runs::{Page, RunAccepted, push_csv_field};
-pub use self::search::{Hit, SearchResults};
+pub use self::search::Hit;
 pub use self::submit::{Accepted, count_rejection};
 use crate::admission::RedisMemory;
 use crate::budget::BudgetGuard;

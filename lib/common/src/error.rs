@@ -26,6 +26,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The service (or one it depends on) cannot take work now; retry later.
     Unavailable,
+    /// A service it called answered with something it cannot use (a model's answer that does
+    /// not fit the schema asked for). A model may answer differently next time: retryable.
+    BadGateway,
     DeadlineExceeded,
     Internal,
 }
@@ -43,6 +46,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway => StatusCode::BAD_GATEWAY,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -57,7 +61,9 @@ impl ErrorCode {
             Self::Conflict => tonic::Code::FailedPrecondition,
             Self::PayloadTooLarge => tonic::Code::OutOfRange,
             Self::RateLimited => tonic::Code::ResourceExhausted,
-            Self::Unavailable => tonic::Code::Unavailable,
+            // gRPC has no code of its own for it (Google's HTTP mapping gives 502 to UNAVAILABLE
+            // too); the message names the service that answered badly.
+            Self::Unavailable | Self::BadGateway => tonic::Code::Unavailable,
             Self::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             Self::Internal => tonic::Code::Internal,
         }
@@ -92,6 +98,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
+            Self::BadGateway => "bad_gateway",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Internal => "internal",
         }
@@ -99,7 +106,10 @@ impl ErrorCode {
 
     /// Whether the same request may succeed later.
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::RateLimited | Self::Unavailable | Self::DeadlineExceeded | Self::Internal)
+        matches!(
+            self,
+            Self::RateLimited | Self::Unavailable | Self::BadGateway | Self::DeadlineExceeded | Self::Internal
+        )
     }
 }
 
@@ -225,9 +235,12 @@ mod tests {
 
     #[test]
     fn the_text_of_a_code_is_its_json_form() {
-        for code in [ErrorCode::BadRequest, ErrorCode::UnsupportedMediaType, ErrorCode::DeadlineExceeded] {
+        for code in
+            [ErrorCode::BadRequest, ErrorCode::UnsupportedMediaType, ErrorCode::BadGateway, ErrorCode::DeadlineExceeded]
+        {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
+        assert_eq!(ErrorCode::BadGateway.http_status(), StatusCode::BAD_GATEWAY);
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub struct Config {
     pub chunking_url: String,
     /// gRPC address of the metadata service, asked for its stats (`MILLRACE_METADATA_URL`).
     pub metadata_url: String,
-    /// gRPC address of the LLM gateway, asked for its stats (`MILLRACE_LLM_GATEWAY_URL`).
+    /// gRPC address of the LLM gateway, asked for its stats and to rerank search results
+    /// (`MILLRACE_LLM_GATEWAY_URL`).
     pub llm_gateway_url: String,
     /// Largest document, after base64 decoding (`MILLRACE_MAX_DOCUMENT_BYTES`).
     pub max_document_bytes: usize,
@@ -40,7 +41,8 @@ pub struct Config {
     pub max_queued_jobs_per_tenant: u64,
     /// Base of `status_url` (`MILLRACE_PUBLIC_URL`); relative URLs without it.
     pub public_url: Option<String>,
-    /// Deadline of one call to storage or embeddings (`MILLRACE_DOWNSTREAM_TIMEOUT_MS`).
+    /// Deadline of one call to storage, embeddings or, to rerank, the llm-gateway
+    /// (`MILLRACE_DOWNSTREAM_TIMEOUT_MS`).
     pub downstream_timeout: Duration,
     /// Where the web console links a job's trace: a trace UI's URL with `{trace_id}` in it,
     /// e.g. `https://jaeger.example/trace/{trace_id}` (`MILLRACE_TRACE_URL`); no link without it.
@@ -59,6 +61,9 @@ pub struct Config {
     /// Webhook deliveries: retry window and delays, time limit, poll interval, concurrency
     /// (`MILLRACE_WEBHOOK_*`).
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// The LLM reranker of search: on by default or not, candidates, model, breaker
+    /// (`MILLRACE_SEARCH_RERANK`, `MILLRACE_RERANK_*`, `MILLRACE_GATEWAY_BREAKER_*`).
+    pub rerank: crate::rerank::RerankConfig,
 }
 
 /// `MILLRACE_MAX_WATCHERS` and `MILLRACE_MAX_WATCHERS_PER_CLIENT`.
@@ -141,6 +146,7 @@ impl Config {
         }
         let auth = AuthConfig::from_settings(settings)?;
         let webhooks = crate::webhooks::WebhookConfig::from_settings(settings)?;
+        let rerank = crate::rerank::RerankConfig::from_settings(settings)?;
         Ok(Self {
             service,
             storage_url,
@@ -161,6 +167,7 @@ impl Config {
             watchers,
             auth,
             webhooks,
+            rerank,
         })
     }
 
@@ -255,6 +262,9 @@ mod tests {
             ("MILLRACE_MAX_WATCHERS_PER_CLIENT", "2000"),
             ("MILLRACE_KEY_CACHE_MS", "1500"),
             ("MILLRACE_DATABASE_URL", "redis://x"),
+            ("MILLRACE_SEARCH_RERANK", "yes please"),
+            ("MILLRACE_RERANK_CANDIDATES", "51"),
+            ("MILLRACE_GATEWAY_BREAKER_FAILURE_RATE", "2"),
         ] {
             let err = Config::from_settings(&Settings::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{value}");

@@ -1,8 +1,8 @@
 //! The operations of the job API, written once and called by both the HTTP handlers and the
 //! gRPC service, one file per kind of operation: [`submit`] (admission control, the daily LLM
-//! budget and, for a URL, the address rules), [`jobs`] (get, list, cancel), [`search`],
-//! [`documents`] (read or delete through the storage service) and [`dead_letters`]; and, for
-//! HTTP only, the stats of every service of the pipeline.
+//! budget and, for a URL, the address rules), [`jobs`] (get, list, cancel), [`search`] (and its
+//! reranking, [`crate::rerank`]), [`documents`] (read or delete through the storage service) and
+//! [`dead_letters`]; and, for HTTP only, the stats of every service of the pipeline.
 //!
 //! Every operation takes the [`Caller`] the request's key stands for and works in its tenant:
 //! a job or document of another tenant, or of a collection the key may not use, is answered
@@ -37,6 +37,7 @@ use crate::admission::RedisMemory;
 use crate::budget::BudgetGuard;
 use crate::config::Config;
 use crate::history::HistoryStore;
+use crate::rerank::Reranker;
 use crate::stats::{Peers, PipelineStats};
 use crate::webhooks::Outbox;
 
@@ -47,6 +48,8 @@ pub struct Core {
     jobs: JobStore,
     storage: StorageClient<GrpcChannel>,
     embeddings: EmbeddingsClient<GrpcChannel>,
+    /// Orders search results through the llm-gateway, when a search asks.
+    reranker: Reranker,
     peers: Peers,
     budget: Arc<BudgetGuard>,
     urls: UrlGuard,
@@ -59,21 +62,28 @@ pub struct Core {
     outbox: Option<Outbox>,
 }
 
+/// The channels to the services the operations call, each with the deadline of one call.
+pub struct Downstream {
+    pub storage: Channel,
+    pub embeddings: Channel,
+    pub llm_gateway: Channel,
+}
+
 impl Core {
     pub fn new(
         config: Config,
         jobs: JobStore,
-        storage: Channel,
-        embeddings: Channel,
+        downstream: Downstream,
         peers: Peers,
         urls: UrlGuard,
         audit: AuditLog,
     ) -> Self {
         Self {
+            reranker: Reranker::new(downstream.llm_gateway, &config.rerank),
             config,
             jobs,
-            storage: StorageClient::with_interceptor(storage, PropagateContext),
-            embeddings: EmbeddingsClient::with_interceptor(embeddings, PropagateContext),
+            storage: StorageClient::with_interceptor(downstream.storage, PropagateContext),
+            embeddings: EmbeddingsClient::with_interceptor(downstream.embeddings, PropagateContext),
             budget: Arc::new(BudgetGuard::new(peers.clone())),
             peers,
             urls,

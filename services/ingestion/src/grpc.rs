@@ -157,9 +157,14 @@ impl Ingestion for IngestionGrpc {
                 metadata: Some(metadata),
             },
             collections: Some(request.collections),
+            rerank: request.rerank,
+            rerank_candidates: request.rerank_candidates.map(i64::from),
         })?;
         let found = self.core.search(&caller, search).await?;
-        Ok(Response::new(SearchResponse { results: found.hits.iter().map(|hit| hit.to_proto()).collect() }))
+        Ok(Response::new(SearchResponse {
+            results: found.hits.iter().map(|hit| hit.to_proto()).collect(),
+            reranked: found.reranked,
+        }))
     }
 
     async fn list_dead_letters(

@@ -13,6 +13,7 @@ pub mod core;
 pub mod grpc;
 pub mod history;
 pub mod metrics;
+pub mod rerank;
 pub mod stats;
 pub mod validate;
 pub mod watch;
@@ -74,6 +75,13 @@ impl Application {
             grpc_client::lazy_channel("STORAGE_URL", &config.storage_url, Some(config.downstream_timeout), tls)?;
         let embeddings =
             grpc_client::lazy_channel("EMBEDDINGS_URL", &config.embeddings_url, Some(config.downstream_timeout), tls)?;
+        // The reranker's calls have a search's deadline; the stats' channel below has none.
+        let llm_gateway = grpc_client::lazy_channel(
+            "LLM_GATEWAY_URL",
+            &config.llm_gateway_url,
+            Some(config.downstream_timeout),
+            tls,
+        )?;
         let peers = stats::Peers::new(
             pool.clone(),
             keys.clone(),
@@ -125,7 +133,7 @@ impl Application {
         let deliverer = webhooks::Deliverer::from_config(&config, &urls)?;
         let outbox = deliverer.as_ref().map(|deliverer| deliverer.outbox().clone());
         let core = Arc::new(
-            Core::new(config, jobs.clone(), storage, embeddings, peers, urls, audit)
+            Core::new(config, jobs.clone(), core::Downstream { storage, embeddings, llm_gateway }, peers, urls, audit)
                 .with_history(history.clone())
                 .with_outbox(outbox.clone()),
         );

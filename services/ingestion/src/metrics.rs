@@ -30,14 +30,19 @@ millrace_common::declare_metrics! {
     WEBHOOKS_PENDING: gauge("millrace_ingestion_webhooks_pending", "Webhook deliveries not yet delivered nor given up, in the whole deployment.");
     WEBHOOK_OLDEST_PENDING: gauge("millrace_ingestion_webhook_oldest_pending_seconds", "Age of the oldest webhook delivery not yet delivered nor given up, in seconds.");
     DEAD_LETTERS_REFUSED: counter("millrace_ingestion_dead_letters_refused_total", "Dead-lettered entries a retry refused (job cancelled, completed or expired), by stage.");
+    /// Reranked searches' calls to the reranker, by `outcome` (`ok`, or `error`: the gateway
+    /// failed, its breaker was open or the model's answer was unusable).
+    RERANK_DURATION: histogram("millrace_ingestion_rerank_duration_seconds", "Time the LLM reranker took to order a search's results (one llm-gateway call and reading its answer), in seconds, by outcome.");
 }
 
 pub const ACTIVE_STATUSES: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Running];
 pub const FINAL_STATUSES: [JobStatus; 3] = [JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled];
 
-/// Describes the service's metrics and registers its counters at zero.
+/// Describes the service's metrics (and the `millrace_breaker_*` of the reranker's breaker toward
+/// the gateway, made after this) and registers its counters at zero.
 pub fn register() {
     describe(METRICS);
+    describe(millrace_resilience::metrics::METRICS);
     metrics::counter!(JOBS_SUBMITTED).increment(0);
     metrics::counter!(JOBS_UNCHANGED).increment(0);
     metrics::counter!(URLS_REFUSED).increment(0);

@@ -39,6 +39,10 @@ pub const MAX_QUERY_CHARS: usize = 8192;
 pub const DEFAULT_TOP_K: u32 = 10;
 pub const MAX_TOP_K: u32 = 100;
 
+/// Most fused results one search may ask the reranker to order (`rerank_candidates`); a
+/// `top_k` above it still has all its results reranked.
+pub const MAX_RERANK_CANDIDATES: u32 = 50;
+
 pub const DEFAULT_LIST_LIMIT: usize = 50;
 pub const MAX_LIST_LIMIT: usize = 1000;
 
@@ -585,6 +589,10 @@ pub struct SearchQuery {
     pub filter: SearchFilterQuery,
     /// None or empty: every collection the key may use.
     pub collections: Option<Vec<String>>,
+    /// None: the server's default (`MILLRACE_SEARCH_RERANK`).
+    pub rerank: Option<bool>,
+    /// None: the server's default (`MILLRACE_RERANK_CANDIDATES`).
+    pub rerank_candidates: Option<i64>,
 }
 
 /// Filter conditions that passed every check; storage applies them inside its index scans.
@@ -655,6 +663,11 @@ pub struct ValidSearch {
     pub filter: ValidFilter,
     /// The collections named (valid names, no repeats); empty: every one the key may use.
     pub collections: Vec<String>,
+    /// Whether to rerank; None: the server's default.
+    pub rerank: Option<bool>,
+    /// From 1 to [`MAX_RERANK_CANDIDATES`]; None: the server's default. Checked whether or not
+    /// the search is reranked, so a value is valid or not whatever the server's default.
+    pub rerank_candidates: Option<u32>,
 }
 
 pub fn validate_search(search: SearchQuery) -> Result<ValidSearch, ApiError> {
@@ -675,6 +688,15 @@ pub fn validate_search(search: SearchQuery) -> Result<ValidSearch, ApiError> {
     };
     let vector_weight = search_weight(search.vector_weight, "weights.vector")?;
     let keyword_weight = search_weight(search.keyword_weight, "weights.keyword")?;
+    let rerank_candidates = match search.rerank_candidates {
+        None => None,
+        Some(n) if (1..=i64::from(MAX_RERANK_CANDIDATES)).contains(&n) => Some(n as u32),
+        Some(n) => {
+            return Err(ApiError::invalid(format!(
+                "`rerank_candidates` must be between 1 and {MAX_RERANK_CANDIDATES}, not {n}"
+            )));
+        }
+    };
     let filter = validate_filter(search.filter)?;
     let named = search.collections.unwrap_or_default();
     if named.len() > MAX_SEARCH_COLLECTIONS {
@@ -699,6 +721,8 @@ pub fn validate_search(search: SearchQuery) -> Result<ValidSearch, ApiError> {
         keyword_weight,
         filter,
         collections,
+        rerank: search.rerank,
+        rerank_candidates,
     })
 }
 
@@ -1230,6 +1254,22 @@ mod tests {
         assert!(validate_search(SearchQuery { query: "a".repeat(8193), ..Default::default() }).is_err());
         let err = validate_search(SearchQuery { query: "E0499\0".into(), ..Default::default() }).unwrap_err();
         assert!(err.message.contains("NUL"), "{}", err.message);
+    }
+
+    #[test]
+    fn rerank_candidates_are_from_1_to_50_whether_or_not_the_search_is_reranked() {
+        let candidates = |rerank, n| {
+            validate_search(SearchQuery { query: "q".into(), rerank, rerank_candidates: n, ..Default::default() })
+        };
+        let valid = candidates(Some(true), Some(50)).unwrap();
+        assert_eq!((valid.rerank, valid.rerank_candidates), (Some(true), Some(50)));
+        assert_eq!(candidates(None, None).unwrap().rerank_candidates, None);
+        assert_eq!(candidates(Some(false), Some(1)).unwrap().rerank_candidates, Some(1));
+        for (rerank, n) in [(Some(true), 0), (Some(true), 51), (None, -1), (Some(false), 1000)] {
+            let err = candidates(rerank, Some(n)).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument);
+            assert!(err.message.contains("`rerank_candidates` must be between 1 and 50"), "{}", err.message);
+        }
     }
 
     fn search_with(filter: SearchFilterQuery) -> Result<ValidSearch, ApiError> {

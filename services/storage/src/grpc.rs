@@ -131,8 +131,11 @@ impl Storage for StorageService {
                             keyword_score: chunk.keyword_score,
                         })
                         .collect(),
+                    // Reranking is ingestion's, after fusion.
+                    rerank_score: None,
                 })
                 .collect(),
+            reranked: false,
         }))
     }
 

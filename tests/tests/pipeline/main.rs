@@ -14,6 +14,7 @@ mod limits;
 mod observability;
 mod ops;
 mod races;
+mod rerank;
 mod runs;
 mod search;
 mod sync;

@@ -168,6 +168,17 @@ enum Command {
         /// Hybrid mode: the keyword ranking's weight in the fusion (default 1).
         #[arg(long)]
         keyword_weight: Option<f64>,
+        /// Reorder the results with the LLM reranker (through the llm-gateway); by default the
+        /// server's setting (MILLRACE_SEARCH_RERANK, off unless set).
+        #[arg(long, conflicts_with = "no_rerank")]
+        rerank: bool,
+        /// Do not rerank, whatever the server's default.
+        #[arg(long)]
+        no_rerank: bool,
+        /// How many fused results the reranker orders, 1 to 50 (at least --top-k are; default
+        /// the server's MILLRACE_RERANK_CANDIDATES, 20).
+        #[arg(long, value_name = "N")]
+        rerank_candidates: Option<u32>,
     },
     /// Every service's limits: quotas, use, breakers, budget.
     Limits,
@@ -295,7 +306,19 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 print_job(&job);
             }
         }
-        Command::Search { query, top_k, mode, group_by, collections, filters, vector_weight, keyword_weight } => {
+        Command::Search {
+            query,
+            top_k,
+            mode,
+            group_by,
+            collections,
+            filters,
+            vector_weight,
+            keyword_weight,
+            rerank,
+            no_rerank,
+            rerank_candidates,
+        } => {
             let body = search::body(&search::Request {
                 query: &query,
                 top_k,
@@ -305,6 +328,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 filters: &filters,
                 vector_weight,
                 keyword_weight,
+                rerank: (rerank || no_rerank).then_some(rerank),
+                rerank_candidates,
             })?;
             let answer = api.post("/v1/search", &body).await?;
             if json {

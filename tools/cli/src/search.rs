@@ -1,5 +1,6 @@
 //! `millrace search`: the request built from the command line's flags (`--filter key=value`
-//! among them), and the results printed for a person, with each retriever's score and rank.
+//! among them), and the results printed for a person, with each retriever's score and rank (and
+//! the reranker's relevance when reranked).
 
 use serde_json::{Map, Value, json};
 
@@ -25,6 +26,9 @@ pub struct Request<'a> {
     pub filters: &'a [String],
     pub vector_weight: Option<f64>,
     pub keyword_weight: Option<f64>,
+    /// None: the server's default.
+    pub rerank: Option<bool>,
+    pub rerank_candidates: Option<u32>,
 }
 
 /// The body of `POST /v1/search`. The server checks the values; only the `key=value` form of a
@@ -53,6 +57,12 @@ pub fn body(request: &Request<'_>) -> Result<Value, Failure> {
     let filter = filter(request.filters)?;
     if !filter.is_empty() {
         body["filter"] = Value::Object(filter);
+    }
+    if let Some(rerank) = request.rerank {
+        body["rerank"] = json!(rerank);
+    }
+    if let Some(candidates) = request.rerank_candidates {
+        body["rerank_candidates"] = json!(candidates);
     }
     Ok(body)
 }
@@ -103,8 +113,8 @@ fn filter(filters: &[String]) -> Result<Map<String, Value>, Failure> {
     Ok(filter)
 }
 
-/// One block per result: its rank, score, where it is, each retriever's score and rank, its
-/// other matching chunks, and the start of its text.
+/// One block per result: its rank, score, where it is, the reranker's relevance, each
+/// retriever's score and rank, its other matching chunks, and the start of its text.
 pub fn print_human(answer: &Value) {
     let results = answer["results"].as_array().map(Vec::as_slice).unwrap_or_default();
     if results.is_empty() {
@@ -134,6 +144,9 @@ fn headline(hit: &Value) -> String {
     );
     if let Some(collection) = hit["collection"].as_str().filter(|c| !c.is_empty()) {
         line.push_str(&format!(" [{collection}]"));
+    }
+    if let Some(relevance) = hit["scores"]["rerank"].as_f64() {
+        line.push_str(&format!("  relevance {relevance}/10"));
     }
     if !found.is_empty() {
         line.push_str(&format!("  ({})", found.join(", ")));
@@ -178,6 +191,8 @@ mod tests {
             filters: &filters,
             vector_weight: None,
             keyword_weight: Some(2.0),
+            rerank: Some(true),
+            rerank_candidates: Some(30),
         };
         assert_eq!(
             body(&request).unwrap(),
@@ -192,6 +207,7 @@ mod tests {
                     "created_after": "2026-01-01T00:00:00Z",
                     "metadata": {"team": "docs", "year": 2024, "draft": false, "code": "0042", "document_id": "x"},
                 },
+                "rerank": true, "rerank_candidates": 30,
             })
         );
         let plain = Request { query: "q", top_k: 5, ..Default::default() };
@@ -215,5 +231,10 @@ mod tests {
             "chunks": [{"chunk_index": 5}, {"chunk_index": 0}],
         });
         assert_eq!(headline(&hit), " 1. 0.0325  guide.md#2 [default]  (vector 0.812 #1)  +2 more: #5 #0");
+        let reranked = json!({
+            "rank": 2, "score": 0.5, "document_id": "a", "chunk_index": 0,
+            "scores": {"vector": null, "keyword": 0.25, "rerank": 7.0}, "ranks": {"vector": null, "keyword": 4},
+        });
+        assert_eq!(headline(&reranked), " 2. 0.5000  a#0  relevance 7/10  (keyword 0.250 #4)");
     }
 }

@@ -30,6 +30,10 @@ pub(crate) struct SearchRequest {
     filter: Option<Value>,
     /// Only these collections; absent, null or empty: every collection the key may use.
     collections: Option<Vec<String>>,
+    /// Order the fused results with the LLM reranker; absent or null: the server's default.
+    rerank: Option<bool>,
+    /// As `top_k`, a JSON number.
+    rerank_candidates: Option<serde_json::Number>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,17 +81,24 @@ pub(crate) async fn search(
     };
     let search = validate::validate_search(SearchQuery {
         query: request.query,
-        top_k: request.top_k.map(|n| integral(&n)).transpose()?,
+        top_k: request.top_k.map(|n| integral(&n, "top_k")).transpose()?,
         mode: SearchMode::from_name(request.mode.as_deref())?,
         group_by: SearchGroupBy::from_name(request.group_by.as_deref())?,
         vector_weight: weights.vector,
         keyword_weight: weights.keyword,
         filter,
         collections: request.collections,
+        rerank: request.rerank,
+        rerank_candidates: request.rerank_candidates.map(|n| integral(&n, "rerank_candidates")).transpose()?,
     })?;
     let found = core.search(&caller, search).await?;
-    let results: Vec<Value> = found.hits.iter().map(|hit| hit.to_json(found.group_by)).collect();
-    Ok(Json(json!({ "results": results, "mode": found.mode.as_str(), "group_by": found.group_by.as_str() })))
+    let results: Vec<Value> = found.hits.iter().map(|hit| hit.to_json(found.group_by, found.reranked)).collect();
+    Ok(Json(json!({
+        "results": results,
+        "mode": found.mode.as_str(),
+        "group_by": found.group_by.as_str(),
+        "reranked": found.reranked,
+    })))
 }
 
 /// An optional JSON object field read as `T`: null is absent, anything but an object a 400.
@@ -102,13 +113,13 @@ fn object_field<T: DeserializeOwned>(value: Option<Value>, field: &str) -> Resul
 }
 
 /// A JSON number that is a whole number (`7` or `7.0`).
-fn integral(number: &serde_json::Number) -> Result<i64, ApiError> {
+fn integral(number: &serde_json::Number, field: &str) -> Result<i64, ApiError> {
     if let Some(n) = number.as_i64() {
         return Ok(n);
     }
     match number.as_f64() {
         // Exactly representable whole numbers only; the range check refuses them past i64.
         Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-        _ => Err(ApiError::invalid(format!("`top_k` must be a whole number, not {number}"))),
+        _ => Err(ApiError::invalid(format!("`{field}` must be a whole number, not {number}"))),
     }
 }

@@ -1,8 +1,8 @@
 //! Search: the query embedded by the embeddings service (but in keyword mode), the matching
 //! chunks ranked by the storage service among the caller's tenant's documents, in the
 //! collections it names or may use. Storage fuses the rankings, groups by document, applies the
-//! filters inside its index scans and finds the highlights; this side checks permissions and
-//! numbers the results.
+//! filters inside its index scans and finds the highlights; this side checks permissions,
+//! reranks the fused results when asked ([`crate::rerank`]) and numbers the results.
 
 use millrace_auth::Caller;
 use millrace_common::ApiError;
@@ -13,7 +13,7 @@ use super::{Core, downstream, json_object};
 use crate::validate::{SearchGroupBy, SearchMode, ValidSearch};
 
 /// One result of a search.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Hit {
     pub document_id: String,
     pub collection: String,
@@ -31,6 +31,8 @@ pub struct Hit {
     pub highlights: Vec<(u32, u32)>,
     /// Grouped by document: the document's other matching chunks, best first.
     pub other_chunks: Vec<OtherChunk>,
+    /// The reranker's relevance (0 to 10), when it scored this result.
+    pub rerank: Option<f32>,
 }
 
 /// What one retriever said of a chunk. The rank is absent when storage did not report it.
@@ -54,6 +56,8 @@ pub struct SearchResults {
     pub hits: Vec<Hit>,
     pub mode: SearchMode,
     pub group_by: SearchGroupBy,
+    /// Whether the hits are in the reranker's order.
+    pub reranked: bool,
 }
 
 impl Hit {
@@ -80,6 +84,7 @@ impl Hit {
             text: hit.text,
             score: hit.score,
             rank: hit.rank,
+            rerank: hit.rerank_score,
         }
     }
 
@@ -107,12 +112,14 @@ impl Hit {
                     keyword_score: chunk.keyword_score,
                 })
                 .collect(),
+            rerank_score: self.rerank,
         }
     }
 
     /// The HTTP API's shape: `scores` and `ranks` per retriever (null when it did not find the
-    /// chunk), and `chunks` (the other matching chunks) when grouped by document.
-    pub fn to_json(&self, group_by: SearchGroupBy) -> Value {
+    /// chunk), `scores.rerank` when `reranked` (null for a result the model did not score), and
+    /// `chunks` (the other matching chunks) when grouped by document.
+    pub fn to_json(&self, group_by: SearchGroupBy, reranked: bool) -> Value {
         let mut hit = json!({
             "document_id": self.document_id,
             "collection": self.collection,
@@ -128,6 +135,9 @@ impl Hit {
             },
             "highlights": self.highlights.iter().map(|&(start, end)| json!({"start": start, "end": end})).collect::<Vec<_>>(),
         });
+        if reranked {
+            hit["scores"]["rerank"] = json!(self.rerank);
+        }
         if group_by == SearchGroupBy::Document {
             hit["chunks"] = self
                 .other_chunks
@@ -154,11 +164,21 @@ impl Core {
     /// caller's conditions inside its index scans. The query is embedded first unless the mode
     /// is keyword (which needs no model call). Naming a collection the key may not use is a 403,
     /// before anything is embedded.
+    ///
+    /// Reranked, storage is asked for the candidates (at least `top_k`), the reranker orders
+    /// them in one call to the llm-gateway, and the best `top_k` are kept.
     pub async fn search(&self, caller: &Caller, search: ValidSearch) -> Result<SearchResults, ApiError> {
         let collections = searched_collections(caller, search.collections)?;
+        let reranked = search.rerank.unwrap_or(self.config.rerank.by_default);
+        let (mode, group_by) = (search.mode, search.group_by);
         if search.filter.matches_nothing() {
-            return Ok(SearchResults { hits: Vec::new(), mode: search.mode, group_by: search.group_by });
+            return Ok(SearchResults { hits: Vec::new(), mode, group_by, reranked });
         }
+        let wanted = if reranked {
+            search.rerank_candidates.unwrap_or(self.config.rerank.candidates).max(search.top_k)
+        } else {
+            search.top_k
+        };
         let vector = if search.mode.embeds_query() { self.embed_query(&search.query).await? } else { Vec::new() };
         let response = self
             .storage
@@ -166,10 +186,10 @@ impl Core {
             .search(VectorSearchRequest {
                 tenant_id: caller.tenant.clone(),
                 vector,
-                top_k: search.top_k,
+                top_k: wanted,
                 filter: Some(search.filter.to_proto()),
                 collections,
-                query: search.query,
+                query: search.query.clone(),
                 mode: search.mode.to_proto() as i32,
                 group_by: search.group_by.to_proto() as i32,
                 vector_weight: Some(search.vector_weight),
@@ -179,10 +199,12 @@ impl Core {
             .map_err(|status| downstream("storage", status))?
             .into_inner();
         let mut hits: Vec<Hit> = response.results.into_iter().map(Hit::from_proto).collect();
-        // A reranker would reorder `hits` here, after fusion and before the ranks are given.
+        if reranked && !hits.is_empty() {
+            hits = self.reranker.rerank(&caller.tenant, &search.query, hits).await?;
+        }
         hits.truncate(search.top_k as usize);
         number(&mut hits);
-        Ok(SearchResults { hits, mode: search.mode, group_by: search.group_by })
+        Ok(SearchResults { hits, mode, group_by, reranked })
     }
 
     async fn embed_query(&self, query: &str) -> Result<Vec<f32>, ApiError> {
@@ -261,6 +283,7 @@ mod tests {
                 vector_score: Some(0.5),
                 keyword_score: None,
             }],
+            rerank_score: None,
         })
     }
 
@@ -270,7 +293,7 @@ mod tests {
         number(&mut hits);
         assert_eq!((hits[0].rank, hits[1].rank), (1, 2));
         assert_eq!(
-            hits[1].to_json(SearchGroupBy::Document),
+            hits[1].to_json(SearchGroupBy::Document, false),
             json!({
                 "document_id": "guide", "collection": "eng", "chunk_index": 2, "text": "café lighthouse",
                 "score": 0.5, "metadata": {"team": "docs"}, "rank": 2,
@@ -279,9 +302,19 @@ mod tests {
                 "chunks": [{"chunk_index": 7, "score": 0.25, "scores": {"vector": 0.5, "keyword": null}}],
             })
         );
-        assert!(hits[0].to_json(SearchGroupBy::Chunk).get("chunks").is_none(), "chunks only when grouped");
+        assert!(hits[0].to_json(SearchGroupBy::Chunk, false).get("chunks").is_none(), "chunks only when grouped");
         let proto = hits[0].to_proto();
         assert_eq!(Hit::from_proto(proto), hits[0]);
+        // Reranked: the model's relevance beside the retrievers' scores, null where it gave none.
+        hits[0].rerank = Some(7.0);
+        assert_eq!(
+            hits[0].to_json(SearchGroupBy::Chunk, true)["scores"],
+            json!({"vector": 0.75, "keyword": null, "rerank": 7.0})
+        );
+        assert_eq!(hits[1].to_json(SearchGroupBy::Chunk, true)["scores"]["rerank"], Value::Null);
+        assert!(hits[1].to_json(SearchGroupBy::Chunk, true)["scores"].get("rerank").is_some());
+        assert_eq!(hits[0].to_proto().rerank_score, Some(7.0));
+        assert_eq!(Hit::from_proto(hits[0].to_proto()), hits[0]);
     }
 
     #[test]

@@ -27,6 +27,9 @@ async fn bad_search_bodies_are_refused() {
         json!({"query": "q", "filter": {"updated_before": "2026-12-07 10:00:00"}}),
         json!({"query": "q", "filter": {"content_types": ["text/x-unknown"]}}),
         json!({"query": "q", "filter": {"source_prefix": "s".repeat(2049)}}),
+        json!({"query": "q", "rerank": true, "rerank_candidates": 0}),
+        json!({"query": "q", "rerank": true, "rerank_candidates": 51}),
+        json!({"query": "q", "rerank_candidates": 2.5}),
     ] {
         let (code, _) = assert_error(app.post_json("/v1/search", &body).await, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(code, "invalid_argument", "{body}");
@@ -43,6 +46,9 @@ async fn bad_search_bodies_are_refused() {
         json!({"query": "q", "filter": {"content_type": "text/plain"}}),
         json!({"query": "q", "filter": {"document_ids": "a"}}),
         json!({"query": "q", "filter": {"created_after": 1796601600000_i64}}),
+        json!({"query": "q", "rerank": "yes"}),
+        json!({"query": "q", "rerank": 1}),
+        json!({"query": "q", "rerank_candidates": "20"}),
     ] {
         assert_error(app.post_json("/v1/search", &body).await, StatusCode::BAD_REQUEST).await;
     }
@@ -93,8 +99,13 @@ async fn a_filter_that_matches_nothing_is_answered_without_storage() {
             let response = app.post_json("/v1/search", &body).await;
             assert_eq!(response.status(), StatusCode::OK, "{body}");
             let answer: serde_json::Value = response.json().await.unwrap();
-            assert_eq!(answer, json!({"results": [], "mode": mode, "group_by": "chunk"}), "{body}");
+            assert_eq!(answer, json!({"results": [], "mode": mode, "group_by": "chunk", "reranked": false}), "{body}");
         }
+        // Nothing to rerank: no call to the llm-gateway (not running here either).
+        let body = json!({"query": "q", "filter": filter, "rerank": true});
+        let answer: serde_json::Value = app.post_json("/v1/search", &body).await.json().await.unwrap();
+        assert_eq!(answer["reranked"], true, "{answer}");
+        assert_eq!(answer["results"], json!([]), "{answer}");
     }
 }
 

@@ -111,6 +111,7 @@ impl From<UpstreamError> for OpenAiError {
                     ErrorCode::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request_error"),
                     ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_error"),
                     ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "server_error"),
+                    ErrorCode::BadGateway => (StatusCode::BAD_GATEWAY, "server_error"),
                     ErrorCode::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
                     ErrorCode::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
                 };

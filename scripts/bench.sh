@@ -13,8 +13,9 @@
 #   keys      cargo bench -p millrace-auth --bench key_check: what the key check adds (criterion)
 #   fulltext  scripts/bench_fulltext.py: pipeline chunks/s with and without the full-text column
 #             (keyword search's tsvector and GIN index), rounds alternating (~8 min)
-#   search    scripts/bench_search.py: search quality on the Python docs (python3-doc) against
-#             LlamaIndex, and search latency at 10k and 100k chunks (~1 h on 2 busy cores)
+#   search    scripts/bench_search.py: search quality on the Python docs (python3-doc), test and
+#             development query sets, against LlamaIndex, and search latency at 10k and 100k
+#             chunks (~25 min; 1M with `python3 scripts/bench_search.py --sizes 100000,1000000`)
 # The local embedding model against PyTorch needs the pyref venv; see scripts/bench_embeddings.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."

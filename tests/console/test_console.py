@@ -62,6 +62,11 @@ def api(method, path, key=ADMIN_KEY, body=None):
         return err.code, json.loads(err.read() or b"null")
 
 
+def chunk_count(n):
+    """As the console counts chunks."""
+    return f"{n} chunk" if n == 1 else f"{n} chunks"
+
+
 def psql(sql):
     subprocess.run([PSQL, DATABASE_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
 
@@ -283,7 +288,7 @@ class Walk:
         # Every chunk the job stored, read through the chunk listing (no longer search's 100).
         status, job = api("GET", f"/v1/jobs/{self.job_id}")
         stored = job["chunks"]["stored"]
-        self.until_text("section[aria-labelledby=chunks-title] [role=status]", f"All {stored} chunk(s) of version ")
+        self.until_text("section[aria-labelledby=chunks-title] [role=status]", f" has {chunk_count(stored)}.")
         chunks = self.css("section[aria-labelledby=chunks-title]")
         shown = len(chunks.find_elements(By.CSS_SELECTOR, "details[data-chunk]"))
         self.check(shown == stored, f"the job stored {stored} chunks, its page shows {shown}")
@@ -344,7 +349,7 @@ class Walk:
             self.wait.until(lambda d: d.execute_script(count) > before, "Load more loaded nothing")
             focused = self.d.execute_script("return document.activeElement.innerText")
             self.check(focused.startswith(f"Chunk {before}:"), f"the focus is not on the first chunk loaded: {focused!r}")
-        self.until_text(f"{section} [role=status]", f"All {total} chunk(s) of version 1")
+        self.until_text(f"{section} [role=status]", f"Version 1 of {MANY_DOC} has {chunk_count(total)}.")
         indexes = self.d.execute_script(f"return [...document.querySelectorAll('{section} details')].map(d => Number(d.dataset.chunk))")
         self.check(indexes == list(range(total)), f"chunks shown out of order or twice: {indexes}")
         self.shot("documents-many-chunks")

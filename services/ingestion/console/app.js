@@ -822,9 +822,10 @@ async function renderDocumentChunks(section, documentId) {
     append(list, body.chunks.map(item));
     shown += body.chunks.length;
     cursor = body.next_cursor;
+    const count = (n) => `${n} chunk${n === 1 ? "" : "s"}`;
     status.textContent = cursor
-      ? `${shown} chunks of version ${body.version} of ${documentId} shown; more to load.`
-      : `All ${shown} chunk(s) of version ${body.version} of ${documentId}.`;
+      ? `${count(shown)} of version ${body.version} of ${documentId} shown; more to load.`
+      : `Version ${body.version} of ${documentId} has ${count(shown)}.`;
     controls.hidden = !cursor;
     if (!shown) list.replaceChildren(h("p", { class: "muted" }, "No chunks visible."));
   };

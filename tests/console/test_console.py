@@ -3,9 +3,11 @@
 
 sign in (a wrong key is refused), the overview's live figures, upload a file and watch its job
 reach `completed`, find it on the jobs page and in the search playground (highlighted), open its
-job detail (stage timeline with each stage's time queued and worked, events, chunks, trace link), its document, a dead letter made by a
-storage fault and retried once the fault is gone (the job then completes), create a key and revoke
-it (the API then refuses it), and a read-only key's 403 on an admin page. On every page: no
+job detail (stage timeline with each stage's time queued and worked, events, every chunk stored,
+trace link), its document and one of more chunks than a page (the rest loaded with the
+keyboard's "Load more chunks"), a dead letter made by a storage fault and retried once the fault
+is gone (the job then completes), create a key and revoke it (the API then refuses it), and a
+read-only key's 403 on an admin page. On every page: no
 console errors, every form control labelled, nothing wider than a phone's screen. Screenshots of
 each page go to $CONSOLE_SCREENSHOTS.
 """
@@ -43,6 +45,7 @@ GOOD_TEXT = (
     "## Maintenance\n\nCheck the wheel's paddles weekly and clear the trash rack of leaves.\n"
 )
 FAULTY_DOC = "console-faulty.md"
+MANY_DOC = "console-paddles.txt"
 
 
 def api(method, path, key=ADMIN_KEY, body=None):
@@ -57,6 +60,11 @@ def api(method, path, key=ADMIN_KEY, body=None):
             return response.status, (json.loads(text) if text else None)
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"null")
+
+
+def chunk_count(n):
+    """As the console counts chunks."""
+    return f"{n} chunk" if n == 1 else f"{n} chunks"
 
 
 def psql(sql):
@@ -277,12 +285,29 @@ class Walk:
         self.check(len(labels) == 4 and all("queued" in l and "worked" in l for l in labels), f"track labels: {labels}")
         self.check("cannot" not in timeline.text, f"the timeline still says it cannot tell: {timeline.text}")
         self.until_text("section[aria-labelledby=chunks-title] details", "Chunk 0")
+        # Every chunk the job stored, read through the chunk listing (no longer search's 100).
+        status, job = api("GET", f"/v1/jobs/{self.job_id}")
+        stored = job["chunks"]["stored"]
+        self.until_text("section[aria-labelledby=chunks-title] [role=status]", f" has {chunk_count(stored)}.")
+        chunks = self.css("section[aria-labelledby=chunks-title]")
+        shown = len(chunks.find_elements(By.CSS_SELECTOR, "details[data-chunk]"))
+        self.check(shown == stored, f"the job stored {stored} chunks, its page shows {shown}")
+        self.check("search API" not in chunks.text, f"the chunks still say they come from search: {chunks.text}")
         trace = self.css("section[aria-labelledby=summary-title] a[href*='jaeger.example/trace/']")
         self.check(len(trace.text) == 32, f"trace link: {trace.text}")
         self.shot("job")
         self.page_sound("job detail")
 
     def document(self):
+        # More chunks than a page of the listing holds (100): chunks of at most 16 tokens of a
+        # document of 200 paragraphs of about 10, stored while the first document's page is checked.
+        many = "\n\n".join(f"Paddle {i} of the millrace wheel turns." for i in range(200))
+        status, accepted = api(
+            "POST",
+            "/v1/ingest",
+            body={"document_id": MANY_DOC, "content": many, "content_type": "text/plain", "options": {"chunk_size": 16, "chunk_overlap": 0}},
+        )
+        self.check(status == 202, f"cannot submit {MANY_DOC}: {status} {accepted}")
         self.go(f"#/documents/{GOOD_DOC}")
         self.until_text("section[aria-labelledby=doc-title]", "text/markdown")
         self.until_text("section[aria-labelledby=doc-title] pre", "millwrights")
@@ -291,12 +316,44 @@ class Walk:
         self.check(self.job_id[:12] in self.css("section[aria-labelledby=doc-versions]").text, "versions lack the job")
         self.shot("documents")
         self.page_sound("documents")
+        self.many_chunks(accepted["job_id"])
         if self.has_listing:
             # The listing, where the API has one (issue 15): the document is in it, linked.
             self.go("#/documents")
             self.until_text("main table", GOOD_DOC)
             self.css(f'main table a[href="#/documents/{GOOD_DOC}"]')
             self.page_sound("documents listing")
+
+    def many_chunks(self, job_id):
+        """A document of more chunks than a page: the first 100, then the rest by the keyboard's
+        "Load more chunks", as many as the document holds."""
+        self.wait.until(lambda d: api("GET", f"/v1/jobs/{job_id}")[1]["status"] in ("completed", "failed", "cancelled"))
+        status, job = api("GET", f"/v1/jobs/{job_id}")
+        self.check(job["status"] == "completed", f"{MANY_DOC}: {job}")
+        status, doc = api("GET", f"/v1/documents/{MANY_DOC}")
+        total = doc["chunk_count"]
+        self.check(total > 100, f"{MANY_DOC} has {total} chunks, no more than a page")
+        self.go(f"#/documents/{MANY_DOC}")
+        section = "section[aria-labelledby=doc-chunks]"
+        self.until_text(f"{section} [role=status]", "100 chunks of version 1")
+        self.check(len(self.d.find_elements(By.CSS_SELECTOR, f"{section} details")) == 100, "the first page is not 100 chunks")
+        more = self.css(f"{section} button")
+        self.check(more.text == "Load more chunks", f"no Load more button: {more.text}")
+        # By the keyboard: the button takes the focus and Enter loads the next page, which
+        # takes the focus from it.
+        count = f"return document.querySelectorAll('{section} details').length"
+        while more.is_displayed():
+            before = self.d.execute_script(count)
+            self.d.execute_script("arguments[0].focus()", more)
+            ActionChains(self.d).send_keys(Keys.ENTER).perform()
+            self.wait.until(lambda d: d.execute_script(count) > before, "Load more loaded nothing")
+            focused = self.d.execute_script("return document.activeElement.innerText")
+            self.check(focused.startswith(f"Chunk {before}:"), f"the focus is not on the first chunk loaded: {focused!r}")
+        self.until_text(f"{section} [role=status]", f"Version 1 of {MANY_DOC} has {chunk_count(total)}.")
+        indexes = self.d.execute_script(f"return [...document.querySelectorAll('{section} details')].map(d => Number(d.dataset.chunk))")
+        self.check(indexes == list(range(total)), f"chunks shown out of order or twice: {indexes}")
+        self.shot("documents-many-chunks")
+        self.page_sound("document of many chunks")
 
     def dead_letter(self):
         psql(

@@ -583,7 +583,7 @@ function jobPage(jobId) {
     renderTimeline(timeline, job, seen);
     if (job.status === "completed" && !chunksShown) {
       chunksShown = true;
-      guarded(chunks, () => renderChunks(chunks, job));
+      guarded(chunks, () => renderDocumentChunks(chunks, job.document_id));
     } else if (job.status !== "completed" && !chunksShown) {
       clear(chunks, chunks.firstChild, h("p", { class: "muted" }, "Chunks show once the job has completed."));
     }
@@ -789,24 +789,58 @@ function renderEvents(section, events) {
   clear(section, section.firstChild, table(null, ["Time", ["Since queued", "num"], "Event", "Stage", ["Batch", "num"], ["Chunks", "num"], ["Worked", "num hide-narrow"], "Error"], rows));
 }
 
-// A document's chunks, through the search API: a vector search restricted to the document,
-// one result per chunk, returns its chunks (up to 100) with their metadata.
-async function documentChunks(documentId) {
-  const body = await api("POST", "/v1/search", {
-    query: documentId, mode: "vector", group_by: "chunk", top_k: 100, filter: { document_id: documentId },
-  });
-  return body.results.sort((a, b) => a.chunk_index - b.chunk_index);
-}
+// A document's chunks (its visible version) in `section`, in order, a page at a time from
+// GET /v1/documents/{id}/chunks, with a "Load more chunks" button while pages are left. A new
+// version made visible between pages (409 for the old version's cursor) lists from the start.
+const CHUNK_PAGE_SIZE = 100;
 
-async function renderChunks(section, job) {
-  const hits = await documentChunks(job.document_id);
-  const items = hits.map((hit, i) => h("details", { class: "hit", open: i === 0 },
-    h("summary", {}, `Chunk ${hit.chunk_index}: ${hit.text.slice(0, 90)}${hit.text.length > 90 ? "…" : ""}`),
-    h("p", {}, hit.text),
-    h("pre", { "aria-label": `metadata of chunk ${hit.chunk_index}` }, JSON.stringify(hit.metadata, null, 2))));
-  clear(section, section.firstChild,
-    h("p", { class: "muted small" }, `${hits.length} chunk(s) of the visible version of ${job.document_id} (read through the search API; up to 100).`),
-    items.length ? items : h("p", { class: "muted" }, "No chunks visible."));
+async function renderDocumentChunks(section, documentId) {
+  const status = h("p", { class: "muted small", role: "status" });
+  const list = h("div");
+  const more = h("button", { type: "button", class: "secondary" }, "Load more chunks");
+  const controls = h("p", { hidden: true }, more);
+  let cursor = null;
+  let shown = 0;
+  const item = (chunk) => h("details", { class: "hit", open: shown === 0 && chunk.chunk_index === 0, "data-chunk": chunk.chunk_index },
+    h("summary", {}, `Chunk ${chunk.chunk_index}: ${chunk.text.slice(0, 90)}${chunk.text.length > 90 ? "…" : ""}`),
+    h("p", {}, chunk.text),
+    h("pre", { "aria-label": `metadata of chunk ${chunk.chunk_index}` }, JSON.stringify(chunk.metadata, null, 2)));
+  const load = async () => {
+    const params = new URLSearchParams({ limit: String(CHUNK_PAGE_SIZE) });
+    if (cursor) params.set("cursor", cursor);
+    let body;
+    try {
+      body = await api("GET", `/v1/documents/${encodeURIComponent(documentId)}/chunks?${params}`);
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 409 && cursor)) throw err;
+      cursor = null;
+      shown = 0;
+      list.replaceChildren();
+      announce(`A new version of ${documentId} is visible: its chunks are listed again from the first.`);
+      return load();
+    }
+    append(list, body.chunks.map(item));
+    shown += body.chunks.length;
+    cursor = body.next_cursor;
+    const count = (n) => `${n} chunk${n === 1 ? "" : "s"}`;
+    status.textContent = cursor
+      ? `${count(shown)} of version ${body.version} of ${documentId} shown; more to load.`
+      : `Version ${body.version} of ${documentId} has ${count(shown)}.`;
+    controls.hidden = !cursor;
+    if (!shown) list.replaceChildren(h("p", { class: "muted" }, "No chunks visible."));
+  };
+  more.addEventListener("click", () => {
+    const first = shown;
+    more.disabled = true;
+    guarded(section, async () => {
+      await load();
+      // Keyboard and screen reader users go on from the first chunk just loaded.
+      const next = list.querySelector(`details:nth-of-type(${first + 1}) summary`);
+      if (next) next.focus();
+    }).finally(() => { more.disabled = false; });
+  });
+  clear(section, section.firstChild, status, list, controls);
+  await load();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -987,12 +1021,7 @@ function documentsPage(documentId) {
       h("section", { class: "panel", "aria-labelledby": "doc-versions" }, h("h2", { id: "doc-versions" }, "Versions submitted"),
         table(null, [["Version", "num"], "Status", "Job", "Submitted"], versions, "No job of this document among the newest 500.")),
       chunks);
-    guarded(chunks, async () => {
-      const hits = await documentChunks(documentId);
-      append(chunks, hits.map((hit, i) => h("details", { class: "hit", open: i === 0 },
-        h("summary", {}, `Chunk ${hit.chunk_index}: ${hit.text.slice(0, 90)}${hit.text.length > 90 ? "…" : ""}`),
-        h("p", {}, hit.text), h("pre", {}, JSON.stringify(hit.metadata, null, 2)))));
-    });
+    guarded(chunks, () => renderDocumentChunks(chunks, documentId));
   });
 }
 

@@ -64,6 +64,7 @@ pub fn router(core: Arc<Core>, watchers: Watchers, access: keys::Access, door: D
         .route("/v1/search", post(search::search).layer(DefaultBodyLimit::max(SMALL_BODY_BYTES)))
         .route("/v1/documents", get(documents::list))
         .route("/v1/documents/{id}", get(documents::get).delete(documents::delete))
+        .route("/v1/documents/{id}/chunks", get(documents::chunks))
         .route("/v1/runs/{id}/webhooks", get(webhooks::log))
         .route("/v1/stats", get(stats::stats))
         .route("/v1/limits", get(stats::limits))

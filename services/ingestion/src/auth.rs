@@ -18,9 +18,15 @@ pub fn rules(method: &Method, path: &str) -> Access {
         ("DELETE", "/v1/jobs/{id}") => Needs(Ingest),
         ("POST", "/v1/runs" | "/v1/runs/{id}/retry-failed") | ("DELETE", "/v1/runs/{id}") => Needs(Ingest),
         ("GET", "/v1/runs" | "/v1/runs/{id}" | "/v1/runs/{id}/items" | "/v1/runs/{id}/report.csv") => Needs(Read),
-        ("GET", "/v1/jobs" | "/v1/jobs/{id}" | "/v1/jobs/{id}/events" | "/v1/documents" | "/v1/documents/{id}") => {
-            Needs(Read)
-        }
+        (
+            "GET",
+            "/v1/jobs"
+            | "/v1/jobs/{id}"
+            | "/v1/jobs/{id}/events"
+            | "/v1/documents"
+            | "/v1/documents/{id}"
+            | "/v1/documents/{id}/chunks",
+        ) => Needs(Read),
         ("GET", "/v1/runs/{id}/webhooks") => Needs(Read),
         ("POST", "/v1/search") => Needs(Search),
         ("DELETE", "/v1/documents/{id}") => Needs(Delete),
@@ -31,7 +37,8 @@ pub fn rules(method: &Method, path: &str) -> Access {
             "/millrace.v1.Ingestion/GetJob"
             | "/millrace.v1.Ingestion/ListJobs"
             | "/millrace.v1.Ingestion/WatchJob"
-            | "/millrace.v1.Ingestion/ListDocuments",
+            | "/millrace.v1.Ingestion/ListDocuments"
+            | "/millrace.v1.Ingestion/ListChunks",
         ) => Needs(Read),
         (_, "/millrace.v1.Ingestion/Search") => Needs(Search),
         (_, "/millrace.v1.Ingestion/DeleteDocument") => Needs(Delete),

@@ -28,7 +28,7 @@ use millrace_proto::v1::storage_client::StorageClient;
 use tonic::transport::Channel;
 
 pub use self::dead_letters::stage;
-pub use self::documents::{DocumentInfo, DocumentList, DocumentQuery};
+pub use self::documents::{ChunkList, DocumentInfo, DocumentList, DocumentQuery};
 pub use self::jobs::{JobListing, job_visible, unknown_job};
 pub use self::runs::{Page, RunAccepted, push_csv_field};
 pub use self::search::Hit;

@@ -10,10 +10,10 @@ use millrace_common::ApiError;
 use millrace_pipeline::JobStatus;
 use millrace_proto::v1::ingestion_server::{Ingestion, IngestionServer};
 use millrace_proto::v1::{
-    CancelJobRequest, DeleteDocumentRequest, DeleteDocumentResponse, Document, GetJobRequest, Job, JobEvent,
-    ListDeadLettersRequest, ListDeadLettersResponse, ListDocumentsRequest, ListDocumentsResponse, ListJobsRequest,
-    ListJobsResponse, RetryDeadLettersRequest, RetryDeadLettersResponse, SearchRequest, SearchResponse, SubmitRequest,
-    SubmitResponse, WatchJobRequest,
+    CancelJobRequest, DeleteDocumentRequest, DeleteDocumentResponse, Document, DocumentChunk, GetJobRequest, Job,
+    JobEvent, ListDeadLettersRequest, ListDeadLettersResponse, ListDocumentChunksRequest, ListDocumentChunksResponse,
+    ListDocumentsRequest, ListDocumentsResponse, ListJobsRequest, ListJobsResponse, RetryDeadLettersRequest,
+    RetryDeadLettersResponse, SearchRequest, SearchResponse, SubmitRequest, SubmitResponse, WatchJobRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -244,6 +244,36 @@ impl Ingestion for IngestionGrpc {
                     updated_at: info.updated_at,
                     fingerprint: String::new(),
                     collection: info.collection,
+                })
+                .collect(),
+            next_cursor: list.next_cursor.unwrap_or_default(),
+        }))
+    }
+
+    /// A page of a document's chunks, as `GET /v1/documents/{id}/chunks`; `tenant_id` may name
+    /// another tenant for an admin key only, `limit` 0 is the default page.
+    async fn list_chunks(
+        &self,
+        request: Request<ListDocumentChunksRequest>,
+    ) -> Result<Response<ListDocumentChunksResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let limit = Some(request.limit).filter(|limit| *limit > 0);
+        let list = self
+            .core
+            .list_chunks(&caller, Some(&request.tenant_id), &request.document_id, Some(request.cursor.as_str()), limit)
+            .await?;
+        Ok(Response::new(ListDocumentChunksResponse {
+            document_id: list.document_id,
+            version: list.version,
+            collection: list.collection,
+            chunks: list
+                .chunks
+                .into_iter()
+                .map(|chunk| DocumentChunk {
+                    chunk_index: chunk.chunk_index,
+                    text: chunk.text,
+                    metadata_json: chunk.metadata.to_string(),
                 })
                 .collect(),
             next_cursor: list.next_cursor.unwrap_or_default(),

@@ -8,15 +8,15 @@ use millrace_common::ApiError;
 use millrace_proto::storage_server::Storage;
 use millrace_proto::{
     ChunkMatch, DeleteDocumentRequest, DeleteDocumentResponse, DiscardVersionRequest, DiscardVersionResponse, Document,
-    GetDocumentRequest, Highlight, ListDocumentsRequest, ListDocumentsResponse, SearchGroupBy as ProtoGroupBy,
-    SearchHit, SearchMode as ProtoMode, SearchResponse, StoredChunk, StoredChunkEntry, StoredChunksRequest,
-    StoredChunksResponse, Vector, VectorSearchRequest,
+    DocumentChunk, GetDocumentRequest, Highlight, ListChunksRequest, ListChunksResponse, ListDocumentsRequest,
+    ListDocumentsResponse, SearchGroupBy as ProtoGroupBy, SearchHit, SearchMode as ProtoMode, SearchResponse,
+    StoredChunk, StoredChunkEntry, StoredChunksRequest, StoredChunksResponse, Vector, VectorSearchRequest,
 };
 use tonic::{Request, Response, Status};
 
 use crate::store::{
-    DEFAULT_LIST_LIMIT, DocumentRecord, GroupBy, ListDocuments, MAX_LIST_LIMIT, PgStore, SearchFilter, SearchMode,
-    SearchRequest, StoreError,
+    ChunkListing, DEFAULT_CHUNK_LIMIT, DEFAULT_LIST_LIMIT, DocumentRecord, GroupBy, ListChunks, ListDocuments,
+    MAX_CHUNK_LIMIT, MAX_LIST_LIMIT, PgStore, SearchFilter, SearchMode, SearchRequest, StoreError,
 };
 
 /// Content hashes per `StoredChunks` request: keeps an answer (vectors included) well under
@@ -176,6 +176,53 @@ impl Storage for StorageService {
         Ok(Response::new(ListDocumentsResponse {
             documents: page.documents.into_iter().map(document_message).collect(),
             next_cursor,
+        }))
+    }
+
+    async fn list_chunks(&self, request: Request<ListChunksRequest>) -> Result<Response<ListChunksResponse>, Status> {
+        let request = request.into_inner();
+        require_id(&request.document_id)?;
+        let limit = match request.limit as usize {
+            0 => DEFAULT_CHUNK_LIMIT,
+            limit => limit.min(MAX_CHUNK_LIMIT),
+        };
+        let query = ListChunks {
+            tenant_id: tenant(&request.tenant_id)?.to_owned(),
+            document_id: request.document_id,
+            after_chunk_index: request.after_chunk_index.map(i64::from),
+            version: Some(request.version).filter(|version| *version > 0).map(|version| version as i64),
+            limit,
+        };
+        let page = match self.store.list_chunks(&query).await.map_err(status)? {
+            ChunkListing::Page(page) => page,
+            ChunkListing::Missing => {
+                return Err(ApiError::not_found(format!("document {:?} not found", query.document_id)).into());
+            }
+            ChunkListing::VersionChanged { visible } => {
+                return Err(ApiError::conflict(format!(
+                    "document {:?} is at version {visible} now, not {}: list its chunks from the first page",
+                    query.document_id, request.version
+                ))
+                .into());
+            }
+        };
+        let next_after_chunk_index = match page.chunks.last() {
+            Some(last) if page.more => u32::try_from(last.chunk_index).ok(),
+            _ => None,
+        };
+        Ok(Response::new(ListChunksResponse {
+            version: page.version as u64,
+            collection: page.collection,
+            chunks: page
+                .chunks
+                .into_iter()
+                .map(|chunk| DocumentChunk {
+                    chunk_index: u32::try_from(chunk.chunk_index).unwrap_or_default(),
+                    text: chunk.text,
+                    metadata_json: chunk.metadata.to_string(),
+                })
+                .collect(),
+            next_after_chunk_index,
         }))
     }
 

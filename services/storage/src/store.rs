@@ -14,8 +14,10 @@
 //! - Batches go in with binary COPY into a temporary table and one `INSERT ... SELECT`, a handful
 //!   of round trips per batch; the HNSW index insert is the real cost (see DESIGN.md, Storage).
 //!   PostgreSQL computes each chunk's `search_text` (a stored generated column) on the way in.
-//! - Search (vector, keyword, hybrid) is in `search.rs`.
+//! - Search (vector, keyword, hybrid) is in `search.rs`; listings of documents and of a
+//!   document's chunks are in `list.rs` and `chunks.rs`.
 
+mod chunks;
 mod config;
 mod error;
 mod list;
@@ -32,6 +34,7 @@ use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
+pub use chunks::{ChunkListing, ChunkPage, DEFAULT_CHUNK_LIMIT, ListChunks, ListedChunk, MAX_CHUNK_LIMIT};
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use list::{DEFAULT_LIST_LIMIT, DocumentPage, ListDocuments, MAX_LIST_LIMIT};

@@ -131,6 +131,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         report: Option<std::path::PathBuf>,
     },
+    /// Show a document's chunks (its visible version), in order, with their metadata.
+    Chunks { document_id: String },
     /// Show one job; with --follow, its events until it ends.
     Job {
         id: String,
@@ -288,6 +290,18 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Runs { limit } => runs::list(&api, limit, json).await?,
         Command::Run { id, report } => runs::show(&api, &id, report, json).await?,
+        Command::Chunks { document_id } => {
+            let list = chunks(&api, &document_id).await?;
+            if json {
+                print_json(&list);
+            } else {
+                println!("{} (version {}, collection {})", document_id, list["version"], text(&list["collection"]));
+                for chunk in list["chunks"].as_array().into_iter().flatten() {
+                    println!("\n--- chunk {}  {}", chunk["chunk_index"], chunk["metadata"]);
+                    println!("{}", text(&chunk["text"]));
+                }
+            }
+        }
         Command::Job { id, follow } => {
             if follow {
                 let mut events = api.events(&id).await?;
@@ -370,6 +384,20 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every page of a document's chunks as one answer (`next_cursor` null).
+async fn chunks(api: &Api, document_id: &str) -> Result<Value, Failure> {
+    let path = format!("/v1/documents/{}/chunks?limit=500", sync::encode(document_id));
+    let mut list = api.get(&path).await?;
+    while let Some(cursor) = list["next_cursor"].as_str().map(str::to_owned) {
+        let page = api.get(&format!("{path}&cursor={}", sync::encode(&cursor))).await?;
+        if let (Some(all), Some(more)) = (list["chunks"].as_array_mut(), page["chunks"].as_array()) {
+            all.extend(more.iter().cloned());
+        }
+        list["next_cursor"] = page["next_cursor"].clone();
+    }
+    Ok(list)
 }
 
 fn text(value: &Value) -> &str {

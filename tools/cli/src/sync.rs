@@ -238,7 +238,7 @@ async fn submit(api: &Api, id: &str, file: &Local, options: &Options) -> Result<
 
 /// Percent-encodes everything but RFC 3986's unreserved characters: a document id in a path
 /// segment (`/` included) or a query value.
-fn encode(text: &str) -> String {
+pub(crate) fn encode(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

@@ -1,5 +1,6 @@
-//! `GET /v1/documents/{id}` and `DELETE /v1/documents/{id}`, answered by the storage service, in
-//! the caller's tenant (an admin key may name another with `?tenant=`).
+//! `GET /v1/documents`, `GET /v1/documents/{id}`, `GET /v1/documents/{id}/chunks` and
+//! `DELETE /v1/documents/{id}`, answered by the storage service, in the caller's tenant (an admin
+//! key may name another with `?tenant=`).
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use millrace_common::ApiError;
 use serde::Deserialize;
 
 use super::path_param;
-use crate::core::{Core, DocumentInfo, DocumentList, DocumentQuery};
+use crate::core::{ChunkList, Core, DocumentInfo, DocumentList, DocumentQuery};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct TenantParam {
@@ -72,4 +73,28 @@ pub(crate) async fn list(
         limit: params.limit,
     };
     Ok(Json(core.list_documents(&caller, params.tenant.as_deref(), query).await?))
+}
+
+/// The query of a chunk listing; an unknown parameter is a 400, as for the document listing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChunkParams {
+    tenant: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/documents/{id}/chunks?cursor=&limit=`: the visible version's chunks in order.
+pub(crate) async fn chunks(
+    State(core): State<Arc<Core>>,
+    Extension(caller): Extension<Caller>,
+    id: Result<Path<String>, PathRejection>,
+    params: Result<Query<ChunkParams>, QueryRejection>,
+) -> Result<Json<ChunkList>, ApiError> {
+    let Query(params) = params.map_err(|err| ApiError::bad_request(err.body_text()))?;
+    let document_id = path_param(id)?;
+    let list = core
+        .list_chunks(&caller, params.tenant.as_deref(), &document_id, params.cursor.as_deref(), params.limit)
+        .await?;
+    Ok(Json(list))
 }

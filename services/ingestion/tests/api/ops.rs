@@ -15,6 +15,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/documents"),
     ("get", "/v1/documents/{id}"),
     ("delete", "/v1/documents/{id}"),
+    ("get", "/v1/documents/{id}/chunks"),
     ("get", "/v1/stats"),
     ("get", "/v1/limits"),
     ("get", "/v1/dlq"),

@@ -6,8 +6,9 @@
 use millrace_proto::v1::admin_client::AdminClient;
 use millrace_proto::v1::ingestion_client::IngestionClient;
 use millrace_proto::v1::{
-    CancelJobRequest, DeleteDocumentRequest, GetJobRequest, ListDeadLettersRequest, ListDocumentsRequest,
-    ListJobsRequest, RetryDeadLettersRequest, SearchRequest, StatsRequest, SubmitRequest, WatchJobRequest,
+    CancelJobRequest, DeleteDocumentRequest, GetJobRequest, ListDeadLettersRequest, ListDocumentChunksRequest,
+    ListDocumentsRequest, ListJobsRequest, RetryDeadLettersRequest, SearchRequest, StatsRequest, SubmitRequest,
+    WatchJobRequest,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -28,6 +29,7 @@ fn http_routes() -> Vec<(Method, &'static str, Option<Value>, Needs)> {
         (Method::GET, "/v1/jobs/no-such-job", None, Some("read")),
         (Method::GET, "/v1/jobs/no-such-job/events", None, Some("read")),
         (Method::GET, "/v1/documents/no-such-doc", None, Some("read")),
+        (Method::GET, "/v1/documents/no-such-doc/chunks", None, Some("read")),
         (Method::GET, "/v1/documents", None, Some("read")),
         (Method::GET, "/v1/runs/no-such-run/webhooks", None, Some("read")),
         (Method::POST, "/v1/search", Some(json!({"query": "matrix"})), Some("search")),
@@ -63,7 +65,7 @@ fn http_routes() -> Vec<(Method, &'static str, Option<Value>, Needs)> {
 }
 
 /// Every gRPC method and the scope it needs (health and reflection are public).
-const GRPC_METHODS: [(&str, Needs); 13] = [
+const GRPC_METHODS: [(&str, Needs); 14] = [
     ("Ingestion/Submit", Some("ingest")),
     ("Ingestion/CancelJob", Some("ingest")),
     ("Ingestion/GetJob", Some("read")),
@@ -72,6 +74,7 @@ const GRPC_METHODS: [(&str, Needs); 13] = [
     ("Ingestion/Search", Some("search")),
     ("Ingestion/DeleteDocument", Some("delete")),
     ("Ingestion/ListDocuments", Some("read")),
+    ("Ingestion/ListChunks", Some("read")),
     ("Ingestion/ListDeadLetters", Some("admin")),
     ("Ingestion/RetryDeadLetters", Some("admin")),
     ("Admin/Stats", Some("admin")),
@@ -202,6 +205,12 @@ async fn grpc_call(channel: Authed, method: &str) -> Code {
                 .map(drop),
         ),
         "Ingestion/ListDocuments" => code(ingestion.list_documents(ListDocumentsRequest::default()).await.map(drop)),
+        "Ingestion/ListChunks" => code(
+            ingestion
+                .list_chunks(ListDocumentChunksRequest { document_id: "no-such-doc".into(), ..Default::default() })
+                .await
+                .map(drop),
+        ),
         "Ingestion/ListDeadLetters" => {
             code(ingestion.list_dead_letters(ListDeadLettersRequest::default()).await.map(drop))
         }

@@ -7,13 +7,13 @@ ingested into a stack of its own; then, for every query of bench/search/dev-quer
 vector, one result per chunk, 100), and the keyword retriever's matches straight from SQL with
 what each holds of the query: the query as a phrase, every term, or some terms (and the share of
 its English-stemmed terms). Fusion variants are then computed here, on those same rankings, and
-scored as the benchmark scores (MRR@10, hit@1, hit@5 over the top 10 documents). What storage
-does came from this table on the development set; docs/benchmarks.md ("Search") reports the
-test set, run after the choice, through the service itself.
+scored as the benchmark scores (MRR@10, hit@1, hit@5 over the top 10 documents).
+docs/benchmarks.md ("Search") tells how this table, and the same variants measured through the
+service, led to what storage does.
 
 It is an approximation of the service: the keyword matches are read more deeply (5,000 of each
-half rather than max(5 × pool, 500)) and documents are grouped from 100 chunks of each ranking
-with no deeper retry.
+half rather than max(5 × pool, 500)), which flatters partial matches, and documents are grouped
+from 100 chunks of each ranking with no deeper retry.
 
 usage: scripts/tune_search_fusion.py [--queries bench/search/dev-queries.json]
 Standard library only; uses scripts/bench_search.py's ports (do not run both at once).
@@ -43,7 +43,7 @@ WITH common AS (SELECT coalesce(array_agg(e.lexeme), '{}') AS lexemes FROM pg_st
          WHERE c.search_text @@ (SELECT millrace_search_query_any(:'q', (SELECT lexemes FROM common))) LIMIT 5000))
 SELECT coalesce(json_agg(r), '[]') FROM (
     SELECT g.document_id, g.chunk_index, g.every_term, g.score,
-           g.every_term AND g.search_text @@ millrace_search_query_phrase(:'q') AS phrase,
+           g.every_term AND (g.search_text @@ phraseto_tsquery('english', :'q') OR g.search_text @@ phraseto_tsquery('simple', :'q')) AS phrase,
            (SELECT count(*) FROM unnest((SELECT lexemes FROM terms)) t WHERE g.search_text @@ quote_literal(t)::tsquery)::float
                / greatest(1, cardinality((SELECT lexemes FROM terms))) AS coverage
     FROM (SELECT document_id, chunk_index, bool_or(every_term) AS every_term, (array_agg(search_text))[1] AS search_text,
@@ -58,8 +58,10 @@ def keyword_matches(query, env):
     out = subprocess.run(
         [str(binary), "-h", "127.0.0.1", "-p", str(bench.PG_PORT), "-U", "postgres", "-d", "postgres",
          "-v", "ON_ERROR_STOP=1", "-v", f"q={query}", "-Atq"],
-        input=KEYWORD_MATCHES, check=True, capture_output=True, text=True, env=env,
+        input=KEYWORD_MATCHES, capture_output=True, text=True, env=env,
     )
+    if out.returncode != 0:
+        raise SystemExit(f"tune: the keyword query failed for {query!r}: {out.stderr.strip()}")
     return json.loads(out.stdout)
 
 

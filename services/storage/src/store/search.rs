@@ -201,12 +201,11 @@ struct Found {
 }
 
 /// How much of the query's text a keyword match holds, strongest first. The keyword ranking
-/// orders by it before `ts_rank_cd`, and hybrid fusion weighs the keyword vote by it.
+/// orders by it before `ts_rank_cd`; in hybrid fusion only a match holding every term votes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TermMatch {
-    /// The query's words in the order written (a copied sentence, an error message).
-    Phrase,
-    /// Every term of the query, anywhere in the chunk.
+    /// Every term of the query, anywhere in the chunk (a copied sentence, an error message, an
+    /// identifier).
     EveryTerm,
     /// Some of its terms.
     SomeTerms,
@@ -214,25 +213,15 @@ enum TermMatch {
 
 impl TermMatch {
     /// The share of the keyword weight that a match of this kind carries in hybrid fusion.
-    /// Chosen on the development queries (bench/search/dev-queries.json; docs/benchmarks.md,
-    /// "Search"), before the test queries were run: at full weight, chunks sharing a few words
-    /// with a question in a user's words (mostly noise) pushed the vector retriever's answer
-    /// down; at equal weight, a chunk holding a copied sentence word for word lost to chunks
-    /// that both retrievers found loosely.
+    /// Measured through the service (docs/benchmarks.md, "Search"): with partial matches
+    /// voting (at half weight, or fully as before), the chunks sharing a few common words with
+    /// a question in a user's words (mostly noise) pushed the vector retriever's answer down,
+    /// and scanning them cost hybrid search 100 ms at p99 on 100k chunks; without, hybrid beat
+    /// vector alone on both query sets at the cost of a vector search.
     fn fusion_weight(self) -> f32 {
         match self {
-            TermMatch::Phrase => 2.0,
             TermMatch::EveryTerm => 1.0,
-            TermMatch::SomeTerms => 0.5,
-        }
-    }
-
-    /// From the keyword query's `strength` column.
-    fn from_strength(strength: i32) -> Self {
-        match strength {
-            0 => TermMatch::Phrase,
-            1 => TermMatch::EveryTerm,
-            _ => TermMatch::SomeTerms,
+            TermMatch::SomeTerms => 0.0,
         }
     }
 }
@@ -378,9 +367,9 @@ impl PgStore {
             .collect()
     }
 
-    /// The pool's best chunks for the query's text, best first: those holding the query as a
-    /// phrase, then those holding every term, then those holding some, each part by
-    /// `ts_rank_cd` (see [`TermMatch`]).
+    /// The pool's best chunks for the query's text, best first: those holding every term of the
+    /// query, then those holding some, each part by `ts_rank_cd` (see [`TermMatch`]). In hybrid
+    /// mode, where partial matches have no vote, only the first part is read.
     async fn keyword_candidates(
         &self,
         tenant_id: &str,
@@ -390,21 +379,36 @@ impl PgStore {
         let limit = i64::try_from(pool).unwrap_or(i64::MAX);
         let cap = i64::try_from(keyword_match_cap(pool)).unwrap_or(i64::MAX);
         let client = self.pool.get().await?;
-        let common = self.common_lexemes(&client).await?;
+        let partial = request.mode == SearchMode::Keyword || TermMatch::SomeTerms.fusion_weight() > 0.0;
+        let common = if partial { self.common_lexemes(&client).await? } else { Arc::default() };
         let common: &Vec<String> = &common;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request.query, &tenant_id, &limit, &cap, &common];
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request.query, &tenant_id, &limit, &cap];
+        if partial {
+            params.push(&common);
+        }
         let filter = FilterParams::new(&request.filter);
         let conditions = filter.conditions(&mut params);
+        let partial_matches = if partial {
+            format!(
+                "UNION ALL
+                 (SELECT c.document_id, c.version, c.chunk_index, c.search_text, false
+                  FROM chunks c
+                  JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
+                  WHERE c.tenant_id = $2 AND c.search_text @@ (SELECT millrace_search_query_any($1, $5::text[])){conditions}
+                  LIMIT $4)"
+            )
+        } else {
+            String::new()
+        };
         // Ranking reads every matching chunk's tsvector, and one common word of a query can match
         // most chunks: ranking is bounded to `cap` matches of the precise query (every term), then
         // `cap` of the broad one (any term but the common ones), in the GIN scan's order. A
         // query's tsquery is built once per statement (an InitPlan), so that the GIN scan can use
         // it and ranking does not rebuild it per row. ts_rank_cd rewards the query's words close
         // together; normalisation 1 (divide by 1 + log of the chunk's length) keeps long chunks
-        // from winning by repetition. The strength of the match (0 phrase, 1 every term, 2 some:
-        // TermMatch) orders first: otherwise a chunk dense in the query's common words outranks
-        // the one holding the copied sentence or the error message. Only a chunk holding every
-        // term can hold the phrase, so only those are checked for it.
+        // from winning by repetition. A chunk holding every term ranks above one holding some,
+        // whatever their ts_rank_cd: otherwise a chunk dense in the query's common words
+        // outranks the one holding the copied sentence or the error message.
         let sql = format!(
             "WITH matches AS MATERIALIZED (
                  (SELECT c.document_id, c.version, c.chunk_index, c.search_text, true AS every_term
@@ -412,19 +416,13 @@ impl PgStore {
                   JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
                   WHERE c.tenant_id = $2 AND c.search_text @@ (SELECT millrace_search_query_all($1)){conditions}
                   LIMIT $4)
-                 UNION ALL
-                 (SELECT c.document_id, c.version, c.chunk_index, c.search_text, false
-                  FROM chunks c
-                  JOIN documents d ON d.tenant_id = c.tenant_id AND d.document_id = c.document_id AND d.version = c.version
-                  WHERE c.tenant_id = $2 AND c.search_text @@ (SELECT millrace_search_query_any($1, $5::text[])){conditions}
-                  LIMIT $4))
+                 {partial_matches})
              SELECT document_id, version, chunk_index,
                     max(ts_rank_cd(search_text, (SELECT millrace_search_query($1)), 1))::float8 AS score,
-                    CASE WHEN bool_or(every_term AND search_text @@ (SELECT millrace_search_query_phrase($1))) THEN 0
-                         WHEN bool_or(every_term) THEN 1 ELSE 2 END AS strength
+                    bool_or(every_term) AS every_term
              FROM matches
              GROUP BY document_id, version, chunk_index
-             ORDER BY strength, score DESC, document_id, chunk_index
+             ORDER BY every_term DESC, score DESC, document_id, chunk_index
              LIMIT $3"
         );
         let statement = client.prepare_cached(&sql).await?;
@@ -437,7 +435,7 @@ impl PgStore {
                     version: row.try_get(1)?,
                     chunk_index: row.try_get(2)?,
                     score: finite_score(score),
-                    term_match: Some(TermMatch::from_strength(row.try_get(4)?)),
+                    term_match: Some(if row.try_get(4)? { TermMatch::EveryTerm } else { TermMatch::SomeTerms }),
                 })
             })
             .collect()
@@ -780,26 +778,24 @@ mod tests {
     }
 
     #[test]
-    fn a_keyword_vote_weighs_what_the_match_holds_and_keyword_mode_keeps_the_stronger_first() {
+    fn only_a_keyword_match_of_every_term_votes_in_fusion_and_keyword_mode_keeps_it_first() {
         let vector = ranked(&[("a", 0), ("b", 0), ("d", 0)]);
-        // The keyword ranking as storage returns it: strongest matches first, whatever the score.
+        // The keyword ranking as storage returns it: every-term matches first, whatever the score.
         let keyword = vec![
-            Found { score: 0.1, ..found("d", 0, Some(TermMatch::Phrase)) },
-            Found { score: 0.2, ..found("b", 0, Some(TermMatch::EveryTerm)) },
+            Found { score: 0.1, ..found("d", 0, Some(TermMatch::EveryTerm)) },
             Found { score: 0.9, ..found("c", 0, Some(TermMatch::SomeTerms)) },
             Found { score: 0.8, ..found("a", 0, Some(TermMatch::SomeTerms)) },
         ];
         let hybrid = fuse(&SearchRequest::default(), vector, keyword.clone());
         let score = |doc: &str| hybrid.iter().find(|c| c.document_id == doc).unwrap().score;
-        assert!((score("d") - (1.0 / 63.0 + 2.0 / 61.0)).abs() < 1e-12, "a phrase counts double");
-        assert!((score("b") - (1.0 / 62.0 + 1.0 / 62.0)).abs() < 1e-12, "every term counts once");
-        assert!((score("c") - 0.5 / 63.0).abs() < 1e-12, "some terms count half");
-        assert!((score("a") - (1.0 / 61.0 + 0.5 / 64.0)).abs() < 1e-12);
+        assert!((score("d") - (1.0 / 63.0 + 1.0 / 61.0)).abs() < 1e-12, "every term votes");
+        assert_eq!(score("c"), 0.0, "some terms do not");
+        assert!((score("a") - 1.0 / 61.0).abs() < 1e-12);
         let order: Vec<&str> = hybrid.iter().map(|c| c.document_id.as_str()).collect();
-        assert_eq!(order, ["d", "b", "a", "c"], "the vector's third holding the phrase wins");
+        assert_eq!(order, ["d", "a", "b", "c"], "the vector's third holding every term wins");
         let alone = SearchRequest { mode: SearchMode::Keyword, ..SearchRequest::default() };
         let order: Vec<String> = fuse(&alone, Vec::new(), keyword).into_iter().map(|c| c.document_id).collect();
-        assert_eq!(order, ["d", "b", "c", "a"], "keyword mode keeps its own order despite the scores");
+        assert_eq!(order, ["d", "c", "a"], "keyword mode keeps its own order despite the scores");
     }
 
     #[test]

@@ -122,8 +122,7 @@ async fn an_identifier_is_found_first_by_keyword_and_hybrid_where_vectors_rank_i
         if mode == SearchMode::Hybrid {
             // Found by both retrievers: the vector one ranks it below the three near pages.
             assert!(first.vector_rank.unwrap() > 3, "{first:?}");
-            // Each query is in the chunk as written: a phrase match, whose keyword vote counts double.
-            let rrf = 1.0 / (60.0 + f64::from(first.vector_rank.unwrap())) + 2.0 / 61.0;
+            let rrf = 1.0 / (60.0 + f64::from(first.vector_rank.unwrap())) + 1.0 / 61.0;
             assert!((f64::from(first.score) - rrf).abs() < 1e-6, "{} vs {rrf}", first.score);
             assert_eq!(hits.len(), 5, "hybrid fills top_k from the vector ranking");
         } else {

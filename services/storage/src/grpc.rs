@@ -15,8 +15,8 @@ use millrace_proto::{
 use tonic::{Request, Response, Status};
 
 use crate::store::{
-    ChunkListing, DEFAULT_CHUNK_LIMIT, DEFAULT_LIST_LIMIT, DocumentRecord, GroupBy, ListChunks, ListDocuments,
-    MAX_CHUNK_LIMIT, MAX_LIST_LIMIT, PgStore, SearchFilter, SearchMode, SearchRequest, StoreError,
+    ChunkListing, DEFAULT_LIST_LIMIT, DocumentRecord, GroupBy, ListChunks, ListDocuments, MAX_LIST_LIMIT, PgStore,
+    SearchFilter, SearchMode, SearchRequest, StoreError,
 };
 
 /// Content hashes per `StoredChunks` request: keeps an answer (vectors included) well under
@@ -43,6 +43,14 @@ fn status(err: StoreError) -> Status {
         ApiError::unavailable(err.to_string()).into()
     } else {
         ApiError::invalid(err.to_string()).into()
+    }
+}
+
+/// A listing's page size: 0 (unset) is the default, more than the most is the most.
+fn page_limit(asked: u32) -> usize {
+    match asked as usize {
+        0 => DEFAULT_LIST_LIMIT,
+        limit => limit.min(MAX_LIST_LIMIT),
     }
 }
 
@@ -156,10 +164,7 @@ impl Storage for StorageService {
         request: Request<ListDocumentsRequest>,
     ) -> Result<Response<ListDocumentsResponse>, Status> {
         let request = request.into_inner();
-        let limit = match request.limit as usize {
-            0 => DEFAULT_LIST_LIMIT,
-            limit => limit.min(MAX_LIST_LIMIT),
-        };
+        let limit = page_limit(request.limit);
         let query = ListDocuments {
             tenant_id: tenant(&request.tenant_id)?.to_owned(),
             collections: request.collections,
@@ -182,10 +187,7 @@ impl Storage for StorageService {
     async fn list_chunks(&self, request: Request<ListChunksRequest>) -> Result<Response<ListChunksResponse>, Status> {
         let request = request.into_inner();
         require_id(&request.document_id)?;
-        let limit = match request.limit as usize {
-            0 => DEFAULT_CHUNK_LIMIT,
-            limit => limit.min(MAX_CHUNK_LIMIT),
-        };
+        let limit = page_limit(request.limit);
         let query = ListChunks {
             tenant_id: tenant(&request.tenant_id)?.to_owned(),
             document_id: request.document_id,

@@ -34,7 +34,7 @@ use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
-pub use chunks::{ChunkListing, ChunkPage, DEFAULT_CHUNK_LIMIT, ListChunks, ListedChunk, MAX_CHUNK_LIMIT};
+pub use chunks::{ChunkListing, ChunkPage, ListChunks, ListedChunk};
 pub use config::StoreConfig;
 pub use error::StoreError;
 pub use list::{DEFAULT_LIST_LIMIT, DocumentPage, ListDocuments, MAX_LIST_LIMIT};

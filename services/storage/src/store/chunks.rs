@@ -4,11 +4,7 @@
 
 use serde_json::Value;
 
-use super::{PgStore, StoreError, check_ids};
-
-/// Chunks per page unless asked otherwise, and at most.
-pub const DEFAULT_CHUNK_LIMIT: usize = 100;
-pub const MAX_CHUNK_LIMIT: usize = 1000;
+use super::{MAX_LIST_LIMIT, PgStore, StoreError, check_ids};
 
 /// Which chunks of which document.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,7 +15,7 @@ pub struct ListChunks {
     pub after_chunk_index: Option<i64>,
     /// The version the previous page was of; `None`: whichever is visible.
     pub version: Option<i64>,
-    /// Page size, 1 to [`MAX_CHUNK_LIMIT`].
+    /// Page size, 1 to [`MAX_LIST_LIMIT`].
     pub limit: usize,
 }
 
@@ -61,8 +57,8 @@ impl PgStore {
     #[tracing::instrument(name = "db", skip_all, fields(otel.name = "SELECT chunks", otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "chunks"))]
     pub async fn list_chunks(&self, query: &ListChunks) -> Result<ChunkListing, StoreError> {
         check_ids(&query.tenant_id, &query.document_id)?;
-        if query.limit == 0 || query.limit > MAX_CHUNK_LIMIT {
-            return Err(StoreError::InvalidInput(format!("limit must be 1 to {MAX_CHUNK_LIMIT}")));
+        if query.limit == 0 || query.limit > MAX_LIST_LIMIT {
+            return Err(StoreError::InvalidInput(format!("limit must be 1 to {MAX_LIST_LIMIT}")));
         }
         let client = self.pool.get().await?;
         // One row per chunk of the page (the primary key's range after the cursor), or a single

@@ -4,10 +4,12 @@
 The same pipeline run as scripts/bench.py (synthetic documents through the job API and the
 extractive extractor; the hashing embedder by default, so that nothing upstream hides the
 storage stage's cost, or with --embeddings local the local all-MiniLM-L6-v2 model, as deployed),
-in rounds that alternate between the schema as migrated (chunks.search_text, a stored generated
-tsvector column, and its GIN index) and the same table with that column dropped, which is what
-storage wrote before keyword search. One stack, one table, the order ABBA... so that a drift of
-the machine falls on both sides; the median of each side and their ratio are reported.
+in rounds that rotate between three schemas of one table: the column as migrated
+(chunks.search_text, a stored generated tsvector and its GIN index; one parse per English
+chunk since migration 7), the same column as migration 5 made it (two parses per chunk: the
+stemmed words and the words as written), and no column at all, which is what storage wrote
+before keyword search. One stack, one table, the order A B C C B A ... so that a drift of the
+machine falls on every side; each side's median and its ratio to "without" are reported.
 
 usage: scripts/bench_fulltext.py [--docs N] [--paragraphs P] [--rounds R] [--embeddings hashing|local]
 Standard library only; runs its own stack (scripts/bench.py's ports) in a temporary data folder.
@@ -23,12 +25,19 @@ import time
 
 import bench
 
-# The column and index as migration 0005_full_text.sql makes them.
-ADD_COLUMN = """
-    ALTER TABLE chunks ADD COLUMN search_text tsvector
-        GENERATED ALWAYS AS (millrace_search_text(metadata ->> 'language', text)) STORED;
+# The column and its index, as migration 7 (0007_one_parse.sql) makes them, and with migration
+# 5's expression: the chunk's stemmer and the `simple` words, two parses.
+COLUMN = """
+    ALTER TABLE chunks ADD COLUMN search_text tsvector GENERATED ALWAYS AS ({expression}) STORED;
     CREATE INDEX chunks_search_text_gin ON chunks USING gin (search_text);"""
-DROP_COLUMN = "ALTER TABLE chunks DROP COLUMN search_text"
+SCHEMAS = {
+    "one parse (as migrated)": COLUMN.format(expression="millrace_search_text(metadata ->> 'language', text)"),
+    "two parses (migration 5)": COLUMN.format(
+        expression="to_tsvector(millrace_text_search_config(metadata ->> 'language'), text) "
+        "|| to_tsvector('simple'::regconfig, text)"),
+    "without": "",
+}
+DROP_COLUMN = "ALTER TABLE chunks DROP COLUMN IF EXISTS search_text"
 
 
 def corpus(docs, paragraphs, round_no):
@@ -40,23 +49,26 @@ def corpus(docs, paragraphs, round_no):
     return documents
 
 
-def has_column(env):
-    return bench.psql("SELECT count(*) FROM pg_attribute WHERE attrelid = 'chunks'::regclass "
-                      "AND attname = 'search_text' AND NOT attisdropped", env) == "1"
+def use_schema(name, env):
+    bench.psql(f"TRUNCATE chunks, documents; {DROP_COLUMN}; {SCHEMAS[name]}", env)
+    bench.psql("VACUUM ANALYZE chunks", env)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--paragraphs", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=8, help="rounds in all, half with the column")
+    parser.add_argument("--rounds", type=int, default=12, help="rounds in all, a third per schema")
     parser.add_argument("--embeddings", default="hashing", choices=["hashing", "local"])
     args = parser.parse_args()
 
     data_dir = pathlib.Path(tempfile.mkdtemp(prefix="millrace-bench-fulltext-"))
     env = bench.stack_env(data_dir, {"MILLRACE_EMBEDDINGS_PROVIDER": args.embeddings}, drop=("MILLRACE_LLM_BASE_URL",))
     stack = str(bench.ROOT / "scripts/stack.sh")
-    rates = {True: [], False: []}
+    names = list(SCHEMAS)
+    # A B C C B A ...: each side gets early and late rounds alike.
+    order = names + names[::-1]
+    rates = {name: [] for name in names}
     chunk_counts = []
     try:
         subprocess.run([stack, "up"], check=True, env=env, stdout=subprocess.DEVNULL)
@@ -64,34 +76,26 @@ def main():
         # A first round, not counted, warms the services, the connection pools and the caches.
         bench.wait_all(bench.submit(corpus(20, args.paragraphs, "warm")))
         for round_no in range(args.rounds):
-            # A B B A A B ...: each side gets early and late rounds alike.
-            with_column = (round_no % 4) in (0, 3)
-            bench.psql("TRUNCATE chunks, documents", env)
-            if with_column and not has_column(env):
-                bench.psql(ADD_COLUMN, env)
-            elif not with_column and has_column(env):
-                bench.psql(DROP_COLUMN, env)
-            bench.psql("VACUUM ANALYZE chunks", env)
+            name = order[round_no % len(order)]
+            use_schema(name, env)
             chunks, elapsed = bench.wait_all(bench.submit(corpus(args.docs, args.paragraphs, round_no)))
-            rates[with_column].append(chunks / elapsed)
+            rates[name].append(chunks / elapsed)
             chunk_counts.append(chunks)
-            side = "with" if with_column else "without"
-            print(f"round {round_no + 1} ({side} the column): {chunks} chunks in {elapsed:.1f} s = "
-                  f"{rates[with_column][-1]:.0f}/s", file=sys.stderr)
-        if not has_column(env):
-            bench.psql("TRUNCATE chunks, documents; " + ADD_COLUMN, env)
+            print(f"round {round_no + 1} ({name}): {chunks} chunks in {elapsed:.1f} s = {rates[name][-1]:.0f}/s",
+                  file=sys.stderr)
+        use_schema(names[0], env)
     finally:
         subprocess.run([stack, "down"], env=env, stdout=subprocess.DEVNULL)
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    with_median, without_median = statistics.median(rates[True]), statistics.median(rates[False])
+    medians = {name: statistics.median(r) for name, r in rates.items() if r}
     print(f"Machine: {bench.machine()}\n")
     print(f"### Ingest with and without the full-text column ({args.embeddings} embeddings; {args.rounds} rounds "
-          f"alternating, {args.docs} documents, median {int(statistics.median(chunk_counts))} chunks per round)\n")
-    print("| chunks.search_text | chunks/s per round | median |\n|---|---|---|")
-    print(f"| with (tsvector + GIN) | {', '.join(f'{r:.0f}' for r in rates[True])} | {with_median:.0f} |")
-    print(f"| without | {', '.join(f'{r:.0f}' for r in rates[False])} | {without_median:.0f} |")
-    print(f"| **ratio with / without** | | **{with_median / without_median:.2f}** |")
+          f"rotating, {args.docs} documents, median {int(statistics.median(chunk_counts))} chunks per round)\n")
+    print("| chunks.search_text | chunks/s per round | median | ratio to without |\n|---|---|---:|---:|")
+    for name, median in medians.items():
+        print(f"| {name} | {', '.join(f'{r:.0f}' for r in rates[name])} | {median:.0f} | "
+              f"**{median / medians['without']:.2f}** |")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "collections", sql: include_str!("../../migrations/0004_collections.sql") },
     Migration { version: 5, name: "full_text", sql: include_str!("../../migrations/0005_full_text.sql") },
     Migration { version: 6, name: "document_list", sql: include_str!("../../migrations/0006_document_list.sql") },
+    Migration { version: 7, name: "one_parse", sql: include_str!("../../migrations/0007_one_parse.sql") },
 ];
 
 /// What migrating learned about the database.

@@ -492,14 +492,15 @@ async fn created_at_is_kept_across_versions_and_filters_on_the_first_one() {
     );
 }
 
-/// Migration 0005 on a database that already holds chunks and documents: they get their
+/// Migrations 5 and 7 on a database that already holds chunks and documents: they get their
 /// tsvector and created_at.
 #[tokio::test]
 async fn the_migration_backfills_existing_rows() {
     let t = TestStore::new().await;
     t.exec(
-        "DROP INDEX chunks_search_text_gin; ALTER TABLE chunks DROP COLUMN search_text;
-         ALTER TABLE documents DROP COLUMN created_at; DELETE FROM millrace_migrations WHERE version = 5",
+        "ALTER TABLE chunks DROP COLUMN search_text; DROP TEXT SEARCH CONFIGURATION millrace_english;
+         DROP TEXT SEARCH DICTIONARY millrace_english_stem; ALTER TABLE documents DROP COLUMN created_at;
+         DELETE FROM millrace_migrations WHERE version IN (5, 7)",
     )
     .await;
     let old = "An older chunk about lifetimes.";
@@ -509,6 +510,54 @@ async fn the_migration_backfills_existing_rows() {
         t.store.search("t1", &request(SearchMode::Keyword, "lifetime", vec![], 5, GroupBy::Chunk)).await.unwrap();
     assert_eq!(ids(&hits), [("old", 0)]);
     assert_eq!(t.scalar("SELECT count(*) FROM documents WHERE created_at = updated_at").await, 1);
+}
+
+/// Each chunk's `search_text` by language: English parses once (every word's stem, stop words
+/// kept), other stemmers keep their words as written too, and `simple` words appear once.
+#[tokio::test]
+async fn english_chunks_parse_once_and_other_stemmed_languages_keep_their_words_as_written() {
+    let t = TestStore::new().await;
+    let chunks = [
+        ("en", "The running dogs were barking at or_insert.", "en"),
+        ("de", "Die Häuser sind alt.", "de"),
+        ("und", "cargo yank E0499", "xx"),
+    ];
+    for (i, (doc, text, language)) in chunks.into_iter().enumerate() {
+        put(&t, version("t1", doc, 1, 1, json!({})), vec![text_chunk("t1", doc, 0, text, axis(i, 0.0), language)])
+            .await;
+    }
+    let stored = t.text_rows("SELECT document_id || ' ' || search_text::text FROM chunks ORDER BY document_id").await;
+    assert_eq!(
+        stored,
+        [
+            "de 'alt':4,8 'die':5 'haus':2 'häuser':6 'sind':7",
+            "en 'at':6 'bark':5 'dog':3 'insert':8 'or':7 'run':2 'the':1 'were':4",
+            "und 'cargo':1 'e0499':3 'yank':2",
+        ]
+    );
+}
+
+/// Migration 7 on chunks written under migration 5 (two parses for every chunk): their
+/// `search_text` is computed again, and keyword search finds them as before.
+#[tokio::test]
+async fn migration_7_computes_existing_chunks_search_text_again() {
+    let t = TestStore::new().await;
+    t.exec(
+        "ALTER TABLE chunks DROP COLUMN search_text; DROP TEXT SEARCH CONFIGURATION millrace_english;
+         DROP TEXT SEARCH DICTIONARY millrace_english_stem; DELETE FROM millrace_migrations WHERE version = 7",
+    )
+    .await;
+    t.exec(include_str!("../../migrations/0005_full_text.sql")).await;
+    let text = "The running dogs were barking.";
+    put(&t, version("t1", "old", 1, 1, json!({})), vec![text_chunk("t1", "old", 0, text, axis(0, 0.0), "en")]).await;
+    let search_text = || t.text_rows("SELECT search_text::text FROM chunks WHERE document_id = 'old'");
+    assert!(search_text().await[0].contains("'running'"), "migration 5 keeps the words as written");
+    t.store.migrate().await.unwrap();
+    assert_eq!(search_text().await, ["'bark':5 'dog':3 'run':2 'the':1 'were':4"]);
+    for query in ["barks", "\"were barking\""] {
+        let hits = t.store.search("t1", &request(SearchMode::Keyword, query, vec![], 5, GroupBy::Chunk)).await.unwrap();
+        assert_eq!(ids(&hits), [("old", 0)], "{query}");
+    }
 }
 
 #[tokio::test]

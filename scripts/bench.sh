@@ -13,7 +13,7 @@
 #   keys      cargo bench -p millrace-auth --bench key_check: what the key check adds (criterion)
 #   fulltext  scripts/bench_fulltext.py: pipeline chunks/s with the full-text column (keyword
 #             search's tsvector and GIN index) as migrated, as migration 5 made it, and without
-#             it, rounds rotating (~12 min)
+#             it, rounds rotating, then the column alone in PostgreSQL (~14 min)
 #   search    scripts/bench_search.py: search quality on the Python docs (python3-doc), test and
 #             development query sets, against LlamaIndex, and search latency at 10k and 100k
 #             chunks (~25 min; 1M with `python3 scripts/bench_search.py --sizes 100000,1000000`)

@@ -10,8 +10,11 @@ chunk since migration 7), the same column as migration 5 made it (two parses per
 stemmed words and the words as written), and no column at all, which is what storage wrote
 before keyword search. One stack, one table, the order A B C C B A ... so that a drift of the
 machine falls on every side; each side's median and its ratio to "without" are reported.
+Then the column alone, in PostgreSQL: the last round's chunks inserted into a table with each
+schema's column and index and nothing else, which is what the column costs the database per
+chunk without the pipeline's noise.
 
-usage: scripts/bench_fulltext.py [--docs N] [--paragraphs P] [--rounds R] [--embeddings hashing|local]
+usage: scripts/bench_fulltext.py [--docs N] [--paragraphs P] [--rounds R] [--repeats K] [--embeddings hashing|local]
 Standard library only; runs its own stack (scripts/bench.py's ports) in a temporary data folder.
 """
 import argparse
@@ -49,6 +52,25 @@ def corpus(docs, paragraphs, round_no):
     return documents
 
 
+def column_cost(env, repeats):
+    """What computing and indexing the column costs PostgreSQL alone, per chunk: the last round's
+    chunks (text and metadata) inserted with one statement into a table holding only those and
+    each schema's column and GIN index (no HNSW index, no pipeline), the schemas alternating,
+    `repeats` times each. Returns {schema: [microseconds per chunk, ...]}."""
+    rows = int(bench.psql("SELECT count(*) FROM chunks", env))
+    costs = {name: [] for name in SCHEMAS}
+    for _ in range(repeats):
+        for name, column in SCHEMAS.items():
+            bench.psql("DROP TABLE IF EXISTS bench_column; CREATE TABLE bench_column (text text, metadata jsonb);"
+                       + column.replace("TABLE chunks", "TABLE bench_column").replace("ON chunks", "ON bench_column")
+                       .replace("chunks_search_text_gin", "bench_column_gin"), env)
+            started = time.monotonic()
+            bench.psql("INSERT INTO bench_column SELECT text, metadata FROM chunks", env)
+            costs[name].append((time.monotonic() - started) * 1e6 / rows)
+    bench.psql("DROP TABLE bench_column", env)
+    return costs
+
+
 def use_schema(name, env):
     bench.psql(f"TRUNCATE chunks, documents; {DROP_COLUMN}; {SCHEMAS[name]}", env)
     bench.psql("VACUUM ANALYZE chunks", env)
@@ -58,8 +80,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--paragraphs", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=12, help="rounds in all, a third per schema")
+    parser.add_argument("--rounds", type=int, default=18, help="rounds in all, a third per schema")
     parser.add_argument("--embeddings", default="hashing", choices=["hashing", "local"])
+    parser.add_argument("--repeats", type=int, default=5, help="inserts per schema when timing the column alone")
     args = parser.parse_args()
 
     data_dir = pathlib.Path(tempfile.mkdtemp(prefix="millrace-bench-fulltext-"))
@@ -83,6 +106,7 @@ def main():
             chunk_counts.append(chunks)
             print(f"round {round_no + 1} ({name}): {chunks} chunks in {elapsed:.1f} s = {rates[name][-1]:.0f}/s",
                   file=sys.stderr)
+        column_costs = column_cost(env, args.repeats)
         use_schema(names[0], env)
     finally:
         subprocess.run([stack, "down"], env=env, stdout=subprocess.DEVNULL)
@@ -96,6 +120,14 @@ def main():
     for name, median in medians.items():
         print(f"| {name} | {', '.join(f'{r:.0f}' for r in rates[name])} | {median:.0f} | "
               f"**{median / medians['without']:.2f}** |")
+
+    print(f"\n### The column alone in PostgreSQL ({args.repeats} inserts per schema of one round's chunks, "
+          "text and metadata only, no HNSW index; microseconds per chunk)\n")
+    print("| chunks.search_text | µs per chunk | median | more than without |\n|---|---|---:|---:|")
+    baseline = statistics.median(column_costs["without"])
+    for name, costs in column_costs.items():
+        median = statistics.median(costs)
+        print(f"| {name} | {', '.join(f'{c:.0f}' for c in costs)} | {median:.0f} | {median - baseline:.0f} |")
 
 
 if __name__ == "__main__":

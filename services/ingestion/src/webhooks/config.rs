@@ -1,9 +1,12 @@
-//! `MILLRACE_WEBHOOK_*`: how long and how often deliveries are retried, and how many are made
-//! at once.
+//! `MILLRACE_WEBHOOK_*`: how long and how often deliveries are retried, how many are made at
+//! once, and how long finished ones stay in the log.
 
 use std::time::Duration;
 
 use millrace_common::{ConfigError, Settings};
+
+/// A century: PostgreSQL's intervals and timestamps hold it, and nobody keeps a log longer.
+const MAX_RETENTION_DAYS: u64 = 36_500;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
@@ -26,6 +29,9 @@ pub struct WebhookConfig {
     /// replica that dies mid-delivery leaves the row to the others once it runs out, and one
     /// that is merely slow has recorded its attempt long before.
     pub lease: Duration,
+    /// How long a finished delivery (delivered or given up) and its attempts stay in the run's
+    /// log before the delivery loop deletes them (`MILLRACE_WEBHOOK_RETENTION_DAYS`, 30).
+    pub retention: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -38,6 +44,7 @@ impl Default for WebhookConfig {
             poll: Duration::from_secs(1),
             concurrency: 16,
             lease: Duration::from_secs(40),
+            retention: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -59,7 +66,12 @@ impl WebhookConfig {
         let poll = Duration::from_millis(settings.positive("WEBHOOK_POLL_MS", ms(defaults.poll))?);
         let concurrency = settings.positive("WEBHOOK_CONCURRENCY", defaults.concurrency)?;
         let lease = timeout + Duration::from_secs(30);
-        Ok(Self { retry_for, retry_base, retry_max, timeout, poll, concurrency, lease })
+        let days: u64 = settings.positive("WEBHOOK_RETENTION_DAYS", defaults.retention.as_secs() / 86_400)?;
+        if days > MAX_RETENTION_DAYS {
+            return Err(ConfigError::new("WEBHOOK_RETENTION_DAYS", format!("must be at most {MAX_RETENTION_DAYS}")));
+        }
+        let retention = Duration::from_secs(days * 86_400);
+        Ok(Self { retry_for, retry_base, retry_max, timeout, poll, concurrency, lease, retention })
     }
 
     /// The wait after the `attempts`-th failed attempt: `base · 2^(attempts−1)` capped at `max`,
@@ -110,6 +122,8 @@ mod tests {
             ("MILLRACE_WEBHOOK_TIMEOUT_MS", "0"),
             ("MILLRACE_WEBHOOK_POLL_MS", "0"),
             ("MILLRACE_WEBHOOK_CONCURRENCY", "0"),
+            ("MILLRACE_WEBHOOK_RETENTION_DAYS", "0"),
+            ("MILLRACE_WEBHOOK_RETENTION_DAYS", "36501"),
         ] {
             let err = WebhookConfig::from_settings(&Settings::from_pairs([(name, value)])).unwrap_err();
             assert_eq!(err.variable, name, "{value}");

@@ -12,6 +12,9 @@ use super::outbox::{Claimed, Outcome};
 use super::{DELIVERY_HEADER, DeliveryStatus, EVENT_HEADER, Outbox, OutboxError, SIGNATURE_HEADER, WebhookConfig};
 use crate::metrics;
 
+/// How often each replica deletes the finished deliveries past the retention.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Makes the deliveries of the outbox. Cheap to clone.
 #[derive(Clone)]
 pub struct Deliverer {
@@ -51,11 +54,33 @@ impl Deliverer {
         Ok(attempts)
     }
 
+    /// Deletes the deliveries that finished more than the retention ago (see [`Outbox::prune`]).
+    pub async fn prune(&self) -> Result<u64, OutboxError> {
+        let deleted = self.outbox.prune(self.config.retention).await?;
+        if deleted > 0 {
+            tracing::info!(
+                deleted,
+                retention_days = self.config.retention.as_secs() / 86_400,
+                "pruned finished webhook deliveries"
+            );
+        }
+        Ok(deleted)
+    }
+
     /// Delivers until `stop`: again at once after a pass that found work, else after the poll
-    /// interval. An unreachable database is logged once per outage and retried.
+    /// interval. An unreachable database is logged once per outage and retried. Finished
+    /// deliveries past the retention are pruned at start and every [`PRUNE_EVERY`].
     pub async fn run(self, stop: CancellationToken) {
         let mut down = false;
+        let mut pruned_at: Option<Instant> = None;
         loop {
+            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                // Tried again only at the next interval: the log merely stays longer meanwhile.
+                pruned_at = Some(Instant::now());
+                if let Err(err) = self.prune().await {
+                    tracing::warn!(error = %err, "cannot prune finished webhook deliveries");
+                }
+            }
             let wait = match self.run_once().await {
                 Ok(0) => {
                     down = false;

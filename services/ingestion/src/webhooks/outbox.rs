@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
 );
 CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_deliveries_by_run ON webhook_deliveries (tenant, run_id, seq);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_finished ON webhook_deliveries (finished_at) WHERE status <> 'pending';
 CREATE TABLE IF NOT EXISTS webhook_attempts (
     id bigserial PRIMARY KEY,
     event_id text NOT NULL REFERENCES webhook_deliveries (event_id) ON DELETE CASCADE,
@@ -49,6 +50,9 @@ CREATE TABLE IF NOT EXISTS webhook_attempts (
 );
 CREATE INDEX IF NOT EXISTS webhook_attempts_by_event ON webhook_attempts (event_id, attempt);
 ";
+
+/// Finished deliveries one statement of [`Outbox::prune`] deletes at most.
+const PRUNE_BATCH: i64 = 1000;
 
 /// Timestamps leave PostgreSQL as RFC 3339 text in UTC, as the key store's do.
 fn rfc3339(column: &str) -> String {
@@ -442,6 +446,30 @@ impl Outbox {
             }
         }
         Ok(LogPage { deliveries, next })
+    }
+
+    /// Deletes the deliveries that finished (delivered or given up) more than `retention` ago,
+    /// with their attempts, in batches of [`PRUNE_BATCH`] so that no statement holds many row
+    /// locks for long; rows another replica is deleting are skipped, not waited for. Returns how
+    /// many were deleted. Pending deliveries are never deleted, however old.
+    pub async fn prune(&self, retention: Duration) -> Result<u64, OutboxError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "DELETE FROM webhook_deliveries
+                 WHERE event_id IN (SELECT event_id FROM webhook_deliveries
+                                    WHERE status <> 'pending' AND finished_at < now() - $1 * interval '1 millisecond'
+                                    LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .await?;
+        let mut deleted = 0;
+        loop {
+            let batch = client.execute(&statement, &[&millis(retention), &PRUNE_BATCH]).await?;
+            deleted += batch;
+            if batch < PRUNE_BATCH.unsigned_abs() {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// Deliveries not yet delivered nor given up, in all tenants, and the age of the oldest:

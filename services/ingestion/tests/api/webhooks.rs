@@ -118,6 +118,7 @@ fn config(retry_for: Duration) -> WebhookConfig {
         poll: Duration::from_millis(20),
         concurrency: 8,
         lease: Duration::from_secs(30),
+        retention: Duration::from_secs(30 * 86_400),
     }
 }
 
@@ -266,6 +267,42 @@ async fn a_delivery_is_given_up_after_the_retry_window() {
     assert_eq!(d.attempt_log.len() as u32, d.attempts);
     assert_eq!(receiver.got().len() as u32, d.attempts);
     assert_eq!(d.last_http_status, Some(500));
+}
+
+/// Finished deliveries (delivered or given up) older than the retention go with their attempts;
+/// recent ones stay, and so does a pending one however old.
+#[tokio::test]
+async fn finished_deliveries_past_the_retention_are_pruned_with_their_attempts() {
+    let (outbox, database) = outbox().await;
+    let (_receiver, url) = Receiver::start(&[], 200, Duration::ZERO).await;
+    let deliverer = deliverer(&outbox, config(Duration::from_secs(60)), &url, true);
+    for id in ["old-delivered", "old-failed", "new-delivered"] {
+        outbox.enqueue(delivery(id, "r-prune", &url)).await.unwrap();
+    }
+    settle(&deliverer, "r-prune", Duration::from_secs(10)).await;
+    outbox.enqueue(delivery("old-pending", "r-prune", &url)).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "UPDATE webhook_deliveries SET finished_at = now() - interval '31 days'
+                 WHERE event_id IN ('old-delivered', 'old-failed');
+             UPDATE webhook_deliveries SET status = 'failed' WHERE event_id = 'old-failed';
+             UPDATE webhook_deliveries SET created_at = now() - interval '90 days' WHERE event_id = 'old-pending';",
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(deliverer.prune().await.unwrap(), 2);
+    let left: Vec<String> = outbox.deliveries("acme", "r-prune").await.unwrap().into_iter().map(|d| d.id).collect();
+    assert_eq!(left, ["new-delivered", "old-pending"]);
+    let attempts: i64 = client
+        .query_one("SELECT count(*) FROM webhook_attempts WHERE event_id IN ('old-delivered', 'old-failed')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 0, "the attempts went with their deliveries");
+    assert_eq!(deliverer.prune().await.unwrap(), 0, "a second pass finds nothing more");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 --
 -- Migration 5 made each chunk's search_text from two parses of its text: its language's stemmer
 -- (stop words dropped) and the `simple` words as written (so that stop words inside identifiers
--- and phrases, `or_insert`, still match). Parsing is most of what the column costs at insert.
+-- and phrases, `or_insert`, still match). Parsing is about half of what the column costs at insert.
 -- For English, one parse with the English stemmer keeping its stop words holds what a query needs
 -- from both: every word's stem at its own position, stop words included (a stop word's stem is
 -- nearly always the word itself). Only the unstemmed surface forms are gone, and queries match

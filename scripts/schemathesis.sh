@@ -8,11 +8,10 @@
 # data directory); schemathesis' `ignored_auth` check also sends requests without it, which must
 # be refused with 401.
 #
-# It starts what the API needs on free ports in a temporary directory, through scripts/stack.sh
-# (Redis, PostgreSQL and the six services, embeddings with the hashing provider so no model
-# loads), with the fake upstream (tools/fake-openai) behind the gateway so that searches with
-# `rerank: true` reach a chat model (metadata stays extractive: the reranker is its only
-# caller), and stops it all at the end, whatever happens.
+# It starts what the API needs on free ports (scripts/test_stack.sh: the stack and the fake
+# upstream, tools/fake-openai, behind the gateway so that searches with `rerank: true` reach a
+# chat model; metadata stays extractive, so the reranker is its only caller), and stops it all at
+# the end, whatever happens.
 #
 #   SCHEMATHESIS_MAX_EXAMPLES   test cases per operation and phase. Unset: the bounded run of
 #                               `make test` (10 cases, a fixed seed and a 90 s budget, so the
@@ -44,41 +43,14 @@ log() { echo "schemathesis: $*"; }
 [ -x "$VENV/bin/schemathesis" ] || { echo "schemathesis: $VENV is missing; run scripts/setup.sh" >&2; exit 1; }
 [[ "$MAX_EXAMPLES" =~ ^[1-9][0-9]*$ ]] || { echo "schemathesis: SCHEMATHESIS_MAX_EXAMPLES=$MAX_EXAMPLES is not a positive integer" >&2; exit 2; }
 
-# Six consecutive free ports for HTTP and six for gRPC, and one each for Redis, PostgreSQL and
-# the fake upstream, none of them a port something on this machine already uses.
-read -r HTTP_BASE GRPC_BASE REDIS_PORT PG_PORT FAKE_PORT < <(python3 "$ROOT/scripts/free_ports.py" 6 6 1 1 1)
-
-DATA_DIR="$(mktemp -d "${TMPDIR:-/tmp}/millrace-schemathesis.XXXXXX")"
-export MILLRACE_DATA_DIR="$DATA_DIR" MILLRACE_PROFILE="${MILLRACE_PROFILE:-debug}"
-export MILLRACE_HTTP_PORT_BASE="$HTTP_BASE" MILLRACE_GRPC_PORT_BASE="$GRPC_BASE"
-export MILLRACE_REDIS_PORT="$REDIS_PORT" MILLRACE_PG_PORT="$PG_PORT"
-export MILLRACE_EMBEDDINGS_PROVIDER=hashing
+# shellcheck source=test_stack.sh
+. "$ROOT/scripts/test_stack.sh"
+test_stack_prepare schemathesis
 # Generated URLs name hosts that do not exist: their jobs fail at chunking's fetch quickly, so
 # that event streams (which end with the job) do not wait the default 30 s.
 export MILLRACE_FETCH_TIMEOUT_MS=2000
-unset MILLRACE_DATABASE_URL MILLRACE_ADMIN_KEY MILLRACE_API_KEY MILLRACE_SCALE MILLRACE_LLM_UPSTREAMS_FILE MILLRACE_LLM_EMBED_MODEL
-export MILLRACE_LLM_BASE_URL="http://127.0.0.1:$FAKE_PORT/v1" MILLRACE_LLM_CHAT_MODEL=fake-chat
-export MILLRACE_METADATA_PROVIDER=extractive
-FAKE="${MILLRACE_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/$MILLRACE_PROFILE}/millrace-fake-openai"
-[ -x "$FAKE" ] || { echo "schemathesis: $FAKE is missing; cargo build --workspace --bins" >&2; exit 1; }
-FAKE_PID=""
-
-stop() {
-    local status=$?
-    "$ROOT/scripts/stack.sh" down >/dev/null 2>&1 || true
-    [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null || true
-    if [ "$status" -ne 0 ] && [ -d "$DATA_DIR/logs" ]; then
-        tail -n 20 "$DATA_DIR"/logs/ingestion.log >&2 || true
-    fi
-    rm -rf "$DATA_DIR"
-    exit "$status"
-}
-trap stop EXIT INT TERM
-
-log "starting the stack (http $HTTP_BASE.., grpc $GRPC_BASE.., redis $REDIS_PORT, postgres $PG_PORT, fake upstream $FAKE_PORT)"
-"$FAKE" --addr "127.0.0.1:$FAKE_PORT" >"$DATA_DIR/fake-openai.log" 2>&1 &
-FAKE_PID=$!
-"$ROOT/scripts/stack.sh" up >"$DATA_DIR/stack.log" 2>&1 || { cat "$DATA_DIR/stack.log" >&2; exit 1; }
+export MILLRACE_LLM_CHAT_MODEL=fake-chat MILLRACE_METADATA_PROVIDER=extractive
+test_stack_up
 
 mkdir -p "$REPORT_DIR"
 args=(

@@ -67,20 +67,40 @@ impl Deliverer {
         Ok(deleted)
     }
 
-    /// Delivers until `stop`: again at once after a pass that found work, else after the poll
-    /// interval. An unreachable database is logged once per outage and retried. Finished
-    /// deliveries past the retention are pruned at start and every [`PRUNE_EVERY`].
+    /// Delivers until `stop`, and beside it prunes the finished deliveries past the retention
+    /// at start and every [`PRUNE_EVERY`] (a long first prune after an upgrade delays no
+    /// delivery).
     pub async fn run(self, stop: CancellationToken) {
-        let mut down = false;
-        let mut pruned_at: Option<Instant> = None;
+        tokio::join!(self.deliver_until(&stop), self.prune_until(&stop));
+    }
+
+    /// Deletes the finished deliveries past the retention now and every [`PRUNE_EVERY`], until
+    /// `stop`. A failed pass is logged and tried again at the next interval: the log merely
+    /// stays longer meanwhile.
+    async fn prune_until(&self, stop: &CancellationToken) {
         loop {
-            if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
-                // Tried again only at the next interval: the log merely stays longer meanwhile.
-                pruned_at = Some(Instant::now());
-                if let Err(err) = self.prune().await {
-                    tracing::warn!(error = %err, "cannot prune finished webhook deliveries");
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                result = self.prune() => {
+                    if let Err(err) = result {
+                        tracing::warn!(error = %err, "cannot prune finished webhook deliveries");
+                    }
                 }
             }
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(PRUNE_EVERY) => {}
+            }
+        }
+    }
+
+    /// Delivers until `stop`: again at once after a pass that found work, else after the poll
+    /// interval. An unreachable database is logged once per outage and retried.
+    async fn deliver_until(&self, stop: &CancellationToken) {
+        let mut down = false;
+        loop {
             let wait = match self.run_once().await {
                 Ok(0) => {
                     down = false;
